@@ -1,0 +1,31 @@
+# Two commands on a fresh machine (python3 + make): `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench clean venv
+
+venv: $(STAMP)
+
+# Rebuilt only when pyproject.toml changes: a second `make test` starts at once.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/shopsync demo
+
+test: $(STAMP)
+	$(BIN)/ruff check agent plugins tests bench
+	$(BIN)/ruff format --check agent plugins tests bench
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check --fix agent plugins tests bench
+	$(BIN)/ruff format agent plugins tests bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,219 @@
+"""The channel contract: what a platform plugin gives the core for one shop (DESIGN §4)."""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from agent.clock import Clock
+
+__all__ = [
+    "Channel",
+    "ChannelError",
+    "ChannelSettings",
+    "ConfigError",
+    "Item",
+    "RateBudget",
+    "WebhookHint",
+    "WebhookRejected",
+    "Write",
+    "WriteResult",
+]
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message says which and why."""
+
+
+class ChannelError(RuntimeError):
+    """The platform refused a call for a reason a retry will not fix (auth, scope, bad input)."""
+
+
+class WebhookRejected(Exception):
+    """A webhook failed verification (signature, shop, topic); the message says why."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Item:
+    """One sellable variant in a shop, as the platform lists it.
+
+    `item_id` is the id the plugin reads and writes by (for Shopify the InventoryItem gid).
+    `sku` is None or "" when the item has none. `created_at` is epoch seconds (the platform's
+    creation time of the variant), used for first-created-wins.
+    """
+
+    item_id: str
+    sku: str | None
+    available: int
+    created_at: float
+    title: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Write:
+    """Set `item_id` to `target` if the shop still holds `expected` (compare-and-set).
+
+    A platform without compare-and-set adjusts by `target - expected` and reports the count it
+    returned; the core treats any difference from `target` as a local sale.
+    """
+
+    item_id: str
+    expected: int
+    target: int
+
+
+WriteStatus = Literal["ok", "conflict", "unknown", "error"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WriteResult:
+    """The outcome of one `Write`.
+
+    - ``ok``: applied; `available` is the count the shop holds after it (normally `target`;
+      another number means a local sale happened at the same moment).
+    - ``conflict``: not applied because the shop no longer held `expected`; `available` is the
+      current count if the platform said it, else None (the core re-reads).
+    - ``unknown``: the outcome could not be learnt (timeout, 5xx, dropped connection); the core
+      retries the same batch with the same idempotency key.
+    - ``error``: refused for good (unknown item, not stocked...); `message` says why.
+    """
+
+    item_id: str
+    status: WriteStatus
+    available: int | None = None
+    message: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RateBudget:
+    """A platform's rate limit as a leaky bucket, so the core can plan bulk work.
+
+    `bucket` and `restore_rate` are in the platform's unit (Shopify: cost points, others:
+    requests); `write_cost` is the price of one write call of up to `max_write_batch` rows,
+    `read_cost` of one read call of up to `max_read_batch` ids.
+    """
+
+    bucket: float
+    restore_rate: float
+    max_write_batch: int
+    max_read_batch: int
+    write_cost: float = 1.0
+    read_cost: float = 1.0
+    unit: str = "requests"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WebhookHint:
+    """What a verified platform webhook says changed: a hint, never a count to trust."""
+
+    topic: str
+    item_ids: tuple[str, ...] = ()
+    skus: tuple[str, ...] = ()
+    delivery_id: str = ""
+    catalogue_changed: bool = False
+
+
+class ChannelSettings:
+    """Base for a plugin's typed settings, built from its `[channel.options]` table.
+
+    Subclasses are dataclasses; `from_options` checks for unknown and missing keys so that a
+    typo in the config is a clear start-up error, not a silent default.
+    """
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> ChannelSettings:
+        fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(options) - set(fields))
+        if unknown:
+            raise ConfigError(
+                f"unknown channel option(s): {', '.join(unknown)} "
+                f"(known: {', '.join(sorted(fields))})"
+            )
+        values: dict[str, Any] = {}
+        for name, field in fields.items():
+            if name in options:
+                raw = options[name]
+                kind = field.type if isinstance(field.type, type) else None
+                if field.type in ("int", int) or kind is int:
+                    try:
+                        raw = int(raw)
+                    except (TypeError, ValueError):
+                        raise ConfigError(f"channel option {name} must be an integer") from None
+                elif field.type in ("float", float) or kind is float:
+                    try:
+                        raw = float(raw)
+                    except (TypeError, ValueError):
+                        raise ConfigError(f"channel option {name} must be a number") from None
+                elif field.type in ("bool", bool) or kind is bool:
+                    raw = str(raw).lower() in ("1", "true", "yes", "on")
+                values[name] = raw
+            elif (
+                field.default is dataclasses.MISSING
+                and field.default_factory is dataclasses.MISSING
+            ):
+                raise ConfigError(f"missing channel option {name}")
+        return cls(**values)
+
+
+class Channel(abc.ABC):
+    """One shop on one platform. The core awaits these methods directly.
+
+    A plugin subclasses this, sets `name` and `settings_class`, and registers the class through
+    the `register_channels` hook. The core builds one instance per agent with the plugin's own
+    typed settings, the agent's shared `aiohttp.ClientSession` and its clock (so tests and the
+    simulation can inject both).
+    """
+
+    name: ClassVar[str]
+    settings_class: ClassVar[type[ChannelSettings]]
+    budget: RateBudget
+
+    def __init__(
+        self, settings: ChannelSettings, *, http: aiohttp.ClientSession, clock: Clock
+    ) -> None:
+        self.settings = settings
+        self.http = http
+        self.clock = clock
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Called once before first use (look up locations, warm caches)."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Called once on shutdown."""
+
+    @abc.abstractmethod
+    def list_items(self) -> AsyncIterator[Item]:
+        """Every item of the shop at the configured location, paginated or bulk underneath."""
+
+    @abc.abstractmethod
+    async def read(self, item_ids: Sequence[str]) -> dict[str, int | None]:
+        """Fresh absolute counts for `item_ids`, batched; None for an id the shop lacks."""
+
+    @abc.abstractmethod
+    async def write(self, writes: Sequence[Write], *, key: str) -> list[WriteResult]:
+        """Apply `writes`, batched to the platform's maximum, one result per write in order.
+
+        `key` is the idempotency key of this batch: a retry of the same batch after an
+        ``unknown`` outcome comes with the same key and must not be applied twice. Plugins
+        derive per-call keys from it deterministically.
+        """
+
+    @abc.abstractmethod
+    def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookHint:
+        """Check the platform's signature over the raw `body` and say what changed.
+
+        Raise `WebhookRejected` for a bad or missing signature before parsing anything.
+        """
+
+    @abc.abstractmethod
+    async def subscribe(self, callback_url: str) -> None:
+        """Register the webhooks the channel needs at `callback_url` (idempotent)."""
+
+    async def set_storefront_open(self, is_open: bool) -> bool:
+        """Open or close the storefront for maintenance; False when the platform cannot."""
+        return False

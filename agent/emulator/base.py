@@ -1,0 +1,281 @@
+"""The emulator frame: store, bucket, webhooks, faults and the common `/_emulator` control API.
+
+A platform emulator subclasses `Emulator`, adds its own API routes in `add_platform_routes`,
+and says how it signs webhooks and what it sends when stock, orders or products change. The
+control API (a contract other tools depend on) is the same for every platform:
+
+| route | body | effect |
+| --- | --- | --- |
+| POST /_emulator/orders | {"line_items": [{"sku", "quantity"}]} | a purchase; 409 if short |
+| POST /_emulator/inventory | {"sku", "available"} | an admin's manual edit |
+| POST /_emulator/products | {"sku", "available"} | a new product variant |
+| GET /_emulator/inventory | | {"A-1": 38, ...} |
+
+Extras: GET /_emulator/items, GET /_emulator/writes, GET /_emulator/stats,
+POST /_emulator/orders/{id}/cancel, POST /_emulator/refunds {"order_id"},
+POST /_emulator/faults {...Faults fields}, POST /_emulator/storefront {"open": bool}.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from agent.emulator.bucket import LeakyBucket
+from agent.emulator.options import EmulatorOptions
+from agent.emulator.store import ShortStock, Store, UnknownSku, Variant
+from agent.emulator.webhooks import WebhookSender
+
+__all__ = ["Emulator", "json_error"]
+
+
+def json_error(status: int, message: str, **extra: Any) -> web.Response:
+    """A control-API error: HTTP `status` with `{"error": message}`."""
+    return web.json_response({"error": message, **extra}, status=status)
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": "body is not valid JSON"}), content_type="application/json"
+        ) from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": "body must be a JSON object"}),
+            content_type="application/json",
+        )
+    return body
+
+
+def _sku_count(body: dict[str, Any], count_key: str) -> tuple[str, int]:
+    sku, count = body.get("sku"), body.get(count_key)
+    if not isinstance(sku, str):
+        raise ValueError("sku must be a string")
+    if not isinstance(count, int) or isinstance(count, bool):
+        raise ValueError(f"{count_key} must be an integer")
+    return sku, count
+
+
+class Emulator:
+    """One emulated shop. Subclasses provide the platform's wire format."""
+
+    name = "emulator"
+
+    def __init__(self, options: EmulatorOptions, *, clock: Callable[[], float] = time.time):
+        self.options = options
+        self.clock = clock
+        self.faults = options.faults
+        self.rng = random.Random(options.seed)
+        self.store = Store(clock=clock)
+        self.store.seed(options.skus, available=options.initial_available)
+        self.bucket = self.make_bucket()
+        self.webhooks = WebhookSender(self.sign_webhook, self.faults, rng=self.rng)
+        self.stats: dict[str, int] = {"requests": 0, "throttled": 0, "writes": 0, "reads": 0}
+        self.store.listeners.append(self._on_store_change)
+
+    # -- what a platform provides ------------------------------------------------------------
+
+    def make_bucket(self) -> LeakyBucket:
+        """The platform's rate limit (default: 40 requests, 4/s)."""
+        return LeakyBucket(40, 4, clock=self.clock, enabled=self.options.rate_limit)
+
+    def sign_webhook(self, topic: str, body: bytes, delivery_id: str) -> dict[str, str]:
+        """Headers that carry the platform's topic, ids and signature of `body`."""
+        raise NotImplementedError
+
+    def add_platform_routes(self, app: web.Application) -> None:
+        """Add the platform API routes to `app`."""
+        raise NotImplementedError
+
+    def on_stock_change(self, variant: Variant, before: int, after: int, cause: str) -> None:
+        """Emit the platform's inventory webhook (called for every count change)."""
+
+    def on_order(self, order: dict[str, Any]) -> None:
+        """Emit the platform's order-created webhook."""
+
+    def on_restock(self, order: dict[str, Any], cause: str) -> None:
+        """Emit the platform's cancel or refund webhook (`cause` is "cancel" or "refund")."""
+
+    def on_product(self, variant: Variant) -> None:
+        """Emit the platform's product-created webhook."""
+
+    # -- helpers for platform handlers -------------------------------------------------------
+
+    def take_injected_failure(self) -> int | None:
+        """The HTTP status to fail this API call with, if a fault is armed."""
+        self.stats["requests"] += 1
+        if self.faults.fail_requests > 0:
+            self.faults.fail_requests -= 1
+            return self.faults.fail_status
+        return None
+
+    def take_timeout_after_apply(self) -> bool:
+        """True if this write, once applied, must be answered by a dropped connection."""
+        if self.faults.timeout_after_apply > 0:
+            self.faults.timeout_after_apply -= 1
+            return True
+        return False
+
+    @staticmethod
+    def drop_connection(request: web.Request) -> web.Response:
+        """Close the connection without an answer: the client never learns the outcome."""
+        if request.transport is not None:
+            request.transport.abort()
+        raise ConnectionResetError("emulator dropped the connection after applying a write")
+
+    # -- the app ------------------------------------------------------------------------------
+
+    def build_app(self) -> web.Application:
+        """The aiohttp app: control routes, platform routes, webhook delivery on its lifetime."""
+        app = web.Application(client_max_size=64 * 1024**2)
+        r = app.router
+        r.add_post("/_emulator/orders", self._h_order)
+        r.add_post("/_emulator/orders/{order_id}/cancel", self._h_cancel)
+        r.add_post("/_emulator/refunds", self._h_refund)
+        r.add_post("/_emulator/inventory", self._h_edit)
+        r.add_get("/_emulator/inventory", self._h_inventory)
+        r.add_post("/_emulator/products", self._h_product)
+        r.add_get("/_emulator/items", self._h_items)
+        r.add_get("/_emulator/writes", self._h_writes)
+        r.add_get("/_emulator/stats", self._h_stats)
+        r.add_post("/_emulator/faults", self._h_faults)
+        r.add_post("/_emulator/storefront", self._h_storefront)
+        self.add_platform_routes(app)
+        app.cleanup_ctx.append(self._webhook_ctx)
+        return app
+
+    async def _webhook_ctx(self, app: web.Application):  # type: ignore[no-untyped-def]
+        await self.webhooks.start()
+        yield
+        await self.webhooks.stop()
+
+    def _on_store_change(self, variant: Variant, before: int, after: int, cause: str) -> None:
+        if cause == "product":
+            self.on_product(variant)
+        self.on_stock_change(variant, before, after, cause)
+
+    # -- control handlers --------------------------------------------------------------------
+
+    async def _h_order(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        lines = body.get("line_items")
+        if not isinstance(lines, list) or not lines:
+            return json_error(400, "line_items must be a non-empty list")
+        parsed = []
+        for line in lines:
+            if not isinstance(line, dict):
+                return json_error(400, "each line item must be an object")
+            try:
+                sku, quantity = _sku_count(line, "quantity")
+            except ValueError as exc:
+                return json_error(400, str(exc))
+            if quantity <= 0:
+                return json_error(400, "quantity must be positive")
+            parsed.append((sku, quantity))
+        if not self.store.storefront_open:
+            return json_error(423, "the storefront is closed for maintenance")
+        try:
+            order = self.store.purchase(parsed)
+        except UnknownSku as exc:
+            return json_error(404, f"unknown sku {exc.args[0]}")
+        except ShortStock as exc:
+            return json_error(409, f"not enough stock: {exc}")
+        self.on_order(order)
+        return web.json_response({"order": order}, status=201)
+
+    async def _h_cancel(self, request: web.Request) -> web.Response:
+        try:
+            order_id = int(request.match_info["order_id"])
+            order = self.store.restock_order(order_id, "cancel")
+        except (ValueError, KeyError) as exc:
+            return json_error(404 if isinstance(exc, KeyError) else 409, f"cannot cancel: {exc}")
+        self.on_restock(order, "cancel")
+        return web.json_response({"order": order})
+
+    async def _h_refund(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        order_id = body.get("order_id")
+        if not isinstance(order_id, int):
+            return json_error(400, "order_id must be an integer")
+        try:
+            order = self.store.restock_order(order_id, "refund")
+        except (ValueError, KeyError) as exc:
+            return json_error(404 if isinstance(exc, KeyError) else 409, f"cannot refund: {exc}")
+        self.on_restock(order, "refund")
+        return web.json_response({"order": order})
+
+    async def _h_edit(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        try:
+            sku, available = _sku_count(body, "available")
+        except ValueError as exc:
+            return json_error(400, str(exc))
+        try:
+            variant = self.store.edit(sku, available)
+        except UnknownSku:
+            return json_error(404, f"unknown sku {sku}")
+        return web.json_response({"sku": variant.sku, "available": variant.available})
+
+    async def _h_inventory(self, request: web.Request) -> web.Response:
+        return web.json_response(self.store.inventory())
+
+    async def _h_product(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        try:
+            sku, available = _sku_count(body, "available")
+        except ValueError as exc:
+            return json_error(400, str(exc))
+        title = body.get("title")
+        if title is not None and not isinstance(title, str):
+            return json_error(400, "title must be a string")
+        variant = self.store.add_product(sku.strip(), available, title=title)
+        return web.json_response(self._item_json(variant), status=201)
+
+    def _item_json(self, variant: Variant) -> dict[str, Any]:
+        return dataclasses.asdict(variant)
+
+    async def _h_items(self, request: web.Request) -> web.Response:
+        return web.json_response([self._item_json(v) for v in self.store.variants.values()])
+
+    async def _h_writes(self, request: web.Request) -> web.Response:
+        return web.json_response([dataclasses.asdict(w) for w in self.store.write_log])
+
+    async def _h_stats(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                **self.stats,
+                "bucket_refused": self.bucket.refused,
+                "bucket_available": self.bucket.available(),
+                "webhooks": dict(self.webhooks.stats),
+                "subscriptions": len(self.webhooks.subscriptions),
+            }
+        )
+
+    async def _h_faults(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        if "rate_limit" in body:
+            value = body.pop("rate_limit")
+            if not isinstance(value, bool):
+                return json_error(400, "rate_limit must be true or false")
+            self.bucket.enabled = value
+        try:
+            self.faults.update(body)
+        except ValueError as exc:
+            return json_error(400, str(exc))
+        state = {**dataclasses.asdict(self.faults), "rate_limit": self.bucket.enabled}
+        return web.json_response(state)
+
+    async def _h_storefront(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        if not isinstance(body.get("open"), bool):
+            return json_error(400, "open must be true or false")
+        self.store.storefront_open = body["open"]
+        return web.json_response({"open": self.store.storefront_open})

@@ -1,0 +1,60 @@
+"""What every emulator is started with: `shopsync emulator CHANNEL --port P --shop D --skus N`."""
+
+from __future__ import annotations
+
+import dataclasses
+
+__all__ = ["EmulatorOptions", "Faults"]
+
+
+@dataclasses.dataclass(slots=True)
+class Faults:
+    """Injectable misbehaviour, settable at start (flags) or live (`POST /_emulator/faults`).
+
+    Webhook faults: each delivery is delayed by up to `webhook_delay` seconds, duplicated with
+    probability `webhook_duplicate`, lost (never delivered, no retry) with probability
+    `webhook_drop`, and, with `webhook_reorder`, sent in shuffled order within a batch.
+    API faults: the next `fail_requests` platform API calls answer `fail_status`; the next
+    `timeout_after_apply` writes are applied and then the connection is dropped, so the client
+    never learns the outcome.
+    """
+
+    webhook_delay: float = 0.0
+    webhook_duplicate: float = 0.0
+    webhook_drop: float = 0.0
+    webhook_reorder: bool = False
+    fail_requests: int = 0
+    fail_status: int = 503
+    timeout_after_apply: int = 0
+
+    def update(self, values: dict[str, object]) -> None:
+        """Set the named fields; unknown names or wrong types raise ValueError."""
+        fields = {f.name: f for f in dataclasses.fields(self)}
+        for name, value in values.items():
+            if name not in fields:
+                raise ValueError(f"unknown fault {name!r} (known: {', '.join(sorted(fields))})")
+            current = getattr(self, name)
+            if isinstance(current, bool):
+                if not isinstance(value, bool):
+                    raise ValueError(f"fault {name} must be true or false")
+            elif isinstance(current, int):
+                if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                    raise ValueError(f"fault {name} must be a non-negative integer")
+            elif not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"fault {name} must be a non-negative number")
+            setattr(self, name, value)
+
+
+@dataclasses.dataclass(slots=True)
+class EmulatorOptions:
+    """Start-up options shared by every platform emulator."""
+
+    shop: str = "demo.example.com"
+    skus: int = 10
+    token: str = "emulator-token"
+    webhook_secret: str = "emulator-secret"
+    plan: str = "standard"
+    initial_available: int = 100
+    rate_limit: bool = True
+    seed: int | None = None
+    faults: Faults = dataclasses.field(default_factory=Faults)

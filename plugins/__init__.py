@@ -1,0 +1,1 @@
+"""Built-in channel plugins, registered through the `shopsync` entry-point group."""
