@@ -1,0 +1,297 @@
+"""The `shopsync` command: parse, call the core, print. Bad input: one line and exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, NoReturn
+
+from agent import __version__
+from agent.channel import ConfigError
+
+__all__ = ["main"]
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"shopsync: error: {message}\n")
+
+
+def _data_dir(args: argparse.Namespace) -> Path:
+    value = args.data_dir or os.environ.get("SHOPSYNC_DATA_DIR")
+    if not value:
+        raise ConfigError("say which agent with --data-dir D (or SHOPSYNC_DATA_DIR)")
+    return Path(value).absolute()
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, sort_keys=False), flush=True)
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+async def cmd_init(args: argparse.Namespace) -> int:
+    from agent.clock import SystemClock
+    from agent.config import Settings
+    from agent.identity import init_agent
+    from agent.plugins import Registry, make_plugin_manager
+
+    options: dict[str, str] = {}
+    for raw in args.channel_option or []:
+        name, sep, value = raw.partition("=")
+        if not sep or not name:
+            raise ConfigError(f"--channel-option must be NAME=VALUE, got {raw!r}")
+        options[name.strip()] = value
+    settings = Settings(
+        data_dir=_data_dir(args),
+        domain=args.domain,
+        listen=args.listen,
+        public_url=args.public_url,
+        admin_token="",
+        channel=args.channel,
+        channel_options=options,
+        database_url=args.database_url or "",
+    )
+    result = await init_agent(settings, Registry(make_plugin_manager()), SystemClock())
+    if args.json:
+        _print_json(dict(result))
+    else:
+        print(f"agent for {result['domain']} created in {settings.data_dir}")
+        print(f"key fingerprint: {result['fingerprint']}")
+        print(f"admin token:     {result['admin_token']}")
+        print(f"config:          {result['config']}")
+        print(f"start it with:   shopsync run --data-dir {settings.data_dir}")
+    return 0
+
+
+async def cmd_run(args: argparse.Namespace) -> int:
+    from agent.config import load_settings, parse_listen
+    from agent.plugins import make_plugin_manager
+    from agent.runner import serve
+    from agent.web.app import create_app
+
+    settings = load_settings(_data_dir(args))
+    host, port = parse_listen(settings.listen)
+    app = create_app(settings, pm=make_plugin_manager())
+
+    def ready(url: str) -> None:
+        print(f"ready {url}", flush=True)
+
+    await serve(app, host, port, on_ready=ready)
+    return 0
+
+
+async def cmd_status(args: argparse.Namespace) -> int:
+    from agent.client import AdminClient
+    from agent.config import load_settings
+    from agent.console import print_status
+
+    status = await AdminClient(load_settings(_data_dir(args))).get("/api/status")
+    if args.json:
+        _print_json(status)
+    else:
+        print_status(status)
+    return 0
+
+
+async def cmd_log(args: argparse.Namespace) -> int:
+    from agent.client import AdminClient
+    from agent.config import load_settings
+    from agent.console import print_log
+
+    client = AdminClient(load_settings(_data_dir(args)))
+    params = {"sku": args.sku, "kind": args.kind, "peer": args.peer, "limit": args.limit}
+    entries = list(reversed((await client.get("/api/log", **params))["entries"]))
+    print_log(entries, as_json=args.json)
+    if not args.follow:
+        return 0
+    last = max((e["id"] for e in entries), default=0)
+    if not entries:
+        newest = (await client.get("/api/log", limit=1))["entries"]
+        last = newest[0]["id"] if newest else 0
+    while True:
+        await asyncio.sleep(0.5)
+        fresh = (await client.get("/api/log", **params | {"after_id": last, "limit": 1000}))[
+            "entries"
+        ]
+        if fresh:
+            print_log(fresh, as_json=args.json, header=False)
+            last = fresh[-1]["id"]
+
+
+async def cmd_emulator(args: argparse.Namespace) -> int:
+    from agent.emulator import EmulatorOptions, Faults
+    from agent.plugins import Registry, make_plugin_manager
+    from agent.runner import serve
+
+    if not 0 < args.port < 65536:
+        raise ConfigError(f"--port must be 1..65535, got {args.port}")
+    if args.skus < 0:
+        raise ConfigError("--skus must not be negative")
+    for name in ("webhook_duplicate", "webhook_drop"):
+        if not 0 <= getattr(args, name) <= 1:
+            raise ConfigError(f"--{name.replace('_', '-')} is a probability between 0 and 1")
+    options = EmulatorOptions(
+        shop=args.shop,
+        skus=args.skus,
+        token=args.token,
+        webhook_secret=args.webhook_secret,
+        plan=args.plan,
+        initial_available=args.available,
+        rate_limit=not args.no_rate_limit,
+        seed=args.seed,
+        faults=Faults(
+            webhook_delay=args.webhook_delay,
+            webhook_duplicate=args.webhook_duplicate,
+            webhook_drop=args.webhook_drop,
+            webhook_reorder=args.webhook_reorder,
+        ),
+    )
+    factory = Registry(make_plugin_manager()).emulator(args.channel)
+    app = factory(options)
+
+    def ready(url: str) -> None:
+        print(f"ready {url}", flush=True)
+
+    await serve(app, args.host, args.port, on_ready=ready)
+    return 0
+
+
+async def cmd_demo(args: argparse.Namespace) -> int:
+    from agent.demo import run_demo
+
+    return await run_demo(args)
+
+
+async def cmd_plugins(args: argparse.Namespace) -> int:
+    from agent.plugins import Registry, make_plugin_manager
+
+    pm = make_plugin_manager()
+    registry = Registry(pm)
+    rows = []
+    for name, plugin in pm.list_name_plugin():
+        dist = dict(pm.list_plugin_distinfo()).get(plugin)
+        hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
+        rows.append(
+            {
+                "name": name,
+                "version": getattr(dist, "version", __version__),
+                "hooks": hooks,
+            }
+        )
+    if args.json:
+        _print_json({"plugins": rows, "channels": sorted(registry.channels)})
+    else:
+        for row in rows:
+            print(f"{row['name']:32} {row['version']:10} {', '.join(row['hooks'])}")
+        print(f"channels: {', '.join(sorted(registry.channels))}")
+    return 0
+
+
+# -- parser -----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="shopsync", description="One stock, many shops.")
+    parser.add_argument("--version", action="version", version=f"shopsync {__version__}")
+    parser.add_argument("--log-level", default="info", help="operator log level (default info)")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def command(name: str, func: Callable[..., Coroutine[Any, Any, int]], help: str) -> Any:
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(func=func)
+        return p
+
+    def data_dir(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data-dir", help="the agent's directory (or SHOPSYNC_DATA_DIR)")
+
+    p = command("init", cmd_init, "create an agent for one shop")
+    data_dir(p)
+    p.add_argument("--domain", required=True, help="this shop's domain, e.g. dk.example.com")
+    p.add_argument("--listen", required=True, help="HOST:PORT the agent serves on")
+    p.add_argument("--public-url", required=True, help="URL where peers and webhooks reach it")
+    p.add_argument("--channel", required=True, help="the shop's platform: shopify, shopline…")
+    p.add_argument("--channel-option", action="append", metavar="NAME=VALUE")
+    p.add_argument("--database-url", help="postgresql://… (default: SQLite in the data dir)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    p = command("run", cmd_run, "run the agent in the foreground")
+    data_dir(p)
+
+    p = command("status", cmd_status, "show the running agent's state")
+    data_dir(p)
+    p.add_argument("--json", action="store_true")
+
+    p = command("log", cmd_log, "show the sync log")
+    data_dir(p)
+    p.add_argument("--sku")
+    p.add_argument("--kind")
+    p.add_argument("--peer")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing new entries")
+    p.add_argument("--json", action="store_true", help="JSON lines")
+
+    p = command("emulator", cmd_emulator, "serve an emulated shop of a platform")
+    p.add_argument("channel", help="shopify, shopline or pisell")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--shop", required=True, help="the shop's domain")
+    p.add_argument("--skus", type=int, default=10, help="products to create (default 10)")
+    p.add_argument("--available", type=int, default=100, help="initial count of each")
+    p.add_argument("--token", default="emulator-token")
+    p.add_argument("--webhook-secret", default="emulator-secret")
+    p.add_argument(
+        "--plan", default="standard", choices=["standard", "advanced", "plus", "enterprise"]
+    )
+    p.add_argument("--webhook-delay", type=float, default=0.0, metavar="SECONDS")
+    p.add_argument("--webhook-duplicate", type=float, default=0.0, metavar="P")
+    p.add_argument("--webhook-drop", type=float, default=0.0, metavar="P")
+    p.add_argument("--webhook-reorder", action="store_true")
+    p.add_argument("--no-rate-limit", action="store_true")
+    p.add_argument("--seed", type=int)
+
+    p = command("demo", cmd_demo, "run emulated shops and agents through a scenario")
+    p.add_argument("--duration", type=float, default=30.0, help="seconds of trading")
+    p.add_argument("--skus", type=int, default=50)
+    p.add_argument("--channels", default="shopify", help="comma-separated, one shop each")
+    p.add_argument("--keep-running", action="store_true", help="leave everything up")
+    p.add_argument("--json", action="store_true", help="print only the final JSON line")
+    p.add_argument("--workdir", help="where to put the agents' data (default: a temp dir)")
+
+    p = command("plugins", cmd_plugins, "list installed plugins and their hooks")
+    p.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `shopsync` console script."""
+    from agent.client import AdminError
+    from agent.synclog import configure_logging
+
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_level)
+    try:
+        return asyncio.run(args.func(args))
+    except ConfigError as exc:
+        print(f"shopsync: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except AdminError as exc:
+        print(f"shopsync: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except OSError as exc:
+        print(f"shopsync: error: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

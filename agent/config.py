@@ -1,0 +1,143 @@
+"""The agent's TOML config (`D/shopsync.toml`) as typed settings."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import tomli_w
+
+from agent.channel import ConfigError
+
+__all__ = ["CONFIG_NAME", "Settings", "load_settings", "parse_listen", "write_settings"]
+
+CONFIG_NAME = "shopsync.toml"
+KEY_NAME = "agent.key"
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """`HOST:PORT` → (host, port), with a clear error."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"listen must be HOST:PORT, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def _check_url(name: str, value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"{name} must be an http(s) URL, got {value!r}")
+    return value.rstrip("/")
+
+
+@dataclasses.dataclass(slots=True)
+class Settings:
+    """Everything an agent needs to start, read from its data directory."""
+
+    data_dir: Path
+    domain: str
+    listen: str
+    public_url: str
+    admin_token: str
+    channel: str
+    channel_options: dict[str, Any]
+    database_url: str = ""
+    reconcile_interval: float = 300.0
+    coalesce_ms: float = 5.0
+    log_retention_days: int = 30
+
+    @property
+    def key_path(self) -> Path:
+        """The Ed25519 private key file (mode 0600)."""
+        return self.data_dir / KEY_NAME
+
+    @property
+    def db_url(self) -> str:
+        """The SQLAlchemy async URL: the configured one, or SQLite in the data directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir / 'shopsync.db'}"
+
+    def validate(self) -> Settings:
+        """Check every field; raise ConfigError naming the first bad one."""
+        if not self.domain or "/" in self.domain or " " in self.domain:
+            raise ConfigError(
+                f"domain must be a shop domain like shop.example.com: {self.domain!r}"
+            )
+        parse_listen(self.listen)
+        self.public_url = _check_url("public_url", self.public_url)
+        if not self.channel:
+            raise ConfigError("channel is required")
+        if self.database_url and not self.database_url.startswith(
+            ("sqlite+aiosqlite://", "postgresql+asyncpg://", "postgresql://", "postgres://")
+        ):
+            raise ConfigError(
+                "database_url must be sqlite+aiosqlite:///PATH or postgresql://USER@HOST/DB"
+            )
+        if self.database_url.startswith(("postgresql://", "postgres://")):
+            self.database_url = "postgresql+asyncpg://" + self.database_url.split("://", 1)[1]
+        if self.reconcile_interval <= 0:
+            raise ConfigError("reconcile_interval must be positive")
+        return self
+
+
+def write_settings(settings: Settings) -> Path:
+    """Write `D/shopsync.toml` with mode 0600 (it holds the admin token and channel secrets)."""
+    doc = {
+        "agent": {
+            "domain": settings.domain,
+            "listen": settings.listen,
+            "public_url": settings.public_url,
+            "admin_token": settings.admin_token,
+            "database_url": settings.database_url,
+            "reconcile_interval": settings.reconcile_interval,
+            "coalesce_ms": settings.coalesce_ms,
+        },
+        "channel": {"name": settings.channel, "options": dict(settings.channel_options)},
+    }
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.data_dir / CONFIG_NAME
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        tomli_w.dump(doc, fh)
+    os.replace(tmp, path)
+    return path
+
+
+def load_settings(data_dir: str | Path) -> Settings:
+    """Read and validate `D/shopsync.toml`; ConfigError with one clear line on any problem."""
+    data_dir = Path(data_dir)
+    path = data_dir / CONFIG_NAME
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(
+            f"no agent in {data_dir}: {path} not found (run `shopsync init --data-dir {data_dir}`)"
+        ) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    agent = raw.get("agent", {})
+    channel = raw.get("channel", {})
+    try:
+        settings = Settings(
+            data_dir=data_dir,
+            domain=str(agent["domain"]),
+            listen=str(agent["listen"]),
+            public_url=str(agent["public_url"]),
+            admin_token=str(agent["admin_token"]),
+            channel=str(channel["name"]),
+            channel_options=dict(channel.get("options", {})),
+            database_url=str(agent.get("database_url", "")),
+            reconcile_interval=float(agent.get("reconcile_interval", 300.0)),
+            coalesce_ms=float(agent.get("coalesce_ms", 5.0)),
+        )
+    except KeyError as exc:
+        raise ConfigError(f"{path} lacks the setting {exc.args[0]}") from None
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{path} has a malformed setting: {exc}") from None
+    return settings.validate()

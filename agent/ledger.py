@@ -1,0 +1,166 @@
+"""Events, pools and version vectors: the counting rules (pure) and their persistence.
+
+The rules (DESIGN §5, §7):
+- an observation `obs` of an item last published at `published` is a local change of
+  `obs - published`, appended as an event with this agent as origin and the next seq;
+- a pool is the base of its SKU plus the sum of every non-introduce event's delta; the base is
+  the count of the earliest-created `introduce` (ties: lowest origin), so agents that hold the
+  same events hold the same pools, whatever order they arrived in;
+- an event is identified by (origin, epoch, seq) and applied at most once.
+Data functions take the session first and never commit: the caller's transaction holds the
+event, the pool change and the vector together.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from agent.models import EventRow, Identity, PoolRow, VectorEntry
+
+__all__ = [
+    "INTRODUCE",
+    "NewEvent",
+    "Vector",
+    "append_local",
+    "apply_event",
+    "base_wins",
+    "get_pool",
+    "get_pools",
+    "load_vector",
+]
+
+INTRODUCE = "introduce"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NewEvent:
+    """A local change about to be appended (origin and seq are assigned on append)."""
+
+    sku: str
+    kind: str
+    delta: int = 0
+    count: int | None = None
+    item_created: float | None = None
+    cause: str = ""
+
+
+Vector = dict[str, tuple[str, int]]  # origin -> (epoch, seq)
+
+
+# -- pure rules --------------------------------------------------------------------------------
+
+
+def base_wins(candidate: tuple[float, str], current: tuple[float | None, str | None]) -> bool:
+    """True if an introduce created at candidate=(created, origin) beats the current base."""
+    created, origin = current
+    if created is None or origin is None:
+        return True
+    return candidate < (created, origin)
+
+
+def pool_after(pool: PoolRow, event: EventRow) -> None:
+    """Fold one event into a pool row (in place)."""
+    if event.kind == INTRODUCE:
+        assert event.count is not None and event.item_created is not None
+        if base_wins((event.item_created, event.origin), (pool.base_created, pool.base_origin)):
+            pool.base = event.count
+            pool.base_created = event.item_created
+            pool.base_origin = event.origin
+    else:
+        pool.deltas += event.delta
+
+
+# -- persistence -------------------------------------------------------------------------------
+
+
+async def get_pool(session: AsyncSession, sku: str) -> PoolRow | None:
+    """The pool row of `sku`, or None if no event for it was ever seen."""
+    return await session.get(PoolRow, sku)
+
+
+async def get_pools(session: AsyncSession, skus: Iterable[str]) -> dict[str, PoolRow]:
+    """Pool rows of `skus` that exist, by SKU."""
+    wanted = list(set(skus))
+    out: dict[str, PoolRow] = {}
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        rows = await session.exec(select(PoolRow).where(PoolRow.sku.in_(chunk)))  # type: ignore[attr-defined]
+        out.update({row.sku: row for row in rows})
+    return out
+
+
+async def load_vector(session: AsyncSession) -> Vector:
+    """The whole version vector."""
+    rows = await session.exec(select(VectorEntry))
+    return {row.origin: (row.epoch, row.seq) for row in rows}
+
+
+async def _fold(session: AsyncSession, event: EventRow, now: float) -> PoolRow:
+    pool = await session.get(PoolRow, event.sku)
+    if pool is None:
+        pool = PoolRow(sku=event.sku, deltas=0, updated_at=now)
+        session.add(pool)
+    pool_after(pool, event)
+    pool.updated_at = now
+    return pool
+
+
+async def append_local(
+    session: AsyncSession, identity: Identity, events: Sequence[NewEvent], now: float
+) -> list[EventRow]:
+    """Append this agent's own events with the next seqs, fold them into pools and the vector."""
+    if not events:
+        return []
+    entry = await session.get(VectorEntry, identity.domain)
+    if entry is None:
+        entry = VectorEntry(origin=identity.domain, epoch=identity.epoch, seq=0)
+        session.add(entry)
+    rows = []
+    for new in events:
+        entry.seq += 1
+        row = EventRow(
+            origin=identity.domain,
+            epoch=identity.epoch,
+            seq=entry.seq,
+            sku=new.sku,
+            kind=new.kind,
+            delta=new.delta,
+            count=new.count,
+            item_created=new.item_created,
+            cause=new.cause,
+            at=now,
+        )
+        session.add(row)
+        await _fold(session, row, now)
+        rows.append(row)
+    return rows
+
+
+async def apply_event(session: AsyncSession, event: EventRow, now: float) -> bool:
+    """Apply a peer's event at most once (inbox); False if it was already held.
+
+    The vector moves only over contiguous seqs of the origin's current epoch, so a gap is
+    filled later by anti-entropy rather than skipped.
+    """
+    held = await session.get(EventRow, (event.origin, event.epoch, event.seq))
+    if held is not None:
+        return False
+    session.add(event)
+    await _fold(session, event, now)
+    entry = await session.get(VectorEntry, event.origin)
+    if entry is None or entry.epoch != event.epoch:
+        if entry is None:
+            entry = VectorEntry(origin=event.origin, epoch=event.epoch, seq=0)
+            session.add(entry)
+        elif event.seq == 1 or entry.seq == 0:
+            entry.epoch, entry.seq = event.epoch, 0
+    if entry.epoch == event.epoch and event.seq == entry.seq + 1:
+        entry.seq = event.seq
+        # events that arrived ahead of a gap may now be contiguous
+        while await session.get(EventRow, (event.origin, event.epoch, entry.seq + 1)):
+            entry.seq += 1
+    return True

@@ -1,0 +1,117 @@
+"""SQLModel tables: identity, items, pools, events, version vector, pending writes, sync log."""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, Index, Text
+from sqlmodel import Field, SQLModel
+
+__all__ = [
+    "EventRow",
+    "Identity",
+    "ItemRow",
+    "LogEntry",
+    "PendingWrite",
+    "PoolRow",
+    "VectorEntry",
+]
+
+
+class Identity(SQLModel, table=True):
+    """This agent: its shop domain, its epoch (made when the database was created), its key."""
+
+    __tablename__ = "identity"
+    id: int = Field(default=1, primary_key=True)
+    domain: str
+    epoch: str
+    public_key: str
+    created_at: float
+
+
+class ItemRow(SQLModel, table=True):
+    """One item of this agent's shop: platform id ↔ SKU, and the count last seen or written.
+
+    `excluded` is None for a synced item, else why it is not synced ("duplicate", "no_sku").
+    `published` is None until the item's count is first known.
+    """
+
+    __tablename__ = "item"
+    item_id: str = Field(primary_key=True)
+    sku: str | None = Field(default=None, index=True)
+    title: str = ""
+    published: int | None = None
+    created_at: float = 0.0
+    excluded: str | None = None
+    updated_at: float = 0.0
+
+
+class PoolRow(SQLModel, table=True):
+    """The group's count of one SKU: base (from the first-created introduce) + sum of deltas."""
+
+    __tablename__ = "pool"
+    sku: str = Field(primary_key=True)
+    base: int | None = None
+    base_created: float | None = None
+    base_origin: str | None = None
+    deltas: int = 0
+    updated_at: float = 0.0
+
+    @property
+    def value(self) -> int | None:
+        """The pool count, or None while no introduce has been seen."""
+        return None if self.base is None else self.base + self.deltas
+
+
+class EventRow(SQLModel, table=True):
+    """One stock change, identified by (origin, epoch, seq); `delta` for changes, `count` for
+    an introduce (the SKU's count where it was created, at `item_created`)."""
+
+    __tablename__ = "event"
+    origin: str = Field(primary_key=True)
+    epoch: str = Field(primary_key=True)
+    seq: int = Field(primary_key=True, sa_type=BigInteger)
+    sku: str = Field(index=True)
+    kind: str
+    delta: int = 0
+    count: int | None = None
+    item_created: float | None = None
+    cause: str = ""
+    at: float = 0.0
+
+
+class VectorEntry(SQLModel, table=True):
+    """Per origin, the highest seq held without gaps, within that origin's epoch."""
+
+    __tablename__ = "vector"
+    origin: str = Field(primary_key=True)
+    epoch: str
+    seq: int = Field(default=0, sa_type=BigInteger)
+
+
+class PendingWrite(SQLModel, table=True):
+    """A write batch sent (or about to be) whose outcome is not yet known for every row.
+
+    Kept until resolved, so that after a crash the same batch is re-sent with the same
+    idempotency key and the platform applies it at most once.
+    """
+
+    __tablename__ = "pending_write"
+    key: str = Field(primary_key=True)
+    writes: str = Field(sa_column=Column(Text, nullable=False))  # JSON [[item_id, exp, target]]
+    created_at: float = 0.0
+    attempts: int = 0
+
+
+class LogEntry(SQLModel, table=True):
+    """The sync log, for admins: what happened when, to which SKU, from which peer."""
+
+    __tablename__ = "sync_log"
+    __table_args__ = (Index("ix_sync_log_sku_id", "sku", "id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    at: float = Field(index=True)
+    kind: str = Field(index=True)
+    sku: str | None = None
+    peer: str | None = None
+    before: int | None = None
+    delta: int | None = None
+    after: int | None = None
+    message: str = ""

@@ -1,0 +1,552 @@
+"""The per-SKU loop between the group's pool and this agent's shop (DESIGN §5).
+
+Webhooks are hints: they queue a fresh, batched read. A read is an observation; a difference
+from the published count is a local change and becomes an event. A pool change queues a write
+of `allocate(pool)`, compare-and-set against the published count. One read or write is in
+flight per item at a time (`busy`), so an observation never races a write of the same item.
+Writes carry an idempotency key persisted before sending, so a write whose outcome is unknown,
+even across a crash, is re-sent as the same request and applied at most once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+
+import structlog
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from agent import ledger, synclog
+from agent.catalogue import Index, sync_catalogue
+from agent.channel import Channel, ChannelError, WebhookHint, Write, WriteResult
+from agent.clock import Clock
+from agent.db import Database
+from agent.ledger import INTRODUCE, NewEvent
+from agent.models import EventRow, Identity, ItemRow, PendingWrite, PoolRow
+
+__all__ = ["Reconciler", "observe"]
+
+log = structlog.get_logger(__name__)
+
+Allocate = Callable[[str, int], int]
+
+
+def observe(item: ItemRow, obs: int, pool: PoolRow | None, cause: str) -> NewEvent | None:
+    """The observation rule: what a fresh count `obs` of `item` means (updates `item`).
+
+    First sighting of a SKU the pool does not know → `introduce` with its count; first
+    sighting of a known SKU → no event (the pool's target will overwrite it); otherwise a
+    non-zero difference from the published count is a local change.
+    """
+    assert item.sku is not None
+    if item.published is None:
+        item.published = obs
+        if pool is None or pool.value is None:
+            return NewEvent(
+                item.sku, INTRODUCE, count=obs, item_created=item.created_at, cause=cause
+            )
+        return None
+    delta = obs - item.published
+    item.published = obs
+    if delta == 0:
+        return None
+    return NewEvent(item.sku, "change", delta=delta, cause=cause)
+
+
+class Reconciler:
+    """Keeps one shop and the pool in step. Its I/O (database, channel, clock) is injected."""
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        channel: Channel,
+        clock: Clock,
+        identity: Identity,
+        allocate: Allocate,
+        coalesce: float = 0.005,
+        reconcile_interval: float = 300.0,
+        on_local_events: Callable[[list[EventRow]], None] | None = None,
+        max_inflight: int = 4,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.db = db
+        self.channel = channel
+        self.clock = clock
+        self.identity = identity
+        self.allocate = allocate
+        self.coalesce = coalesce
+        self.reconcile_interval = reconcile_interval
+        self.on_local_events = on_local_events
+        self.max_inflight = max_inflight
+        self.rng = rng or random.Random()
+        self.index = Index()
+        self.pending_reads: dict[str, str] = {}  # item_id -> cause
+        self.pending_skus: set[str] = set()
+        self.busy: set[str] = set()
+        self.last_touch: dict[str, float] = {}  # item_id -> monotonic time of last observation
+        self.oversold: set[str] = set()
+        self.stats = {"reads": 0, "read_ids": 0, "writes": 0, "write_rows": 0, "events": 0}
+        self.last_reconcile: float | None = None
+        self._inflight = 0
+        self._wake = asyncio.Event()
+        self._db_lock = asyncio.Lock()  # one writing transaction at a time (SQLite-friendly)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._catalogue_due = False
+        self._reconciling = False
+        self.ready = asyncio.Event()
+
+    # -- inputs ------------------------------------------------------------------------------
+
+    def hint(self, hint: WebhookHint) -> None:
+        """A verified webhook: queue fresh reads of what it names."""
+        for item_id in hint.item_ids:
+            if item_id in self.index.item_sku:
+                self.pending_reads[item_id] = hint.topic
+            elif item_id not in self.index.excluded:
+                self._catalogue_due = True  # an item we do not know yet
+        for sku in hint.skus:
+            item_id = self.index.sku_item.get(sku)
+            if item_id is not None:
+                self.pending_reads[item_id] = hint.topic
+        if hint.catalogue_changed:
+            self._catalogue_due = True
+        self._wake.set()
+
+    def pool_changed(self, skus: Iterable[str]) -> None:
+        """Pools of `skus` moved (remote events, import): queue writes of their targets."""
+        self.pending_skus.update(skus)
+        self._wake.set()
+
+    def request_reconcile(self) -> None:
+        """Ask for a full catalogue reconciliation soon."""
+        self._catalogue_due = True
+        self._wake.set()
+
+    def is_idle(self) -> bool:
+        """No read, write or catalogue work queued or in flight."""
+        return not (
+            self.pending_reads
+            or self.pending_skus
+            or self.busy
+            or self._inflight
+            or self._catalogue_due
+            or self._reconciling
+        )
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Resume unfinished writes, reconcile the catalogue, then serve hints forever."""
+        async with self.db.sessions() as session:
+            self.index = await Index.load(session)
+        await self._resume_pending_writes()
+        self._spawn(self._periodic())
+        self.request_reconcile()
+        self.ready.set()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self.coalesce > 0:
+                await self.clock.sleep(self.coalesce)  # let a burst of hints gather
+            self._dispatch()
+
+    async def close(self) -> None:
+        """Cancel background work (in-flight writes stay pending in the database)."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _spawn(self, coro) -> None:  # type: ignore[no-untyped-def]
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("reconcile_task_failed", error=repr(task.exception()))
+
+    def _dispatch(self) -> None:
+        if self._catalogue_due and not self._reconciling:
+            self._catalogue_due = False
+            self._reconciling = True
+            self._spawn(self._reconcile_all())
+        budget = self.channel.budget
+        while self._inflight < self.max_inflight:
+            ids = [i for i in self.pending_reads if i not in self.busy][: budget.max_read_batch]
+            if not ids:
+                break
+            causes = {i: self.pending_reads.pop(i) for i in ids}
+            self._claim(ids)
+            self._spawn(self._read(causes))
+        while self._inflight < self.max_inflight:
+            skus = []
+            for sku in list(self.pending_skus):
+                item_id = self.index.sku_item.get(sku)
+                if item_id is None:
+                    self.pending_skus.discard(sku)  # no synced item here: nothing to write
+                elif item_id not in self.busy:
+                    skus.append(sku)
+                    if len(skus) >= budget.max_write_batch:
+                        break
+            if not skus:
+                break
+            self.pending_skus.difference_update(skus)
+            self._claim([self.index.sku_item[s] for s in skus])
+            self._spawn(self._plan_writes(skus))
+
+    def _claim(self, item_ids: Iterable[str]) -> None:
+        self.busy.update(item_ids)
+        self._inflight += 1
+
+    def _release(self, item_ids: Iterable[str], *, task_done: bool = True) -> None:
+        self.busy.difference_update(item_ids)
+        if task_done:
+            self._inflight -= 1
+        self._wake.set()
+
+    async def _periodic(self) -> None:
+        while True:
+            await self.clock.sleep(self.reconcile_interval)
+            self.request_reconcile()
+
+    # -- observing -----------------------------------------------------------------------------
+
+    async def _read(self, causes: dict[str, str]) -> None:
+        ids = list(causes)
+        try:
+            try:
+                counts = await self.channel.read(ids)
+            except Exception as exc:
+                log.warning("read_failed", shop=self.identity.domain, error=str(exc), ids=len(ids))
+                await self.clock.sleep(1.0 + self.rng.random())
+                for item_id in ids:
+                    self.pending_reads.setdefault(item_id, causes[item_id])
+                return
+            self.stats["reads"] += 1
+            self.stats["read_ids"] += len(ids)
+            observations = {i: c for i, c in counts.items() if c is not None}
+            if len(observations) < len(ids):
+                self._catalogue_due = True  # an item vanished or moved: look at the catalogue
+            await self._observe(observations, causes)
+        finally:
+            self._release(ids)
+
+    async def _observe(self, counts: dict[str, int], causes: dict[str, str] | str) -> None:
+        """Apply fresh counts of busy items in one transaction."""
+        if not counts:
+            return
+        now = self.clock.now()
+        touched = self.clock.monotonic()
+        async with self._db_lock, self.db.sessions.begin() as session:
+            rows = await self._items(session, counts)
+            pools = await ledger.get_pools(session, (r.sku for r in rows.values() if r.sku))
+            new_events: list[NewEvent] = []
+            for item_id, obs in counts.items():
+                row = rows.get(item_id)
+                if row is None or row.excluded is not None or not row.sku:
+                    continue
+                self.last_touch[item_id] = touched
+                cause = causes if isinstance(causes, str) else causes.get(item_id, "read")
+                before = row.published
+                event = observe(row, obs, pools.get(row.sku), cause)
+                if event is None:
+                    if before is None:
+                        self.pending_skus.add(row.sku)  # known SKU, first seen here: overwrite
+                    continue
+                new_events.append(event)
+                synclog.record(
+                    session,
+                    "introduce" if event.kind == INTRODUCE else "change",
+                    now,
+                    sku=row.sku,
+                    before=before,
+                    delta=event.delta if event.kind != INTRODUCE else None,
+                    after=obs,
+                    message=cause,
+                )
+            appended = await self._append(session, new_events, now)
+        self._after_events(appended)
+
+    async def _append(
+        self, session: AsyncSession, events: list[NewEvent], now: float
+    ) -> list[EventRow]:
+        appended = await ledger.append_local(session, self.identity, events, now)
+        self.stats["events"] += len(appended)
+        return appended
+
+    def _after_events(self, appended: list[EventRow]) -> None:
+        if not appended:
+            return
+        self.pending_skus.update(e.sku for e in appended)
+        if self.on_local_events is not None:
+            self.on_local_events(appended)
+        self._wake.set()
+
+    @staticmethod
+    async def _items(session: AsyncSession, ids: Iterable[str]) -> dict[str, ItemRow]:
+        wanted = list(ids)
+        out: dict[str, ItemRow] = {}
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            query = select(ItemRow).where(ItemRow.item_id.in_(chunk))  # type: ignore[attr-defined]
+            out.update({row.item_id: row for row in await session.exec(query)})
+        return out
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def target_for(self, sku: str, pool: int) -> int:
+        """What to publish for a pool count (the allocate hook; never below zero)."""
+        return max(0, int(self.allocate(sku, pool)))
+
+    async def _plan_writes(self, skus: list[str]) -> None:
+        claimed = [self.index.sku_item[s] for s in skus]
+        writes: list[Write] = []
+        key = str(uuid.uuid4())
+        now = self.clock.now()
+        try:
+            async with self._db_lock, self.db.sessions.begin() as session:
+                rows = await self._items(session, claimed)
+                pools = await ledger.get_pools(session, skus)
+                for item_id in claimed:
+                    row = rows.get(item_id)
+                    if row is None or row.excluded or not row.sku or row.published is None:
+                        continue
+                    pool = pools.get(row.sku)
+                    if pool is None or pool.value is None:
+                        continue
+                    self._check_oversold(session, row.sku, pool.value, now)
+                    target = self.target_for(row.sku, pool.value)
+                    if target != row.published:
+                        writes.append(Write(item_id, row.published, target))
+                if writes:
+                    session.add(PendingWrite(key=key, writes=_dump(writes, set()), created_at=now))
+        except BaseException:
+            self._release(claimed)
+            raise
+        written = {w.item_id for w in writes}
+        self._release([i for i in claimed if i not in written], task_done=not writes)
+        if writes:
+            await self._send(key, writes, done=set())
+
+    def _check_oversold(self, session: AsyncSession, sku: str, pool: int, now: float) -> None:
+        if pool < 0 and sku not in self.oversold:
+            self.oversold.add(sku)
+            synclog.record(
+                session,
+                "oversold",
+                now,
+                sku=sku,
+                after=pool,
+                message=f"the group sold {-pool} more than it had; publishing 0",
+            )
+            log.warning("oversold", shop=self.identity.domain, sku=sku, pool=pool)
+        elif pool >= 0:
+            self.oversold.discard(sku)
+
+    async def _send(self, key: str, writes: list[Write], done: set[str], attempt: int = 0) -> None:
+        """Send a batch until every row has a definite outcome; the same key on every retry."""
+        remaining = [w.item_id for w in writes if w.item_id not in done]
+        try:
+            while True:
+                results = await self._call_write(key, writes)
+                unknown = await self._apply_results(key, writes, results, done)
+                if not unknown:
+                    return
+                self._release([i for i in remaining if i not in unknown], task_done=False)
+                remaining = list(unknown)
+                attempt += 1
+                delay = min(30.0, 0.2 * 2**attempt) * (0.5 + self.rng.random())
+                log.warning(
+                    "write_unknown",
+                    shop=self.identity.domain,
+                    key=key,
+                    rows=len(unknown),
+                    attempt=attempt,
+                    retry_in=round(delay, 2),
+                )
+                await self.clock.sleep(delay)
+        finally:
+            self._release(remaining)
+
+    async def _call_write(self, key: str, writes: list[Write]) -> list[WriteResult]:
+        self.stats["writes"] += 1
+        self.stats["write_rows"] += len(writes)
+        try:
+            results = await self.channel.write(writes, key=key)
+        except ChannelError as exc:
+            return [WriteResult(w.item_id, "error", message=str(exc)) for w in writes]
+        except Exception as exc:
+            log.warning("write_call_failed", shop=self.identity.domain, error=repr(exc))
+            return [WriteResult(w.item_id, "unknown", message=repr(exc)) for w in writes]
+        if len(results) != len(writes):
+            raise RuntimeError(f"channel returned {len(results)} results for {len(writes)} writes")
+        return results
+
+    async def _apply_results(
+        self, key: str, writes: list[Write], results: list[WriteResult], done: set[str]
+    ) -> set[str]:
+        """Fold a write's results into items, events and the log; returns rows still unknown."""
+        now = self.clock.now()
+        touched = self.clock.monotonic()
+        unknown: set[str] = set()
+        async with self._db_lock, self.db.sessions.begin() as session:
+            rows = await self._items(session, [w.item_id for w in writes])
+            new_events: list[NewEvent] = []
+            for write, result in zip(writes, results, strict=True):
+                row = rows.get(write.item_id)
+                if write.item_id in done or row is None or not row.sku:
+                    continue
+                if result.status == "unknown":
+                    unknown.add(write.item_id)
+                    continue
+                done.add(write.item_id)
+                self.last_touch[write.item_id] = touched
+                event = self._fold_result(session, row, write, result, now)
+                if event is not None:
+                    new_events.append(event)
+            pending = await session.get(PendingWrite, key)
+            if pending is not None:
+                if unknown:
+                    pending.writes = _dump(writes, done)
+                    pending.attempts += 1
+                else:
+                    await session.delete(pending)
+            appended = await self._append(session, new_events, now)
+        self._after_events(appended)
+        return unknown
+
+    def _fold_result(
+        self, session: AsyncSession, row: ItemRow, write: Write, result: WriteResult, now: float
+    ) -> NewEvent | None:
+        sku = row.sku
+        assert sku is not None
+        if result.status == "ok":
+            after = write.target if result.available is None else result.available
+            row.published = write.target
+            synclog.record(
+                session,
+                "write",
+                now,
+                sku=sku,
+                before=write.expected,
+                delta=write.target - write.expected,
+                after=write.target,
+            )
+            if after != write.target:  # the shop moved at the same moment: a local sale
+                row.published = after
+                synclog.record(
+                    session,
+                    "change",
+                    now,
+                    sku=sku,
+                    before=write.target,
+                    delta=after - write.target,
+                    after=after,
+                    message="during write",
+                )
+                return NewEvent(sku, "change", delta=after - write.target, cause="during write")
+            return None
+        if result.status == "conflict":
+            synclog.record(
+                session,
+                "write_conflict",
+                now,
+                sku=sku,
+                before=write.expected,
+                after=result.available,
+                message="shop moved; re-read",
+            )
+            self.pending_skus.add(sku)
+            if result.available is None:
+                self.pending_reads[write.item_id] = "write conflict"
+                return None
+            return observe(row, result.available, None, "write conflict")
+        synclog.record(
+            session,
+            "write_failed",
+            now,
+            sku=sku,
+            before=write.expected,
+            after=write.target,
+            message=result.message[:500],
+        )
+        log.error("write_failed", shop=self.identity.domain, sku=sku, error=result.message)
+        return None
+
+    async def _resume_pending_writes(self) -> None:
+        """Re-send batches whose outcome was unknown when the agent stopped (same keys)."""
+        async with self.db.sessions() as session:
+            pending = list(await session.exec(select(PendingWrite)))
+        for row in pending:
+            writes, done = _load(row.writes)
+            ids = [w.item_id for w in writes if w.item_id not in done]
+            log.info("write_resumed", shop=self.identity.domain, key=row.key, rows=len(ids))
+            self._claim(ids)
+            self._spawn(self._send(row.key, writes, done))
+
+    # -- the whole catalogue -------------------------------------------------------------------
+
+    async def _reconcile_all(self) -> None:
+        started = self.clock.monotonic()
+        try:
+            listed = [item async for item in self.channel.list_items()]
+        except Exception as exc:
+            log.warning("reconcile_list_failed", shop=self.identity.domain, error=str(exc))
+            self._reconciling = False
+            return
+        try:
+            now = self.clock.now()
+            async with self._db_lock, self.db.sessions.begin() as session:
+                change, rows = await sync_catalogue(session, listed, now)
+                for item_id, why in change.newly_excluded:
+                    row = next(r for r in rows if r.item_id == item_id)
+                    synclog.record(
+                        session,
+                        "excluded",
+                        now,
+                        sku=row.sku,
+                        message=f"{why}: item {item_id} is not synced",
+                    )
+            for row in rows:
+                self.index.put(row)
+            counts = {
+                it.item_id: it.available
+                for it in listed
+                if it.item_id in self.index.item_sku
+                and self.last_touch.get(it.item_id, float("-inf")) < started
+            }
+            ids = list(counts)
+            for start in range(0, len(ids), 500):
+                chunk = [i for i in ids[start : start + 500] if i not in self.busy]
+                self.busy.update(chunk)
+                try:
+                    await self._observe({i: counts[i] for i in chunk}, "reconcile")
+                finally:
+                    self.busy.difference_update(chunk)
+            self.last_reconcile = self.clock.now()
+            log.info(
+                "reconciled",
+                shop=self.identity.domain,
+                items=len(listed),
+                new=len(change.new),
+                excluded=len(self.index.excluded),
+            )
+        finally:
+            self._reconciling = False
+            self._wake.set()
+
+
+def _dump(writes: Sequence[Write], done: set[str]) -> str:
+    return json.dumps([[w.item_id, w.expected, w.target, w.item_id in done] for w in writes])
+
+
+def _load(raw: str) -> tuple[list[Write], set[str]]:
+    rows = json.loads(raw)
+    writes = [Write(r[0], int(r[1]), int(r[2])) for r in rows]
+    return writes, {r[0] for r in rows if len(r) > 3 and r[3]}

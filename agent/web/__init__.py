@@ -1,0 +1,1 @@
+"""The agent's HTTP side: peer API, admin API, webhooks, metrics, health."""

@@ -1,0 +1,166 @@
+"""The admin JSON API under /api (bearer admin token); the CLI and admin pages both use it."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy import func
+from sqlmodel import col, select
+
+from agent import __version__, ledger, synclog
+from agent.models import EventRow, ItemRow, PendingWrite, PoolRow
+from agent.web import keys
+
+__all__ = ["bad_request", "create_api_app", "json_error"]
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def json_error(status: int, error: str, message: str) -> web.Response:
+    """A 4xx/5xx answer with a JSON body saying what is wrong."""
+    return web.json_response({"error": error, "message": message}, status=status)
+
+
+@web.middleware
+async def _admin_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    expected = request.config_dict[keys.SETTINGS].admin_token
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), expected.encode()):
+        return json_error(401, "unauthorized", "send the admin token as 'Authorization: Bearer …'")
+    return await handler(request)
+
+
+def create_api_app(parent: web.Application) -> web.Application:
+    """The /api sub-app."""
+    app = web.Application(middlewares=[_admin_auth])
+    app.router.add_get("/status", status)
+    app.router.add_get("/log", get_log)
+    app.router.add_get("/pools", get_pools)
+    app.router.add_post("/reconcile", post_reconcile)
+    return app
+
+
+def bad_request(error: str, message: str) -> web.HTTPBadRequest:
+    """An HTTPBadRequest to raise, with a JSON body."""
+    body = json.dumps({"error": error, "message": message})
+    return web.HTTPBadRequest(text=body, content_type="application/json")
+
+
+def _int_param(request: web.Request, name: str, default: int | None = None) -> int | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise bad_request("bad_parameter", f"{name} must be an integer") from None
+
+
+def _float_param(request: web.Request, name: str) -> float | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        raise bad_request("bad_parameter", f"{name} must be a number") from None
+
+
+async def status(request: web.Request) -> web.Response:
+    """This agent, its shop and its work queues."""
+    cfg = request.config_dict
+    settings, identity, reconciler = cfg[keys.SETTINGS], cfg[keys.IDENTITY], cfg[keys.RECONCILER]
+    async with cfg[keys.DB].sessions() as session:
+        synced = await session.scalar(
+            select(func.count()).select_from(ItemRow).where(col(ItemRow.excluded).is_(None))
+        )
+        excluded = await session.scalar(
+            select(func.count()).select_from(ItemRow).where(col(ItemRow.excluded).is_not(None))
+        )
+        pools = await session.scalar(select(func.count()).select_from(PoolRow))
+        events = await session.scalar(select(func.count()).select_from(EventRow))
+        pending_writes = await session.scalar(select(func.count()).select_from(PendingWrite))
+        vector = await ledger.load_vector(session)
+    from agent.signing import fingerprint  # local: keeps web start-up light
+
+    body: dict[str, Any] = {
+        "domain": identity.domain,
+        "channel": settings.channel,
+        "public_url": settings.public_url,
+        "version": __version__,
+        "epoch": identity.epoch,
+        "fingerprint": fingerprint(identity.public_key),
+        "uptime": round(cfg[keys.CLOCK].now() - cfg[keys.STARTED], 3),
+        "items": synced,
+        "excluded": excluded,
+        "skus": pools,
+        "events": events,
+        "vector": {o: {"epoch": e, "seq": s} for o, (e, s) in vector.items()},
+        "pending": {
+            "reads": len(reconciler.pending_reads),
+            "skus": len(reconciler.pending_skus),
+            "busy": len(reconciler.busy),
+            "writes": pending_writes,
+        },
+        "idle": reconciler.is_idle() and not pending_writes,
+        "ready": reconciler.ready.is_set(),
+        "last_reconcile": reconciler.last_reconcile,
+        "stats": dict(reconciler.stats),
+    }
+    return web.json_response(body)
+
+
+async def get_log(request: web.Request) -> web.Response:
+    """Sync-log entries, newest first (or forward from `after_id` for tailing)."""
+    q = request.query
+    async with request.config_dict[keys.DB].sessions() as session:
+        rows = await synclog.query_log(
+            session,
+            sku=q.get("sku") or None,
+            kind=q.get("kind") or None,
+            peer=q.get("peer") or None,
+            since=_float_param(request, "since"),
+            until=_float_param(request, "until"),
+            after_id=_int_param(request, "after_id"),
+            before_id=_int_param(request, "before_id"),
+            limit=_int_param(request, "limit", 100) or 100,
+        )
+    return web.json_response({"entries": [synclog.entry_json(r) for r in rows]})
+
+
+async def get_pools(request: web.Request) -> web.Response:
+    """Per SKU: the pool, the count published in this shop, and the item."""
+    sku = request.query.get("sku")
+    async with request.config_dict[keys.DB].sessions() as session:
+        query = select(PoolRow)
+        if sku:
+            query = query.where(PoolRow.sku == sku)
+        pools = {p.sku: p for p in await session.exec(query)}
+        items_q = select(ItemRow).where(col(ItemRow.excluded).is_(None))
+        if sku:
+            items_q = items_q.where(ItemRow.sku == sku)
+        items = {i.sku: i for i in await session.exec(items_q)}
+    out = []
+    for name in sorted(set(pools) | {s for s in items if s}):
+        pool, item = pools.get(name), items.get(name)
+        out.append(
+            {
+                "sku": name,
+                "pool": None if pool is None else pool.value,
+                "published": None if item is None else item.published,
+                "item_id": None if item is None else item.item_id,
+                "updated_at": None if pool is None else pool.updated_at,
+            }
+        )
+    return web.json_response({"pools": out})
+
+
+async def post_reconcile(request: web.Request) -> web.Response:
+    """Start a full catalogue reconciliation now."""
+    request.config_dict[keys.RECONCILER].request_reconcile()
+    return web.json_response({"ok": True}, status=202)

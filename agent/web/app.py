@@ -1,0 +1,147 @@
+"""The agent's aiohttp application: resources in cleanup contexts, sub-apps per audience."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pluggy
+import structlog
+from aiohttp import web
+from sqlmodel import select
+
+from agent.clock import Clock, SystemClock
+from agent.config import Settings
+from agent.db import Database
+from agent.metrics import Metrics
+from agent.models import Identity
+from agent.plugins import Registry
+from agent.reconcile import Reconciler
+from agent.web import api, keys, webhooks
+
+__all__ = ["create_app"]
+
+log = structlog.get_logger(__name__)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    pm: pluggy.PluginManager,
+    clock: Clock | None = None,
+    http: aiohttp.ClientSession | None = None,
+) -> web.Application:
+    """The whole agent as an aiohttp app; nothing starts until the app starts."""
+    app = web.Application(client_max_size=16 * 1024**2)
+    app[keys.SETTINGS] = settings
+    app[keys.PM] = pm
+    app[keys.REGISTRY] = Registry(pm)
+    app[keys.CLOCK] = clock or SystemClock()
+    app[keys.METRICS] = Metrics()
+    app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(_http_session(http))
+    app.cleanup_ctx.append(_channel)
+    app.cleanup_ctx.append(_background)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/metrics", _metrics)
+    app.add_subapp("/api/", api.create_api_app(app))
+    app.add_subapp("/webhooks/", webhooks.create_webhook_app(app))
+    return app
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    db = Database(app[keys.SETTINGS].db_url)
+    await db.upgrade()
+    async with db.sessions() as session:
+        identity = (await session.exec(select(Identity))).first()
+    if identity is None:
+        await db.dispose()
+        raise RuntimeError("the database has no agent identity: run `shopsync init` first")
+    app[keys.DB] = db
+    app[keys.IDENTITY] = identity
+    yield
+    await db.dispose()
+
+
+def _http_session(given: aiohttp.ClientSession | None):  # type: ignore[no-untyped-def]
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        if given is not None:
+            app[keys.HTTP] = given
+            yield
+            return
+        timeout = aiohttp.ClientTimeout(total=60, connect=10, sock_read=30)
+        connector = aiohttp.TCPConnector(limit=64)
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+            app[keys.HTTP] = session
+            yield
+
+    return ctx
+
+
+async def _channel(app: web.Application) -> AsyncIterator[None]:
+    settings = app[keys.SETTINGS]
+    cls = app[keys.REGISTRY].channel(settings.channel)
+    options = cls.settings_class.from_options(settings.channel_options)
+    channel = cls(options, http=app[keys.HTTP], clock=app[keys.CLOCK])
+    await channel.start()
+    app[keys.CHANNEL] = channel
+    yield
+    await channel.close()
+
+
+async def _background(app: web.Application) -> AsyncIterator[None]:
+    settings = app[keys.SETTINGS]
+    identity = app[keys.IDENTITY]
+    reconciler = Reconciler(
+        db=app[keys.DB],
+        channel=app[keys.CHANNEL],
+        clock=app[keys.CLOCK],
+        identity=identity,
+        allocate=app[keys.REGISTRY].allocate(identity.domain),
+        coalesce=settings.coalesce_ms / 1000,
+        reconcile_interval=settings.reconcile_interval,
+        on_local_events=lambda rows: app[keys.METRICS].events.inc(len(rows)),
+    )
+    app[keys.RECONCILER] = reconciler
+    app[keys.STARTED] = app[keys.CLOCK].now()
+    tasks = [
+        asyncio.create_task(reconciler.run(), name="reconciler"),
+        asyncio.create_task(_subscribe(app), name="subscribe"),
+    ]
+    yield
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+    await reconciler.close()
+
+
+async def _subscribe(app: web.Application) -> None:
+    """Register webhooks at our public URL, retrying while the platform is unreachable."""
+    settings = app[keys.SETTINGS]
+    url = f"{settings.public_url}/webhooks/{settings.channel}"
+    delay = 1.0
+    while True:
+        try:
+            await app[keys.CHANNEL].subscribe(url)
+            log.info("webhooks_subscribed", shop=settings.domain, url=url)
+            return
+        except Exception as exc:
+            log.warning("subscribe_failed", shop=settings.domain, error=str(exc), retry_in=delay)
+            await app[keys.CLOCK].sleep(delay)
+            delay = min(60.0, delay * 2)
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"ok": True})
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    metrics = request.app[keys.METRICS]
+    reconciler = request.app.get(keys.RECONCILER)
+    if reconciler is not None:
+        metrics.pending.set(len(reconciler.pending_reads) + len(reconciler.busy))
+    return web.Response(body=metrics.render(), content_type="text/plain")

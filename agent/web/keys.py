@@ -1,0 +1,28 @@
+"""Typed application keys: every resource the agent keeps on its aiohttp app, in one place."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import aiohttp
+import pluggy
+from aiohttp import web
+
+from agent.clock import Clock
+from agent.config import Settings
+from agent.db import Database
+
+if TYPE_CHECKING:
+    pass
+
+SETTINGS = web.AppKey("settings", Settings)
+PM = web.AppKey("pm", pluggy.PluginManager)
+REGISTRY = web.AppKey("registry", "Registry")
+CLOCK = web.AppKey("clock", Clock)
+DB = web.AppKey("db", Database)
+HTTP = web.AppKey("http", aiohttp.ClientSession)
+IDENTITY = web.AppKey("identity", "Identity")
+CHANNEL = web.AppKey("channel", "Channel")
+RECONCILER = web.AppKey("reconciler", "Reconciler")
+METRICS = web.AppKey("metrics", "Metrics")
+STARTED = web.AppKey("started", float)

@@ -1,0 +1,109 @@
+"""Shared fixtures: databases (SQLite and the real PostgreSQL), a counting core on a memory shop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+import pytest_asyncio
+
+from agent.db import Database
+from agent.models import Identity
+from tests.support.clock import FastClock
+from tests.support.memchannel import MemChannel, MemShop
+
+PG_ADMIN = os.environ.get("SHOPSYNC_TEST_PG", "postgresql://127.0.0.1:5432/test")
+
+
+async def _pg_create() -> str:
+    name = f"shopsync_t_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(PG_ADMIN)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return name
+
+
+async def _pg_drop(name: str) -> None:
+    conn = await asyncpg.connect(PG_ADMIN)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+def _pg_url(name: str) -> str:
+    base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    return f"{base}/{name}"
+
+
+@pytest_asyncio.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def db_url(request, tmp_path) -> AsyncIterator[str]:
+    """A fresh, empty database URL: SQLite file, or a new database on the real PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
+        return
+    name = await _pg_create()
+    try:
+        yield _pg_url(name)
+    finally:
+        await _pg_drop(name)
+
+
+@pytest_asyncio.fixture
+async def database(db_url: str) -> AsyncIterator[Database]:
+    """A migrated database with this agent's identity row (domain a.example.com)."""
+    db = Database(db_url)
+    await db.upgrade()
+    async with db.sessions.begin() as session:
+        session.add(
+            Identity(id=1, domain="a.example.com", epoch="e1", public_key="k", created_at=0)
+        )
+    yield db
+    await db.dispose()
+
+
+@pytest_asyncio.fixture
+async def sqlite_db(tmp_path) -> AsyncIterator[Database]:
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'core.db'}")
+    await db.upgrade()
+    async with db.sessions.begin() as session:
+        session.add(
+            Identity(id=1, domain="a.example.com", epoch="e1", public_key="k", created_at=0)
+        )
+    yield db
+    await db.dispose()
+
+
+@pytest.fixture
+def memshop() -> MemShop:
+    return MemShop()
+
+
+@pytest.fixture
+def clock() -> FastClock:
+    return FastClock()
+
+
+async def settle(reconciler, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    """Let a reconciler run until it has nothing queued or in flight."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    calm = 0
+    while loop.time() < deadline:
+        await asyncio.sleep(0.005)
+        calm = calm + 1 if reconciler.ready.is_set() and reconciler.is_idle() else 0
+        if calm >= 3:  # idle on three looks in a row: no follow-up work was queued
+            return
+    raise AssertionError(
+        f"reconciler did not settle: reads={reconciler.pending_reads} "
+        f"skus={reconciler.pending_skus} busy={reconciler.busy}"
+    )
+
+
+__all__ = ["MemChannel", "settle"]

@@ -1,0 +1,1 @@
+"""Test support: a memory channel, process helpers."""

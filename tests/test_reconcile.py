@@ -1,0 +1,245 @@
+"""The counting core (DESIGN §5) on a memory shop with real CAS and idempotency semantics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest_asyncio
+from sqlmodel import func, select
+
+from agent import ledger
+from agent.channel import WebhookHint
+from agent.models import EventRow, Identity, ItemRow, LogEntry, PendingWrite
+from agent.reconcile import Reconciler
+from tests.conftest import settle
+from tests.support.memchannel import MemChannel, MemShop
+
+
+@pytest_asyncio.fixture
+async def core(sqlite_db, memshop, clock) -> AsyncIterator[Reconciler]:
+    memshop.add("i1", "A-1", 10)
+    memshop.add("i2", "B-2", 5)
+    reconciler = await _start(sqlite_db, memshop, clock)
+    yield reconciler
+    await _stop(reconciler)
+
+
+async def _start(db, shop: MemShop, clock) -> Reconciler:  # type: ignore[no-untyped-def]
+    async with db.sessions() as session:
+        identity = (await session.exec(select(Identity))).one()
+    reconciler = Reconciler(
+        db=db,
+        channel=MemChannel(shop),
+        clock=clock,
+        identity=identity,
+        allocate=lambda sku, pool: max(0, pool),
+        coalesce=0,
+        reconcile_interval=10**9,
+    )
+    reconciler._main = asyncio.create_task(reconciler.run())  # type: ignore[attr-defined]
+    await settle(reconciler)
+    return reconciler
+
+
+async def _stop(reconciler: Reconciler) -> None:
+    reconciler._main.cancel()  # type: ignore[attr-defined]
+    with contextlib.suppress(asyncio.CancelledError):
+        await reconciler._main  # type: ignore[attr-defined]
+    await reconciler.close()
+
+
+async def _events(r: Reconciler) -> list[EventRow]:
+    async with r.db.sessions() as s:
+        return list(await s.exec(select(EventRow).order_by(EventRow.seq)))
+
+
+async def _pool(r: Reconciler, sku: str) -> int | None:
+    async with r.db.sessions() as s:
+        row = await ledger.get_pool(s, sku)
+        return None if row is None else row.value
+
+
+async def test_first_reconcile_introduces_every_sku(core: Reconciler) -> None:
+    events = await _events(core)
+    assert [(e.sku, e.kind, e.count) for e in events] == [
+        ("A-1", "introduce", 10),
+        ("B-2", "introduce", 5),
+    ]
+    assert await _pool(core, "A-1") == 10
+
+
+async def test_sale_hint_becomes_one_delta_event(core: Reconciler, memshop: MemShop) -> None:
+    memshop.sell("i1", 3)
+    core.hint(WebhookHint("orders/create", item_ids=("i1",)))
+    await settle(core)
+    assert await _pool(core, "A-1") == 7
+    assert [(e.kind, e.delta) for e in (await _events(core))[2:]] == [("change", -3)]
+
+
+async def test_stale_or_duplicated_webhook_creates_no_event(
+    core: Reconciler, memshop: MemShop
+) -> None:
+    memshop.sell("i1", 1)
+    hint = WebhookHint("inventory_levels/update", item_ids=("i1",))
+    core.hint(hint)
+    await settle(core)
+    for _ in range(3):  # the same delivery again, and an old one: re-reads find nothing new
+        core.hint(hint)
+        await settle(core)
+    assert [e.delta for e in (await _events(core))[2:]] == [-1]
+    assert memshop.reads >= 2  # it did re-read: a hint is never trusted as a count
+
+
+async def test_cas_conflict_is_counted_as_a_sale_not_overwritten(
+    core: Reconciler, memshop: MemShop
+) -> None:
+    # A remote change lowers the pool to 6; while the write is in flight a customer buys 2.
+    memshop.before_apply = lambda: memshop.sell("i1", 2)
+    await _remote_delta(core, "A-1", -4)
+    await settle(core)
+    # pool: 10 - 4 (remote) - 2 (the racing sale) = 4; the shop shows it, the sale is an event
+    assert await _pool(core, "A-1") == 4
+    assert memshop.counts["i1"] == 4
+    local = [e.delta for e in await _events(core) if e.origin == "a.example.com" and e.delta]
+    assert local == [-2]
+    async with core.db.sessions() as s:
+        kinds = [e.kind for e in await s.exec(select(LogEntry).order_by(LogEntry.id))]
+    assert "write_conflict" in kinds
+
+
+async def test_write_with_unknown_outcome_is_retried_with_same_key_and_applied_once(
+    core: Reconciler, memshop: MemShop
+) -> None:
+    memshop.drop_after_apply = 2  # applied, but the answer is lost twice
+    await _remote_delta(core, "B-2", +7)
+    await settle(core)
+    assert memshop.counts["i2"] == 12
+    applied = [entry for entry in memshop.write_log if entry[1] == "i2"]
+    assert len(applied) == 1, applied
+    assert len(memshop.applied_keys) == 1  # every retry carried the same idempotency key
+    async with core.db.sessions() as s:
+        assert await s.scalar(select(func.count()).select_from(PendingWrite)) == 0
+    # and no phantom sale was recorded
+    local = [e for e in await _events(core) if e.origin == "a.example.com"]
+    assert [e.kind for e in local] == ["introduce", "introduce"]
+
+
+async def test_pending_write_is_resent_with_its_key_after_a_restart(
+    sqlite_db, memshop: MemShop, clock
+) -> None:
+    memshop.add("i1", "A-1", 10)
+    first = await _start(sqlite_db, memshop, clock)
+    memshop.drop_after_apply = 10**6  # the platform applies it, the agent never hears back
+    await _remote_delta(first, "A-1", -3)
+    for _ in range(200):
+        await asyncio.sleep(0.005)
+        if memshop.write_log:
+            break
+    await _stop(first)  # "crash" with the write's outcome unknown
+    async with sqlite_db.sessions() as s:
+        assert await s.scalar(select(func.count()).select_from(PendingWrite)) == 1
+    memshop.drop_after_apply = 0
+    second = await _start(sqlite_db, memshop, clock)
+    await settle(second)
+    assert memshop.counts["i1"] == 7
+    assert len(memshop.write_log) == 1  # re-sent with the same key: applied once
+    async with sqlite_db.sessions() as s:
+        assert await s.scalar(select(func.count()).select_from(PendingWrite)) == 0
+        item = await s.get(ItemRow, "i1")
+        assert item is not None and item.published == 7
+    await _stop(second)
+
+
+async def test_first_created_wins_for_a_sku_created_in_two_places(
+    core: Reconciler, memshop: MemShop
+) -> None:
+    # This shop creates C-3 now with 4; another shop had created it earlier with 9.
+    memshop.add("i3", "C-3", 4, created=core.clock.now())
+    core.request_reconcile()
+    await settle(core)
+    assert await _pool(core, "C-3") == 4
+    earlier = EventRow(
+        origin="b.example.com",
+        epoch="eb",
+        seq=1,
+        sku="C-3",
+        kind="introduce",
+        count=9,
+        item_created=core.clock.now() - 3600,
+    )
+    async with core.db.sessions.begin() as s:
+        assert await ledger.apply_event(s, earlier, core.clock.now())
+    core.pool_changed(["C-3"])
+    await settle(core)
+    assert await _pool(core, "C-3") == 9
+    assert memshop.counts["i3"] == 9
+
+
+async def test_oversold_pool_publishes_zero_and_logs(core: Reconciler, memshop: MemShop) -> None:
+    await _remote_delta(core, "B-2", -8)  # pool 5 - 8 = -3
+    await settle(core)
+    assert await _pool(core, "B-2") == -3
+    assert memshop.counts["i2"] == 0
+    async with core.db.sessions() as s:
+        rows = list(await s.exec(select(LogEntry).where(LogEntry.kind == "oversold")))
+    assert [r.sku for r in rows] == ["B-2"]
+
+
+async def test_duplicate_and_skuless_items_are_never_written_or_observed(
+    sqlite_db, memshop: MemShop, clock
+) -> None:
+    memshop.add("d1", "DUP", 3)
+    memshop.add("d2", "DUP", 8)
+    memshop.add("n1", None, 2)
+    memshop.add("ok", "OK-1", 5)
+    r = await _start(sqlite_db, memshop, clock)
+    memshop.sell("d1", 1)
+    memshop.sell("n1", 1)
+    r.hint(WebhookHint("x", item_ids=("d1", "n1")))
+    r.request_reconcile()
+    await settle(r)
+    assert {e.sku for e in await _events(r)} == {"OK-1"}
+    assert memshop.write_log == []
+    async with sqlite_db.sessions() as s:
+        excluded = {i.item_id: i.excluded for i in await s.exec(select(ItemRow))}
+    assert excluded == {"d1": "duplicate", "d2": "duplicate", "n1": "no_sku", "ok": None}
+    await _stop(r)
+
+
+async def test_burst_of_hints_is_coalesced_into_few_reads(
+    core: Reconciler, memshop: MemShop
+) -> None:
+    core.coalesce = 0.01
+    memshop.counts["i1"] = 100  # an admin restocks
+    core.hint(WebhookHint("inventory_levels/update", item_ids=("i1",)))
+    await settle(core)
+    reads_before = memshop.reads
+    for _ in range(50):
+        memshop.sell("i1", 1)
+        core.hint(WebhookHint("orders/create", item_ids=("i1",)))
+    await settle(core)
+    assert await _pool(core, "A-1") == 50
+    assert memshop.reads - reads_before <= 5
+
+
+async def _remote_delta(r: Reconciler, sku: str, delta: int) -> None:
+    """Apply a peer's change event, as replication will, and tell the reconciler."""
+    async with r.db.sessions.begin() as s:
+        vector = await ledger.load_vector(s)
+        seq = vector.get("peer.example.com", ("ep", 0))[1] + 1
+        event = EventRow(
+            origin="peer.example.com", epoch="ep", seq=seq, sku=sku, kind="change", delta=delta
+        )
+        assert await ledger.apply_event(s, event, r.clock.now())
+    r.pool_changed([sku])
+
+
+async def test_remote_event_applied_twice_counts_once(core: Reconciler) -> None:
+    event = dict(origin="peer.example.com", epoch="ep", seq=1, sku="A-1", kind="change", delta=-2)
+    async with core.db.sessions.begin() as s:
+        assert await ledger.apply_event(s, EventRow(**event), 0)
+    async with core.db.sessions.begin() as s:
+        assert not await ledger.apply_event(s, EventRow(**event), 0)
+    assert await _pool(core, "A-1") == 8
