@@ -127,6 +127,79 @@ async def cmd_log(args: argparse.Namespace) -> int:
             last = fresh[-1]["id"]
 
 
+def _client(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from agent.client import AdminClient
+    from agent.config import load_settings
+
+    return AdminClient(load_settings(_data_dir(args)))
+
+
+async def cmd_join(args: argparse.Namespace) -> int:
+    result = await _client(args).post("/api/join", {"target": args.target})
+    if args.json:
+        _print_json(result)
+    else:
+        print(f"join request sent to {result['domain']} ({result['agent_url']})")
+        print(f"its key fingerprint: {result['fingerprint']}")
+        print("waiting for its owner to accept (shopsync accept on that shop)")
+    return 0
+
+
+async def cmd_requests(args: argparse.Namespace) -> int:
+    from agent.console import print_requests
+
+    requests = (await _client(args).get("/api/requests"))["requests"]
+    if args.json:
+        _print_json(requests)
+    else:
+        print_requests(requests)
+    return 0
+
+
+async def cmd_accept(args: argparse.Namespace) -> int:
+    path = f"/api/requests/{args.domain}/accept"
+    result = await _client(args).post(path)
+    if args.json:
+        _print_json(result)
+    else:
+        introduced = ", ".join(result["introduced"]) or "no other members"
+        print(f"{result['accepted']} joined; introduced to {introduced}")
+    return 0
+
+
+async def cmd_reject(args: argparse.Namespace) -> int:
+    result = await _client(args).post(f"/api/requests/{args.domain}/reject")
+    _print_json(result) if args.json else print(f"rejected the request of {result['rejected']}")
+    return 0
+
+
+async def cmd_peers(args: argparse.Namespace) -> int:
+    from agent.console import print_peers
+
+    peers = (await _client(args).get("/api/peers"))["peers"]
+    if args.json:
+        _print_json(peers)
+    else:
+        print_peers(peers)
+    return 0
+
+
+async def cmd_simple(args: argparse.Namespace) -> int:
+    """leave, pause, resume: one POST, one line."""
+    result = await _client(args).post(f"/api/{args.command}")
+    if args.json:
+        _print_json(result)
+    else:
+        told = ", ".join(result.get("told", [])) or "nobody"
+        print(
+            {"leave": "left the group", "pause": "sync paused", "resume": "sync resumed"}[
+                args.command
+            ]
+            + f" (told {told})"
+        )
+    return 0
+
+
 async def cmd_emulator(args: argparse.Namespace) -> int:
     from agent.emulator import EmulatorOptions, Faults
     from agent.plugins import Registry, make_plugin_manager
@@ -238,6 +311,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--follow", "-f", action="store_true", help="keep printing new entries")
     p.add_argument("--json", action="store_true", help="JSON lines")
+
+    p = command("join", cmd_join, "ask another shop's agent to let this shop join its group")
+    data_dir(p)
+    p.add_argument("target", help="the other shop's domain, or its agent URL")
+    p.add_argument("--json", action="store_true")
+
+    p = command("requests", cmd_requests, "list pending join requests")
+    data_dir(p)
+    p.add_argument("--json", action="store_true")
+
+    for name, func, text in (
+        ("accept", cmd_accept, "accept the join request of a shop"),
+        ("reject", cmd_reject, "reject the join request of a shop"),
+    ):
+        p = command(name, func, text)
+        data_dir(p)
+        p.add_argument("domain", help="the requesting shop's domain")
+        p.add_argument("--json", action="store_true")
+
+    p = command("peers", cmd_peers, "list the group's other shops and how sync stands")
+    data_dir(p)
+    p.add_argument("--json", action="store_true")
+
+    for name, text in (
+        ("leave", "leave the group (the others are told)"),
+        ("pause", "stop syncing this shop without leaving"),
+        ("resume", "start syncing again after a pause"),
+    ):
+        p = command(name, cmd_simple, text)
+        data_dir(p)
+        p.add_argument("--json", action="store_true")
 
     p = command("emulator", cmd_emulator, "serve an emulated shop of a platform")
     p.add_argument("channel", help="shopify, shopline or pisell")

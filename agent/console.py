@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["console", "print_log", "print_status"]
+__all__ = ["console", "print_log", "print_peers", "print_requests", "print_status"]
 
 console = Console(highlight=False)
 
@@ -72,5 +72,45 @@ def print_log(entries: Iterable[dict[str, Any]], *, as_json: bool, header: bool 
             num(e["delta"], sign=True),
             num(e["after"]),
             e["message"] or "",
+        )
+    console.print(table)
+
+
+def _ago(ts: float | None) -> str:
+    if ts is None:
+        return "never"
+    seconds = max(0, int(dt.datetime.now().timestamp() - ts))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
+
+
+def print_requests(requests: list[dict[str, Any]]) -> None:
+    """Pending join requests, for the owner who decides."""
+    if not requests:
+        console.print("no pending join requests")
+        return
+    table = Table(box=None, pad_edge=False)
+    for name in ("domain", "agent URL", "key fingerprint", "received"):
+        table.add_column(name)
+    for r in requests:
+        table.add_row(r["domain"], r["agent_url"], r["fingerprint"], _ago(r["received_at"]))
+    console.print(table)
+    console.print("accept with: shopsync accept DOMAIN   (or reject DOMAIN)")
+
+
+def print_peers(peers: list[dict[str, Any]]) -> None:
+    """The other members and how sync with each stands."""
+    if not peers:
+        console.print("this shop is not in a group (shopsync join DOMAIN)")
+        return
+    table = Table(box=None, pad_edge=False)
+    for name in ("shop", "state", "last contact", "events behind", "agent URL"):
+        table.add_column(name)
+    for p in peers:
+        state = p["state"] if not p.get("last_error") else f"{p['state']} ({p['last_error']})"
+        table.add_row(
+            p["domain"], state, _ago(p["last_contact"]), str(p["events_behind"]), p["agent_url"]
         )
     console.print(table)

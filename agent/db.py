@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from alembic import command
@@ -45,7 +48,16 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        # One writing transaction at a time per agent: SQLite has one writer anyway, and two
+        # deferred transactions that both read then write would deadlock (SQLITE_BUSY).
+        self.write_lock = asyncio.Lock()
         self.sessions = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A session in a writing transaction, committed on exit, rolled back on error."""
+        async with self.write_lock, self.sessions.begin() as session:
+            yield session
 
     async def upgrade(self) -> None:
         """Bring the schema to the newest migration (idempotent)."""

@@ -105,6 +105,7 @@ class Shop:
     """One emulated shop and its agent."""
 
     def __init__(self, index: int, channel: str, workdir: Path, skus: int) -> None:
+        self.index = index
         self.channel = channel
         self.domain = f"shop{index + 1}-{channel}.example.com"
         self.data_dir = workdir / self.domain
@@ -122,6 +123,8 @@ class Shop:
                 str(skus),
                 "--seed",
                 str(index),
+                "--available",
+                str(100 - 20 * index),
             ],
             workdir / "logs" / f"{self.domain}.emulator.log",
         )
@@ -235,8 +238,10 @@ async def _burst(
 async def run_demo(args: argparse.Namespace) -> int:
     """The scenario; prints a table and a last JSON line, exit 0 when converged."""
     channels = [c.strip() for c in args.channels.split(",") if c.strip()]
-    if len(channels) != 1:
-        raise ConfigError("this version of the demo runs one shop: --channels NAME")
+    if len(channels) == 1:
+        channels *= 3  # a group of three shops on one platform
+    if not 1 < len(channels) <= 5:
+        raise ConfigError("--channels names one platform, or 2 to 5 comma-separated")
     if args.skus < 1 or args.duration < 0:
         raise ConfigError("--skus must be at least 1 and --duration not negative")
     quiet = args.json
@@ -261,6 +266,9 @@ async def run_demo(args: argparse.Namespace) -> int:
                         )
                 if not await wait_idle(http, shops, timeout=60):
                     raise RuntimeError("the agents did not finish their first reconciliation")
+                await _form_group(http, shops, quiet)
+                if not await wait_idle(http, shops, timeout=120):
+                    raise RuntimeError("the joining shops did not finish their import")
                 skus = sorted(await _get(http, shops[0].emu_url + "/_emulator/inventory"))
                 if not quiet:
                     console.print(f"trading for {args.duration:.0f} s: purchases and manual edits")
@@ -278,6 +286,31 @@ async def run_demo(args: argparse.Namespace) -> int:
             finally:
                 for shop in shops:
                     await shop.stop()
+
+
+async def _post(http: aiohttp.ClientSession, shop: Shop, path: str, body: Any = None) -> Any:
+    headers = {"Authorization": f"Bearer {shop.token}"}
+    async with http.post(f"{shop.agent_url}{path}", json=body or {}, headers=headers) as resp:
+        answer = await resp.json()
+        if resp.status >= 300:
+            raise RuntimeError(f"{shop.domain} {path}: {answer.get('message', resp.status)}")
+        return answer
+
+
+async def _form_group(http: aiohttp.ClientSession, shops: list[Shop], quiet: bool) -> None:
+    """Shop 2 joins shop 1, shop 3 joins shop 2 (any member will do), and so on."""
+    for joiner, master in zip(shops[1:], shops, strict=False):
+        await _post(http, joiner, "/api/join", {"target": master.agent_url})
+        await _post(http, master, f"/api/requests/{joiner.domain}/accept")
+        if not quiet:
+            console.print(f"{joiner.domain} joined through {master.domain}")
+        for _ in range(600):  # the joiner imports the master's counts
+            status = await _get(http, f"{joiner.agent_url}/api/status", joiner.token)
+            if status.get("import", {}).get("state") == "done":
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise RuntimeError(f"{joiner.domain} did not finish importing")
 
 
 async def _verdict(
@@ -301,9 +334,10 @@ async def _verdict(
     converged = settled
     for sku in skus:
         cells = []
+        group = {pools[s.domain].get(sku) for s in shops}
         for shop in shops:
             have, pool = counts[shop.domain].get(sku), pools[shop.domain].get(sku)
-            ok = have == (max(0, pool) if pool is not None else None)
+            ok = len(group) == 1 and have == (max(0, pool) if pool is not None else None)
             converged &= ok
             cells.append(f"{have} / {pool}" if ok else f"[red]{have} / {pool}[/]")
         table.add_row(sku, *cells)

@@ -48,7 +48,7 @@ class NewEvent:
     cause: str = ""
 
 
-Vector = dict[str, tuple[str, int]]  # origin -> (epoch, seq)
+Vector = dict[tuple[str, str], int]  # (origin, epoch) -> highest seq held without gaps
 
 
 # -- pure rules --------------------------------------------------------------------------------
@@ -96,7 +96,7 @@ async def get_pools(session: AsyncSession, skus: Iterable[str]) -> dict[str, Poo
 async def load_vector(session: AsyncSession) -> Vector:
     """The whole version vector."""
     rows = await session.exec(select(VectorEntry))
-    return {row.origin: (row.epoch, row.seq) for row in rows}
+    return {(row.origin, row.epoch): row.seq for row in rows}
 
 
 async def _fold(session: AsyncSession, event: EventRow, now: float) -> PoolRow:
@@ -115,7 +115,7 @@ async def append_local(
     """Append this agent's own events with the next seqs, fold them into pools and the vector."""
     if not events:
         return []
-    entry = await session.get(VectorEntry, identity.domain)
+    entry = await session.get(VectorEntry, (identity.domain, identity.epoch))
     if entry is None:
         entry = VectorEntry(origin=identity.domain, epoch=identity.epoch, seq=0)
         session.add(entry)
@@ -143,22 +143,21 @@ async def append_local(
 async def apply_event(session: AsyncSession, event: EventRow, now: float) -> bool:
     """Apply a peer's event at most once (inbox); False if it was already held.
 
-    The vector moves only over contiguous seqs of the origin's current epoch, so a gap is
-    filled later by anti-entropy rather than skipped.
+    Held means: at or below the vector's seq for its (origin, epoch) — which covers events
+    taken in through a snapshot, whose rows this agent never had — or present as a row. The
+    vector moves only over contiguous seqs, so a gap is filled later by anti-entropy.
     """
-    held = await session.get(EventRow, (event.origin, event.epoch, event.seq))
-    if held is not None:
+    entry = await session.get(VectorEntry, (event.origin, event.epoch))
+    if entry is not None and event.seq <= entry.seq:
+        return False
+    if await session.get(EventRow, (event.origin, event.epoch, event.seq)) is not None:
         return False
     session.add(event)
     await _fold(session, event, now)
-    entry = await session.get(VectorEntry, event.origin)
-    if entry is None or entry.epoch != event.epoch:
-        if entry is None:
-            entry = VectorEntry(origin=event.origin, epoch=event.epoch, seq=0)
-            session.add(entry)
-        elif event.seq == 1 or entry.seq == 0:
-            entry.epoch, entry.seq = event.epoch, 0
-    if entry.epoch == event.epoch and event.seq == entry.seq + 1:
+    if entry is None:
+        entry = VectorEntry(origin=event.origin, epoch=event.epoch, seq=0)
+        session.add(entry)
+    if event.seq == entry.seq + 1:
         entry.seq = event.seq
         # events that arrived ahead of a gap may now be contiguous
         while await session.get(EventRow, (event.origin, event.epoch, entry.seq + 1)):

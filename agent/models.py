@@ -9,9 +9,12 @@ __all__ = [
     "EventRow",
     "Identity",
     "ItemRow",
+    "JoinRequest",
     "LogEntry",
+    "PeerRow",
     "PendingWrite",
     "PoolRow",
+    "StateEntry",
     "VectorEntry",
 ]
 
@@ -31,7 +34,9 @@ class ItemRow(SQLModel, table=True):
     """One item of this agent's shop: platform id ↔ SKU, and the count last seen or written.
 
     `excluded` is None for a synced item, else why it is not synced ("duplicate", "no_sku").
-    `published` is None until the item's count is first known.
+    `published` is None until the item's count is first known. `cutover_pending` is True after
+    a join until the first successful write of the group's count (DESIGN §8): until then the
+    shop's count is its old stock, and changes to it are not the group's events.
     """
 
     __tablename__ = "item"
@@ -41,6 +46,7 @@ class ItemRow(SQLModel, table=True):
     published: int | None = None
     created_at: float = 0.0
     excluded: str | None = None
+    cutover_pending: bool = False
     updated_at: float = 0.0
 
 
@@ -79,11 +85,15 @@ class EventRow(SQLModel, table=True):
 
 
 class VectorEntry(SQLModel, table=True):
-    """Per origin, the highest seq held without gaps, within that origin's epoch."""
+    """Per (origin, epoch), the highest seq held without gaps.
+
+    Keyed by epoch as well as origin, so that events of an origin's earlier epoch (before its
+    database was wiped and restored) are still pulled and applied exactly once.
+    """
 
     __tablename__ = "vector"
     origin: str = Field(primary_key=True)
-    epoch: str
+    epoch: str = Field(primary_key=True)
     seq: int = Field(default=0, sa_type=BigInteger)
 
 
@@ -115,3 +125,46 @@ class LogEntry(SQLModel, table=True):
     delta: int | None = None
     after: int | None = None
     message: str = ""
+
+
+class PeerRow(SQLModel, table=True):
+    """Another member of the group, and how replication with it stands.
+
+    `state`: "active", "paused" (it paused sync), "left" (it left the group). `acked` is the
+    JSON version vector it last answered with, used to count the events it lacks.
+    """
+
+    __tablename__ = "peer"
+    domain: str = Field(primary_key=True)
+    agent_url: str
+    public_key: str
+    fingerprint: str = Field(index=True)
+    state: str = "active"
+    changed_at: float = 0.0
+    joined_at: float = 0.0
+    last_contact: float | None = None
+    last_error: str = ""
+    acked: str = Field(default="[]", sa_column=Column(Text, nullable=False, default="[]"))
+
+
+class JoinRequest(SQLModel, table=True):
+    """A join request: received (`incoming`, pending until the owner accepts or rejects) or
+    sent (`outgoing`, remembered so that the master's welcome can be checked)."""
+
+    __tablename__ = "join_request"
+    domain: str = Field(primary_key=True)
+    direction: str = Field(primary_key=True)  # "incoming" | "outgoing"
+    agent_url: str
+    public_key: str
+    fingerprint: str
+    nonce: str
+    received_at: float
+    state: str = "pending"  # pending | accepted | rejected | expired
+
+
+class StateEntry(SQLModel, table=True):
+    """Small pieces of agent state that must survive a restart (paused, maintenance, import)."""
+
+    __tablename__ = "agent_state"
+    key: str = Field(primary_key=True)
+    value: str = Field(sa_column=Column(Text, nullable=False))

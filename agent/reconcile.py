@@ -43,6 +43,9 @@ def observe(item: ItemRow, obs: int, pool: PoolRow | None, cause: str) -> NewEve
     non-zero difference from the published count is a local change.
     """
     assert item.sku is not None
+    if item.cutover_pending:  # old stock before the join's cut-over write: not an event
+        item.published = obs
+        return None
     if item.published is None:
         item.published = obs
         if pool is None or pool.value is None:
@@ -94,7 +97,6 @@ class Reconciler:
         self.last_reconcile: float | None = None
         self._inflight = 0
         self._wake = asyncio.Event()
-        self._db_lock = asyncio.Lock()  # one writing transaction at a time (SQLite-friendly)
         self._tasks: set[asyncio.Task[None]] = set()
         self._catalogue_due = False
         self._reconciling = False
@@ -243,7 +245,7 @@ class Reconciler:
             return
         now = self.clock.now()
         touched = self.clock.monotonic()
-        async with self._db_lock, self.db.sessions.begin() as session:
+        async with self.db.transaction() as session:
             rows = await self._items(session, counts)
             pools = await ledger.get_pools(session, (r.sku for r in rows.values() if r.sku))
             new_events: list[NewEvent] = []
@@ -256,8 +258,8 @@ class Reconciler:
                 before = row.published
                 event = observe(row, obs, pools.get(row.sku), cause)
                 if event is None:
-                    if before is None:
-                        self.pending_skus.add(row.sku)  # known SKU, first seen here: overwrite
+                    if before is None or row.cutover_pending:
+                        self.pending_skus.add(row.sku)  # the pool's count must overwrite it
                     continue
                 new_events.append(event)
                 synclog.record(
@@ -310,7 +312,7 @@ class Reconciler:
         key = str(uuid.uuid4())
         now = self.clock.now()
         try:
-            async with self._db_lock, self.db.sessions.begin() as session:
+            async with self.db.transaction() as session:
                 rows = await self._items(session, claimed)
                 pools = await ledger.get_pools(session, skus)
                 for item_id in claimed:
@@ -324,6 +326,8 @@ class Reconciler:
                     target = self.target_for(row.sku, pool.value)
                     if target != row.published:
                         writes.append(Write(item_id, row.published, target))
+                    elif row.cutover_pending:
+                        row.cutover_pending = False  # the shop already shows the group's count
                 if writes:
                     session.add(PendingWrite(key=key, writes=_dump(writes, set()), created_at=now))
         except BaseException:
@@ -395,7 +399,7 @@ class Reconciler:
         now = self.clock.now()
         touched = self.clock.monotonic()
         unknown: set[str] = set()
-        async with self._db_lock, self.db.sessions.begin() as session:
+        async with self.db.transaction() as session:
             rows = await self._items(session, [w.item_id for w in writes])
             new_events: list[NewEvent] = []
             for write, result in zip(writes, results, strict=True):
@@ -429,6 +433,7 @@ class Reconciler:
         if result.status == "ok":
             after = write.target if result.available is None else result.available
             row.published = write.target
+            row.cutover_pending = False
             synclog.record(
                 session,
                 "write",
@@ -502,7 +507,7 @@ class Reconciler:
             return
         try:
             now = self.clock.now()
-            async with self._db_lock, self.db.sessions.begin() as session:
+            async with self.db.transaction() as session:
                 change, rows = await sync_catalogue(session, listed, now)
                 for item_id, why in change.newly_excluded:
                     row = next(r for r in rows if r.item_id == item_id)

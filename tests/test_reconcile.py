@@ -228,7 +228,7 @@ async def _remote_delta(r: Reconciler, sku: str, delta: int) -> None:
     """Apply a peer's change event, as replication will, and tell the reconciler."""
     async with r.db.sessions.begin() as s:
         vector = await ledger.load_vector(s)
-        seq = vector.get("peer.example.com", ("ep", 0))[1] + 1
+        seq = vector.get(("peer.example.com", "ep"), 0) + 1
         event = EventRow(
             origin="peer.example.com", epoch="ep", seq=seq, sku=sku, kind="change", delta=delta
         )

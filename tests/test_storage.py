@@ -43,7 +43,7 @@ async def test_local_events_get_consecutive_seqs_and_move_pool_and_vector(
         vector = await ledger.load_vector(s)
     assert seqs == [1, 2, 3]
     assert pool is not None and pool.value == 7
-    assert vector == {"a.example.com": ("e1", 3)}
+    assert vector == {("a.example.com", "e1"): 3}
 
 
 async def test_inbox_applies_each_event_once_and_vector_waits_for_gaps(database: Database) -> None:
@@ -55,10 +55,10 @@ async def test_inbox_applies_each_event_once_and_vector_waits_for_gaps(database:
         assert await ledger.apply_event(s, ev(3, -3), 0)  # arrives ahead of 2
     async with database.sessions.begin() as s:
         assert not await ledger.apply_event(s, ev(1, -1), 0)  # duplicate: ignored
-        assert (await s.get(VectorEntry, "b")).seq == 1  # type: ignore[union-attr]
+        assert (await s.get(VectorEntry, ("b", "eb"))).seq == 1  # type: ignore[union-attr]
         assert await ledger.apply_event(s, ev(2, -2), 0)
     async with database.sessions() as s:
-        assert (await s.get(VectorEntry, "b")).seq == 3  # type: ignore[union-attr]
+        assert (await s.get(VectorEntry, ("b", "eb"))).seq == 3  # type: ignore[union-attr]
         pool = await ledger.get_pool(s, "A")
     assert pool is not None and pool.deltas == -6 and pool.value is None  # no introduce yet
 

@@ -12,7 +12,9 @@ from sqlalchemy import func
 from sqlmodel import col, select
 
 from agent import __version__, ledger, synclog
-from agent.models import EventRow, ItemRow, PendingWrite, PoolRow
+from agent.models import EventRow, ItemRow, PeerRow, PendingWrite, PoolRow
+from agent.peering import PeerError
+from agent.replication import behind, vector_from_wire
 from agent.web import keys
 
 __all__ = ["bad_request", "create_api_app", "json_error"]
@@ -42,6 +44,14 @@ def create_api_app(parent: web.Application) -> web.Application:
     app.router.add_get("/log", get_log)
     app.router.add_get("/pools", get_pools)
     app.router.add_post("/reconcile", post_reconcile)
+    app.router.add_post("/join", post_join)
+    app.router.add_get("/requests", get_requests)
+    app.router.add_post("/requests/{domain}/accept", post_accept)
+    app.router.add_post("/requests/{domain}/reject", post_reject)
+    app.router.add_get("/peers", get_peers)
+    app.router.add_post("/leave", post_leave)
+    app.router.add_post("/pause", post_pause)
+    app.router.add_post("/resume", post_resume)
     return app
 
 
@@ -100,7 +110,7 @@ async def status(request: web.Request) -> web.Response:
         "excluded": excluded,
         "skus": pools,
         "events": events,
-        "vector": {o: {"epoch": e, "seq": s} for o, (e, s) in vector.items()},
+        "vector": [{"origin": o, "epoch": e, "seq": s} for (o, e), s in sorted(vector.items())],
         "pending": {
             "reads": len(reconciler.pending_reads),
             "skus": len(reconciler.pending_skus),
@@ -111,6 +121,8 @@ async def status(request: web.Request) -> web.Response:
         "ready": reconciler.ready.is_set(),
         "last_reconcile": reconciler.last_reconcile,
         "stats": dict(reconciler.stats),
+        "paused": cfg[keys.REPLICATOR].paused,
+        "import": await cfg[keys.PEERING].get_state("import", {"state": "none"}),
     }
     return web.json_response(body)
 
@@ -164,3 +176,103 @@ async def post_reconcile(request: web.Request) -> web.Response:
     """Start a full catalogue reconciliation now."""
     request.config_dict[keys.RECONCILER].request_reconcile()
     return web.json_response({"ok": True}, status=202)
+
+
+# -- peering ------------------------------------------------------------------------------------
+
+
+def _peer_errors(handler: Handler) -> Handler:
+    """Answer PeerError as its HTTP status with a JSON body."""
+
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except PeerError as exc:
+            return json_error(exc.status, exc.error, exc.message)
+
+    return wrapped
+
+
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise bad_request("bad_json", "body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise bad_request("bad_json", "body must be a JSON object")
+    return body
+
+
+@_peer_errors
+async def post_join(request: web.Request) -> web.Response:
+    """Send a join request to another shop's agent (by agent URL or shop domain)."""
+    body = await _json_object(request)
+    target = body.get("target")
+    if not isinstance(target, str) or not target.strip():
+        return json_error(400, "bad_target", "target must be an agent URL or a shop domain")
+    result = await request.config_dict[keys.PEERING].send_join(target)
+    return web.json_response(result, status=202)
+
+
+async def get_requests(request: web.Request) -> web.Response:
+    """Pending join requests: domain, agent URL, key fingerprint, received time."""
+    return web.json_response({"requests": await request.config_dict[keys.PEERING].list_requests()})
+
+
+@_peer_errors
+async def post_accept(request: web.Request) -> web.Response:
+    peering = request.config_dict[keys.PEERING]
+    return web.json_response(await peering.accept(request.match_info["domain"]))
+
+
+@_peer_errors
+async def post_reject(request: web.Request) -> web.Response:
+    peering = request.config_dict[keys.PEERING]
+    return web.json_response(await peering.reject(request.match_info["domain"]))
+
+
+async def get_peers(request: web.Request) -> web.Response:
+    """Every peer: state, last contact, events behind."""
+    cfg = request.config_dict
+    now = cfg[keys.CLOCK].now()
+    async with cfg[keys.DB].sessions() as session:
+        peers = list(await session.exec(select(PeerRow).order_by(PeerRow.domain)))
+        mine = await ledger.load_vector(session)
+    out = []
+    for p in peers:
+        theirs = vector_from_wire(json.loads(p.acked or "[]"))
+        if p.state != "active":
+            shown = p.state
+        elif p.last_error:
+            shown = "unreachable"
+        elif p.last_contact is not None and now - p.last_contact < 30:
+            shown = "connected"
+        else:
+            shown = "connecting"
+        out.append(
+            {
+                "domain": p.domain,
+                "agent_url": p.agent_url,
+                "fingerprint": p.fingerprint,
+                "state": shown,
+                "last_contact": p.last_contact,
+                "events_behind": behind(mine, theirs),
+                "last_error": p.last_error,
+            }
+        )
+    return web.json_response({"peers": out})
+
+
+@_peer_errors
+async def post_leave(request: web.Request) -> web.Response:
+    return web.json_response(await request.config_dict[keys.PEERING].leave())
+
+
+@_peer_errors
+async def post_pause(request: web.Request) -> web.Response:
+    return web.json_response(await request.config_dict[keys.PEERING].set_paused(True))
+
+
+@_peer_errors
+async def post_resume(request: web.Request) -> web.Response:
+    return web.json_response(await request.config_dict[keys.PEERING].set_paused(False))

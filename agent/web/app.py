@@ -16,10 +16,13 @@ from agent.clock import Clock, SystemClock
 from agent.config import Settings
 from agent.db import Database
 from agent.metrics import Metrics
-from agent.models import Identity
+from agent.models import EventRow, Identity
+from agent.peering import Peering
 from agent.plugins import Registry
 from agent.reconcile import Reconciler
-from agent.web import api, keys, webhooks
+from agent.replication import Replicator
+from agent.signing import load_private_key
+from agent.web import api, keys, peer, webhooks
 
 __all__ = ["create_app"]
 
@@ -46,7 +49,9 @@ def create_app(
     app.cleanup_ctx.append(_background)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/.well-known/shopsync", peer.well_known)
     app.add_subapp("/api/", api.create_api_app(app))
+    app.add_subapp("/peer/", peer.create_peer_app(app))
     app.add_subapp("/webhooks/", webhooks.create_webhook_app(app))
     return app
 
@@ -92,27 +97,63 @@ async def _channel(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _background(app: web.Application) -> AsyncIterator[None]:
-    settings = app[keys.SETTINGS]
+    settings, db, clock = app[keys.SETTINGS], app[keys.DB], app[keys.CLOCK]
     identity = app[keys.IDENTITY]
+    metrics = app[keys.METRICS]
+
+    def local_events(rows: list[EventRow]) -> None:
+        metrics.events.inc(len(rows))
+        replicator.notify_local()
+
+    def joined(skus: set[str]) -> None:
+        reconciler.pool_changed(skus)
+        reconciler.request_reconcile()
+
     reconciler = Reconciler(
-        db=app[keys.DB],
+        db=db,
         channel=app[keys.CHANNEL],
-        clock=app[keys.CLOCK],
+        clock=clock,
         identity=identity,
         allocate=app[keys.REGISTRY].allocate(identity.domain),
         coalesce=settings.coalesce_ms / 1000,
         reconcile_interval=settings.reconcile_interval,
-        on_local_events=lambda rows: app[keys.METRICS].events.inc(len(rows)),
+        on_local_events=local_events,
     )
+    peering = Peering(
+        db=db,
+        identity=identity,
+        public_url=settings.public_url,
+        clock=clock,
+        http=app[keys.HTTP],
+        private_key=load_private_key(settings.key_path),
+        on_joined=joined,
+    )
+    replicator = Replicator(
+        db=db,
+        identity=identity,
+        clock=clock,
+        call=peering.call,
+        on_pool_change=reconciler.pool_changed,
+        on_members=peering.merge_members,
+    )
+    peering.replicator = replicator
+    replicator.paused = bool(await peering.get_state("paused", False))
     app[keys.RECONCILER] = reconciler
-    app[keys.STARTED] = app[keys.CLOCK].now()
+    app[keys.PEERING] = peering
+    app[keys.REPLICATOR] = replicator
+    app[keys.STARTED] = clock.now()
     tasks = [
         asyncio.create_task(reconciler.run(), name="reconciler"),
         asyncio.create_task(_subscribe(app), name="subscribe"),
     ]
+    await replicator.start()
     yield
+    await replicator.stop()
     for task in tasks:
         task.cancel()
+    if peering.import_task is not None:
+        tasks.append(peering.import_task)
+        peering.import_task.cancel()
     for task in tasks:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task

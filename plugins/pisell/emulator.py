@@ -1,0 +1,566 @@
+"""An emulator of the proposed Pisell IS Open API (`wire.py`), on the shared emulator kit.
+
+It serves `/openapi/v1/*` with Pisell's signed headers (MD5 `Sign`, ±300 s, 401/403), the
+`{status, code, message, data}` envelope, cursor and 1-based skip paging, a 20/5 s token
+bucket per `Client-Id`, batched compare-and-set and adjust that are idempotent by key, and
+HMAC-signed webhooks delivered at least once by the kit. IS state lives in `inventory.py`.
+
+Choices where Pisell is silent: there is one warehouse (`"1"`) and the Pisell store is shop
+`"1"`, with one bound Shopify shop `"2"`; the client secret is the access token; every webhook
+is signed with `options.webhook_secret`; a product with a SKU that exists is refused with 409
+(IS keys stock items by SKU). The emulator clock (`POST /_emulator/clock/advance`) moves IS
+time (the 15-minute order pull, idempotency expiry, the bucket); request signatures and
+webhook timestamps stay on wall time, so advancing it never makes an agent's clock "skewed".
+
+Control extras beside the kit's: `POST /_emulator/combos {"sku", "components": [{"sku",
+"quantity"}]}`, `POST /_emulator/clock/advance {"seconds"}`, `POST /_emulator/shops
+{"platform", "name", "domain", "stock_sync_enabled"}`, and `POST /_emulator/faults` also takes
+`latency` (seconds before every API answer); `{"fail_requests": 1, "fail_status": 429}` forces
+a 429. `/_emulator/orders` takes an optional `shop_id` and `warehouse_id`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import hmac
+import itertools
+import json
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from agent.emulator import (
+    Emulator,
+    EmulatorOptions,
+    LeakyBucket,
+    ShortStock,
+    UnknownSku,
+    Variant,
+    json_error,
+)
+from plugins.pisell import wire
+from plugins.pisell.inventory import Inventory, StockState
+
+__all__ = ["PisellEmulator"]
+
+IDEMPOTENCY_TTL = 24 * 3600.0
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclasses.dataclass(slots=True)
+class _Replay:
+    digest: str
+    payload: dict[str, Any]
+    at: float
+
+
+def _api_error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response(wire.envelope_error(status, code, message), status=status)
+
+
+def _ok(data: Any) -> web.Response:
+    return web.json_response(wire.envelope_ok(data))
+
+
+class PisellEmulator(Emulator):
+    """One Pisell merchant: IS with one warehouse, the Pisell store and its bound shops."""
+
+    name = "pisell"
+    warehouse = wire.Warehouse("1", "Main warehouse", "1 George St, Sydney", "stock@example.com")
+
+    def __init__(
+        self,
+        options: EmulatorOptions,
+        *,
+        clock: Callable[[], float] = time.time,
+        timezone: str = wire.DEFAULT_TIMEZONE,
+    ) -> None:
+        self.wall = clock  # for signatures: never advanced
+        self.offset = 0.0  # IS time = wall time + offset
+        self.latency = 0.0
+        self.replays: dict[str, _Replay] = {}
+        self.client_buckets: dict[str, LeakyBucket] = {}
+        self.hooks: dict[int, wire.Webhook] = {}
+        self._hook_ids = itertools.count(1)
+        super().__init__(options, clock=self.now)
+        shop_name = options.shop.split(".")[0]
+        shops = [
+            wire.Shop("1", "pisell", shop_name, options.shop, timezone),
+            wire.Shop("2", "shopify", f"{shop_name} (Shopify)", f"{shop_name}.myshopify.com",
+                      timezone),
+        ]  # fmt: skip
+        self.inventory = Inventory(
+            self.store, now=self.now, emit=self.webhooks.emit, timezone=timezone,
+            warehouse_id=self.warehouse.id, shops=shops,
+        )  # fmt: skip
+
+    def now(self) -> float:
+        """IS time: wall time moved on by `POST /_emulator/clock/advance`."""
+        return self.wall() + self.offset
+
+    # -- the kit's hooks ---------------------------------------------------------------------
+
+    def make_bucket(self) -> LeakyBucket:
+        """20 requests, 5 per second (one bucket per Client-Id; this one sets `enabled`)."""
+        return LeakyBucket(20, 5, clock=self.clock, enabled=self.options.rate_limit)
+
+    def sign_webhook(self, topic: str, body: bytes, delivery_id: str) -> dict[str, str]:
+        """Pisell's webhook headers, signed with the shop's webhook secret on wall time."""
+        return wire.webhook_headers(
+            secret=self.options.webhook_secret, topic=topic, event_id=delivery_id, body=body,
+            now=self.wall(),
+        )  # fmt: skip
+
+    def on_stock_change(self, variant: Variant, before: int, after: int, cause: str) -> None:
+        """Keep IS levels in step and send `inventory_level.updated` (and movements)."""
+        self.inventory.on_change(variant, before, after, cause)
+
+    def build_app(self) -> web.Application:
+        """The kit's app plus the Pisell API, its middleware and the order-pull loop."""
+        app = super().build_app()
+        app.middlewares.append(self._api_middleware)
+        r = app.router
+        r.add_post("/_emulator/combos", self._h_combo)
+        r.add_post("/_emulator/clock/advance", self._h_advance)
+        r.add_post("/_emulator/shops", self._h_bind_shop)
+        app.cleanup_ctx.append(self._pull_ctx)
+        return app
+
+    def add_platform_routes(self, app: web.Application) -> None:
+        """Every `/openapi/v1` route of `wire.PATHS`."""
+        p, r = wire.PATHS, app.router
+        r.add_get(p["warehouses"], self._h_warehouses)
+        r.add_get(p["zones"], self._h_zones)
+        r.add_get(p["bins"], self._h_bins)
+        r.add_get(p["shops"], self._h_shops)
+        r.add_get(p["stock_items"], self._h_stock_items)
+        r.add_get(p["levels"], self._h_levels)
+        r.add_post(p["levels_set"], self._h_set)
+        r.add_post(p["levels_adjust"], self._h_adjust)
+        r.add_get(p["movements"], self._h_movements)
+        r.add_get(p["product_links"], self._h_product_links)
+        r.add_get(p["sync_records"], self._h_sync_records)
+        r.add_post(p["sync_push"], self._h_sync_push)
+        r.add_get(p["webhooks"], self._h_webhooks)
+        r.add_post(p["webhooks"], self._h_webhook_create)
+        r.add_delete(p["webhook"], self._h_webhook_delete)
+
+    async def _pull_ctx(self, app: web.Application) -> AsyncIterator[None]:
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(1.0)
+                self.inventory.pull()
+
+        task = asyncio.create_task(loop())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    # -- auth, rate limit, faults ------------------------------------------------------------
+
+    def bucket_for(self, client_id: str) -> LeakyBucket:
+        """The token bucket of one Client-Id (the kit's `bucket.enabled` switches them all)."""
+        bucket = self.client_buckets.get(client_id)
+        if bucket is None:
+            bucket = self.client_buckets[client_id] = self.make_bucket()
+        bucket.enabled = self.bucket.enabled
+        return bucket
+
+    def _authenticate(self, request: web.Request) -> web.Response | None:
+        h = request.headers
+        client_id, token = h.get(wire.H_CLIENT_ID), h.get(wire.H_ACCESS_TOKEN)
+        stamp, signature = h.get(wire.H_TIMESTAMP), h.get(wire.H_SIGN)
+        if not (client_id and token and stamp and signature):
+            message = "missing Client-Id, Access-Token, Timestamp or Sign"
+            return _api_error(401, wire.UNAUTHORIZED, message)
+        try:
+            skew = abs(int(stamp) - self.wall())
+        except ValueError:
+            return _api_error(401, wire.UNAUTHORIZED, "Timestamp must be unix seconds")
+        if skew > wire.SIGN_SKEW_SECONDS:
+            return _api_error(401, wire.UNAUTHORIZED, "Timestamp is too far from server time")
+        if not hmac.compare_digest(token.encode(), self.options.token.encode()):
+            return _api_error(403, wire.FORBIDDEN, "the access token is not bound to this shop")
+        # The client secret is the access token (Pisell issues both; the emulator one).
+        expected = wire.sign(stamp, client_id, self.options.token)
+        if not hmac.compare_digest(signature.upper().encode(), expected.encode()):
+            return _api_error(401, wire.UNAUTHORIZED, "bad Sign")
+        return None
+
+    @web.middleware
+    async def _api_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not request.path.startswith(wire.API_PREFIX):
+            return await handler(request)
+        if self.latency > 0:
+            await asyncio.sleep(self.latency)
+        bucket = self.bucket_for(request.headers.get(wire.H_CLIENT_ID, ""))
+        response: web.StreamResponse | None = self._authenticate(request)
+        if response is None and not bucket.try_take(1):
+            self.stats["throttled"] += 1
+            response = _api_error(429, wire.RATE_LIMITED, "too many requests")
+            response.headers[wire.H_RETRY_AFTER] = str(max(1, math.ceil(bucket.wait_time(1))))
+        if response is None and (status := self.take_injected_failure()) is not None:
+            response = _api_error(status, wire.INTERNAL_ERROR, "injected failure")
+            if status == 429:
+                response.headers[wire.H_RETRY_AFTER] = "1"
+        if response is None:
+            try:
+                response = await handler(request)
+            except web.HTTPException as exc:
+                if exc.status < 400:
+                    raise
+                response = _api_error(exc.status, wire.NOT_FOUND if exc.status == 404
+                                      else wire.INVALID_REQUEST, exc.reason)  # fmt: skip
+        response.headers[wire.H_RATE_LIMIT] = str(int(bucket.capacity))
+        remaining = bucket.available() if bucket.enabled else bucket.capacity
+        response.headers[wire.H_RATE_REMAINING] = str(int(remaining))
+        return response
+
+    # -- paging ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _page(request: web.Request, rows: list[tuple[int, dict[str, Any]]]) -> web.Response:
+        """Rows (id, row) in ascending id order, by `cursor` or 1-based `skip`, `size` ≤ 100."""
+        q = request.query
+        try:
+            size = min(wire.MAX_PAGE_SIZE, max(1, int(q.get(wire.Q_SIZE, "50"))))
+            skip = max(1, int(q.get(wire.Q_SKIP, "1")))
+            after = wire.decode_cursor(q[wire.Q_CURSOR]) if q.get(wire.Q_CURSOR) else None
+        except ValueError as exc:
+            return _api_error(400, wire.INVALID_REQUEST, f"bad paging parameter: {exc}")
+        rows = sorted(rows, key=lambda r: r[0])
+        if after is not None:
+            start = next((n for n, (rid, _) in enumerate(rows) if rid > after), len(rows))
+        else:
+            start = (skip - 1) * size
+        chunk = rows[start : start + size]
+        more = start + size < len(rows)
+        cursor = wire.encode_cursor(chunk[-1][0]) if chunk and more else None
+        data = wire.page_data(
+            [row for _, row in chunk], count=len(rows), skip=skip, size=size, next_cursor=cursor
+        )
+        return _ok(data)
+
+    def _since(self, request: web.Request, name: str) -> float | None:
+        text = request.query.get(name)
+        return None if not text else wire.parse_local(text, self.inventory.tz)
+
+    # -- read handlers -----------------------------------------------------------------------
+
+    async def _h_warehouses(self, request: web.Request) -> web.Response:
+        return self._page(request, [(1, self.warehouse.to_wire())])
+
+    async def _h_zones(self, request: web.Request) -> web.Response:
+        rows = [wire.Zone("1", self.warehouse.id, "Picking", "picking"),
+                wire.Zone("2", self.warehouse.id, "Storage", "storage")]  # fmt: skip
+        return self._page(request, [(n, z.to_wire()) for n, z in enumerate(rows, 1)])
+
+    async def _h_bins(self, request: web.Request) -> web.Response:
+        rows = [wire.Bin("1", "1", "A-01-01"), wire.Bin("2", "2", "S-01-01")]
+        return self._page(request, [(n, b.to_wire()) for n, b in enumerate(rows, 1)])
+
+    async def _h_shops(self, request: web.Request) -> web.Response:
+        shops = self.inventory.shops.values()
+        return self._page(request, [(int(s.id), s.to_wire()) for s in shops])
+
+    async def _h_stock_items(self, request: web.Request) -> web.Response:
+        self.stats["reads"] += 1
+        try:
+            since = self._since(request, wire.Q_UPDATED_SINCE)
+        except ValueError:
+            return _api_error(400, wire.INVALID_REQUEST, "updated_since must be local time")
+        skus = {s for s in request.query.get(wire.Q_SKU, "").split(",") if s}
+        rows = [
+            (stock.id, self.inventory.stock_item(stock).to_wire())
+            for stock in self.inventory.items.values()
+            if (not skus or stock.sku in skus) and (since is None or stock.updated_at >= since)
+        ]
+        return self._page(request, rows)
+
+    async def _h_levels(self, request: web.Request) -> web.Response:
+        self.stats["reads"] += 1
+        warehouse_id = request.query.get(wire.Q_WAREHOUSE, self.warehouse.id)
+        if warehouse_id != self.warehouse.id:
+            return _api_error(404, wire.WAREHOUSE_NOT_FOUND, "no such warehouse")
+        skus = [s for s in request.query.get(wire.Q_SKU, "").split(",") if s]
+        if len(skus) > wire.MAX_LEVEL_SKUS:
+            return _api_error(400, wire.INVALID_REQUEST, f"at most {wire.MAX_LEVEL_SKUS} skus")
+        items = self.inventory.items
+        chosen = [items[s] for s in dict.fromkeys(skus) if s in items] if skus else items.values()
+        rows = [(stock.id, self.inventory.level(stock).to_wire()) for stock in chosen]
+        return self._page(request, rows)
+
+    async def _h_movements(self, request: web.Request) -> web.Response:
+        try:
+            since = self._since(request, wire.Q_SINCE)
+        except ValueError:
+            return _api_error(400, wire.INVALID_REQUEST, "since must be local time")
+        rows = [(m.id, m.to_wire()) for at, m in self.inventory.movements
+                if since is None or at >= since]  # fmt: skip
+        return self._page(request, rows)
+
+    async def _h_product_links(self, request: web.Request) -> web.Response:
+        shop_id = request.query.get(wire.Q_SHOP)
+        rows = []
+        for shop in self.inventory.shops.values():
+            if shop_id is not None and shop.id != shop_id:
+                continue
+            for stock in self.inventory.items.values():
+                rows.append((int(shop.id) * 10**9 + stock.id, self._link(shop, stock).to_wire()))
+        return self._page(request, rows)
+
+    @staticmethod
+    def _link(shop: wire.Shop, stock: StockState) -> wire.ProductLink:
+        if shop.platform == "pisell" and stock.variant is not None:
+            product, variant = str(stock.variant.product_id), str(stock.variant.variant_id)
+        else:  # a bound shop's own ids, made up but stable
+            product, variant = f"{shop.id}{stock.id:08d}", f"{shop.id}{stock.id:08d}1"
+        return wire.ProductLink(shop.id, product, variant, stock.sku, stock.sku)
+
+    async def _h_sync_records(self, request: web.Request) -> web.Response:
+        try:
+            since = self._since(request, wire.Q_SINCE)
+        except ValueError:
+            return _api_error(400, wire.INVALID_REQUEST, "since must be local time")
+        rows = [(r.id, r.to_wire()) for at, r in self.inventory.sync_records
+                if since is None or at >= since]  # fmt: skip
+        return self._page(request, rows)
+
+    async def _h_webhooks(self, request: web.Request) -> web.Response:
+        return self._page(request, [(hid, h.to_wire()) for hid, h in self.hooks.items()])
+
+    # -- write handlers ----------------------------------------------------------------------
+
+    async def _body(self, request: web.Request) -> Any:
+        try:
+            return json.loads(await request.read() or b"null")
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return None
+
+    async def _h_set(self, request: web.Request) -> web.StreamResponse:
+        return await self._write(request, wire.SetItem, self.inventory.apply_set)
+
+    async def _h_adjust(self, request: web.Request) -> web.StreamResponse:
+        return await self._write(request, wire.AdjustItem, self.inventory.apply_adjust)
+
+    async def _write(
+        self,
+        request: web.Request,
+        kind: type[wire.SetItem] | type[wire.AdjustItem],
+        apply: Callable[[Any, str], wire.ItemResult],
+    ) -> web.StreamResponse:
+        """A batched write: idempotent by key, replayed for 24 h, 409 on another body."""
+        key = request.headers.get(wire.H_IDEMPOTENCY_KEY, "").strip()
+        if not key:
+            return _api_error(400, wire.KEY_REQUIRED, "writes need an Idempotency-Key")
+        body = await self._body(request)
+        digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+        now = self.now()
+        while self.replays:  # oldest first: dicts keep insertion order
+            oldest = next(iter(self.replays))
+            if now - self.replays[oldest].at < IDEMPOTENCY_TTL:
+                break
+            del self.replays[oldest]
+        replay = self.replays.get(key)
+        if replay is not None:
+            if replay.digest != digest:
+                return _api_error(409, wire.KEY_REUSED, "this key was used with another body")
+            return web.json_response(replay.payload)
+        try:
+            items = wire.parse_write_request(body, kind)
+        except ValueError as exc:
+            return _api_error(400, wire.INVALID_REQUEST, str(exc))
+        results = [apply(item, key) for item in items]
+        payload = wire.envelope_ok(wire.write_response(results))
+        self.replays[key] = _Replay(digest, payload, now)
+        self.stats["writes"] += 1
+        if self.take_timeout_after_apply():
+            self.drop_connection(request)
+        return web.json_response(payload)
+
+    async def _h_sync_push(self, request: web.Request) -> web.Response:
+        try:
+            shop_id, skus = wire.parse_sync_push_request(await self._body(request))
+        except (ValueError, AttributeError) as exc:
+            return _api_error(400, wire.INVALID_REQUEST, str(exc))
+        shop = self.inventory.shops.get(shop_id)
+        if shop is None:
+            return _api_error(404, wire.NOT_FOUND, "no such shop")
+        rows = [r.to_wire() for r in self.inventory.push(shop, skus)]
+        return _ok(wire.page_data(rows, count=len(rows), skip=1, size=len(rows), next_cursor=None))
+
+    async def _h_webhook_create(self, request: web.Request) -> web.Response:
+        try:
+            url, topics = wire.parse_webhook_request(await self._body(request))
+        except ValueError as exc:
+            return _api_error(400, wire.INVALID_REQUEST, str(exc))
+        if any(h.url == url for h in self.hooks.values()):
+            return _api_error(409, wire.DUPLICATE, "a webhook for this url exists")
+        hook_id = next(self._hook_ids)
+        hook = wire.Webhook(str(hook_id), url, tuple(topics))
+        self.hooks[hook_id] = hook
+        for topic in topics:
+            self.webhooks.subscribe(topic, url, now=self.now(), webhook_id=hook_id)
+        # Every subscription signs with the shop's one secret, shown only here.
+        return _ok(dataclasses.replace(hook, secret=self.options.webhook_secret).to_wire())
+
+    async def _h_webhook_delete(self, request: web.Request) -> web.Response:
+        try:
+            hook_id = int(request.match_info["webhook_id"])
+        except ValueError:
+            hook_id = -1
+        hook = self.hooks.pop(hook_id, None)
+        if hook is None:
+            return _api_error(404, wire.NOT_FOUND, "no such webhook")
+        for sub in list(self.webhooks.subscriptions.values()):
+            if sub.extra.get("webhook_id") == hook_id:
+                self.webhooks.unsubscribe(sub.id)
+        return _ok(hook.to_wire())
+
+    # -- control API: the kit's contract, Pisell's way ---------------------------------------
+
+    async def _control_body(self, request: web.Request) -> dict[str, Any]:
+        body = await self._body(request)
+        if not isinstance(body, dict):
+            raise web.HTTPBadRequest(
+                text=json.dumps({"error": "body must be a JSON object"}),
+                content_type="application/json",
+            )
+        if str(body.get("warehouse_id", self.warehouse.id)) != self.warehouse.id:
+            raise web.HTTPNotFound(
+                text=json.dumps({"error": "no such warehouse"}), content_type="application/json"
+            )
+        return body
+
+    async def _h_order(self, request: web.Request) -> web.Response:
+        """A purchase in the Pisell store (booked now) or in a bound shop (on the next pull)."""
+        body = await self._control_body(request)
+        lines = body.get("line_items")
+        if not isinstance(lines, list) or not lines:
+            return json_error(400, "line_items must be a non-empty list")
+        parsed: list[tuple[str, int]] = []
+        for line in lines:
+            sku = line.get("sku") if isinstance(line, dict) else None
+            quantity = line.get("quantity") if isinstance(line, dict) else None
+            if not isinstance(sku, str) or type(quantity) is not int or quantity <= 0:
+                return json_error(400, "each line needs a sku and a positive integer quantity")
+            parsed.append((sku, quantity))
+        shop = self.inventory.shops.get(str(body.get("shop_id", "1")))
+        if shop is None:
+            return json_error(404, "no such shop")
+        try:
+            expanded = self.inventory.expand(parsed)
+        except UnknownSku as exc:
+            return json_error(404, f"unknown sku {exc.args[0]}")
+        short = self.inventory.shortage(expanded)
+        if short is not None:
+            return json_error(409, f"not enough stock: {short}")
+        if shop.platform != "pisell":
+            pending = self.inventory.queue(parsed, shop.id)
+            import_after = self.inventory.local(pending.due_at)
+            return web.json_response(
+                {"order": {"ref": pending.ref, "shop_id": shop.id, "status": "pending_import",
+                           "import_after": import_after}}, status=202,
+            )  # fmt: skip
+        if not self.store.storefront_open:
+            return json_error(423, "the storefront is closed for maintenance")
+        try:
+            order = self.inventory.sell(parsed, shop.id)
+        except ShortStock as exc:
+            return json_error(409, f"not enough stock: {exc}")
+        return web.json_response({"order": order}, status=201)
+
+    async def _h_edit(self, request: web.Request) -> web.Response:
+        body = await self._control_body(request)
+        stock = self.inventory.items.get(str(body.get("sku")))
+        if stock is not None and stock.is_combo:
+            return json_error(409, "a combo's count follows its components")
+        return await super()._h_edit(request)
+
+    async def _h_product(self, request: web.Request) -> web.Response:
+        body = await self._control_body(request)
+        sku = body.get("sku")
+        if isinstance(sku, str) and not sku.strip():
+            return json_error(400, "an IS stock item needs a SKU")
+        if isinstance(sku, str) and sku.strip() in self.inventory.items:
+            return json_error(409, f"a stock item with sku {sku.strip()} exists (IS keys by SKU)")
+        return await super()._h_product(request)
+
+    async def _h_inventory(self, request: web.Request) -> web.Response:
+        if request.query.get("warehouse_id", self.warehouse.id) != self.warehouse.id:
+            return json_error(404, "no such warehouse")
+        inv = self.inventory
+        return web.json_response({sku: inv.available(s) for sku, s in inv.items.items()})
+
+    def _item_json(self, variant: Variant) -> dict[str, Any]:
+        item_id = wire.format_item_id(variant.sku, self.warehouse.id)
+        stock = self.inventory.items.get(variant.sku)
+        return {**super()._item_json(variant), "item_id": item_id,
+                "stock_item_id": None if stock is None else stock.id}  # fmt: skip
+
+    async def _h_combo(self, request: web.Request) -> web.Response:
+        body = await self._control_body(request)
+        sku, title = body.get("sku"), body.get("title")
+        if not isinstance(sku, str) or not sku.strip():
+            return json_error(400, "sku must be a non-empty string")
+        if sku in self.inventory.items:
+            return json_error(409, f"a stock item with sku {sku} exists")
+        try:
+            parts = [wire.Component.from_wire(p) for p in body.get("components") or []]
+            if not parts:
+                raise ValueError("components must be a non-empty list")
+            stock = self.inventory.add_combo(sku, str(title or f"Combo {sku}"), parts)
+        except KeyError as exc:
+            return json_error(404, f"unknown component {exc.args[0]}")
+        except (ValueError, TypeError) as exc:
+            return json_error(400, str(exc))
+        item = self.inventory.stock_item(stock).to_wire()
+        return web.json_response({**item, "available": self.inventory.available(stock)}, status=201)
+
+    async def _h_advance(self, request: web.Request) -> web.Response:
+        body = await self._control_body(request)
+        seconds = body.get("seconds")
+        if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds < 0:
+            return json_error(400, "seconds must be a non-negative number")
+        self.offset += float(seconds)
+        imported = self.inventory.pull()
+        return web.json_response({"now": self.inventory.local(self.now()), "imported": imported})
+
+    async def _h_bind_shop(self, request: web.Request) -> web.Response:
+        body = await self._control_body(request)
+        platform, domain = body.get("platform"), body.get("domain")
+        if platform not in ("shopify", "ebay", "kogan", "pisell") or not isinstance(domain, str):
+            return json_error(400, "platform (shopify, ebay, kogan, pisell) and domain required")
+        shops = self.inventory.shops
+        shop = wire.Shop(
+            str(max(int(s) for s in shops) + 1), platform, str(body.get("name") or domain),
+            domain, self.inventory.timezone, bool(body.get("stock_sync_enabled", True)),
+        )  # fmt: skip
+        shops[shop.id] = shop
+        return web.json_response(shop.to_wire(), status=201)
+
+    async def _h_faults(self, request: web.Request) -> web.Response:
+        """The kit's faults, plus `latency` (seconds before every API answer)."""
+        body = await self._body(request)
+        if not isinstance(body, dict):
+            return json_error(400, "body must be a JSON object")
+        latency = body.pop("latency", self.latency)
+        if not isinstance(latency, int | float) or isinstance(latency, bool) or latency < 0:
+            return json_error(400, "latency must be a non-negative number")
+        rate_limit = body.pop("rate_limit", self.bucket.enabled)
+        if not isinstance(rate_limit, bool):
+            return json_error(400, "rate_limit must be true or false")
+        try:
+            self.faults.update(body)
+        except ValueError as exc:
+            return json_error(400, str(exc))
+        self.latency, self.bucket.enabled = float(latency), rate_limit
+        state = {**dataclasses.asdict(self.faults), "rate_limit": rate_limit, "latency": latency}
+        return web.json_response(state)

@@ -1,0 +1,22 @@
+"""Entry point of the Pisell plugin: registers its channel and its emulator."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from agent.hookspecs import hookimpl
+from plugins.pisell.channel import PisellChannel
+from plugins.pisell.emulator import PisellEmulator
+
+
+@hookimpl
+def register_channels(register: Callable[[type[PisellChannel]], None]) -> None:
+    """Register `PisellChannel` as channel `pisell`."""
+    register(PisellChannel)
+
+
+@hookimpl
+def register_emulators(register: Callable[[str, Callable[[Any], Any]], None]) -> None:
+    """Register the Pisell emulator: `factory(options)` builds its aiohttp app."""
+    register("pisell", lambda options: PisellEmulator(options).build_app())

@@ -1,0 +1,462 @@
+"""The Shopify channel: inventory of one location through the Admin GraphQL API."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import re
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import structlog
+
+from agent.channel import (
+    Channel,
+    ChannelError,
+    ChannelSettings,
+    ConfigError,
+    Item,
+    RateBudget,
+    WebhookHint,
+    Write,
+    WriteResult,
+)
+from plugins.shopify import queries, webhooks
+from plugins.shopify.client import CostExceeded, ShopifyClient, ShopifyUnavailable
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from agent.clock import Clock
+
+__all__ = ["KEY_NAMESPACE", "ShopifyChannel", "ShopifySettings"]
+
+log = structlog.get_logger(__name__)
+
+# Per-call idempotency keys derive from the core's batch key in this namespace, so a retried
+# batch sends the very same keys.
+KEY_NAMESPACE = uuid.UUID("5d0c7d3e-2b8f-4a4e-8f67-0f3b1e9c6a12")
+MAX_BATCH = 250
+TOPICS = (
+    "INVENTORY_LEVELS_UPDATE",
+    "ORDERS_CREATE",
+    "ORDERS_CANCELLED",
+    "REFUNDS_CREATE",
+    "PRODUCTS_CREATE",
+    "PRODUCTS_UPDATE",
+)
+_STALE = frozenset({"CHANGE_FROM_QUANTITY_STALE", "COMPARE_QUANTITY_STALE"})
+_ITEM_GID = re.compile(r"^gid://shopify/InventoryItem/\d+$")
+_BULK_DONE = frozenset({"COMPLETED", "FAILED", "CANCELED", "EXPIRED"})
+_BULK_MAX_WAIT = 3600.0
+
+
+@dataclasses.dataclass
+class ShopifySettings(ChannelSettings):
+    """Options of the ``[channel.options]`` table for a Shopify shop."""
+
+    api_url: str
+    access_token: str = dataclasses.field(repr=False)
+    webhook_secret: str = dataclasses.field(repr=False)
+    location_id: str = ""
+    api_version: str = "2026-10"
+    bulk: bool = True
+    timeout: float = 10.0
+    retry_base: float = 0.5
+    max_retries: int = 8
+
+    def __post_init__(self) -> None:
+        self.api_url = str(self.api_url).rstrip("/")
+        if not re.match(r"^https?://[^/]+", self.api_url):
+            raise ConfigError("channel option api_url must be an http(s) URL")
+        for name in ("access_token", "webhook_secret"):
+            if not str(getattr(self, name)).strip():
+                raise ConfigError(f"channel option {name} must not be empty")
+        if not re.match(r"^(\d{4}-\d{2}|unstable)$", self.api_version):
+            raise ConfigError("channel option api_version must look like 2026-10 or unstable")
+        location = str(self.location_id).strip()
+        if location.isdigit():
+            location = f"gid://shopify/Location/{location}"
+        if location and not re.match(r"^gid://shopify/Location/\d+$", location):
+            raise ConfigError("channel option location_id must be a number or a Location gid")
+        self.location_id = location
+        if self.timeout <= 0 or self.retry_base < 0 or self.max_retries < 0:
+            raise ConfigError("timeout must be > 0, retry_base and max_retries >= 0")
+
+    @property
+    def endpoint(self) -> str:
+        """The GraphQL endpoint of the configured API version."""
+        return f"{self.api_url}/admin/api/{self.api_version}/graphql.json"
+
+
+class ShopifyChannel(Channel):
+    """One Shopify shop; `item_id` is the InventoryItem gid, counts are `available`."""
+
+    name: ClassVar[str] = "shopify"
+    settings_class: ClassVar[type[ChannelSettings]] = ShopifySettings
+
+    def __init__(
+        self, settings: ChannelSettings, *, http: aiohttp.ClientSession, clock: Clock
+    ) -> None:
+        if not isinstance(settings, ShopifySettings):
+            raise ConfigError("ShopifyChannel needs ShopifySettings")
+        super().__init__(settings, http=http, clock=clock)
+        self.settings: ShopifySettings = settings
+        self.budget = RateBudget(
+            bucket=2000,
+            restore_rate=100,
+            max_write_batch=MAX_BATCH,
+            max_read_batch=MAX_BATCH,
+            write_cost=queries.WRITE_COST,
+            read_cost=queries.read_cost(MAX_BATCH),
+            unit="points",
+        )
+        self.client = ShopifyClient(
+            http,
+            clock,
+            endpoint=settings.endpoint,
+            token=settings.access_token,
+            timeout=settings.timeout,
+            retry_base=settings.retry_base,
+            max_retries=settings.max_retries,
+            on_status=self._on_status,
+        )
+        self._location: str | None = settings.location_id or None
+        self._location_lock = asyncio.Lock()
+        self._set_document = queries.set_quantities(settings.api_version)
+        self._change_from = queries.uses_change_from(settings.api_version)
+        self.bulk_poll_interval = 0.05  # first poll; doubles up to 2 s
+
+    def _on_status(self, maximum: float, restore_rate: float) -> None:
+        if (maximum, restore_rate) != (self.budget.bucket, self.budget.restore_rate):
+            self.budget = dataclasses.replace(
+                self.budget, bucket=maximum, restore_rate=restore_rate
+            )
+
+    async def start(self) -> None:
+        """Resolve the location once, so the first webhook can already be filtered by it."""
+        await self.location()
+
+    async def location(self) -> str:
+        """The Location gid: configured, else the shop's first active location."""
+        if self._location is not None:
+            return self._location
+        async with self._location_lock:
+            if self._location is None:
+                data = await self.client.call(queries.LOCATIONS, {}, cost=queries.LOCATIONS_COST)
+                nodes = (data.get("locations") or {}).get("nodes") or []
+                active = [n["id"] for n in nodes if isinstance(n, dict) and n.get("isActive")]
+                if not active:
+                    raise ChannelError("the shop has no active location")
+                self._location = active[0]
+                log.info("shopify_location", location=self._location)
+        return self._location
+
+    # -- reading -------------------------------------------------------------------------------
+
+    async def list_items(self) -> AsyncIterator[Item]:
+        """Every tracked variant stocked at the location: bulk query, else pages of 200."""
+        location = await self.location()
+        if self.settings.bulk:
+            url = await self._run_bulk(location)
+            if url is not None:
+                if url:
+                    async for node in self.client.lines(url):
+                        item = _item(node)
+                        if item is not None:
+                            yield item
+                return
+        async for item in self._pages(location):
+            yield item
+
+    async def _run_bulk(self, location: str) -> str | None:
+        """The result URL ("" for an empty result), or None to fall back to paging."""
+        query = queries.bulk_variants_query(location)
+        data = await self.client.call(queries.BULK_RUN, {"query": query}, cost=queries.WRITE_COST)
+        payload = data.get("bulkOperationRunQuery") or {}
+        operation = payload.get("bulkOperation")
+        if payload.get("userErrors") or not operation:
+            log.warning("shopify_bulk_refused", errors=payload.get("userErrors"))
+            return None
+        interval, waited = self.bulk_poll_interval, 0.0
+        while waited < _BULK_MAX_WAIT:
+            await self.clock.sleep(interval)
+            waited += interval
+            interval = min(2.0, interval * 2)
+            poll = await self.client.call(queries.BULK_POLL, {}, cost=queries.BULK_POLL_COST)
+            current = poll.get("currentBulkOperation") or {}
+            if current.get("id") != operation["id"]:
+                log.warning("shopify_bulk_replaced", operation=operation["id"])
+                return None
+            status = current.get("status")
+            if status == "COMPLETED":
+                return current.get("url") or ""
+            if status in _BULK_DONE:
+                log.warning("shopify_bulk_failed", status=status, error=current.get("errorCode"))
+                return None
+        log.warning("shopify_bulk_timeout", operation=operation["id"])
+        return None
+
+    async def _pages(self, location: str) -> AsyncIterator[Item]:
+        document = queries.variants_page()
+        first, after = queries.PAGE_SIZE, None
+        while True:
+            variables = {"first": first, "after": after, "loc": location}
+            try:
+                data = await self.client.call(document, variables, cost=queries.page_cost(first))
+            except CostExceeded:
+                if first == 1:
+                    raise
+                first = max(1, first // 2)  # the shop prices the page higher than we do
+                continue
+            page = data.get("productVariants") or {}
+            for node in page.get("nodes") or []:
+                item = _item(node)
+                if item is not None:
+                    yield item
+            info = page.get("pageInfo") or {}
+            if not info.get("hasNextPage") or not info.get("endCursor"):
+                return
+            after = info["endCursor"]
+
+    async def read(self, item_ids: Sequence[str]) -> dict[str, int | None]:
+        """Fresh `available` counts, 250 ids per call; unknown, unstocked, untracked → None."""
+        result: dict[str, int | None] = dict.fromkeys(item_ids)
+        valid = [i for i in result if _ITEM_GID.match(i)]
+        location = await self.location()
+        for start in range(0, len(valid), MAX_BATCH):
+            chunk = valid[start : start + MAX_BATCH]
+            data = await self.client.call(
+                queries.READ, {"ids": chunk, "loc": location}, cost=queries.read_cost(len(chunk))
+            )
+            for item_id, node in zip(chunk, data.get("nodes") or [], strict=False):
+                if isinstance(node, dict) and node.get("tracked", True):
+                    result[item_id] = _available(node.get("inventoryLevel"))
+        return result
+
+    # -- writing -------------------------------------------------------------------------------
+
+    async def write(self, writes: Sequence[Write], *, key: str) -> list[WriteResult]:
+        """Compare-and-set writes, ≤ 250 rows per idempotent call (see `_write_call`)."""
+        if not writes:
+            return []
+        results: list[WriteResult | None] = [None] * len(writes)
+        location = await self.location()
+        chunks = [
+            range(s, min(s + MAX_BATCH, len(writes))) for s in range(0, len(writes), MAX_BATCH)
+        ]
+        for index, chunk in enumerate(chunks):
+            call_key = key if len(chunks) == 1 else str(uuid.uuid5(KEY_NAMESPACE, f"{key}/{index}"))
+            pending: list[int] = []
+            seen: set[str] = set()
+            for i in chunk:
+                item_id = writes[i].item_id
+                if not _ITEM_GID.match(item_id):
+                    results[i] = WriteResult(item_id, "error", message="not an InventoryItem gid")
+                elif item_id in seen:
+                    results[i] = WriteResult(item_id, "error", message="item twice in one batch")
+                else:
+                    seen.add(item_id)
+                    pending.append(i)
+            await self._write_rows(writes, pending, call_key, location, results)
+        return [
+            r if r is not None else WriteResult(w.item_id, "unknown")
+            for r, w in zip(results, writes, strict=True)
+        ]
+
+    async def _write_rows(
+        self,
+        writes: Sequence[Write],
+        pending: list[int],
+        call_key: str,
+        location: str,
+        results: list[WriteResult | None],
+    ) -> None:
+        """Send `pending` rows; Shopify rejects a call with a stale row as a whole, so the
+        rows it did not object to are re-sent under a key derived from this one."""
+        busy = 0
+        while pending:
+            variables = self._set_variables([writes[i] for i in pending], location, call_key)
+            try:
+                data = await self.client.call(
+                    self._set_document, variables, cost=queries.WRITE_COST
+                )
+            except ShopifyUnavailable as exc:
+                for i in pending:
+                    results[i] = WriteResult(writes[i].item_id, "unknown", message=str(exc))
+                return
+            payload = data.get("inventorySetQuantities")
+            if not isinstance(payload, dict):
+                for i in pending:
+                    results[i] = WriteResult(writes[i].item_id, "unknown", message="no payload")
+                return
+            errors = [e for e in payload.get("userErrors") or [] if isinstance(e, dict)]
+            group = payload.get("inventoryAdjustmentGroup")
+            if any(e.get("code") == "IDEMPOTENCY_CONCURRENT_REQUEST" for e in errors):
+                busy += 1  # the same key is still running at Shopify: ask again, same key
+                if busy > self.settings.max_retries:
+                    for i in pending:
+                        results[i] = WriteResult(
+                            writes[i].item_id, "unknown", message="idempotent request still running"
+                        )
+                    return
+                await self.clock.sleep(self.client.backoff(busy))
+                continue
+            by_row: dict[int, dict[str, Any]] = {}
+            general: list[dict[str, Any]] = []
+            for error in errors:
+                row = _row_index(error.get("field"))
+                if row is not None and row < len(pending):
+                    by_row[row] = error
+                else:
+                    general.append(error)
+            if not errors and group is None:
+                for i in pending:
+                    results[i] = WriteResult(writes[i].item_id, "unknown", message="no group")
+                return
+            after = _quantities_after(group)
+            remaining = []
+            for row, i in enumerate(pending):
+                write = writes[i]
+                error = by_row.get(row)
+                if error is not None:
+                    status = "conflict" if error.get("code") in _STALE else "error"
+                    results[i] = WriteResult(write.item_id, status, message=_describe(error))
+                elif general:
+                    # A call-level refusal (key mismatch, bad reason...): nothing to resend.
+                    message = "; ".join(_describe(e) for e in general)
+                    results[i] = WriteResult(write.item_id, "error", message=message)
+                elif group is not None:
+                    available = after.get(write.item_id, write.target)
+                    results[i] = WriteResult(write.item_id, "ok", available=available)
+                else:
+                    remaining.append(i)
+            if remaining and by_row:
+                log.info("shopify_write_resend", rows=len(remaining), refused=len(by_row))
+            pending = remaining
+            call_key = str(uuid.uuid5(KEY_NAMESPACE, f"{call_key}/retry"))
+
+    def _set_variables(self, rows: list[Write], location: str, key: str) -> dict[str, Any]:
+        compare = "changeFromQuantity" if self._change_from else "compareQuantity"
+        variables: dict[str, Any] = {
+            "input": {
+                "name": "available",
+                "reason": "correction",
+                "referenceDocumentUri": "shopsync://sync",
+                "quantities": [
+                    {
+                        "inventoryItemId": w.item_id,
+                        "locationId": location,
+                        "quantity": w.target,
+                        compare: w.expected,
+                    }
+                    for w in rows
+                ],
+            }
+        }
+        if self._change_from:
+            variables["key"] = key
+        return variables
+
+    # -- webhooks ------------------------------------------------------------------------------
+
+    def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookHint:
+        """Check `X-Shopify-Hmac-Sha256` over the raw body, then map the topic to a hint."""
+        return webhooks.verify(
+            self.settings.webhook_secret, headers, body, location_gid=self._location
+        )
+
+    async def subscribe(self, callback_url: str) -> None:
+        """Create the six subscriptions the channel needs, skipping those already there."""
+        data = await self.client.call(queries.WEBHOOKS, {}, cost=queries.WEBHOOKS_COST)
+        nodes = (data.get("webhookSubscriptions") or {}).get("nodes") or []
+        existing = {(n.get("topic"), n.get("uri")) for n in nodes if isinstance(n, dict)}
+        for topic in TOPICS:
+            if (topic, callback_url) in existing:
+                continue
+            variables = {"topic": topic, "sub": {"uri": callback_url, "format": "JSON"}}
+            created = await self.client.call(
+                queries.WEBHOOK_CREATE, variables, cost=queries.WRITE_COST
+            )
+            errors = (created.get("webhookSubscriptionCreate") or {}).get("userErrors") or []
+            messages = [str(e.get("message", "")) for e in errors if isinstance(e, dict)]
+            if messages and not all("already been taken" in m for m in messages):
+                raise ChannelError(f"cannot subscribe to {topic}: {'; '.join(messages)}")
+            log.info("shopify_webhook_subscribed", topic=topic)
+
+    async def set_storefront_open(self, is_open: bool) -> bool:
+        """Shopify's Admin API cannot close a storefront."""
+        return False
+
+
+def _available(level: Any) -> int | None:
+    if not isinstance(level, dict):
+        return None
+    for quantity in level.get("quantities") or []:
+        if isinstance(quantity, dict) and quantity.get("name") == "available":
+            value = quantity.get("quantity")
+            return value if isinstance(value, int) else None
+    return None
+
+
+def _item(node: dict[str, Any]) -> Item | None:
+    """An Item from a variant node (page or bulk line); None if untracked or not stocked."""
+    inventory = node.get("inventoryItem")
+    if not isinstance(inventory, dict) or not inventory.get("tracked", True):
+        return None
+    available = _available(inventory.get("inventoryLevel"))
+    if available is None:
+        return None
+    title = str(node.get("displayName") or "")
+    title = title.removesuffix(" - Default Title")  # single-variant products
+    return Item(
+        item_id=inventory["id"],
+        sku=(node.get("sku") or "").strip() or None,
+        available=available,
+        created_at=_epoch(node.get("createdAt")),
+        title=title,
+    )
+
+
+def _epoch(value: Any) -> float:
+    if not isinstance(value, str):
+        return 0.0
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return 0.0
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.timestamp()
+
+
+def _row_index(field: Any) -> int | None:
+    """Row i of a userError whose field is ["input", "quantities", "i", ...]."""
+    if isinstance(field, list) and len(field) >= 3 and field[:2] == ["input", "quantities"]:
+        try:
+            return int(field[2])
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
+def _quantities_after(group: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    if not isinstance(group, dict):
+        return out
+    for change in group.get("changes") or []:
+        if not isinstance(change, dict) or change.get("name") != "available":
+            continue
+        item = change.get("item") or {}
+        after = change.get("quantityAfterChange")
+        if isinstance(item, dict) and isinstance(after, int):
+            out[item.get("id", "")] = after
+    return out
+
+
+def _describe(error: dict[str, Any]) -> str:
+    code = error.get("code")
+    message = str(error.get("message", ""))
+    return f"{code}: {message}" if code else message

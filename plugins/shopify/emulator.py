@@ -1,0 +1,387 @@
+"""An emulator of the Shopify Admin GraphQL API subset shopsync uses (see platforms/shopify.md).
+
+`POST /admin/api/{version}/graphql.json` parses, validates and executes with graphql-core
+against `schema.py`, charges the query cost (`emulator_cost.py`) to a leaky bucket sized by
+plan, and answers like Shopify: `data`, `errors` and `extensions.cost` on every reply, HTTP 200
+``THROTTLED`` and ``MAX_COST_EXCEEDED``, 401 on a bad token, 404 on an unknown version. Stock
+changes emit signed, REST-shaped webhooks. Extras beside the common control API:
+``GET /_emulator/bulk/{id}.jsonl`` (bulk results) and ``POST /_emulator/shopify/items``
+``{"sku", "tracked"?, "stocked"?}`` (make an item untracked or not stocked at the location).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from aiohttp import web
+from graphql import (
+    FragmentDefinitionNode,
+    GraphQLError,
+    OperationType,
+    execute_sync,
+    get_operation_ast,
+    parse,
+    validate,
+)
+from graphql.execution.values import get_variable_values
+
+from agent.emulator import Emulator, EmulatorOptions, LeakyBucket, UnknownSku, Variant, json_error
+from plugins.shopify.emulator_bulk import BulkRunner
+from plugins.shopify.emulator_cost import CostModel, LimitExceeded
+from plugins.shopify.emulator_graph import LOCATION_ID, Graph, QueryRoot, RequestContext, gid
+from plugins.shopify.emulator_mutations import MutationRoot
+from plugins.shopify.schema import LATEST_VERSION, VERSIONS, schema_for
+
+__all__ = ["MAX_QUERY_COST", "PLANS", "ShopifyEmulator"]
+
+log = structlog.get_logger(__name__)
+
+# plan -> (bucket size in points, restore rate in points per second), shopify.md §4
+PLANS = {
+    "standard": (2000, 100),
+    "advanced": (4000, 200),
+    "plus": (20000, 1000),
+    "enterprise": (40000, 2000),
+}
+MAX_QUERY_COST = 1000
+_STATUS_BODIES = {
+    402: "Unavailable Shop",
+    403: "Forbidden",
+    423: "Locked",
+    429: "Exceeded 2 calls per second for api client. Reduce request rates to resume uninterrupted service.",  # noqa: E501
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+_UNAUTHORIZED = "[API] Invalid API key or access token (unrecognized login or wrong password)"
+_EVENT_NAMESPACE = uuid.UUID("8a1d6f0e-3c52-4d1b-9e4f-7b0c2a9d5e31")
+
+
+def _max_cost_message(cost: int) -> str:
+    return (
+        f"Query cost is {cost}, which exceeds the single query max cost limit "
+        f"({MAX_QUERY_COST}).\n\nSee https://shopify.dev/concepts/about-apis/rate-limits for "
+        "more information on how the\ncost of a query is calculated.\n\nTo query larger "
+        "amounts of data with fewer limits, bulk operations should be used instead."
+    )
+
+
+def _rest_time(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds")
+
+
+class ShopifyEmulator(Emulator):
+    """One emulated Shopify shop with one location, ``gid://shopify/Location/1``."""
+
+    name = "shopify"
+
+    def __init__(self, options: EmulatorOptions, *, clock: Callable[[], float] = time.time):
+        if options.plan not in PLANS:
+            raise ValueError(f"unknown Shopify plan {options.plan!r} (known: {', '.join(PLANS)})")
+        super().__init__(options, clock=clock)
+        self.idempotency: dict[str, tuple[str, Any]] = {}  # key -> (fingerprint, payload)
+        self.unstocked: set[int] = set()  # inventory item ids not stocked at the location
+        self.graph = Graph(self)
+        self.query_root = QueryRoot(self.graph)
+        self.mutation_root = MutationRoot(self.graph)
+        self.bulk = BulkRunner(self.query_root, clock)
+
+    def make_bucket(self) -> LeakyBucket:
+        """Cost points per plan: Standard 2000 at 100/s ... Enterprise 40000 at 2000/s."""
+        size, rate = PLANS[self.options.plan]
+        return LeakyBucket(size, rate, clock=self.clock, enabled=self.options.rate_limit)
+
+    def add_platform_routes(self, app: web.Application) -> None:
+        """The GraphQL endpoint, bulk result files and Shopify-only test hooks."""
+        app.router.add_post("/admin/api/{version}/graphql.json", self._h_graphql)
+        app.router.add_get(r"/_emulator/bulk/{op_id:\d+}.jsonl", self._h_bulk_file)
+        app.router.add_post("/_emulator/shopify/items", self._h_item_flags)
+
+    # -- the API -------------------------------------------------------------------------------
+
+    async def _h_graphql(self, request: web.Request) -> web.Response:
+        failure = self.take_injected_failure()
+        if failure is not None:
+            return web.json_response(
+                {"errors": _STATUS_BODIES.get(failure, "Error")}, status=failure
+            )
+        version = request.match_info["version"]
+        if version not in VERSIONS:
+            return web.json_response({"errors": "Not Found"}, status=404)
+        token = request.headers.get("X-Shopify-Access-Token", "")
+        if not hmac.compare_digest(token.encode(), self.options.token.encode()):
+            return web.json_response({"errors": _UNAUTHORIZED}, status=401)
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return web.json_response({"errors": "Invalid JSON in request body"}, status=400)
+        if not isinstance(body, dict) or not isinstance(body.get("query"), str):
+            return web.json_response({"errors": "Parameter Missing or Invalid: query"}, status=400)
+        variables = body.get("variables") or {}
+        if not isinstance(variables, dict):
+            return web.json_response({"errors": "variables must be an object"}, status=400)
+        context = RequestContext(version, f"{request.scheme}://{request.host}")
+        reply = self.execute(body["query"], variables, body.get("operationName"), context)
+        if context.drop_after:
+            log.info("emulator_dropped_connection", shop=self.options.shop)
+            self.drop_connection(request)
+        return web.json_response(reply)
+
+    def execute(
+        self,
+        query: str,
+        variables: dict[str, Any],
+        operation_name: str | None,
+        context: RequestContext,
+    ) -> dict[str, Any]:
+        """Run one GraphQL request: validate, charge the cost, execute, refund, reply."""
+        schema = schema_for(context.version)
+        try:
+            document = parse(query)
+        except GraphQLError as exc:
+            return self._reply({"errors": [exc.formatted]}, 0, 0)
+        errors = validate(schema, document)
+        if errors:
+            return self._reply({"errors": [e.formatted for e in errors]}, 0, 0)
+        operation = get_operation_ast(document, operation_name)
+        if operation is None:
+            message = (
+                "An operation name is required"
+                if operation_name is None
+                else (f"No operation named {operation_name!r}")
+            )
+            return self._reply({"errors": [{"message": message}]}, 0, 0)
+        coerced = get_variable_values(schema, operation.variable_definitions or (), variables)
+        if isinstance(coerced, list):
+            return self._reply({"errors": [e.formatted for e in coerced]}, 0, 0)
+        fragments = {
+            d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
+        }
+        model = CostModel(schema, operation, fragments, coerced)
+        try:
+            requested = model.requested()
+        except LimitExceeded as exc:
+            return self._reply({"errors": [exc.error]}, 0, 0)
+        if requested > MAX_QUERY_COST:
+            return self._reply(
+                {
+                    "errors": [
+                        {
+                            "message": _max_cost_message(requested),
+                            "extensions": {
+                                "code": "MAX_COST_EXCEEDED",
+                                "cost": requested,
+                                "maxCost": MAX_QUERY_COST,
+                            },
+                        }
+                    ]
+                },
+                requested,
+                None,
+            )
+        if not self.bucket.try_take(requested):
+            self.stats["throttled"] += 1
+            return self._reply(
+                {
+                    "errors": [
+                        {
+                            "message": "Throttled",
+                            "extensions": {
+                                "code": "THROTTLED",
+                                "documentation": "https://shopify.dev/api/usage/rate-limits",
+                            },
+                        }
+                    ]
+                },
+                requested,
+                None,
+            )
+        is_mutation = operation.operation == OperationType.MUTATION
+        if not is_mutation:
+            self.stats["reads"] += 1
+        result = execute_sync(
+            schema,
+            document,
+            root_value=self.mutation_root if is_mutation else self.query_root,
+            context_value=context,
+            variable_values=variables,
+            operation_name=operation_name,
+        )
+        actual = min(requested, model.actual(result.data))
+        self.bucket.refund(requested - actual)
+        reply: dict[str, Any] = {"data": result.data}
+        if result.errors:
+            reply["errors"] = [e.formatted for e in result.errors]
+        return self._reply(reply, requested, actual)
+
+    def _reply(self, body: dict[str, Any], requested: int, actual: int | None) -> dict[str, Any]:
+        body["extensions"] = {
+            "cost": {
+                "requestedQueryCost": requested,
+                "actualQueryCost": actual,
+                "throttleStatus": {
+                    "maximumAvailable": self.bucket.capacity,
+                    "currentlyAvailable": int(self.bucket.available()),
+                    "restoreRate": self.bucket.restore_rate,
+                },
+            }
+        }
+        return body
+
+    async def _h_bulk_file(self, request: web.Request) -> web.Response:
+        data = self.bulk.jsonl(int(request.match_info["op_id"]))
+        if data is None:
+            return web.Response(status=404, text="Not Found")
+        return web.Response(body=data, content_type="application/jsonl")
+
+    async def _h_item_flags(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return json_error(400, "body is not valid JSON")
+        if not isinstance(body, dict) or not isinstance(body.get("sku"), str):
+            return json_error(400, "sku must be a string")
+        try:
+            variant = self.store.find_sku(body["sku"])
+        except UnknownSku:
+            return json_error(404, f"unknown sku {body['sku']}")
+        for flag in ("tracked", "stocked"):
+            if flag in body and not isinstance(body[flag], bool):
+                return json_error(400, f"{flag} must be true or false")
+        if "tracked" in body:
+            variant.tracked = body["tracked"]
+        if body.get("stocked") is False:
+            self.unstocked.add(variant.inventory_item_id)
+        elif body.get("stocked") is True:
+            self.unstocked.discard(variant.inventory_item_id)
+        return web.json_response(
+            {
+                "sku": variant.sku,
+                "inventory_item_id": gid("InventoryItem", variant.inventory_item_id),
+                "tracked": variant.tracked,
+                "stocked": variant.inventory_item_id not in self.unstocked,
+            }
+        )
+
+    # -- webhooks ------------------------------------------------------------------------------
+
+    def sign_webhook(self, topic: str, body: bytes, delivery_id: str) -> dict[str, str]:
+        """Shopify's delivery headers; the HMAC is base64(HMAC-SHA256(secret, raw body))."""
+        digest = hmac.new(self.options.webhook_secret.encode(), body, hashlib.sha256).digest()
+        # One merchant action shares an event id across its deliveries: derive it from content.
+        event_id = uuid.uuid5(_EVENT_NAMESPACE, topic + body.decode("utf-8", "replace"))
+        return {
+            "X-Shopify-Topic": topic,
+            "X-Shopify-Hmac-Sha256": base64.b64encode(digest).decode(),
+            "X-Shopify-Shop-Domain": self.options.shop,
+            "X-Shopify-API-Version": LATEST_VERSION,
+            "X-Shopify-Webhook-Id": delivery_id,
+            "X-Shopify-Event-Id": str(event_id),
+            "X-Shopify-Triggered-At": _rest_time(self.clock()),
+        }
+
+    def on_stock_change(self, variant: Variant, before: int, after: int, cause: str) -> None:
+        """``inventory_levels/update`` for every change: orders, edits, API writes, restocks."""
+        item, level = variant.inventory_item_id, gid("InventoryLevel", LOCATION_ID)
+        self.webhooks.emit(
+            "inventory_levels/update",
+            {
+                "inventory_item_id": item,
+                "location_id": LOCATION_ID,
+                "available": after,
+                "updated_at": _rest_time(variant.updated_at or self.clock()),
+                "admin_graphql_api_id": f"{level}?inventory_item_id={item}",
+            },
+        )
+
+    def on_order(self, order: dict[str, Any]) -> None:
+        """``orders/create`` with REST-shaped line items (variant ids, SKUs; no item ids)."""
+        self.webhooks.emit("orders/create", self._order_json(order))
+
+    def on_restock(self, order: dict[str, Any], cause: str) -> None:
+        """``orders/cancelled`` (restock type cancel) or ``refunds/create`` (type return)."""
+        restock_type = "cancel" if cause == "cancel" else "return"
+        refund_lines = [
+            {
+                "id": line["id"] + 1,
+                "line_item_id": line["id"],
+                "quantity": line["quantity"],
+                "restock_type": restock_type,
+                "location_id": LOCATION_ID,
+                "line_item": self._line_json(line),
+            }
+            for line in order["line_items"]
+        ]
+        refund = {
+            "id": order["id"] + 1,
+            "order_id": order["id"],
+            "restock": True,
+            "created_at": _rest_time(self.clock()),
+            "refund_line_items": refund_lines,
+        }
+        if cause == "cancel":
+            payload = self._order_json(order)
+            payload["cancel_reason"] = "customer"
+            payload["refunds"] = [refund]
+            self.webhooks.emit("orders/cancelled", payload)
+        else:
+            self.webhooks.emit("refunds/create", refund)
+
+    def on_product(self, variant: Variant) -> None:
+        """``products/create`` with its one variant."""
+        self.webhooks.emit(
+            "products/create",
+            {
+                "id": variant.product_id,
+                "title": variant.title,
+                "created_at": _rest_time(variant.created_at),
+                "updated_at": _rest_time(variant.updated_at),
+                "admin_graphql_api_id": gid("Product", variant.product_id),
+                "variants": [
+                    {
+                        "id": variant.variant_id,
+                        "product_id": variant.product_id,
+                        "sku": variant.sku,
+                        "title": "Default Title",
+                        "inventory_item_id": variant.inventory_item_id,
+                        "inventory_quantity": variant.available,
+                        "inventory_policy": "deny",
+                        "inventory_management": "shopify" if variant.tracked else None,
+                        "admin_graphql_api_id": gid("ProductVariant", variant.variant_id),
+                    }
+                ],
+            },
+        )
+
+    @staticmethod
+    def _line_json(line: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": line["id"],
+            "variant_id": line["variant_id"],
+            "product_id": line["product_id"],
+            "sku": line["sku"],
+            "quantity": line["quantity"],
+            "fulfillable_quantity": line["quantity"],
+            "admin_graphql_api_id": gid("LineItem", line["id"]),
+        }
+
+    def _order_json(self, order: dict[str, Any]) -> dict[str, Any]:
+        cancelled = order.get("cancelled_at")
+        return {
+            "id": order["id"],
+            "admin_graphql_api_id": gid("Order", order["id"]),
+            "name": order["name"],
+            "created_at": _rest_time(order["created_at"]),
+            "cancelled_at": _rest_time(cancelled) if cancelled else None,
+            "line_items": [self._line_json(line) for line in order["line_items"]],
+        }

@@ -1,0 +1,121 @@
+"""Shopify webhook verification (HMAC-SHA256 over the raw body) and topic → hint mapping."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from agent.channel import WebhookHint, WebhookRejected
+
+__all__ = ["header", "hint_for", "signature", "verify"]
+
+_ITEM_GID = "gid://shopify/InventoryItem/{}"
+_LOCATION_GID = "gid://shopify/Location/{}"
+
+
+def header(headers: Mapping[str, str], name: str) -> str | None:
+    """A header by case-insensitive name, from a CIMultiDict or a plain dict."""
+    value = headers.get(name)
+    if value is not None:
+        return value
+    lowered = name.lower()
+    for key, candidate in headers.items():
+        if key.lower() == lowered:
+            return candidate
+    return None
+
+
+def signature(secret: str, body: bytes) -> str:
+    """Shopify's signature of a webhook body: base64(HMAC-SHA256(secret, body))."""
+    digest = hmac.new(secret.encode(), body, hashlib.sha256).digest()
+    return base64.b64encode(digest).decode()
+
+
+def verify(
+    secret: str, headers: Mapping[str, str], body: bytes, *, location_gid: str | None = None
+) -> WebhookHint:
+    """Check `X-Shopify-Hmac-Sha256` before parsing anything, then say what changed.
+
+    `location_gid`, when known, drops inventory updates for other locations (they do not move
+    the count this channel syncs).
+    """
+    given = header(headers, "X-Shopify-Hmac-Sha256")
+    if not given:
+        raise WebhookRejected("missing X-Shopify-Hmac-Sha256 header")
+    try:
+        given_raw = base64.b64decode(given.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise WebhookRejected("X-Shopify-Hmac-Sha256 is not base64") from None
+    expected = hmac.new(secret.encode(), body, hashlib.sha256).digest()
+    if not hmac.compare_digest(given_raw, expected):
+        raise WebhookRejected("webhook signature does not match")
+    topic = (header(headers, "X-Shopify-Topic") or "").strip().lower()
+    delivery_id = header(headers, "X-Shopify-Webhook-Id") or ""
+    try:
+        payload = json.loads(body) if body else {}
+    except (ValueError, UnicodeDecodeError):
+        raise WebhookRejected("webhook body is not JSON") from None
+    if not isinstance(payload, dict):
+        raise WebhookRejected("webhook body is not a JSON object")
+    return hint_for(topic, payload, delivery_id, location_gid=location_gid)
+
+
+def hint_for(
+    topic: str, payload: dict[str, Any], delivery_id: str = "", *, location_gid: str | None = None
+) -> WebhookHint:
+    """The hint a verified payload of `topic` gives; an unknown topic gives an empty hint."""
+    if topic == "inventory_levels/update":
+        location = payload.get("location_id")
+        if location_gid and location is not None and _LOCATION_GID.format(location) != location_gid:
+            return WebhookHint(topic, delivery_id=delivery_id)
+        items = _item_ids([payload.get("inventory_item_id")])
+        return WebhookHint(topic, item_ids=items, delivery_id=delivery_id)
+    if topic in ("orders/create", "orders/cancelled"):
+        lines = _dicts(payload.get("line_items"))
+        return WebhookHint(
+            topic,
+            item_ids=_item_ids(line.get("inventory_item_id") for line in lines),
+            skus=_skus(line.get("sku") for line in lines),
+            delivery_id=delivery_id,
+        )
+    if topic == "refunds/create":
+        lines = [r.get("line_item") for r in _dicts(payload.get("refund_line_items"))]
+        return WebhookHint(
+            topic,
+            skus=_skus(line.get("sku") for line in lines if isinstance(line, dict)),
+            delivery_id=delivery_id,
+        )
+    if topic in ("products/create", "products/update"):
+        variants = _dicts(payload.get("variants"))
+        return WebhookHint(
+            topic,
+            item_ids=_item_ids(v.get("inventory_item_id") for v in variants),
+            skus=_skus(v.get("sku") for v in variants),
+            delivery_id=delivery_id,
+            catalogue_changed=True,
+        )
+    return WebhookHint(topic, delivery_id=delivery_id)
+
+
+def _dicts(value: Any) -> list[dict[str, Any]]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _item_ids(values: Iterable[Any]) -> tuple[str, ...]:
+    out: dict[str, None] = {}
+    for value in values:
+        # Payload ids are 64-bit ints; never accept floats (they lose digits) or junk.
+        if isinstance(value, int) and not isinstance(value, bool):
+            out[_ITEM_GID.format(value)] = None
+        elif isinstance(value, str) and value.isdigit():
+            out[_ITEM_GID.format(int(value))] = None
+    return tuple(out)
+
+
+def _skus(values: Iterable[Any]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(v for v in values if isinstance(v, str) and v.strip()))

@@ -1,0 +1,459 @@
+"""The SHOPLINE channel: lists, reads and writes stock at one location through the Open API.
+
+Write path. SHOPLINE has no compare-and-set, no version or ETag and no idempotency key, and
+writes one item at one location per call. So every `Write` becomes one relative
+``POST inventory_levels/adjust.json`` by ``target - expected`` rather than an absolute ``set``:
+a sale that lands between our read and our write survives an adjust (a ``set`` would erase
+it), and the adjust answers with the count after it, so any difference from ``target`` is that
+sale, which the core records as a local change. The result is ``ok`` with that count.
+
+Unknown outcomes. An adjust that times out, gets a 5xx or loses its connection may or may not
+have been applied, and a retry would apply it twice, so it is never retried blindly and never
+guessed. It is resolved from facts. The channel keeps, per item, the last count it observed
+and when (every list, read and write answer; the request's send and receive times bound the
+moment the platform took it). That count ``B`` is what the adjust started from. The channel
+re-reads the level ``L`` and fetches the orders updated since then (``status=any``), summing
+the net effect ``N`` on this item of orders placed, cancelled and refunds restocked in that
+window. Then:
+
+- ``L == B + (target - expected) + N``: it was applied. Result ``ok``, available ``L``.
+- ``L == B + N``: it was not applied. The adjust is sent again at once: a fresh decision from
+  a fresh read, not a blind retry, and cheaper than a ``conflict`` round trip through the core.
+  Its answer minus ``target`` is still exactly the local change, because the adjust is
+  relative. If that second send is unknown too and also proves not applied, the result is
+  ``conflict`` with available ``L`` (true: not applied, and the shop holds ``L``).
+- otherwise (a manual edit in the window, or events too close to a reading to place): result
+  ``unknown``, and the write is remembered under its key, so that when the core retries the
+  same key the channel resolves again instead of sending again.
+
+Platform timestamps have whole-second resolution and the platform's clock may differ from ours
+by up to ``clock_skew`` seconds, so an event that close to a reading is counted as "maybe":
+the channel tries both and decides only when exactly one of "applied" and "not applied" fits.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import re
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import structlog
+
+from agent.channel import (
+    Channel,
+    ChannelError,
+    ChannelSettings,
+    ConfigError,
+    Item,
+    RateBudget,
+    WebhookHint,
+    Write,
+    WriteResult,
+)
+from plugins.shopline import webhooks
+from plugins.shopline.client import (
+    OutcomeUnknown,
+    RequestRefused,
+    ShoplineClient,
+    ShoplineUnavailable,
+    format_time,
+    parse_time,
+)
+from plugins.shopline.resolve import (
+    Observation,
+    PendingWrite,
+    StockEvent,
+    judge,
+    order_events,
+    possible_sums,
+)
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from agent.clock import Clock
+
+__all__ = ["ShoplineChannel", "ShoplineSettings"]
+
+log = structlog.get_logger(__name__)
+
+_DIGITS = re.compile(r"^\d{1,64}$")
+_VERSION = re.compile(r"^v\d{8}$")
+_TIMESTAMP_RESOLUTION = 1.0  # SHOPLINE prints whole seconds
+_REMEMBERED = 4096  # definite write results kept per call key, newest first
+
+
+@dataclasses.dataclass
+class ShoplineSettings(ChannelSettings):
+    """The `[channel.options]` of a SHOPLINE shop.
+
+    `api_url` is the store's base URL (``https://{handle}.myshopline.com``, or an emulator's);
+    `location_id` defaults to the store's default location; `rate` and `burst` pace our own
+    requests (SHOPLINE: 4 per second, 40 at once); `clock_skew` bounds how far SHOPLINE's clock
+    may be from ours when an unknown write outcome is resolved from order timestamps.
+    """
+
+    api_url: str
+    access_token: str = dataclasses.field(repr=False)
+    webhook_secret: str = dataclasses.field(repr=False)
+    location_id: str | None = None
+    api_version: str = "v20260601"
+    timeout: float = 10.0
+    retry_base: float = 0.5
+    max_retries: int = 8
+    rate: float = 4.0
+    burst: int = 40
+    clock_skew: float = 1.0
+
+    def __post_init__(self) -> None:
+        self.api_url = str(self.api_url).rstrip("/")
+        if not self.api_url.startswith(("http://", "https://")):
+            raise ConfigError("channel option api_url must start with http:// or https://")
+        if not self.access_token:
+            raise ConfigError("channel option access_token must not be empty")
+        if not self.webhook_secret:
+            raise ConfigError("channel option webhook_secret must not be empty")
+        if self.location_id is not None:
+            self.location_id = str(self.location_id).strip() or None
+        if not _VERSION.match(self.api_version):
+            raise ConfigError("channel option api_version must look like v20260601")
+        if self.timeout <= 0 or self.rate <= 0 or self.burst < 1:
+            raise ConfigError("channel options timeout and rate must be > 0, burst >= 1")
+        if self.retry_base < 0 or self.max_retries < 0 or self.clock_skew < 0:
+            raise ConfigError("channel options retry_base, max_retries, clock_skew must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Listed:
+    item_id: str
+    variant_id: str | None
+    sku: str | None
+    created_at: float
+    title: str
+
+
+def _chunks(values: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def _title(product: Mapping[str, Any], variant: Mapping[str, Any]) -> str:
+    title = str(product.get("title") or "")
+    own = variant.get("title")
+    if own and own != "Default Title":
+        return f"{title} - {own}" if title else str(own)
+    return title
+
+
+class ShoplineChannel(Channel):
+    """One SHOPLINE store at one location; `item_id` is the inventory item id (digits)."""
+
+    name: ClassVar[str] = "shopline"
+    settings_class: ClassVar[type[ChannelSettings]] = ShoplineSettings
+    budget = RateBudget(
+        bucket=40, restore_rate=4.0, max_write_batch=1, max_read_batch=50, unit="requests"
+    )
+
+    def __init__(
+        self, settings: ChannelSettings, *, http: aiohttp.ClientSession, clock: Clock
+    ) -> None:
+        if not isinstance(settings, ShoplineSettings):
+            raise ConfigError("the shopline channel needs ShoplineSettings")
+        super().__init__(settings, http=http, clock=clock)
+        self.options = settings
+        self.budget = RateBudget(
+            bucket=float(settings.burst),
+            restore_rate=settings.rate,
+            max_write_batch=1,
+            max_read_batch=50,
+            unit="requests",
+        )
+        self.client = ShoplineClient(
+            http=http,
+            clock=clock,
+            api_url=settings.api_url,
+            api_version=settings.api_version,
+            access_token=settings.access_token,
+            timeout=settings.timeout,
+            retry_base=settings.retry_base,
+            max_retries=settings.max_retries,
+            rate=settings.rate,
+            burst=settings.burst,
+        )
+        self.location_id: str | None = None
+        self._observed: dict[str, Observation] = {}
+        self._catalogue: dict[str, tuple[str | None, str | None]] = {}  # item -> (variant, sku)
+        self._pending: dict[str, PendingWrite] = {}
+        self._finished: collections.OrderedDict[str, WriteResult] = collections.OrderedDict()
+
+    # -- set-up ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Find the location to work at (the configured one, else the store's default)."""
+        await self._location()
+
+    async def _location(self) -> str:
+        if self.location_id is not None:
+            return self.location_id
+        resp = await self.client.get("locations/list")
+        body = resp.body if isinstance(resp.body, dict) else {}
+        locations = [loc for loc in body.get("locations") or [] if isinstance(loc, dict)]
+        wanted = self.options.location_id
+        if wanted is not None:
+            if not any(str(loc.get("id")) == wanted for loc in locations):
+                known = ", ".join(str(loc.get("id")) for loc in locations)
+                raise ConfigError(f"location_id {wanted} is not a location of this store ({known})")
+            chosen = wanted
+        else:
+            default = next((loc for loc in locations if loc.get("is_default")), None)
+            if default is None:
+                raise ChannelError("the store reports no default location; set location_id")
+            chosen = str(default["id"])
+        self.location_id = chosen
+        log.info("shopline_location", location_id=chosen, configured=wanted is not None)
+        return chosen
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def _levels(self, item_ids: Sequence[str]) -> dict[str, Observation]:
+        """One `inventory_levels.json` call (<= 50 ids); records every count it returns."""
+        location = await self._location()
+        params = {"inventory_item_ids": ",".join(item_ids), "location_ids": location}
+        resp = await self.client.get("inventory_levels", params)
+        body = resp.body if isinstance(resp.body, dict) else {}
+        wanted = set(item_ids)
+        found: dict[str, Observation] = {}
+        for level in body.get("inventory_levels") or []:
+            item_id = str(level.get("inventory_item_id"))
+            if item_id not in wanted or str(level.get("location_id", location)) != location:
+                continue
+            available = level.get("available")
+            if not isinstance(available, int) or isinstance(available, bool):
+                continue
+            observation = Observation(available, resp.sent, resp.received)
+            self._observed[item_id] = found[item_id] = observation
+            if level.get("variant_id"):
+                sku = self._catalogue.get(item_id, (None, None))[1]
+                self._catalogue[item_id] = (str(level["variant_id"]), sku)
+        return found
+
+    async def list_items(self) -> AsyncIterator[Item]:
+        """Every variant's inventory item that is stocked at the location, page by page."""
+        params = {"limit": 250}
+        async for products, _resp in self.client.pages("products/products", params, "products"):
+            listed: list[_Listed] = []
+            for product in products:
+                for variant in product.get("variants") or []:
+                    item_id = variant.get("inventory_item_id")
+                    if not item_id:
+                        continue
+                    created = variant.get("created_at") or product.get("created_at")
+                    created_at = parse_time(created)[0] if created else 0.0
+                    sku = variant.get("sku") or None
+                    variant_id = str(variant["id"]) if variant.get("id") else None
+                    listed.append(
+                        _Listed(str(item_id), variant_id, sku, created_at, _title(product, variant))
+                    )
+            for chunk in _chunks(listed, 50):
+                for entry in chunk:
+                    self._catalogue[entry.item_id] = (entry.variant_id, entry.sku)
+                levels = await self._levels([entry.item_id for entry in chunk])
+                for entry in chunk:
+                    observation = levels.get(entry.item_id)
+                    if observation is None:
+                        log.info("shopline_item_not_stocked", item_id=entry.item_id, sku=entry.sku)
+                        continue
+                    yield Item(
+                        item_id=entry.item_id,
+                        sku=entry.sku,
+                        available=observation.count,
+                        created_at=entry.created_at,
+                        title=entry.title,
+                    )
+
+    async def read(self, item_ids: Sequence[str]) -> dict[str, int | None]:
+        """Counts at the location, 50 ids per call; None for ids the location lacks."""
+        ids = list(dict.fromkeys(str(item_id) for item_id in item_ids))
+        counts: dict[str, int | None] = dict.fromkeys(ids)
+        valid = [item_id for item_id in ids if _DIGITS.match(item_id)]
+        for chunk in _chunks(valid, 50):
+            for item_id, observation in (await self._levels(chunk)).items():
+                counts[item_id] = observation.count
+        return counts
+
+    # -- writing -----------------------------------------------------------------------------
+
+    async def write(self, writes: Sequence[Write], *, key: str) -> list[WriteResult]:
+        """One adjust per write (see the module docstring); `key` guards unknown outcomes."""
+        results = []
+        for index, one in enumerate(writes):
+            call_key = f"{key}:{index}:{one.item_id}"
+            finished = self._finished.get(call_key)
+            if finished is not None:
+                # The platform has no idempotency key, so we are it: a repeat gets the answer.
+                results.append(finished)
+                continue
+            result = await self._write_one(one, call_key)
+            if result.status != "unknown":
+                self._finished[call_key] = result
+                while len(self._finished) > _REMEMBERED:
+                    self._finished.popitem(last=False)
+            results.append(result)
+        return results
+
+    async def _write_one(self, write: Write, call_key: str) -> WriteResult:
+        pending = self._pending.get(call_key)
+        if pending is not None:
+            # The core retries a write we could not place: find out, never send blindly.
+            return await self._resolve(call_key, pending, may_resend=True)
+        if not _DIGITS.match(write.item_id):
+            return WriteResult(write.item_id, "error", message="not a SHOPLINE inventory item id")
+        try:
+            if write.item_id not in self._observed:
+                # An unknown outcome can only be resolved from a count we saw and when.
+                await self._levels([write.item_id])
+        except ShoplineUnavailable as exc:
+            return WriteResult(write.item_id, "unknown", message=f"not sent: {exc}")
+        except RequestRefused as exc:
+            return WriteResult(write.item_id, "error", message=str(exc))
+        base = self._observed.get(write.item_id)
+        if base is None:
+            return WriteResult(
+                write.item_id, "error", message="item is not stocked at the location"
+            )
+        return await self._adjust(call_key, write, base, may_resend=True)
+
+    async def _adjust(
+        self, call_key: str, write: Write, base: Observation, *, may_resend: bool
+    ) -> WriteResult:
+        location = await self._location()
+        body = {
+            "inventory_item_id": write.item_id,
+            "location_id": location,
+            "available_adjustment": write.target - write.expected,
+        }
+        try:
+            resp = await self.client.post("inventory_levels/adjust", body)
+        except OutcomeUnknown as exc:
+            variant_id, sku = self._catalogue.get(write.item_id, (None, None))
+            pending = PendingWrite(write, base, self.clock.now(), variant_id, sku)
+            self._pending[call_key] = pending
+            log.warning("shopline_write_unknown", item_id=write.item_id, sku=sku, reason=str(exc))
+            return await self._resolve(call_key, pending, may_resend=may_resend)
+        except ShoplineUnavailable as exc:
+            return WriteResult(write.item_id, "unknown", message=f"not applied: {exc}")
+        except RequestRefused as exc:
+            return WriteResult(write.item_id, "error", message=str(exc))
+        level = resp.body.get("inventory_level") if isinstance(resp.body, dict) else None
+        available = level.get("available") if isinstance(level, dict) else None
+        if not isinstance(available, int) or isinstance(available, bool):
+            # Applied (2xx) but the count is missing: the core re-reads, as for a conflict.
+            return WriteResult(write.item_id, "ok", None, message="adjust answer had no count")
+        self._observed[write.item_id] = Observation(available, resp.sent, resp.received)
+        return WriteResult(write.item_id, "ok", available)
+
+    async def _resolve(
+        self, call_key: str, pending: PendingWrite, *, may_resend: bool
+    ) -> WriteResult:
+        write = pending.write
+        adjustment = write.target - write.expected
+        try:
+            # Wait out a timestamp's resolution and the clocks' disagreement, so that every
+            # event up to now will be placed certainly before the re-read, not "maybe".
+            await self.clock.sleep(self.options.clock_skew + _TIMESTAMP_RESOLUTION)
+            now = (await self._levels([write.item_id])).get(write.item_id)
+            if now is None:
+                self._pending.pop(call_key, None)
+                return WriteResult(write.item_id, "error", message="item left the location")
+            sums: set[int] | None = {0}
+            if adjustment != 0:
+                events = await self._events_since(pending)
+                sums = possible_sums(events, pending.base, now, self.options.clock_skew)
+        except (ShoplineUnavailable, RequestRefused) as exc:
+            log.warning("shopline_resolve_failed", item_id=write.item_id, reason=str(exc))
+            return WriteResult(write.item_id, "unknown", message=f"could not resolve: {exc}")
+        # An adjust by 0 changes nothing, so whether it landed does not matter.
+        verdict = "applied"
+        if adjustment:
+            verdict = judge(pending.base.count, adjustment, now.count, sums)
+        log.info(
+            "shopline_write_resolved",
+            item_id=write.item_id,
+            sku=pending.sku,
+            verdict=verdict,
+            before=pending.base.count,
+            delta=adjustment,
+            level=now.count,
+        )
+        if verdict == "applied":
+            self._pending.pop(call_key, None)
+            return WriteResult(write.item_id, "ok", now.count)
+        if verdict == "not_applied":
+            self._pending.pop(call_key, None)
+            if may_resend:
+                return await self._adjust(call_key, write, now, may_resend=False)
+            return WriteResult(
+                write.item_id, "conflict", now.count, message="the adjust was not applied"
+            )
+        return WriteResult(
+            write.item_id,
+            "unknown",
+            message="cannot tell whether the adjust was applied; a retry with the same key "
+            "resolves again",
+        )
+
+    async def _events_since(self, pending: PendingWrite) -> list[StockEvent]:
+        """Stock events on the item from orders updated since the base count was taken."""
+        # An order's updated_at is at or after each of its events, so this window misses none.
+        since = pending.base.sent - self.options.clock_skew - 1.0
+        params = {"status": "any", "updated_at_min": format_time(since), "limit": 250}
+        location = await self._location()
+        events: list[StockEvent] = []
+        async for orders, _resp in self.client.pages("orders", params, "orders"):
+            for order in orders:
+                if isinstance(order, dict):
+                    events.extend(
+                        order_events(
+                            order, variant_id=pending.variant_id, sku=pending.sku, location=location
+                        )
+                    )
+        return events
+
+    # -- webhooks ----------------------------------------------------------------------------
+
+    def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookHint:
+        """Check `X-Shopline-Hmac-Sha256` (hex or base64) and say what the delivery names."""
+
+        def known(item_id: str) -> int | None:
+            observation = self._observed.get(item_id)
+            return None if observation is None else observation.count
+
+        return webhooks.verify(
+            self.options.webhook_secret,
+            headers,
+            body,
+            location_id=self.location_id or self.options.location_id,
+            known_count=known,
+        )
+
+    async def subscribe(self, callback_url: str) -> None:
+        """Create the webhooks of `webhooks.TOPICS` at `callback_url` that do not exist yet."""
+        for _round in range(self.options.max_retries + 1):
+            resp = await self.client.get("webhooks")
+            body = resp.body if isinstance(resp.body, dict) else {}
+            have = {(hook.get("topic"), hook.get("address")) for hook in body.get("webhooks") or []}
+            missing = [topic for topic in webhooks.TOPICS if (topic, callback_url) not in have]
+            if not missing:
+                return
+            for topic in missing:
+                hook = {"address": callback_url, "topic": topic}
+                try:
+                    await self.client.post(
+                        "webhooks", {"webhook": {**hook, "api_version": self.options.api_version}}
+                    )
+                except OutcomeUnknown:
+                    break  # list again: it may exist now, and a second one would double deliveries
+                log.info("shopline_webhook_created", topic=topic)
+        raise ShoplineUnavailable("could not create the SHOPLINE webhooks")

@@ -1,0 +1,520 @@
+"""An emulator of the SHOPLINE Open API subset the plugin uses, on the shared emulator kit.
+
+What it copies from the real API (see shared/platforms/shopline.md): versioned paths
+``/admin/openapi/vYYYYMMDD/…``, Bearer auth (401), ``{"errors": …}`` bodies, a ``traceId``
+header on every answer, ids as strings of 19+ digits, cursor pagination through a lowercase
+``link`` header with an opaque ``page_info`` (filters ignored when it is present), one default
+location, inventory levels read 50 items at a time, ``set`` and ``adjust`` (whose answer spells
+the timestamp ``update_at``) with neither compare-and-set nor idempotency, a 40-deep leaky
+bucket draining 4 requests per second answered by a bare 429, orders, webhook CRUD and signed
+deliveries (hex HMAC-SHA256, seven ``X-Shopline-*`` headers). Timestamps print whole seconds in
++08:00, as SHOPLINE's do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import itertools
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from agent.emulator import Emulator, EmulatorOptions, LeakyBucket, Variant
+from plugins.shopline.emulator_http import (
+    API_VERSION,
+    VERSION,
+    ApiError,
+    id_list,
+    integer_field,
+    iso,
+    json_body,
+    kit_number,
+    paginated,
+    shopline_id,
+    time_filter,
+)
+
+__all__ = ["API_VERSION", "ShoplineEmulator", "shopline_id"]
+
+PREFIX = "/admin/openapi/{version:v\\d{8}}/"
+TOPICS = frozenset(
+    {
+        "inventory_levels/update",
+        "inventory_levels/connect",
+        "inventory_levels/disconnect",
+        "inventory_items/update",
+        "orders/create",
+        "orders/updated",
+        "orders/paid",
+        "orders/cancelled",
+        "orders/edited",
+        "refunds/create",
+        "products/create",
+        "products/update",
+        "products/delete",
+        "apps/installed_uninstalled",
+    }
+)
+UNLIMITED_PLANS = frozenset({"enterprise", "unlimited"})
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ShoplineEmulator(Emulator):
+    """One SHOPLINE store: the kit's store behind SHOPLINE's REST wire format."""
+
+    name = "shopline"
+
+    def __init__(self, options: EmulatorOptions, *, clock: Callable[[], float] = time.time) -> None:
+        super().__init__(options, clock=clock)
+        self.location_id = shopline_id(1)  # below the kit's first id, so never an item
+        digest = hashlib.sha256(options.shop.encode()).hexdigest()
+        self.shop_id = str(1_600_000_000_000 + int(digest[:8], 16))
+        self.merchant_id = str(2_000_000_000 + int(digest[8:14], 16))
+        self._traces = itertools.count(1)
+        self._refund_ids = itertools.count(1)
+        self.restocks: dict[int, tuple[str, float, int]] = {}  # order -> (cause, at, refund id)
+
+    # -- the kit's hooks ---------------------------------------------------------------------
+
+    def make_bucket(self) -> LeakyBucket:
+        """40 requests deep, 4 per second, per token; off for tests and unlimited plans."""
+        enabled = self.options.rate_limit and self.options.plan not in UNLIMITED_PLANS
+        return LeakyBucket(40, 4, clock=self.clock, enabled=enabled)
+
+    def sign_webhook(self, topic: str, body: bytes, delivery_id: str) -> dict[str, str]:
+        """The seven `X-Shopline-*` headers, with a lowercase hex HMAC-SHA256 of `body`."""
+        secret = self.options.webhook_secret.encode()
+        return {
+            "X-Shopline-Topic": topic,
+            "X-Shopline-Hmac-Sha256": hmac.new(secret, body, hashlib.sha256).hexdigest(),
+            "X-Shopline-Shop-Domain": self.options.shop,
+            "X-Shopline-Shop-Id": self.shop_id,
+            "X-Shopline-Merchant-Id": self.merchant_id,
+            "X-Shopline-API-Version": API_VERSION,
+            "X-Shopline-Webhook-Id": delivery_id,
+        }
+
+    def on_stock_change(self, variant: Variant, before: int, after: int, cause: str) -> None:
+        """`inventory_levels/update` after every change, the API's own writes included."""
+        payload = {
+            **self._level_json(variant),
+            "committed": variant.committed,
+            "unavailable": 0,
+            "onhand": variant.available + variant.committed,
+        }
+        self.webhooks.emit("inventory_levels/update", payload)
+
+    def on_order(self, order: dict[str, Any]) -> None:
+        """`orders/create` with the REST order object."""
+        self.webhooks.emit("orders/create", self._order_json(order))
+
+    def on_restock(self, order: dict[str, Any], cause: str) -> None:
+        """`orders/cancelled` for a cancel, `refunds/create` for a refund (both restock)."""
+        at = order["cancelled_at"] if order["cancelled_at"] is not None else self.clock()
+        self.restocks[order["id"]] = (cause, at, next(self._refund_ids))
+        if cause == "refund":
+            self.webhooks.emit("refunds/create", self._refund_json(order))
+        else:
+            self.webhooks.emit("orders/cancelled", self._order_json(order))
+
+    def on_product(self, variant: Variant) -> None:
+        """`products/create` with the product and its variants."""
+        self.webhooks.emit("products/create", self._product_json(variant.product_id))
+
+    def _item_json(self, variant: Variant) -> dict[str, Any]:
+        return {**super()._item_json(variant), "item_id": shopline_id(variant.inventory_item_id)}
+
+    # -- wire format -------------------------------------------------------------------------
+
+    def _variant_json(self, v: Variant) -> dict[str, Any]:
+        return {
+            "id": shopline_id(v.variant_id),
+            "product_id": shopline_id(v.product_id),
+            "title": "Default Title",
+            "sku": v.sku,
+            "barcode": None,
+            "price": "10.00",
+            "inventory_item_id": shopline_id(v.inventory_item_id),
+            "inventory_quantity": v.available,
+            "inventory_policy": "deny",
+            "inventory_tracker": v.tracked,
+            "created_at": iso(v.created_at),
+            "updated_at": iso(v.updated_at),
+        }
+
+    def _products(self) -> dict[int, list[Variant]]:
+        products: dict[int, list[Variant]] = {}
+        for variant in self.store.variants.values():
+            products.setdefault(variant.product_id, []).append(variant)
+        return products
+
+    def _product_json(self, product_id: int) -> dict[str, Any]:
+        variants = self._products().get(product_id, [])
+        first = variants[0]
+        return {
+            "id": shopline_id(product_id),
+            "title": first.title,
+            "handle": re.sub(r"[^a-z0-9]+", "-", first.title.lower()).strip("-"),
+            "status": "active",
+            "created_at": iso(first.created_at),
+            "updated_at": iso(max(v.updated_at for v in variants)),
+            "variants": [self._variant_json(v) for v in variants],
+        }
+
+    def _level_json(self, v: Variant, timestamp_key: str = "updated_at") -> dict[str, Any]:
+        return {
+            "inventory_item_id": shopline_id(v.inventory_item_id),
+            "location_id": self.location_id,
+            "variant_id": shopline_id(v.variant_id),
+            "available": v.available,
+            timestamp_key: iso(v.updated_at),
+        }
+
+    def _order_json(self, order: dict[str, Any]) -> dict[str, Any]:
+        # An order restocked straight through the store (not the control route) is a cancel.
+        fallback = ("cancel", order["cancelled_at"], 0) if order["cancelled_at"] else ("", None, 0)
+        cause, at, _refund = self.restocks.get(order["id"], fallback)
+        cancelled = cause == "cancel"
+        lines = [
+            {
+                "id": shopline_id(line["id"]),
+                "variant_id": shopline_id(line["variant_id"]),
+                "product_id": shopline_id(line["product_id"]),
+                "sku": line["sku"],
+                "quantity": line["quantity"],
+                "fulfillable_quantity": 0 if cause else line["quantity"],
+                "location_id": self.location_id,
+            }
+            for line in order["line_items"]
+        ]
+        return {
+            "id": shopline_id(order["id"]),
+            "name": order["name"],
+            "status": "canceled" if cancelled else "open",
+            "financial_status": {"cancel": "voided", "refund": "refunded"}.get(cause, "paid"),
+            "cancelled_at": iso(at) if cancelled and at is not None else None,
+            "cancel_reason": "customer" if cancelled else None,
+            "created_at": iso(order["created_at"]),
+            "updated_at": iso(at if at is not None else order["created_at"]),
+            "line_items": lines,
+            "refunds": [self._refund_json(order)] if cause == "refund" else [],
+        }
+
+    def _refund_json(self, order: dict[str, Any]) -> dict[str, Any]:
+        _cause, at, refund_id = self.restocks[order["id"]]
+        return {
+            "id": shopline_id(refund_id),
+            "order_id": shopline_id(order["id"]),
+            "created_at": iso(at),
+            "order_adjustments": [],
+            "refund_line_items": [
+                {
+                    "line_item_id": shopline_id(line["id"]),
+                    "quantity": line["quantity"],
+                    "restock_type": "return",
+                    "line_item": {
+                        "id": shopline_id(line["id"]),
+                        "sku": line["sku"],
+                        "variant_id": shopline_id(line["variant_id"]),
+                        "quantity": line["quantity"],
+                    },
+                }
+                for line in order["line_items"]
+            ],
+        }
+
+    def _subscription_json(self, sub_id: int) -> dict[str, Any]:
+        sub = self.webhooks.subscriptions[sub_id]
+        return {
+            "id": sub.id,
+            "address": sub.url,
+            "topic": sub.topic,
+            "api_version": sub.extra.get("api_version", API_VERSION),
+            "created_at": iso(sub.created_at),
+            "updated_at": iso(sub.extra.get("updated_at", sub.created_at)),
+        }
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    @web.middleware
+    async def _api_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not request.path.startswith("/admin/openapi/"):
+            return await handler(request)
+        trace = f"{self.shop_id}-{next(self._traces):08x}"
+        try:
+            response = await self._guarded(request, handler)
+        except ApiError as exc:
+            response = web.json_response({"errors": exc.errors}, status=exc.status)
+        except web.HTTPException as exc:  # unknown route or method under the API prefix
+            response = web.json_response({"errors": exc.reason}, status=exc.status)
+        response.headers["traceId"] = trace
+        return response
+
+    async def _guarded(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme != "Bearer" or not hmac.compare_digest(
+            token.encode(), self.options.token.encode()
+        ):
+            raise ApiError(401, "[API] Invalid API key or access token")
+        if not self.bucket.try_take(1):
+            self.stats["throttled"] += 1
+            raise ApiError(429, "Too many request")
+        failure = self.take_injected_failure()
+        if failure is not None:
+            raise ApiError(failure, "Service temporarily unavailable")
+        return await handler(request)
+
+    def _variant_of(self, body: dict[str, Any]) -> Variant:
+        """The variant of a write body's inventory item at our location (400/404/422)."""
+        item, location = body.get("inventory_item_id"), body.get("location_id")
+        if not isinstance(item, str) or not isinstance(location, str):
+            raise ApiError(400, "inventory_item_id and location_id must be strings")
+        number = kit_number(item)
+        variant = self.store.by_item.get(number) if number is not None else None
+        if variant is None:
+            raise ApiError(404, "Inventory item does not exist")
+        if location != self.location_id:
+            raise ApiError(422, {"location_id": ["location does not exist"]})
+        return variant
+
+    # -- API handlers ------------------------------------------------------------------------
+
+    async def _api_products(self, request: web.Request) -> web.Response:
+        def rows(filters: dict[str, str]) -> list[tuple[int, Any]]:
+            wanted = {kit_number(part.strip()) for part in filters.get("ids", "").split(",")}
+            since = kit_number(filters["since_id"]) if filters.get("since_id") else None
+            created_min = time_filter(filters, "created_at_min")
+            updated_min = time_filter(filters, "updated_at_min")
+            out = []
+            for product_id, variants in self._products().items():
+                if filters.get("ids") and product_id not in wanted:
+                    continue
+                if since is not None and product_id <= since:
+                    continue
+                if created_min is not None and int(variants[0].created_at) < created_min:
+                    continue
+                if updated_min is not None and max(int(v.updated_at) for v in variants) < (
+                    updated_min
+                ):
+                    continue
+                out.append((product_id, self._product_json(product_id)))
+            return out
+
+        self.stats["reads"] += 1
+        names = ("ids", "since_id", "created_at_min", "updated_at_min")
+        return paginated(request, "products", names, rows)
+
+    async def _api_product(self, request: web.Request) -> web.Response:
+        number = kit_number(request.match_info["product_id"])
+        if number not in self._products():
+            raise ApiError(404, "The product does not exist.")
+        return web.json_response({"product": self._product_json(number)})
+
+    async def _api_product_count(self, request: web.Request) -> web.Response:
+        return web.json_response({"count": len(self._products())})
+
+    async def _api_variants(self, request: web.Request) -> web.Response:
+        number = kit_number(request.match_info["product_id"])
+        variants = self._products().get(number) if number is not None else None
+        if variants is None:
+            raise ApiError(404, "The product does not exist.")
+
+        def rows(filters: dict[str, str]) -> list[tuple[int, Any]]:
+            return [(v.variant_id, self._variant_json(v)) for v in variants]
+
+        return paginated(request, "variants", (), rows)
+
+    async def _api_inventory_items(self, request: web.Request) -> web.Response:
+        ids = id_list(request, "ids", 250) or []
+        items = []
+        for raw in ids:
+            number = kit_number(raw)
+            v = self.store.by_item.get(number) if number is not None else None
+            if v is not None:
+                items.append(
+                    {
+                        "id": raw,
+                        "sku": v.sku,
+                        "variant_id": shopline_id(v.variant_id),
+                        "tracked": v.tracked,
+                        "required_shipping": True,
+                        "cost": "0.00",
+                        "created_at": iso(v.created_at),
+                        "updated_at": iso(v.updated_at),
+                    }
+                )
+        return web.json_response({"inventory_items": items})
+
+    async def _api_locations(self, request: web.Request) -> web.Response:
+        location = {
+            "id": self.location_id,
+            "name": "Default location",
+            "active": True,
+            "is_default": True,
+            "legacy": False,
+            "address1": "1 Harbour Road",
+            "city": "Hong Kong",
+            "country_code": "HK",
+        }
+        return web.json_response({"locations": [location]})
+
+    async def _api_levels(self, request: web.Request) -> web.Response:
+        ids = id_list(request, "inventory_item_ids", 50)
+        if ids is None:
+            raise ApiError(400, "inventory_item_ids is required")
+        locations = id_list(request, "location_ids", 10)
+        self.stats["reads"] += 1
+        levels = []
+        if locations is None or self.location_id in locations:
+            for raw in ids:
+                number = kit_number(raw)
+                v = self.store.by_item.get(number) if number is not None else None
+                if v is not None:
+                    levels.append(self._level_json(v))
+        return web.json_response({"inventory_levels": levels})
+
+    async def _api_set(self, request: web.Request) -> web.StreamResponse:
+        body = await json_body(request)
+        variant = self._variant_of(body)
+        available = integer_field(body, "available")
+        self.store.api_set(variant.inventory_item_id, available)
+        self.stats["writes"] += 1
+        if self.take_timeout_after_apply():
+            return self.drop_connection(request)
+        return web.json_response({"inventory_level": self._level_json(variant)})
+
+    async def _api_adjust(self, request: web.Request) -> web.StreamResponse:
+        body = await json_body(request)
+        variant = self._variant_of(body)
+        delta = integer_field(body, "available_adjustment")
+        self.store.api_adjust(variant.inventory_item_id, delta)
+        self.stats["writes"] += 1
+        if self.take_timeout_after_apply():
+            return self.drop_connection(request)
+        # SHOPLINE's docs and SDK both spell this key `update_at` for adjust.
+        return web.json_response({"inventory_level": self._level_json(variant, "update_at")})
+
+    async def _api_orders(self, request: web.Request) -> web.Response:
+        status = request.query.get("status", "open")
+        if status not in ("open", "cancelled", "any"):
+            raise ApiError(400, "status must be open, cancelled or any")
+
+        time_names = ("created_at_min", "created_at_max", "updated_at_min", "updated_at_max")
+
+        def rows(filters: dict[str, str]) -> list[tuple[int, Any]]:
+            bounds = {name: time_filter(filters, name) for name in time_names}
+            wanted = filters.get("status", "open")
+            out = []
+            for order in self.store.orders:
+                body = self._order_json(order)
+                created = order["created_at"]
+                updated = max(created, order["cancelled_at"] or created)  # a restock updates it
+                if wanted != "any" and (body["status"] == "canceled") != (wanted == "cancelled"):
+                    continue
+                checks = (
+                    ("created_at_min", created, 1),
+                    ("created_at_max", created, -1),
+                    ("updated_at_min", updated, 1),
+                    ("updated_at_max", updated, -1),
+                )
+                # Compare whole seconds, as the times are printed.
+                if any(
+                    bounds[name] is not None and (int(at) - bounds[name]) * sign < 0
+                    for name, at, sign in checks
+                ):
+                    continue
+                out.append((order["id"], body))
+            return out
+
+        return paginated(request, "orders", ("status", *time_names), rows)
+
+    async def _api_webhooks(self, request: web.Request) -> web.Response:
+        subs = [self._subscription_json(sub_id) for sub_id in sorted(self.webhooks.subscriptions)]
+        return web.json_response({"webhooks": subs})
+
+    async def _api_webhook_count(self, request: web.Request) -> web.Response:
+        return web.json_response({"count": len(self.webhooks.subscriptions)})
+
+    def _webhook_fields(self, body: dict[str, Any], *, partial: bool) -> dict[str, str]:
+        hook = body.get("webhook")
+        if not isinstance(hook, dict):
+            raise ApiError(400, 'body must be {"webhook": {...}}')
+        fields: dict[str, str] = {}
+        for name in ("address", "topic", "api_version"):
+            value = hook.get(name)
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                raise ApiError(400, f"{name} must be a string")
+            fields[name] = value
+        if not partial and ("address" not in fields or "topic" not in fields):
+            raise ApiError(422, {"webhook": ["address and topic are required"]})
+        if "address" in fields and not fields["address"].startswith(("http://", "https://")):
+            raise ApiError(422, {"address": ["must be an http(s) URL"]})
+        if "topic" in fields and fields["topic"] not in TOPICS:
+            raise ApiError(422, {"topic": ["is not a supported topic"]})
+        if "api_version" in fields and not VERSION.match(fields["api_version"]):
+            raise ApiError(422, {"api_version": ["is not a valid version"]})
+        return fields
+
+    async def _api_webhook_create(self, request: web.Request) -> web.Response:
+        fields = self._webhook_fields(await json_body(request), partial=False)
+        for sub in self.webhooks.subscriptions.values():
+            if (sub.topic, sub.url) == (fields["topic"], fields["address"]):
+                raise ApiError(422, {"address": ["for this topic has already been taken"]})
+        sub = self.webhooks.subscribe(
+            fields["topic"],
+            fields["address"],
+            now=self.clock(),
+            api_version=fields.get("api_version", API_VERSION),
+        )
+        return web.json_response({"webhook": self._subscription_json(sub.id)})
+
+    def _webhook_id(self, request: web.Request) -> int:
+        sub_id = int(request.match_info["webhook_id"])
+        if sub_id not in self.webhooks.subscriptions:
+            raise ApiError(404, "The webhook does not exist.")
+        return sub_id
+
+    async def _api_webhook_get(self, request: web.Request) -> web.Response:
+        return web.json_response({"webhook": self._subscription_json(self._webhook_id(request))})
+
+    async def _api_webhook_update(self, request: web.Request) -> web.Response:
+        sub_id = self._webhook_id(request)
+        fields = self._webhook_fields(await json_body(request), partial=True)
+        sub = self.webhooks.subscriptions[sub_id]
+        sub.url = fields.get("address", sub.url)
+        sub.topic = fields.get("topic", sub.topic)
+        if "api_version" in fields:
+            sub.extra["api_version"] = fields["api_version"]
+        sub.extra["updated_at"] = self.clock()
+        return web.json_response({"webhook": self._subscription_json(sub_id)})
+
+    async def _api_webhook_delete(self, request: web.Request) -> web.Response:
+        self.webhooks.unsubscribe(self._webhook_id(request))
+        return web.json_response({})
+
+    def add_platform_routes(self, app: web.Application) -> None:
+        """The Open API routes under any `/admin/openapi/vYYYYMMDD/` version."""
+        app.middlewares.append(self._api_middleware)
+        r, p = app.router, PREFIX
+        r.add_get(p + "products/products.json", self._api_products)
+        r.add_get(p + "products/count.json", self._api_product_count)
+        r.add_get(p + "products/{product_id:\\d+}.json", self._api_product)
+        r.add_get(p + "products/{product_id:\\d+}/variants.json", self._api_variants)
+        r.add_get(p + "inventory_items.json", self._api_inventory_items)
+        r.add_get(p + "locations/list.json", self._api_locations)
+        r.add_get(p + "inventory_levels.json", self._api_levels)
+        r.add_post(p + "inventory_levels/set.json", self._api_set)
+        r.add_post(p + "inventory_levels/adjust.json", self._api_adjust)
+        r.add_get(p + "orders.json", self._api_orders)
+        r.add_get(p + "webhooks.json", self._api_webhooks)
+        r.add_post(p + "webhooks.json", self._api_webhook_create)
+        r.add_get(p + "webhooks/count.json", self._api_webhook_count)
+        r.add_get(p + "{webhook_id:\\d+}/webhooks.json", self._api_webhook_get)
+        r.add_put(p + "{webhook_id:\\d+}/webhooks.json", self._api_webhook_update)
+        r.add_delete(p + "{webhook_id:\\d+}/webhooks.json", self._api_webhook_delete)

@@ -1,0 +1,54 @@
+"""The dependency rules of DESIGN §3, checked by walking imports with `ast`."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# what a plugin may import from the core: the contract, value types, and the emulator kit
+PLUGIN_MAY_IMPORT = ("agent.hookspecs", "agent.channel", "agent.clock", "agent.emulator")
+
+
+def _imports(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.append(node.module)
+    return names
+
+
+def test_core_never_imports_plugins() -> None:
+    offenders = [
+        f"{path.relative_to(ROOT)} imports {name}"
+        for path in (ROOT / "agent").rglob("*.py")
+        for name in _imports(path)
+        if name == "plugins" or name.startswith("plugins.")
+    ]
+    assert offenders == []
+
+
+def test_plugins_import_only_the_contract_and_never_each_other() -> None:
+    offenders = []
+    for path in (ROOT / "plugins").rglob("*.py"):
+        own = path.relative_to(ROOT / "plugins").parts[0]
+        for name in _imports(path):
+            if name.startswith("agent") and not name.startswith(PLUGIN_MAY_IMPORT):
+                offenders.append(f"{path.relative_to(ROOT)} imports {name}")
+            if name.startswith("plugins.") and name.split(".")[1] != own:
+                offenders.append(f"{path.relative_to(ROOT)} imports another plugin: {name}")
+    assert offenders == []
+
+
+def test_the_core_does_not_depend_on_the_web_layer() -> None:
+    core = ["ledger.py", "reconcile.py", "catalogue.py", "channel.py", "models.py", "db.py"]
+    offenders = [
+        f"agent/{name} imports {imp}"
+        for name in core
+        for imp in _imports(ROOT / "agent" / name)
+        if imp.startswith("agent.web")
+    ]
+    assert offenders == []
