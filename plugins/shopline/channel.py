@@ -29,6 +29,10 @@ window. Then:
 Platform timestamps have whole-second resolution and the platform's clock may differ from ours
 by up to ``clock_skew`` seconds, so an event that close to a reading is counted as "maybe":
 the channel tries both and decides only when exactly one of "applied" and "not applied" fits.
+
+Since the platform keeps no idempotency key, the channel keeps one: a call key already answered
+definitely gets the same answer again without a second adjust. This memory is in-process only;
+a write left unknown when the agent stops cannot be resolved after a restart.
 """
 
 from __future__ import annotations
