@@ -274,14 +274,36 @@ class Peering:
                 message=f"accepted into a group of {len(members) + 1}",
             )
             master = (request.domain, request.agent_url)
-        self.import_task = asyncio.create_task(self._import_from(*master))
+        state = {
+            "state": "running",
+            "master": master[0],
+            "master_url": master[1],
+            "started_at": self.clock.now(),
+        }
+        await self.set_state("import", state)
+        self.start_import(*master)
         return {"confirmed": True, **self.describe()}
+
+    @property
+    def importing(self) -> bool:
+        """True from the welcome until the master's snapshot is this agent's base."""
+        return self.import_task is not None and not self.import_task.done()
+
+    def start_import(self, domain: str, agent_url: str) -> None:
+        """Take the master's snapshot in the background (also to resume one after a crash)."""
+        if self.replicator is not None:
+            self.replicator.importing = True
+        self.import_task = asyncio.create_task(self._import_from(domain, agent_url))
+
+    async def resume_import(self) -> None:
+        """On start: an import that a crash interrupted starts again from the snapshot."""
+        state = await self.get_state("import", {})
+        if state.get("state") == "running" and state.get("master_url"):
+            log.info("import_resumed", peer=state["master"])
+            self.start_import(state["master"], state["master_url"])
 
     async def _import_from(self, domain: str, agent_url: str) -> None:
         """Take the master's snapshot as this agent's base, then sync live (DESIGN §8)."""
-        await self.set_state(
-            "import", {"state": "running", "master": domain, "started_at": self.clock.now()}
-        )
         delay = 0.2
         while True:
             try:
@@ -301,6 +323,7 @@ class Peering:
         )
         self.on_joined(skus)
         if self.replicator is not None:
+            self.replicator.importing = False
             await self.replicator.start()
 
     async def install_snapshot(self, snap: dict[str, Any], master: str) -> set[str]:
@@ -427,24 +450,14 @@ class Peering:
         raise PeerError(404, "no_request", f"no pending join request from {domain}")
 
     async def accept(self, domain: str) -> dict[str, Any]:
-        """Accept a pending request: call the joiner back, add it, introduce it to all."""
+        """Accept a pending request: call the joiner back, add it, introduce it to all.
+
+        The member row is written just before the callback, so that the joiner's snapshot
+        request, which may arrive before the callback's answer, is served; if the joiner does
+        not confirm, the row is removed again and the request stays pending.
+        """
         request = await self._pending(domain)
         members = [self.me(), *await self.members_wire()]
-        try:
-            status, answer = await self.call(
-                request.agent_url,
-                "POST",
-                "/peer/welcome",
-                {"nonce": request.nonce, "members": members},
-            )
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise PeerError(
-                502, "unreachable", f"cannot reach {request.agent_url}: {exc}"
-            ) from None
-        if status != 200 or answer.get("domain") != domain:
-            raise PeerError(
-                502, "not_confirmed", f"{domain} did not confirm: {answer.get('message', status)}"
-            )
         now = self.clock.now()
         newcomer = {
             "domain": domain,
@@ -453,6 +466,29 @@ class Peering:
             "state": "active",
             "changed_at": now,
         }
+        async with self.db.transaction() as session:
+            previous = await session.get(PeerRow, domain)
+            if previous is not None:
+                await session.delete(previous)
+                await session.flush()
+            await self._upsert_peer(session, newcomer, now, force=True)
+        try:
+            body = {"nonce": request.nonce, "members": members}
+            status, answer = await self.call(request.agent_url, "POST", "/peer/welcome", body)
+            if status != 200 or answer.get("domain") != domain:
+                raise PeerError(
+                    502,
+                    "not_confirmed",
+                    f"{domain} did not confirm: {answer.get('message', status)}",
+                )
+        except (aiohttp.ClientError, TimeoutError, OSError, PeerError) as exc:
+            async with self.db.transaction() as session:
+                await session.exec(delete(PeerRow).where(PeerRow.domain == domain))  # type: ignore[call-overload]
+            if isinstance(exc, PeerError):
+                raise
+            raise PeerError(
+                502, "unreachable", f"cannot reach {request.agent_url}: {exc}"
+            ) from None
         async with self.db.transaction() as session:
             row = await session.get(JoinRequest, (domain, "incoming"))
             if row is not None:

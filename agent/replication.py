@@ -130,6 +130,7 @@ class Replicator:
         self.rng = rng or random.Random()
         self.links: dict[str, PeerLink] = {}
         self.paused = False
+        self.importing = False  # a joiner serves and sends nothing until its import is done
         self.held_back = False  # maintenance: record local changes, send them later
 
     async def start(self) -> None:
@@ -309,7 +310,7 @@ class PeerLink:
             except TimeoutError:
                 pass
             self.wake.clear()
-            if self.r.paused:
+            if self.r.paused or self.r.importing:
                 continue
             try:
                 if not self.r.held_back:

@@ -22,7 +22,7 @@ from agent.plugins import Registry
 from agent.reconcile import Reconciler
 from agent.replication import Replicator
 from agent.signing import load_private_key
-from agent.web import api, keys, peer, webhooks
+from agent.web import api, keys, pages, peer, webhooks
 
 __all__ = ["create_app"]
 
@@ -53,6 +53,7 @@ def create_app(
     app.add_subapp("/api/", api.create_api_app(app))
     app.add_subapp("/peer/", peer.create_peer_app(app))
     app.add_subapp("/webhooks/", webhooks.create_webhook_app(app))
+    pages.setup_pages(app)
     return app
 
 
@@ -146,7 +147,9 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(reconciler.run(), name="reconciler"),
         asyncio.create_task(_subscribe(app), name="subscribe"),
     ]
-    await replicator.start()
+    await peering.resume_import()
+    if not peering.importing:
+        await replicator.start()
     yield
     await replicator.stop()
     for task in tasks:

@@ -93,6 +93,8 @@ async def _replicator(request: web.Request) -> Replicator:
     replicator = request.config_dict[keys.REPLICATOR]
     if replicator.paused:
         raise PeerError(503, "paused", "sync is paused at this shop; try again later")
+    if replicator.importing:
+        raise PeerError(503, "importing", "this shop is importing the group's counts")
     await request.config_dict[keys.PEERING].mark_heard(_sender(request))
     return replicator
 

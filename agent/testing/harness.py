@@ -1,0 +1,259 @@
+"""The conformance harness: one channel plugin, its emulator in-process, and the control API.
+
+A `ChannelHarness` names a channel and says what the suite needs to know about it (extra
+options, page size, whether the platform can hold duplicates or SKU-less items). `open()`
+finds the channel class and the emulator factory through the real plugin manager, serves the
+emulator on a loopback port, builds and starts the channel from its options, and yields a
+`ShopUnderTest`: the channel plus the emulator's `/_emulator` control API, which is all the
+suite uses, so a third-party emulator qualifies by speaking that API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from agent.channel import Channel, ConfigError, Item
+from agent.clock import SystemClock
+from agent.emulator import EmulatorOptions
+from agent.plugins import Registry, make_plugin_manager
+
+__all__ = ["ChannelHarness", "ShopUnderTest", "WebhookReceiver"]
+
+TOKEN = "conformance-access-token"
+SECRET = "conformance-webhook-secret"
+SHOP = "conformance.example.com"
+
+
+@dataclasses.dataclass(frozen=True)
+class ChannelHarness:
+    """How the conformance suite runs the channel called `name` against its emulator.
+
+    - `options`: channel options besides ``api_url``, ``access_token`` and ``webhook_secret``
+      (for fast tests, e.g. a short ``retry_base``).
+    - `emulator_options`: extra `EmulatorOptions` fields (``plan``, ``seed``...).
+    - `page_size`: items per listing page, so the suite can list more than one page.
+    - `can_have_duplicates`, `can_have_skuless`: whether the platform can hold two items with
+      one SKU, or an item without a SKU (Pisell keys stock items by SKU: neither).
+    - `max_refusals`: rate-limit refusals (429s) tolerated in a burst larger than the bucket.
+    - `plugins`: extra pluggy plugins to register (a channel under development, a test double);
+      entry points are loaded as well unless `load_entry_points` is false.
+    """
+
+    name: str
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    emulator_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    page_size: int = 100
+    can_have_duplicates: bool = True
+    can_have_skuless: bool = True
+    max_refusals: int = 3
+    plugins: Sequence[object] = ()
+    load_entry_points: bool = True
+
+    def registry(self) -> Registry:
+        """The channels and emulators the plugin manager finds, plus `plugins`."""
+        pm = make_plugin_manager(load_entry_points=self.load_entry_points)
+        for plugin in self.plugins:
+            pm.register(plugin)
+        return Registry(pm)
+
+    def channel_class(self) -> type[Channel]:
+        """The registered channel class called `name`."""
+        return self.registry().channel(self.name)
+
+    @contextlib.asynccontextmanager
+    async def open(
+        self, *, skus: int = 5, rate_limit: bool = False
+    ) -> AsyncIterator[ShopUnderTest]:
+        """An emulated shop of `skus` items and a started channel on it; closed on exit."""
+        registry = self.registry()
+        channel_class = registry.channel(self.name)
+        factory = registry.emulator(self.name)
+        options = dataclasses.replace(
+            EmulatorOptions(**dict(self.emulator_options)),
+            shop=SHOP,
+            skus=skus,
+            token=TOKEN,
+            webhook_secret=SECRET,
+            rate_limit=rate_limit,
+        )
+        app = factory(options)
+        if not isinstance(app, web.Application):
+            raise ConfigError(f"the {self.name} emulator factory did not return an aiohttp app")
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        timeout = aiohttp.ClientTimeout(total=30, connect=5)
+        control = aiohttp.ClientSession(timeout=timeout)
+        shop = ShopUnderTest(self, channel_class, str(server.make_url("")).rstrip("/"), control)
+        try:
+            shop.channel = await shop.make_channel()
+            yield shop
+        finally:
+            await shop.aclose()
+            await control.close()
+            await server.close()
+
+
+class ShopUnderTest:
+    """A running emulator, the channel on it, and the emulator's control API."""
+
+    def __init__(
+        self,
+        harness: ChannelHarness,
+        channel_class: type[Channel],
+        api_url: str,
+        control: aiohttp.ClientSession,
+    ) -> None:
+        self.harness = harness
+        self.channel_class = channel_class
+        self.api_url = api_url
+        self.control = control
+        self.channel: Channel = None  # type: ignore[assignment]  # set by ChannelHarness.open
+        self.sales_on_lost_answers: list[dict[str, Any]] = []
+        self._sale_armed: tuple[str, int] | None = None
+        self._channels: list[tuple[Channel, aiohttp.ClientSession]] = []
+
+    # -- channels ----------------------------------------------------------------------------
+
+    async def make_channel(self, **overrides: Any) -> Channel:
+        """A started channel on this shop; `overrides` replace options (a wrong secret...)."""
+        options = {
+            "api_url": self.api_url,
+            "access_token": TOKEN,
+            "webhook_secret": SECRET,
+            **self.harness.options,
+            **overrides,
+        }
+        settings = self.channel_class.settings_class.from_options(options)
+        trace = aiohttp.TraceConfig()
+        trace.on_request_exception.append(self._on_request_exception)
+        http = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=30, connect=5), trace_configs=[trace]
+        )
+        channel = self.channel_class(settings, http=http, clock=SystemClock())
+        self._channels.append((channel, http))
+        await channel.start()
+        return channel
+
+    async def aclose(self) -> None:
+        """Close every channel made here and its HTTP session."""
+        for channel, http in reversed(self._channels):
+            try:
+                await channel.close()
+            finally:
+                await http.close()
+        self._channels.clear()
+
+    async def list_by_sku(self) -> dict[str, Item]:
+        """The channel's listing by SKU (the suite's catalogues have unique SKUs)."""
+        return {item.sku: item async for item in self.channel.list_items() if item.sku}
+
+    # -- the sale that lands while a write's answer is lost ----------------------------------
+
+    def sell_when_an_answer_is_lost(self, sku: str, quantity: int) -> None:
+        """Sell `quantity` of `sku` the moment the channel's next API call fails in transit.
+
+        With the fault ``timeout_after_apply`` armed, the emulator applies a write and drops
+        the connection; the sale then happens after the write was applied and before the
+        channel learns anything, which is the race the core must count exactly.
+        """
+        self._sale_armed = (sku, quantity)
+
+    async def _on_request_exception(
+        self, session: aiohttp.ClientSession, context: Any, params: Any
+    ) -> None:
+        if self._sale_armed is None or params.url.path.startswith("/_emulator"):
+            return
+        sku, quantity = self._sale_armed
+        self._sale_armed = None
+        order = await self.order(sku, quantity)
+        self.sales_on_lost_answers.append(order)
+
+    # -- the control API ---------------------------------------------------------------------
+
+    async def _call(self, method: str, path: str, body: Any = None, *, ok: int = 200) -> Any:
+        async with self.control.request(method, self.api_url + path, json=body) as resp:
+            data = await resp.json(content_type=None)
+            if resp.status != ok:
+                raise AssertionError(f"{method} {path} answered {resp.status}: {data}")
+            return data
+
+    async def order(self, sku: str, quantity: int) -> dict[str, Any]:
+        """A storefront purchase of `quantity` units of `sku`."""
+        body = {"line_items": [{"sku": sku, "quantity": quantity}]}
+        return (await self._call("POST", "/_emulator/orders", body, ok=201))["order"]
+
+    async def edit(self, sku: str, available: int) -> None:
+        """An admin's manual edit of the count of `sku`."""
+        await self._call("POST", "/_emulator/inventory", {"sku": sku, "available": available})
+
+    async def add_product(self, sku: str, available: int) -> dict[str, Any]:
+        """A new product variant (an existing SKU makes a duplicate, "" a SKU-less item)."""
+        body = {"sku": sku, "available": available}
+        return await self._call("POST", "/_emulator/products", body, ok=201)  # type: ignore[no-any-return]
+
+    async def inventory(self) -> dict[str, int]:
+        """Every SKU's count as the emulator holds it."""
+        return await self._call("GET", "/_emulator/inventory")  # type: ignore[no-any-return]
+
+    async def writes(self) -> list[dict[str, Any]]:
+        """The emulator's log of API writes, applied or not."""
+        return await self._call("GET", "/_emulator/writes")  # type: ignore[no-any-return]
+
+    async def stats(self) -> dict[str, Any]:
+        """Request, read, write and rate-limit counters."""
+        return await self._call("GET", "/_emulator/stats")  # type: ignore[no-any-return]
+
+    async def faults(self, **values: Any) -> dict[str, Any]:
+        """Arm faults (``timeout_after_apply=1``...) or switch ``rate_limit``."""
+        return await self._call("POST", "/_emulator/faults", values)  # type: ignore[no-any-return]
+
+    @contextlib.asynccontextmanager
+    async def webhook_receiver(self) -> AsyncIterator[WebhookReceiver]:
+        """A loopback endpoint that records every delivery (raw headers and body)."""
+        receiver = WebhookReceiver()
+        app = web.Application()
+        app.router.add_post("/webhooks", receiver.handle)
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        receiver.url = str(server.make_url("/webhooks"))
+        try:
+            yield receiver
+        finally:
+            await server.close()
+
+
+class WebhookReceiver:
+    """Deliveries as they arrived: (headers, raw body)."""
+
+    def __init__(self) -> None:
+        self.url = ""
+        self.deliveries: list[tuple[dict[str, str], bytes]] = []
+        self._arrived = asyncio.Event()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        """Record one delivery and acknowledge it."""
+        self.deliveries.append((dict(request.headers), await request.read()))
+        self._arrived.set()
+        return web.Response(text="ok")
+
+    async def wait_for(
+        self, found: Callable[[dict[str, str], bytes], bool], timeout: float = 10.0
+    ) -> tuple[dict[str, str], bytes]:
+        """The first delivery for which `found` is true, waiting up to `timeout` seconds."""
+        seen = 0
+        async with asyncio.timeout(timeout):
+            while True:
+                for headers, body in self.deliveries[seen:]:
+                    if found(headers, body):
+                        return headers, body
+                seen = len(self.deliveries)
+                self._arrived.clear()
+                await self._arrived.wait()

@@ -1,0 +1,178 @@
+"""The admin pages at `/`: server-rendered HTML over the admin JSON API, for the browser.
+
+`setup_pages(app)` adds them to the agent's root app. Every page but the log-in page needs a
+session (a signed, HttpOnly, SameSite=Strict cookie got by entering the admin token); every
+form carries a CSRF token; every answer a Content-Security-Policy. Live parts (sync-log tail,
+import progress) are small scripts in `static/app.js`; all else works without JavaScript.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hmac
+import re
+import secrets
+from pathlib import Path
+
+import aiohttp_jinja2
+import jinja2
+import structlog
+from aiohttp import web
+
+from agent.web import keys
+from agent.web.pages import logview, views
+from agent.web.pages.format import FILTERS
+from agent.web.pages.render import render
+from agent.web.pages.session import (
+    COOKIE,
+    LOGGED_OUT,
+    LOGIN_COOKIE,
+    MAX_AGE,
+    csrf_ok,
+    current_session,
+    forget,
+    issue,
+    page,
+    refused,
+    secure,
+)
+
+__all__ = ["setup_pages"]
+
+log = structlog.get_logger(__name__)
+
+HERE = Path(__file__).parent
+STATIC = "pages_static"
+# A path on this site: no scheme, no host, no backslash or control character to smuggle one in.
+_LOCAL = re.compile(r"/[A-Za-z0-9/_.~%&=+?-]*")
+
+
+def setup_pages(app: web.Application) -> None:
+    """Add the admin pages, their templates and static files to the agent's root app."""
+    aiohttp_jinja2.setup(
+        app,
+        loader=jinja2.FileSystemLoader(HERE / "templates"),
+        autoescape=jinja2.select_autoescape(default=True),
+        filters=FILTERS,
+        undefined=jinja2.ChainableUndefined,  # a field an older API lacks renders empty
+    )
+    app[LOGGED_OUT] = {}
+    app[logview.STOPPING] = asyncio.Event()
+    app.on_shutdown.append(_stop_streams)
+    r = app.router
+    r.add_get("/login", login_form)
+    r.add_post("/login", login)
+    r.add_post("/logout", logout)
+    r.add_get("/", views.overview)
+    r.add_post("/pause", views.pause)
+    r.add_post("/resume", views.resume)
+    r.add_post("/leave", views.leave)
+    r.add_get("/requests", views.requests)
+    r.add_post("/requests/{domain}/{verdict:accept|reject}", views.decide)
+    r.add_post("/join", views.join)
+    r.add_get("/log", logview.log_page)
+    r.add_get("/log/stream", logview.log_stream)
+    r.add_get("/products", views.products)
+    r.add_post("/resync", views.resync)
+    r.add_get("/duplicates", views.duplicates)
+    r.add_get("/import", views.import_page)
+    r.add_get("/import/progress", views.import_progress)
+    r.add_post("/import", views.start_import)
+    r.add_post("/maintenance", views.maintenance)
+    r.add_static("/static/", HERE / "static", name=STATIC, append_version=True)
+    env = aiohttp_jinja2.get_env(app)
+    env.globals["static"] = functools.lru_cache(maxsize=16)(
+        lambda name: str(app.router[STATIC].url_for(filename=name))
+    )
+
+
+async def _stop_streams(app: web.Application) -> None:
+    # Live tails would otherwise hold a graceful shutdown until its timeout.
+    app[logview.STOPPING].set()
+
+
+def _next_path(raw: str | None) -> str:
+    """Where to go after logging in: a local path only, never another site."""
+    if raw and _LOCAL.fullmatch(raw) and not raw.startswith("//"):
+        return raw
+    return "/"
+
+
+async def login_form(request: web.Request) -> web.StreamResponse:
+    """The log-in page; already logged in goes straight on."""
+    if current_session(request) is not None:
+        raise web.HTTPSeeOther(_next_path(request.query.get("next")))
+    token = request.cookies.get(LOGIN_COOKIE) or secrets.token_urlsafe(24)
+    response = render(
+        request,
+        "login.html",
+        title="Log in",
+        csrf=token,
+        next=_next_path(request.query.get("next")),
+        error="",
+    )
+    _set_login_cookie(request, response, token)
+    return secure(response)
+
+
+def _set_login_cookie(request: web.Request, response: web.StreamResponse, token: str) -> None:
+    response.set_cookie(
+        LOGIN_COOKIE,
+        token,
+        httponly=True,
+        samesite="Strict",
+        path="/login",
+        max_age=3600,
+        secure=request.secure,
+    )
+
+
+async def login(request: web.Request) -> web.StreamResponse:
+    """Check the admin token from the form (POST body, never the URL); start a session."""
+    form = await request.post()
+    expected_csrf = request.cookies.get(LOGIN_COOKIE, "")
+    if not csrf_ok(form.get("csrf"), expected_csrf):
+        return refused(403, "The form's CSRF token is missing or wrong; reload the log-in page.")
+    cfg = request.config_dict
+    given = form.get("token")
+    expected = cfg[keys.SETTINGS].admin_token
+    if not isinstance(given, str) or not hmac.compare_digest(
+        given.strip().encode(), expected.encode()
+    ):
+        log.warning("admin_login_failed", remote=request.remote)
+        await asyncio.sleep(0.3)  # makes guessing slower still; a real token is 32 random bytes
+        response = render(
+            request,
+            "login.html",
+            http_status=401,
+            title="Log in",
+            csrf=expected_csrf,
+            next=_next_path(str(form.get("next") or "")),
+            error="That is not this agent's admin token.",
+        )
+        return secure(response)
+    log.info("admin_login", remote=request.remote)
+    response = web.HTTPSeeOther(_next_path(str(form.get("next") or "")))
+    response.set_cookie(
+        COOKIE,
+        issue(expected, cfg[keys.CLOCK].now()),
+        httponly=True,
+        samesite="Strict",
+        path="/",
+        max_age=MAX_AGE,
+        secure=request.secure,
+    )
+    response.del_cookie(LOGIN_COOKIE, path="/login")
+    raise response
+
+
+@page
+async def logout(request: web.Request) -> web.StreamResponse:
+    """End the session: its cookie is refused from now on, even if replayed."""
+    session = current_session(request)
+    if session is not None:
+        forget(request.app, session)
+    response = web.HTTPSeeOther("/login")
+    response.del_cookie(COOKIE, path="/")
+    raise response

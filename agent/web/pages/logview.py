@@ -1,0 +1,157 @@
+"""The sync-log page: filters, keyset paging by `before_id`, and a live tail over SSE."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from agent.web import keys
+from agent.web.pages.backend import Api, ApiError
+from agent.web.pages.format import parse_utc
+from agent.web.pages.render import render
+from agent.web.pages.session import page
+
+__all__ = ["STOPPING", "log_page", "log_stream"]
+
+STOPPING = web.AppKey("pages_stopping", asyncio.Event)
+PAGE = 50
+POLL = 0.5  # seconds between looks for new entries while a browser tails the log
+KEEPALIVE = 15.0
+
+# Kinds the agent writes, offered as suggestions (any kind may be typed).
+KINDS = [
+    "change",
+    "introduce",
+    "write",
+    "write_conflict",
+    "write_failed",
+    "oversold",
+    "excluded",
+    "batch_sent",
+    "batch_received",
+    "peer_unreachable",
+    "peer_reconnected",
+    "join_request",
+    "accept",
+    "reject",
+    "joined",
+    "import",
+]
+
+
+def _filters(request: web.Request) -> tuple[dict[str, str], dict[str, Any], str]:
+    """The form's filters as typed, as API parameters, and an error about them (or "")."""
+    q = request.query
+    form = {k: q.get(k, "").strip() for k in ("sku", "peer", "kind", "since", "until")}
+    params: dict[str, Any] = {k: form[k] for k in ("sku", "peer", "kind") if form[k]}
+    error = ""
+    for name in ("since", "until"):
+        try:
+            params[name] = parse_utc(form[name])
+        except ValueError:
+            error = f"'{name}' must be a date and time like 2024-05-01T12:00 (UTC)"
+    return form, params, error
+
+
+@page
+async def log_page(request: web.Request) -> web.StreamResponse:
+    """Newest first, filtered; "older" pages continue below the last id shown."""
+    form, params, error = _filters(request)
+    before_id = request.query.get("before_id", "")
+    if before_id and not before_id.isdigit():
+        before_id, error = "", "before_id must be a number"
+    entries: list[dict[str, Any]] = []
+    if not error:
+        try:
+            answer = await Api(request).get(
+                "/log", **params, before_id=before_id or None, limit=PAGE + 1
+            )
+            entries = answer["entries"]
+        except ApiError as exc:
+            error = exc.message
+    more = len(entries) > PAGE
+    entries = entries[:PAGE]
+    kept = {k: v for k, v in form.items() if v}
+    older = (
+        "/log?" + urlencode({**kept, "before_id": entries[-1]["id"]}) if more and entries else ""
+    )
+    # Tail only the newest page, and only while no end time cuts the view off.
+    live = not before_id and not form["until"] and not error
+    stream = "/log/stream?" + urlencode(
+        {**{k: v for k, v in kept.items() if k != "since"}, "after": _newest(entries)}
+    )
+    return render(
+        request,
+        "log.html",
+        title="Sync log",
+        form=form,
+        kinds=KINDS,
+        entries=entries,
+        error=error,
+        older=older,
+        newest="/log?" + urlencode(kept) if before_id else "",
+        live=live,
+        stream=stream,
+    )
+
+
+def _gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+def _newest(entries: list[dict[str, Any]]) -> int:
+    return max((e["id"] for e in entries), default=0)
+
+
+@page
+async def log_stream(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: each new entry matching the filters, as a rendered table row.
+
+    Resumes after `Last-Event-ID` when the browser reconnects, so no entry is missed.
+    """
+    _, params, error = _filters(request)
+    if error:
+        raise web.HTTPBadRequest(text=error)
+    params.pop("since", None)
+    params.pop("until", None)
+    last = request.headers.get("Last-Event-ID") or request.query.get("after", "0")
+    after = int(last) if last.isdigit() else 0
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-store",
+            "X-Accel-Buffering": "no",  # proxies must not hold events back
+        }
+    )
+    await response.prepare(request)
+    api = Api(request)
+    stopping = request.config_dict[STOPPING]
+    env = aiohttp_jinja2.get_env(request.config_dict)
+    row = env.get_template("log_row.html")
+    now = request.config_dict[keys.CLOCK].now
+    idle = 0.0
+    with contextlib.suppress(ConnectionResetError):
+        while not stopping.is_set() and not _gone(request):
+            try:
+                entries = (await api.get("/log", **params, after_id=after, limit=200))["entries"]
+            except ApiError:
+                entries = []  # the agent is stopping or busy; try again shortly
+            for entry in entries:
+                after = max(after, entry["id"])
+                html = row.render(e=entry, now=now())
+                data = json.dumps({"id": entry["id"], "html": html})
+                await response.write(f"id: {entry['id']}\nevent: entry\ndata: {data}\n\n".encode())
+            idle = 0.0 if entries else idle + POLL
+            if idle >= KEEPALIVE:
+                await response.write(b": keep-alive\n\n")
+                idle = 0.0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), POLL)
+    return response

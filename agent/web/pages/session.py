@@ -1,0 +1,172 @@
+"""Admin-page sessions: a signed cookie from the admin token, CSRF tokens, security headers."""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import hmac
+import html
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import quote
+
+from aiohttp import web
+
+from agent.web import keys
+from agent.web.pages.backend import ApiError
+
+__all__ = [
+    "COOKIE",
+    "LOGIN_COOKIE",
+    "MAX_AGE",
+    "LOGGED_OUT",
+    "SESSION",
+    "Session",
+    "csrf_ok",
+    "current_session",
+    "forget",
+    "issue",
+    "page",
+    "refused",
+    "secure",
+    "verify",
+]
+
+COOKIE = "shopsync_session"
+LOGIN_COOKIE = "shopsync_login"  # double-submit CSRF token of the log-in form (no session yet)
+MAX_AGE = 12 * 3600
+
+# Scripts and styles only from our own /static (no inline code, no CDN); nothing may frame us.
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+
+SESSION = "shopsync_pages_session"  # request key of the current Session
+LOGGED_OUT = web.AppKey("pages_logged_out", dict)  # sid → issued, until MAX_AGE has passed
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Session:
+    """A logged-in admin: the random id of the session and its CSRF token."""
+
+    __slots__ = ("csrf", "issued", "sid")
+
+    def __init__(self, sid: str, issued: int, csrf: str) -> None:
+        self.sid, self.issued, self.csrf = sid, issued, csrf
+
+
+def _key(admin_token: str) -> bytes:
+    # Derived from the admin token, so that a new token logs every browser out.
+    return hmac.new(admin_token.encode(), b"shopsync admin pages v1", hashlib.sha256).digest()
+
+
+def _mac(key: bytes, text: str) -> str:
+    digest = hmac.new(key, text.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def issue(admin_token: str, now: float) -> str:
+    """A new session cookie value: `issued.sid.mac`."""
+    payload = f"{int(now)}.{secrets.token_urlsafe(18)}"
+    return f"{payload}.{_mac(_key(admin_token), payload)}"
+
+
+def verify(admin_token: str, value: str, now: float) -> Session | None:
+    """The session a cookie value stands for, or None if forged, malformed or expired."""
+    issued, _, rest = value.partition(".")
+    sid, _, mac = rest.partition(".")
+    if not issued.isdigit() or not sid or not mac:
+        return None
+    key = _key(admin_token)
+    if not hmac.compare_digest(mac, _mac(key, f"{issued}.{sid}")):
+        return None
+    if not 0 <= now - int(issued) <= MAX_AGE:
+        return None
+    return Session(sid, int(issued), _mac(key, f"csrf.{sid}"))
+
+
+def current_session(request: web.Request) -> Session | None:
+    """The valid, not logged-out session of this request, if any."""
+    value = request.cookies.get(COOKIE)
+    if not value:
+        return None
+    cfg = request.config_dict
+    session = verify(cfg[keys.SETTINGS].admin_token, value, cfg[keys.CLOCK].now())
+    if session is None or session.sid in cfg[LOGGED_OUT]:
+        return None
+    return session
+
+
+def csrf_ok(sent: Any, expected: str) -> bool:
+    """Whether a submitted CSRF token is the expected one (constant time)."""
+    return isinstance(sent, str) and bool(sent) and hmac.compare_digest(sent, expected)
+
+
+def secure(response: web.StreamResponse) -> web.StreamResponse:
+    """Add the headers every admin page carries (a stream already started keeps its own)."""
+    if response.prepared:
+        return response
+    response.headers["Content-Security-Policy"] = CSP
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def refused(status: int, message: str) -> web.Response:
+    """A plain error page: 403 for a bad CSRF token or a POST without a session, 502/503 when
+    the admin API fails."""
+    body = (
+        f"<!doctype html><title>{status}</title><h1>{status}</h1><p>{html.escape(message)}</p>"
+        '<p><a href="/">Back to the overview</a></p>'
+    )
+    response = web.Response(status=status, text=body, content_type="text/html")
+    secure(response)
+    return response
+
+
+def page(handler: Handler) -> Handler:
+    """Require a session; on POST also the session's CSRF token. Adds the security headers.
+
+    A GET without a session is sent to the log-in page; a POST without one, or with a
+    missing or wrong CSRF token, is refused with 403 and does nothing.
+    """
+
+    @functools.wraps(handler)
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        session = current_session(request)
+        if session is None:
+            if request.method in ("GET", "HEAD"):
+                target = request.rel_url.path_qs
+                location = "/login" if target == "/" else f"/login?next={_quote(target)}"
+                raise web.HTTPSeeOther(location)
+            return refused(403, "Log in first.")
+        if request.method == "POST":
+            form = await request.post()
+            if not csrf_ok(form.get("csrf"), session.csrf):
+                return refused(403, "The form's CSRF token is missing or wrong; reload the page.")
+        request[SESSION] = session
+        try:
+            return secure(await handler(request))
+        except ApiError as exc:  # the API refused or is unreachable: say so, don't crash
+            return refused(502 if exc.status < 500 else 503, f"The agent's API: {exc.message}")
+
+    return wrapped
+
+
+def _quote(path: str) -> str:
+    return quote(path, safe="")
+
+
+def forget(app: web.Application, session: Session) -> None:
+    """Log a session out: its cookie is refused from now on (until it would expire anyway)."""
+    logged_out = app[LOGGED_OUT]
+    logged_out[session.sid] = session.issued
+    oldest = int(app[keys.CLOCK].now()) - MAX_AGE
+    for sid in [s for s, issued in logged_out.items() if issued < oldest]:
+        del logged_out[sid]

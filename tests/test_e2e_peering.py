@@ -1,0 +1,228 @@
+"""Peering and replication between real agent processes over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from agent.signing import fingerprint, load_private_key, public_key_b64, sign_request
+from tests.support.cluster import Cluster, ShopHandle
+
+
+@pytest.fixture
+async def trio(tmp_path: Path):  # type: ignore[no-untyped-def]
+    async with Cluster(tmp_path, 3, skus=10) as cluster:
+        a, b, c = cluster.shops
+        await cluster.join(b, a)
+        await cluster.join(c, b)  # the third shop asks any member: b introduces it to a
+        await cluster.wait_idle()
+        yield cluster
+
+
+async def test_join_accept_import_then_sales_in_both_directions(tmp_path: Path) -> None:
+    async with Cluster(tmp_path, 2, skus=5) as cluster:
+        master, joiner = cluster.shops
+        assert set((await joiner.inventory()).values()) == {80}  # its old stock
+        await joiner.post("/api/join", {"target": master.agent_url})
+        requests = (await master.get("/api/requests"))["requests"]
+        assert [r["domain"] for r in requests] == [joiner.domain]
+        assert requests[0]["fingerprint"].startswith("SHA256:")
+        await master.post(f"/api/requests/{joiner.domain}/accept")
+        counts = await cluster.converged()
+        assert set(counts.values()) == {100}  # the master's counts were imported
+        assert await joiner.buy("SKU-00001", 3)
+        assert await master.buy("SKU-00002", 5)
+        await master.edit("SKU-00003", 42)
+        counts = await cluster.converged()
+        assert counts["SKU-00001"] == 97 and counts["SKU-00002"] == 95
+        assert counts["SKU-00003"] == 42
+        for shop in cluster.shops:
+            assert await shop.inventory() == {
+                "SKU-00001": 97,
+                "SKU-00002": 95,
+                "SKU-00003": 42,
+                "SKU-00004": 100,
+                "SKU-00005": 100,
+            }
+        kinds = {e["kind"] for e in (await master.get("/api/log?limit=500"))["entries"]}
+        assert {"join_request", "accept", "batch_received", "write"} <= kinds
+
+
+async def test_third_shop_joins_through_any_member_and_all_connect(trio: Cluster) -> None:
+    c = trio.shops[2]
+    for shop in trio.shops:
+        peers = {p["domain"] for p in (await shop.get("/api/peers"))["peers"]}
+        assert peers == {s.domain for s in trio.shops} - {shop.domain}
+    assert await c.buy("SKU-00004", 4)
+    counts = await trio.converged()
+    assert counts["SKU-00004"] == 96
+    await trio.until(lambda: _all_caught_up(trio), what="events behind = 0")
+
+
+async def _all_caught_up(cluster: Cluster) -> bool:
+    for shop in cluster.shops:
+        for peer in (await shop.get("/api/peers"))["peers"]:
+            if peer["events_behind"] or peer["state"] != "connected":
+                return False
+    return True
+
+
+async def test_concurrent_purchases_across_three_shops_are_all_counted(trio: Cluster) -> None:
+    rng = random.Random(4)
+    skus = [f"SKU-{n:05d}" for n in range(1, 11)]
+    orders = [(rng.choice(trio.shops), rng.choice(skus)) for _ in range(200)]
+    results = await asyncio.gather(*(shop.buy(sku) for shop, sku in orders))
+    bought: dict[str, int] = {}
+    for (_, sku), ok in zip(orders, results, strict=True):
+        bought[sku] = bought.get(sku, 0) + ok
+    assert sum(bought.values()) == 200
+    await trio.converged()
+    for shop in trio.shops:
+        assert await shop.inventory() == {s: 100 - bought.get(s, 0) for s in skus}
+
+
+async def test_peer_killed_mid_stream_converges_with_nothing_lost_or_doubled(
+    trio: Cluster,
+) -> None:
+    a, b, c = trio.shops
+    sales = asyncio.gather(*(rs.buy(f"SKU-{1 + i % 5:05d}") for i, rs in enumerate([a, b, c] * 30)))
+    await asyncio.sleep(0.1)
+    await b.kill_agent()
+    assert all(await sales)
+    for i in range(15):  # b's shop keeps selling while its agent is dead
+        assert await b.buy(f"SKU-{1 + i % 5:05d}")
+    await b.start_agent()
+    counts = await trio.converged()
+    assert sum(100 - counts[f"SKU-{n:05d}"] for n in range(1, 6)) == 105
+
+
+async def test_peer_down_for_the_whole_burst_catches_up_even_with_the_origin_down(
+    trio: Cluster,
+) -> None:
+    a, b, c = trio.shops
+    await c.stop_agent()
+    for i in range(20):
+        assert await a.buy(f"SKU-{1 + i % 4:05d}")
+    # a's events reach b; then a goes away too, before c is back
+    await trio.until(lambda: _has_pool(b, "SKU-00001", 95), what="b has a's sales")
+    await a.stop_agent()
+    await c.start_agent()
+    await trio.until(lambda: _has_pool(c, "SKU-00001", 95), what="c caught up from b")
+    for n in range(1, 5):
+        assert (await c.inventory())[f"SKU-{n:05d}"] == 95
+    await a.start_agent()
+    await trio.converged()
+
+
+async def _has_pool(shop: ShopHandle, sku: str, value: int) -> bool:
+    try:
+        return (await shop.pools()).get(sku) == value
+    except OSError:
+        return False
+
+
+def _signed(
+    key: Ed25519PrivateKey,
+    path: str,
+    body: dict,
+    *,
+    created: float | None = None,
+    nonce: str | None = None,
+) -> tuple[bytes, dict[str, str]]:
+    raw = json.dumps(body).encode()
+    headers = sign_request(
+        "POST",
+        path,
+        raw,
+        private_key=key,
+        key_id=fingerprint(public_key_b64(key)),
+        created=int(created if created is not None else time.time()),
+        nonce=nonce,
+    )
+    return raw, {**headers, "Content-Type": "application/json"}
+
+
+async def test_forged_stale_replayed_and_non_member_requests_are_refused(trio: Cluster) -> None:
+    a, b, _ = trio.shops
+    http = trio.http
+    assert http is not None
+    before = (await a.get("/api/status"))["events"]
+    event = ["x.example.com", "e", 1, "SKU-00001", "change", -50, None, None, "", 0]
+    body = {"events": [event]}
+    stranger = Ed25519PrivateKey.generate()
+    member_key = load_private_key(b.data_dir / "agent.key")
+
+    async def post(raw: bytes, headers: dict[str, str], path: str = "/peer/events") -> int:
+        async with http.post(a.agent_url + path, data=raw, headers=headers) as resp:
+            assert "error" in await resp.json()
+            return resp.status
+
+    assert await post(*_signed(stranger, "/peer/events", body)) == 401  # unknown key
+    raw, headers = _signed(member_key, "/peer/events", body)
+    assert await post(raw.replace(b"-50", b"-51"), headers) == 401  # forged body
+    assert await post(*_signed(member_key, "/peer/events", body, created=time.time() - 400)) == 401
+    raw, headers = _signed(member_key, "/peer/pull", {"have": []})
+    async with http.post(a.agent_url + "/peer/pull", data=raw, headers=headers) as resp:
+        assert resp.status == 200
+    assert await post(raw, headers, "/peer/pull") == 401  # the same request replayed
+    assert await post(*_signed(member_key, "/peer/state", {}), "/peer/events") == 401  # path
+    await asyncio.sleep(0.2)
+    assert (await a.get("/api/status"))["events"] == before
+    assert (await a.pools())["SKU-00001"] == (await b.pools())["SKU-00001"]
+
+
+async def test_a_pending_request_never_receives_data(tmp_path: Path) -> None:
+    async with Cluster(tmp_path, 2, skus=3) as cluster:
+        master, joiner = cluster.shops
+        await joiner.post("/api/join", {"target": master.agent_url})
+        http = cluster.http
+        assert http is not None
+        key = load_private_key(joiner.data_dir / "agent.key")
+        for path, body in (
+            ("/peer/pull", {"have": []}),
+            ("/peer/snapshot", {}),
+            ("/peer/events", {"events": []}),
+        ):
+            raw, headers = _signed(key, path, body)
+            async with http.post(master.agent_url + path, data=raw, headers=headers) as resp:
+                answer = await resp.json()
+                assert resp.status in (401, 403), path  # an unknown key: nothing is served
+                assert set(answer) == {"error", "message"}
+        await master.post(f"/api/requests/{joiner.domain}/reject")
+        assert (await master.get("/api/requests"))["requests"] == []
+        assert (await joiner.get("/api/peers"))["peers"] == []
+        status, body = await master.api("POST", f"/api/requests/{joiner.domain}/accept", {})
+        assert status == 404 and body["error"] == "no_request"
+
+
+async def test_a_member_cannot_join_another_group_before_leaving(trio: Cluster) -> None:
+    a, _, c = trio.shops
+    status, body = await c.api("POST", "/api/join", {"target": a.agent_url})
+    assert status == 409 and "leave" in body["message"]
+    await c.post("/api/leave")
+    await trio.until(lambda: _peer_state(a, c.domain, "left"), what="a sees c left")
+    assert (await c.get("/api/peers"))["peers"] == []
+
+
+async def _peer_state(shop: ShopHandle, domain: str, state: str) -> bool:
+    peers = {p["domain"]: p["state"] for p in (await shop.get("/api/peers"))["peers"]}
+    return peers.get(domain) == state
+
+
+async def test_pause_holds_sync_and_resume_sends_what_happened(trio: Cluster) -> None:
+    a, _, c = trio.shops
+    await c.post("/api/pause")
+    assert await c.buy("SKU-00007", 6)
+    assert await a.buy("SKU-00008", 2)
+    await asyncio.sleep(1.5)
+    assert (await a.pools())["SKU-00007"] == 100  # c's sale is held back
+    assert (await c.inventory())["SKU-00008"] == 100  # a's sale did not reach c
+    await c.post("/api/resume")
+    counts = await trio.converged()
+    assert counts["SKU-00007"] == 94 and counts["SKU-00008"] == 98
