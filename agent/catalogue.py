@@ -12,23 +12,29 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from agent.channel import Item
 from agent.models import ItemRow
 
-__all__ = ["CatalogueChange", "Index", "classify", "normalise_sku", "sync_catalogue"]
+__all__ = ["CatalogueChange", "Index", "SkuRule", "classify", "sync_catalogue"]
 
 DUPLICATE = "duplicate"
 NO_SKU = "no_sku"
 GONE = "gone"
 
 
-def normalise_sku(sku: str | None, *, trim: bool = True, fold_case: bool = False) -> str | None:
-    """The SKU as the agent keys it: trimmed (always, a trailing space is never meant),
-    optionally case-folded; "" becomes None."""
-    if sku is None:
-        return None
-    if trim:
-        sku = sku.strip()
-    if fold_case:
-        sku = sku.upper()
-    return sku or None
+@dataclasses.dataclass(frozen=True, slots=True)
+class SkuRule:
+    """How the agent keys SKUs: exactly as the platform has them unless configured to trim
+    spaces and fold case. A blank SKU is no SKU. Every shop of a group should use one rule."""
+
+    trim: bool = False
+    fold_case: bool = False
+
+    def __call__(self, sku: str | None) -> str | None:
+        if sku is None or not sku.strip():
+            return None
+        if self.trim:
+            sku = sku.strip()
+        if self.fold_case:
+            sku = sku.upper()
+        return sku
 
 
 def classify(items: Iterable[tuple[str, str | None]]) -> dict[str, str | None]:
@@ -83,7 +89,7 @@ class CatalogueChange:
 
 
 async def sync_catalogue(
-    session: AsyncSession, listed: Sequence[Item], now: float, *, fold_case: bool = False
+    session: AsyncSession, listed: Sequence[Item], now: float, *, rule: SkuRule | None = None
 ) -> tuple[CatalogueChange, list[ItemRow]]:
     """Bring the item table in line with a full listing; returns what changed and all rows.
 
@@ -93,7 +99,8 @@ async def sync_catalogue(
     """
     change = CatalogueChange()
     existing = {row.item_id: row for row in await session.exec(select(ItemRow))}
-    keyed = [(it.item_id, normalise_sku(it.sku, fold_case=fold_case)) for it in listed]
+    rule = rule or SkuRule()
+    keyed = [(it.item_id, rule(it.sku)) for it in listed]
     verdict = classify(keyed)
     seen = set()
     rows = []

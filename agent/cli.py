@@ -200,6 +200,65 @@ async def cmd_simple(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_duplicates(args: argparse.Namespace) -> int:
+    from agent.console import print_duplicates
+
+    report = await _client(args).get("/api/duplicates")
+    if args.json:
+        _print_json(report)
+    else:
+        print_duplicates(report)
+    return 0
+
+
+async def cmd_import(args: argparse.Namespace) -> int:
+    from agent.console import follow_import, print_preflight
+
+    client = _client(args)
+    answer = await client.post("/api/import", {"dry_run": args.dry_run})
+    if args.json and (args.dry_run or args.no_wait):
+        _print_json(answer)
+        return 0
+    if not args.json:
+        print_preflight(answer["report"], dry_run=args.dry_run)
+    if args.dry_run or args.no_wait:
+        return 0
+    final = await follow_import(client, quiet=args.json)
+    if args.json:
+        _print_json(final)
+    return 0 if final.get("state") == "done" else 1
+
+
+async def cmd_maintenance(args: argparse.Namespace) -> int:
+    result = await _client(args).post("/api/maintenance", {"on": args.state == "on"})
+    if args.json:
+        _print_json(result)
+    elif result["on"]:
+        closed = (
+            "storefront closed"
+            if result.get("storefront_closed")
+            else ("the platform cannot close the storefront")
+        )
+        print(f"maintenance on: outgoing sync held, local changes recorded; {closed}")
+    else:
+        print("maintenance off: held changes are being sent")
+    return 0
+
+
+async def cmd_resync(args: argparse.Namespace) -> int:
+    if not args.all and not args.skus:
+        raise ConfigError("name SKUs to resync, or --all")
+    body: dict[str, Any] = {"all": True} if args.all else {"skus": args.skus}
+    result = await _client(args).post("/api/resync", body)
+    if args.json:
+        _print_json(result)
+    else:
+        print(f"re-reading and re-writing {len(result['queued'])} SKUs")
+        if result["unknown"]:
+            print(f"not synced in this shop: {', '.join(result['unknown'])}")
+    return 0 if not result["unknown"] else 1
+
+
 async def cmd_emulator(args: argparse.Namespace) -> int:
     from agent.emulator import EmulatorOptions, Faults
     from agent.plugins import Registry, make_plugin_manager
@@ -342,6 +401,27 @@ def build_parser() -> argparse.ArgumentParser:
         p = command(name, cmd_simple, text)
         data_dir(p)
         p.add_argument("--json", action="store_true")
+
+    p = command("duplicates", cmd_duplicates, "list items that cannot sync, and missing SKUs")
+    data_dir(p)
+    p.add_argument("--json", action="store_true")
+
+    p = command("import", cmd_import, "write the group's counts into this shop, with progress")
+    data_dir(p)
+    p.add_argument("--dry-run", action="store_true", help="only show what would change")
+    p.add_argument("--no-wait", action="store_true", help="start it and return")
+    p.add_argument("--json", action="store_true")
+
+    p = command("maintenance", cmd_maintenance, "maintenance mode on or off")
+    data_dir(p)
+    p.add_argument("state", choices=["on", "off"])
+    p.add_argument("--json", action="store_true")
+
+    p = command("resync", cmd_resync, "re-read and re-write SKUs an admin doubts")
+    data_dir(p)
+    p.add_argument("skus", nargs="*", metavar="SKU")
+    p.add_argument("--all", action="store_true")
+    p.add_argument("--json", action="store_true")
 
     p = command("emulator", cmd_emulator, "serve an emulated shop of a platform")
     p.add_argument("channel", help="shopify, shopline or pisell")

@@ -48,7 +48,8 @@ class Settings:
     database_url: str = ""
     reconcile_interval: float = 300.0
     coalesce_ms: float = 5.0
-    log_retention_days: int = 30
+    sku_trim: bool = False
+    sku_case_fold: bool = False
 
     @property
     def key_path(self) -> Path:
@@ -96,6 +97,8 @@ def write_settings(settings: Settings) -> Path:
             "database_url": settings.database_url,
             "reconcile_interval": settings.reconcile_interval,
             "coalesce_ms": settings.coalesce_ms,
+            "sku_trim": settings.sku_trim,
+            "sku_case_fold": settings.sku_case_fold,
         },
         "channel": {"name": settings.channel, "options": dict(settings.channel_options)},
     }
@@ -135,6 +138,8 @@ def load_settings(data_dir: str | Path) -> Settings:
             database_url=str(agent.get("database_url", "")),
             reconcile_interval=float(agent.get("reconcile_interval", 300.0)),
             coalesce_ms=float(agent.get("coalesce_ms", 5.0)),
+            sku_trim=bool(agent.get("sku_trim", False)),
+            sku_case_fold=bool(agent.get("sku_case_fold", False)),
         )
     except KeyError as exc:
         raise ConfigError(f"{path} lacks the setting {exc.args[0]}") from None

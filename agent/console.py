@@ -10,7 +10,16 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["console", "print_log", "print_peers", "print_requests", "print_status"]
+__all__ = [
+    "console",
+    "follow_import",
+    "print_duplicates",
+    "print_log",
+    "print_peers",
+    "print_preflight",
+    "print_requests",
+    "print_status",
+]
 
 console = Console(highlight=False)
 
@@ -114,3 +123,88 @@ def print_peers(peers: list[dict[str, Any]]) -> None:
             p["domain"], state, _ago(p["last_contact"]), str(p["events_behind"]), p["agent_url"]
         )
     console.print(table)
+
+
+def print_duplicates(report: dict[str, Any]) -> None:
+    """What cannot sync and why, with what to do about it."""
+    if not (report["duplicates"] or report["no_sku"] or report["missing_here"]):
+        console.print("no duplicates, no items without SKU, nothing missing")
+    for dup in report["duplicates"]:
+        console.print(
+            f"[bold]duplicate SKU {dup['sku']}[/] on {len(dup['items'])} items (not synced):"
+        )
+        for item in dup["items"]:
+            console.print(f"  {item['item_id']}  {item['title']}")
+    if report["duplicates"]:
+        console.print(f"  → {report['duplicates'][0]['advice']}")
+    if report["no_sku"]:
+        console.print(f"[bold]{len(report['no_sku'])} items without SKU[/] (not synced):")
+        for item in report["no_sku"]:
+            console.print(f"  {item['item_id']}  {item['title']}")
+        console.print(f"  → {report['no_sku'][0]['advice']}")
+    if report["missing_here"]:
+        console.print(
+            f"[bold]{len(report['missing_here'])} SKUs the group has that this shop "
+            f"lacks[/]: {', '.join(report['missing_here'][:20])}"
+            + (" …" if len(report["missing_here"]) > 20 else "")
+        )
+    if report.get("only_here"):
+        console.print(
+            f"[bold]{len(report['only_here'])} SKUs only in this shop[/] at the last "
+            f"import: {', '.join(report['only_here'][:20])}"
+        )
+
+
+def print_preflight(report: dict[str, Any], *, dry_run: bool) -> None:
+    """The import's pre-flight report."""
+    console.print(
+        f"{report['items']} items in the shop; [bold]{report['skus_to_write']} counts to change[/]"
+    )
+    for row in report["to_change"][:15]:
+        console.print(f"  {row['sku']}: {row['shop']} → {row['target']}")
+    if report["skus_to_write"] > 15:
+        console.print(f"  … and {report['skus_to_write'] - 15} more")
+    console.print(
+        f"{report['duplicate_skus']} duplicate SKUs, {report['no_sku_items']} items "
+        f"without SKU (not synced: see shopsync duplicates)"
+    )
+    console.print(
+        f"{report['missing_here_count']} SKUs missing in this shop, "
+        f"{report['only_here_count']} only in this shop"
+    )
+    if dry_run:
+        console.print("dry run: nothing was changed")
+
+
+async def follow_import(client: Any, *, quiet: bool) -> dict[str, Any]:
+    """A progress bar (done/total, rate, ETA) until the import ends; returns the last state."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn("import"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}/s"),
+        TimeRemainingColumn(),
+    )
+    import asyncio
+
+    with Progress(*columns, console=console, disable=quiet) as bar:
+        task = bar.add_task("import", total=None, rate="0")
+        while True:
+            state = await client.get("/api/import")
+            bar.update(
+                task,
+                total=state["total"] or None,
+                completed=state["done"],
+                rate=f"{state['rate']:.0f}",
+            )
+            if state.get("state") != "running":
+                return state
+            await asyncio.sleep(0.5)

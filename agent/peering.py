@@ -18,7 +18,7 @@ import json
 import secrets
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import structlog
@@ -40,6 +40,9 @@ from agent.models import (
     VectorEntry,
 )
 from agent.replication import Replicator, event_from_wire, vector_from_wire
+
+if TYPE_CHECKING:
+    from agent.importer import Importer
 from agent.signing import SigningError, fingerprint, load_public_key_b64
 from agent.web.peer_auth import signed_request
 
@@ -101,6 +104,7 @@ class Peering:
         self.key_id = fingerprint(identity.public_key)
         self.on_joined = on_joined
         self.replicator: Replicator | None = None
+        self.importer: Importer | None = None
         self.import_task: asyncio.Task[None] | None = None
 
     # -- signed calls ---------------------------------------------------------------------------
@@ -276,6 +280,7 @@ class Peering:
             master = (request.domain, request.agent_url)
         state = {
             "state": "running",
+            "phase": "snapshot",
             "master": master[0],
             "master_url": master[1],
             "started_at": self.clock.now(),
@@ -298,7 +303,7 @@ class Peering:
     async def resume_import(self) -> None:
         """On start: an import that a crash interrupted starts again from the snapshot."""
         state = await self.get_state("import", {})
-        if state.get("state") == "running" and state.get("master_url"):
+        if state.get("phase") == "snapshot" and state.get("master_url"):
             log.info("import_resumed", peer=state["master"])
             self.start_import(state["master"], state["master_url"])
 
@@ -316,15 +321,18 @@ class Peering:
             log.info("snapshot_retry", peer=domain, error=error)
             await self.clock.sleep(delay)
             delay = min(30.0, delay * 2)
+        report = None
+        if self.importer is not None:
+            await self.importer.hold_for_import()
+            pools = {row[0]: row[1] + row[4] for row in snap["pools"] if row[1] is not None}
+            report = await self.importer.preflight(pools)
         skus = await self.install_snapshot(snap, domain)
-        await self.set_state(
-            "import",
-            {"state": "done", "master": domain, "skus": len(skus), "finished_at": self.clock.now()},
-        )
-        self.on_joined(skus)
         if self.replicator is not None:
             self.replicator.importing = False
             await self.replicator.start()
+        if self.importer is not None:
+            await self.importer.start(reason="join", master=domain, report=report, mark=False)
+        self.on_joined(skus)
 
     async def install_snapshot(self, snap: dict[str, Any], master: str) -> set[str]:
         """Replace this agent's solo ledger by the master's snapshot, in one transaction.

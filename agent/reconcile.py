@@ -21,7 +21,7 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from agent import ledger, synclog
-from agent.catalogue import Index, sync_catalogue
+from agent.catalogue import Index, SkuRule, sync_catalogue
 from agent.channel import Channel, ChannelError, WebhookHint, Write, WriteResult
 from agent.clock import Clock
 from agent.db import Database
@@ -76,6 +76,7 @@ class Reconciler:
         on_local_events: Callable[[list[EventRow]], None] | None = None,
         max_inflight: int = 4,
         rng: random.Random | None = None,
+        sku_rule: SkuRule | None = None,
     ) -> None:
         self.db = db
         self.channel = channel
@@ -87,6 +88,7 @@ class Reconciler:
         self.on_local_events = on_local_events
         self.max_inflight = max_inflight
         self.rng = rng or random.Random()
+        self.sku_rule = sku_rule or SkuRule()
         self.index = Index()
         self.pending_reads: dict[str, str] = {}  # item_id -> cause
         self.pending_skus: set[str] = set()
@@ -111,8 +113,9 @@ class Reconciler:
                 self.pending_reads[item_id] = hint.topic
             elif item_id not in self.index.excluded:
                 self._catalogue_due = True  # an item we do not know yet
-        for sku in hint.skus:
-            item_id = self.index.sku_item.get(sku)
+        for raw in hint.skus:
+            sku = self.sku_rule(raw)
+            item_id = self.index.sku_item.get(sku) if sku else None
             if item_id is not None:
                 self.pending_reads[item_id] = hint.topic
         if hint.catalogue_changed:
@@ -123,6 +126,20 @@ class Reconciler:
         """Pools of `skus` moved (remote events, import): queue writes of their targets."""
         self.pending_skus.update(skus)
         self._wake.set()
+
+    def resync(self, skus: Iterable[str] | None = None) -> list[str]:
+        """Re-read these SKUs' items (all when None) and re-write their counts if they differ;
+        returns the SKUs queued. For an admin who doubts a count."""
+        wanted = (
+            self.index.sku_item
+            if skus is None
+            else {s: self.index.sku_item[s] for s in skus if s in self.index.sku_item}
+        )
+        for sku, item_id in wanted.items():
+            self.pending_reads[item_id] = "resync"
+            self.pending_skus.add(sku)
+        self._wake.set()
+        return sorted(wanted)
 
     def request_reconcile(self) -> None:
         """Ask for a full catalogue reconciliation soon."""
@@ -508,7 +525,7 @@ class Reconciler:
         try:
             now = self.clock.now()
             async with self.db.transaction() as session:
-                change, rows = await sync_catalogue(session, listed, now)
+                change, rows = await sync_catalogue(session, listed, now, rule=self.sku_rule)
                 for item_id, why in change.newly_excluded:
                     row = next(r for r in rows if r.item_id == item_id)
                     synclog.record(

@@ -203,6 +203,11 @@ class Replicator:
         async with self.db.sessions() as session:
             mine = await ledger.load_vector(session)
             for origin, epoch in sorted(mine):
+                if self.held_back and (origin, epoch) == (
+                    self.identity.domain,
+                    self.identity.epoch,
+                ):
+                    continue  # maintenance: this shop's own changes wait until it ends
                 query = (
                     select(EventRow)
                     .where(EventRow.origin == origin, EventRow.epoch == epoch)

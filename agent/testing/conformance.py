@@ -231,7 +231,10 @@ class ChannelConformance:
                 await books.observe()
                 held = (await shop.inventory())[sku]
                 applied = _applied((await shop.writes())[mark:], sku)
-            assert shop.sales_on_lost_answers, "no write answer was lost, so nothing was tested"
+            assert shop.sales_on_lost_answers, (
+                "no write answer was lost, so nothing was tested: does the emulator honour "
+                "timeout_after_apply, and does the channel use the injected http session?"
+            )
             assert books.counted == -2, (
                 f"a sale of 2 during a lost write answer was counted as {-books.counted} "
                 f"(answers: {books.results})"

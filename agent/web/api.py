@@ -12,6 +12,8 @@ from sqlalchemy import func
 from sqlmodel import col, select
 
 from agent import __version__, ledger, synclog
+from agent.duplicates import duplicates_report
+from agent.importer import ImportError_
 from agent.models import EventRow, ItemRow, PeerRow, PendingWrite, PoolRow
 from agent.peering import PeerError
 from agent.replication import behind, vector_from_wire
@@ -52,6 +54,12 @@ def create_api_app(parent: web.Application) -> web.Application:
     app.router.add_post("/leave", post_leave)
     app.router.add_post("/pause", post_pause)
     app.router.add_post("/resume", post_resume)
+    app.router.add_get("/duplicates", get_duplicates)
+    app.router.add_get("/import", get_import)
+    app.router.add_post("/import", post_import)
+    app.router.add_get("/maintenance", get_maintenance)
+    app.router.add_post("/maintenance", post_maintenance)
+    app.router.add_post("/resync", post_resync)
     return app
 
 
@@ -122,7 +130,10 @@ async def status(request: web.Request) -> web.Response:
         "last_reconcile": reconciler.last_reconcile,
         "stats": dict(reconciler.stats),
         "paused": cfg[keys.REPLICATOR].paused,
-        "import": await cfg[keys.PEERING].get_state("import", {"state": "none"}),
+        "import": {
+            k: v for k, v in (await cfg[keys.IMPORTER].progress()).items() if k != "dry_run_report"
+        },
+        "maintenance": (await cfg[keys.IMPORTER].maintenance()).get("on", False),
     }
     return web.json_response(body)
 
@@ -276,3 +287,69 @@ async def post_pause(request: web.Request) -> web.Response:
 @_peer_errors
 async def post_resume(request: web.Request) -> web.Response:
     return web.json_response(await request.config_dict[keys.PEERING].set_paused(False))
+
+
+# -- import, maintenance, duplicates, resync ----------------------------------------------------
+
+
+async def get_duplicates(request: web.Request) -> web.Response:
+    """Duplicates, SKU-less items, SKUs the group has that this shop lacks (and vice versa)."""
+    cfg = request.config_dict
+    state = await cfg[keys.PEERING].get_state("import", {})
+    only_here = (state.get("report") or {}).get("only_here", [])
+    async with cfg[keys.DB].sessions() as session:
+        report = await duplicates_report(session, only_here=only_here)
+    return web.json_response(report)
+
+
+async def get_import(request: web.Request) -> web.Response:
+    """Progress of the current or last import: done/total, rate, ETA, pre-flight report."""
+    return web.json_response(await request.config_dict[keys.IMPORTER].progress())
+
+
+async def post_import(request: web.Request) -> web.Response:
+    """Start an import of the group's counts into this shop; `dry_run` only reports."""
+    body = await _json_object(request)
+    dry_run = body.get("dry_run", False)
+    if not isinstance(dry_run, bool):
+        return json_error(400, "bad_request", "dry_run must be true or false")
+    cfg = request.config_dict
+    if not await cfg[keys.PEERING].in_group():
+        return json_error(409, "not_in_group", "join a group first: an import writes its counts")
+    importer = cfg[keys.IMPORTER]
+    if dry_run:
+        return web.json_response({"dry_run": True, "report": await importer.preflight()})
+    try:
+        report = await importer.start(reason="admin")
+    except ImportError_ as exc:
+        return json_error(exc.status, exc.error, exc.message)
+    return web.json_response({"dry_run": False, "report": report}, status=202)
+
+
+async def get_maintenance(request: web.Request) -> web.Response:
+    return web.json_response(await request.config_dict[keys.IMPORTER].maintenance())
+
+
+async def post_maintenance(request: web.Request) -> web.Response:
+    """Turn maintenance mode on or off: `{"on": true}`."""
+    body = await _json_object(request)
+    if not isinstance(body.get("on"), bool):
+        return json_error(400, "bad_request", 'send {"on": true} or {"on": false}')
+    importer = request.config_dict[keys.IMPORTER]
+    if not body["on"] and importer.running:
+        return json_error(409, "import_running", "an import is running; it ends maintenance")
+    return web.json_response(await importer.set_maintenance(body["on"]))
+
+
+async def post_resync(request: web.Request) -> web.Response:
+    """Re-read and re-write SKUs: `{"skus": [...]}` or `{"all": true}`."""
+    body = await _json_object(request)
+    skus, everything = body.get("skus"), body.get("all", False)
+    if everything is not True and (
+        not isinstance(skus, list) or not skus or not all(isinstance(s, str) for s in skus)
+    ):
+        return json_error(400, "bad_request", 'send {"skus": ["A-1", ...]} or {"all": true}')
+    reconciler = request.config_dict[keys.RECONCILER]
+    queued = reconciler.resync(None if everything is True else skus)
+    unknown = [] if everything is True else sorted(set(skus) - set(queued))
+    return web.json_response({"queued": queued, "unknown": unknown})

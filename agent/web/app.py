@@ -12,9 +12,11 @@ import structlog
 from aiohttp import web
 from sqlmodel import select
 
+from agent.catalogue import SkuRule
 from agent.clock import Clock, SystemClock
 from agent.config import Settings
 from agent.db import Database
+from agent.importer import Importer
 from agent.metrics import Metrics
 from agent.models import EventRow, Identity
 from agent.peering import Peering
@@ -107,8 +109,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
         replicator.notify_local()
 
     def joined(skus: set[str]) -> None:
-        reconciler.pool_changed(skus)
-        reconciler.request_reconcile()
+        reconciler.request_reconcile()  # items the group lacks are introduced as new
 
     reconciler = Reconciler(
         db=db,
@@ -119,6 +120,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
         coalesce=settings.coalesce_ms / 1000,
         reconcile_interval=settings.reconcile_interval,
         on_local_events=local_events,
+        sku_rule=SkuRule(trim=settings.sku_trim, fold_case=settings.sku_case_fold),
     )
     peering = Peering(
         db=db,
@@ -137,8 +139,18 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
         on_pool_change=reconciler.pool_changed,
         on_members=peering.merge_members,
     )
+    importer = Importer(
+        db=db,
+        channel=app[keys.CHANNEL],
+        clock=clock,
+        reconciler=reconciler,
+        replicator=replicator,
+        sku_rule=reconciler.sku_rule,
+    )
     peering.replicator = replicator
+    peering.importer = importer
     replicator.paused = bool(await peering.get_state("paused", False))
+    app[keys.IMPORTER] = importer
     app[keys.RECONCILER] = reconciler
     app[keys.PEERING] = peering
     app[keys.REPLICATOR] = replicator
@@ -147,6 +159,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(reconciler.run(), name="reconciler"),
         asyncio.create_task(_subscribe(app), name="subscribe"),
     ]
+    await importer.restore()
     await peering.resume_import()
     if not peering.importing:
         await replicator.start()
@@ -154,9 +167,10 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     await replicator.stop()
     for task in tasks:
         task.cancel()
-    if peering.import_task is not None:
-        tasks.append(peering.import_task)
-        peering.import_task.cancel()
+    for extra in (peering.import_task, importer.task):
+        if extra is not None:
+            tasks.append(extra)
+            extra.cancel()
     for task in tasks:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task

@@ -88,12 +88,3 @@ class Api:
     async def post(self, path: str, body: Any = None) -> Any:
         """POST a JSON body ({} when none)."""
         return await self.call("POST", path, body=body if body is not None else {})
-
-    async def optional(self, path: str, **params: Any) -> Any | None:
-        """GET a route that older agents lack: None when the route does not exist."""
-        try:
-            return await self.get(path, **params)
-        except ApiError as exc:
-            if exc.error == "no_route":
-                return None
-            raise

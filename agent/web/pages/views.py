@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 from typing import Any
 from urllib.parse import quote
 
@@ -31,14 +30,6 @@ __all__ = [
 ]
 
 PRODUCTS_PAGE = 100
-
-# What an admin should do about an item the agent does not sync, by reason.
-ADVICE = {
-    "duplicate": "Give each of these items its own SKU in the shop's admin (or delete the "
-    "extra item), then press Resync.",
-    "no_sku": "Add the SKU (model number) to this item in the shop's admin, then press Resync.",
-    "gone": "The item was removed from the shop; nothing to do.",
-}
 
 
 async def _form(request: web.Request) -> dict[str, str]:
@@ -186,129 +177,92 @@ async def products(request: web.Request) -> web.StreamResponse:
 
 @page
 async def resync(request: web.Request) -> web.StreamResponse:
-    """Re-read the whole catalogue now (`POST /api/reconcile`)."""
-    back = (await _form(request)).get("back", "/products")
+    """Re-read and re-write one SKU, or all (`shopsync resync`); or, with `catalogue`, re-read
+    the whole catalogue so that fixed duplicates and new items are found (`POST /api/reconcile`).
+    """
+    form = await _form(request)
+    back = form.get("back", "/products")
     if not back.startswith("/") or back.startswith("//"):
         back = "/products"
-    return await _act(
-        request, "/reconcile", "Resync started: the whole catalogue is read again.", back
-    )
-
-
-_EXCLUDED = re.compile(r"^(?P<reason>[a-z_]+): item (?P<item_id>\S+) is not synced")
+    api = Api(request)
+    try:
+        if form.get("catalogue") == "yes":
+            await api.post("/reconcile")
+            redirect(back, "The whole catalogue is being read again.")
+        sku = form.get("sku", "").strip()
+        answer = await api.post("/resync", {"skus": [sku]} if sku else {"all": True})
+    except ApiError as exc:
+        redirect(back, f"Resync did not start: {exc.message}", ok=False)
+    if sku and answer.get("unknown"):
+        redirect(back, f"{sku} is not a synced item of this shop.", ok=False)
+    redirect(back, f"Resync of {sku or 'every SKU'} started: counts are read and written again.")
 
 
 @page
 async def duplicates(request: web.Request) -> web.StreamResponse:
-    """Items the agent does not sync (duplicate SKU, no SKU) and what to do about each."""
-    api = Api(request)
-    found = await api.optional("/duplicates")
-    source = "api"
-    if found is None:
-        # Older agents lack /api/duplicates: the sync log names every item when it was excluded.
-        source = "log"
-        entries = (await api.get("/log", kind="excluded", limit=1000))["entries"]
-        items: dict[str, dict[str, Any]] = {}
-        for e in entries:  # newest first: keep the latest word on each item
-            m = _EXCLUDED.match(e["message"] or "")
-            item_id = m["item_id"] if m else f"entry {e['id']}"
-            items.setdefault(
-                item_id,
-                {
-                    "item_id": item_id,
-                    "sku": e["sku"],
-                    "title": "",
-                    "reason": m["reason"] if m else "excluded",
-                    "at": e["at"],
-                },
-            )
-        rows = list(items.values())
-    else:
-        rows = [_dup_row(d) for d in _dup_list(found)]
-    for row in rows:
-        row.setdefault("advice", ADVICE.get(row["reason"], "Check this item in the shop's admin."))
-    rows.sort(key=lambda r: (r["reason"], r["sku"] or "", r["item_id"]))
-    return render(request, "duplicates.html", title="Duplicates", rows=rows, source=source)
-
-
-def _dup_list(found: Any) -> list[dict[str, Any]]:
-    if isinstance(found, list):
-        return [d for d in found if isinstance(d, dict)]
-    for key in ("duplicates", "items", "excluded"):
-        if isinstance(found, dict) and isinstance(found.get(key), list):
-            return [d for d in found[key] if isinstance(d, dict)]
-    return []
-
-
-def _dup_row(d: dict[str, Any]) -> dict[str, Any]:
-    row = {
-        "item_id": str(d.get("item_id") or d.get("id") or ""),
-        "sku": d.get("sku"),
-        "title": d.get("title") or d.get("name") or "",
-        "reason": str(d.get("reason") or d.get("excluded") or d.get("kind") or "duplicate"),
-        "at": d.get("updated_at") or d.get("at"),
-    }
-    if d.get("advice") or d.get("action"):
-        row["advice"] = d.get("advice") or d.get("action")
-    return row
+    """Items the agent does not sync (duplicate SKU, no SKU) and what to do; missing SKUs."""
+    report = await Api(request).get("/duplicates")
+    rows = [
+        {"sku": group["sku"], "reason": "duplicate", "advice": group.get("advice", ""), **item}
+        for group in report.get("duplicates", [])
+        for item in group.get("items", [])
+    ]
+    rows += [
+        {"sku": None, "reason": "no_sku", "advice": item.get("advice", ""), **item}
+        for item in report.get("no_sku", [])
+    ]
+    return render(
+        request,
+        "duplicates.html",
+        title="Duplicates",
+        rows=rows,
+        missing_here=report.get("missing_here", []),
+        only_here=report.get("only_here", []),
+    )
 
 
 # -- import and maintenance ---------------------------------------------------------------------
 
 
-async def _progress(api: Api) -> dict[str, Any]:
-    """Import progress in the shape of `GET /api/import`, or what `/api/status` says of it."""
-    found = await api.optional("/import")
-    if isinstance(found, dict):
-        return {"available": True, **found}
-    status = await api.get("/status")
-    known = status.get("import") or {}
-    return {
-        "available": False,
-        "state": known.get("state", "none"),
-        "done": known.get("skus") if known.get("state") == "done" else None,
-        "total": known.get("skus"),
-        "rate": None,
-        "eta_seconds": None,
-        "dry_run_report": None,
-        "master": known.get("master"),
-    }
-
-
 @page
 async def import_page(request: web.Request) -> web.StreamResponse:
-    """Import progress (done/total, rate, ETA), start an import, dry-run report, maintenance."""
-    api = Api(request)
-    progress, status = await asyncio.gather(_progress(api), api.get("/status"))
+    """Import progress (done/total, rate, ETA), start an import or a dry run, maintenance."""
+    return await _import_view(request)
+
+
+async def _import_view(
+    request: web.Request, dry_run_report: dict[str, Any] | None = None
+) -> web.Response:
+    progress = await Api(request).get("/import")
     return render(
         request,
         "import.html",
         title="Import",
         progress=progress,
-        maintenance=_maintenance_state(status),
+        maintenance="on" if progress.get("maintenance") else "off",
+        dry_run_report=dry_run_report,
     )
 
 
 @page
 async def import_progress(request: web.Request) -> web.StreamResponse:
     """The progress as JSON, for the page's live progress bar."""
-    return web.json_response(await _progress(Api(request)))
+    progress = await Api(request).get("/import")
+    progress.pop("dry_run_report", None)
+    return web.json_response(progress)
 
 
 @page
 async def start_import(request: web.Request) -> web.StreamResponse:
-    """Start an import of the master's counts (or a dry run that only reports)."""
+    """Start an import of the group's counts, or a dry run whose report is shown at once."""
     dry_run = (await _form(request)).get("dry_run") == "yes"
     try:
-        await Api(request).post("/import", {"dry_run": dry_run})
+        answer = await Api(request).post("/import", {"dry_run": dry_run})
     except ApiError as exc:
-        message = (
-            "This agent has no import API yet."
-            if exc.error == "no_route"
-            else f"Import did not start: {exc.message}"
-        )
-        redirect("/import", message, ok=False)
-    redirect("/import", "Dry run started." if dry_run else "Import started.")
+        redirect("/import", f"Import did not start: {exc.message}", ok=False)
+    if dry_run:  # changes nothing, so showing it in the POST's answer is safe to reload
+        return await _import_view(request, dry_run_report=answer.get("report") or {})
+    redirect("/import", "Import started: the group's counts are being written to this shop.")
 
 
 @page
@@ -318,10 +272,5 @@ async def maintenance(request: web.Request) -> web.StreamResponse:
     try:
         await Api(request).post("/maintenance", {"on": on})
     except ApiError as exc:
-        message = (
-            "This agent has no maintenance API yet."
-            if exc.error == "no_route"
-            else f"Maintenance not changed: {exc.message}"
-        )
-        redirect("/import", message, ok=False)
+        redirect("/import", f"Maintenance not changed: {exc.message}", ok=False)
     redirect("/import", "Maintenance mode is on." if on else "Maintenance mode is off.")

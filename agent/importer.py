@@ -1,0 +1,288 @@
+"""Import of the group's counts into this shop, maintenance mode, progress (DESIGN §8).
+
+An import writes the group's count of every SKU into the shop. Per SKU the successful write is
+the cut-over: until then the shop's count is its old stock (changes to it are not events),
+from then on every change is an event. The cut-over flags live in the item table and write
+batches carry persisted idempotency keys, so an import killed at any point resumes where it
+stopped and writes nothing twice. Maintenance mode closes the storefront where the platform
+can and holds outgoing sync; local changes are still recorded and are sent when it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import structlog
+from sqlalchemy import func, update
+from sqlmodel import col, select
+
+from agent import synclog
+from agent.catalogue import SkuRule, classify
+from agent.channel import Channel
+from agent.clock import Clock
+from agent.db import Database
+from agent.models import ItemRow, PoolRow, StateEntry
+from agent.reconcile import Reconciler
+from agent.replication import Replicator
+
+__all__ = ["Importer", "ImportError_"]
+
+log = structlog.get_logger(__name__)
+
+EXAMPLES = 1000  # rows of each kind shown in a report; totals are always complete
+
+
+class ImportError_(Exception):
+    """An import cannot start; `status` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, error: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.error, self.message = status, error, message
+
+
+class Importer:
+    """Runs imports and maintenance mode for one agent."""
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        channel: Channel,
+        clock: Clock,
+        reconciler: Reconciler,
+        replicator: Replicator,
+        sku_rule: SkuRule,
+    ) -> None:
+        self.db = db
+        self.channel = channel
+        self.clock = clock
+        self.reconciler = reconciler
+        self.replicator = replicator
+        self.sku_rule = sku_rule
+        self.task: asyncio.Task[None] | None = None
+
+    # -- persisted state -------------------------------------------------------------------------
+
+    async def _get(self, key: str, default: Any) -> Any:
+        async with self.db.sessions() as session:
+            row = await session.get(StateEntry, key)
+        return default if row is None else json.loads(row.value)
+
+    async def _set(self, key: str, value: Any) -> None:
+        async with self.db.transaction() as session:
+            row = await session.get(StateEntry, key)
+            if row is None:
+                session.add(StateEntry(key=key, value=json.dumps(value)))
+            else:
+                row.value = json.dumps(value)
+
+    # -- maintenance ---------------------------------------------------------------------------
+
+    async def maintenance(self) -> dict[str, Any]:
+        return await self._get("maintenance", {"on": False})
+
+    async def set_maintenance(self, on: bool, *, auto: bool = False) -> dict[str, Any]:
+        """Close (or open) the storefront where possible and hold (or release) outgoing sync."""
+        current = await self.maintenance()
+        if current.get("on") == on:
+            return current
+        storefront = await self.channel.set_storefront_open(not on)
+        self.replicator.held_back = on
+        state = {
+            "on": on,
+            "auto": auto,
+            "since": self.clock.now(),
+            "storefront_closed": on and storefront,
+        }
+        await self._set("maintenance", state)
+        async with self.db.transaction() as session:
+            message = (
+                (
+                    "storefront closed, "
+                    if storefront
+                    else "storefront stays open (platform cannot close it), "
+                )
+                + "outgoing sync held; local changes are recorded"
+                if on
+                else "outgoing sync released: held changes are being sent"
+            )
+            synclog.record(
+                session,
+                "maintenance_on" if on else "maintenance_off",
+                self.clock.now(),
+                message=message,
+            )
+        if not on:
+            self.replicator.wake_all()
+        return state
+
+    async def restore(self) -> None:
+        """On start: re-apply maintenance and resume an import that a crash interrupted."""
+        if (await self.maintenance()).get("on"):
+            self.replicator.held_back = True
+        state = await self._get("import", {})
+        if state.get("state") == "running" and state.get("phase") == "writing":
+            log.info("import_resumed", total=state.get("total"))
+            self.task = asyncio.create_task(self._write_phase())
+
+    # -- the pre-flight report -------------------------------------------------------------------
+
+    async def preflight(self, pools: dict[str, int] | None = None) -> dict[str, Any]:
+        """What an import of `pools` (default: this agent's) would do; changes nothing."""
+        listed = [item async for item in self.channel.list_items()]
+        keyed = [(it.item_id, self.sku_rule(it.sku)) for it in listed]
+        verdict = classify(keyed)
+        if pools is None:
+            async with self.db.sessions() as session:
+                rows = await session.exec(select(PoolRow))
+                pools = {p.sku: p.value for p in rows if p.value is not None}
+        to_change, dupes, no_sku, here = [], {}, [], set()
+        for item, (item_id, sku) in zip(listed, keyed, strict=True):
+            why = verdict[item_id]
+            if why == "no_sku":
+                no_sku.append({"item_id": item_id, "title": item.title})
+                continue
+            assert sku is not None
+            if why == "duplicate":
+                dupes.setdefault(sku, []).append({"item_id": item_id, "title": item.title})
+                continue
+            here.add(sku)
+            if sku in pools:
+                target = self.reconciler.target_for(sku, pools[sku])
+                if target != item.available:
+                    to_change.append(
+                        {"sku": sku, "item_id": item_id, "shop": item.available, "target": target}
+                    )
+        missing = sorted(set(pools) - here - set(dupes))
+        only_here = sorted(here - set(pools))
+        return {
+            "items": len(listed),
+            "skus_to_write": len(to_change),
+            "to_change": sorted(to_change, key=lambda r: r["sku"])[:EXAMPLES],
+            "duplicates": [{"sku": s, "items": v} for s, v in sorted(dupes.items())][:EXAMPLES],
+            "duplicate_skus": len(dupes),
+            "no_sku": no_sku[:EXAMPLES],
+            "no_sku_items": len(no_sku),
+            "missing_here": missing[:EXAMPLES],
+            "missing_here_count": len(missing),
+            "only_here": only_here[:EXAMPLES],
+            "only_here_count": len(only_here),
+        }
+
+    # -- running ---------------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+    async def start(
+        self,
+        *,
+        reason: str,
+        master: str | None = None,
+        report: dict[str, Any] | None = None,
+        mark: bool = True,
+    ) -> dict[str, Any]:
+        """Start an import of the pools into the shop; returns the pre-flight report.
+
+        With `mark`, every synced item waits for its cut-over write (an admin's re-import);
+        a join's snapshot install has set those flags already, atomically with the ledger.
+        """
+        if self.running:
+            raise ImportError_(409, "import_running", "an import is already running")
+        await self.hold_for_import()
+        if report is None:
+            report = await self.preflight()
+        if mark:
+            async with self.db.transaction() as session:
+                pooled = select(PoolRow.sku).where(col(PoolRow.base).is_not(None))
+                await session.exec(
+                    update(ItemRow)  # type: ignore[arg-type]
+                    .where(col(ItemRow.excluded).is_(None), col(ItemRow.sku).in_(pooled))
+                    .values(cutover_pending=True)
+                )
+        skus = await self._pending_skus()
+        now = self.clock.now()
+        state = {
+            "state": "running",
+            "phase": "writing",
+            "reason": reason,
+            "master": master,
+            "started_at": now,
+            "writing_started": now,
+            "total": len(skus),
+            "report": report,
+        }
+        await self._set("import", state)
+        self.task = asyncio.create_task(self._write_phase())
+        return report
+
+    async def hold_for_import(self) -> None:
+        """Maintenance on for the import's length (unless an admin had it on already)."""
+        if not (await self.maintenance()).get("on"):
+            await self.set_maintenance(True, auto=True)
+
+    async def _write_phase(self) -> None:
+        self.reconciler.pool_changed(await self._pending_skus())
+        while True:
+            remaining = await self.remaining()
+            if remaining == 0:
+                break
+            await self.clock.sleep(0.2)
+            if not self.reconciler.pending_skus and not self.reconciler.busy:
+                self.reconciler.pool_changed(await self._pending_skus())  # e.g. after a conflict
+        state = await self._get("import", {})
+        finished = self.clock.now()
+        state.update(state="done", phase="done", finished_at=finished)
+        await self._set("import", state)
+        elapsed = max(1e-6, finished - state.get("writing_started", finished))
+        written = state.get("report", {}).get("skus_to_write", 0)
+        async with self.db.transaction() as session:
+            synclog.record(
+                session,
+                "import_done",
+                finished,
+                peer=state.get("master"),
+                message=f"{state.get('total', 0)} SKUs checked, {written} to write, "
+                f"done in {elapsed:.1f} s",
+            )
+        if (await self.maintenance()).get("auto"):
+            await self.set_maintenance(False)
+
+    async def _pending_skus(self) -> set[str]:
+        async with self.db.sessions() as session:
+            rows = await session.exec(
+                select(ItemRow.sku).where(col(ItemRow.cutover_pending).is_(True))
+            )
+            return {sku for sku in rows if sku}
+
+    async def remaining(self) -> int:
+        async with self.db.sessions() as session:
+            query = (
+                select(func.count())
+                .select_from(ItemRow)
+                .where(col(ItemRow.cutover_pending).is_(True))
+            )
+            return int(await session.scalar(query) or 0)
+
+    async def progress(self) -> dict[str, Any]:
+        """done / total, rate and ETA of the current (or last) import."""
+        state = await self._get("import", {"state": "none"})
+        total = int(state.get("total") or 0)
+        remaining = await self.remaining() if state.get("state") == "running" else 0
+        done = max(0, total - remaining)
+        started = state.get("writing_started")
+        end = state.get("finished_at") or self.clock.now()
+        rate = done / (end - started) if started and end > started and done else 0.0
+        eta = remaining / rate if rate and remaining else (0.0 if not remaining else None)
+        return {
+            **{k: v for k, v in state.items() if k != "report"},
+            "done": done,
+            "total": total,
+            "rate": round(rate, 2),
+            "eta_seconds": None if eta is None else round(eta, 1),
+            "dry_run_report": state.get("report"),
+            "maintenance": (await self.maintenance()).get("on", False),
+        }
