@@ -9,10 +9,11 @@ STAMP := $(VENV)/.installed
 venv: $(STAMP)
 
 # Rebuilt only when pyproject.toml changes: a second `make test` starts at once.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml tests/example_plugin/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e tests/example_plugin
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -116,6 +116,10 @@ class WebhookHint:
     skus: tuple[str, ...] = ()
     delivery_id: str = ""
     catalogue_changed: bool = False
+    # (item_id, count) pairs the webhook claims. Never turned into events; the core only uses
+    # them to skip re-reading an item that the webhook shows unchanged (e.g. the echo of its
+    # own write), which halves the platform calls a burst costs.
+    counts: tuple[tuple[str, int], ...] = ()
 
 
 class ChannelSettings:

@@ -94,8 +94,16 @@ class Reconciler:
         self.pending_skus: set[str] = set()
         self.busy: set[str] = set()
         self.last_touch: dict[str, float] = {}  # item_id -> monotonic time of last observation
+        self.seen: dict[str, int] = {}  # item_id -> published count, to spot webhook echoes
         self.oversold: set[str] = set()
-        self.stats = {"reads": 0, "read_ids": 0, "writes": 0, "write_rows": 0, "events": 0}
+        self.stats = {
+            "reads": 0,
+            "read_ids": 0,
+            "writes": 0,
+            "write_rows": 0,
+            "events": 0,
+            "echoes_skipped": 0,
+        }
         self.last_reconcile: float | None = None
         self._inflight = 0
         self._wake = asyncio.Event()
@@ -108,7 +116,17 @@ class Reconciler:
 
     def hint(self, hint: WebhookHint) -> None:
         """A verified webhook: queue fresh reads of what it names."""
+        unchanged = {
+            item_id
+            for item_id, count in hint.counts
+            if self.seen.get(item_id) == count
+            and item_id not in self.busy
+            and item_id not in self.pending_reads
+        }
+        self.stats["echoes_skipped"] += len(unchanged)
         for item_id in hint.item_ids:
+            if item_id in unchanged:
+                continue
             if item_id in self.index.item_sku:
                 self.pending_reads[item_id] = hint.topic
             elif item_id not in self.index.excluded:
@@ -274,6 +292,7 @@ class Reconciler:
                 cause = causes if isinstance(causes, str) else causes.get(item_id, "read")
                 before = row.published
                 event = observe(row, obs, pools.get(row.sku), cause)
+                self.seen[item_id] = obs
                 if event is None:
                     if before is None or row.cutover_pending:
                         self.pending_skus.add(row.sku)  # the pool's count must overwrite it
@@ -429,6 +448,8 @@ class Reconciler:
                 done.add(write.item_id)
                 self.last_touch[write.item_id] = touched
                 event = self._fold_result(session, row, write, result, now)
+                if row.published is not None and result.status == "ok":
+                    self.seen[write.item_id] = row.published
                 if event is not None:
                     new_events.append(event)
             pending = await session.get(PendingWrite, key)

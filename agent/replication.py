@@ -277,6 +277,18 @@ class Replicator:
 class PeerRefused(Exception):
     """The peer answered, but refused (paused, not yet a member, bad request)."""
 
+    def __init__(self, message: str, *, expected: bool = False) -> None:
+        super().__init__(message)
+        self.expected = expected  # paused or importing: wait, but nothing is wrong
+
+
+def _refused(what: str, status: int, body: dict[str, Any]) -> PeerRefused:
+    error = str(body.get("error", ""))
+    return PeerRefused(
+        f"{what} answered {status}: {error}",
+        expected=status == 503 and error in ("paused", "importing"),
+    )
+
 
 class PeerLink:
     """Push and pull with one peer, forever, backing off while it is away."""
@@ -326,7 +338,8 @@ class PeerLink:
                 self.failures = 0
             except (aiohttp.ClientError, TimeoutError, OSError, PeerRefused, ValueError) as exc:
                 self.failures += 1
-                await self.r.record_contact(self.domain, error=f"{type(exc).__name__}: {exc}")
+                if not getattr(exc, "expected", False):
+                    await self.r.record_contact(self.domain, error=f"{type(exc).__name__}: {exc}")
                 delay = min(60.0, 0.25 * 2 ** min(self.failures, 8)) * (0.5 + self.r.rng.random())
                 log.info("peer_backoff", peer=self.domain, error=str(exc), retry_in=round(delay, 2))
                 await self.r.clock.sleep(delay)
@@ -345,7 +358,7 @@ class PeerLink:
                 {"events": [event_to_wire(e) for e in events]},
             )
             if status != 200:
-                raise PeerRefused(f"push answered {status}: {body.get('error', '')}")
+                raise _refused("push", status, body)
             vector = vector_from_wire(body.get("vector"))
             acked = vector.get((self.r.identity.domain, self.r.identity.epoch), 0)
             if acked <= self.acked_own and acked < events[-1].seq:
@@ -372,7 +385,7 @@ class PeerLink:
                 self.agent_url, "POST", "/peer/pull", {"have": vector_to_wire(mine)}
             )
             if status != 200:
-                raise PeerRefused(f"pull answered {status}: {body.get('error', '')}")
+                raise _refused("pull", status, body)
             events = [event_from_wire(raw) for raw in body.get("events", [])]
             theirs = vector_from_wire(body.get("vector", []))
             if events:

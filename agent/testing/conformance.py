@@ -341,19 +341,22 @@ class ChannelConformance:
     def test_duplicates_and_skuless_items_are_listed_as_such(
         self, channel_under_test: ChannelHarness
     ) -> None:
-        if not (channel_under_test.can_have_duplicates or channel_under_test.can_have_skuless):
-            pytest.skip("the platform can hold neither duplicates nor SKU-less items")
 
         async def scenario(h: ChannelHarness) -> None:
             async with h.open(skus=3) as shop:
                 sku, start = sorted((await shop.inventory()).items())[0]
-                if h.can_have_duplicates:
-                    await shop.add_product(sku, 7)
-                if h.can_have_skuless:
-                    await shop.add_product("", 4)
+                for wanted, allowed in ((sku, h.can_have_duplicates), ("", h.can_have_skuless)):
+                    if allowed:
+                        await shop.add_product(wanted, 7 if wanted else 4)
+                    else:  # a platform that cannot hold it must refuse it, not half-store it
+                        with pytest.raises(AssertionError):
+                            await shop.add_product(wanted, 7)
                 items = [item async for item in shop.channel.list_items()]
                 counts = await shop.channel.read([item.item_id for item in items])
             assert all(counts[i.item_id] == i.available for i in items), "read() != listing"
+            if not h.can_have_duplicates:
+                listed = [i.sku for i in items]
+                assert len(listed) == len(set(listed)) == 3, f"SKUs listed: {listed}"
             if h.can_have_duplicates:
                 twins = [i for i in items if i.sku == sku]
                 assert len(twins) == 2, f"{len(twins)} items listed with SKU {sku}, not 2"

@@ -74,7 +74,13 @@ def hint_for(
         if location_gid and location is not None and _LOCATION_GID.format(location) != location_gid:
             return WebhookHint(topic, delivery_id=delivery_id)
         items = _item_ids([payload.get("inventory_item_id")])
-        return WebhookHint(topic, item_ids=items, delivery_id=delivery_id)
+        available = payload.get("available")
+        counts = (
+            ((items[0], available),)
+            if items and isinstance(available, int) and not isinstance(available, bool)
+            else ()
+        )
+        return WebhookHint(topic, item_ids=items, delivery_id=delivery_id, counts=counts)
     if topic in ("orders/create", "orders/cancelled"):
         lines = _dicts(payload.get("line_items"))
         return WebhookHint(

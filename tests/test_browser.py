@@ -1,0 +1,385 @@
+"""The admin pages in a real browser (Playwright driving Debian's Chromium) on real agents.
+
+Two emulated Shopify shops, each with its agent process, as `shopsync demo` runs them. The
+browser logs in, accepts a join request with a click, watches a purchase arrive in the sync
+log without reloading, finds a duplicate, and is refused without a session or a CSRF token.
+
+Chromium comes from Debian (`apt-get install chromium`), installed here when it is missing;
+`python -m tests.test_browser` does only that, for a Makefile or CI step. With
+SHOPSYNC_SCREENSHOTS=1 the tests also write docs/overview.png and docs/sync-log.png.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import pytest_asyncio
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
+
+from agent.demo import Shop
+from agent.web.pages import session
+
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+WAIT_MS = 15_000
+
+
+def ensure_chromium() -> str:
+    """The path of Debian's Chromium, installing the package first when it is missing."""
+    found = shutil.which("chromium")
+    if found:
+        return found
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-q", "chromium"]
+    if subprocess.run(install, env=env, capture_output=True).returncode != 0:
+        # A fresh machine has no package lists yet.
+        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, check=False)
+        subprocess.run(install, env=env, capture_output=True, check=False)
+    found = shutil.which("chromium")
+    if not found:
+        pytest.fail("Chromium is missing and `apt-get install chromium` did not install it")
+    return found
+
+
+class Agents:
+    """The two shops, an HTTP session for their APIs and emulators, and the browser."""
+
+    def __init__(self, a: Shop, b: Shop, http: aiohttp.ClientSession, browser: Browser) -> None:
+        self.a, self.b, self.http, self.browser = a, b, http, browser
+
+    async def api(self, shop: Shop, method: str, path: str, body: Any = None) -> Any:
+        headers = {"Authorization": f"Bearer {shop.token}"}
+        async with self.http.request(
+            method, shop.agent_url + path, json=body, headers=headers
+        ) as resp:
+            assert resp.status < 300, (path, resp.status, await resp.text())
+            return await resp.json()
+
+    async def emulator(self, shop: Shop, path: str, body: Any) -> Any:
+        async with self.http.post(shop.emu_url + path, json=body) as resp:
+            assert resp.status < 300, (path, resp.status, await resp.text())
+            return await resp.json()
+
+    async def skus(self, shop: Shop) -> list[str]:
+        """The SKUs in `shop`'s emulator, sorted."""
+        async with self.http.get(shop.emu_url + "/_emulator/inventory") as resp:
+            return sorted(await resp.json())
+
+    async def wait_for(self, what: str, check: Any, timeout: float = 15.0) -> Any:
+        """Poll the async `check` until it returns something truthy."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = await check()
+            if found:
+                return found
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    async def logged_in(self, shop: Shop, **options: Any) -> tuple[BrowserContext, Page]:
+        """A fresh browser context, logged in to `shop`'s admin pages through the form."""
+        context = await self.browser.new_context(**options)
+        page = await context.new_page()
+        await page.goto(shop.agent_url + "/")
+        await expect(page).to_have_url(shop.agent_url + "/login")
+        await page.get_by_label("Admin token").fill(shop.token)
+        await page.get_by_role("button", name="Log in").click()
+        await expect(page).to_have_url(shop.agent_url + "/")
+        return context, page
+
+
+async def _ready(agents: Agents, shop: Shop) -> bool:
+    status = await agents.api(shop, "GET", "/api/status")
+    return bool(status["ready"] and status["last_reconcile"] and status["idle"])
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def agents(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Agents]:
+    """Shops A and B (emulator + agent processes each), not yet in a group, and Chromium."""
+    chromium = ensure_chromium()
+    workdir = tmp_path_factory.mktemp("browser")
+    shops = [Shop(i, "shopify", workdir, 8) for i in range(2)]
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http,
+        async_playwright() as playwright,
+    ):
+        browser = await playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            await asyncio.gather(*(s.start() for s in shops))
+            agents = Agents(shops[0], shops[1], http, browser)
+            for shop in shops:
+                await agents.wait_for(f"{shop.domain} ready", lambda s=shop: _ready(agents, s))
+            yield agents
+        finally:
+            await browser.close()  # closes the live tails before the agents stop
+            await asyncio.gather(*(s.stop() for s in shops))
+
+
+async def screenshot(page: Page, name: str) -> None:
+    """Write docs/NAME.png for the README when SHOPSYNC_SCREENSHOTS=1."""
+    if os.environ.get("SHOPSYNC_SCREENSHOTS") == "1":
+        DOCS.mkdir(exist_ok=True)
+        await page.screenshot(path=str(DOCS / f"{name}.png"), full_page=True)
+
+
+async def test_page_without_login_is_sent_to_log_in(agents: Agents) -> None:
+    context = await agents.browser.new_context()
+    page = await context.new_page()
+    for path in ("/", "/products", "/log", "/requests", "/duplicates", "/import"):
+        await page.goto(agents.a.agent_url + path)
+        await expect(page.get_by_label("Admin token")).to_be_visible()
+        assert page.url.startswith(agents.a.agent_url + "/login"), page.url
+        await expect(page.locator("table")).to_have_count(0)
+    await context.close()
+    async with agents.http.get(agents.a.agent_url + "/log/stream", allow_redirects=False) as r:
+        assert r.status == 303 and r.headers["Location"].startswith("/login")
+
+
+async def test_wrong_token_does_not_log_in(agents: Agents) -> None:
+    context = await agents.browser.new_context()
+    page = await context.new_page()
+    await page.goto(agents.a.agent_url + "/login")
+    await page.get_by_label("Admin token").fill(agents.b.token)
+    await page.get_by_role("button", name="Log in").click()
+    await expect(page.get_by_role("alert")).to_contain_text("not this agent's admin token")
+    assert not [c for c in await context.cookies() if c["name"] == "shopsync_session"]
+    await context.close()
+
+
+async def test_log_in_gives_strict_httponly_cookie_and_pages_carry_csp(agents: Agents) -> None:
+    context, page = await agents.logged_in(agents.a)
+    cookie = next(c for c in await context.cookies() if c["name"] == "shopsync_session")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    assert agents.a.token not in page.url and agents.a.token not in cookie["value"]
+    response = await page.goto(agents.a.agent_url + "/products")
+    assert response is not None
+    csp = response.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    await expect(page.locator("#products tbody tr")).to_have_count(8)
+    await context.close()
+
+
+async def test_forged_expired_or_logged_out_session_is_sent_to_log_in(agents: Agents) -> None:
+    a = agents.a
+    now = time.time()
+    cookies = {
+        "made with the token": (session.issue(a.token, now), True),
+        "made with another token": (session.issue(agents.b.token, now), False),
+        "expired": (session.issue(a.token, now - session.MAX_AGE - 60), False),
+        "tampered": (session.issue(a.token, now)[:-2] + "AA", False),
+    }
+    for what, (value, accepted) in cookies.items():
+        context = await agents.browser.new_context()
+        await context.add_cookies([{"name": session.COOKIE, "value": value, "url": a.agent_url}])
+        page = await context.new_page()
+        await page.goto(a.agent_url + "/")
+        landed = "/" if accepted else "/login"
+        assert page.url == a.agent_url + landed, what
+        await context.close()
+
+    context, page = await agents.logged_in(a)
+    old = next(c for c in await context.cookies() if c["name"] == session.COOKIE)
+    await page.get_by_role("button", name="Log out").click()
+    await expect(page).to_have_url(a.agent_url + "/login")
+    await context.add_cookies([{"name": session.COOKIE, "value": old["value"], "url": a.agent_url}])
+    await page.goto(a.agent_url + "/")
+    await expect(page).to_have_url(a.agent_url + "/login")
+    await context.close()
+
+
+async def test_post_without_csrf_token_is_refused(agents: Agents) -> None:
+    context, page = await agents.logged_in(agents.a)
+    # The session cookie goes along (same browser context), the form's token does not.
+    for form in ({}, {"csrf": "forged"}):
+        response = await page.request.post(agents.a.agent_url + "/pause", form=form)
+        assert response.status == 403
+    assert (await agents.api(agents.a, "GET", "/api/status"))["paused"] is False
+    # A POST without any session is refused too, token or not.
+    async with agents.http.post(agents.a.agent_url + "/pause", data={"csrf": "x"}) as r:
+        assert r.status == 403
+    assert (await agents.api(agents.a, "GET", "/api/status"))["paused"] is False
+    await context.close()
+
+
+async def test_join_request_is_accepted_with_a_click_and_the_shop_joins(agents: Agents) -> None:
+    a, b = agents.a, agents.b
+    # B's owner sends the request from B's pages, A's owner answers on A's.
+    b_context, b_page = await agents.logged_in(b)
+    await b_page.goto(b.agent_url + "/requests")
+    await b_page.get_by_label("The other shop's domain or agent URL").fill(a.agent_url)
+    await b_page.get_by_role("button", name="Send join request").click()
+    await expect(b_page.get_by_role("status")).to_contain_text("Join request sent")
+    await b_context.close()
+
+    context, page = await agents.logged_in(a)
+    await page.goto(a.agent_url + "/requests")
+    row = page.locator("#requests tbody tr", has_text=b.domain)
+    await expect(row).to_contain_text("SHA256:")
+    await row.get_by_role("button", name=f"Accept {b.domain}").click()
+    await expect(page.get_by_role("status")).to_contain_text(f"{b.domain} accepted")
+    await expect(page.locator("#requests")).to_have_count(0)
+
+    async def imported() -> bool:
+        status = await agents.api(b, "GET", "/api/status")
+        return status["import"].get("state") == "done"
+
+    await agents.wait_for("B's import", imported)
+    domains = [p["domain"] for p in (await agents.api(a, "GET", "/api/peers"))["peers"]]
+    assert domains == [b.domain]
+
+    async def connected() -> bool:
+        peers = (await agents.api(a, "GET", "/api/peers"))["peers"]
+        return peers[0]["state"] == "connected"
+
+    await agents.wait_for("A to reach B", connected, timeout=30)
+    await page.goto(a.agent_url + "/")
+    peers = page.locator("#peers tbody tr", has_text=b.domain)
+    await expect(peers).to_contain_text("connected")
+    await screenshot(page, "overview")
+    await context.close()
+
+
+async def test_purchase_appears_live_in_sync_log_without_reload(agents: Agents) -> None:
+    a = agents.a
+    context, page = await agents.logged_in(a, viewport={"width": 1280, "height": 900})
+    await page.goto(a.agent_url + "/log")
+    await expect(page.locator("#synclog[data-live='1']")).to_have_count(1)
+    await page.evaluate("window.notReloaded = true")
+    sku = (await agents.skus(a))[2]
+    shown = await page.locator("#synclog-rows tr").evaluate_all(
+        "rows => rows.map(r => Number(r.dataset.id))"
+    )
+
+    await agents.emulator(a, "/_emulator/orders", {"line_items": [{"sku": sku, "quantity": 3}]})
+
+    row = page.locator("#synclog-rows tr.kind-change.fresh", has_text=sku).first
+    await expect(row).to_be_visible(timeout=WAIT_MS)
+    await expect(row).to_contain_text("-3")
+    assert int(await row.get_attribute("data-id") or 0) > max(shown, default=0)
+    assert await page.evaluate("window.notReloaded") is True
+    await screenshot(page, "sync-log")
+    await context.close()
+
+
+async def test_sync_log_filters_and_pages_back_by_id(agents: Agents) -> None:
+    a = agents.a
+    context, page = await agents.logged_in(a)
+    await page.goto(a.agent_url + "/log")
+    await page.get_by_label("Kind").fill("introduce")
+    await page.get_by_role("button", name="Filter").click()
+    kinds = await page.locator("#synclog-rows tr td:nth-child(2)").all_inner_texts()
+    assert kinds and set(kinds) == {"introduce"}
+    ids = [
+        int(i)
+        for i in await page.locator("#synclog-rows tr").evaluate_all(
+            "rows => rows.map(r => r.dataset.id)"
+        )
+    ]
+    assert ids == sorted(ids, reverse=True)
+    await page.goto(f"{a.agent_url}/log?kind=introduce&before_id={ids[1]}")
+    older = await page.locator("#synclog-rows tr").evaluate_all(
+        "rows => rows.map(r => Number(r.dataset.id))"
+    )
+    assert older == ids[2:]
+    await expect(page.locator("#synclog[data-stream]")).to_have_count(0)  # not live back there
+    await context.close()
+
+
+async def test_duplicate_shows_on_duplicates_page(agents: Agents) -> None:
+    a = agents.a
+    sku = (await agents.skus(a))[0]
+    made = await agents.emulator(
+        a, "/_emulator/products", {"sku": sku, "available": 5, "title": "Second of a kind"}
+    )
+    await agents.api(a, "POST", "/api/reconcile")
+
+    async def excluded() -> bool:
+        status = await agents.api(a, "GET", "/api/status")
+        return status["excluded"] >= 2 and status["idle"]
+
+    await agents.wait_for("the duplicate to be excluded", excluded)
+    context, page = await agents.logged_in(a)
+    await page.goto(a.agent_url + "/duplicates")
+    rows = page.locator("#duplicates tbody tr", has_text=sku)
+    await expect(rows).to_have_count(2)
+    await expect(page.locator("#duplicates")).to_contain_text(str(made["inventory_item_id"]))
+    await expect(rows.first).to_contain_text("own SKU")
+    await context.close()
+
+
+async def _in_group(agents: Agents) -> None:
+    """B in A's group (the click test above does this; here for running a test alone)."""
+    a, b = agents.a, agents.b
+    if not (await agents.api(a, "GET", "/api/peers"))["peers"]:
+        await agents.api(b, "POST", "/api/join", {"target": a.agent_url})
+        await agents.api(a, "POST", f"/api/requests/{b.domain}/accept")
+
+    async def imported() -> bool:
+        return (await agents.api(b, "GET", "/api/import"))["state"] == "done"
+
+    await agents.wait_for("B's import", imported)
+
+
+async def test_import_progress_moves_live_to_done(agents: Agents) -> None:
+    b = agents.b
+    await _in_group(agents)
+    context, page = await agents.logged_in(b)
+    await page.goto(b.agent_url + "/import")
+    await page.get_by_role("button", name="Start import").click()  # dry run: report only
+    await expect(page.locator("#dry-run")).to_contain_text("SKUs whose count would be written")
+    assert (await agents.api(b, "GET", "/api/import"))["state"] == "done"  # nothing started
+
+    # The shop answers 503 for a while, so the import is still running when the page shows.
+    await agents.emulator(b, "/_emulator/faults", {"fail_requests": 2})
+    await page.goto(b.agent_url + "/import")
+    await page.get_by_label("Dry run only").uncheck()
+    await page.get_by_role("button", name="Start import").click()
+    await expect(page.get_by_role("status")).to_contain_text("Import started")
+    await page.evaluate("window.notReloaded = true")
+    # Rendered while running; from here on only the page's script can change what it shows.
+    assert await page.locator("#import-state").inner_text() == "running"
+    total = await page.locator("#import-total").inner_text()
+    assert int(total) == 8
+
+    await expect(page.locator("#import-state")).to_have_text("done", timeout=WAIT_MS)
+    await expect(page.locator("#import-done")).to_have_text(total)
+    assert await page.get_by_label("Items written").get_attribute("value") == total
+    assert await page.evaluate("window.notReloaded") is True
+    await context.close()
+
+
+async def test_pages_fit_a_phone_and_every_field_has_a_label(agents: Agents) -> None:
+    a = agents.a
+    context, page = await agents.logged_in(a, viewport={"width": 375, "height": 740})
+    for path in ("/", "/requests", "/log", "/products", "/duplicates", "/import"):
+        await page.goto(a.agent_url + path)
+        width = await page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 375, (path, width)
+        unlabelled = await page.evaluate(
+            """() => [...document.querySelectorAll('input:not([type=hidden]), select')]
+                 .filter(el => !el.labels.length && !el.getAttribute('aria-label'))
+                 .map(el => el.name)"""
+        )
+        assert unlabelled == [], (path, unlabelled)
+    await context.close()
+
+
+if __name__ == "__main__":
+    print(ensure_chromium())
