@@ -27,6 +27,7 @@ __all__ = [
     "Vector",
     "append_local",
     "apply_event",
+    "apply_events",
     "base_wins",
     "get_pool",
     "get_pools",
@@ -99,14 +100,14 @@ async def load_vector(session: AsyncSession) -> Vector:
     return {(row.origin, row.epoch): row.seq for row in rows}
 
 
-async def _fold(session: AsyncSession, event: EventRow, now: float) -> PoolRow:
-    pool = await session.get(PoolRow, event.sku)
+def _fold(session: AsyncSession, pools: dict[str, PoolRow], event: EventRow, now: float) -> None:
+    """Fold `event` into its pool; `pools` holds every existing pool row of the batch's SKUs."""
+    pool = pools.get(event.sku)
     if pool is None:
-        pool = PoolRow(sku=event.sku, deltas=0, updated_at=now)
+        pool = pools[event.sku] = PoolRow(sku=event.sku, deltas=0, updated_at=now)
         session.add(pool)
     pool_after(pool, event)
     pool.updated_at = now
-    return pool
 
 
 async def append_local(
@@ -119,6 +120,7 @@ async def append_local(
     if entry is None:
         entry = VectorEntry(origin=identity.domain, epoch=identity.epoch, seq=0)
         session.add(entry)
+    pools = await get_pools(session, (e.sku for e in events))
     rows = []
     for new in events:
         entry.seq += 1
@@ -135,31 +137,53 @@ async def append_local(
             at=now,
         )
         session.add(row)
-        await _fold(session, row, now)
+        _fold(session, pools, row, now)
         rows.append(row)
     return rows
 
 
-async def apply_event(session: AsyncSession, event: EventRow, now: float) -> bool:
-    """Apply a peer's event at most once (inbox); False if it was already held.
+async def apply_events(
+    session: AsyncSession, events: Sequence[EventRow], now: float
+) -> list[EventRow]:
+    """Apply a batch of peers' events, each at most once (the inbox); returns the new ones.
 
     Held means: at or below the vector's seq for its (origin, epoch) — which covers events
     taken in through a snapshot, whose rows this agent never had — or present as a row. The
-    vector moves only over contiguous seqs, so a gap is filled later by anti-entropy.
+    vector moves only over contiguous seqs, so a gap is filled later by anti-entropy. Rows and
+    vector entries added by this batch are tracked here, not looked up: they are not flushed.
     """
-    entry = await session.get(VectorEntry, (event.origin, event.epoch))
-    if entry is not None and event.seq <= entry.seq:
-        return False
-    if await session.get(EventRow, (event.origin, event.epoch, event.seq)) is not None:
-        return False
-    session.add(event)
-    await _fold(session, event, now)
-    if entry is None:
-        entry = VectorEntry(origin=event.origin, epoch=event.epoch, seq=0)
-        session.add(entry)
-    if event.seq == entry.seq + 1:
-        entry.seq = event.seq
-        # events that arrived ahead of a gap may now be contiguous
-        while await session.get(EventRow, (event.origin, event.epoch, entry.seq + 1)):
-            entry.seq += 1
-    return True
+    pools = await get_pools(session, (e.sku for e in events))
+    vectors: dict[tuple[str, str], VectorEntry] = {}
+    added: set[tuple[str, str, int]] = set()
+    applied = []
+    with session.no_autoflush:
+        for event in sorted(events, key=lambda e: (e.origin, e.epoch, e.seq)):
+            key, pk = (event.origin, event.epoch), (event.origin, event.epoch, event.seq)
+            entry = vectors.get(key)
+            if entry is None:
+                entry = await session.get(VectorEntry, key)
+                if entry is None:
+                    entry = VectorEntry(origin=event.origin, epoch=event.epoch, seq=0)
+                    session.add(entry)
+                vectors[key] = entry
+            if event.seq <= entry.seq or pk in added:
+                continue
+            if await session.get(EventRow, pk) is not None:
+                continue
+            session.add(event)
+            added.add(pk)
+            _fold(session, pools, event, now)
+            applied.append(event)
+            if event.seq == entry.seq + 1:
+                entry.seq = event.seq
+                # events that arrived ahead of a gap may now be contiguous
+                while (*key, entry.seq + 1) in added or await session.get(
+                    EventRow, (*key, entry.seq + 1)
+                ):
+                    entry.seq += 1
+    return applied
+
+
+async def apply_event(session: AsyncSession, event: EventRow, now: float) -> bool:
+    """Apply one peer's event at most once; False if it was already held."""
+    return bool(await apply_events(session, [event], now))

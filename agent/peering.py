@@ -155,7 +155,7 @@ class Peering:
                     select(JoinRequest).where(
                         JoinRequest.direction == "outgoing",
                         JoinRequest.fingerprint == key_id,
-                        JoinRequest.state == "pending",
+                        col(JoinRequest.state).in_(("pending", "accepted")),
                     )
                 )
             ).first()
@@ -254,12 +254,19 @@ class Peering:
                     select(JoinRequest).where(
                         JoinRequest.direction == "outgoing",
                         JoinRequest.fingerprint == key_id,
-                        JoinRequest.state == "pending",
+                        col(JoinRequest.state).in_(("pending", "accepted")),
                     )
                 )
             ).first()
             if request is None or not secrets.compare_digest(request.nonce, body["nonce"]):
                 raise PeerError(403, "unexpected_welcome", "no pending join request matches")
+            if request.state == "accepted":
+                # the same welcome again (its answer was lost, or it arrived twice): confirm
+                # again while still in that group, or the master never adds this shop
+                master = await session.get(PeerRow, request.domain)
+                if master is None or master.state not in LIVE:
+                    raise PeerError(403, "unexpected_welcome", "no pending join request matches")
+                return {"confirmed": True, **self.describe()}
             if self.clock.now() - request.received_at > REQUEST_TTL:
                 request.state = "expired"
                 raise PeerError(410, "expired", "the join request expired")
@@ -322,10 +329,16 @@ class Peering:
             await self.clock.sleep(delay)
             delay = min(30.0, delay * 2)
         report = None
-        if self.importer is not None:
-            await self.importer.hold_for_import()
-            pools = {row[0]: row[1] + row[4] for row in snap["pools"] if row[1] is not None}
-            report = await self.importer.preflight(pools)
+        while self.importer is not None:
+            try:  # the pre-flight lists the shop: a 429/5xx must not end the import
+                await self.importer.hold_for_import()
+                pools = {row[0]: row[1] + row[4] for row in snap["pools"] if row[1] is not None}
+                report = await self.importer.preflight(pools)
+                break
+            except Exception as exc:
+                log.warning("preflight_retry", peer=domain, error=str(exc))
+                await self.clock.sleep(delay)
+                delay = min(30.0, delay * 2)
         skus = await self.install_snapshot(snap, domain)
         if self.replicator is not None:
             self.replicator.importing = False

@@ -182,6 +182,9 @@ class Reconciler:
         async with self.db.sessions() as session:
             self.index = await Index.load(session)
         await self._resume_pending_writes()
+        # which pools still await their write was known only in memory: after a restart, plan
+        # every SKU again (only those whose target differs from the published count are sent)
+        self.pending_skus.update(self.index.sku_item)
         self._spawn(self._periodic())
         self.request_reconcile()
         self.ready.set()
@@ -284,6 +287,7 @@ class Reconciler:
             rows = await self._items(session, counts)
             pools = await ledger.get_pools(session, (r.sku for r in rows.values() if r.sku))
             new_events: list[NewEvent] = []
+            introduced: list[str] = []
             for item_id, obs in counts.items():
                 row = rows.get(item_id)
                 if row is None or row.excluded is not None or not row.sku:
@@ -298,15 +302,29 @@ class Reconciler:
                         self.pending_skus.add(row.sku)  # the pool's count must overwrite it
                     continue
                 new_events.append(event)
+                if event.kind == INTRODUCE:
+                    introduced.append(row.sku)
+                    continue
                 synclog.record(
                     session,
-                    "introduce" if event.kind == INTRODUCE else "change",
+                    "change",
                     now,
                     sku=row.sku,
                     before=before,
-                    delta=event.delta if event.kind != INTRODUCE else None,
+                    delta=event.delta,
                     after=obs,
                     message=cause,
+                )
+            if 0 < len(introduced) <= 20:
+                for sku in introduced:
+                    synclog.record(session, "introduce", now, sku=sku, message=cause)
+            elif introduced:  # a whole catalogue at once: one line, not thousands
+                synclog.record(
+                    session,
+                    "introduce",
+                    now,
+                    message=f"{len(introduced)} new SKUs "
+                    f"({introduced[0]} … {introduced[-1]}), {cause}",
                 )
             appended = await self._append(session, new_events, now)
         self._after_events(appended)
@@ -559,14 +577,18 @@ class Reconciler:
             for row in rows:
                 self.index.put(row)
             counts = {
-                it.item_id: it.available
-                for it in listed
-                if it.item_id in self.index.item_sku
-                and self.last_touch.get(it.item_id, float("-inf")) < started
+                it.item_id: it.available for it in listed if it.item_id in self.index.item_sku
             }
             ids = list(counts)
+            never = float("-inf")
             for start in range(0, len(ids), 500):
-                chunk = [i for i in ids[start : start + 500] if i not in self.busy]
+                # the listing is a snapshot from before `started`: an item read or written
+                # since then (even while earlier chunks were processed) knows better
+                chunk = [
+                    i
+                    for i in ids[start : start + 500]
+                    if i not in self.busy and self.last_touch.get(i, never) < started
+                ]
                 self.busy.update(chunk)
                 try:
                     await self._observe({i: counts[i] for i in chunk}, "reconcile")

@@ -175,11 +175,9 @@ class Replicator:
         now = self.clock.now()
         changed: set[str] = set()
         async with self.db.transaction() as session:
-            applied = 0
-            for event in sorted(events, key=lambda e: (e.origin, e.epoch, e.seq)):
-                if await ledger.apply_event(session, event, now):
-                    applied += 1
-                    changed.add(event.sku)
+            new = await ledger.apply_events(session, events, now)
+            applied = len(new)
+            changed.update(e.sku for e in new)
             if applied:
                 synclog.record(
                     session,

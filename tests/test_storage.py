@@ -100,3 +100,19 @@ async def test_sync_log_pages_newest_first_and_tails_forward(database: Database)
     assert len(only_a) == 12 and all(e.sku == "A" for e in only_a)
     assert [e.id for e in tail] == sorted(e.id for e in tail) and len(tail) == 3  # type: ignore[type-var]
     assert all(isinstance(e, LogEntry) for e in tail)
+
+
+async def test_a_batch_from_a_new_origin_applies_each_event_once(database: Database) -> None:
+    def ev(seq: int, delta: int) -> EventRow:
+        return EventRow(origin="c", epoch="ec", seq=seq, sku="B", kind="change", delta=delta)
+
+    batch = [ev(2, -2), ev(1, -1), ev(1, -1), ev(4, -4)]  # unordered, a duplicate, a gap
+    async with database.sessions.begin() as s:
+        applied = await ledger.apply_events(s, batch, 0)
+    assert sorted(e.seq for e in applied) == [1, 2, 4]
+    async with database.sessions.begin() as s:
+        again = await ledger.apply_events(s, [ev(1, -1), ev(3, -3), ev(4, -4)], 0)
+    assert [e.seq for e in again] == [3]
+    async with database.sessions() as s:
+        assert (await s.get(VectorEntry, ("c", "ec"))).seq == 4  # type: ignore[union-attr]
+        assert (await ledger.get_pool(s, "B")).deltas == -10  # type: ignore[union-attr]

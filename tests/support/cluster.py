@@ -111,7 +111,7 @@ class Cluster:
             await self.http.close()
             raise
         self.shops = [ShopHandle(s, self.http) for s in shops]
-        await self.wait_idle()
+        await self.wait_idle(timeout=60 + self.skus / 100)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
