@@ -247,9 +247,12 @@ class Replicator:
     # -- bookkeeping ---------------------------------------------------------------------------
 
     async def record_contact(
-        self, domain: str, *, acked: Vector | None = None, error: str = ""
+        self, domain: str, *, acked: Vector | None = None, error: str = "", sent: str = ""
     ) -> None:
+        """Note a peer's answer (its vector) or failure, and a batch sent, in one transaction."""
         async with self.db.transaction() as session:
+            if sent:
+                synclog.record(session, "batch_sent", self.clock.now(), peer=domain, message=sent)
             peer = await session.get(PeerRow, domain)
             if peer is None:
                 return
@@ -362,15 +365,8 @@ class PeerLink:
             if acked <= self.acked_own and acked < events[-1].seq:
                 raise PeerRefused(f"peer did not take events after seq {acked}")
             self.acked_own = acked
-            await self.r.record_contact(self.domain, acked=vector)
-            async with self.r.db.transaction() as session:
-                synclog.record(
-                    session,
-                    "batch_sent",
-                    self.r.clock.now(),
-                    peer=self.domain,
-                    message=f"{len(events)} events up to seq {events[-1].seq}",
-                )
+            sent = f"{len(events)} events up to seq {events[-1].seq}"
+            await self.r.record_contact(self.domain, acked=vector, sent=sent)
             if len(events) < BATCH:
                 return
 

@@ -1,0 +1,115 @@
+"""`python -m tests.sim`: run many seeds, or replay one.
+
+    python -m tests.sim --seeds 10000 [--first S] [--jobs N] [--mutate NAME]
+    python -m tests.sim --seed S [--trace]
+
+Many seeds: progress on stderr, each failure with the command that replays it, and a last
+line of JSON ``{"seeds": N, "failed": [...], "faults": {...}, "seconds": s}``. The exit
+status is 1 when a seed failed. Python's string hashing is pinned (PYTHONHASHSEED=0) so that
+a seed replays the same way in any process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import sys
+import time
+from collections.abc import Iterator
+
+from tests.sim.mutations import MUTATIONS
+from tests.sim.world import Result, run_seed
+
+
+def _replay(seed: int, mutation: str | None) -> str:
+    extra = f" --mutate {mutation}" if mutation else ""
+    return f"python -m tests.sim --seed {seed} --trace{extra}"
+
+
+def _one(args: tuple[int, str | None]) -> Result:
+    seed, mutation = args
+    try:
+        return run_seed(seed, mutation=mutation)
+    except Exception as exc:  # a crash of the harness is a failure of the seed, not of the run
+        return Result(seed, [f"harness error: {exc!r}"], "-", {}, -1.0)
+
+
+def _results(seeds: list[int], jobs: int, mutation: str | None) -> Iterator[Result]:
+    work = [(s, mutation) for s in seeds]
+    if jobs <= 1:
+        yield from map(_one, work)
+        return
+    with multiprocessing.get_context("fork").Pool(jobs) as pool:
+        yield from pool.imap_unordered(_one, work, chunksize=4)
+
+
+def _many(args: argparse.Namespace) -> int:
+    seeds = list(range(args.first, args.first + args.seeds))
+    started = time.monotonic()
+    failed: list[int] = []
+    faults: dict[str, int] = {}
+    step = max(1, min(100, len(seeds) // 20))
+    for done, result in enumerate(_results(seeds, args.jobs, args.mutate), start=1):
+        for name, n in result.faults.items():
+            faults[name] = faults.get(name, 0) + n
+        if not result.ok:
+            failed.append(result.seed)
+            print(f"FAIL seed {result.seed}: {result.problems[0]}", file=sys.stderr)
+            for problem in result.problems[1:4]:
+                print(f"     {problem}", file=sys.stderr)
+            print(f"     replay: {_replay(result.seed, args.mutate)}", file=sys.stderr)
+            if args.stop_on_fail:
+                break
+        if done % step == 0 or done == len(seeds):
+            rate = done / max(1e-9, time.monotonic() - started)
+            print(
+                f"{done}/{len(seeds)} seeds, {len(failed)} failed, {rate:.1f} seeds/s",
+                file=sys.stderr,
+                flush=True,
+            )
+    summary = {
+        "seeds": len(seeds),
+        "failed": sorted(failed),
+        "faults": dict(sorted(faults.items())),
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    print(json.dumps(summary), flush=True)
+    return 1 if failed else 0
+
+
+def _single(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    result = run_seed(args.seed, keep_trace=args.trace, mutation=args.mutate)
+    for line in result.trace:
+        print(line)
+    verdict = "ok" if result.ok else "FAILED"
+    print(
+        f"seed {result.seed}: {verdict}, trace {result.trace_hash}, "
+        f"{result.virtual_seconds}s virtual, {time.monotonic() - started:.2f}s real"
+    )
+    print(f"faults: {json.dumps(result.faults)}")
+    for problem in result.problems:
+        print(f"  - {problem}")
+    return 0 if result.ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.sim", description=__doc__)
+    parser.add_argument("--seed", type=int, help="replay one seed")
+    parser.add_argument("--trace", action="store_true", help="print the replayed run's trace")
+    parser.add_argument("--seeds", type=int, default=100, help="how many seeds to run")
+    parser.add_argument("--first", type=int, default=0, help="the first seed")
+    parser.add_argument("--jobs", type=int, default=1, help="worker processes")
+    parser.add_argument("--mutate", choices=sorted(MUTATIONS), help="run a broken build")
+    parser.add_argument("--stop-on-fail", action="store_true", help="stop at the first failure")
+    args = parser.parse_args(argv)
+    return _single(args) if args.seed is not None else _many(args)
+
+
+if __name__ == "__main__":
+    if os.environ.get("PYTHONHASHSEED") != "0":
+        env = {**os.environ, "PYTHONHASHSEED": "0"}
+        os.execve(sys.executable, [sys.executable, "-m", "tests.sim", *sys.argv[1:]], env)
+    sys.exit(main())

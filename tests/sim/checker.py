@@ -1,0 +1,155 @@
+"""The checker: after the faults stop and the group is quiet, is every count exactly right?
+
+Like Maelstrom's pn-counter checker: the group's count of a SKU must equal the count the SKU
+was created with plus every change the platforms accepted, except that a change whose fate
+the model cannot know (made in a shop's old stock, before the agent's first write of the
+group's count there) may count or not — nothing else may differ. Besides:
+- every agent holds the same pools and the same version vector;
+- no event was applied twice: the agent that never installed a snapshot holds exactly the
+  pools its own event rows add up to, and every event id means the same change everywhere;
+- every shop shows max(0, pool) for every SKU it has;
+- an oversold SKU is reported in the sync log of every agent whose shop has it;
+- no agent logged an error, crashed a task, or answered a peer with a 500.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any
+
+from sqlmodel import select
+
+from agent import ledger
+from agent.models import EventRow, LogEntry, PoolRow
+
+if TYPE_CHECKING:
+    from tests.sim.world import World
+
+__all__ = ["check", "reachable"]
+
+MAX_SUMS = 4096
+
+
+def reachable(deltas: list[int]) -> set[int]:
+    """Every sum of a subset of `deltas` (the ambiguous changes that may or may not count)."""
+    sums = {0}
+    for delta in deltas:
+        sums |= {s + delta for s in sums}
+        if len(sums) > MAX_SUMS:  # too many to list: fall back to the range
+            low = sum(d for d in deltas if d < 0)
+            high = sum(d for d in deltas if d > 0)
+            return set(range(low, high + 1))
+    return sums
+
+
+async def _state(node: Any) -> dict[str, Any]:
+    async with node.db.sessions() as session:
+        pools = {
+            p.sku: (p.base, p.base_created, p.base_origin, p.deltas)
+            for p in await session.exec(select(PoolRow))
+        }
+        vector = await ledger.load_vector(session)
+        events = list(await session.exec(select(EventRow)))
+        oversold = {
+            e.sku for e in await session.exec(select(LogEntry).where(LogEntry.kind == "oversold"))
+        }
+    return {"pools": pools, "vector": vector, "events": events, "oversold": oversold}
+
+
+async def check(world: World) -> list[str]:
+    """Every problem found, as sentences; empty when the run is correct."""
+    problems: list[str] = []
+    nodes = [world.nodes[d] for d in world.members]
+    for node in world.nodes.values():
+        problems += [f"{node.domain}: {e}" for e in node.errors]
+    problems += [f"logged error: {e}" for e in world.logged_errors]
+    if not all(n.up and not n.importing for n in nodes):
+        problems.append("not every member is up and imported at the end")
+        return problems
+    states = {n.domain: await _state(n) for n in nodes}
+    first = nodes[0].domain
+    ref = states[first]
+    for domain, state in states.items():
+        if state["vector"] != ref["vector"]:
+            problems.append(
+                f"vector of {domain} differs from {first}: {state['vector']} vs {ref['vector']}"
+            )
+        for sku in sorted(set(state["pools"]) | set(ref["pools"])):
+            if state["pools"].get(sku) != ref["pools"].get(sku):
+                problems.append(
+                    f"pool {sku} at {domain} is {state['pools'].get(sku)}, at "
+                    f"{first} {ref['pools'].get(sku)}"
+                )
+    problems += _same_events(states)
+    if world.origin_node is not None and world.origin_node in states:
+        problems += _rows_add_up(world.origin_node, states[world.origin_node])
+    problems += _model(world, ref["pools"])
+    for node in nodes:
+        for item in node.shop.items.values():
+            pool = ref["pools"].get(item.sku)
+            value = None if pool is None or pool[0] is None else pool[0] + pool[3]
+            if value is None:
+                problems.append(f"{node.domain}: SKU {item.sku} has no pool")
+                continue
+            if item.count != max(0, value):
+                problems.append(
+                    f"{node.domain} shows {item.count} of {item.sku}, the pool is {value}"
+                )
+            if value < 0 and item.sku not in states[node.domain]["oversold"]:
+                problems.append(f"{node.domain}: oversold {item.sku} ({value}) not in the log")
+    return problems
+
+
+def _same_events(states: dict[str, dict[str, Any]]) -> list[str]:
+    seen: dict[tuple[str, str, int], tuple[Any, ...]] = {}
+    problems = []
+    for domain, state in states.items():
+        for e in state["events"]:
+            key = (e.origin, e.epoch, e.seq)
+            body = (e.sku, e.kind, e.delta, e.count, e.item_created)
+            if seen.setdefault(key, body) != body:
+                problems.append(f"event {key} at {domain} is {body}, elsewhere {seen[key]}")
+    return problems
+
+
+def _rows_add_up(domain: str, state: dict[str, Any]) -> list[str]:
+    """Pools of the agent that never took a snapshot must be exactly its rows' sum."""
+    deltas: dict[str, int] = defaultdict(int)
+    for e in state["events"]:
+        if e.kind != ledger.INTRODUCE:
+            deltas[e.sku] += e.delta
+    problems = []
+    for sku, pool in state["pools"].items():
+        if pool[3] != deltas[sku]:
+            problems.append(
+                f"{domain}: pool {sku} holds deltas {pool[3]}, its events add up to "
+                f"{deltas[sku]} (an event applied twice or lost)"
+            )
+    return problems
+
+
+def _model(world: World, pools: dict[str, tuple[Any, ...]]) -> list[str]:
+    problems = []
+    definite: dict[str, int] = defaultdict(int)
+    ambiguous: dict[str, list[int]] = defaultdict(list)
+    for shop in world.shops.values():
+        for change in shop.changes:
+            if change.ambiguous:
+                ambiguous[change.sku].append(change.delta)
+            else:
+                definite[change.sku] += change.delta
+    for sku, (base_shop, created_count) in sorted(world.bases.items()):
+        pool = pools.get(sku)
+        if pool is None or pool[0] is None:
+            problems.append(f"SKU {sku} (created at {base_shop}) never reached the pools")
+            continue
+        value = pool[0] + pool[3]
+        if pool[2] != base_shop:
+            problems.append(f"SKU {sku}: base from {pool[2]}, but it was created at {base_shop}")
+        expected = created_count + definite[sku]
+        if value - expected not in reachable(ambiguous[sku]):
+            problems.append(
+                f"SKU {sku}: pool {value}, accepted changes imply {expected} "
+                f"(+ any of {sorted(ambiguous[sku])} of old stock)"
+            )
+    return problems

@@ -1,0 +1,119 @@
+"""Deliberately broken builds (to prove the checker catches them) and per-run patches.
+
+A mutation replaces one rule of the core for the length of a run, in this process only:
+- ``double_apply``: the inbox is skipped — `ledger.apply_events` folds an event into the pool
+  even when the agent already holds it;
+- ``absolute``: agents ship absolute counts instead of deltas — a change event carries the
+  shop's count and a receiver takes it as the pool (last writer wins).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import uuid
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from agent import ledger, reconcile
+from agent.models import EventRow, ItemRow, PoolRow
+
+if TYPE_CHECKING:
+    from tests.sim.world import World
+
+__all__ = ["MUTATIONS", "applied", "logs", "seeded_uuid"]
+
+
+_real_apply_events = ledger.apply_events
+
+
+async def _apply_twice(session: Any, events: Any, now: float) -> list[EventRow]:
+    """apply_events whose inbox check is ignored: an event already held is folded again."""
+    new = await _real_apply_events(session, events, now)
+    fresh = {id(e) for e in new}
+    again = []
+    with session.no_autoflush:
+        for event in events:
+            if id(event) in fresh:
+                continue
+            pool = await session.get(PoolRow, event.sku)  # the same object the batch folded
+            if pool is not None:
+                ledger.pool_after(pool, event)
+                again.append(event)
+    return [*new, *again]
+
+
+_real_observe = reconcile.observe
+_real_pool_after = ledger.pool_after
+
+
+def _observe_absolute(item: ItemRow, obs: int, pool: PoolRow | None, cause: str) -> Any:
+    new = _real_observe(item, obs, pool, cause)
+    if new is not None and new.kind != ledger.INTRODUCE:
+        return ledger.NewEvent(new.sku, new.kind, delta=new.delta, count=obs, cause=cause)
+    return new
+
+
+def _pool_after_absolute(pool: PoolRow, event: EventRow) -> None:
+    if event.kind != ledger.INTRODUCE and event.count is not None and pool.base is not None:
+        pool.deltas = event.count - pool.base  # the shop's count wins: the last writer's
+        return
+    _real_pool_after(pool, event)
+
+
+MUTATIONS = {
+    "double_apply": [(ledger, "apply_events", _apply_twice)],
+    "absolute": [
+        (reconcile, "observe", _observe_absolute),
+        (ledger, "pool_after", _pool_after_absolute),
+    ],
+}
+
+
+@contextlib.contextmanager
+def applied(name: str | None) -> Iterator[None]:
+    """Run with the mutation `name` in place (None: the real build)."""
+    patches = MUTATIONS[name] if name else []
+    saved = [(module, attr, getattr(module, attr)) for module, attr, _ in patches]
+    for module, attr, value in patches:
+        setattr(module, attr, value)
+    try:
+        yield
+    finally:
+        for module, attr, value in saved:
+            setattr(module, attr, value)
+
+
+@contextlib.contextmanager
+def seeded_uuid(seed: int) -> Iterator[None]:
+    """uuid4 from the seed: idempotency keys and epochs are part of what a replay repeats."""
+    rng = random.Random(seed * 7919 + 17)
+    real = uuid.uuid4
+    uuid.uuid4 = lambda: uuid.UUID(int=rng.getrandbits(128), version=4)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        uuid.uuid4 = real  # type: ignore[assignment]
+
+
+@contextlib.contextmanager
+def logs(world: World) -> Iterator[None]:
+    """Silence the core's structlog output; keep its errors as findings of the run."""
+
+    def capture(_logger: Any, method: str, event: dict[str, Any]) -> Any:
+        world.logged_errors.append(f"{event.get('event')} {event}")
+        raise structlog.DropEvent
+
+    old = structlog.get_config()
+    structlog.configure(
+        processors=[capture],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR),
+        cache_logger_on_first_use=False,
+    )
+    try:
+        yield
+    finally:
+        structlog.configure(**old)

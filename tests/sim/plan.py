@@ -1,0 +1,249 @@
+"""The storm (workload and faults on a timeline drawn from the seed) and the calm after it."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from tests.sim.node import Node
+
+if TYPE_CHECKING:
+    from tests.sim.world import World
+
+__all__ = ["calm", "storm"]
+
+Action = Callable[[], Awaitable[None] | None]
+OPS = ("sale", "sale", "sale", "sale", "restock", "edit", "race", "product", "spread", "spread")
+
+
+class Timeline:
+    """Actions at virtual times, run in time order (ties in the order they were added)."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.heap: list[tuple[float, int, Action]] = []
+        self.order = itertools.count()
+
+    def at(self, when: float, action: Action) -> None:
+        heapq.heappush(self.heap, (when, next(self.order), action))
+
+    async def play(self, until: float) -> None:
+        while self.heap and self.heap[0][0] <= until:
+            when, _, action = heapq.heappop(self.heap)
+            delay = when - self.world.now()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            result = action()
+            if result is not None:
+                await result
+        delay = until - self.world.now()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
+async def storm(world: World, duration: float, joiner: str | None) -> None:
+    """Play `duration` virtual seconds of workload and faults."""
+    rng = world.rng
+    start = world.now()
+    end = start + duration
+    line = Timeline(world)
+    sold: list[tuple[str, str, int]] = []  # accepted purchases that may be cancelled
+
+    def shop_item(domain: str | None = None) -> tuple[str, str] | None:
+        domains = [d for d in sorted(world.shops) if world.shops[d].items]
+        if domain is None:
+            if not domains:
+                return None
+            domain = rng.choice(domains)
+        items = sorted(world.shops[domain].by_sku)
+        return (domain, rng.choice(items)) if items else None
+
+    def sale() -> None:
+        picked = shop_item()
+        if picked is not None:
+            n = rng.choice((1, 1, 1, 2))
+            if world.shops[picked[0]].purchase(picked[1], n, world.now_wall()):
+                sold.append((*picked, n))
+
+    def restock() -> None:
+        if not sold:
+            return sale()
+        domain, sku, n = sold.pop(rng.randrange(len(sold)))
+        world.shops[domain].restock(sku, n, world.now_wall())
+
+    def edit() -> None:
+        picked = shop_item()
+        if picked is not None:
+            world.shops[picked[0]].edit(picked[1], rng.randint(0, 6), world.now_wall())
+
+    def race() -> None:
+        """Several shops sell what they show of one SKU at the same instant."""
+        world.count("race")
+        sku = rng.choice(sorted(world.bases))
+        buyout = rng.random() < 0.5
+        for domain in sorted(world.shops):
+            shop = world.shops[domain]
+            if sku in shop.by_sku:
+                shown = shop.items[shop.by_sku[sku]].count
+                n = shown if buyout and shown > 0 else 1
+                if shop.purchase(sku, n, world.now_wall()):
+                    sold.append((domain, sku, n))
+
+    def product() -> None:
+        world.count("new_product")
+        world.new_product(rng.choice(sorted(world.shops)))
+
+    async def spread() -> None:
+        """A shop adds a SKU the group already sells there (after its agent knows the SKU:
+        a SKU first seen in two shops at once is not a case the base rule can settle)."""
+        from tests.sim.world import pool_of
+
+        sku = rng.choice(sorted(world.bases))
+        candidates = [
+            d
+            for d in world.members
+            if sku not in world.shops[d].by_sku
+            and world.nodes[d].up
+            and not world.nodes[d].importing
+        ]
+        if not candidates:
+            return
+        node = world.nodes[rng.choice(candidates)]
+        pool = await pool_of(node, sku)
+        if pool is None or pool.base_origin != world.bases[sku][0]:
+            return
+        world.count("spread_product")
+        node.shop.add_item(sku, rng.randint(15, 30), world.now_wall(), window=True, closable=True)
+
+    ops: dict[str, Action] = {
+        "sale": sale,
+        "restock": restock,
+        "edit": edit,
+        "race": race,
+        "product": product,
+        "spread": spread,
+    }
+    for _ in range(rng.randint(12, 40)):
+        line.at(rng.uniform(start, end), ops[rng.choice(OPS)])
+
+    def crash() -> Awaitable[None] | None:
+        up = [n for _, n in sorted(world.nodes.items()) if n.up]
+        if not up:
+            return None
+        node = rng.choice(up)
+        world.count("crash")
+        line.at(world.now() + rng.uniform(0.05, 8.0), lambda: restart(node))
+        return node.crash()
+
+    def restart(node: Node) -> Awaitable[None]:
+        return node.start()
+
+    for _ in range(rng.choice((0, 1, 1, 2, 3, 4))):
+        line.at(rng.uniform(start, end), crash)
+
+    current = itertools.count()
+    active = [0]
+
+    def partition() -> None:
+        names = sorted(world.nodes)
+        shape = rng.choice(("isolate", "split", "bridge", "one_way"))
+        if shape == "bridge" and len(names) < 3:
+            shape = "split"
+        world.count(f"partition_{shape}")
+        order = rng.sample(names, len(names))
+        if shape == "isolate":
+            world.network.partition([{order[0]}, set(order[1:])])
+        elif shape == "split":
+            k = rng.randint(1, len(order) - 1)
+            world.network.partition([set(order[:k]), set(order[k:])])
+        elif shape == "bridge":  # two sides that cannot talk, one node in both
+            k = rng.randint(1, len(order) - 2)
+            bridge = order[-1]
+            world.network.partition([{*order[:k], bridge}, {*order[k:-1], bridge}])
+        else:  # one node's messages are lost, it still hears the others
+            world.network.cut = {(order[0], other) for other in order[1:]}
+            world.trace("partition_one_way", node=order[0])
+        active[0] = ident = next(current)
+        line.at(world.now() + rng.uniform(0.3, 12.0), lambda: heal(ident))
+
+    def heal(ident: int) -> None:
+        if active[0] == ident:
+            world.network.heal()
+
+    for _ in range(rng.choice((0, 1, 2, 3))):
+        line.at(rng.uniform(start, end), partition)
+
+    joined = [joiner is None]
+    asked: list[str] = []  # the master the joiner sent its request to
+
+    async def join() -> None:
+        assert joiner is not None
+        node = world.nodes[joiner]
+        if not asked:
+            masters = [
+                m for m in world.members if world.nodes[m].up and not world.nodes[m].importing
+            ]
+            if not masters or not node.up:
+                line.at(world.now() + 1.0, join)
+                return
+            asked.append(rng.choice(masters))
+            world.count("join_attempt")
+            ok = await world.join(node, asked[0])
+        else:  # the master's owner clicks accept again
+            world.count("join_attempt")
+            ok = await world.accept(node, asked[0])
+        if ok:
+            world.count("join")
+            joined[0] = True
+        else:
+            line.at(world.now() + rng.uniform(0.5, 3.0), join)
+
+    if joiner is not None:
+        line.at(rng.uniform(start + 0.15 * duration, start + 0.7 * duration), join)
+    await line.play(end)
+    world.network.after_serve = None  # no more aimed crashes
+    for _, node in sorted(world.nodes.items()):
+        await node.start()
+    for _ in range(20):  # faults are over: the owners finish the join they started
+        if joined[0]:
+            break
+        world.network.heal()
+        await join()
+        if not joined[0]:
+            await asyncio.sleep(2.0)
+    if not joined[0]:
+        world.problems.append(f"{joiner} never managed to join the group")
+
+
+async def calm(world: World, limit: float) -> bool:
+    """Run without faults until the group is quiet (twice in a row); False if it never is."""
+    from tests.sim.world import vector_of
+
+    since = world.now_wall()
+    deadline = world.now() + limit
+    quiet_before = False
+    while world.now() < deadline:
+        await asyncio.sleep(1.0)
+        quiet = await _quiet(world, since, vector_of)
+        if quiet and quiet_before:
+            world.trace("quiet")
+            return True
+        quiet_before = quiet
+    return False
+
+
+async def _quiet(world: World, since: float, vector_of: Any) -> bool:
+    nodes = [world.nodes[m] for m in world.members]
+    for node in nodes:
+        r = node.reconciler
+        if not (node.up and not node.importing and r is not None and r.ready.is_set()):
+            return False
+        if not r.is_idle() or r.last_reconcile is None or r.last_reconcile < since:
+            return False
+    if world.webhooks_in_flight:
+        return False
+    vectors = [await vector_of(n) for n in nodes]
+    return all(v == vectors[0] for v in vectors)

@@ -1,0 +1,236 @@
+"""A simulated shop platform and its channel, with the semantics and faults the core relies on.
+
+The platform is the ground truth of the simulation: it holds the counts, accepts storefront
+purchases (never below zero), restocks, admin edits and new products, and answers the agent's
+channel calls the way the real platforms do — compare-and-set writes with idempotency keys,
+fresh reads, a full listing. Each call travels for a while on virtual time and takes effect at
+the platform when it arrives, whether or not the caller is still there to hear the answer.
+Faults come from the run's plan: 429 and 5xx answers, and writes applied and then timed out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any
+
+from agent.channel import (
+    Channel,
+    ChannelSettings,
+    Item,
+    RateBudget,
+    WebhookHint,
+    Write,
+    WriteResult,
+)
+
+__all__ = ["PlatformError", "ShopItem", "SimChannel", "SimShop"]
+
+
+class PlatformError(Exception):
+    """A 429 or 5xx answer: nothing was applied, the caller may retry."""
+
+
+@dataclasses.dataclass(slots=True)
+class ShopItem:
+    """One item at the platform, with the checker's view of whether its changes count yet.
+
+    `window_open`: changes made now may count or not (the shop's old stock before its first
+    write of the group's count); `closable`: an applied write now closes the window (False for
+    a joining shop until its snapshot is installed).
+    """
+
+    item_id: str
+    sku: str
+    count: int
+    created_at: float
+    window_open: bool = False
+    closable: bool = True
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Faults:
+    """Per-call fault probabilities at one platform (0 once the faults stop)."""
+
+    error: float = 0.0  # 429 / 5xx before anything is applied
+    timeout_after_apply: float = 0.0  # the write is applied, the answer never arrives
+
+
+@dataclasses.dataclass(slots=True)
+class Change:
+    """One change at the platform that the group's count must reflect (or may, if ambiguous)."""
+
+    at: float
+    shop: str
+    sku: str
+    delta: int
+    kind: str
+    ambiguous: bool
+
+
+class SimShop:
+    """The platform behind one agent; it outlives every crash of that agent."""
+
+    def __init__(
+        self,
+        domain: str,
+        rng: random.Random,
+        *,
+        trace: Callable[..., None],
+        on_change: Callable[[SimShop, str, str], None],
+    ) -> None:
+        self.domain = domain
+        self.rng = rng
+        self.trace = trace
+        self.on_change = on_change  # (shop, item_id, topic): the platform's webhook
+        self.items: dict[str, ShopItem] = {}
+        self.by_sku: dict[str, str] = {}
+        self.applied: dict[str, list[WriteResult]] = {}  # idempotency key -> results
+        self.changes: list[Change] = []
+        self.faults = Faults()
+        self.counters: dict[str, int] = {}
+        self.latency: tuple[float, float] = (0.002, 0.05)
+
+    def count(self, name: str) -> None:
+        self.counters[name] = self.counters.get(name, 0) + 1
+
+    # -- the storefront and the shop's admin ----------------------------------------------------
+
+    def add_item(self, sku: str, count: int, now: float, *, window: bool, closable: bool) -> str:
+        """A new product (variant) with `sku`; returns its item id."""
+        item_id = f"{self.domain}/{len(self.items) + 1}"
+        self.items[item_id] = ShopItem(item_id, sku, count, now, window, closable)
+        self.by_sku[sku] = item_id
+        self.trace("product", shop=self.domain, sku=sku, count=count)
+        self.on_change(self, item_id, "products/create")
+        return item_id
+
+    def _change(self, item: ShopItem, delta: int, kind: str, now: float) -> None:
+        item.count += delta
+        self.changes.append(Change(now, self.domain, item.sku, delta, kind, item.window_open))
+        self.trace(kind, shop=self.domain, sku=item.sku, delta=delta, count=item.count)
+        self.on_change(self, item.item_id, f"orders/{kind}")
+
+    def purchase(self, sku: str, n: int, now: float) -> bool:
+        """A storefront purchase of `n`; refused (and not counted) when the shop shows fewer."""
+        item = self.items[self.by_sku[sku]]
+        if item.count < n:
+            self.trace("refused", shop=self.domain, sku=sku, n=n, count=item.count)
+            return False
+        self._change(item, -n, "sale", now)
+        return True
+
+    def restock(self, sku: str, n: int, now: float) -> None:
+        """A cancellation or refund that puts `n` back on the shelf."""
+        self._change(self.items[self.by_sku[sku]], n, "restock", now)
+
+    def edit(self, sku: str, count: int, now: float) -> None:
+        """The shop's admin sets the count by hand (a change of count - current)."""
+        item = self.items[self.by_sku[sku]]
+        if count != item.count:
+            self._change(item, count - item.count, "edit", now)
+
+    # -- the platform API ----------------------------------------------------------------------
+
+    def _apply(self, writes: Sequence[Write], key: str) -> list[WriteResult]:
+        if key in self.applied:
+            self.count("write_replayed")
+            return self.applied[key]
+        results = []
+        for w in writes:
+            item = self.items.get(w.item_id)
+            if item is None:
+                results.append(WriteResult(w.item_id, "error", message="no such item"))
+            elif item.count != w.expected:
+                results.append(WriteResult(w.item_id, "conflict", available=item.count))
+            else:
+                item.count = w.target
+                if item.closable:
+                    item.window_open = False
+                self.trace("write", shop=self.domain, sku=item.sku, count=item.count)
+                self.on_change(self, item.item_id, "inventory_levels/update")
+                results.append(WriteResult(w.item_id, "ok", available=w.target))
+        self.applied[key] = results
+        return results
+
+    async def call(self, action: Callable[[], Any], *, may_time_out: bool = False) -> Any:
+        """One API call: it takes effect on arrival, and its answer may never come back."""
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[Any] = loop.create_future()
+        low, high = self.latency
+
+        def settle(outcome: Any, error: BaseException | None) -> None:
+            if answer.done():
+                return
+            if error is not None:
+                answer.set_exception(error)
+            else:
+                answer.set_result(outcome)
+
+        def arrive() -> None:
+            if self.rng.random() < self.faults.error:
+                status = self.rng.choice((429, 500, 502, 503))
+                self.count(f"platform_{status}")
+                self.trace("platform_error", shop=self.domain, status=status)
+                loop.call_later(
+                    self.rng.uniform(low, high), settle, None, PlatformError(f"HTTP {status}")
+                )
+                return
+            outcome = action()
+            if may_time_out and self.rng.random() < self.faults.timeout_after_apply:
+                self.count("write_timeout_after_apply")
+                self.trace("write_timeout", shop=self.domain)
+                loop.call_later(
+                    self.rng.uniform(1.0, 5.0), settle, None, TimeoutError("read timed out")
+                )
+                return
+            loop.call_later(self.rng.uniform(low, high), settle, outcome, None)
+
+        loop.call_later(self.rng.uniform(low, high), arrive)
+        return await answer
+
+
+@dataclasses.dataclass
+class SimSettings(ChannelSettings):
+    """The simulated channel has no options."""
+
+
+class SimChannel(Channel):
+    """The channel of one agent to its `SimShop`."""
+
+    name = "sim"
+    settings_class = SimSettings
+
+    def __init__(self, shop: SimShop, **_: Any) -> None:
+        super().__init__(SimSettings(), http=None, clock=None)  # type: ignore[arg-type]
+        self.shop = shop
+        self.budget = RateBudget(40, 2, max_write_batch=5, max_read_batch=5)
+
+    async def list_items(self) -> AsyncIterator[Item]:
+        def listing() -> list[Item]:
+            return [
+                Item(i.item_id, i.sku, i.count, i.created_at, i.item_id)
+                for i in self.shop.items.values()
+            ]
+
+        for item in await self.shop.call(listing):
+            yield item
+
+    async def read(self, item_ids: Sequence[str]) -> dict[str, int | None]:
+        def counts() -> dict[str, int | None]:
+            items = self.shop.items
+            return {i: (items[i].count if i in items else None) for i in item_ids}
+
+        return await self.shop.call(counts)
+
+    async def write(self, writes: Sequence[Write], *, key: str) -> list[WriteResult]:
+        batch = list(writes)
+        return await self.shop.call(lambda: self.shop._apply(batch, key), may_time_out=True)
+
+    def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookHint:
+        raise NotImplementedError("the simulation delivers hints directly")
+
+    async def subscribe(self, callback_url: str) -> None:
+        return None
