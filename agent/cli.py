@@ -445,7 +445,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("demo", cmd_demo, "run emulated shops and agents through a scenario")
     p.add_argument("--duration", type=float, default=30.0, help="seconds of trading")
     p.add_argument("--skus", type=int, default=50)
-    p.add_argument("--channels", default="shopify", help="comma-separated, one shop each")
+    p.add_argument(
+        "--channels",
+        default="shopify,shopline,pisell",
+        help="comma-separated platforms, one shop each (one name: three shops on it)",
+    )
     p.add_argument("--keep-running", action="store_true", help="leave everything up")
     p.add_argument("--json", action="store_true", help="print only the final JSON line")
     p.add_argument("--workdir", help="where to put the agents' data (default: a temp dir)")

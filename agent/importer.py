@@ -15,7 +15,7 @@ import json
 from typing import Any
 
 import structlog
-from sqlalchemy import func, update
+from sqlalchemy import func
 from sqlmodel import col, select
 
 from agent import synclog
@@ -62,6 +62,7 @@ class Importer:
         self.replicator = replicator
         self.sku_rule = sku_rule
         self.task: asyncio.Task[None] | None = None
+        self.resyncing = False
 
     # -- persisted state -------------------------------------------------------------------------
 
@@ -187,23 +188,18 @@ class Importer:
     ) -> dict[str, Any]:
         """Start an import of the pools into the shop; returns the pre-flight report.
 
-        With `mark`, every synced item waits for its cut-over write (an admin's re-import);
-        a join's snapshot install has set those flags already, atomically with the ledger.
+        A join's import (`mark=False`) writes the items whose cut-over flags the snapshot
+        install set, atomically with the ledger. An admin's re-import on a member that is
+        already syncing does not discard anything: every item is re-read first (a change found
+        is the shop's own and is counted), then the group's count is written where it differs.
         """
         if self.running:
             raise ImportError_(409, "import_running", "an import is already running")
         await self.hold_for_import()
         if report is None:
             report = await self.preflight()
-        if mark:
-            async with self.db.transaction() as session:
-                pooled = select(PoolRow.sku).where(col(PoolRow.base).is_not(None))
-                await session.exec(
-                    update(ItemRow)  # type: ignore[arg-type]
-                    .where(col(ItemRow.excluded).is_(None), col(ItemRow.sku).in_(pooled))
-                    .values(cutover_pending=True)
-                )
-        skus = await self._pending_skus()
+        self.resyncing = mark
+        skus = set(self.reconciler.resync()) if mark else await self._pending_skus()
         now = self.clock.now()
         state = {
             "state": "running",
@@ -228,7 +224,7 @@ class Importer:
         self.reconciler.pool_changed(await self._pending_skus())
         while True:
             remaining = await self.remaining()
-            if remaining == 0:
+            if remaining == 0 and self.reconciler.is_idle():
                 break
             await self.clock.sleep(0.2)
             if not self.reconciler.pending_skus and not self.reconciler.busy:
@@ -259,13 +255,18 @@ class Importer:
             return {sku for sku in rows if sku}
 
     async def remaining(self) -> int:
+        """Items still waiting for their cut-over write (or, in a re-import, for a look)."""
         async with self.db.sessions() as session:
             query = (
                 select(func.count())
                 .select_from(ItemRow)
                 .where(col(ItemRow.cutover_pending).is_(True))
             )
-            return int(await session.scalar(query) or 0)
+            waiting = int(await session.scalar(query) or 0)
+        if self.resyncing and self.running:
+            r = self.reconciler
+            waiting += len(r.pending_reads) + len(r.pending_skus) + len(r.busy)
+        return waiting
 
     async def progress(self) -> dict[str, Any]:
         """done / total, rate and ETA of the current (or last) import."""

@@ -11,7 +11,7 @@ origin agent's event, from its sync log: webhook hop, coalescing, platform read,
 
 Parts: the Plus plan at 50 sales/s; the Standard plan stepped up in rate to find the highest
 rate whose p99 stays under a second; 50 sales/s again with larger catalogues (default 1,000
-and 100,000 SKUs; `--quick` 1,000 and 10,000), with the joiners' snapshot import timed.
+and 100,000 SKUs; `--quick` 1,000 and 2,000), with the joiners' snapshot import timed.
 
     .venv/bin/python bench/latency.py [--quick]
 """
@@ -60,18 +60,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rate", type=float, default=50.0, help="sales/s of the Plus runs")
     p.add_argument("--seconds", type=float, help="length of each step (default 20, quick 5)")
     p.add_argument("--skus", type=int, default=1000, help="catalogue of the Plus/Standard runs")
-    p.add_argument("--rates", help="Standard plan steps (default 10,20,50,100,200; quick 10,20,50)")
-    p.add_argument("--sizes", help="large catalogues (default 100000; quick 10000)")
+    p.add_argument("--rates", help="Standard plan steps (default 10,20,50,100,200; quick 10,20)")
+    p.add_argument("--sizes", help="large catalogues (default 100000; quick 2000)")
     p.add_argument("--parts", default="plus,standard,sizes", help="which parts to run")
     p.add_argument("--workdir", help="keep data and logs here (default: a temp dir)")
     p.add_argument("--seed", type=int, default=11)
     args = p.parse_args(argv)
-    args.seconds = args.seconds or (5.0 if args.quick else 20.0)
+    args.seconds = args.seconds or (4.0 if args.quick else 20.0)
     args.rates = [
-        float(r)
-        for r in (args.rates or ("10,20,50" if args.quick else "10,20,50,100,200")).split(",")
+        float(r) for r in (args.rates or ("10,20" if args.quick else "10,20,50,100,200")).split(",")
     ]
-    args.sizes = [int(s) for s in (args.sizes or ("10000" if args.quick else "100000")).split(",")]
+    args.sizes = [int(s) for s in (args.sizes or ("2000" if args.quick else "100000")).split(",")]
     args.parts = {s.strip() for s in args.parts.split(",")}
     return args
 
@@ -516,7 +515,7 @@ async def main(argv: list[str] | None = None) -> int:
     sizes = ", ".join(f"{n:,}" for n in [args.skus, *args.sizes])
     out.print(
         f"Catalogue sizes at {args.rate:g} sales/s on Plus: {sizes} SKUs"
-        + (" (--quick: 10,000 stands in for 100,000)." if args.quick else ".")
+        + (" (--quick: 2,000 stands in for 100,000)." if args.quick else ".")
     )
     figures = summary(parts, args)
     figures["sizes"] = [args.skus, *args.sizes]

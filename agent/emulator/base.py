@@ -219,10 +219,13 @@ class Emulator:
         except ValueError as exc:
             return json_error(400, str(exc))
         try:
+            before = self.store.find_sku(sku).available  # no await between: same moment
             variant = self.store.edit(sku, available)
         except UnknownSku:
             return json_error(404, f"unknown sku {sku}")
-        return web.json_response({"sku": variant.sku, "available": variant.available})
+        return web.json_response(
+            {"sku": variant.sku, "available": variant.available, "before": before}
+        )
 
     async def _h_inventory(self, request: web.Request) -> web.Response:
         return web.json_response(self.store.inventory())

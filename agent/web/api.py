@@ -17,7 +17,7 @@ from agent.importer import ImportError_
 from agent.models import EventRow, ItemRow, PeerRow, PendingWrite, PoolRow
 from agent.peering import PeerError
 from agent.replication import behind, vector_from_wire
-from agent.web import keys
+from agent.web import keys, openapi
 
 __all__ = ["bad_request", "create_api_app", "json_error"]
 
@@ -60,6 +60,7 @@ def create_api_app(parent: web.Application) -> web.Application:
     app.router.add_get("/maintenance", get_maintenance)
     app.router.add_post("/maintenance", post_maintenance)
     app.router.add_post("/resync", post_resync)
+    app.router.add_get("/openapi.json", openapi.serve)
     return app
 
 
@@ -74,9 +75,12 @@ def _int_param(request: web.Request, name: str, default: int | None = None) -> i
     if raw is None or raw == "":
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         raise bad_request("bad_parameter", f"{name} must be an integer") from None
+    if not -(2**63) <= value < 2**63:  # beyond a database integer: the query would fail (500)
+        raise bad_request("bad_parameter", f"{name} is out of range")
+    return value
 
 
 def _float_param(request: web.Request, name: str) -> float | None:

@@ -73,11 +73,13 @@ def _wrap(handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
             body = json.loads(await request.read() or b"{}")
         except (json.JSONDecodeError, UnicodeDecodeError):
             return json_error(400, "bad_json", "body is not valid JSON")
+        if not isinstance(body, dict):
+            return json_error(400, "bad_json", "body must be a JSON object")
         try:
             result = await handler(request, request.config_dict[keys.PEERING], body)
         except PeerError as exc:
             return json_error(exc.status, exc.error, exc.message)
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, OverflowError) as exc:  # e.g. seq ≥ 2**63
             return json_error(400, "bad_request", f"malformed request: {exc}")
         status = 202 if request.path == "/peer/join" else 200
         return web.json_response(result, status=status)

@@ -1,0 +1,566 @@
+"""The OpenAPI 3.1 document of the admin API (`/api`) and the agent-to-agent API (`/peer`).
+
+Built once at import from the handlers' real shapes (`agent/web/api.py`, `agent/web/peer.py`)
+and served at `GET /api/openapi.json`, behind the admin token like the rest of `/api`.
+`tests/test_fuzz.py` runs schemathesis against a live agent with this document, so a handler
+whose answers drift from it fails there.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from aiohttp import web
+
+from agent import __version__
+
+__all__ = ["DOCUMENT", "document", "serve"]
+
+Schema = dict[str, Any]
+
+STR: Schema = {"type": "string"}
+INT: Schema = {"type": "integer"}
+INT64: Schema = {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1}
+NUM: Schema = {"type": "number"}
+BOOL: Schema = {"type": "boolean"}
+
+
+def _null(schema: Schema) -> Schema:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def _blank(schema: Schema) -> Schema:
+    """A query parameter that may also be sent empty, which means absent."""
+    return {"anyOf": [schema, {"type": "string", "maxLength": 0}]}
+
+
+def _list(items: Schema, **extra: Any) -> Schema:
+    return {"type": "array", "items": items, **extra}
+
+
+def _obj(props: dict[str, Schema], *, optional: tuple[str, ...] = (), **extra: Any) -> Schema:
+    """An object whose properties are all required but those named `optional`."""
+    return {
+        "type": "object",
+        "properties": props,
+        "required": [name for name in props if name not in optional],
+        **extra,
+    }
+
+
+def _ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _tuple(*items: Schema) -> Schema:
+    return {"type": "array", "prefixItems": list(items), "minItems": len(items), "items": False}
+
+
+ITEM = _obj({"item_id": STR, "title": STR})
+VECTOR = _list(_tuple({"type": "string", "minLength": 1}, STR, {"type": "integer", "minimum": 0}))
+MEMBER = _obj(
+    {
+        "domain": {"type": "string", "minLength": 1},
+        "agent_url": {"type": "string", "minLength": 1},
+        "public_key": {"type": "string", "minLength": 1, "description": "raw Ed25519, base64"},
+        "state": {"enum": ["active", "paused", "left"]},
+        "changed_at": NUM,
+        "fingerprint": STR,
+    },
+    optional=("state", "changed_at", "fingerprint"),
+)
+DESCRIBE = _obj({"domain": STR, "agent_url": STR, "public_key": STR, "fingerprint": STR})
+
+SCHEMAS: dict[str, Schema] = {
+    "Error": _obj(
+        {"error": STR, "message": STR},
+        additionalProperties=False,
+        description="Every 4xx/5xx answer: a machine-readable code and a human sentence.",
+    ),
+    "Status": _obj(
+        {
+            "domain": STR,
+            "channel": STR,
+            "public_url": STR,
+            "version": STR,
+            "epoch": STR,
+            "fingerprint": STR,
+            "uptime": NUM,
+            "items": INT,
+            "excluded": INT,
+            "skus": INT,
+            "events": INT,
+            "vector": _list(_obj({"origin": STR, "epoch": STR, "seq": INT})),
+            "pending": _obj({"reads": INT, "skus": INT, "busy": INT, "writes": INT}),
+            "idle": BOOL,
+            "ready": BOOL,
+            "last_reconcile": _null(NUM),
+            "stats": {"type": "object", "additionalProperties": INT},
+            "paused": BOOL,
+            "import": _obj({"state": STR, "done": INT, "total": INT}),
+            "maintenance": BOOL,
+        }
+    ),
+    "LogEntry": _obj(
+        {
+            "id": INT,
+            "at": NUM,
+            "kind": STR,
+            "sku": _null(STR),
+            "peer": _null(STR),
+            "before": _null(INT),
+            "delta": _null(INT),
+            "after": _null(INT),
+            "message": STR,
+        }
+    ),
+    "Pool": _obj(
+        {
+            "sku": STR,
+            "pool": _null(INT),
+            "published": _null(INT),
+            "item_id": _null(STR),
+            "updated_at": _null(NUM),
+        }
+    ),
+    "JoinRequest": _obj({"domain": STR, "agent_url": STR, "fingerprint": STR, "received_at": NUM}),
+    "Peer": _obj(
+        {
+            "domain": STR,
+            "agent_url": STR,
+            "fingerprint": STR,
+            "state": {"enum": ["connected", "connecting", "unreachable", "paused", "left"]},
+            "last_contact": _null(NUM),
+            "events_behind": INT,
+            "last_error": STR,
+        }
+    ),
+    "Preflight": _obj(
+        {
+            "items": INT,
+            "skus_to_write": INT,
+            "to_change": _list(_obj({"sku": STR, "item_id": STR, "shop": INT, "target": INT})),
+            "duplicates": _list(_obj({"sku": STR, "items": _list(ITEM)})),
+            "duplicate_skus": INT,
+            "no_sku": _list(ITEM),
+            "no_sku_items": INT,
+            "missing_here": _list(STR),
+            "missing_here_count": INT,
+            "only_here": _list(STR),
+            "only_here_count": INT,
+        },
+        description="What an import would change; lists hold at most 1000 rows, counts are full.",
+    ),
+    "ImportProgress": _obj(
+        {
+            "state": {"enum": ["none", "running", "done"]},
+            "phase": {"enum": ["snapshot", "writing", "done"]},
+            "reason": _null(STR),
+            "master": _null(STR),
+            "started_at": NUM,
+            "writing_started": NUM,
+            "finished_at": NUM,
+            "done": INT,
+            "total": INT,
+            "rate": NUM,
+            "eta_seconds": _null(NUM),
+            "dry_run_report": _null(_ref("Preflight")),
+            "maintenance": BOOL,
+        },
+        optional=("phase", "reason", "master", "started_at", "writing_started", "finished_at"),
+    ),
+    "Maintenance": _obj(
+        {"on": BOOL, "auto": BOOL, "since": NUM, "storefront_closed": BOOL},
+        optional=("auto", "since", "storefront_closed"),
+    ),
+    "Duplicates": _obj(
+        {
+            "duplicates": _list(_obj({"sku": STR, "items": _list(ITEM), "advice": STR})),
+            "no_sku": _list(_obj({"item_id": STR, "title": STR, "advice": STR})),
+            "missing_here": _list(STR),
+            "only_here": _list(STR),
+        }
+    ),
+    "PoolRow": {
+        **_tuple(STR, _null(INT), _null(NUM), _null(STR), INT),
+        "description": "[sku, base, base_created, base_origin, deltas]",
+    },
+    "Told": _list(STR, description="domains of the members that answered"),
+    "Member": MEMBER,
+    "Describe": DESCRIBE,
+    "Vector": {**VECTOR, "description": "[[origin, epoch, highest gap-free seq], …]"},
+    "Event": {
+        **_tuple(
+            {"type": "string", "minLength": 1, "description": "origin"},
+            {"type": "string", "minLength": 1, "description": "epoch"},
+            {"type": "integer", "minimum": 1, "description": "seq"},
+            {"type": "string", "minLength": 1, "description": "sku"},
+            {"type": "string", "minLength": 1, "description": "kind"},
+            {"type": "integer", "description": "delta"},
+            _null(INT),
+            _null(NUM),
+            _null(STR),
+            _null(NUM),
+        ),
+        "description": "[origin, epoch, seq, sku, kind, delta, count, item_created, cause, at]",
+    },
+}
+
+
+def _json(schema: Schema, description: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": schema}},
+        **extra,
+    }
+
+
+def _error(description: str) -> dict[str, Any]:
+    return _json(_ref("Error"), description)
+
+
+def _body(schema: Schema, *, required: bool = True) -> dict[str, Any]:
+    return {"required": required, "content": {"application/json": {"schema": schema}}}
+
+
+UNAUTHORIZED = _error("No or wrong admin token (`Authorization: Bearer …`).")
+BAD_JSON = _error("The body is not a JSON object, or a field is wrong.")
+
+
+def _admin(
+    summary: str,
+    ok: Schema,
+    *,
+    status: tuple[str, ...] = ("200",),
+    body: Schema | None = None,
+    errors: dict[str, str] | None = None,
+    params: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    responses: dict[str, Any] = {code: _json(ok, summary) for code in status}
+    responses["401"] = UNAUTHORIZED
+    if body is not None:
+        responses["400"] = BAD_JSON
+    for code, text in (errors or {}).items():
+        responses[code] = _error(text)
+    op: dict[str, Any] = {"summary": summary, "tags": ["admin"], "responses": responses}
+    if body is not None:
+        op["requestBody"] = _body(body)
+    if params:
+        op["parameters"] = params
+    return op
+
+
+def _query(name: str, schema: Schema, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": schema,
+        "description": description,
+    }
+
+
+DOMAIN = {"name": "domain", "in": "path", "required": True, "schema": STR}
+TOLD = _obj({"paused": BOOL, "told": _ref("Told")})
+
+ADMIN_PATHS: dict[str, dict[str, Any]] = {
+    "/api/status": {"get": _admin("This agent, its shop and its work queues.", _ref("Status"))},
+    "/api/log": {
+        "get": _admin(
+            "Sync-log entries, newest first (forward from `after_id` for tailing).",
+            _obj({"entries": _list(_ref("LogEntry"))}),
+            errors={"400": "A number parameter is not a number."},
+            params=[
+                _query("sku", STR, "only this SKU"),
+                _query("kind", STR, "only this kind (write, batch_received, oversold…)"),
+                _query("peer", STR, "only this peer domain"),
+                _query("since", _blank(NUM), "at or after this Unix time"),
+                _query("until", _blank(NUM), "at or before this Unix time"),
+                _query("after_id", _blank(INT64), "forward from this id (oldest first)"),
+                _query("before_id", _blank(INT64), "back from this id (newest first)"),
+                _query("limit", _blank(INT64), "page size, 1-1000 (default 100)"),
+            ],
+        )
+    },
+    "/api/pools": {
+        "get": _admin(
+            "Per SKU: the group's pool, the count published in this shop, the item.",
+            _obj({"pools": _list(_ref("Pool"))}),
+            params=[_query("sku", STR, "only this SKU")],
+        )
+    },
+    "/api/reconcile": {
+        "post": _admin(
+            "Start a full catalogue reconciliation now.", _obj({"ok": BOOL}), status=("202",)
+        )
+    },
+    "/api/join": {
+        "post": _admin(
+            "Send a join request to another shop's agent (agent URL or shop domain).",
+            _obj(
+                {
+                    "status": {"const": "pending"},
+                    "domain": STR,
+                    "agent_url": STR,
+                    "fingerprint": STR,
+                }
+            ),
+            status=("202",),
+            body=_obj({"target": {"type": "string", "pattern": r"\S"}}),
+            errors={
+                "409": "This shop is already in a group: leave it first.",
+                "502": "The target could not be found, reached, or refused the request.",
+            },
+        )
+    },
+    "/api/requests": {
+        "get": _admin("Pending join requests.", _obj({"requests": _list(_ref("JoinRequest"))}))
+    },
+    "/api/requests/{domain}/accept": {
+        "post": _admin(
+            "Accept a pending join request: call the joiner back, add it, introduce it.",
+            _obj({"accepted": STR, "introduced": _list(STR)}),
+            errors={
+                "404": "No pending join request from that domain.",
+                "502": "The joiner did not confirm at the URL it claimed.",
+            },
+            params=[DOMAIN],
+        )
+    },
+    "/api/requests/{domain}/reject": {
+        "post": _admin(
+            "Reject a pending join request.",
+            _obj({"rejected": STR}),
+            errors={"404": "No pending join request from that domain."},
+            params=[DOMAIN],
+        )
+    },
+    "/api/peers": {
+        "get": _admin(
+            "Every peer: state, last contact, events behind.", _obj({"peers": _list(_ref("Peer"))})
+        )
+    },
+    "/api/leave": {
+        "post": _admin(
+            "Leave the group (the other members are told).",
+            _obj({"left": BOOL, "told": _ref("Told")}),
+            errors={"409": "This shop is not in a group."},
+        )
+    },
+    "/api/pause": {"post": _admin("Pause sync with the group.", TOLD)},
+    "/api/resume": {"post": _admin("Resume sync with the group.", TOLD)},
+    "/api/duplicates": {
+        "get": _admin("Duplicates, SKU-less items, SKUs missing here.", _ref("Duplicates"))
+    },
+    "/api/import": {
+        "get": _admin("Progress of the current or last import.", _ref("ImportProgress")),
+        "post": _admin(
+            "Start an import of the group's counts into this shop (202), or only report (200).",
+            _obj({"dry_run": BOOL, "report": _ref("Preflight")}),
+            status=("200", "202"),
+            body=_obj({"dry_run": BOOL}, optional=("dry_run",)),
+            errors={"409": "Not in a group, or an import is already running."},
+        ),
+    },
+    "/api/maintenance": {
+        "get": _admin("Maintenance mode.", _ref("Maintenance")),
+        "post": _admin(
+            "Turn maintenance mode on or off.",
+            _ref("Maintenance"),
+            body=_obj({"on": BOOL}),
+            errors={"409": "An import is running; it ends maintenance itself."},
+        ),
+    },
+    "/api/resync": {
+        "post": _admin(
+            "Re-read and re-write these SKUs (or all of them).",
+            _obj({"queued": _list(STR), "unknown": _list(STR)}),
+            body={
+                "anyOf": [
+                    _obj({"skus": _list(STR, minItems=1)}),
+                    _obj({"all": {"const": True}}),
+                ]
+            },
+        )
+    },
+    "/api/openapi.json": {
+        "get": _admin("This document.", {"type": "object", "required": ["openapi", "paths"]})
+    },
+}
+
+SIGNATURE_HEADERS = [
+    {
+        "name": "Signature-Input",
+        "in": "header",
+        "required": True,
+        "schema": STR,
+        "description": 'RFC 9421: sig1=("@method" "@path" "@query" "content-digest");'
+        'created=…;nonce="…";keyid="SHA256:…";alg="ed25519"',
+    },
+    {
+        "name": "Signature",
+        "in": "header",
+        "required": True,
+        "schema": STR,
+        "description": "RFC 9421: sig1=:<base64 Ed25519 signature>:",
+    },
+    {
+        "name": "Content-Digest",
+        "in": "header",
+        "required": True,
+        "schema": STR,
+        "description": "RFC 9530: sha-256=:<base64 SHA-256 of the body>:",
+    },
+]
+
+
+def _peer(
+    summary: str,
+    body: Schema,
+    ok: Schema,
+    *,
+    status: str = "200",
+    errors: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    responses = {
+        status: _json(ok, summary),
+        "400": _error("The body is not JSON, or a field is malformed."),
+        "401": _error(
+            "Missing, malformed, stale, replayed or wrong signature, or an unknown key "
+            "(`missing_signature`, `malformed_signature`, `digest_mismatch`, "
+            "`stale_timestamp`, `unknown_key`, `bad_signature`, `replayed_nonce`)."
+        ),
+        "403": _error("The signing key is not a member of this group (`not_a_member`)."),
+        "503": _json(
+            _ref("Error"),
+            "Sync is paused, the shop is importing, or the nonce cache is full: retry.",
+            headers={"Retry-After": {"schema": STR}},
+        ),
+    }
+    for code, text in (errors or {}).items():
+        responses[code] = _error(text)
+    return {
+        "post": {
+            "summary": summary,
+            "tags": ["peer"],
+            "security": [],
+            "parameters": SIGNATURE_HEADERS,
+            "requestBody": _body(body),
+            "responses": responses,
+        }
+    }
+
+
+PEER_PATHS: dict[str, Any] = {
+    "/peer/join": _peer(
+        "A join request, self-signed with the key it carries; stored as pending.",
+        _obj(
+            {
+                **MEMBER["properties"],
+                "nonce": {"type": "string", "minLength": 16, "maxLength": 128},
+            },
+            optional=("state", "changed_at", "fingerprint"),
+        ),
+        _obj({"status": {"const": "pending"}, "domain": STR}),
+        status="202",
+        errors={"409": "Already a member, or the sender has this agent's domain."},
+    ),
+    "/peer/welcome": _peer(
+        "The master accepted: the nonce of the request and the group's members.",
+        _obj({"nonce": STR, "members": _list(_ref("Member"))}, optional=("members",)),
+        _obj({"confirmed": {"const": True}, **DESCRIBE["properties"]}),
+        errors={
+            "409": "This shop joined another group meanwhile.",
+            "410": "The join request expired.",
+        },
+    ),
+    "/peer/introduce": _peer(
+        "A member introduces a newcomer.", _obj({"member": _ref("Member")}), _obj({"ok": BOOL})
+    ),
+    "/peer/state": _peer(
+        "The sender's own new state.",
+        _obj(
+            {"state": {"enum": ["active", "paused", "left"]}, "changed_at": NUM},
+            optional=("changed_at",),
+        ),
+        _obj({"ok": BOOL}),
+    ),
+    "/peer/events": _peer(
+        "A batch of the sender's events (at least once; the inbox de-duplicates).",
+        _obj({"events": _list(_ref("Event"), maxItems=5000)}),
+        _obj({"vector": _ref("Vector")}),
+    ),
+    "/peer/pull": _peer(
+        "Events beyond the sender's vector, from any origin, and the member list.",
+        _obj({"have": _ref("Vector")}, optional=("have",)),
+        _obj(
+            {
+                "events": _list(_ref("Event")),
+                "more": BOOL,
+                "vector": _ref("Vector"),
+                "members": _list(_ref("Member")),
+            }
+        ),
+    ),
+    "/peer/snapshot": _peer(
+        "Pools, vector and held events, read in one transaction, and the member list.",
+        {"type": "object"},
+        _obj(
+            {
+                "pools": _list(_ref("PoolRow")),
+                "vector": _ref("Vector"),
+                "extra_events": _list(_ref("Event")),
+                "members": _list(_ref("Member")),
+            }
+        ),
+    ),
+}
+
+WELL_KNOWN = {
+    "/.well-known/shopsync": {
+        "get": {
+            "summary": "Who this agent is, for joiners resolving a shop domain.",
+            "tags": ["peer"],
+            "security": [],
+            "responses": {"200": _json(_ref("Describe"), "This agent's identity.")},
+        }
+    }
+}
+
+DOCUMENT: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "shopsync agent",
+        "version": __version__,
+        "description": "`/api`: admin JSON API (bearer admin token). `/peer`: signed "
+        "agent-to-agent calls (Ed25519, RFC 9421 HTTP Message Signatures with an RFC 9530 "
+        'Content-Digest). Every error answer is `{"error", "message"}`.',
+    },
+    "tags": [
+        {"name": "admin", "description": "For the CLI, the admin pages and scripts."},
+        {"name": "peer", "description": "Between the agents of one group."},
+    ],
+    "security": [{"admin": []}],
+    "paths": {**ADMIN_PATHS, **PEER_PATHS, **WELL_KNOWN},
+    "components": {
+        "schemas": SCHEMAS,
+        "securitySchemes": {
+            "admin": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "the admin token `shopsync init` printed",
+            }
+        },
+    },
+}
+
+
+def document() -> dict[str, Any]:
+    """A deep copy of the document, for callers that may change it."""
+    return copy.deepcopy(DOCUMENT)
+
+
+async def serve(request: web.Request) -> web.Response:
+    """`GET /api/openapi.json` (admin token, like the rest of `/api`)."""
+    return web.json_response(DOCUMENT)
