@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
+
+from agent.models import StateEntry
 
 __all__ = ["Database", "alembic_config"]
 
@@ -58,6 +62,21 @@ class Database:
         """A session in a writing transaction, committed on exit, rolled back on error."""
         async with self.write_lock, self.sessions.begin() as session:
             yield session
+
+    async def get_state(self, key: str, default: Any = None) -> Any:
+        """A small piece of agent state that survives restarts (JSON), or `default`."""
+        async with self.sessions() as session:
+            row = await session.get(StateEntry, key)
+        return default if row is None else json.loads(row.value)
+
+    async def set_state(self, key: str, value: Any) -> None:
+        """Store a piece of agent state (JSON) in its own transaction."""
+        async with self.transaction() as session:
+            row = await session.get(StateEntry, key)
+            if row is None:
+                session.add(StateEntry(key=key, value=json.dumps(value)))
+            else:
+                row.value = json.dumps(value)
 
     async def upgrade(self) -> None:
         """Bring the schema to the newest migration (idempotent)."""

@@ -11,7 +11,6 @@ can and holds outgoing sync; local changes are still recorded and are sent when 
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 import structlog
@@ -23,7 +22,7 @@ from agent.catalogue import SkuRule, classify
 from agent.channel import Channel
 from agent.clock import Clock
 from agent.db import Database
-from agent.models import ItemRow, PoolRow, StateEntry
+from agent.models import ItemRow, PoolRow
 from agent.reconcile import Reconciler
 from agent.replication import Replicator
 
@@ -64,25 +63,10 @@ class Importer:
         self.task: asyncio.Task[None] | None = None
         self.resyncing = False
 
-    # -- persisted state -------------------------------------------------------------------------
-
-    async def _get(self, key: str, default: Any) -> Any:
-        async with self.db.sessions() as session:
-            row = await session.get(StateEntry, key)
-        return default if row is None else json.loads(row.value)
-
-    async def _set(self, key: str, value: Any) -> None:
-        async with self.db.transaction() as session:
-            row = await session.get(StateEntry, key)
-            if row is None:
-                session.add(StateEntry(key=key, value=json.dumps(value)))
-            else:
-                row.value = json.dumps(value)
-
     # -- maintenance ---------------------------------------------------------------------------
 
     async def maintenance(self) -> dict[str, Any]:
-        return await self._get("maintenance", {"on": False})
+        return await self.db.get_state("maintenance", {"on": False})
 
     async def set_maintenance(self, on: bool, *, auto: bool = False) -> dict[str, Any]:
         """Close (or open) the storefront where possible and hold (or release) outgoing sync."""
@@ -97,7 +81,7 @@ class Importer:
             "since": self.clock.now(),
             "storefront_closed": on and storefront,
         }
-        await self._set("maintenance", state)
+        await self.db.set_state("maintenance", state)
         async with self.db.transaction() as session:
             message = (
                 (
@@ -123,7 +107,7 @@ class Importer:
         """On start: re-apply maintenance and resume an import that a crash interrupted."""
         if (await self.maintenance()).get("on"):
             self.replicator.held_back = True
-        state = await self._get("import", {})
+        state = await self.db.get_state("import", {})
         if state.get("state") == "running" and state.get("phase") == "writing":
             log.info("import_resumed", total=state.get("total"))
             self.task = asyncio.create_task(self._write_phase())
@@ -211,7 +195,7 @@ class Importer:
             "total": len(skus),
             "report": report,
         }
-        await self._set("import", state)
+        await self.db.set_state("import", state)
         self.task = asyncio.create_task(self._write_phase())
         return report
 
@@ -229,10 +213,10 @@ class Importer:
             await self.clock.sleep(0.2)
             if not self.reconciler.pending_skus and not self.reconciler.busy:
                 self.reconciler.pool_changed(await self._pending_skus())  # e.g. after a conflict
-        state = await self._get("import", {})
+        state = await self.db.get_state("import", {})
         finished = self.clock.now()
         state.update(state="done", phase="done", finished_at=finished)
-        await self._set("import", state)
+        await self.db.set_state("import", state)
         elapsed = max(1e-6, finished - state.get("writing_started", finished))
         written = state.get("report", {}).get("skus_to_write", 0)
         async with self.db.transaction() as session:
@@ -270,7 +254,7 @@ class Importer:
 
     async def progress(self) -> dict[str, Any]:
         """done / total, rate and ETA of the current (or last) import."""
-        state = await self._get("import", {"state": "none"})
+        state = await self.db.get_state("import", {"state": "none"})
         total = int(state.get("total") or 0)
         remaining = await self.remaining() if state.get("state") == "running" else 0
         done = max(0, total - remaining)

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
 import uuid
 from collections.abc import Callable
@@ -36,7 +35,6 @@ from agent.models import (
     JoinRequest,
     PeerRow,
     PoolRow,
-    StateEntry,
     VectorEntry,
 )
 from agent.replication import Replicator, event_from_wire, vector_from_wire
@@ -164,17 +162,10 @@ class Peering:
     # -- state ---------------------------------------------------------------------------------
 
     async def get_state(self, key: str, default: Any = None) -> Any:
-        async with self.db.sessions() as session:
-            row = await session.get(StateEntry, key)
-        return default if row is None else json.loads(row.value)
+        return await self.db.get_state(key, default)
 
     async def set_state(self, key: str, value: Any) -> None:
-        async with self.db.transaction() as session:
-            row = await session.get(StateEntry, key)
-            if row is None:
-                session.add(StateEntry(key=key, value=json.dumps(value)))
-            else:
-                row.value = json.dumps(value)
+        await self.db.set_state(key, value)
 
     async def in_group(self) -> bool:
         async with self.db.sessions() as session:
