@@ -208,7 +208,9 @@ class Importer:
         self.reconciler.pool_changed(await self._pending_skus())
         while True:
             remaining = await self.remaining()
-            if remaining == 0 and self.reconciler.is_idle():
+            # a re-import is done once every item was looked at again (the queue drained); a
+            # join's once every cut-over write landed, whatever the shop keeps selling
+            if remaining == 0 and (not self.resyncing or self.reconciler.is_idle()):
                 break
             await self.clock.sleep(0.2)
             if not self.reconciler.pending_skus and not self.reconciler.busy:

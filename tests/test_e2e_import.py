@@ -40,7 +40,9 @@ async def test_import_of_10000_skus_while_the_shop_keeps_selling_is_exact(tmp_pa
         orders: list[tuple[ShopHandle, str, float]] = []
 
         async def keep_selling() -> None:
+            deadline = asyncio.get_running_loop().time() + 180
             while await _import_state(joiner) in ("none", "running"):
+                assert asyncio.get_running_loop().time() < deadline, "the import never ended"
                 shop = rng.choice((master, joiner))
                 sku = rng.choice(skus)
                 status, body = await shop.emu(
