@@ -212,10 +212,21 @@ async def cmd_duplicates(args: argparse.Namespace) -> int:
 
 
 async def cmd_import(args: argparse.Namespace) -> int:
+    from agent.client import AdminError
     from agent.console import follow_import, print_preflight
 
     client = _client(args)
-    answer = await client.post("/api/import", {"dry_run": args.dry_run})
+    try:
+        answer = await client.post("/api/import", {"dry_run": args.dry_run})
+    except AdminError as exc:
+        if exc.error != "import_running" or args.dry_run or args.no_wait:
+            raise
+        if not args.json:
+            print("an import is already running (a join's, or an earlier one): following it")
+        final = await follow_import(client, quiet=args.json)
+        if args.json:
+            _print_json(final)
+        return 0 if final.get("state") == "done" else 1
     if args.json and (args.dry_run or args.no_wait):
         _print_json(answer)
         return 0

@@ -12,7 +12,11 @@ __all__ = ["AdminClient", "AdminError"]
 
 
 class AdminError(RuntimeError):
-    """The agent could not be reached, or answered with an error."""
+    """The agent could not be reached, or answered with an error (`status`, `error`)."""
+
+    def __init__(self, message: str, *, status: int = 0, error: str = "") -> None:
+        super().__init__(message)
+        self.status, self.error = status, error
 
 
 class AdminClient:
@@ -43,7 +47,12 @@ class AdminClient:
                     body = {"message": (await resp.text())[:200]}
                 if resp.status >= 400:
                     message = body.get("message") if isinstance(body, dict) else None
-                    raise AdminError(f"agent answered {resp.status}: {message or body}")
+                    error = body.get("error", "") if isinstance(body, dict) else ""
+                    raise AdminError(
+                        f"agent answered {resp.status}: {message or body}",
+                        status=resp.status,
+                        error=str(error),
+                    )
                 return body
         except (aiohttp.ClientConnectionError, TimeoutError) as exc:
             raise AdminError(

@@ -193,8 +193,9 @@ class Importer:
             "started_at": now,
             "writing_started": now,
             "total": len(skus),
-            "report": report,
+            "skus_to_write": report.get("skus_to_write", 0),
         }
+        await self.db.set_state("import_report", report)  # large: kept apart from the state
         await self.db.set_state("import", state)
         self.task = asyncio.create_task(self._write_phase())
         return report
@@ -220,7 +221,7 @@ class Importer:
         state.update(state="done", phase="done", finished_at=finished)
         await self.db.set_state("import", state)
         elapsed = max(1e-6, finished - state.get("writing_started", finished))
-        written = state.get("report", {}).get("skus_to_write", 0)
+        written = state.get("skus_to_write", 0)
         async with self.db.transaction() as session:
             synclog.record(
                 session,
@@ -254,7 +255,7 @@ class Importer:
             waiting += len(r.pending_reads) + len(r.pending_skus) + len(r.busy)
         return waiting
 
-    async def progress(self) -> dict[str, Any]:
+    async def progress(self, *, with_report: bool = True) -> dict[str, Any]:
         """done / total, rate and ETA of the current (or last) import."""
         state = await self.db.get_state("import", {"state": "none"})
         total = int(state.get("total") or 0)
@@ -265,11 +266,11 @@ class Importer:
         rate = done / (end - started) if started and end > started and done else 0.0
         eta = remaining / rate if rate and remaining else (0.0 if not remaining else None)
         return {
-            **{k: v for k, v in state.items() if k != "report"},
+            **state,
             "done": done,
             "total": total,
             "rate": round(rate, 2),
             "eta_seconds": None if eta is None else round(eta, 1),
-            "dry_run_report": state.get("report"),
+            "dry_run_report": await self.db.get_state("import_report") if with_report else None,
             "maintenance": (await self.maintenance()).get("on", False),
         }

@@ -33,6 +33,7 @@ __all__ = ["Reconciler", "observe"]
 log = structlog.get_logger(__name__)
 
 Allocate = Callable[[str, int], int]
+READS_IN_FLIGHT = 2
 
 
 def observe(item: ItemRow, obs: int, pool: PoolRow | None, cause: str) -> NewEvent | None:
@@ -95,6 +96,7 @@ class Reconciler:
         self.busy: set[str] = set()
         self.last_touch: dict[str, float] = {}  # item_id -> monotonic time of last observation
         self.seen: dict[str, int] = {}  # item_id -> published count, to spot webhook echoes
+        self.writing: dict[str, int] = {}  # item_id -> target of the write in flight
         self.oversold: set[str] = set()
         self.stats = {
             "reads": 0,
@@ -106,6 +108,9 @@ class Reconciler:
         }
         self.last_reconcile: float | None = None
         self._inflight = 0
+        self._reading = 0
+        self._last_write_at = float("-inf")
+        self._timer: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._catalogue_due = False
@@ -119,8 +124,12 @@ class Reconciler:
         unchanged = {
             item_id
             for item_id, count in hint.counts
-            if self.seen.get(item_id) == count
-            and item_id not in self.busy
+            if (
+                # a count equal to what we last saw or wrote says nothing new (if the shop has
+                # moved since, the webhook of that move follows); the echo of a write still in
+                # flight arrives before the write's answer
+                self.seen.get(item_id) == count or self.writing.get(item_id) == count
+            )
             and item_id not in self.pending_reads
         }
         self.stats["echoes_skipped"] += len(unchanged)
@@ -197,6 +206,8 @@ class Reconciler:
 
     async def close(self) -> None:
         """Cancel background work (in-flight writes stay pending in the database)."""
+        if self._timer is not None:
+            self._tasks.add(self._timer)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -217,28 +228,61 @@ class Reconciler:
             self._reconciling = True
             self._spawn(self._reconcile_all())
         budget = self.channel.budget
-        while self._inflight < self.max_inflight:
-            ids = [i for i in self.pending_reads if i not in self.busy][: budget.max_read_batch]
+        # reads and writes have their own slots, so a storm of webhooks (reads) never starves
+        # the writes that publish the group's counts
+        while self._reading < READS_IN_FLIGHT:
+            ids = []
+            for item_id in self.pending_reads:
+                if item_id not in self.busy:
+                    ids.append(item_id)
+                    if len(ids) >= budget.max_read_batch:
+                        break
             if not ids:
                 break
             causes = {i: self.pending_reads.pop(i) for i in ids}
             self._claim(ids)
+            self._reading += 1
             self._spawn(self._read(causes))
-        while self._inflight < self.max_inflight:
-            skus = []
-            for sku in list(self.pending_skus):
+        while self._inflight - self._reading < self.max_inflight:
+            skus, gone = [], []
+            for sku in self.pending_skus:
                 item_id = self.index.sku_item.get(sku)
                 if item_id is None:
-                    self.pending_skus.discard(sku)  # no synced item here: nothing to write
+                    gone.append(sku)  # no synced item here: nothing to write
                 elif item_id not in self.busy:
                     skus.append(sku)
                     if len(skus) >= budget.max_write_batch:
                         break
+            self.pending_skus.difference_update(gone)
             if not skus:
                 break
+            wait = self._write_gap(len(skus))
+            if wait > 0:  # gather more rows into the next call rather than spend the budget
+                self._wake_later(wait)
+                break
+            self._last_write_at = self.clock.monotonic()
             self.pending_skus.difference_update(skus)
             self._claim([self.index.sku_item[s] for s in skus])
             self._spawn(self._plan_writes(skus))
+
+    def _write_gap(self, rows: int) -> float:
+        """Seconds to hold a write call that is not full, so that calls never spend more than
+        half the platform's budget: under load, rows coalesce into fewer, fuller calls."""
+        budget = self.channel.budget
+        if rows >= budget.max_write_batch or budget.restore_rate <= 0:
+            return 0.0
+        gap = 2 * budget.write_cost / budget.restore_rate
+        return max(0.0, self._last_write_at + gap - self.clock.monotonic())
+
+    def _wake_later(self, seconds: float) -> None:
+        if self._timer is not None and not self._timer.done():
+            return
+
+        async def later() -> None:
+            await self.clock.sleep(seconds)
+            self._wake.set()
+
+        self._timer = asyncio.create_task(later())
 
     def _claim(self, item_ids: Iterable[str]) -> None:
         self.busy.update(item_ids)
@@ -260,22 +304,26 @@ class Reconciler:
     async def _read(self, causes: dict[str, str]) -> None:
         ids = list(causes)
         try:
-            try:
-                counts = await self.channel.read(ids)
-            except Exception as exc:
-                log.warning("read_failed", shop=self.identity.domain, error=str(exc), ids=len(ids))
-                await self.clock.sleep(1.0 + self.rng.random())
-                for item_id in ids:
-                    self.pending_reads.setdefault(item_id, causes[item_id])
-                return
-            self.stats["reads"] += 1
-            self.stats["read_ids"] += len(ids)
-            observations = {i: c for i, c in counts.items() if c is not None}
-            if len(observations) < len(ids):
-                self._catalogue_due = True  # an item vanished or moved: look at the catalogue
-            await self._observe(observations, causes)
+            await self._read_and_observe(ids, causes)
         finally:
+            self._reading -= 1
             self._release(ids)
+
+    async def _read_and_observe(self, ids: list[str], causes: dict[str, str]) -> None:
+        try:
+            counts = await self.channel.read(ids)
+        except Exception as exc:  # any failure: retry the reads later
+            log.warning("read_failed", shop=self.identity.domain, error=str(exc), ids=len(ids))
+            await self.clock.sleep(1.0 + self.rng.random())
+            for item_id in ids:
+                self.pending_reads.setdefault(item_id, causes[item_id])
+            return
+        self.stats["reads"] += 1
+        self.stats["read_ids"] += len(ids)
+        observations = {i: c for i, c in counts.items() if c is not None}
+        if len(observations) < len(ids):
+            self._catalogue_due = True  # an item vanished or moved: look at the catalogue
+        await self._observe(observations, causes)
 
     async def _observe(self, counts: dict[str, int], causes: dict[str, str] | str) -> None:
         """Apply fresh counts of busy items in one transaction."""
@@ -388,6 +436,7 @@ class Reconciler:
             self._release(claimed)
             raise
         written = {w.item_id for w in writes}
+        self.writing.update((w.item_id, w.target) for w in writes)
         self._release([i for i in claimed if i not in written], task_done=not writes)
         if writes:
             await self._send(key, writes, done=set())
@@ -464,6 +513,7 @@ class Reconciler:
                     unknown.add(write.item_id)
                     continue
                 done.add(write.item_id)
+                self.writing.pop(write.item_id, None)
                 self.last_touch[write.item_id] = touched
                 event = self._fold_result(session, row, write, result, now)
                 if row.published is not None and result.status == "ok":

@@ -135,7 +135,9 @@ async def status(request: web.Request) -> web.Response:
         "stats": dict(reconciler.stats),
         "paused": cfg[keys.REPLICATOR].paused,
         "import": {
-            k: v for k, v in (await cfg[keys.IMPORTER].progress()).items() if k != "dry_run_report"
+            k: v
+            for k, v in (await cfg[keys.IMPORTER].progress(with_report=False)).items()
+            if k != "dry_run_report"
         },
         "maintenance": (await cfg[keys.IMPORTER].maintenance()).get("on", False),
     }
@@ -299,8 +301,8 @@ async def post_resume(request: web.Request) -> web.Response:
 async def get_duplicates(request: web.Request) -> web.Response:
     """Duplicates, SKU-less items, SKUs the group has that this shop lacks (and vice versa)."""
     cfg = request.config_dict
-    state = await cfg[keys.PEERING].get_state("import", {})
-    only_here = (state.get("report") or {}).get("only_here", [])
+    report = await cfg[keys.DB].get_state("import_report", {})
+    only_here = (report or {}).get("only_here", [])
     async with cfg[keys.DB].sessions() as session:
         report = await duplicates_report(session, only_here=only_here)
     return web.json_response(report)
