@@ -114,10 +114,17 @@ async def test_peer_down_for_the_whole_burst_catches_up_even_with_the_origin_dow
     await a.stop_agent()
     await c.start_agent()
     await trio.until(lambda: _has_pool(c, "SKU-00001", 95), what="c caught up from b")
-    for n in range(1, 5):
-        assert (await c.inventory())[f"SKU-{n:05d}"] == 95
+    await trio.until(
+        lambda: _shows(c, {f"SKU-{n:05d}": 95 for n in range(1, 5)}),
+        what="c's shop shows a's sales",
+    )
     await a.start_agent()
     await trio.converged()
+
+
+async def _shows(shop: ShopHandle, counts: dict[str, int]) -> bool:
+    inventory = await shop.inventory()
+    return all(inventory.get(sku) == value for sku, value in counts.items())
 
 
 async def _has_pool(shop: ShopHandle, sku: str, value: int) -> bool:
