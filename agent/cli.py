@@ -169,7 +169,10 @@ async def cmd_accept(args: argparse.Namespace) -> int:
 
 async def cmd_reject(args: argparse.Namespace) -> int:
     result = await _client(args).post(f"/api/requests/{args.domain}/reject")
-    _print_json(result) if args.json else print(f"rejected the request of {result['rejected']}")
+    if args.json:
+        _print_json(result)
+    else:
+        print(f"rejected the request of {result['rejected']}")
     return 0
 
 

@@ -79,6 +79,17 @@ def _member(raw: Any) -> dict[str, Any]:
     return {**raw, "state": state, "changed_at": float(changed)}
 
 
+async def _outgoing_request(session: Any, key_id: str) -> JoinRequest | None:
+    """This agent's own join request to the master whose key is `key_id` (pending, or already
+    accepted: a welcome may arrive twice)."""
+    query = select(JoinRequest).where(
+        JoinRequest.direction == "outgoing",
+        JoinRequest.fingerprint == key_id,
+        col(JoinRequest.state).in_(("pending", "accepted")),
+    )
+    return (await session.exec(query)).first()
+
+
 class Peering:
     """This agent's side of membership. I/O (HTTP, clock, database) is injected."""
 
@@ -148,15 +159,7 @@ class Peering:
     async def welcome_key(self, key_id: str) -> Ed25519PublicKey | None:
         """The key of a master this agent asked to join (only it may send the welcome)."""
         async with self.db.sessions() as session:
-            request = (
-                await session.exec(
-                    select(JoinRequest).where(
-                        JoinRequest.direction == "outgoing",
-                        JoinRequest.fingerprint == key_id,
-                        col(JoinRequest.state).in_(("pending", "accepted")),
-                    )
-                )
-            ).first()
+            request = await _outgoing_request(session, key_id)
         return None if request is None else load_public_key_b64(request.public_key)
 
     # -- state ---------------------------------------------------------------------------------
@@ -240,15 +243,7 @@ class Peering:
             raise PeerError(400, "bad_request", "welcome needs a nonce")
         members = [_member(m) for m in body.get("members", [])]
         async with self.db.transaction() as session:
-            request = (
-                await session.exec(
-                    select(JoinRequest).where(
-                        JoinRequest.direction == "outgoing",
-                        JoinRequest.fingerprint == key_id,
-                        col(JoinRequest.state).in_(("pending", "accepted")),
-                    )
-                )
-            ).first()
+            request = await _outgoing_request(session, key_id)
             if request is None or not secrets.compare_digest(request.nonce, body["nonce"]):
                 raise PeerError(403, "unexpected_welcome", "no pending join request matches")
             if request.state == "accepted":
