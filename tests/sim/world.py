@@ -247,7 +247,7 @@ class World:
         rng = self.rng
         template = await migrated_template(directory)
         n_initial = rng.choice((2, 3, 3, 4))
-        joiner = rng.random() < 0.6
+        joiner = rng.random() < 0.6 or n_initial == 2  # three to five agents
         names = [f"{chr(ord('a') + i)}.shop" for i in range(n_initial + joiner)]
         for name in names:
             await self._add_node(name, template, directory)
