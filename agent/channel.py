@@ -18,6 +18,8 @@ __all__ = [
     "ChannelSettings",
     "ConfigError",
     "Item",
+    "Journal",
+    "MemoryJournal",
     "RateBudget",
     "WebhookHint",
     "WebhookRejected",
@@ -164,13 +166,52 @@ class ChannelSettings:
         return cls(**values)
 
 
+class Journal(abc.ABC):
+    """A channel's durable notes: what a plugin must still know after the agent crashes.
+
+    The core gives every channel one, kept in the agent's database, before `start()`. A plugin
+    whose platform has no idempotency key notes each write there before sending it (and its
+    answer once known), under the write's batch `key`; a retry of that key after a restart
+    then finds the note instead of sending the write a second time. The core drops the note of
+    a batch once it has recorded every outcome of it (`Channel.settled`). Values are JSON.
+    """
+
+    @abc.abstractmethod
+    async def get(self, key: str) -> Any | None:
+        """The value noted under `key`, or None."""
+
+    @abc.abstractmethod
+    async def put(self, key: str, value: Any) -> None:
+        """Note `value` under `key`, durably, before returning."""
+
+    @abc.abstractmethod
+    async def delete(self, key: str) -> None:
+        """Forget `key` (no error if it is not there)."""
+
+
+class MemoryJournal(Journal):
+    """A journal that lives as long as the process: the default outside an agent (tests)."""
+
+    def __init__(self) -> None:
+        self.notes: dict[str, Any] = {}
+
+    async def get(self, key: str) -> Any | None:
+        return self.notes.get(key)
+
+    async def put(self, key: str, value: Any) -> None:
+        self.notes[key] = value
+
+    async def delete(self, key: str) -> None:
+        self.notes.pop(key, None)
+
+
 class Channel(abc.ABC):
     """One shop on one platform. The core awaits these methods directly.
 
     A plugin subclasses this, sets `name` and `settings_class`, and registers the class through
     the `register_channels` hook. The core builds one instance per agent with the plugin's own
     typed settings, the agent's shared `aiohttp.ClientSession` and its clock (so tests and the
-    simulation can inject both).
+    simulation can inject both), then sets `journal` to one kept in the agent's database.
     """
 
     name: ClassVar[str]
@@ -183,6 +224,7 @@ class Channel(abc.ABC):
         self.settings = settings
         self.http = http
         self.clock = clock
+        self.journal: Journal = MemoryJournal()
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Called once before first use (look up locations, warm caches)."""
@@ -206,6 +248,11 @@ class Channel(abc.ABC):
         ``unknown`` outcome comes with the same key and must not be applied twice. Plugins
         derive per-call keys from it deterministically.
         """
+
+    async def settled(self, key: str) -> None:
+        """The core has recorded every outcome of write batch `key` and will not send it again:
+        whatever the channel noted for it can go."""
+        await self.journal.delete(key)
 
     @abc.abstractmethod
     def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookHint:

@@ -78,6 +78,13 @@ class Database:
             else:
                 row.value = json.dumps(value)
 
+    async def delete_state(self, key: str) -> None:
+        """Forget a piece of agent state (no error if it is not there)."""
+        async with self.transaction() as session:
+            row = await session.get(StateEntry, key)
+            if row is not None:
+                await session.delete(row)
+
     async def upgrade(self) -> None:
         """Bring the schema to the newest migration (idempotent)."""
 

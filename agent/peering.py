@@ -565,18 +565,34 @@ class Peering:
         return peer
 
     async def merge_members(self, members: list[Any], via: str) -> None:
-        """Fold a member list heard from a peer: newer changes win, per member."""
+        """Fold a member list heard from a peer: newer changes win, per member.
+
+        Every pull brings the peer's list, nearly always what this agent already holds, so it
+        is compared first in one read; only news takes the write lock.
+        """
+        heard = []
+        for raw in members:
+            try:
+                member = _member(raw)
+            except PeerError as exc:
+                log.warning("member_ignored", peer=via, error=exc.message)
+                continue
+            if member["domain"] != self.identity.domain:
+                heard.append(member)
+        async with self.db.sessions() as session:
+            known = {p.domain: p.changed_at for p in await session.exec(select(PeerRow))}
+        news = [
+            m
+            for m in heard
+            if (m["domain"] not in known and m["state"] != "left")
+            or (m["domain"] in known and m["changed_at"] > known[m["domain"]])
+        ]
+        if not news:
+            return
         changed = []
         now = self.clock.now()
         async with self.db.transaction() as session:
-            for raw in members:
-                try:
-                    member = _member(raw)
-                except PeerError as exc:
-                    log.warning("member_ignored", peer=via, error=exc.message)
-                    continue
-                if member["domain"] == self.identity.domain:
-                    continue
+            for member in news:
                 before = await session.get(PeerRow, member["domain"])
                 old = None if before is None else (before.state, before.changed_at)
                 if before is None and member["state"] == "left":
@@ -620,20 +636,16 @@ class Peering:
         await self.merge_members([member], via=sender.domain)
         return {"ok": True}
 
-    async def domain_of(self, key_id: str) -> str:
+    async def heard_from(self, key_id: str) -> str:
+        """A member's sync call arrived: its domain (the key id if unknown). A member we took
+        for paused is syncing again (its resume may have been lost): it is active."""
         async with self.db.sessions() as session:
             peer = (
                 await session.exec(select(PeerRow).where(PeerRow.fingerprint == key_id))
             ).first()
-        return key_id if peer is None else peer.domain
-
-    async def mark_heard(self, key_id: str) -> None:
-        """A member we took for paused is syncing again (its resume may have been lost)."""
-        async with self.db.sessions() as session:
-            peer = (
-                await session.exec(select(PeerRow).where(PeerRow.fingerprint == key_id))
-            ).first()
-        if peer is not None and peer.state == "paused":
+        if peer is None:
+            return key_id
+        if peer.state == "paused":
             member = {
                 "domain": peer.domain,
                 "agent_url": peer.agent_url,
@@ -642,6 +654,7 @@ class Peering:
                 "changed_at": self.clock.now(),
             }
             await self.merge_members([member], via=peer.domain)
+        return peer.domain
 
     # -- this agent's own membership -------------------------------------------------------------
 

@@ -529,6 +529,11 @@ class Reconciler:
                     await session.delete(pending)
             appended = await self._append(session, new_events, now)
         self._after_events(appended)
+        if not unknown:
+            try:  # never sent again: what the channel noted for it can go
+                await self.channel.settled(key)
+            except Exception as exc:  # a leftover note is dropped at the next start
+                log.warning("settle_failed", shop=self.identity.domain, key=key, error=repr(exc))
         return unknown
 
     def _fold_result(

@@ -30,6 +30,7 @@ __all__ = ["PeerCaller", "Replicator", "event_from_wire", "event_to_wire", "vect
 
 log = structlog.get_logger(__name__)
 
+CONTACT_REFRESH = 10.0  # seconds between writes of an unchanged peer contact
 BATCH = 500
 # signed call to a peer: (agent_url, method, path, body) -> (status, json)
 PeerCaller = Callable[[str, str, str, Any], Any]
@@ -129,6 +130,7 @@ class Replicator:
         self.pull_interval = pull_interval
         self.rng = rng or random.Random()
         self.links: dict[str, PeerLink] = {}
+        self.contacts: dict[str, tuple[str, float]] = {}  # peer -> (acked noted, when)
         self.paused = False
         self.importing = False  # a joiner serves and sends nothing until its import is done
         self.held_back = False  # maintenance: record local changes, send them later
@@ -192,7 +194,16 @@ class Replicator:
         return vector
 
     async def events_since(self, have: Vector, limit: int = BATCH) -> tuple[list[EventRow], bool]:
-        """Events this agent holds beyond `have`, any origin, in seq order per origin.
+        """Events this agent holds beyond `have`, any origin, in seq order per origin."""
+        found, more, _ = await self.pull_answer(have, limit)
+        return found, more
+
+    async def pull_answer(
+        self, have: Vector, limit: int = BATCH
+    ) -> tuple[list[EventRow], bool, Vector]:
+        """What a peer pulling with vector `have` gets: the events this agent holds beyond it
+        (any origin, at most `limit`, in seq order per origin), whether more wait, and this
+        agent's vector, read in one session.
 
         One indexed range query per (origin, epoch) this agent knows: the cost follows the
         number of shops and of missing events, never the size of the catalogue or history.
@@ -201,10 +212,7 @@ class Replicator:
         async with self.db.sessions() as session:
             mine = await ledger.load_vector(session)
             for origin, epoch in sorted(mine):
-                if self.held_back and (origin, epoch) == (
-                    self.identity.domain,
-                    self.identity.epoch,
-                ):
+                if self.held_back and (origin, epoch) == self.own_stream():
                     continue  # maintenance: this shop's own changes wait until it ends
                 query = (
                     select(EventRow)
@@ -215,8 +223,11 @@ class Replicator:
                 )
                 out.extend(await session.exec(query))
                 if len(out) > limit:
-                    return out[:limit], True
-        return out, False
+                    return out[:limit], True, mine
+        return out, False, mine
+
+    def own_stream(self) -> tuple[str, int]:
+        return (self.identity.domain, self.identity.epoch)
 
     async def own_events_after(self, seq: int, limit: int = BATCH) -> list[EventRow]:
         async with self.db.sessions() as session:
@@ -249,7 +260,22 @@ class Replicator:
     async def record_contact(
         self, domain: str, *, acked: Vector | None = None, error: str = "", sent: str = ""
     ) -> None:
-        """Note a peer's answer (its vector) or failure, and a batch sent, in one transaction."""
+        """Note a peer's answer (its vector) or failure, and a batch sent, in one transaction.
+
+        A pull every few seconds mostly brings the vector already noted: that is written again
+        only every `CONTACT_REFRESH` seconds (the "last contact" an admin sees).
+        """
+        wire = None if acked is None else json.dumps(vector_to_wire(acked))
+        noted = self.contacts.get(domain)
+        if (
+            not sent
+            and not error
+            and noted is not None
+            and noted[0] == wire
+            and self.clock.monotonic() - noted[1] < CONTACT_REFRESH
+        ):
+            return
+        self.contacts.pop(domain, None)
         async with self.db.transaction() as session:
             if sent:
                 synclog.record(session, "batch_sent", self.clock.now(), peer=domain, message=sent)
@@ -271,8 +297,9 @@ class Replicator:
                 synclog.record(session, "peer_reconnected", self.clock.now(), peer=domain)
             peer.last_error = ""
             peer.last_contact = self.clock.now()
-            if acked is not None:
-                peer.acked = json.dumps(vector_to_wire(acked))
+            if wire is not None:
+                peer.acked = wire
+                self.contacts[domain] = (wire, self.clock.monotonic())
 
 
 class PeerRefused(Exception):

@@ -187,6 +187,7 @@ async def test_new_product_after_joining_takes_the_first_created_count(tmp_path:
         await master.emu("POST", "/_emulator/products", {"sku": "NEW-2", "available": 6})
         await cluster.until(lambda: _pool(joiner, "NEW-1", 12), what="first-created wins")
         await cluster.until(lambda: _has(joiner, "NEW-1", 12), what="joiner shows 12")
+        await cluster.until(lambda: _pool(joiner, "NEW-2", 6), what="NEW-2 reached the joiner")
         report = await joiner.get("/api/duplicates")
         assert report["missing_here"] == ["NEW-2"]  # listed as missing, not an error
 

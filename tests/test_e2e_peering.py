@@ -110,7 +110,8 @@ async def test_peer_down_for_the_whole_burst_catches_up_even_with_the_origin_dow
     for i in range(20):
         assert await a.buy(f"SKU-{1 + i % 4:05d}")
     # a's events reach b; then a goes away too, before c is back
-    await trio.until(lambda: _has_pool(b, "SKU-00001", 95), what="b has a's sales")
+    for n in range(1, 5):  # every one of a's sales, not only the first SKU's
+        await trio.until(lambda n=n: _has_pool(b, f"SKU-{n:05d}", 95), what="b has a's sales")
     await a.stop_agent()
     await c.start_agent()
     await trio.until(lambda: _has_pool(c, "SKU-00001", 95), what="c caught up from b")

@@ -29,8 +29,9 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.core import NOT_SET
 from schemathesis.specs.openapi import checks as oas
 
+from agent import peer_service
 from agent.signing import fingerprint, load_private_key, public_key_b64, sign_request
-from agent.web import api, peer
+from agent.web import api
 from agent.web.openapi import DOCUMENT
 from plugins.shopify.webhooks import signature as shopify_signature
 from tests.support.cluster import Cluster, ShopHandle
@@ -119,7 +120,7 @@ def test_every_api_and_peer_route_is_documented() -> None:
         f"{route.method} /api{route.resource.canonical}"  # type: ignore[union-attr]
         for route in api.create_api_app(None).router.routes()  # type: ignore[arg-type]
         if route.method != "HEAD"
-    } | {f"POST /peer/{name}" for name in peer.ROUTES}
+    } | {f"POST /peer/{name}" for name in peer_service.ROUTES}
     documented = {
         f"{method.upper()} {path}"
         for path, ops in DOCUMENT["paths"].items()
@@ -195,7 +196,7 @@ def _signature_headers(draw: st.DrawFn) -> dict[str, str]:
 
 
 @given(
-    path=st.sampled_from(sorted(peer.ROUTES)),
+    path=st.sampled_from(sorted(peer_service.ROUTES)),
     headers=_signature_headers(),
     body=st.one_of(st.binary(max_size=200), st.just(b'{"events": []}')),
 )

@@ -113,12 +113,19 @@ async def test_write_with_unknown_outcome_is_retried_with_same_key_and_applied_o
     core: Reconciler, memshop: MemShop
 ) -> None:
     memshop.drop_after_apply = 2  # applied, but the answer is lost twice
+    settled: list[str] = []
+
+    async def note_settled(key: str) -> None:
+        settled.append(key)
+
+    core.channel.settled = note_settled  # type: ignore[method-assign]
     await _remote_delta(core, "B-2", +7)
     await settle(core)
     assert memshop.counts["i2"] == 12
     applied = [entry for entry in memshop.write_log if entry[1] == "i2"]
     assert len(applied) == 1, applied
     assert len(memshop.applied_keys) == 1  # every retry carried the same idempotency key
+    assert settled == list(memshop.applied_keys)  # then the channel heard the key is done
     async with core.db.sessions() as s:
         assert await s.scalar(select(func.count()).select_from(PendingWrite)) == 0
     # and no phantom sale was recorded

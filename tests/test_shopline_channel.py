@@ -50,6 +50,7 @@ class Shop:
         self.emulator = emulator
         self.channel = channel
         self.clock = clock
+        self.restart: Callable[[], Awaitable[ShoplineChannel]]
 
     def item(self, n: int = 0) -> str:
         variant = list(self.emulator.store.variants.values())[n]
@@ -105,11 +106,24 @@ async def make_shop(aiohttp_server: Any) -> AsyncIterator[MakeShop]:
         channel = ShoplineChannel(settings, http=session, clock=clock)
         if start:
             await channel.start()
-        return Shop(emulator, channel, clock)
+        shop = Shop(emulator, channel, clock)
+        shop.restart = lambda: _restarted(channel, settings, session, clock)
+        return shop
 
     yield make
     for session in sessions:
         await session.close()
+
+
+async def _restarted(
+    old: ShoplineChannel, settings: ShoplineSettings, session: aiohttp.ClientSession, clock: Any
+) -> ShoplineChannel:
+    """A new channel for the same store, as after the agent was killed: nothing of the old
+    one survives but its journal (which the core keeps in the agent's database)."""
+    channel = ShoplineChannel(settings, http=session, clock=clock)
+    channel.journal = old.journal
+    await channel.start()
+    return channel
 
 
 def signed(body: bytes, *, encoding: str = "hex", secret: str = SECRET) -> str:
@@ -323,6 +337,50 @@ async def test_manual_edit_during_an_unknown_write_stays_unknown_and_is_not_rese
     assert again.status == "unknown"
     assert len(shop.adjusts()) == 1
     assert shop.count() == 50
+
+
+async def test_an_unknown_write_is_resolved_after_a_restart_not_sent_again(make_shop: MakeShop):
+    shop = await make_shop(max_retries="0")
+    await shop.channel.read([shop.item()])
+    shop.clock.t += 10
+    shop.emulator.faults.timeout_after_apply = 1
+    shop.after_adjust(lambda: setattr(shop.emulator.faults, "fail_requests", 1))
+    [first] = await shop.channel.write([Write(shop.item(), 100, 90)], key="k1")
+    assert first.status == "unknown"  # applied, but nothing to tell it from: then the crash
+    channel = await shop.restart()
+    [again] = await channel.write([Write(shop.item(), 100, 90)], key="k1")
+    assert (again.status, again.available) == ("ok", 90)
+    assert len(shop.adjusts()) == 1
+    assert shop.count() == 90
+
+
+async def test_a_definite_answer_is_given_again_after_a_restart(make_shop: MakeShop):
+    shop = await make_shop()
+    [first] = await shop.channel.write([Write(shop.item(), 100, 90)], key="k1")
+    channel = await shop.restart()  # killed before the core recorded the answer
+    [again] = await channel.write([Write(shop.item(), 100, 90)], key="k1")
+    assert again == first
+    assert len(shop.adjusts()) == 1
+    await channel.settled("k1")  # the core recorded it: the note goes, the key is done
+    assert await channel.journal.get("k1") is None
+
+
+async def test_an_adjust_killed_before_it_left_is_sent_once_after_a_restart(make_shop: MakeShop):
+    shop = await make_shop()
+    await shop.channel.read([shop.item()])
+    shop.clock.t += 10
+
+    async def killed(*_args: Any, **_kwargs: Any) -> Any:
+        raise asyncio.CancelledError  # the process dies between the note and the request
+
+    shop.channel.client.post = killed  # type: ignore[method-assign]
+    with pytest.raises(asyncio.CancelledError):
+        await shop.channel.write([Write(shop.item(), 100, 90)], key="k1")
+    assert await shop.channel.journal.get("k1")  # the facts were noted before sending
+    channel = await shop.restart()
+    [result] = await channel.write([Write(shop.item(), 100, 90)], key="k1")
+    assert (result.status, result.available) == ("ok", 90)  # proven not applied, sent once
+    assert len(shop.adjusts()) == 1
 
 
 async def test_write_to_an_unknown_item_is_an_error(make_shop: MakeShop):

@@ -7,8 +7,9 @@ from sqlmodel import select
 
 from agent import ledger, synclog
 from agent.db import Database
+from agent.journal import StateJournal
 from agent.ledger import NewEvent
-from agent.models import EventRow, Identity, LogEntry, VectorEntry
+from agent.models import EventRow, Identity, LogEntry, PendingWrite, VectorEntry
 
 
 async def test_migrations_create_every_table_and_are_idempotent(db_url: str) -> None:
@@ -116,3 +117,30 @@ async def test_a_batch_from_a_new_origin_applies_each_event_once(database: Datab
     async with database.sessions() as s:
         assert (await s.get(VectorEntry, ("c", "ec"))).seq == 4  # type: ignore[union-attr]
         assert (await ledger.get_pool(s, "B")).deltas == -10  # type: ignore[union-attr]
+
+
+async def test_a_channel_journal_survives_a_reopen_and_drops_only_orphans(db_url: str) -> None:
+    db = Database(db_url)
+    try:
+        await db.upgrade()
+        journal = StateJournal(db, "shopline")
+        await journal.put("batch-1", {"0:7": {"pending": {"base": [5, 1.0, 2.0]}}})
+        await journal.put("batch-2", {"0:8": {"result": {"status": "ok"}}})
+        await StateJournal(db, "other").put("batch-1", "another channel's note")
+        async with db.transaction() as session:  # the core still means to send batch-1
+            session.add(PendingWrite(key="batch-1", writes="[]", created_at=1.0))
+    finally:
+        await db.dispose()
+    db = Database(db_url)  # as after a restart
+    try:
+        journal = StateJournal(db, "shopline")
+        assert await journal.get("batch-2") == {"0:8": {"result": {"status": "ok"}}}
+        assert await journal.drop_orphans() == 1  # batch-2 is settled: the core won't retry it
+        assert await journal.get("batch-1") == {"0:7": {"pending": {"base": [5, 1.0, 2.0]}}}
+        assert await journal.get("batch-2") is None
+        assert await StateJournal(db, "other").get("batch-1") == "another channel's note"
+        await journal.delete("batch-1")
+        await journal.delete("batch-1")  # forgetting twice is fine
+        assert await journal.get("batch-1") is None
+    finally:
+        await db.dispose()

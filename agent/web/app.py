@@ -17,6 +17,7 @@ from agent.clock import Clock, SystemClock
 from agent.config import Settings
 from agent.db import Database
 from agent.importer import Importer
+from agent.journal import StateJournal
 from agent.metrics import Metrics
 from agent.models import EventRow, Identity
 from agent.peering import Peering
@@ -93,6 +94,9 @@ async def _channel(app: web.Application) -> AsyncIterator[None]:
     cls = app[keys.REGISTRY].channel(settings.channel)
     options = cls.settings_class.from_options(settings.channel_options)
     channel = cls(options, http=app[keys.HTTP], clock=app[keys.CLOCK])
+    journal = StateJournal(app[keys.DB], cls.name)
+    await journal.drop_orphans()
+    channel.journal = journal
     await channel.start()
     app[keys.CHANNEL] = channel
     yield

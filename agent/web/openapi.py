@@ -1,6 +1,6 @@
 """The OpenAPI 3.1 document of the admin API (`/api`) and the agent-to-agent API (`/peer`).
 
-Built once at import from the handlers' real shapes (`agent/web/api.py`, `agent/web/peer.py`)
+Built once at import from the handlers' real shapes (`agent/web/api.py`, `agent/peer_service.py`)
 and served at `GET /api/openapi.json`, behind the admin token like the rest of `/api`.
 `tests/test_fuzz.py` runs schemathesis against a live agent with this document, so a handler
 whose answers drift from it fails there.

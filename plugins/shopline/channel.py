@@ -30,14 +30,16 @@ Platform timestamps have whole-second resolution and the platform's clock may di
 by up to ``clock_skew`` seconds, so an event that close to a reading is counted as "maybe":
 the channel tries both and decides only when exactly one of "applied" and "not applied" fits.
 
-Since the platform keeps no idempotency key, the channel keeps one: a call key already answered
-definitely gets the same answer again without a second adjust. This memory is in-process only;
-a write left unknown when the agent stops cannot be resolved after a restart.
+Since the platform keeps no idempotency key, the channel keeps one, in its journal (the core
+keeps it in the agent's database): before an adjust leaves, its facts (base count and when it
+was seen, the write, the item's variant and SKU) are noted under the batch key; a definite
+answer replaces them. A retry of that key, in this process or after a crash, gets the noted
+answer, or resolves the noted facts as above; it never sends a second adjust blindly. The core
+drops the note once it has recorded the outcome.
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import re
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
@@ -86,7 +88,6 @@ log = structlog.get_logger(__name__)
 _DIGITS = re.compile(r"^\d{1,64}$")
 _VERSION = re.compile(r"^v\d{8}$")
 _TIMESTAMP_RESOLUTION = 1.0  # SHOPLINE prints whole seconds
-_REMEMBERED = 4096  # definite write results kept per call key, newest first
 
 
 @dataclasses.dataclass
@@ -136,6 +137,14 @@ class _Listed:
     sku: str | None
     created_at: float
     title: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Call:
+    """One adjust of a write batch: its notes live under the batch `key`, as `part`."""
+
+    key: str
+    part: str
 
 
 def _chunks(values: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -189,8 +198,6 @@ class ShoplineChannel(Channel):
         self.location_id: str | None = None
         self._observed: dict[str, Observation] = {}
         self._catalogue: dict[str, tuple[str | None, str | None]] = {}  # item -> (variant, sku)
-        self._pending: dict[str, PendingWrite] = {}
-        self._finished: collections.OrderedDict[str, WriteResult] = collections.OrderedDict()
 
     # -- set-up ------------------------------------------------------------------------------
 
@@ -293,25 +300,42 @@ class ShoplineChannel(Channel):
         """One adjust per write (see the module docstring); `key` guards unknown outcomes."""
         results = []
         for index, one in enumerate(writes):
-            call_key = f"{key}:{index}:{one.item_id}"
-            finished = self._finished.get(call_key)
-            if finished is not None:
+            call = _Call(key, f"{index}:{one.item_id}")
+            note = await self._noted(call)
+            if "result" in note:
                 # The platform has no idempotency key, so we are it: a repeat gets the answer.
-                results.append(finished)
+                results.append(WriteResult(**note["result"]))
                 continue
-            result = await self._write_one(one, call_key)
+            if "pending" in note:
+                # Sent before, outcome unknown: find out, never send blindly.
+                pending = PendingWrite.from_json(note["pending"])
+                result = await self._resolve(call, pending, may_resend=True)
+            else:
+                result = await self._write_one(one, call)
             if result.status != "unknown":
-                self._finished[call_key] = result
-                while len(self._finished) > _REMEMBERED:
-                    self._finished.popitem(last=False)
+                await self._note(call, {"result": dataclasses.asdict(result)})
             results.append(result)
         return results
 
-    async def _write_one(self, write: Write, call_key: str) -> WriteResult:
-        pending = self._pending.get(call_key)
-        if pending is not None:
-            # The core retries a write we could not place: find out, never send blindly.
-            return await self._resolve(call_key, pending, may_resend=True)
+    async def _noted(self, call: _Call) -> dict[str, Any]:
+        notes = await self.journal.get(call.key)
+        entry = notes.get(call.part) if isinstance(notes, dict) else None
+        return entry if isinstance(entry, dict) else {}
+
+    async def _note(self, call: _Call, entry: dict[str, Any] | None) -> None:
+        """Note (or with None, forget) what is known of one call of batch `call.key`."""
+        notes = await self.journal.get(call.key)
+        notes = dict(notes) if isinstance(notes, dict) else {}
+        if entry is None:
+            notes.pop(call.part, None)
+        else:
+            notes[call.part] = entry
+        if notes:
+            await self.journal.put(call.key, notes)
+        else:
+            await self.journal.delete(call.key)
+
+    async def _write_one(self, write: Write, call: _Call) -> WriteResult:
         if not _DIGITS.match(write.item_id):
             return WriteResult(write.item_id, "error", message="not a SHOPLINE inventory item id")
         try:
@@ -327,10 +351,10 @@ class ShoplineChannel(Channel):
             return WriteResult(
                 write.item_id, "error", message="item is not stocked at the location"
             )
-        return await self._adjust(call_key, write, base, may_resend=True)
+        return await self._adjust(call, write, base, may_resend=True)
 
     async def _adjust(
-        self, call_key: str, write: Write, base: Observation, *, may_resend: bool
+        self, call: _Call, write: Write, base: Observation, *, may_resend: bool
     ) -> WriteResult:
         location = await self._location()
         body = {
@@ -338,15 +362,17 @@ class ShoplineChannel(Channel):
             "location_id": location,
             "available_adjustment": write.target - write.expected,
         }
+        variant_id, sku = self._catalogue.get(write.item_id, (None, None))
+        pending = PendingWrite(write, base, self.clock.now(), variant_id, sku)
+        # On disk before the adjust leaves: after a crash, a retry resolves it from these facts.
+        await self._note(call, {"pending": pending.to_json()})
         try:
             resp = await self.client.post("inventory_levels/adjust", body)
         except OutcomeUnknown as exc:
-            variant_id, sku = self._catalogue.get(write.item_id, (None, None))
-            pending = PendingWrite(write, base, self.clock.now(), variant_id, sku)
-            self._pending[call_key] = pending
             log.warning("shopline_write_unknown", item_id=write.item_id, sku=sku, reason=str(exc))
-            return await self._resolve(call_key, pending, may_resend=may_resend)
+            return await self._resolve(call, pending, may_resend=may_resend)
         except ShoplineUnavailable as exc:
+            await self._note(call, None)  # surely not applied: a retry sends afresh
             return WriteResult(write.item_id, "unknown", message=f"not applied: {exc}")
         except RequestRefused as exc:
             return WriteResult(write.item_id, "error", message=str(exc))
@@ -359,7 +385,7 @@ class ShoplineChannel(Channel):
         return WriteResult(write.item_id, "ok", available)
 
     async def _resolve(
-        self, call_key: str, pending: PendingWrite, *, may_resend: bool
+        self, call: _Call, pending: PendingWrite, *, may_resend: bool
     ) -> WriteResult:
         write = pending.write
         adjustment = write.target - write.expected
@@ -369,7 +395,6 @@ class ShoplineChannel(Channel):
             await self.clock.sleep(self.options.clock_skew + _TIMESTAMP_RESOLUTION)
             now = (await self._levels([write.item_id])).get(write.item_id)
             if now is None:
-                self._pending.pop(call_key, None)
                 return WriteResult(write.item_id, "error", message="item left the location")
             sums: set[int] | None = {0}
             if adjustment != 0:
@@ -392,12 +417,10 @@ class ShoplineChannel(Channel):
             level=now.count,
         )
         if verdict == "applied":
-            self._pending.pop(call_key, None)
             return WriteResult(write.item_id, "ok", now.count)
         if verdict == "not_applied":
-            self._pending.pop(call_key, None)
             if may_resend:
-                return await self._adjust(call_key, write, now, may_resend=False)
+                return await self._adjust(call, write, now, may_resend=False)
             return WriteResult(
                 write.item_id, "conflict", now.count, message="the adjust was not applied"
             )

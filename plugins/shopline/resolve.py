@@ -48,6 +48,28 @@ class PendingWrite:
     variant_id: str | None
     sku: str | None
 
+    def to_json(self) -> dict[str, Any]:
+        """The facts as JSON, for the channel's journal."""
+        return {
+            "write": [self.write.item_id, self.write.expected, self.write.target],
+            "base": [self.base.count, self.base.sent, self.base.received],
+            "sent_at": self.sent_at,
+            "variant_id": self.variant_id,
+            "sku": self.sku,
+        }
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> PendingWrite:
+        item_id, expected, target = raw["write"]
+        count, sent, received = raw["base"]
+        return cls(
+            Write(str(item_id), int(expected), int(target)),
+            Observation(int(count), float(sent), float(received)),
+            float(raw["sent_at"]),
+            raw.get("variant_id"),
+            raw.get("sku"),
+        )
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class StockEvent:

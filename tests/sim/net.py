@@ -4,8 +4,8 @@
 another agent's `/peer/*` travels for a while, may be lost on the way there or back, may be
 delivered twice, and is refused while a partition separates the two agents or the receiver
 is down. Different latencies reorder messages. Bodies cross as JSON, as on the wire, so no
-object is ever shared between two agents. The receiving side mirrors `agent/web/peer.py`:
-it parses with the same wire functions and calls the same `Replicator` methods.
+object is ever shared between two agents. The receiving agent answers with the code its
+`/peer` sub-app runs once a request is verified: `agent.peer_service.serve`.
 """
 
 from __future__ import annotations
@@ -19,9 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from agent import ledger
+from agent import peer_service
 from agent.peering import PeerError
-from agent.replication import event_from_wire, event_to_wire, vector_from_wire, vector_to_wire
 
 if TYPE_CHECKING:
     from tests.sim.node import Node
@@ -29,7 +28,6 @@ if TYPE_CHECKING:
 __all__ = ["Network", "NetFaults"]
 
 TIMEOUT = 10.0  # the client's total timeout, virtual seconds
-MAX_EVENTS = 5000
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -150,50 +148,22 @@ class Network:
         loop.call_later(self._latency(), _settle, answer, (status, json.loads(wire)))
 
     async def handle(self, sender: str, node: Node, path: str, body: Any) -> tuple[int, Any]:
-        """The receiving agent's `/peer/*` sub-app, as `agent/web/peer.py` routes it: the
-        signature middleware's key checks, then the same handler steps."""
+        """The receiving agent's `/peer/*` sub-app: the signature middleware's key checks (the
+        signature itself is not simulated), then the agent's own `peer_service.serve`."""
         peering, replicator = node.peering, node.replicator
         assert peering is not None and replicator is not None
         key_id = self.nodes[sender].key_id
+        if path == "/peer/welcome":
+            known = await peering.welcome_key(key_id) is not None
+        else:
+            known = await peering.is_member(key_id)
+        if not known:
+            return 401, {"error": "unknown_key"}
         try:
-            if path == "/peer/welcome":
-                if await peering.welcome_key(key_id) is None:
-                    return 401, {"error": "unknown_key"}
-                return 200, await peering.on_welcome(key_id, body)
-            if not await peering.is_member(key_id):
-                return 401, {"error": "unknown_key"}
-            if path == "/peer/introduce":
-                return 200, await peering.on_introduce(key_id, body)
-            if replicator.paused:
-                raise PeerError(503, "paused", "sync is paused at this shop")
-            if replicator.importing:
-                raise PeerError(503, "importing", "this shop is importing the group's counts")
-            await peering.mark_heard(key_id)
-            if path == "/peer/events":
-                raw = body.get("events")
-                if not isinstance(raw, list) or len(raw) > MAX_EVENTS:
-                    raise PeerError(400, "bad_events", "events must be a list")
-                batch = [event_from_wire(e) for e in raw]
-                domain = await peering.domain_of(key_id)
-                vector = await replicator.receive(batch, domain, kind="batch_received")
-                return 200, {"vector": vector_to_wire(vector)}
-            members = [peering.me(), *await peering.members_wire()]
-            if path == "/peer/pull":
-                have = vector_from_wire(body.get("have", []))
-                found, more = await replicator.events_since(have)
-                async with replicator.db.sessions() as session:
-                    mine = await ledger.load_vector(session)
-                return 200, {
-                    "events": [event_to_wire(e) for e in found],
-                    "more": more,
-                    "vector": vector_to_wire(mine),
-                    "members": members,
-                }
-            if path == "/peer/snapshot":
-                return 200, {**await replicator.snapshot(), "members": members}
+            name = path.removeprefix("/peer/")
+            return 200, await peer_service.serve(peering, replicator, key_id, name, body)
         except PeerError as exc:
             return exc.status, {"error": exc.error, "message": exc.message}
-        return 404, {"error": "not_found"}
 
 
 def _settle(answer: asyncio.Future[Any], value: Any) -> None:

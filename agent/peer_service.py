@@ -1,0 +1,107 @@
+"""What an agent answers its peers, whatever carries the call.
+
+The `/peer` sub-app (`agent/web/peer.py`) verifies the signature and the sender's membership,
+then hands the verified key id and the JSON body to `serve`; the deterministic simulation
+(`tests/sim`) calls `serve` the same way over its simulated network. A refusal is a
+`PeerError` (status, error code, message); a malformed body raises ValueError, KeyError or
+TypeError, which the transport answers with 400.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from agent.peering import PeerError, Peering
+from agent.replication import (
+    Replicator,
+    event_from_wire,
+    event_to_wire,
+    vector_from_wire,
+    vector_to_wire,
+)
+
+__all__ = ["MAX_EVENTS", "ROUTES", "serve"]
+
+MAX_EVENTS = 5000
+
+Handler = Callable[[Peering, Replicator, str, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+async def serve(
+    peering: Peering, replicator: Replicator, sender: str, name: str, body: dict[str, Any]
+) -> dict[str, Any]:
+    """Answer peer call `name` (``events``, ``pull``…) from the holder of key `sender`."""
+    handler = ROUTES.get(name)
+    if handler is None:
+        raise PeerError(404, "not_found", f"no peer call {name!r}")
+    return await handler(peering, replicator, sender, body)
+
+
+async def _syncing(peering: Peering, replicator: Replicator, sender: str) -> str:
+    """Refuse while sync is paused or the import runs; the sender's domain otherwise."""
+    if replicator.paused:
+        raise PeerError(503, "paused", "sync is paused at this shop; try again later")
+    if replicator.importing:
+        raise PeerError(503, "importing", "this shop is importing the group's counts")
+    return await peering.heard_from(sender)
+
+
+async def join(peering: Peering, _r: Replicator, sender: str, body: dict[str, Any]) -> Any:
+    return await peering.on_join_request(sender, body)
+
+
+async def welcome(peering: Peering, _r: Replicator, sender: str, body: dict[str, Any]) -> Any:
+    return await peering.on_welcome(sender, body)
+
+
+async def introduce(peering: Peering, _r: Replicator, sender: str, body: dict[str, Any]) -> Any:
+    return await peering.on_introduce(sender, body)
+
+
+async def state(peering: Peering, _r: Replicator, sender: str, body: dict[str, Any]) -> Any:
+    return await peering.on_member_state(sender, body)
+
+
+async def events(
+    peering: Peering, replicator: Replicator, sender: str, body: dict[str, Any]
+) -> dict[str, Any]:
+    domain = await _syncing(peering, replicator, sender)
+    raw = body.get("events")
+    if not isinstance(raw, list) or len(raw) > MAX_EVENTS:
+        raise PeerError(400, "bad_events", f"events must be a list of at most {MAX_EVENTS}")
+    batch = [event_from_wire(e) for e in raw]
+    vector = await replicator.receive(batch, domain, kind="batch_received")
+    return {"vector": vector_to_wire(vector)}
+
+
+async def pull(
+    peering: Peering, replicator: Replicator, sender: str, body: dict[str, Any]
+) -> dict[str, Any]:
+    await _syncing(peering, replicator, sender)
+    have = vector_from_wire(body.get("have", []))
+    found, more, mine = await replicator.pull_answer(have)
+    return {
+        "events": [event_to_wire(e) for e in found],
+        "more": more,
+        "vector": vector_to_wire(mine),
+        "members": [peering.me(), *await peering.members_wire()],
+    }
+
+
+async def snapshot(
+    peering: Peering, replicator: Replicator, sender: str, _body: dict[str, Any]
+) -> dict[str, Any]:
+    await _syncing(peering, replicator, sender)
+    return {**await replicator.snapshot(), "members": [peering.me(), *await peering.members_wire()]}
+
+
+ROUTES: dict[str, Handler] = {
+    "join": join,
+    "welcome": welcome,
+    "introduce": introduce,
+    "state": state,
+    "events": events,
+    "pull": pull,
+    "snapshot": snapshot,
+}
