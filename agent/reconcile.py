@@ -456,13 +456,17 @@ class Reconciler:
         elif pool >= 0:
             self.oversold.discard(sku)
 
-    async def _send(self, key: str, writes: list[Write], done: set[str], attempt: int = 0) -> None:
+    async def _send(
+        self, key: str, writes: list[Write], done: set[str], *, resumed: bool = False
+    ) -> None:
         """Send a batch until every row has a definite outcome; the same key on every retry."""
+        attempt = 0
         remaining = [w.item_id for w in writes if w.item_id not in done]
         try:
             while True:
                 results = await self._call_write(key, writes)
-                unknown = await self._apply_results(key, writes, results, done)
+                retried = resumed or attempt > 0
+                unknown = await self._apply_results(key, writes, results, done, retried=retried)
                 if not unknown:
                     return
                 self._release([i for i in remaining if i not in unknown], task_done=False)
@@ -496,12 +500,24 @@ class Reconciler:
         return results
 
     async def _apply_results(
-        self, key: str, writes: list[Write], results: list[WriteResult], done: set[str]
+        self,
+        key: str,
+        writes: list[Write],
+        results: list[WriteResult],
+        done: set[str],
+        *,
+        retried: bool = False,
     ) -> set[str]:
-        """Fold a write's results into items, events and the log; returns rows still unknown."""
+        """Fold a write's results into items, events and the log; returns rows still unknown.
+
+        The answer to a retry of a write whose first answer was lost may be the platform's
+        replay of that first answer, with the count of that moment: a sale since then is not
+        in it. So each row a retry settled as ``ok`` is read afresh.
+        """
         now = self.clock.now()
         touched = self.clock.monotonic()
         unknown: set[str] = set()
+        before = set(done)
         async with self.db.transaction() as session:
             rows = await self._items(session, [w.item_id for w in writes])
             new_events: list[NewEvent] = []
@@ -529,6 +545,11 @@ class Reconciler:
                     await session.delete(pending)
             appended = await self._append(session, new_events, now)
         self._after_events(appended)
+        if retried:
+            for write, result in zip(writes, results, strict=True):
+                if result.status == "ok" and write.item_id in done - before:
+                    self.pending_reads.setdefault(write.item_id, "retried write")
+            self._wake.set()
         if not unknown:
             try:  # never sent again: what the channel noted for it can go
                 await self.channel.settled(key)
@@ -604,7 +625,7 @@ class Reconciler:
             ids = [w.item_id for w in writes if w.item_id not in done]
             log.info("write_resumed", shop=self.identity.domain, key=row.key, rows=len(ids))
             self._claim(ids)
-            self._spawn(self._send(row.key, writes, done))
+            self._spawn(self._send(row.key, writes, done, resumed=True))
 
     # -- the whole catalogue -------------------------------------------------------------------
 

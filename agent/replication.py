@@ -31,6 +31,7 @@ __all__ = ["PeerCaller", "Replicator", "event_from_wire", "event_to_wire", "vect
 log = structlog.get_logger(__name__)
 
 CONTACT_REFRESH = 10.0  # seconds between writes of an unchanged peer contact
+IDLE_PULL_FACTOR = 4  # a pull that keeps finding nothing waits up to 4 times pull_interval
 BATCH = 500
 # signed call to a peer: (agent_url, method, path, body) -> (status, json)
 PeerCaller = Callable[[str, str, str, Any], Any]
@@ -330,6 +331,7 @@ class PeerLink:
         self.acked_own = 0
         self.failures = 0
         self.next_pull = 0.0
+        self.quiet_pulls = 0  # pulls in a row that brought nothing
 
     def start(self) -> None:
         self.task = asyncio.create_task(self.run(), name=f"peer-link:{self.domain}")
@@ -350,8 +352,9 @@ class PeerLink:
         await self._load_acked()
         self.wake.set()
         while True:
+            wait = min(self.r.pull_interval, self.next_pull - self.r.clock.monotonic())
             try:
-                await asyncio.wait_for(self.wake.wait(), timeout=self.r.pull_interval)
+                await asyncio.wait_for(self.wake.wait(), timeout=max(0.05, wait))
             except TimeoutError:
                 pass
             self.wake.clear()
@@ -361,10 +364,13 @@ class PeerLink:
                 if not self.r.held_back:
                     await self.push()
                 if self.r.clock.monotonic() >= self.next_pull:
-                    await self.pull()
-                    self.next_pull = self.r.clock.monotonic() + self.r.pull_interval
+                    news = await self.pull()
+                    self.quiet_pulls = 0 if news else self.quiet_pulls + 1
+                    self.next_pull = self.r.clock.monotonic() + self.pull_every()
                 self.failures = 0
             except (aiohttp.ClientError, TimeoutError, OSError, PeerRefused, ValueError) as exc:
+                self.quiet_pulls = 0
+                self.next_pull = 0.0  # back in touch: pull at once
                 self.failures += 1
                 if not getattr(exc, "expected", False):
                     await self.r.record_contact(self.domain, error=f"{type(exc).__name__}: {exc}")
@@ -397,8 +403,14 @@ class PeerLink:
             if len(events) < BATCH:
                 return
 
-    async def pull(self) -> None:
-        """Fetch every event the peer holds that this agent lacks, any origin."""
+    def pull_every(self) -> float:
+        """The pull is the backstop of the pushes: every `pull_interval` while it brings
+        events, then twice and four times as long while it finds nothing new."""
+        return self.r.pull_interval * min(IDLE_PULL_FACTOR, 2**self.quiet_pulls)
+
+    async def pull(self) -> bool:
+        """Fetch every event the peer holds that this agent lacks, any origin; True if any."""
+        news = False
         while True:
             async with self.r.db.sessions() as session:
                 mine = await ledger.load_vector(session)
@@ -410,6 +422,7 @@ class PeerLink:
             events = [event_from_wire(raw) for raw in body.get("events", [])]
             theirs = vector_from_wire(body.get("vector", []))
             if events:
+                news = True
                 await self.r.receive(events, self.domain, kind="batch_received")
             if self.r.on_members is not None and isinstance(body.get("members"), list):
                 await self.r.on_members(body["members"], self.domain)
@@ -418,4 +431,4 @@ class PeerLink:
                 self.acked_own, theirs.get((self.r.identity.domain, self.r.identity.epoch), 0)
             )
             if not body.get("more"):
-                return
+                return news

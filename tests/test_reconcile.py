@@ -133,6 +133,32 @@ async def test_write_with_unknown_outcome_is_retried_with_same_key_and_applied_o
     assert [e.kind for e in local] == ["introduce", "introduce"]
 
 
+async def test_a_sale_after_a_write_whose_answer_was_lost_is_counted(
+    core: Reconciler, memshop: MemShop
+) -> None:
+    memshop.drop_after_apply = 1  # applied, answer lost; the retry gets the replayed answer
+    original = core.channel.write
+    calls = 0
+
+    async def write(writes, *, key):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        try:
+            return await original(writes, key=key)
+        finally:
+            if calls == 1:
+                memshop.sell("i2")  # sold right after the write landed; its webhook is lost
+
+    core.channel.write = write  # type: ignore[method-assign]
+    await _remote_delta(core, "B-2", +7)
+    await settle(core)
+    # the replay says "12", as of the first attempt; the shop holds 11 and the sale counts
+    assert memshop.counts["i2"] == 11
+    assert await _pool(core, "B-2") == 11
+    local = [e for e in await _events(core) if e.origin == "a.example.com" and e.sku == "B-2"]
+    assert [e.delta for e in local if e.kind == "change"] == [-1]
+
+
 async def test_pending_write_is_resent_with_its_key_after_a_restart(
     sqlite_db, memshop: MemShop, clock
 ) -> None:

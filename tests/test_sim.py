@@ -25,6 +25,7 @@ REGRESSION_SEEDS = [
     13,  # the same, with the joiner's own new products never reaching the group
     18,  # a duplicated welcome was refused, so the master never added the joiner
     87,  # a crash lost which pools awaited a write: a shop kept a stale count, no oversold log
+    1099,  # the replayed answer of a retried write hid a sale made since its first attempt
 ]
 
 
