@@ -50,6 +50,7 @@ class Settings:
     coalesce_ms: float = 5.0
     sku_trim: bool = False
     sku_case_fold: bool = False
+    log_retention_days: float = 90.0  # sync-log entries older than this are pruned; 0 keeps all
 
     @property
     def key_path(self) -> Path:
@@ -83,6 +84,8 @@ class Settings:
             self.database_url = "postgresql+asyncpg://" + self.database_url.split("://", 1)[1]
         if self.reconcile_interval <= 0:
             raise ConfigError("reconcile_interval must be positive")
+        if not self.log_retention_days >= 0:  # also refuses NaN
+            raise ConfigError("log_retention_days must be 0 (keep everything) or more")
         return self
 
 
@@ -99,6 +102,7 @@ def write_settings(settings: Settings) -> Path:
             "coalesce_ms": settings.coalesce_ms,
             "sku_trim": settings.sku_trim,
             "sku_case_fold": settings.sku_case_fold,
+            "log_retention_days": settings.log_retention_days,
         },
         "channel": {"name": settings.channel, "options": dict(settings.channel_options)},
     }
@@ -140,6 +144,7 @@ def load_settings(data_dir: str | Path) -> Settings:
             coalesce_ms=float(agent.get("coalesce_ms", 5.0)),
             sku_trim=bool(agent.get("sku_trim", False)),
             sku_case_fold=bool(agent.get("sku_case_fold", False)),
+            log_retention_days=float(agent.get("log_retention_days", 90.0)),
         )
     except KeyError as exc:
         raise ConfigError(f"{path} lacks the setting {exc.args[0]}") from None

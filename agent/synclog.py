@@ -7,12 +7,13 @@ import sys
 from typing import Any
 
 import structlog
-from sqlmodel import col, select
+from sqlmodel import col, delete, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from agent.db import Database
 from agent.models import LogEntry
 
-__all__ = ["configure_logging", "entry_json", "query_log", "record"]
+__all__ = ["configure_logging", "entry_json", "prune", "query_log", "record"]
 
 MAX_PAGE = 1000
 
@@ -40,6 +41,24 @@ def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
+
+
+async def prune(db: Database, before: float, *, batch: int = 5000) -> int:
+    """Delete sync-log entries older than `before`, `batch` rows per transaction (so that
+    a large first prune never holds the write lock long); returns how many went."""
+    removed = 0
+    while True:
+        async with db.transaction() as session:
+            ids = list(
+                await session.exec(
+                    select(LogEntry.id).where(col(LogEntry.at) < before).limit(batch)
+                )
+            )
+            if ids:
+                await session.exec(delete(LogEntry).where(col(LogEntry.id).in_(ids)))  # type: ignore[call-overload]
+        removed += len(ids)
+        if len(ids) < batch:
+            return removed
 
 
 def record(

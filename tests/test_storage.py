@@ -144,3 +144,14 @@ async def test_a_channel_journal_survives_a_reopen_and_drops_only_orphans(db_url
         assert await journal.get("batch-1") is None
     finally:
         await db.dispose()
+
+
+async def test_sync_log_prune_drops_only_entries_older_than_the_cut(database: Database) -> None:
+    async with database.sessions.begin() as s:
+        for n in range(30):
+            synclog.record(s, "change", float(n), sku="A", delta=-1)
+    assert await synclog.prune(database, before=17.0, batch=5) == 17  # in four transactions
+    assert await synclog.prune(database, before=17.0, batch=5) == 0
+    async with database.sessions() as s:
+        left = [e.at for e in await s.exec(select(LogEntry).order_by(LogEntry.id))]
+    assert left == [float(n) for n in range(17, 30)]

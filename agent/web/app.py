@@ -12,6 +12,7 @@ import structlog
 from aiohttp import web
 from sqlmodel import select
 
+from agent import synclog
 from agent.catalogue import SkuRule
 from agent.clock import Clock, SystemClock
 from agent.config import Settings
@@ -163,6 +164,8 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(reconciler.run(), name="reconciler"),
         asyncio.create_task(_subscribe(app), name="subscribe"),
     ]
+    if settings.log_retention_days > 0:
+        tasks.append(asyncio.create_task(_prune_log(app), name="prune-log"))
     await importer.restore()
     await peering.resume_import()
     if not peering.importing:
@@ -179,6 +182,20 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
     await reconciler.close()
+
+
+async def _prune_log(app: web.Application) -> None:
+    """Keep `log_retention_days` of sync log: prune at start, then hourly."""
+    settings, clock = app[keys.SETTINGS], app[keys.CLOCK]
+    while True:
+        try:
+            before = clock.now() - settings.log_retention_days * 86400
+            removed = await synclog.prune(app[keys.DB], before)
+            if removed:
+                log.info("sync_log_pruned", entries=removed, days=settings.log_retention_days)
+        except Exception as exc:  # a failed prune is retried next hour; sync goes on
+            log.warning("sync_log_prune_failed", error=repr(exc))
+        await clock.sleep(3600.0)
 
 
 async def _subscribe(app: web.Application) -> None:
