@@ -104,13 +104,22 @@ class Importer:
         return state
 
     async def restore(self) -> None:
-        """On start: re-apply maintenance and resume an import that a crash interrupted."""
-        if (await self.maintenance()).get("on"):
+        """On start: re-apply maintenance and resume an import that a crash interrupted.
+
+        Maintenance an import turned on (`auto`) ends with that import: if the agent stopped
+        after the import was recorded done but before maintenance was turned off, it is turned
+        off now, or the shop's own changes would be held back for good.
+        """
+        maintenance = await self.maintenance()
+        if maintenance.get("on"):
             self.replicator.held_back = True
         state = await self.db.get_state("import", {})
         if state.get("state") == "running" and state.get("phase") == "writing":
             log.info("import_resumed", total=state.get("total"))
             self.task = asyncio.create_task(self._write_phase())
+        elif maintenance.get("on") and maintenance.get("auto") and state.get("state") != "running":
+            log.info("import_maintenance_released", import_state=state.get("state"))
+            await self.set_maintenance(False)
 
     # -- the pre-flight report -------------------------------------------------------------------
 

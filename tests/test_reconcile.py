@@ -11,8 +11,10 @@ from sqlmodel import func, select
 
 from agent import ledger
 from agent.channel import WebhookHint
+from agent.importer import Importer
 from agent.models import EventRow, Identity, ItemRow, LogEntry, PendingWrite
 from agent.reconcile import Reconciler
+from agent.replication import Replicator
 from tests.conftest import settle
 from tests.support.memchannel import MemChannel, MemShop
 
@@ -276,3 +278,47 @@ async def test_remote_event_applied_twice_counts_once(core: Reconciler) -> None:
     async with core.db.sessions.begin() as s:
         assert not await ledger.apply_event(s, EventRow(**event), 0)
     assert await _pool(core, "A-1") == 8
+
+
+async def _importer(core: Reconciler) -> Importer:
+    async def no_calls(*_args: object) -> tuple[int, dict]:
+        raise AssertionError("no peer calls here")
+
+    replicator = Replicator(
+        db=core.db,
+        identity=core.identity,
+        clock=core.clock,
+        call=no_calls,
+        on_pool_change=core.pool_changed,
+    )
+    return Importer(
+        db=core.db,
+        channel=core.channel,
+        clock=core.clock,
+        reconciler=core,
+        replicator=replicator,
+        sku_rule=core.sku_rule,
+    )
+
+
+async def test_import_maintenance_left_on_by_a_crash_is_released_on_start(
+    core: Reconciler,
+) -> None:
+    # killed after the import was recorded done, before its maintenance was turned off
+    await core.db.set_state("import", {"state": "done", "phase": "done", "reason": "admin"})
+    await core.db.set_state("maintenance", {"on": True, "auto": True, "since": 1.0})
+    importer = await _importer(core)
+    await importer.restore()
+    assert (await importer.maintenance())["on"] is False
+    assert importer.replicator.held_back is False  # the shop's own changes go out again
+
+
+async def test_maintenance_an_admin_turned_on_stays_on_across_a_restart(
+    core: Reconciler,
+) -> None:
+    await core.db.set_state("import", {"state": "done", "phase": "done", "reason": "admin"})
+    await core.db.set_state("maintenance", {"on": True, "auto": False, "since": 1.0})
+    importer = await _importer(core)
+    await importer.restore()
+    assert (await importer.maintenance())["on"] is True
+    assert importer.replicator.held_back is True
