@@ -11,6 +11,7 @@ hours gets everything when it returns, from whoever is up.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 from collections.abc import Awaitable, Callable
@@ -353,10 +354,11 @@ class PeerLink:
         self.wake.set()
         while True:
             wait = min(self.r.pull_interval, self.next_pull - self.r.clock.monotonic())
-            try:
-                await asyncio.wait_for(self.wake.wait(), timeout=max(0.05, wait))
-            except TimeoutError:
-                pass
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel
+            # that lands as the wake fires, and the link would outlive its agent's shutdown
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.05, wait)):
+                    await self.wake.wait()
             self.wake.clear()
             if self.r.paused or self.r.importing:
                 continue

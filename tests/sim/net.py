@@ -89,7 +89,9 @@ class Network:
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[tuple[int, Any]] = loop.create_future()
         node = self.nodes.get(target)
-        if (sender, target) in self.cut or node is None or not node.up:
+        if not self.nodes[sender].alive:  # killed: it sends nothing more
+            raise aiohttp.ClientConnectionError("this agent was killed")
+        if (sender, target) in self.cut or node is None or not node.alive:
             self.count("net_refused")
             await asyncio.sleep(self.rng.uniform(0.001, 0.01))
             raise aiohttp.ClientConnectionError(f"cannot connect to {target}")
@@ -104,7 +106,8 @@ class Network:
                 continue
             loop.call_later(self._latency(), self._arrive, sender, target, path, raw, answer, copy)
         try:
-            return await asyncio.wait_for(asyncio.shield(answer), TIMEOUT)
+            async with asyncio.timeout(TIMEOUT):
+                return await asyncio.shield(answer)
         finally:
             self.in_flight -= 1
             if not answer.done():
@@ -120,7 +123,7 @@ class Network:
         copy: int,
     ) -> None:
         node = self.nodes[target]
-        if (sender, target) in self.cut or not node.up:
+        if (sender, target) in self.cut or not node.alive:
             self.count("net_dropped_in_flight")
             return
         self.trace("deliver", sender=sender, target=target, path=path, copy=copy)
@@ -137,6 +140,8 @@ class Network:
             self.count("handler_error")
             node.errors.append(f"{path} from {sender}: {exc!r}")
             status, body = 500, {"error": "internal"}
+        if not node.alive:  # killed while it handled the call: no answer leaves
+            return
         wire = json.dumps(body)
         if self.after_serve is not None:
             self.after_serve(node, path)

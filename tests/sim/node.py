@@ -9,7 +9,6 @@ components afresh from the database, as a new process would.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -25,7 +24,7 @@ from agent.models import Identity
 from agent.peering import Peering
 from agent.reconcile import Reconciler
 from agent.replication import Replicator
-from tests.sim.runtime import InlineDatabase, VirtualClock
+from tests.sim.runtime import Crashed, InlineDatabase, VirtualClock
 from tests.sim.shop import SimChannel, SimShop
 
 __all__ = ["Node", "url_of"]
@@ -69,6 +68,7 @@ class Node:
         self.peering: Peering | None = None
         self.importer: Importer | None = None
         self.on_install: Callable[[Node, dict[str, Any]], None] | None = None
+        self.on_commit: Callable[[Node], None] | None = None  # may kill the agent right there
         self._main: asyncio.Task[None] | None = None
         self._tasks: dict[asyncio.Task[Any], None] = {}  # insertion-ordered
         self._life = asyncio.Lock()  # a crash and a restart never overlap
@@ -117,6 +117,7 @@ class Node:
         """Wired as `agent.web.app._background` wires the agent."""
         clock = VirtualClock()
         db = self.db = InlineDatabase(self.path)
+        db.after_commit = self._committed
         async with db.sessions() as session:
             identity = (await session.exec(select(Identity))).one()
         channel = SimChannel(self.shop)
@@ -189,6 +190,16 @@ class Node:
         if not peering.importing:
             await replicator.start()
 
+    def _committed(self) -> None:
+        if self.on_commit is not None:
+            self.on_commit(self)
+
+    @property
+    def alive(self) -> bool:
+        """Up, and not killed a moment ago (a kill after a commit stops it at once; the
+        crash that tidies up follows)."""
+        return self.up and self.db is not None and not self.db.dead
+
     @property
     def importing(self) -> bool:
         """Between the welcome and the snapshot install (False while down)."""
@@ -208,9 +219,13 @@ class Node:
         tasks += list(self._tasks)
         for task in tasks:
             task.cancel()
+        if tasks:
+            # a task that outlives a cancel would hang a real agent's shutdown: a finding
+            _, stuck = await asyncio.wait(tasks, timeout=60.0)
+            self.errors += [f"task {t.get_name()} ignored its cancellation" for t in stuck]
         for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            if task.done() and not task.cancelled():
+                task.exception()  # retrieved: a crash ends tasks however they end
         self._tasks.clear()
         self.replicator.links.clear()
         await self.db.dispose()
@@ -227,12 +242,14 @@ class Node:
 
     def _done(self, task: asyncio.Task[Any], awaited: bool) -> None:
         self._tasks.pop(task, None)
-        if not awaited and not task.cancelled() and task.exception() is not None:
+        if task.cancelled() or isinstance(task.exception(), Crashed):
+            return
+        if not awaited and task.exception() is not None:
             self.errors.append(f"task failed: {task.exception()!r}")
 
     def hint(self, item_id: str, topic: str) -> None:
         """A platform webhook reaches the agent (if it is up)."""
-        if self.up and self.reconciler is not None:
+        if self.alive and self.reconciler is not None:
             created = topic == "products/create"
             self.reconciler.hint(WebhookHint(topic, item_ids=(item_id,), catalogue_changed=created))
 

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import functools
 import selectors
 import shutil
 import sqlite3
 import tempfile
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from agent.db import Database, _sqlite_pragmas
 
 __all__ = [
     "EPOCH",
+    "Crashed",
     "Deadlock",
     "InlineDatabase",
     "VirtualClock",
@@ -47,6 +49,13 @@ EPOCH = 1_800_000_000.0  # wall-clock time at virtual t = 0
 
 class Deadlock(RuntimeError):
     """Nothing is ready and no timer is set: the simulation cannot make progress."""
+
+
+class Crashed(BaseException):
+    """Raised in an agent's task the moment its agent is killed: nothing after it runs.
+
+    A BaseException, so that the core's `except Exception` handlers cannot survive it.
+    """
 
 
 class _VirtualSelector(selectors.DefaultSelector):
@@ -140,6 +149,19 @@ class InlineDatabase(Database):
         event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.write_lock = asyncio.Lock()
         self.sessions = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
+        self.dead = False  # the agent was killed: it commits nothing more
+        self.after_commit: Callable[[], None] | None = None  # may kill the agent (raise Crashed)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """The core's writing transaction; a killed agent's never starts, and a kill may land
+        right after one commits (before the code that follows it runs)."""
+        if self.dead:
+            raise Crashed("the agent was killed")
+        async with super().transaction() as session:
+            yield session
+        if self.after_commit is not None:
+            self.after_commit()
 
 
 def scratch_dir() -> Path:

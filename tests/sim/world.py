@@ -32,7 +32,7 @@ from agent.peering import PeerError
 from tests.sim import checker, plan
 from tests.sim.net import NetFaults, Network
 from tests.sim.node import Node, url_of
-from tests.sim.runtime import Deadlock, VirtualLoop, migrated_template, scratch_dir
+from tests.sim.runtime import Crashed, Deadlock, VirtualLoop, migrated_template, scratch_dir
 from tests.sim.shop import Faults, SimShop
 
 __all__ = ["Result", "World", "run_seed"]
@@ -82,6 +82,12 @@ class World:
         # stream of their own so that seeds without them replay as before
         self.aim = random.Random(seed ^ 0x5EED)
         self.aimed_crashes = 0
+        # kills right after an agent's transaction commits (before its next line runs), from
+        # a stream of their own as well
+        self.kill = random.Random(seed ^ 0xC0FFEE)
+        self.commit_kills = 0
+        self.storming = False
+        self.main_task: asyncio.Task[Any] | None = None
 
     # -- tracing -------------------------------------------------------------------------------
 
@@ -146,6 +152,7 @@ class World:
             trace=self.trace,
         )
         node.on_install = self._installed
+        node.on_commit = self._commit_kill
         self.shops[domain] = shop
         self.nodes[domain] = node
         self.network.nodes[domain] = node
@@ -223,7 +230,7 @@ class World:
         self.trace("accept", node=node.domain, master=master)
         try:
             await boss.spawn(boss.peering.accept(node.domain), awaited=True)
-        except (PeerError, asyncio.CancelledError) as exc:
+        except (PeerError, asyncio.CancelledError, Crashed) as exc:
             self.trace("accept_failed", node=node.domain, error=getattr(exc, "error", "crash"))
             return False
         self.members.append(node.domain)
@@ -232,6 +239,7 @@ class World:
     # -- the run -------------------------------------------------------------------------------
 
     async def run(self) -> Result:
+        self.main_task = asyncio.current_task()
         directory = scratch_dir()
         try:
             return await self._run(directory)
@@ -318,6 +326,9 @@ class World:
         if self.aim.random() < 0.4:
             self.aimed_crashes = self.aim.randint(1, 3)
             self.network.after_serve = self._aimed_crash
+        if self.kill.random() < 0.4:
+            self.commit_kills = self.kill.randint(1, 2)
+        self.storming = True
         self.trace("faults_on")
 
     def _aimed_crash(self, node: Node, path: str) -> None:
@@ -338,7 +349,29 @@ class World:
 
         self._tasks.append(loop.create_task(crash_and_restart()))
 
+    def _commit_kill(self, node: Node) -> None:
+        """Maybe kill `node` the moment one of its transactions committed: the task that
+        committed stops there (`Crashed`), and so does everything else of the agent."""
+        if not self.storming or self.commit_kills <= 0 or node.db is None:
+            return
+        if asyncio.current_task() is self.main_task or self.kill.random() > 0.02:
+            return
+        self.commit_kills -= 1
+        self.count("crash_after_commit")
+        self.trace("killed_after_commit", node=node.domain)
+        node.db.dead = True
+        down = self.kill.uniform(0.05, 3.0)
+
+        async def crash_and_restart() -> None:
+            await node.crash()
+            await asyncio.sleep(down)
+            await node.start()
+
+        self._tasks.append(asyncio.get_running_loop().create_task(crash_and_restart()))
+        raise Crashed(f"{node.domain} killed after a commit")
+
     def _stop_faults(self) -> None:
+        self.storming = False
         self.network.after_serve = None
         self.network.faults = NetFaults()
         for shop in self.shops.values():

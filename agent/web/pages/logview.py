@@ -153,5 +153,6 @@ async def log_stream(request: web.Request) -> web.StreamResponse:
                 await response.write(b": keep-alive\n\n")
                 idle = 0.0
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), POLL)
+                async with asyncio.timeout(POLL):  # not wait_for: it can swallow a cancel
+                    await stopping.wait()
     return response
