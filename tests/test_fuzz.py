@@ -229,14 +229,7 @@ def test_signed_garbage_from_a_member_gets_a_json_answer_never_a_server_error(
     else:
         raw = json.dumps(case.body).encode()
     path = case.formatted_path
-    headers = sign_request(
-        "POST",
-        path,
-        raw,
-        private_key=key,
-        key_id=fingerprint(public_key_b64(key)),
-        created=int(time.time()),
-    )
+    headers = _signed_now(key, path, raw)
     response = live.http.post(
         a.agent_url + path,
         data=raw,
@@ -245,6 +238,18 @@ def test_signed_garbage_from_a_member_gets_a_json_answer_never_a_server_error(
     )
     case.validate_response(response, checks=CONFORMANCE)
     assert response.status_code < 500 or response.json()["error"] == "importing", response.text
+
+
+def _signed_now(key: Any, path: str, raw: bytes) -> dict[str, str]:
+    """Signature headers of a POST to `path` by the holder of `key`, dated now."""
+    return sign_request(
+        "POST",
+        path,
+        raw,
+        private_key=key,
+        key_id=fingerprint(public_key_b64(key)),
+        created=int(time.time()),
+    )
 
 
 def test_out_of_range_numbers_are_a_400_not_a_server_error(
@@ -261,14 +266,7 @@ def test_out_of_range_numbers_are_a_400_not_a_server_error(
         ("/peer/pull", []),
     ):
         raw = json.dumps(body).encode()
-        headers = sign_request(
-            "POST",
-            path,
-            raw,
-            private_key=key,
-            key_id=fingerprint(public_key_b64(key)),
-            created=int(time.time()),
-        )
+        headers = _signed_now(key, path, raw)
         answer = live.http.post(a.agent_url + path, data=raw, headers=headers, timeout=30)
         assert answer.status_code == 400, (path, answer.text)
         assert set(answer.json()) == {"error", "message"}

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
+import pytest
 import pytest_asyncio
 from sqlmodel import func, select
 
@@ -301,24 +302,19 @@ async def _importer(core: Reconciler) -> Importer:
     )
 
 
-async def test_import_maintenance_left_on_by_a_crash_is_released_on_start(
-    core: Reconciler,
-) -> None:
-    # killed after the import was recorded done, before its maintenance was turned off
-    await core.db.set_state("import", {"state": "done", "phase": "done", "reason": "admin"})
-    await core.db.set_state("maintenance", {"on": True, "auto": True, "since": 1.0})
-    importer = await _importer(core)
-    await importer.restore()
-    assert (await importer.maintenance())["on"] is False
-    assert importer.replicator.held_back is False  # the shop's own changes go out again
-
-
-async def test_maintenance_an_admin_turned_on_stays_on_across_a_restart(
-    core: Reconciler,
+@pytest.mark.parametrize(
+    ("auto", "stays_on"),
+    [
+        (True, False),  # the import's own: killed between "done" and turning it off
+        (False, True),  # an admin's: it stays until the admin turns it off
+    ],
+)
+async def test_after_an_import_only_the_maintenance_it_turned_on_ends_on_start(
+    core: Reconciler, auto: bool, stays_on: bool
 ) -> None:
     await core.db.set_state("import", {"state": "done", "phase": "done", "reason": "admin"})
-    await core.db.set_state("maintenance", {"on": True, "auto": False, "since": 1.0})
+    await core.db.set_state("maintenance", {"on": True, "auto": auto, "since": 1.0})
     importer = await _importer(core)
     await importer.restore()
-    assert (await importer.maintenance())["on"] is True
-    assert importer.replicator.held_back is True
+    assert (await importer.maintenance())["on"] is stays_on
+    assert importer.replicator.held_back is stays_on  # held: the shop's own changes wait
