@@ -27,6 +27,22 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _number(section: dict[str, Any], name: str, default: float) -> float:
+    """A numeric setting; a string, a bool or a table is refused naming the setting."""
+    value = section.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{name} must be a number, got {value!r}")
+    return float(value)
+
+
+def _flag(section: dict[str, Any], name: str) -> bool:
+    """A true/false setting; "no" or 0 is refused rather than read as truthy."""
+    value = section.get(name, False)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
 def _check_url(name: str, value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -82,8 +98,10 @@ class Settings:
             )
         if self.database_url.startswith(("postgresql://", "postgres://")):
             self.database_url = "postgresql+asyncpg://" + self.database_url.split("://", 1)[1]
-        if self.reconcile_interval <= 0:
+        if not self.reconcile_interval > 0:  # also refuses NaN
             raise ConfigError("reconcile_interval must be positive")
+        if not self.coalesce_ms >= 0:
+            raise ConfigError("coalesce_ms must be 0 or more")
         if not self.log_retention_days >= 0:  # also refuses NaN
             raise ConfigError("log_retention_days must be 0 (keep everything) or more")
         return self
@@ -140,11 +158,11 @@ def load_settings(data_dir: str | Path) -> Settings:
             channel=str(channel["name"]),
             channel_options=dict(channel.get("options", {})),
             database_url=str(agent.get("database_url", "")),
-            reconcile_interval=float(agent.get("reconcile_interval", 300.0)),
-            coalesce_ms=float(agent.get("coalesce_ms", 5.0)),
-            sku_trim=bool(agent.get("sku_trim", False)),
-            sku_case_fold=bool(agent.get("sku_case_fold", False)),
-            log_retention_days=float(agent.get("log_retention_days", 90.0)),
+            reconcile_interval=_number(agent, "reconcile_interval", 300.0),
+            coalesce_ms=_number(agent, "coalesce_ms", 5.0),
+            sku_trim=_flag(agent, "sku_trim"),
+            sku_case_fold=_flag(agent, "sku_case_fold"),
+            log_retention_days=_number(agent, "log_retention_days", 90.0),
         )
     except KeyError as exc:
         raise ConfigError(f"{path} lacks the setting {exc.args[0]}") from None

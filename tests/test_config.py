@@ -39,11 +39,32 @@ def test_an_older_file_without_the_setting_keeps_90_days(tmp_path: Path) -> None
     assert load_settings(tmp_path).log_retention_days == 90.0
 
 
-@pytest.mark.parametrize("value", ["-1", "nan", '"forever"'])
-def test_a_bad_log_retention_is_refused_with_its_name(tmp_path: Path, value: str) -> None:
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("log_retention_days", "-1"),
+        ("log_retention_days", "nan"),
+        ("log_retention_days", '"forever"'),
+        ("reconcile_interval", "0"),
+        ("reconcile_interval", '"5 minutes"'),
+        ("coalesce_ms", "-5"),
+        ("coalesce_ms", "true"),
+        ("sku_trim", '"no"'),
+        ("sku_case_fold", "1"),
+    ],
+)
+def test_a_bad_setting_is_refused_with_its_name(tmp_path: Path, setting: str, value: str) -> None:
     path = write_settings(_settings(tmp_path))
-    path.write_text(
-        path.read_text().replace("log_retention_days = 90.0", f"log_retention_days = {value}")
-    )
-    with pytest.raises(ConfigError, match=r"log_retention_days|malformed"):
+    lines = path.read_text().splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith(f"{setting} = "))
+    lines[at] = f"{setting} = {value}"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError, match=setting):
         load_settings(tmp_path)
+
+
+def test_whole_numbers_are_read_as_numbers(tmp_path: Path) -> None:
+    path = write_settings(_settings(tmp_path))
+    text = path.read_text().replace("reconcile_interval = 300.0", "reconcile_interval = 60")
+    path.write_text(text)
+    assert load_settings(tmp_path).reconcile_interval == 60.0
