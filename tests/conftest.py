@@ -1,4 +1,5 @@
-"""Shared fixtures: databases (SQLite and the real PostgreSQL), a counting core on a memory shop."""
+"""Shared fixtures: databases (SQLite and the real PostgreSQL), a counting core on a memory shop,
+and the slow commands a test module starts as soon as the tests are collected."""
 
 from __future__ import annotations
 
@@ -14,9 +15,44 @@ import pytest_asyncio
 from agent.db import Database
 from agent.models import Identity
 from tests.support.clock import FastClock
+from tests.support.head_start import HeadStart
 from tests.support.memchannel import MemChannel, MemShop
 
 PG_ADMIN = os.environ.get("SHOPSYNC_TEST_PG", "postgresql://127.0.0.1:5432/test")
+HEAD_STARTS = pytest.StashKey[dict[str, HeadStart]]()
+
+
+def _has_head_starts(item: pytest.Item) -> bool:
+    return hasattr(getattr(item, "module", None), "head_starts")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that wait on a head start run last: the started work gets the whole suite's time."""
+    items.sort(key=_has_head_starts)  # stable: the order within each part is kept
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start what each module's `head_starts(names)` asks for, given its collected tests."""
+    if session.config.option.collectonly:
+        return
+    names: dict[object, set[str]] = {}
+    for item in filter(_has_head_starts, session.items):
+        names.setdefault(item.module, set()).add(item.originalname)  # type: ignore[attr-defined]
+    started: dict[str, HeadStart] = {}
+    for module, tests in names.items():
+        started.update(module.head_starts(tests))  # type: ignore[attr-defined]
+    session.config.stash[HEAD_STARTS] = started
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    for head_start in session.config.stash.get(HEAD_STARTS, {}).values():
+        head_start.stop()
+
+
+@pytest.fixture(scope="session")
+def head_started(request: pytest.FixtureRequest) -> dict[str, HeadStart]:
+    """The commands started at collection (tests/support/head_start.py), by name."""
+    return request.config.stash.get(HEAD_STARTS, {})
 
 
 async def _pg_create() -> str:

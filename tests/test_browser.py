@@ -4,8 +4,9 @@ Two emulated Shopify shops, each with its agent process, as `shopsync demo` runs
 browser logs in, accepts a join request with a click, watches a purchase arrive in the sync
 log without reloading, finds a duplicate, and is refused without a session or a CSRF token.
 
-Chromium comes from Debian (`apt-get install chromium`), installed here when it is missing;
-`python -m tests.test_browser` does only that, for a Makefile or CI step. With
+Chromium comes from Debian (`apt-get install chromium`), installed when it is missing, in the
+background from the moment the tests are collected; `python -m tests.test_browser` does only
+that, for a Makefile or CI step. With
 SHOPSYNC_SCREENSHOTS=1 the tests also write docs/overview.png and docs/sync-log.png.
 """
 
@@ -27,6 +28,7 @@ from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
 from agent.demo import Shop
 from agent.web.pages import session
+from tests.support.head_start import HeadStart
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
@@ -42,20 +44,37 @@ CHROMIUM_ARGS = [
 WAIT_MS = 15_000
 
 
-def ensure_chromium() -> str:
+# A fresh machine has no package lists yet: update them when the first install fails.
+INSTALL = (
+    "apt-get install -y -q chromium || { apt-get update -q && apt-get install -y -q chromium; }"
+)
+APT_ENV = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+
+
+def head_starts(tests: set[str]) -> dict[str, HeadStart]:
+    """Install Chromium at collection when it is missing, beside the tests before these."""
+    if not tests or shutil.which("chromium"):
+        return {}
+    return {"chromium": HeadStart(["sh", "-c", INSTALL], cwd=DOCS.parent, env=APT_ENV)}
+
+
+def ensure_chromium(started: HeadStart | None = None) -> str:
     """The path of Debian's Chromium, installing the package first when it is missing."""
     found = shutil.which("chromium")
     if found:
         return found
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "-q", "chromium"]
-    if subprocess.run(install, env=env, capture_output=True).returncode != 0:
-        # A fresh machine has no package lists yet.
-        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, check=False)
-        subprocess.run(install, env=env, capture_output=True, check=False)
+    if started is not None:
+        install = started.result(timeout=900)
+    else:
+        install = subprocess.run(
+            ["sh", "-c", INSTALL], env=APT_ENV, capture_output=True, text=True, check=False
+        )
     found = shutil.which("chromium")
     if not found:
-        pytest.fail("Chromium is missing and `apt-get install chromium` did not install it")
+        pytest.fail(
+            "Chromium is missing and `apt-get install chromium` did not install it: "
+            + install.stderr[-2000:]
+        )
     return found
 
 
@@ -111,9 +130,11 @@ async def _ready(agents: Agents, shop: Shop) -> bool:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def agents(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Agents]:
+async def agents(
+    tmp_path_factory: pytest.TempPathFactory, head_started: dict[str, HeadStart]
+) -> AsyncIterator[Agents]:
     """Shops A and B (emulator + agent processes each), not yet in a group, and Chromium."""
-    chromium = ensure_chromium()
+    chromium = ensure_chromium(head_started.get("chromium"))
     workdir = tmp_path_factory.mktemp("browser")
     shops = [Shop(i, "shopify", workdir, 8) for i in range(2)]
     async with (

@@ -2,7 +2,9 @@
 
 Seeds run in child processes (`python -m tests.sim`), two at a time: each run gets a fresh
 interpreter with string hashing pinned, so a seed here replays identically on the command
-line, and the simulation's patches (uuid, structlog) never leak into other tests.
+line, and the simulation's patches (uuid, structlog) never leak into other tests. The 300
+seeds start as soon as the tests are collected and run beside the rest of the suite
+(tests/support/head_start.py); their test waits for them.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.support.head_start import HeadStart
 
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = 300
@@ -30,12 +34,15 @@ REGRESSION_SEEDS = [
 ]
 
 
+SUITE_SEEDS = ("--seeds", str(SEEDS), "--jobs", "2")
+ENV = {**os.environ, "PYTHONHASHSEED": "0"}
+
+
 def _sim(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
     return subprocess.run(
         [sys.executable, "-m", "tests.sim", *args],
         cwd=ROOT,
-        env=env,
+        env=ENV,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -43,12 +50,21 @@ def _sim(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
     )
 
 
+def head_starts(tests: set[str]) -> dict[str, HeadStart]:
+    """The 300 seeds, started at collection when their test is among those collected."""
+    if "test_three_hundred_seeds_lose_and_double_nothing" not in tests:
+        return {}
+    argv = [sys.executable, "-m", "tests.sim", *SUITE_SEEDS]
+    return {"sim-seeds": HeadStart(argv, cwd=ROOT, env=ENV)}
+
+
 def _summary(run: subprocess.CompletedProcess[str]) -> dict:
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 
-def test_three_hundred_seeds_lose_and_double_nothing() -> None:
-    run = _sim("--seeds", str(SEEDS), "--jobs", "2")
+def test_three_hundred_seeds_lose_and_double_nothing(head_started: dict[str, HeadStart]) -> None:
+    started = head_started.get("sim-seeds")
+    run = started.result(timeout=900) if started else _sim(*SUITE_SEEDS)
     summary = _summary(run)
     assert summary["failed"] == [], run.stderr[-4000:]
     assert summary["seeds"] == SEEDS
