@@ -20,7 +20,7 @@ from rich.table import Table
 from agent.channel import ConfigError
 from agent.console import console
 
-__all__ = ["Process", "free_port", "run_demo"]
+__all__ = ["Process", "free_port", "init_agent", "run_demo"]
 
 
 def free_port() -> int:
@@ -101,6 +101,33 @@ async def _run_cli(*args: str) -> dict[str, Any]:
     return json.loads(out.decode().strip().splitlines()[-1])
 
 
+async def init_agent(
+    data_dir: Path, domain: str, agent_port: int, channel: str, emu_url: str
+) -> str:
+    """`shopsync init` for the agent of an emulated shop on loopback; its admin token."""
+    init = await _run_cli(
+        "init",
+        "--data-dir",
+        str(data_dir),
+        "--domain",
+        domain,
+        "--listen",
+        f"127.0.0.1:{agent_port}",
+        "--public-url",
+        f"http://127.0.0.1:{agent_port}",
+        "--channel",
+        channel,
+        "--channel-option",
+        f"api_url={emu_url}",
+        "--channel-option",
+        "access_token=emulator-token",
+        "--channel-option",
+        "webhook_secret=emulator-secret",
+        "--json",
+    )
+    return str(init["admin_token"])
+
+
 class Shop:
     """One emulated shop and its agent."""
 
@@ -145,27 +172,9 @@ class Shop:
 
     async def start(self) -> None:
         await self.emulator.start()
-        init = await _run_cli(
-            "init",
-            "--data-dir",
-            str(self.data_dir),
-            "--domain",
-            self.domain,
-            "--listen",
-            f"127.0.0.1:{self.agent_port}",
-            "--public-url",
-            self.agent_url,
-            "--channel",
-            self.channel,
-            "--channel-option",
-            f"api_url={self.emu_url}",
-            "--channel-option",
-            "access_token=emulator-token",
-            "--channel-option",
-            "webhook_secret=emulator-secret",
-            "--json",
+        self.token = await init_agent(
+            self.data_dir, self.domain, self.agent_port, self.channel, self.emu_url
         )
-        self.token = init["admin_token"]
         await self.agent.start()
 
     async def stop(self) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 from rich.console import Console
 
-from agent.demo import Process, free_port
+from agent.demo import Process, free_port, init_agent
 
 __all__ = [
     "Node",
@@ -183,35 +183,9 @@ class Node:
         """Start the emulator, create the agent's data directory, start the agent."""
         _STARTED.append(self)
         await self.emulator.start(timeout)
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "agent.cli",
-            "init",
-            "--data-dir",
-            str(self.data_dir),
-            "--domain",
-            self.domain,
-            "--listen",
-            f"127.0.0.1:{self.agent_port}",
-            "--public-url",
-            self.agent_url,
-            "--channel",
-            self.channel,
-            "--channel-option",
-            f"api_url={self.emu_url}",
-            "--channel-option",
-            "access_token=emulator-token",
-            "--channel-option",
-            "webhook_secret=emulator-secret",
-            "--json",
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+        self.token = await init_agent(
+            self.data_dir, self.domain, self.agent_port, self.channel, self.emu_url
         )
-        stdout, stderr = await proc.communicate()
-        if proc.returncode != 0:
-            raise RuntimeError(f"shopsync init failed: {stderr.decode().strip()}")
-        self.token = json.loads(stdout.decode().strip().splitlines()[-1])["admin_token"]
         await self.agent.start(timeout)
 
     async def stop(self) -> None:
