@@ -194,6 +194,10 @@ async def test_log_in_gives_strict_httponly_cookie_and_pages_carry_csp(agents: A
     csp = response.headers["content-security-policy"]
     assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
     await expect(page.locator("#products tbody tr")).to_have_count(8)
+    await page.fill("#q", "sku-00003")  # the search ignores case
+    await page.click("button:text('Search')")
+    await expect(page.locator("#products tbody tr")).to_have_count(1)
+    await expect(page.locator("main")).to_contain_text("1 SKU matching")
     await context.close()
 
 

@@ -240,3 +240,26 @@ async def test_status_json_reports_the_shop(solo: Cluster) -> None:
     assert status["domain"] == shop.domain and status["items"] == 50
     out = cli("status", "--data-dir", str(shop.data_dir))
     assert shop.domain in out.stdout
+
+
+async def test_pools_page_through_a_search_in_sku_order(solo: Cluster) -> None:
+    shop = solo.shops[0]
+    everything = await shop.get("/api/pools")
+    skus = [p["sku"] for p in everything["pools"]]
+    assert skus == [f"SKU-{n:05d}" for n in range(1, 51)] and everything["total"] == 50
+
+    pages = [await shop.get(f"/api/pools?limit=20&offset={at}") for at in (0, 20, 40, 60)]
+    assert [len(p["pools"]) for p in pages] == [20, 20, 10, 0]
+    assert {p["total"] for p in pages} == {50}
+    assert [row for page in pages for row in page["pools"]] == everything["pools"]
+
+    found = await shop.get("/api/pools?q=sku-0002&limit=5&offset=5")  # any case
+    assert found["total"] == 10  # SKU-00020 to SKU-00029
+    assert [p["sku"] for p in found["pools"]] == [f"SKU-000{n}" for n in range(25, 30)]
+    one = await shop.get("/api/pools?sku=SKU-00007")
+    assert [p["sku"] for p in one["pools"]] == ["SKU-00007"] and one["total"] == 1
+
+    for query in ("limit=0", "limit=1001", "limit=ten", "offset=-1"):
+        status, body = await shop.api("GET", f"/api/pools?{query}")
+        assert status == 400, query
+        assert body["error"] == "bad_parameter" and body["message"], body

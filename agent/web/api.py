@@ -64,6 +64,9 @@ def create_api_app(parent: web.Application) -> web.Application:
     return app
 
 
+MAX_POOLS_PAGE = 1000
+
+
 def bad_request(error: str, message: str) -> web.HTTPBadRequest:
     """An HTTPBadRequest to raise, with a JSON body."""
     body = json.dumps({"error": error, "message": message})
@@ -163,19 +166,37 @@ async def get_log(request: web.Request) -> web.Response:
 
 
 async def get_pools(request: web.Request) -> web.Response:
-    """Per SKU: the pool, the count published in this shop, and the item."""
-    sku = request.query.get("sku")
+    """Per SKU, in SKU order: the pool, the count published in this shop, and the item.
+
+    `q` keeps the SKUs that contain it (any case); `offset` and `limit` page through them, and
+    `total` counts all that match. Only the SKU names are read for all; the rows, for the page.
+    """
+    sku, needle = request.query.get("sku"), request.query.get("q", "").strip().casefold()
+    offset = _int_param(request, "offset", 0) or 0
+    limit = _int_param(request, "limit")
+    if offset < 0:
+        raise bad_request("bad_parameter", "offset must be 0 or more")
+    if limit is not None and not 1 <= limit <= MAX_POOLS_PAGE:
+        raise bad_request("bad_parameter", f"limit must be 1-{MAX_POOLS_PAGE}")
+    kept = col(ItemRow.excluded).is_(None)  # a SKU's duplicates are not its item
+
+    def only(query: Any, column: Any) -> Any:
+        return query.where(column == sku) if sku else query
+
     async with request.config_dict[keys.DB].sessions() as session:
-        query = select(PoolRow)
-        if sku:
-            query = query.where(PoolRow.sku == sku)
-        pools = {p.sku: p for p in await session.exec(query)}
-        items_q = select(ItemRow).where(col(ItemRow.excluded).is_(None))
-        if sku:
-            items_q = items_q.where(ItemRow.sku == sku)
-        items = {i.sku: i for i in await session.exec(items_q)}
+        names = set(await session.exec(only(select(PoolRow.sku), PoolRow.sku)))
+        item_names = only(select(ItemRow.sku).where(kept), ItemRow.sku)
+        names |= {name for name in await session.exec(item_names) if name}
+        matched = sorted(name for name in names if needle in name.casefold())
+        page = matched[offset:] if limit is None else matched[offset : offset + limit]
+        pools_q, items_q = select(PoolRow), select(ItemRow).where(kept)
+        if limit is not None:  # at most MAX_POOLS_PAGE names: read only their rows
+            pools_q = pools_q.where(col(PoolRow.sku).in_(page))
+            items_q = items_q.where(col(ItemRow.sku).in_(page))
+        pools = {p.sku: p for p in await session.exec(only(pools_q, PoolRow.sku))}
+        items = {i.sku: i for i in await session.exec(only(items_q, ItemRow.sku))}
     out = []
-    for name in sorted(set(pools) | {s for s in items if s}):
+    for name in page:
         pool, item = pools.get(name), items.get(name)
         out.append(
             {
@@ -186,7 +207,7 @@ async def get_pools(request: web.Request) -> web.Response:
                 "updated_at": None if pool is None else pool.updated_at,
             }
         )
-    return web.json_response({"pools": out})
+    return web.json_response({"pools": out, "total": len(matched)})
 
 
 async def post_reconcile(request: web.Request) -> web.Response:

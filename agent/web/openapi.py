@@ -285,9 +285,16 @@ ADMIN_PATHS: dict[str, dict[str, Any]] = {
     },
     "/api/pools": {
         "get": _admin(
-            "Per SKU: the group's pool, the count published in this shop, the item.",
-            _obj({"pools": _list(_ref("Pool"))}),
-            params=[_query("sku", STR, "only this SKU")],
+            "Per SKU, in SKU order: the group's pool, the count published in this shop, the "
+            "item. `total` counts every SKU that matches, whatever the page.",
+            _obj({"pools": _list(_ref("Pool")), "total": INT64}),
+            errors={"400": "offset or limit is not an integer, or out of range."},
+            params=[
+                _query("sku", STR, "only this SKU"),
+                _query("q", STR, "only SKUs containing this (any case)"),
+                _query("offset", _blank(INT64), "skip this many matching SKUs (default 0)"),
+                _query("limit", _blank(INT64), "page size, 1-1000 (default: all)"),
+            ],
         )
     },
     "/api/reconcile": {

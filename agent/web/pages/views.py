@@ -158,18 +158,14 @@ async def products(request: web.Request) -> web.StreamResponse:
         start = max(0, int(request.query.get("start", "0")))
     except ValueError:
         start = 0
-    pools = (await Api(request).get("/pools"))["pools"]
-    if q:
-        needle = q.casefold()
-        pools = [p for p in pools if needle in p["sku"].casefold()]
-    shown = pools[start : start + PRODUCTS_PAGE]
+    found = await Api(request).get("/pools", q=q, offset=start, limit=PRODUCTS_PAGE)
     return render(
         request,
         "products.html",
         title="Products",
         q=q,
-        pools=shown,
-        total=len(pools),
+        pools=found["pools"],
+        total=found["total"],
         start=start,
         page_size=PRODUCTS_PAGE,
     )
