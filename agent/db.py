@@ -17,7 +17,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from agent.models import StateEntry
 
-__all__ = ["Database", "alembic_config"]
+__all__ = ["Database", "alembic_config", "read_state", "write_state"]
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -38,6 +38,21 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def
     cur.execute("PRAGMA busy_timeout=10000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
+
+
+async def read_state(session: AsyncSession, key: str, default: Any = None) -> Any:
+    """A piece of agent state (JSON) read in `session`, or `default`."""
+    row = await session.get(StateEntry, key)
+    return default if row is None else json.loads(row.value)
+
+
+async def write_state(session: AsyncSession, key: str, value: Any) -> None:
+    """Store a piece of agent state (JSON) as part of the transaction of `session`."""
+    row = await session.get(StateEntry, key)
+    if row is None:
+        session.add(StateEntry(key=key, value=json.dumps(value)))
+    else:
+        row.value = json.dumps(value)
 
 
 class Database:
@@ -66,17 +81,12 @@ class Database:
     async def get_state(self, key: str, default: Any = None) -> Any:
         """A small piece of agent state that survives restarts (JSON), or `default`."""
         async with self.sessions() as session:
-            row = await session.get(StateEntry, key)
-        return default if row is None else json.loads(row.value)
+            return await read_state(session, key, default)
 
     async def set_state(self, key: str, value: Any) -> None:
         """Store a piece of agent state (JSON) in its own transaction."""
         async with self.transaction() as session:
-            row = await session.get(StateEntry, key)
-            if row is None:
-                session.add(StateEntry(key=key, value=json.dumps(value)))
-            else:
-                row.value = json.dumps(value)
+            await write_state(session, key, value)
 
     async def delete_state(self, key: str) -> None:
         """Forget a piece of agent state (no error if it is not there)."""

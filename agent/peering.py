@@ -26,7 +26,7 @@ from sqlmodel import col, delete, select
 
 from agent import synclog
 from agent.clock import Clock
-from agent.db import Database
+from agent.db import Database, read_state, write_state
 from agent.discovery import DiscoveryError, resolve_target
 from agent.models import (
     EventRow,
@@ -294,11 +294,25 @@ class Peering:
         self.import_task = asyncio.create_task(self._import_from(domain, agent_url))
 
     async def resume_import(self) -> None:
-        """On start: an import that a crash interrupted starts again from the snapshot."""
+        """On start: finish a join that a crash interrupted.
+
+        Before the snapshot was installed, the snapshot is taken again. After it was, it is
+        never taken again: since the install, the shop's own sales are events of the new base,
+        and a second install would drop those not yet sent. The join goes on from the install.
+        """
         state = await self.get_state("import", {})
-        if state.get("phase") == "snapshot" and state.get("master_url"):
-            log.info("import_resumed", peer=state["master"])
+        if state.get("phase") != "snapshot" or not state.get("master_url"):
+            return
+        log.info("import_resumed", peer=state["master"], installed=bool(state.get("installed")))
+        if not state.get("installed"):
             self.start_import(state["master"], state["master_url"])
+            return
+        if self.replicator is not None:
+            self.replicator.importing = True
+        report = await self.get_state("import_report", None)
+        async with self.db.sessions() as session:
+            skus = set(await session.exec(select(PoolRow.sku)))
+        self.import_task = asyncio.create_task(self._after_install(state["master"], report, skus))
 
     async def _import_from(self, domain: str, agent_url: str) -> None:
         """Take the master's snapshot as this agent's base, then sync live (DESIGN §8)."""
@@ -325,7 +339,13 @@ class Peering:
                 log.warning("preflight_retry", peer=domain, error=str(exc))
                 await self.clock.sleep(delay)
                 delay = min(30.0, delay * 2)
-        skus = await self.install_snapshot(snap, domain)
+        skus = await self.install_snapshot(snap, domain, report)
+        await self._after_install(domain, report, skus)
+
+    async def _after_install(
+        self, domain: str, report: dict[str, Any] | None, skus: set[str]
+    ) -> None:
+        """The snapshot is this agent's base: sync live, and write the cut-over counts."""
         if self.replicator is not None:
             self.replicator.importing = False
             await self.replicator.start()
@@ -333,12 +353,16 @@ class Peering:
             await self.importer.start(reason="join", master=domain, report=report, mark=False)
         self.on_joined(skus)
 
-    async def install_snapshot(self, snap: dict[str, Any], master: str) -> set[str]:
+    async def install_snapshot(
+        self, snap: dict[str, Any], master: str, report: dict[str, Any] | None = None
+    ) -> set[str]:
         """Replace this agent's solo ledger by the master's snapshot, in one transaction.
 
         A new epoch starts: events of the shop's life before the join are not the group's.
         Items whose SKU the group knows wait for their cut-over write; the others will be
-        introduced as new products.
+        introduced as new products. The same transaction notes in the import's state that the
+        snapshot is installed (with the pre-flight `report`), so that a restart goes on from
+        here instead of installing a snapshot again.
         """
         vector = vector_from_wire(snap["vector"])
         extra = [event_from_wire(e) for e in snap.get("extra_events", [])]
@@ -378,6 +402,9 @@ class Peering:
                 peer=master,
                 message=f"snapshot of {len(skus)} SKUs taken as this shop's base",
             )
+            state = await read_state(session, "import", {})
+            await write_state(session, "import", {**state, "installed": True})
+            await write_state(session, "import_report", report or {})
         return skus
 
     # -- the master ----------------------------------------------------------------------------

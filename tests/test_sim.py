@@ -31,6 +31,7 @@ REGRESSION_SEEDS = [
     87,  # a crash lost which pools awaited a write: a shop kept a stale count, no oversold log
     1099,  # the replayed answer of a retried write hid a sale made since its first attempt
     998,  # wait_for swallowed a cancel: a peer link outlived its agent (the run hung)
+    1915,  # a kill right after the join's install: the restart installed again, losing a sale
 ]
 
 

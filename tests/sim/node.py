@@ -151,10 +151,10 @@ class Node:
         peering.call = self.call  # type: ignore[method-assign]  # the simulated network
         real_install = peering.install_snapshot
 
-        async def install(snap: dict[str, Any], master: str) -> set[str]:
+        async def install(snap: dict[str, Any], master: str, report: Any = None) -> set[str]:
             if self.on_install is not None:
                 self.on_install(self, snap)
-            skus = await real_install(snap, master)
+            skus = await real_install(snap, master, report)
             self.trace("installed", node=self.domain, skus=len(skus))
             return skus
 
