@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import subprocess
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -51,11 +50,13 @@ INSTALL = (
 APT_ENV = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
 
 
+def _install() -> HeadStart:
+    return HeadStart(["sh", "-c", INSTALL], cwd=DOCS.parent, env=APT_ENV)
+
+
 def head_starts(tests: set[str]) -> dict[str, HeadStart]:
     """Install Chromium at collection when it is missing, beside the tests before these."""
-    if not tests or shutil.which("chromium"):
-        return {}
-    return {"chromium": HeadStart(["sh", "-c", INSTALL], cwd=DOCS.parent, env=APT_ENV)}
+    return {} if shutil.which("chromium") else {"chromium": _install()}
 
 
 def ensure_chromium(started: HeadStart | None = None) -> str:
@@ -63,12 +64,7 @@ def ensure_chromium(started: HeadStart | None = None) -> str:
     found = shutil.which("chromium")
     if found:
         return found
-    if started is not None:
-        install = started.result(timeout=900)
-    else:
-        install = subprocess.run(
-            ["sh", "-c", INSTALL], env=APT_ENV, capture_output=True, text=True, check=False
-        )
+    install = (started or _install()).result(timeout=900)
     found = shutil.which("chromium")
     if not found:
         pytest.fail(
