@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, NoReturn
+from urllib.parse import quote
 
 from agent import __version__
 from agent.channel import ConfigError
@@ -140,8 +141,12 @@ async def cmd_join(args: argparse.Namespace) -> int:
         _print_json(result)
     else:
         print(f"join request sent to {result['domain']} ({result['agent_url']})")
-        print(f"its key fingerprint: {result['fingerprint']}")
-        print("waiting for its owner to accept (shopsync accept on that shop)")
+        print(f"its key fingerprint:       {result['fingerprint']}")
+        print(f"this shop's key fingerprint: {result['own_fingerprint']}")
+        print(
+            "tell its owner this shop's fingerprint: they accept the request only if "
+            "`shopsync requests` shows the same one"
+        )
     return 0
 
 
@@ -156,19 +161,24 @@ async def cmd_requests(args: argparse.Namespace) -> int:
     return 0
 
 
+def _decision(args: argparse.Namespace, verdict: str) -> tuple[str, dict[str, str]]:
+    path = f"/api/requests/{quote(args.domain, safe='')}/{verdict}"
+    return path, {"fingerprint": args.fingerprint} if args.fingerprint else {}
+
+
 async def cmd_accept(args: argparse.Namespace) -> int:
-    path = f"/api/requests/{args.domain}/accept"
-    result = await _client(args).post(path)
+    result = await _client(args).post(*_decision(args, "accept"))
     if args.json:
         _print_json(result)
     else:
         introduced = ", ".join(result["introduced"]) or "no other members"
-        print(f"{result['accepted']} joined; introduced to {introduced}")
+        print(f"{result['accepted']} joined with key {result['fingerprint']}")
+        print(f"introduced to {introduced}")
     return 0
 
 
 async def cmd_reject(args: argparse.Namespace) -> int:
-    result = await _client(args).post(f"/api/requests/{args.domain}/reject")
+    result = await _client(args).post(*_decision(args, "reject"))
     if args.json:
         _print_json(result)
     else:
@@ -401,6 +411,12 @@ def build_parser() -> argparse.ArgumentParser:
         p = command(name, func, text)
         data_dir(p)
         p.add_argument("domain", help="the requesting shop's domain")
+        p.add_argument(
+            "--fingerprint",
+            metavar="SHA256:…",
+            help="the requesting key (needed when several requests claim the domain; "
+            "compare it with what `shopsync status` shows at that shop)",
+        )
         p.add_argument("--json", action="store_true")
 
     p = command("peers", cmd_peers, "list the group's other shops and how sync stands")

@@ -14,16 +14,19 @@ event, the pool change and the vector together.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
-from sqlmodel import select
+from sqlalchemy import func
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from agent.models import EventRow, Identity, PoolRow, VectorEntry
 
 __all__ = [
     "INTRODUCE",
+    "Admit",
     "NewEvent",
+    "Signer",
     "Vector",
     "append_local",
     "apply_event",
@@ -32,6 +35,7 @@ __all__ = [
     "get_pool",
     "get_pools",
     "load_vector",
+    "unsigned_own",
 ]
 
 INTRODUCE = "introduce"
@@ -50,6 +54,10 @@ class NewEvent:
 
 
 Vector = dict[tuple[str, str], int]  # (origin, epoch) -> highest seq held without gaps
+#: Signs an event as this agent (its origin): the base64 proof stored and sent with it.
+Signer = Callable[[EventRow], str]
+#: Judges a peer's event before it is applied: None to take it, else why it is refused.
+Admit = Callable[[EventRow], str | None]
 
 
 # -- pure rules --------------------------------------------------------------------------------
@@ -111,15 +119,30 @@ def _fold(session: AsyncSession, pools: dict[str, PoolRow], event: EventRow, now
 
 
 async def append_local(
-    session: AsyncSession, identity: Identity, events: Sequence[NewEvent], now: float
+    session: AsyncSession,
+    identity: Identity,
+    events: Sequence[NewEvent],
+    now: float,
+    sign: Signer,
 ) -> list[EventRow]:
-    """Append this agent's own events with the next seqs, fold them into pools and the vector."""
+    """Append this agent's own events with the next seqs, signed by `sign`, and fold them into
+    pools and the vector.
+
+    The next seq follows the highest this agent holds of its own stream, by the vector and by
+    the rows themselves: no stored seq is ever taken twice, whatever arrived from outside.
+    """
     if not events:
         return []
     entry = await session.get(VectorEntry, (identity.domain, identity.epoch))
     if entry is None:
         entry = VectorEntry(origin=identity.domain, epoch=identity.epoch, seq=0)
         session.add(entry)
+    stored = await session.scalar(
+        select(func.max(EventRow.seq)).where(
+            EventRow.origin == identity.domain, EventRow.epoch == identity.epoch
+        )
+    )
+    entry.seq = max(entry.seq, stored or 0)
     pools = await get_pools(session, (e.sku for e in events))
     rows = []
     for new in events:
@@ -136,6 +159,7 @@ async def append_local(
             cause=new.cause,
             at=now,
         )
+        row.proof = sign(row)
         session.add(row)
         _fold(session, pools, row, now)
         rows.append(row)
@@ -143,7 +167,11 @@ async def append_local(
 
 
 async def apply_events(
-    session: AsyncSession, events: Sequence[EventRow], now: float
+    session: AsyncSession,
+    events: Sequence[EventRow],
+    now: float,
+    admit: Admit | None = None,
+    refused: list[tuple[EventRow, str]] | None = None,
 ) -> list[EventRow]:
     """Apply a batch of peers' events, each at most once (the inbox); returns the new ones.
 
@@ -151,6 +179,8 @@ async def apply_events(
     taken in through a snapshot, whose rows this agent never had — or present as a row. The
     vector moves only over contiguous seqs, so a gap is filled later by anti-entropy. Rows and
     vector entries added by this batch are tracked here, not looked up: they are not flushed.
+    An event not yet held is first put to `admit` (its proof of origin); a refused one is
+    skipped, and noted with the reason in `refused`.
     """
     pools = await get_pools(session, (e.sku for e in events))
     vectors: dict[tuple[str, str], VectorEntry] = {}
@@ -161,15 +191,23 @@ async def apply_events(
             key, pk = (event.origin, event.epoch), (event.origin, event.epoch, event.seq)
             entry = vectors.get(key)
             if entry is None:
+                # a stream new to this agent gets its vector entry with its first event, so
+                # that refused events of invented origins leave no trace
                 entry = await session.get(VectorEntry, key)
                 if entry is None:
                     entry = VectorEntry(origin=event.origin, epoch=event.epoch, seq=0)
-                    session.add(entry)
                 vectors[key] = entry
             if event.seq <= entry.seq or pk in added:
                 continue
             if await session.get(EventRow, pk) is not None:
                 continue
+            reason = None if admit is None else admit(event)
+            if reason is not None:
+                if refused is not None:
+                    refused.append((event, reason))
+                continue
+            if entry not in session:
+                session.add(entry)
             session.add(event)
             added.add(pk)
             _fold(session, pools, event, now)
@@ -187,3 +225,9 @@ async def apply_events(
 async def apply_event(session: AsyncSession, event: EventRow, now: float) -> bool:
     """Apply one peer's event at most once; False if it was already held."""
     return bool(await apply_events(session, [event], now))
+
+
+async def unsigned_own(session: AsyncSession, identity: Identity) -> list[EventRow]:
+    """This agent's own events stored without a proof (made before events were signed)."""
+    query = select(EventRow).where(EventRow.origin == identity.domain, col(EventRow.proof) == "")
+    return list(await session.exec(query))

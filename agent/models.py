@@ -69,7 +69,9 @@ class PoolRow(SQLModel, table=True):
 
 class EventRow(SQLModel, table=True):
     """One stock change, identified by (origin, epoch, seq); `delta` for changes, `count` for
-    an introduce (the SKU's count where it was created, at `item_created`)."""
+    an introduce (the SKU's count where it was created, at `item_created`). `proof` is the
+    origin's Ed25519 signature over the event (`agent.trust.event_message`), kept and
+    forwarded with it so that any member can pass it on and none can forge it."""
 
     __tablename__ = "event"
     origin: str = Field(primary_key=True)
@@ -82,6 +84,7 @@ class EventRow(SQLModel, table=True):
     item_created: float | None = None
     cause: str = ""
     at: float = 0.0
+    proof: str = ""
 
 
 class VectorEntry(SQLModel, table=True):
@@ -132,6 +135,9 @@ class PeerRow(SQLModel, table=True):
 
     `state`: "active", "paused" (it paused sync), "left" (it left the group). `acked` is the
     JSON version vector it last answered with, used to count the events it lacks.
+    `proof` is the member's own signature over its statement (URL, key, state, changed_at);
+    `admission` the JSON of the accepting member's signed admission (`agent.membership`).
+    Either may be empty for a member taken from a trusted list (the master's welcome).
     """
 
     __tablename__ = "peer"
@@ -145,18 +151,24 @@ class PeerRow(SQLModel, table=True):
     last_contact: float | None = None
     last_error: str = ""
     acked: str = Field(default="[]", sa_column=Column(Text, nullable=False, default="[]"))
+    proof: str = ""
+    admission: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
 
 
 class JoinRequest(SQLModel, table=True):
     """A join request: received (`incoming`, pending until the owner accepts or rejects) or
-    sent (`outgoing`, remembered so that the master's welcome can be checked)."""
+    sent (`outgoing`, remembered so that the master's welcome can be checked).
+
+    Keyed by the requesting key as well as the domain: two requests claiming one domain are
+    kept side by side, never one in place of the other, and the owner accepts by fingerprint.
+    """
 
     __tablename__ = "join_request"
     domain: str = Field(primary_key=True)
     direction: str = Field(primary_key=True)  # "incoming" | "outgoing"
+    fingerprint: str = Field(primary_key=True)
     agent_url: str
     public_key: str
-    fingerprint: str
     nonce: str
     received_at: float
     state: str = "pending"  # pending | accepted | rejected | expired

@@ -1,19 +1,27 @@
 """What an agent answers its peers, whatever carries the call.
 
-The `/peer` sub-app (`agent/web/peer.py`) verifies the signature and the sender's membership,
-then hands the verified key id and the JSON body to `serve`; the deterministic simulation
-(`tests/sim`) calls `serve` the same way over its simulated network. A refusal is a
-`PeerError` (status, error code, message); a malformed body raises ValueError, KeyError or
-TypeError, which the transport answers with 400.
+The `/peer` sub-app (`agent/web/peer.py`) lets a request in through `agent.transport.admit`
+with this agent's resolvers (`door_keys`: members' keys, the joiner's own key on
+``/peer/join``, the master's on ``/peer/welcome``), then hands the verified key id and the
+JSON body to `serve`; the deterministic simulation (`tests/sim`) does both the same way over
+its simulated network, signatures included. A refusal is a `PeerError` (status, error code,
+message); a malformed body raises ValueError, KeyError or TypeError, which the transport
+answers with 400.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from agent.transport import OpenKeyResolver, key_from_json_body
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.peering import PeerError, Peering
 from agent.replication import (
+    EventsRefused,
     Replicator,
     event_from_wire,
     event_to_wire,
@@ -21,9 +29,27 @@ from agent.replication import (
     vector_to_wire,
 )
 
-__all__ = ["MAX_EVENTS", "ROUTES", "serve"]
+__all__ = ["MAX_EVENTS", "OPEN_PATHS", "ROUTES", "open_key", "serve"]
 
 MAX_EVENTS = 5000
+#: The calls a non-member may make: a join request (self-signed) and the master's welcome.
+OPEN_PATHS = frozenset({"/peer/join", "/peer/welcome"})
+MEMBER_LIMIT = 16 * 1024**2  # a batch of 5,000 events with their proofs is about 3 MB
+OPEN_LIMIT = 64 * 1024  # a join request, or a welcome with a few hundred members
+
+
+def open_key(peering: Peering) -> OpenKeyResolver:
+    """Where the key of a non-member comes from on the open paths: the welcome is signed by
+    the master this agent asked to join; a join request by the key it carries."""
+    from_body = key_from_json_body("public_key")
+
+    async def resolve(key_id: str, path: str, body: bytes) -> Ed25519PublicKey | None:
+        if path == "/peer/welcome":
+            return await peering.welcome_key(key_id)
+        return from_body(key_id, path, body)  # type: ignore[return-value]
+
+    return resolve
+
 
 Handler = Callable[[Peering, Replicator, str, dict[str, Any]], Awaitable[dict[str, Any]]]
 
@@ -38,13 +64,16 @@ async def serve(
     return await handler(peering, replicator, sender, body)
 
 
-async def _syncing(peering: Peering, replicator: Replicator, sender: str) -> str:
-    """Refuse while sync is paused or the import runs; the sender's domain otherwise."""
+async def _syncing(
+    peering: Peering, replicator: Replicator, sender: str, record: Any = None
+) -> str:
+    """Refuse while sync is paused or the import runs; the sender's domain otherwise (after
+    folding in the sender's own member record, if it sent one)."""
     if replicator.paused:
         raise PeerError(503, "paused", "sync is paused at this shop; try again later")
     if replicator.importing:
         raise PeerError(503, "importing", "this shop is importing the group's counts")
-    return await peering.heard_from(sender)
+    return await peering.heard_from(sender, record)
 
 
 async def join(peering: Peering, _r: Replicator, sender: str, body: dict[str, Any]) -> Any:
@@ -71,14 +100,18 @@ async def events(
     if not isinstance(raw, list) or len(raw) > MAX_EVENTS:
         raise PeerError(400, "bad_events", f"events must be a list of at most {MAX_EVENTS}")
     batch = [event_from_wire(e) for e in raw]
-    vector = await replicator.receive(batch, domain, kind="batch_received")
+    try:
+        vector = await replicator.receive(batch, domain, kind="batch_received")
+    except EventsRefused as exc:
+        more = f" (and {len(exc.reasons) - 1} more)" if len(exc.reasons) > 1 else ""
+        raise PeerError(403, "events_refused", f"{exc.reasons[0]}{more}") from None
     return {"vector": vector_to_wire(vector)}
 
 
 async def pull(
     peering: Peering, replicator: Replicator, sender: str, body: dict[str, Any]
 ) -> dict[str, Any]:
-    await _syncing(peering, replicator, sender)
+    await _syncing(peering, replicator, sender, body.get("member"))
     have = vector_from_wire(body.get("have", []))
     found, more, mine = await replicator.pull_answer(have)
     return {

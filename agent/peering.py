@@ -1,19 +1,23 @@
 """Join by request and accept, introduce newcomers, leave and pause (DESIGN §6).
 
 1. The joiner resolves the master (agent URL, or shop domain), remembers the master's key and
-   a nonce, and posts a signed join request. The master stores it as pending: nothing is
-   trusted and nothing is sent until its owner accepts.
-2. On accept the master calls the joiner back at the URL it claimed, with the nonce and the
-   member list. The joiner checks the nonce and the master's key against its own request, and
-   confirms; this proves it controls that URL and key. Then it imports the master's snapshot.
-3. The master introduces the newcomer to every other member with a signed call; member lists
-   also travel with every pull (last change wins per member), so an introduction or a leave
-   that could not be delivered directly still reaches everyone.
+   a nonce, and posts a signed join request. The master stores it as pending, beside any
+   other request claiming the same domain: nothing is trusted and nothing is sent until its
+   owner accepts one, by domain and key fingerprint.
+2. On accept the master signs the shop's admission and calls the joiner back at the URL it
+   claimed, with the nonce, the admission and the member list. The joiner checks the nonce and
+   the master's key against its own request and confirms with a signature of the key it asked
+   with; this proves it holds that URL and key. Then it imports the master's snapshot.
+3. The master introduces the newcomer to every other member with its signed admission; member
+   records also travel with every pull. A record changes only by its proofs
+   (`agent.membership.judge`): a member speaks only for itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import secrets
 import uuid
 from collections.abc import Callable
@@ -24,10 +28,19 @@ import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlmodel import col, delete, select
 
-from agent import synclog
+from agent import synclog, trust
 from agent.clock import Clock
 from agent.db import Database, read_state, write_state
 from agent.discovery import DiscoveryError, resolve_target
+from agent.membership import (
+    LIVE,
+    Admission,
+    Member,
+    admission_from_wire,
+    judge,
+    member_from_row,
+    member_from_wire,
+)
 from agent.models import (
     EventRow,
     Identity,
@@ -38,18 +51,19 @@ from agent.models import (
     VectorEntry,
 )
 from agent.replication import Replicator, event_from_wire, vector_from_wire
+from agent.signing import SigningError, fingerprint, load_public_key_b64
+from agent.transport import Transport
 
 if TYPE_CHECKING:
     from agent.importer import Importer
-from agent.signing import SigningError, fingerprint, load_public_key_b64
-from agent.web.peer_auth import signed_request
 
-__all__ = ["PeerError", "Peering", "REQUEST_TTL"]
+__all__ = ["MAX_PENDING", "PeerError", "Peering", "REQUEST_TTL"]
 
 log = structlog.get_logger(__name__)
 
 REQUEST_TTL = 7 * 24 * 3600.0
-LIVE = ("active", "paused")
+MAX_PENDING = 32  # incoming join requests waiting for an answer, from every key together
+_ME = "me"  # agent_state key of this agent's own signed member record
 
 
 class PeerError(Exception):
@@ -60,23 +74,11 @@ class PeerError(Exception):
         self.status, self.error, self.message = status, error, message
 
 
-def _member(raw: Any) -> dict[str, Any]:
-    if not isinstance(raw, dict):
-        raise PeerError(400, "bad_member", "a member is an object")
-    for name in ("domain", "agent_url", "public_key"):
-        if not isinstance(raw.get(name), str) or not raw[name]:
-            raise PeerError(400, "bad_member", f"member {name} must be a non-empty string")
+def _parse_member(raw: Any) -> Member:
     try:
-        load_public_key_b64(raw["public_key"])
-    except SigningError as exc:
+        return member_from_wire(raw)
+    except ValueError as exc:
         raise PeerError(400, "bad_member", str(exc)) from None
-    state = raw.get("state", "active")
-    if state not in ("active", "paused", "left"):
-        raise PeerError(400, "bad_member", f"unknown member state {state!r}")
-    changed = raw.get("changed_at", 0.0)
-    if not isinstance(changed, int | float):
-        raise PeerError(400, "bad_member", "changed_at must be a number")
-    return {**raw, "state": state, "changed_at": float(changed)}
 
 
 async def _outgoing_request(session: Any, key_id: str) -> JoinRequest | None:
@@ -90,8 +92,31 @@ async def _outgoing_request(session: Any, key_id: str) -> JoinRequest | None:
     return (await session.exec(query)).first()
 
 
+def _said(member: Member) -> tuple[Any, ...]:
+    """What a member's statement says: a record that says the same brings nothing new."""
+    return (member.agent_url, member.public_key, member.state, member.changed_at, member.proof)
+
+
+def _write_peer(session: Any, row: PeerRow | None, member: Member, now: float) -> PeerRow:
+    """Store `member` (as `judge` let it through) in its row, made if it is new."""
+    if row is None:
+        row = PeerRow(
+            domain=member.domain,
+            agent_url=member.agent_url,
+            public_key=member.public_key,
+            fingerprint=member.key_id,
+            joined_at=now,
+        )
+        session.add(row)
+    row.agent_url, row.public_key = member.agent_url, member.public_key
+    row.fingerprint = member.key_id
+    row.state, row.changed_at, row.proof = member.state, member.changed_at, member.proof
+    row.admission = "" if member.admission is None else json.dumps(member.admission.to_wire())
+    return row
+
+
 class Peering:
-    """This agent's side of membership. I/O (HTTP, clock, database) is injected."""
+    """This agent's side of membership. I/O (transport, clock, database) is injected."""
 
     def __init__(
         self,
@@ -100,35 +125,43 @@ class Peering:
         identity: Identity,
         public_url: str,
         clock: Clock,
-        http: aiohttp.ClientSession,
+        transport: Transport,
+        http: aiohttp.ClientSession | None,
         private_key: Ed25519PrivateKey,
         on_joined: Callable[[set[str]], None],
+        max_skew: float = 300.0,
     ) -> None:
         self.db = db
         self.identity = identity
         self.public_url = public_url
         self.clock = clock
-        self.http = http
+        self.transport = transport
+        self.http = http  # for finding a master by its domain
         self.private_key = private_key
         self.key_id = fingerprint(identity.public_key)
         self.on_joined = on_joined
+        self.max_skew = max_skew
         self.replicator: Replicator | None = None
         self.importer: Importer | None = None
         self.import_task: asyncio.Task[None] | None = None
+        self._me: Member | None = None
+        self._keys: dict[str, Ed25519PublicKey] | None = None  # origin -> key, while unchanged
+        self._refusals: set[tuple[str, str]] = set()  # member refusals logged once each
 
     # -- signed calls ---------------------------------------------------------------------------
 
-    async def call(self, agent_url: str, method: str, path: str, body: Any) -> tuple[int, dict]:
-        """A signed request to another agent."""
-        return await signed_request(
-            self.http,
-            method,
-            f"{agent_url.rstrip('/')}{path}",
-            json_body=body,
-            private_key=self.private_key,
-            key_id=self.key_id,
-            clock=self.clock,
-        )
+    async def call(
+        self, agent_url: str, audience: str, method: str, path: str, body: Any
+    ) -> tuple[int, dict]:
+        """A signed request to another agent, for it alone (`audience`: its key id)."""
+        return await self.transport.call(agent_url, audience, method, path, body)
+
+    def sign(self, message: bytes) -> str:
+        return trust.sign(self.private_key, message)
+
+    def sign_event(self, event: EventRow) -> str:
+        """This agent's proof of origin for one of its own events."""
+        return trust.sign_event(self.private_key, event)
 
     def describe(self) -> dict[str, Any]:
         """What `/.well-known/shopsync` says about this agent."""
@@ -140,9 +173,94 @@ class Peering:
         }
 
     def me(self) -> dict[str, Any]:
-        return {**self.describe(), "state": "active", "changed_at": self.identity.created_at}
+        """This agent's own member record, with its signed statement (and admission)."""
+        assert self._me is not None, "Peering.load() runs at start"
+        return {**self._me.to_wire(), "fingerprint": self.key_id}
 
-    # -- keys, for the signature middleware -----------------------------------------------------
+    # -- this agent's own record ---------------------------------------------------------------
+
+    async def load(self) -> None:
+        """At start: this agent's own signed record, stated anew when its URL or state moved
+        (a new public_url in the config, or a record from before statements were signed);
+        and a proof for any of its own events stored without one."""
+        raw = await self.db.get_state(_ME, None)
+        paused = bool(await self.db.get_state("paused", False))
+        current = None
+        if isinstance(raw, dict):
+            try:
+                current = member_from_wire(raw)
+            except ValueError:
+                current = None
+        if current is not None and current.public_key != self.identity.public_key:
+            current = None
+        wanted = "paused" if paused else "active"
+        if current is not None and current.state == "left":
+            wanted = "left"
+        valid = (
+            current is not None
+            and current.proof
+            and trust.signed_by(
+                load_public_key_b64(self.identity.public_key), current.statement(), current.proof
+            )
+        )
+        if (
+            current is None
+            or not valid
+            or (current.agent_url, current.state)
+            != (
+                self.public_url,
+                wanted,
+            )
+        ):
+            async with self.db.transaction() as session:
+                member = self._stated(wanted, current)
+                await write_state(session, _ME, member.to_wire())
+            current = member
+        self._me = current
+        await self._sign_own_backlog()
+
+    def _stated(
+        self, state: str, previous: Member | None = None, admission: Admission | None = None
+    ) -> Member:
+        """A new signed statement of this agent's own, newer than the last one."""
+        last = previous or self._me
+        changed = self.clock.now()
+        if last is not None and changed <= last.changed_at:
+            changed = last.changed_at + 0.001
+        member = Member(
+            domain=self.identity.domain,
+            agent_url=self.public_url,
+            public_key=self.identity.public_key,
+            state=state,
+            changed_at=changed,
+            admission=admission if admission is not None or last is None else last.admission,
+        )
+        return dataclasses.replace(member, proof=self.sign(member.statement()))
+
+    async def _restate(self, state: str, admission: Admission | None = None) -> Member:
+        async with self.db.transaction() as session:
+            member = self._stated(state, admission=admission)
+            await write_state(session, _ME, member.to_wire())
+        self._me = member
+        return member
+
+    async def _sign_own_backlog(self) -> None:
+        """Events made before events were signed get their proof now (the agent's own only:
+        a peer's unsigned events are never forwarded)."""
+        from agent import ledger
+
+        async with self.db.sessions() as session:
+            rows = await ledger.unsigned_own(session, self.identity)
+        if not rows:
+            return
+        async with self.db.transaction() as session:
+            for row in rows:
+                stored = await session.get(EventRow, (row.origin, row.epoch, row.seq))
+                if stored is not None and not stored.proof:
+                    stored.proof = self.sign_event(stored)
+        log.info("own_events_signed", events=len(rows))
+
+    # -- keys, for the signature middleware and the inbox ---------------------------------------
 
     async def member_key(self, key_id: str) -> Ed25519PublicKey | None:
         async with self.db.sessions() as session:
@@ -161,6 +279,28 @@ class Peering:
         async with self.db.sessions() as session:
             request = await _outgoing_request(session, key_id)
         return None if request is None else load_public_key_b64(request.public_key)
+
+    async def origin_keys(self) -> dict[str, Ed25519PublicKey]:
+        """The key of every origin whose events this agent takes: itself and every member,
+        former ones included (their events may still be on their way)."""
+        if self._keys is None:
+            async with self.db.sessions() as session:
+                rows = list(await session.exec(select(PeerRow.domain, PeerRow.public_key)))
+            keys = {domain: load_public_key_b64(key) for domain, key in rows}
+            keys[self.identity.domain] = load_public_key_b64(self.identity.public_key)
+            self._keys = keys
+        return self._keys
+
+    def _members_changed(self) -> None:
+        self._keys = None
+
+    async def _audience(self, domain: str) -> str:
+        """The key id of member `domain` (whom a signed call is for)."""
+        async with self.db.sessions() as session:
+            peer = await session.get(PeerRow, domain)
+        if peer is None:
+            raise PeerError(404, "not_a_member", f"{domain} is not a member")
+        return peer.fingerprint
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -186,24 +326,28 @@ class Peering:
                 "this shop already belongs to a group: leave it first (shopsync leave)",
             )
         try:
+            if self.http is None:
+                raise DiscoveryError("this agent cannot look up other agents")
             master = await resolve_target(self.http, target)
         except DiscoveryError as exc:
             raise PeerError(502, "not_found", str(exc)) from None
-        if master["domain"] == self.identity.domain:
-            raise PeerError(400, "self", "that is this shop's own agent")
         try:
+            domain = trust.check_domain(master["domain"], "the master's domain")
+            agent_url = trust.check_agent_url(master["agent_url"], "the master's agent_url")
             master_fp = fingerprint(master["public_key"])
-        except SigningError as exc:
+        except (ValueError, SigningError) as exc:
             raise PeerError(502, "bad_master", str(exc)) from None
+        if domain == self.identity.domain:
+            raise PeerError(400, "self", "that is this shop's own agent")
         nonce = secrets.token_urlsafe(24)
         now = self.clock.now()
         async with self.db.transaction() as session:
             await session.exec(delete(JoinRequest).where(JoinRequest.direction == "outgoing"))  # type: ignore[call-overload]
             session.add(
                 JoinRequest(
-                    domain=master["domain"],
+                    domain=domain,
                     direction="outgoing",
-                    agent_url=master["agent_url"],
+                    agent_url=agent_url,
                     public_key=master["public_key"],
                     fingerprint=master_fp,
                     nonce=nonce,
@@ -214,34 +358,41 @@ class Peering:
                 session,
                 "join_request_sent",
                 now,
-                peer=master["domain"],
-                message=f"to {master['agent_url']}",
+                peer=domain,
+                message=f"to {agent_url}, its key {master_fp}",
             )
         body = {**self.describe(), "nonce": nonce}
         try:
-            status, answer = await self.call(master["agent_url"], "POST", "/peer/join", body)
+            status, answer = await self.call(agent_url, master_fp, "POST", "/peer/join", body)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise PeerError(
-                502, "unreachable", f"cannot reach {master['agent_url']}: {exc}"
-            ) from None
+            raise PeerError(502, "unreachable", f"cannot reach {agent_url}: {exc}") from None
         if status != 202:
             raise PeerError(
                 502,
-                answer.get("error", "refused"),
-                f"{master['domain']} refused the request: {answer.get('message', status)}",
+                str(answer.get("error", "refused"))[:40],
+                f"{domain} refused the request: {str(answer.get('message', status))[:300]}",
             )
         return {
             "status": "pending",
-            "domain": master["domain"],
-            "agent_url": master["agent_url"],
+            "domain": domain,
+            "agent_url": agent_url,
             "fingerprint": master_fp,
+            "own_fingerprint": self.key_id,
         }
 
     async def on_welcome(self, key_id: str, body: Any) -> dict[str, Any]:
-        """The master accepted: check the nonce, take the member list, then import."""
+        """The master accepted: check the nonce and the admission, take the member list,
+        confirm with this agent's key, then import."""
         if not isinstance(body, dict) or not isinstance(body.get("nonce"), str):
             raise PeerError(400, "bad_request", "welcome needs a nonce")
-        members = [_member(m) for m in body.get("members", [])]
+        raw_members = body.get("members", [])
+        if not isinstance(raw_members, list) or len(raw_members) > 1000:
+            raise PeerError(400, "bad_request", "members must be a list")
+        members = [_parse_member(m) for m in raw_members]
+        try:
+            admission = admission_from_wire(body.get("admission"))
+        except ValueError as exc:
+            raise PeerError(400, "bad_request", f"malformed admission: {exc}") from None
         async with self.db.transaction() as session:
             request = await _outgoing_request(session, key_id)
             if request is None or not secrets.compare_digest(request.nonce, body["nonce"]):
@@ -252,17 +403,39 @@ class Peering:
                 master = await session.get(PeerRow, request.domain)
                 if master is None or master.state not in LIVE:
                     raise PeerError(403, "unexpected_welcome", "no pending join request matches")
-                return {"confirmed": True, **self.describe()}
+                return self._confirmation(request)
             if self.clock.now() - request.received_at > REQUEST_TTL:
-                request.state = "expired"
                 raise PeerError(410, "expired", "the join request expired")
             if (await session.exec(select(PeerRow).where(col(PeerRow.state).in_(LIVE)))).first():
                 raise PeerError(409, "already_in_group", "this shop joined another group")
+            mine = Member(self.identity.domain, self.public_url, self.identity.public_key)
+            master_key = load_public_key_b64(request.public_key)
+            if admission is not None and (
+                admission.by != request.domain
+                or not trust.signed_by(
+                    master_key, mine.admission_message(admission), admission.signature
+                )
+            ):
+                raise PeerError(403, "bad_admission", "the admission is not the master's")
             request.state = "accepted"
             now = self.clock.now()
             for member in members:
-                if member["domain"] != self.identity.domain:
-                    await self._upsert_peer(session, member, now, force=True)
+                if member.domain == self.identity.domain:
+                    continue
+                stored, reason = judge(
+                    member,
+                    None,
+                    admitters={},
+                    now=now,
+                    max_skew=self.max_skew,
+                    trusted=True,
+                )
+                if stored is None:
+                    raise PeerError(400, "bad_member", reason)
+                old = await session.get(PeerRow, member.domain)
+                _write_peer(session, old, stored, now)
+            me = self._stated("active", admission=admission)
+            await write_state(session, _ME, me.to_wire())
             synclog.record(
                 session,
                 "joined",
@@ -271,6 +444,8 @@ class Peering:
                 message=f"accepted into a group of {len(members) + 1}",
             )
             master = (request.domain, request.agent_url)
+        self._me = me
+        self._members_changed()
         state = {
             "state": "running",
             "phase": "snapshot",
@@ -280,7 +455,19 @@ class Peering:
         }
         await self.set_state("import", state)
         self.start_import(*master)
-        return {"confirmed": True, **self.describe()}
+        return self._confirmation(request)
+
+    def _confirmation(self, request: JoinRequest) -> dict[str, Any]:
+        """The answer to a welcome, signed so that the master knows it is from this key."""
+        message = trust.welcome_message(
+            request.nonce, request.fingerprint, self.identity.domain, self.identity.public_key
+        )
+        return {
+            "confirmed": True,
+            **self.describe(),
+            "member": self.me(),
+            "confirmation": self.sign(message),
+        }
 
     @property
     def importing(self) -> bool:
@@ -317,9 +504,10 @@ class Peering:
     async def _import_from(self, domain: str, agent_url: str) -> None:
         """Take the master's snapshot as this agent's base, then sync live (DESIGN §8)."""
         delay = 0.2
+        audience = await self._audience(domain)
         while True:
             try:
-                status, snap = await self.call(agent_url, "POST", "/peer/snapshot", {})
+                status, snap = await self.call(agent_url, audience, "POST", "/peer/snapshot", {})
                 if status == 200:
                     break
                 error = f"snapshot answered {status}: {snap.get('error')}"
@@ -410,47 +598,104 @@ class Peering:
     # -- the master ----------------------------------------------------------------------------
 
     async def on_join_request(self, key_id: str, body: Any) -> dict[str, Any]:
-        """Store a join request as pending (nothing is trusted yet)."""
-        member = _member(body)
-        if fingerprint(member["public_key"]) != key_id:
+        """Store a join request as pending (nothing is trusted yet).
+
+        Requests claiming one domain are kept side by side; a key has one request at a time
+        (a new one from it replaces its own earlier one); at most `MAX_PENDING` wait at once.
+        """
+        if not isinstance(body, dict):
+            raise PeerError(400, "bad_request", "a join request is an object")
+        try:
+            domain = trust.check_domain(body.get("domain"))
+            agent_url = trust.check_agent_url(body.get("agent_url"))
+            public_key = body.get("public_key")
+            load_public_key_b64(public_key)
+        except (ValueError, SigningError) as exc:
+            raise PeerError(400, "bad_request", str(exc)) from None
+        nonce = body.get("nonce")
+        if not isinstance(nonce, str) or not 16 <= len(nonce) <= 128 or not nonce.isprintable():
+            raise PeerError(400, "bad_request", "a join request carries a nonce of 16-128 chars")
+        if fingerprint(public_key) != key_id:
             raise PeerError(401, "key_mismatch", "the request is not signed by the key it carries")
-        if not isinstance(body.get("nonce"), str) or not 16 <= len(body["nonce"]) <= 128:
-            raise PeerError(400, "bad_request", "a join request carries a nonce")
-        if member["domain"] == self.identity.domain:
+        if domain == self.identity.domain:
             raise PeerError(409, "same_domain", "a shop cannot join itself")
         now = self.clock.now()
         async with self.db.transaction() as session:
-            peer = await session.get(PeerRow, member["domain"])
+            await self._purge_requests(session, now)
+            peer = await session.get(PeerRow, domain)
             if peer is not None and peer.state in LIVE:
-                raise PeerError(409, "already_member", f"{member['domain']} is already a member")
-            existing = await session.get(JoinRequest, (member["domain"], "incoming"))
-            if existing is not None:
-                await session.delete(existing)
+                raise PeerError(409, "already_member", f"{domain} is already a member")
+            mine = await session.exec(
+                select(JoinRequest).where(
+                    JoinRequest.direction == "incoming",
+                    JoinRequest.fingerprint == key_id,
+                    JoinRequest.state == "pending",
+                )
+            )
+            for row in mine:
+                await session.delete(row)
+            await session.flush()
+            pending = list(
+                await session.exec(
+                    select(JoinRequest.domain).where(
+                        JoinRequest.direction == "incoming", JoinRequest.state == "pending"
+                    )
+                )
+            )
+            if len(pending) >= MAX_PENDING:
+                raise PeerError(
+                    429,
+                    "too_many_requests",
+                    f"{len(pending)} join requests are waiting for this shop's owner; "
+                    "try again once they are answered",
+                )
+            old = await session.get(JoinRequest, (domain, "incoming", key_id))
+            if old is not None:  # answered before (rejected, expired): asking again is new
+                await session.delete(old)
                 await session.flush()
             session.add(
                 JoinRequest(
-                    domain=member["domain"],
+                    domain=domain,
                     direction="incoming",
-                    agent_url=member["agent_url"],
-                    public_key=member["public_key"],
+                    agent_url=agent_url,
+                    public_key=public_key.strip(),
                     fingerprint=key_id,
-                    nonce=body["nonce"],
+                    nonce=nonce,
                     received_at=now,
                 )
             )
+            others = sum(1 for d in pending if d == domain)
             synclog.record(
                 session,
                 "join_request",
                 now,
-                peer=member["domain"],
-                message=f"from {member['agent_url']}, key {key_id}",
+                peer=domain,
+                message=f"from {agent_url}, key {key_id}"
+                + (f"; {others} other request(s) claim this domain" if others else ""),
             )
         return {"status": "pending", "domain": self.identity.domain}
 
+    async def _purge_requests(self, session: Any, now: float) -> None:
+        """Forget incoming requests nobody answered within `REQUEST_TTL`, and answered ones
+        (rejected, expired) older than that; accepted ones stay with their member."""
+        expired = await session.exec(
+            select(JoinRequest).where(
+                JoinRequest.direction == "incoming",
+                JoinRequest.state != "accepted",
+                col(JoinRequest.received_at) < now - REQUEST_TTL,
+            )
+        )
+        for row in expired:
+            if row.state == "pending":
+                synclog.record(session, "join_request_expired", now, peer=row.domain)
+            await session.delete(row)
+
     async def list_requests(self) -> list[dict[str, Any]]:
-        """Pending incoming requests; expired ones are marked so on the way."""
+        """Pending incoming requests, oldest first; `claims` counts the requests (this one
+        included) that claim its domain: more than one means compare fingerprints."""
         now = self.clock.now()
         async with self.db.transaction() as session:
+            await self._purge_requests(session, now)
             rows = list(
                 await session.exec(
                     select(JoinRequest).where(
@@ -458,77 +703,102 @@ class Peering:
                     )
                 )
             )
-            out = []
-            for row in rows:
-                if now - row.received_at > REQUEST_TTL:
-                    row.state = "expired"
-                    synclog.record(session, "join_request_expired", now, peer=row.domain)
-                    continue
-                out.append(
-                    {
-                        "domain": row.domain,
-                        "agent_url": row.agent_url,
-                        "fingerprint": row.fingerprint,
-                        "received_at": row.received_at,
-                    }
-                )
-        return sorted(out, key=lambda r: r["received_at"])
+        claims: dict[str, int] = {}
+        for row in rows:
+            claims[row.domain] = claims.get(row.domain, 0) + 1
+        out = [
+            {
+                "domain": row.domain,
+                "agent_url": row.agent_url,
+                "fingerprint": row.fingerprint,
+                "received_at": row.received_at,
+                "claims": claims[row.domain],
+            }
+            for row in rows
+        ]
+        return sorted(out, key=lambda r: (r["received_at"], r["fingerprint"]))
 
-    async def _pending(self, domain: str) -> JoinRequest:
-        for request in await self.list_requests():
-            if request["domain"] == domain:
-                async with self.db.sessions() as session:
-                    row = await session.get(JoinRequest, (domain, "incoming"))
-                assert row is not None
-                return row
-        raise PeerError(404, "no_request", f"no pending join request from {domain}")
+    async def _pending(self, domain: str, key_id: str | None) -> list[JoinRequest]:
+        """The pending request(s) of `domain`: the one with fingerprint `key_id`, or all."""
+        now = self.clock.now()
+        async with self.db.transaction() as session:
+            await self._purge_requests(session, now)
+            query = select(JoinRequest).where(
+                JoinRequest.direction == "incoming",
+                JoinRequest.state == "pending",
+                JoinRequest.domain == domain,
+            )
+            if key_id is not None:
+                query = query.where(JoinRequest.fingerprint == key_id)
+            rows = list(await session.exec(query))
+        if not rows:
+            which = f" with key {key_id}" if key_id else ""
+            raise PeerError(404, "no_request", f"no pending join request from {domain}{which}")
+        return rows
 
-    async def accept(self, domain: str) -> dict[str, Any]:
-        """Accept a pending request: call the joiner back, add it, introduce it to all.
+    async def accept(self, domain: str, key_id: str | None = None) -> dict[str, Any]:
+        """Accept a pending request (by domain, and fingerprint when several claim it): sign
+        its admission, call the joiner back, add it, introduce it to all.
 
         The member row is written just before the callback, so that the joiner's snapshot
         request, which may arrive before the callback's answer, is served; if the joiner does
-        not confirm, the row is removed again and the request stays pending.
+        not confirm with the key it asked with, the row is removed and the request stays
+        pending.
         """
-        request = await self._pending(domain)
+        rows = await self._pending(domain, key_id)
+        if len(rows) > 1:
+            prints = ", ".join(r.fingerprint for r in rows)
+            raise PeerError(
+                409,
+                "ambiguous_request",
+                f"{len(rows)} requests claim {domain} (keys {prints}): ask its owner for the "
+                "fingerprint `shopsync status` shows there, and accept with --fingerprint",
+            )
+        request = rows[0]
         members = [self.me(), *await self.members_wire()]
         now = self.clock.now()
-        newcomer = {
-            "domain": domain,
-            "agent_url": request.agent_url,
-            "public_key": request.public_key,
-            "state": "active",
-            "changed_at": now,
-        }
+        admission = Admission(by=self.identity.domain, at=now, url=request.agent_url, signature="")
+        joiner = Member(domain, request.agent_url, request.public_key)
+        admission = dataclasses.replace(
+            admission, signature=self.sign(joiner.admission_message(admission))
+        )
+        newcomer = dataclasses.replace(joiner, changed_at=now, admission=admission)
         async with self.db.transaction() as session:
             previous = await session.get(PeerRow, domain)
             if previous is not None:
                 await session.delete(previous)
                 await session.flush()
-            await self._upsert_peer(session, newcomer, now, force=True)
+            _write_peer(session, None, newcomer, now)
+        self._members_changed()
         try:
-            body = {"nonce": request.nonce, "members": members}
-            status, answer = await self.call(request.agent_url, "POST", "/peer/welcome", body)
-            if status != 200 or answer.get("domain") != domain:
-                raise PeerError(
-                    502,
-                    "not_confirmed",
-                    f"{domain} did not confirm: {answer.get('message', status)}",
-                )
+            body = {"nonce": request.nonce, "members": members, "admission": admission.to_wire()}
+            status, answer = await self.call(
+                request.agent_url, request.fingerprint, "POST", "/peer/welcome", body
+            )
+            confirmed = self._confirmed(request, status, answer)
         except (aiohttp.ClientError, TimeoutError, OSError, PeerError) as exc:
             async with self.db.transaction() as session:
                 await session.exec(delete(PeerRow).where(PeerRow.domain == domain))  # type: ignore[call-overload]
+            self._members_changed()
             if isinstance(exc, PeerError):
                 raise
             raise PeerError(
                 502, "unreachable", f"cannot reach {request.agent_url}: {exc}"
             ) from None
         async with self.db.transaction() as session:
-            row = await session.get(JoinRequest, (domain, "incoming"))
+            row = await session.get(JoinRequest, (domain, "incoming", request.fingerprint))
             if row is not None:
                 row.state = "accepted"
-            peer = await self._upsert_peer(session, newcomer, now, force=True)
-            synclog.record(session, "accept", now, peer=domain, message="join request accepted")
+            peer = await session.get(PeerRow, domain)
+            peer = _write_peer(session, peer, confirmed, now)
+            synclog.record(
+                session,
+                "accept",
+                now,
+                peer=domain,
+                message=f"join request accepted, key {request.fingerprint}",
+            )
+        self._members_changed()
         if self.replicator is not None:
             await self.replicator.ensure_link(peer)
         introduced = []
@@ -537,162 +807,224 @@ class Peering:
                 continue
             try:
                 status, _ = await self.call(
-                    other["agent_url"], "POST", "/peer/introduce", {"member": newcomer}
+                    other["agent_url"],
+                    fingerprint(other["public_key"]),
+                    "POST",
+                    "/peer/introduce",
+                    {"member": confirmed.to_wire()},
                 )
                 if status == 200:
                     introduced.append(other["domain"])
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 log.info("introduce_deferred", peer=other["domain"], error=str(exc))
-        return {"accepted": domain, "introduced": introduced}
+        return {"accepted": domain, "fingerprint": request.fingerprint, "introduced": introduced}
 
-    async def reject(self, domain: str) -> dict[str, Any]:
-        request = await self._pending(domain)
+    def _confirmed(self, request: JoinRequest, status: int, answer: dict[str, Any]) -> Member:
+        """The joiner's record from its answer to the welcome, if it is signed by the key
+        that asked to join (else PeerError: the callback reached somebody else)."""
+        if status != 200 or answer.get("domain") != request.domain:
+            raise PeerError(
+                502,
+                "not_confirmed",
+                f"{request.domain} did not confirm: {str(answer.get('message', status))[:300]}",
+            )
+        message = trust.welcome_message(
+            request.nonce, self.key_id, request.domain, request.public_key
+        )
+        key = load_public_key_b64(request.public_key)
+        if not trust.signed_by(key, message, answer.get("confirmation")):
+            raise PeerError(
+                502,
+                "not_confirmed",
+                f"the answer from {request.agent_url} is not signed by the key that asked to join",
+            )
+        now = self.clock.now()
+        fallback = Member(request.domain, request.agent_url, request.public_key, changed_at=now)
+        try:
+            heard = member_from_wire(answer.get("member"))
+        except ValueError:
+            return fallback
+        valid = (
+            heard.domain == request.domain
+            and heard.public_key == request.public_key
+            and heard.changed_at <= now + self.max_skew
+            and trust.signed_by(key, heard.statement(), heard.proof)
+        )
+        return heard if valid else fallback
+
+    async def reject(self, domain: str, key_id: str | None = None) -> dict[str, Any]:
+        """Reject the request of `domain` with fingerprint `key_id`, or every one of it."""
+        rows = await self._pending(domain, key_id)
         async with self.db.transaction() as session:
-            row = await session.get(JoinRequest, (request.domain, "incoming"))
-            assert row is not None
-            row.state = "rejected"
-            synclog.record(session, "reject", self.clock.now(), peer=domain)
-        return {"rejected": domain}
+            for request in rows:
+                row = await session.get(JoinRequest, (domain, "incoming", request.fingerprint))
+                if row is not None:
+                    row.state = "rejected"
+                synclog.record(
+                    session,
+                    "reject",
+                    self.clock.now(),
+                    peer=domain,
+                    message=f"key {request.fingerprint}",
+                )
+        return {"rejected": domain, "fingerprints": [r.fingerprint for r in rows]}
 
     # -- members -------------------------------------------------------------------------------
 
     async def members_wire(self) -> list[dict[str, Any]]:
         async with self.db.sessions() as session:
             peers = list(await session.exec(select(PeerRow)))
-        return [
-            {
-                "domain": p.domain,
-                "agent_url": p.agent_url,
-                "public_key": p.public_key,
-                "state": p.state,
-                "changed_at": p.changed_at,
-            }
-            for p in peers
-        ]
+        return [member_from_row(p).to_wire() for p in peers]
 
-    async def _upsert_peer(
-        self, session: Any, member: dict[str, Any], now: float, *, force: bool = False
-    ) -> PeerRow:
-        peer = await session.get(PeerRow, member["domain"])
-        if peer is None:
-            peer = PeerRow(
-                domain=member["domain"],
-                agent_url=member["agent_url"],
-                public_key=member["public_key"],
-                fingerprint=fingerprint(member["public_key"]),
-                state=member["state"],
-                changed_at=member["changed_at"],
-                joined_at=now,
-            )
-            session.add(peer)
-        elif force or member["changed_at"] > peer.changed_at:
-            peer.agent_url, peer.public_key = member["agent_url"], member["public_key"]
-            peer.fingerprint = fingerprint(member["public_key"])
-            peer.state, peer.changed_at = member["state"], member["changed_at"]
-        return peer
-
-    async def merge_members(self, members: list[Any], via: str) -> None:
-        """Fold a member list heard from a peer: newer changes win, per member.
+    async def merge_members(
+        self, members: list[Any], via: str, *, only: str | None = None
+    ) -> list[str]:
+        """Fold member records heard from `via`, each as `agent.membership.judge` allows;
+        returns why records were refused. `only` limits the records to that one domain (a
+        member telling its own state).
 
         Every pull brings the peer's list, nearly always what this agent already holds, so it
-        is compared first in one read; only news takes the write lock.
+        is compared first in one read; only news takes the write lock. A record admitted by a
+        member this list also introduces is judged again once that member is in.
         """
-        heard = []
-        for raw in members:
+        heard: list[Member] = []
+        refusals: list[str] = []
+        for raw in members[:1000]:
             try:
-                member = _member(raw)
-            except PeerError as exc:
-                log.warning("member_ignored", peer=via, error=exc.message)
+                member = member_from_wire(raw)
+            except ValueError as exc:
+                refusals.append(str(exc))
                 continue
-            if member["domain"] != self.identity.domain:
+            if member.domain != self.identity.domain and only in (None, member.domain):
                 heard.append(member)
         async with self.db.sessions() as session:
-            known = {p.domain: p.changed_at for p in await session.exec(select(PeerRow))}
-        news = [
-            m
-            for m in heard
-            if (m["domain"] not in known and m["state"] != "left")
-            or (m["domain"] in known and m["changed_at"] > known[m["domain"]])
-        ]
-        if not news:
-            return
-        changed = []
+            rows = {p.domain: p for p in await session.exec(select(PeerRow))}
+        known = {d: _said(member_from_row(r)) for d, r in rows.items()}
+        heard = [m for m in heard if known.get(m.domain) != _said(m)]
+        if heard:
+            changed, refused = await self._fold(heard, via)
+            refusals += refused
+            if self.replicator is not None:
+                for peer in changed:
+                    await self.replicator.ensure_link(peer)
+        self._log_refusals(refusals, via)
+        return refusals
+
+    async def _fold(self, heard: list[Member], via: str) -> tuple[list[PeerRow], list[str]]:
         now = self.clock.now()
+        changed: list[PeerRow] = []
+        refusals: list[str] = []
         async with self.db.transaction() as session:
-            for member in news:
-                before = await session.get(PeerRow, member["domain"])
-                old = None if before is None else (before.state, before.changed_at)
-                if before is None and member["state"] == "left":
-                    continue
-                peer = await self._upsert_peer(session, member, now)
-                if old != (peer.state, peer.changed_at):
-                    kind = "introduce" if before is None else f"member_{peer.state}"
-                    synclog.record(session, kind, now, peer=peer.domain, message=f"via {via}")
-                    changed.append(peer)
-        if self.replicator is not None:
-            for peer in changed:
-                await self.replicator.ensure_link(peer)
+            rows = {p.domain: p for p in await session.exec(select(PeerRow))}
+            known = {d: member_from_row(r) for d, r in rows.items()}
+            admitters = {
+                d: load_public_key_b64(m.public_key) for d, m in known.items() if m.state in LIVE
+            }
+            admitters[self.identity.domain] = load_public_key_b64(self.identity.public_key)
+            waiting = heard
+            while waiting:
+                later: list[Member] = []
+                for member in waiting:
+                    stored, reason = judge(
+                        member,
+                        known.get(member.domain),
+                        admitters=admitters,
+                        now=now,
+                        max_skew=self.max_skew,
+                    )
+                    if stored is None:
+                        if reason.endswith("not admitted by a member"):
+                            later.append(member)
+                        elif reason:
+                            refusals.append(reason)
+                        continue
+                    before = known.get(member.domain)
+                    row = _write_peer(session, rows.get(member.domain), stored, now)
+                    rows[member.domain] = row
+                    known[member.domain] = stored
+                    if stored.state in LIVE:
+                        admitters[member.domain] = load_public_key_b64(stored.public_key)
+                    kind = "introduce" if before is None else f"member_{stored.state}"
+                    if before is None or before.state != stored.state:
+                        synclog.record(session, kind, now, peer=member.domain, message=f"via {via}")
+                    changed.append(row)
+                if len(later) == len(waiting):
+                    refusals += [f"{m.domain}: not admitted by a member" for m in later]
+                    break
+                waiting = later
+        if changed:
+            self._members_changed()
+        return changed, refusals
 
-    async def on_introduce(self, key_id: str, body: Any) -> dict[str, Any]:
-        if not isinstance(body, dict):
-            raise PeerError(400, "bad_request", "body must be an object")
-        await self.merge_members([body.get("member")], via=key_id)
-        return {"ok": True}
+    def _log_refusals(self, refusals: list[str], via: str) -> None:
+        """Each refused record once in the operator log (lists come with every pull)."""
+        for reason in refusals:
+            if (via, reason) in self._refusals:
+                continue
+            if len(self._refusals) > 10_000:
+                self._refusals.clear()
+            self._refusals.add((via, reason))
+            log.warning("member_refused", peer=via, reason=reason[:300])
 
-    async def on_member_state(self, key_id: str, body: Any) -> dict[str, Any]:
-        """A member tells its own new state: "left", "paused" or "active"."""
+    async def _sender(self, key_id: str) -> PeerRow:
         async with self.db.sessions() as session:
             sender = (
                 await session.exec(select(PeerRow).where(PeerRow.fingerprint == key_id))
             ).first()
-        if sender is None or not isinstance(body, dict):
-            raise PeerError(400, "bad_request", "unknown sender")
-        state = body.get("state")
-        if state not in ("left", "paused", "active"):
-            raise PeerError(400, "bad_state", "state must be left, paused or active")
-        changed = body.get("changed_at")
-        if not isinstance(changed, int | float):
-            changed = self.clock.now()
-        member = {
-            "domain": sender.domain,
-            "agent_url": sender.agent_url,
-            "public_key": sender.public_key,
-            "state": state,
-            "changed_at": changed,
-        }
-        await self.merge_members([member], via=sender.domain)
+        if sender is None:
+            raise PeerError(403, "not_a_member", "unknown sender")
+        return sender
+
+    async def on_introduce(self, key_id: str, body: Any) -> dict[str, Any]:
+        """A member introduces a shop it admitted: taken only with a valid admission."""
+        if not isinstance(body, dict) or not isinstance(body.get("member"), dict):
+            raise PeerError(400, "bad_request", "an introduction carries a member")
+        sender = await self._sender(key_id)
+        member = _parse_member(body["member"])
+        refused = await self.merge_members([body["member"]], via=sender.domain)
+        if refused:
+            raise PeerError(403, "not_admitted", refused[0])
+        async with self.db.sessions() as session:
+            row = await session.get(PeerRow, member.domain)
+        if row is None:
+            raise PeerError(403, "not_admitted", f"{member.domain}: not admitted by a member")
         return {"ok": True}
 
-    async def heard_from(self, key_id: str) -> str:
-        """A member's sync call arrived: its domain (the key id if unknown). A member we took
-        for paused is syncing again (its resume may have been lost): it is active."""
-        async with self.db.sessions() as session:
-            peer = (
-                await session.exec(select(PeerRow).where(PeerRow.fingerprint == key_id))
-            ).first()
-        if peer is None:
-            return key_id
-        if peer.state == "paused":
-            member = {
-                "domain": peer.domain,
-                "agent_url": peer.agent_url,
-                "public_key": peer.public_key,
-                "state": "active",
-                "changed_at": self.clock.now(),
-            }
-            await self.merge_members([member], via=peer.domain)
-        return peer.domain
+    async def on_member_state(self, key_id: str, body: Any) -> dict[str, Any]:
+        """A member tells its own new state ("left", "paused", "active") in a record signed
+        by itself; a record about anybody else is refused."""
+        if not isinstance(body, dict) or not isinstance(body.get("member"), dict):
+            raise PeerError(400, "bad_request", "a state change carries the member's own record")
+        await self.heard_from(key_id, body["member"], strict=True)
+        return {"ok": True}
+
+    async def heard_from(self, key_id: str, record: Any = None, *, strict: bool = False) -> str:
+        """A member's call arrived, maybe with its own record: fold that record in (the
+        sender speaks for itself only) and return the sender's domain."""
+        sender = await self._sender(key_id)
+        if isinstance(record, dict):
+            member = _parse_member(record)
+            if member.domain != sender.domain or member.public_key != sender.public_key:
+                raise PeerError(403, "not_own_record", "a member may only speak for itself")
+            refused = await self.merge_members([record], via=sender.domain, only=sender.domain)
+            if refused and strict:
+                raise PeerError(403, "bad_statement", refused[0])
+        return sender.domain
 
     # -- this agent's own membership -------------------------------------------------------------
 
-    async def _tell_all(self, state: str) -> list[str]:
+    async def _tell_all(self) -> list[str]:
+        """Send this agent's own (new) record to every member that has not left."""
         told = []
+        body = {"member": self.me()}
         for member in await self.members_wire():
             if member["state"] == "left":
                 continue
             try:
-                body = {"state": state, "changed_at": self.clock.now()}
-                status, _ = await self.call(member["agent_url"], "POST", "/peer/state", body)
+                audience = fingerprint(member["public_key"])
+                status, _ = await self.call(
+                    member["agent_url"], audience, "POST", "/peer/state", body
+                )
                 if status == 200:
                     told.append(member["domain"])
             except (aiohttp.ClientError, TimeoutError, OSError):
@@ -702,7 +1034,8 @@ class Peering:
     async def leave(self) -> dict[str, Any]:
         if not await self.in_group():
             raise PeerError(409, "not_in_group", "this shop is not in a group")
-        told = await self._tell_all("left")
+        await self._restate("left")
+        told = await self._tell_all()
         if self.replicator is not None:
             await self.replicator.stop()
         async with self.db.transaction() as session:
@@ -713,15 +1046,18 @@ class Peering:
                 self.clock.now(),
                 message=f"left the group; told {', '.join(told) or 'nobody'}",
             )
+        self._members_changed()
         return {"left": True, "told": told}
 
     async def set_paused(self, paused: bool) -> dict[str, Any]:
         await self.set_state("paused", paused)
+        if self._me is not None and self._me.state != "left":
+            await self._restate("paused" if paused else "active")
         if self.replicator is not None:
             self.replicator.paused = paused
             if not paused:
                 self.replicator.wake_all()
-        told = await self._tell_all("paused" if paused else "active")
+        told = await self._tell_all()
         async with self.db.transaction() as session:
             synclog.record(
                 session,

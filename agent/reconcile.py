@@ -78,8 +78,12 @@ class Reconciler:
         max_inflight: int = 4,
         rng: random.Random | None = None,
         sku_rule: SkuRule | None = None,
+        sign_event: ledger.Signer | None = None,
     ) -> None:
         self.db = db
+        # this agent's proof of origin for its events; without one (a reconciler on its own,
+        # in tests) events carry none, and no peer would take them
+        self.sign_event: ledger.Signer = sign_event or (lambda _event: "")
         self.channel = channel
         self.clock = clock
         self.identity = identity
@@ -380,7 +384,7 @@ class Reconciler:
     async def _append(
         self, session: AsyncSession, events: list[NewEvent], now: float
     ) -> list[EventRow]:
-        appended = await ledger.append_local(session, self.identity, events, now)
+        appended = await ledger.append_local(session, self.identity, events, now, self.sign_event)
         self.stats["events"] += len(appended)
         return appended
 

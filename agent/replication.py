@@ -14,32 +14,61 @@ import asyncio
 import contextlib
 import json
 import random
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
 import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlmodel import col, select
 
-from agent import ledger, synclog
+from agent import ledger, synclog, trust
 from agent.clock import Clock
 from agent.db import Database
 from agent.ledger import Vector
 from agent.models import EventRow, Identity, PeerRow, PoolRow
 
-__all__ = ["PeerCaller", "Replicator", "event_from_wire", "event_to_wire", "vector_from_wire"]
+__all__ = [
+    "MAX_VECTOR",
+    "EventsRefused",
+    "PeerCaller",
+    "Replicator",
+    "event_from_wire",
+    "event_to_wire",
+    "vector_from_wire",
+]
 
 log = structlog.get_logger(__name__)
 
 CONTACT_REFRESH = 10.0  # seconds between writes of an unchanged peer contact
 IDLE_PULL_FACTOR = 4  # a pull that keeps finding nothing waits up to 4 times pull_interval
 BATCH = 500
-# signed call to a peer: (agent_url, method, path, body) -> (status, json)
-PeerCaller = Callable[[str, str, str, Any], Any]
+MAX_VECTOR = 4096  # (origin, epoch) entries a peer's vector may carry
+# signed call to a peer: (agent_url, audience key id, method, path, body) -> (status, json)
+PeerCaller = Callable[[str, str, str, str, Any], Awaitable[tuple[int, dict[str, Any]]]]
+# the key of every origin whose events this agent takes (itself and the members)
+OriginKeys = Callable[[], Awaitable[dict[str, Ed25519PublicKey]]]
+
+
+class EventsRefused(Exception):
+    """Events of a batch were refused (no proof of origin); the others were applied."""
+
+    def __init__(self, reasons: list[str], vector: Vector) -> None:
+        super().__init__(reasons[0])
+        self.reasons, self.vector = reasons, vector
+
+
+def _text(value: Any, what: str, limit: int) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{what} must be a non-empty string")
+    if len(value) > limit:
+        raise ValueError(f"{what} is longer than {limit} characters")
+    return value
 
 
 def event_to_wire(e: EventRow) -> list[Any]:
-    """Compact list form of an event for the wire."""
+    """Compact list form of an event for the wire, its proof of origin last."""
     return [
         e.origin,
         e.epoch,
@@ -51,22 +80,48 @@ def event_to_wire(e: EventRow) -> list[Any]:
         e.item_created,
         e.cause,
         e.at,
+        e.proof,
     ]
 
 
+_INT64 = 2**63
+
+
+def _int(value: Any, what: str, *, low: int = -_INT64) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value < _INT64:
+        raise ValueError(f"{what} must be an integer from {low} to 2**63-1")
+    return value
+
+
+def _number(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{what} must be a number")
+    number = float(value)
+    if number != number or number in (float("inf"), float("-inf")):
+        raise ValueError(f"{what} must be finite")
+    return number
+
+
 def event_from_wire(raw: Any) -> EventRow:
-    """Parse one event; ValueError on anything malformed."""
-    if not isinstance(raw, list) or len(raw) != 10:
-        raise ValueError("an event is a list of 10 fields")
-    origin, epoch, seq, sku, kind, delta, count, created, cause, at = raw
-    if not all(isinstance(v, str) and v for v in (origin, epoch, sku, kind)):
-        raise ValueError("origin, epoch, sku and kind must be non-empty strings")
-    if not isinstance(seq, int) or seq < 1 or not isinstance(delta, int):
-        raise ValueError("seq must be a positive integer and delta an integer")
-    if kind == ledger.INTRODUCE and (
-        not isinstance(count, int) or not isinstance(created, int | float)
-    ):
+    """Parse one event, bounded in every field; ValueError on anything malformed. Its proof
+    is checked against the member list when it is applied (`Replicator.receive`)."""
+    if not isinstance(raw, list) or len(raw) != 11:
+        raise ValueError("an event is a list of 11 fields, its proof last")
+    origin, epoch, seq, sku, kind, delta, count, created, cause, at, proof = raw
+    origin = _text(origin, "origin", trust.MAX_DOMAIN)
+    epoch = _text(epoch, "epoch", trust.MAX_EPOCH)
+    sku = _text(sku, "sku", trust.MAX_SKU)
+    kind = _text(kind, "kind", trust.MAX_KIND)
+    seq = _int(seq, "seq", low=1)
+    delta = _int(delta, "delta")
+    if count is not None:
+        count = _int(count, "count")
+    if kind == ledger.INTRODUCE and (count is None or created is None):
         raise ValueError("an introduce carries its count and creation time")
+    if not isinstance(cause, str) or len(cause) > trust.MAX_CAUSE:
+        raise ValueError(f"cause must be a string of at most {trust.MAX_CAUSE} characters")
+    if not isinstance(proof, str) or len(proof) > 100:
+        raise ValueError("proof must be the origin's signature")
     return EventRow(
         origin=origin,
         epoch=epoch,
@@ -75,9 +130,10 @@ def event_from_wire(raw: Any) -> EventRow:
         kind=kind,
         delta=delta,
         count=count,
-        item_created=None if created is None else float(created),
-        cause=str(cause or "")[:200],
-        at=float(at or 0),
+        item_created=None if created is None else _number(created, "item_created"),
+        cause=cause,
+        at=_number(at, "at"),
+        proof=proof,
     )
 
 
@@ -86,20 +142,19 @@ def vector_to_wire(vector: Vector) -> list[list[Any]]:
 
 
 def vector_from_wire(raw: Any) -> Vector:
-    """Parse `[[origin, epoch, seq], …]`; ValueError on anything malformed."""
+    """Parse `[[origin, epoch, seq], …]` (at most `MAX_VECTOR` entries); ValueError on
+    anything malformed."""
     if not isinstance(raw, list):
         raise ValueError("a vector is a list of [origin, epoch, seq]")
+    if len(raw) > MAX_VECTOR:
+        raise ValueError(f"a vector has at most {MAX_VECTOR} entries")
     out: Vector = {}
     for entry in raw:
-        if (
-            not isinstance(entry, list)
-            or len(entry) != 3
-            or not isinstance(entry[0], str)
-            or not isinstance(entry[1], str)
-            or not isinstance(entry[2], int)
-        ):
+        if not isinstance(entry, list) or len(entry) != 3:
             raise ValueError("a vector entry is [origin, epoch, seq]")
-        out[(entry[0], entry[1])] = entry[2]
+        origin = _text(entry[0], "vector origin", trust.MAX_DOMAIN)
+        epoch = _text(entry[1], "vector epoch", trust.MAX_EPOCH)
+        out[(origin, epoch)] = _int(entry[2], "vector seq", low=0)
     return out
 
 
@@ -119,7 +174,9 @@ class Replicator:
         clock: Clock,
         call: PeerCaller,
         on_pool_change: Callable[[set[str]], None],
-        on_members: Callable[[list[Any], str], Awaitable[None]] | None = None,
+        origin_keys: OriginKeys,
+        on_members: Callable[[list[Any], str], Awaitable[Any]] | None = None,
+        me: Callable[[], dict[str, Any]] | None = None,
         pull_interval: float = 2.0,
         rng: random.Random | None = None,
     ) -> None:
@@ -128,7 +185,9 @@ class Replicator:
         self.clock = clock
         self.call = call
         self.on_pool_change = on_pool_change
+        self.origin_keys = origin_keys
         self.on_members = on_members
+        self.me = me  # this agent's own member record, sent with every pull
         self.pull_interval = pull_interval
         self.rng = rng or random.Random()
         self.links: dict[str, PeerLink] = {}
@@ -154,10 +213,11 @@ class Replicator:
         link = self.links.get(peer.domain)
         if peer.state == "active" and peer.domain != self.identity.domain:
             if link is None:
-                self.links[peer.domain] = PeerLink(self, peer.domain, peer.agent_url)
-                self.links[peer.domain].start()
+                link = PeerLink(self, peer.domain, peer.agent_url, peer.fingerprint)
+                self.links[peer.domain] = link
+                link.start()
             else:
-                link.agent_url = peer.agent_url
+                link.agent_url, link.key_id = peer.agent_url, peer.fingerprint
         elif link is not None:
             await self.links.pop(peer.domain).stop()
 
@@ -175,11 +235,31 @@ class Replicator:
     # -- inbox ---------------------------------------------------------------------------------
 
     async def receive(self, events: list[EventRow], peer: str, *, kind: str) -> Vector:
-        """Apply a batch from `peer` (each event once); returns this agent's vector after."""
+        """Apply a batch from `peer` (each event once); returns this agent's vector after.
+
+        An event is taken only with its origin's proof: an origin that is a member (or was
+        one), whose key signed the event. None may claim this agent's own current stream,
+        of which it is the only writer. Refused events are skipped, the rest applied, the
+        refusal logged; then EventsRefused says why.
+        """
         now = self.clock.now()
         changed: set[str] = set()
+        keys = await self.origin_keys()
+        own = self.own_stream()
+
+        def admit(event: EventRow) -> str | None:
+            if (event.origin, event.epoch) == own:
+                return f"event {event.seq} claims this shop's own stream ({event.origin})"
+            key = keys.get(event.origin)
+            if key is None:
+                return f"origin {event.origin[:80]} is not a member"
+            if not trust.signed_by(key, trust.event_message(event), event.proof):
+                return f"event {event.seq} of {event.origin} is not signed by {event.origin}"
+            return None
+
+        refused: list[tuple[EventRow, str]] = []
         async with self.db.transaction() as session:
-            new = await ledger.apply_events(session, events, now)
+            new = await ledger.apply_events(session, events, now, admit, refused)
             applied = len(new)
             changed.update(e.sku for e in new)
             if applied:
@@ -190,9 +270,20 @@ class Replicator:
                     peer=peer,
                     message=f"{applied} new of {len(events)} events, {len(changed)} SKUs",
                 )
+            if refused:
+                synclog.record(
+                    session,
+                    "events_refused",
+                    now,
+                    peer=peer,
+                    message=f"{len(refused)} of {len(events)} events refused: {refused[0][1]}",
+                )
             vector = await ledger.load_vector(session)
         if changed:
             self.on_pool_change(changed)
+        if refused:
+            log.warning("events_refused", peer=peer, events=len(refused), reason=refused[0][1])
+            raise EventsRefused([reason for _, reason in refused], vector)
         return vector
 
     async def events_since(self, have: Vector, limit: int = BATCH) -> tuple[list[EventRow], bool]:
@@ -228,8 +319,35 @@ class Replicator:
                     return out[:limit], True, mine
         return out, False, mine
 
-    def own_stream(self) -> tuple[str, int]:
+    def own_stream(self) -> tuple[str, str]:
         return (self.identity.domain, self.identity.epoch)
+
+    async def notice(self, theirs: Vector, peer: str) -> None:
+        """A peer's vector holds more of this agent's current stream than this agent does:
+        its database was restored from a backup. Its next events would take seqs the group
+        already holds for other changes, so it starts a new epoch at once; the lost part of
+        the old one (signed by this agent, and no longer its current stream) then comes back
+        by anti-entropy like any other origin's events."""
+        own = self.own_stream()
+        if theirs.get(own, 0) == 0:
+            return
+        async with self.db.transaction() as session:
+            mine = await ledger.load_vector(session)
+            if self.own_stream() != own or theirs[own] <= mine.get(own, 0):
+                return
+            identity = await session.get(Identity, 1)
+            assert identity is not None
+            identity.epoch = self.identity.epoch = uuid.uuid4().hex[:16]
+            synclog.record(
+                session,
+                "restored",
+                self.clock.now(),
+                peer=peer,
+                message=f"{peer} holds this shop's changes up to {theirs[own]}, this database "
+                f"only up to {mine.get(own, 0)}: restored from a backup? New changes start a "
+                "new stream; the rest comes back from the group",
+            )
+        log.warning("own_stream_behind", peer=peer, held=mine.get(own, 0), theirs=theirs[own])
 
     async def own_events_after(self, seq: int, limit: int = BATCH) -> list[EventRow]:
         async with self.db.sessions() as session:
@@ -243,7 +361,8 @@ class Replicator:
             return list(await session.exec(query))
 
     async def snapshot(self) -> dict[str, Any]:
-        """Pools, vector and the events held beyond the vector, read in one transaction."""
+        """Pools, vector and the events held beyond the vector (with their proofs), read in
+        one transaction."""
         async with self.db.sessions() as session, session.begin():
             pools = list(await session.exec(select(PoolRow)))
             vector = await ledger.load_vector(session)
@@ -323,10 +442,11 @@ def _refused(what: str, status: int, body: dict[str, Any]) -> PeerRefused:
 class PeerLink:
     """Push and pull with one peer, forever, backing off while it is away."""
 
-    def __init__(self, replicator: Replicator, domain: str, agent_url: str) -> None:
+    def __init__(self, replicator: Replicator, domain: str, agent_url: str, key_id: str) -> None:
         self.r = replicator
         self.domain = domain
         self.agent_url = agent_url
+        self.key_id = key_id  # the audience of every signed call to the peer
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.acked_own = 0
@@ -389,6 +509,7 @@ class PeerLink:
                 return
             status, body = await self.r.call(
                 self.agent_url,
+                self.key_id,
                 "POST",
                 "/peer/events",
                 {"events": [event_to_wire(e) for e in events]},
@@ -396,7 +517,13 @@ class PeerLink:
             if status != 200:
                 raise _refused("push", status, body)
             vector = vector_from_wire(body.get("vector"))
-            acked = vector.get((self.r.identity.domain, self.r.identity.epoch), 0)
+            own = self.r.own_stream()
+            acked = vector.get(own, 0)
+            if acked > events[-1].seq:  # more than this batch: forwarded, or a restore
+                await self.r.notice(vector, self.domain)
+                if self.r.own_stream() != own:
+                    self.acked_own = 0
+                    return
             if acked <= self.acked_own and acked < events[-1].seq:
                 raise PeerRefused(f"peer did not take events after seq {acked}")
             self.acked_own = acked
@@ -416,18 +543,30 @@ class PeerLink:
         while True:
             async with self.r.db.sessions() as session:
                 mine = await ledger.load_vector(session)
+            request: dict[str, Any] = {"have": vector_to_wire(mine)}
+            if self.r.me is not None:
+                request["member"] = self.r.me()
             status, body = await self.r.call(
-                self.agent_url, "POST", "/peer/pull", {"have": vector_to_wire(mine)}
+                self.agent_url, self.key_id, "POST", "/peer/pull", request
             )
             if status != 200:
                 raise _refused("pull", status, body)
-            events = [event_from_wire(raw) for raw in body.get("events", [])]
+            raw_events = body.get("events", [])
+            if not isinstance(raw_events, list) or len(raw_events) > BATCH * 10:
+                raise ValueError("a pull answer's events must be a list")
+            events = [event_from_wire(raw) for raw in raw_events]
             theirs = vector_from_wire(body.get("vector", []))
-            if events:
-                news = True
-                await self.r.receive(events, self.domain, kind="batch_received")
+            if theirs.get(self.r.own_stream(), 0) > mine.get(self.r.own_stream(), 0):
+                await self.r.notice(theirs, self.domain)
+            # members first: events of a shop admitted since are verified by its key
             if self.r.on_members is not None and isinstance(body.get("members"), list):
                 await self.r.on_members(body["members"], self.domain)
+            if events:
+                news = True
+                try:
+                    await self.r.receive(events, self.domain, kind="batch_received")
+                except EventsRefused as exc:  # the rest was applied
+                    raise PeerRefused(f"refused events from {self.domain}: {exc}") from None
             await self.r.record_contact(self.domain, acked=theirs)
             self.acked_own = max(
                 self.acked_own, theirs.get((self.r.identity.domain, self.r.identity.epoch), 0)

@@ -21,7 +21,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 if TYPE_CHECKING:
     from agent.clock import Clock
 
+#: The request header naming the agent a request is meant for (its key fingerprint).
+AUDIENCE_HEADER = "shopsync-audience"
+
 __all__ = [
+    "AUDIENCE_HEADER",
     "COMPONENTS",
     "MemoryNonceCache",
     "NonceCache",
@@ -33,6 +37,7 @@ __all__ = [
     "generate_keypair",
     "load_private_key",
     "load_public_key_b64",
+    "precheck",
     "public_key_b64",
     "save_private_key",
     "sign_request",
@@ -41,7 +46,9 @@ __all__ = [
 ]
 
 #: The components every signature must cover; the receiver refuses anything less.
-COMPONENTS: tuple[str, ...] = ("@method", "@path", "@query", "content-digest")
+#: ``shopsync-audience`` names the receiving agent (its key id), so that a request signed for
+#: one agent is refused by every other: nonce caches are per agent, audiences are not.
+COMPONENTS: tuple[str, ...] = ("@method", "@path", "@query", "content-digest", AUDIENCE_HEADER)
 _LABEL = "sig1"
 _ALG = "ed25519"
 _PARAMS = ("created", "nonce", "keyid", "alg")
@@ -229,7 +236,12 @@ def _signature_params(components: list[str], params: dict[str, int | str]) -> st
 
 
 def _signature_base(
-    method: str, target: str, digest_header: str, components: list[str], params_text: str
+    method: str,
+    target: str,
+    digest_header: str,
+    audience: str,
+    components: list[str],
+    params_text: str,
 ) -> bytes:
     path, _, query = target.partition("?")
     values = {
@@ -237,6 +249,7 @@ def _signature_base(
         "@path": path or "/",
         "@query": "?" + query,  # RFC 9421 §2.2.7: an absent query is "?"
         "content-digest": digest_header.strip(),
+        AUDIENCE_HEADER: audience.strip(),
     }
     lines = [f'"{c}": {values[c]}' for c in components]
     lines.append(f'"@signature-params": {params_text}')
@@ -257,21 +270,24 @@ def sign_request(
     *,
     private_key: Ed25519PrivateKey,
     key_id: str,
+    audience: str,
     created: int,
     nonce: str | None = None,
 ) -> dict[str, str]:
-    """Headers that sign this request: ``Content-Digest``, ``Signature-Input``, ``Signature``.
+    """Headers that sign this request: ``Content-Digest``, ``Shopsync-Audience``,
+    ``Signature-Input``, ``Signature``.
 
     `target` is the path with its query as sent on the request line (``/peer/x?a=1``).
+    `audience` is the receiving agent's key id (fingerprint): no other agent accepts it.
     `created` is the signing time in epoch seconds; `nonce` defaults to 128 random bits.
     """
     if not target.startswith("/"):
         raise ValueError(f"target must be a path starting with '/', got {target!r}")
     if nonce is None:
         nonce = base64.urlsafe_b64encode(secrets.token_bytes(16)).decode().rstrip("=")
-    for value in (key_id, nonce):
+    for value in (key_id, nonce, audience):
         if not value or not value.isascii() or not value.isprintable():
-            raise ValueError(f"key_id and nonce must be printable ASCII, got {value!r}")
+            raise ValueError(f"key_id, audience and nonce must be printable ASCII, got {value!r}")
     digest = _content_digest(body)
     params: dict[str, int | str] = {
         "created": int(created),
@@ -280,10 +296,11 @@ def sign_request(
         "alg": _ALG,
     }
     params_text = _signature_params(list(COMPONENTS), params)
-    base = _signature_base(method, target, digest, list(COMPONENTS), params_text)
+    base = _signature_base(method, target, digest, audience, list(COMPONENTS), params_text)
     signature = base64.b64encode(private_key.sign(base)).decode()
     return {
         "Content-Digest": digest,
+        "Shopsync-Audience": audience,
         "Signature-Input": f"{_LABEL}={params_text}",
         "Signature": f"{_LABEL}=:{signature}:",
     }
@@ -299,11 +316,12 @@ class _Parsed:
     signature: bytes
     digest_header: str
     digest: bytes
+    audience: str
 
 
 def _header_map(headers: Mapping[str, str]) -> dict[str, str]:
     """Case-insensitive view of the signing headers; a repeated one is malformed."""
-    wanted = {"signature", "signature-input", "content-digest"}
+    wanted = {"signature", "signature-input", "content-digest", AUDIENCE_HEADER}
     found: dict[str, str] = {}
     for name, value in headers.items():
         low = name.lower()
@@ -320,7 +338,8 @@ def _malformed(message: str) -> SignatureError:
 
 def _parse(headers: Mapping[str, str]) -> _Parsed:
     h = _header_map(headers)
-    missing = [n for n in ("signature-input", "signature", "content-digest") if n not in h]
+    needed = ("signature-input", "signature", "content-digest", AUDIENCE_HEADER)
+    missing = [n for n in needed if n not in h]
     if missing:
         raise SignatureError(401, "missing_signature", f"missing header(s): {', '.join(missing)}")
     if any(len(v) > _MAX_HEADER for v in h.values()):
@@ -357,6 +376,7 @@ def _parse(headers: Mapping[str, str]) -> _Parsed:
         sigs[label],
         h["content-digest"],
         digests["sha-256"],
+        h[AUDIENCE_HEADER].strip(" \t"),
     )
 
 
@@ -368,6 +388,40 @@ def signature_key_id(headers: Mapping[str, str]) -> str:
     return _parse(headers).key_id
 
 
+def precheck(
+    headers: Mapping[str, str],
+    *,
+    now: float,
+    audience: str,
+    max_skew: int = 300,
+    not_before: float = 0.0,
+) -> str:
+    """What can be refused from the headers alone, before the body is read: syntax, audience
+    and time. Returns the claimed key id; SignatureError as `verify_request` would raise."""
+    p = _parse(headers)
+    _check_fresh(p, now=now, audience=audience, max_skew=max_skew, not_before=not_before)
+    return p.key_id
+
+
+def _check_fresh(
+    p: _Parsed, *, now: float, audience: str, max_skew: int, not_before: float
+) -> None:
+    """Refuse a request meant for another agent, or signed too long ago (or ahead)."""
+    if p.audience != audience:  # public, so no constant-time compare is needed
+        raise SignatureError(
+            401, "wrong_audience", f"signed for {p.audience!r}, not for this agent ({audience})"
+        )
+    skew = p.created - now
+    if abs(skew) > max_skew:
+        raise SignatureError(
+            401, "stale_timestamp", f"created is {abs(skew):.0f} s from now (max {max_skew})"
+        )
+    if p.created < not_before:
+        raise SignatureError(
+            401, "stale_timestamp", "signed before this agent started; sign it again"
+        )
+
+
 def verify_request(
     method: str,
     target: str,
@@ -377,29 +431,34 @@ def verify_request(
     resolve_key: Callable[[str], Ed25519PublicKey | None],
     now: float,
     nonces: NonceCache,
+    audience: str,
     max_skew: int = 300,
+    not_before: float = 0.0,
 ) -> VerifiedRequest:
     """Check a request signed by `sign_request`; SignatureError says why it is refused.
 
-    Checks, in order: header syntax, content digest, `created` within ±`max_skew` s of `now`,
-    the key (`resolve_key(key_id)`, None for unknown), the signature, and last the nonce,
-    recorded only once everything else holds so that forged requests cannot fill the cache.
-    Membership is the caller's business (refuse a known but unwelcome key with 403).
+    Checks, in order: header syntax, the audience (must be `audience`, this agent's key id),
+    `created` within ±`max_skew` s of `now` and not before `not_before` (the receiver's start:
+    its nonce cache forgot what came before), the content digest, the key (`resolve_key(key_id)`,
+    None for unknown), the signature, and last the nonce, recorded only once everything else
+    holds so that forged requests cannot fill the cache. Membership is the caller's business
+    (refuse a known but unwelcome key with 403).
     """
     p = _parse(headers)
     key_id, created, nonce = p.key_id, p.created, p.nonce
+    _check_fresh(p, now=now, audience=audience, max_skew=max_skew, not_before=not_before)
     if not hmac.compare_digest(p.digest, hashlib.sha256(body).digest()):
         raise SignatureError(401, "digest_mismatch", "Content-Digest does not match the body")
-    skew = created - now
-    if abs(skew) > max_skew:
-        raise SignatureError(
-            401, "stale_timestamp", f"created is {abs(skew):.0f} s from now (max {max_skew})"
-        )
     public_key = resolve_key(key_id)
     if public_key is None:
         raise SignatureError(401, "unknown_key", f"no known key with keyid {key_id!r}")
     base = _signature_base(
-        method, target, p.digest_header, p.components, _signature_params(p.components, p.params)
+        method,
+        target,
+        p.digest_header,
+        p.audience,
+        p.components,
+        _signature_params(p.components, p.params),
     )
     try:
         public_key.verify(p.signature, base)

@@ -140,6 +140,7 @@ def _signed(
     path: str,
     body: dict,
     *,
+    audience: str,
     created: float | None = None,
     nonce: str | None = None,
 ) -> tuple[bytes, dict[str, str]]:
@@ -150,6 +151,7 @@ def _signed(
         raw,
         private_key=key,
         key_id=fingerprint(public_key_b64(key)),
+        audience=audience,
         created=int(created if created is not None else time.time()),
         nonce=nonce,
     )
@@ -160,8 +162,9 @@ async def test_forged_stale_replayed_and_non_member_requests_are_refused(trio: C
     a, b, _ = trio.shops
     http = trio.http
     assert http is not None
-    before = (await a.get("/api/status"))["events"]
-    event = ["x.example.com", "e", 1, "SKU-00001", "change", -50, None, None, "", 0]
+    status = await a.get("/api/status")
+    before, to_a = status["events"], status["fingerprint"]
+    event = ["x.example.com", "e", 1, "SKU-00001", "change", -50, None, None, "", 0, ""]
     body = {"events": [event]}
     stranger = Ed25519PrivateKey.generate()
     member_key = load_private_key(b.data_dir / "agent.key")
@@ -171,15 +174,17 @@ async def test_forged_stale_replayed_and_non_member_requests_are_refused(trio: C
             assert "error" in await resp.json()
             return resp.status
 
-    assert await post(*_signed(stranger, "/peer/events", body)) == 401  # unknown key
-    raw, headers = _signed(member_key, "/peer/events", body)
+    assert await post(*_signed(stranger, "/peer/events", body, audience=to_a)) == 401  # unknown
+    raw, headers = _signed(member_key, "/peer/events", body, audience=to_a)
     assert await post(raw.replace(b"-50", b"-51"), headers) == 401  # forged body
-    assert await post(*_signed(member_key, "/peer/events", body, created=time.time() - 400)) == 401
-    raw, headers = _signed(member_key, "/peer/pull", {"have": []})
+    stale = _signed(member_key, "/peer/events", body, audience=to_a, created=time.time() - 400)
+    assert await post(*stale) == 401
+    raw, headers = _signed(member_key, "/peer/pull", {"have": []}, audience=to_a)
     async with http.post(a.agent_url + "/peer/pull", data=raw, headers=headers) as resp:
         assert resp.status == 200
     assert await post(raw, headers, "/peer/pull") == 401  # the same request replayed
-    assert await post(*_signed(member_key, "/peer/state", {}), "/peer/events") == 401  # path
+    moved = _signed(member_key, "/peer/state", {}, audience=to_a)
+    assert await post(*moved, "/peer/events") == 401  # signed for another path
     await asyncio.sleep(0.2)
     assert (await a.get("/api/status"))["events"] == before
     assert (await a.pools())["SKU-00001"] == (await b.pools())["SKU-00001"]
@@ -192,12 +197,13 @@ async def test_a_pending_request_never_receives_data(tmp_path: Path) -> None:
         http = cluster.http
         assert http is not None
         key = load_private_key(joiner.data_dir / "agent.key")
+        to_master = (await master.get("/api/status"))["fingerprint"]
         for path, body in (
             ("/peer/pull", {"have": []}),
             ("/peer/snapshot", {}),
             ("/peer/events", {"events": []}),
         ):
-            raw, headers = _signed(key, path, body)
+            raw, headers = _signed(key, path, body, audience=to_master)
             async with http.post(master.agent_url + path, data=raw, headers=headers) as resp:
                 answer = await resp.json()
                 assert resp.status in (401, 403), path  # an unknown key: nothing is served

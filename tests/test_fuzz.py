@@ -229,7 +229,7 @@ def test_signed_garbage_from_a_member_gets_a_json_answer_never_a_server_error(
     else:
         raw = json.dumps(case.body).encode()
     path = case.formatted_path
-    headers = _signed_now(key, path, raw)
+    headers = _signed_now(key, path, raw, to=a)
     response = live.http.post(
         a.agent_url + path,
         data=raw,
@@ -240,16 +240,28 @@ def test_signed_garbage_from_a_member_gets_a_json_answer_never_a_server_error(
     assert response.status_code < 500 or response.json()["error"] == "importing", response.text
 
 
-def _signed_now(key: Any, path: str, raw: bytes) -> dict[str, str]:
-    """Signature headers of a POST to `path` by the holder of `key`, dated now."""
+def _signed_now(key: Any, path: str, raw: bytes, *, to: ShopHandle) -> dict[str, str]:
+    """Signature headers of a POST to `path` at shop `to` by the holder of `key`, dated now."""
     return sign_request(
         "POST",
         path,
         raw,
         private_key=key,
         key_id=fingerprint(public_key_b64(key)),
+        audience=_key_id(to),
         created=int(time.time()),
     )
+
+
+_KEY_IDS: dict[str, str] = {}
+
+
+def _key_id(shop: ShopHandle) -> str:
+    """The key id of a shop's agent (the audience of a request to it), from its key file."""
+    if shop.domain not in _KEY_IDS:
+        key = load_private_key(shop.data_dir / "agent.key")
+        _KEY_IDS[shop.domain] = fingerprint(public_key_b64(key))
+    return _KEY_IDS[shop.domain]
 
 
 def test_out_of_range_numbers_are_a_400_not_a_server_error(
@@ -259,14 +271,14 @@ def test_out_of_range_numbers_are_a_400_not_a_server_error(
     answer = live.http.get(f"{a.agent_url}/api/log?before_id={10**30}", headers=_auth(a))
     assert answer.status_code == 400 and answer.json()["error"] == "bad_parameter"
     key = load_private_key(b.data_dir / "agent.key")
-    event = ["x.example.com", "e1", 2**70, "SKU-00001", "change", 1, None, None, "", 0]
+    event = ["x.example.com", "e1", 2**70, "SKU-00001", "change", 1, None, None, "", 0, ""]
     for path, body in (
         ("/peer/events", {"events": [event]}),
         ("/peer/state", {"state": "active", "changed_at": 2**2000}),
         ("/peer/pull", []),
     ):
         raw = json.dumps(body).encode()
-        headers = _signed_now(key, path, raw)
+        headers = _signed_now(key, path, raw, to=a)
         answer = live.http.post(a.agent_url + path, data=raw, headers=headers, timeout=30)
         assert answer.status_code == 400, (path, answer.text)
         assert set(answer.json()) == {"error", "message"}

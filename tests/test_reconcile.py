@@ -285,12 +285,16 @@ async def _importer(core: Reconciler) -> Importer:
     async def no_calls(*_args: object) -> tuple[int, dict]:
         raise AssertionError("no peer calls here")
 
+    async def no_keys() -> dict:
+        raise AssertionError("no peer events here")
+
     replicator = Replicator(
         db=core.db,
         identity=core.identity,
         clock=core.clock,
         call=no_calls,
         on_pool_change=core.pool_changed,
+        origin_keys=no_keys,
     )
     return Importer(
         db=core.db,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import hashlib
@@ -41,6 +42,8 @@ MALLORY = Ed25519PrivateKey.from_private_bytes(bytes(range(1, 33)))
 ALICE_ID = fingerprint(public_key_b64(ALICE))
 BODY = b'{"events":[{"sku":"A-1","delta":-1}]}'
 TARGET = "/peer/events?since=4&origin=dk.example.com"
+# the receiving agent's key id: every request is signed for one agent only
+ME = "SHA256:receiving-agent"
 
 
 class FakeClock:
@@ -74,9 +77,17 @@ def sign(
     key_id: str = ALICE_ID,
     created: int = NOW,
     nonce: str | None = None,
+    audience: str = ME,
 ) -> dict[str, str]:
     return sign_request(
-        method, target, body, private_key=key, key_id=key_id, created=created, nonce=nonce
+        method,
+        target,
+        body,
+        private_key=key,
+        key_id=key_id,
+        audience=audience,
+        created=created,
+        nonce=nonce,
     )
 
 
@@ -89,6 +100,8 @@ def verify(
     now: float = NOW,
     nonces: MemoryNonceCache | None = None,
     resolve_key: Callable[[str], Ed25519PublicKey | None] | None = None,
+    audience: str = ME,
+    not_before: float = 0.0,
 ) -> Any:
     return verify_request(
         method,
@@ -98,6 +111,8 @@ def verify(
         resolve_key=resolve_key or keys(),
         now=now,
         nonces=nonces if nonces is not None else MemoryNonceCache(FakeClock()),
+        audience=audience,
+        not_before=not_before,
     )
 
 
@@ -124,15 +139,17 @@ def test_empty_body_is_digested_and_verifies() -> None:
 
 def test_signature_is_over_the_rfc9421_signature_base() -> None:
     headers = sign("POST", "/peer/join", b"{}", nonce="abc")
-    params = f'("@method" "@path" "@query" "content-digest");created={NOW};nonce="abc"'
-    params += f';keyid="{ALICE_ID}";alg="ed25519"'
+    params = '("@method" "@path" "@query" "content-digest" "shopsync-audience")'
+    params += f';created={NOW};nonce="abc";keyid="{ALICE_ID}";alg="ed25519"'
     assert headers["Signature-Input"] == f"sig1={params}"
+    assert headers["Shopsync-Audience"] == ME
     base = "\n".join(
         [
             '"@method": POST',
             '"@path": /peer/join',
             '"@query": ?',
             f'"content-digest": {headers["Content-Digest"]}',
+            f'"shopsync-audience": {ME}',
             f'"@signature-params": {params}',
         ]
     )
@@ -206,6 +223,22 @@ def test_failed_verification_does_not_burn_the_nonce() -> None:
     assert verify(sign(nonce="n"), nonces=nonces).nonce == "n"
 
 
+def test_a_request_signed_for_another_agent_is_refused() -> None:
+    headers = sign(audience="SHA256:another-agent")
+    refused("wrong_audience", lambda: verify(headers))
+
+
+def test_a_changed_audience_header_breaks_the_signature() -> None:
+    headers = sign(audience="SHA256:another-agent")
+    headers["Shopsync-Audience"] = ME  # replayed here with the header rewritten
+    refused("bad_signature", lambda: verify(headers))
+
+
+def test_a_request_signed_before_the_receiver_started_is_refused() -> None:
+    refused("stale_timestamp", lambda: verify(sign(created=NOW - 5), not_before=NOW - 1))
+    assert verify(sign(created=NOW - 1), not_before=NOW - 1).key_id == ALICE_ID
+
+
 def test_unknown_key_is_refused() -> None:
     headers = sign(key_id="SHA256:nobody")
     refused("unknown_key", lambda: verify(headers))
@@ -222,6 +255,7 @@ def _signature_over(components: str, base_lines: list[str]) -> dict[str, str]:
     base = "\n".join([*base_lines, f'"@signature-params": {params}']).encode()
     return {
         "Content-Digest": sign()["Content-Digest"],
+        "Shopsync-Audience": ME,
         "Signature-Input": f"sig1={params}",
         "Signature": "sig1=:" + base64.b64encode(ALICE.sign(base)).decode() + ":",
     }
@@ -247,6 +281,8 @@ MALFORMED: dict[str, Callable[[dict[str, str]], None]] = {
     "no_signature": lambda h: h.pop("Signature"),
     "no_signature_input": lambda h: h.pop("Signature-Input"),
     "no_content_digest": lambda h: h.pop("Content-Digest"),
+    "no_audience": lambda h: h.pop("Shopsync-Audience"),
+    "audience_not_covered": _mangle("Signature-Input", ' "shopsync-audience"', ""),
     "garbage_input": lambda h: h.update({"Signature-Input": "garbage"}),
     "garbage_signature": lambda h: h.update({"Signature": "sig1=:not base64!:"}),
     "truncated_signature": lambda h: h.update({"Signature": "sig1=:AAAA:"}),
@@ -444,7 +480,10 @@ async def peer(aiohttp_server: Any, clock: FakeClock) -> Peer:
         nonces=MemoryNonceCache(clock),
         clock=clock,
         is_member=is_member,
+        audience=ME,
         open_paths={"/peer/join"},
+        member_limit=64 * 1024,
+        open_limit=1024,
     )
     app = web.Application(middlewares=[middleware])
     app.router.add_post("/peer/events", events)
@@ -461,6 +500,7 @@ async def send(
     *,
     clock: FakeClock | None = None,
     method: str = "POST",
+    audience: str = ME,
 ) -> tuple[int, dict[str, Any]]:
     async with aiohttp.ClientSession() as session:
         return await signed_request(
@@ -470,6 +510,7 @@ async def send(
             json_body=body,
             private_key=key,
             key_id=key_id,
+            audience=audience,
             clock=clock or FakeClock(),
         )
 
@@ -581,4 +622,44 @@ async def test_body_swapped_in_transit_gets_401(peer: Peer) -> None:
 async def test_sender_clock_301s_behind_gets_401_stale(peer: Peer) -> None:
     status, data = await send(peer.url("/peer/events"), {}, clock=FakeClock(NOW - 301))
     assert (status, data["error"]) == (401, "stale_timestamp")
+    assert peer.calls == []
+
+
+async def test_request_for_another_agent_gets_401_wrong_audience(peer: Peer) -> None:
+    status, data = await send(peer.url("/peer/events"), {}, audience="SHA256:someone-else")
+    assert (status, data["error"]) == (401, "wrong_audience")
+    assert peer.calls == []
+
+
+async def _raw_post(url: str, headers: dict[str, str], body: Any) -> tuple[int, dict[str, Any]]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url, data=body, headers=headers) as r,
+    ):
+        return r.status, await r.json()
+
+
+async def test_unknown_key_is_refused_before_the_body_is_read(peer: Peer) -> None:
+    read = 0
+
+    async def body() -> Any:  # a body that would take long to send, and is never wanted
+        nonlocal read
+        for _ in range(100):
+            read += 1
+            yield b"x" * 1024
+            await asyncio.sleep(0.01)
+
+    headers = sign("POST", "/peer/events", b"", key=CAROL, key_id=CAROL_ID)
+    status, data = await _raw_post(peer.url("/peer/events"), headers, body())
+    assert (status, data["error"]) == (401, "unknown_key")
+    assert read < 100 and peer.calls == []
+
+
+@pytest.mark.parametrize(("path", "size"), [("/peer/join", 2048), ("/peer/events", 128 * 1024)])
+async def test_bodies_over_the_path_limit_get_413(peer: Peer, path: str, size: int) -> None:
+    body = b"{" + b" " * size + b"}"
+    key, key_id = (CAROL, CAROL_ID) if path == "/peer/join" else (ALICE, ALICE_ID)
+    headers = sign("POST", path, body, key=key, key_id=key_id)
+    status, data = await _raw_post(peer.url(path), headers, body)
+    assert (status, data["error"]) == (413, "body_too_large")
     assert peer.calls == []

@@ -74,6 +74,12 @@ def test_three_hundred_seeds_lose_and_double_nothing(head_started: dict[str, Hea
         assert faults.get(kind, 0) > 0, f"no {kind} was injected: {faults}"
     assert any(k.startswith("partition_") for k in faults)
     assert faults.get("write_timeout_after_apply", 0) > 0 and faults.get("join", 0) > 0
+    # the byzantine member tried every attack, and every one that arrived was refused
+    from tests.sim.byzantine import ATTACKS
+
+    for attack in ATTACKS:
+        assert faults.get(f"byz_{attack}", 0) > 0, f"no {attack} was tried: {faults}"
+    assert faults.get("byz_refused", 0) > 0 and faults.get("byz_lie", 0) > 0
 
 
 def test_a_seed_replays_the_same_trace() -> None:
@@ -87,7 +93,9 @@ def test_a_seed_replays_the_same_trace() -> None:
     assert len(hashes) == 1
 
 
-@pytest.mark.parametrize("mutation", ["double_apply", "absolute"])
+@pytest.mark.parametrize(
+    "mutation", ["double_apply", "absolute", "trust_any_signature", "no_audience"]
+)
 def test_a_broken_build_is_caught_within_the_suite_seeds(mutation: str) -> None:
     run = _sim("--seeds", str(SEEDS), "--mutate", mutation, "--stop-on-fail")
     assert run.returncode == 1, f"{mutation} survived {SEEDS} seeds"

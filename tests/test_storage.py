@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from sqlmodel import select
 
@@ -9,7 +11,15 @@ from agent import ledger, synclog
 from agent.db import Database
 from agent.journal import StateJournal
 from agent.ledger import NewEvent
-from agent.models import EventRow, Identity, LogEntry, PendingWrite, VectorEntry
+from agent.models import (
+    EventRow,
+    Identity,
+    JoinRequest,
+    LogEntry,
+    PeerRow,
+    PendingWrite,
+    VectorEntry,
+)
 
 
 async def test_migrations_create_every_table_and_are_idempotent(db_url: str) -> None:
@@ -23,7 +33,74 @@ async def test_migrations_create_every_table_and_are_idempotent(db_url: str) -> 
     finally:
         await db.dispose()
     assert {"identity", "item", "pool", "event", "vector", "pending_write", "sync_log"} <= names
-    assert version == [("0001",)]
+    assert version == [("0002",)]
+
+
+async def test_the_schema_is_exactly_what_the_models_declare(db_url: str) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from sqlmodel import SQLModel
+
+    db = Database(db_url)
+    try:
+        await db.upgrade()
+        async with db.engine.connect() as conn:
+            diff = await conn.run_sync(
+                lambda c: compare_metadata(MigrationContext.configure(c), SQLModel.metadata)
+            )
+    finally:
+        await db.dispose()
+    assert diff == []
+
+
+async def test_a_database_of_the_previous_release_upgrades_and_keeps_its_rows(
+    db_url: str,
+) -> None:
+    from alembic import command
+
+    from agent.db import alembic_config
+
+    db = Database(db_url)
+    try:
+
+        def to_0001(conn: Any) -> None:
+            cfg = alembic_config()
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "0001")
+
+        async with db.engine.begin() as conn:
+            await conn.run_sync(to_0001)
+            for sql in (
+                "INSERT INTO event (origin, epoch, seq, sku, kind, delta, count, item_created,"
+                " cause, at) VALUES ('a.example.com', 'e1', 1, 'A', 'change', -2, NULL, NULL,"
+                " 'order', 5.0)",
+                "INSERT INTO peer (domain, agent_url, public_key, fingerprint, state, changed_at,"
+                " joined_at, last_contact, last_error, acked) VALUES ('b.example.com',"
+                " 'http://b', 'k', 'SHA256:b', 'active', 1.0, 1.0, NULL, '', '[]')",
+                "INSERT INTO join_request (domain, direction, agent_url, public_key, fingerprint,"
+                " nonce, received_at, state) VALUES ('c.example.com', 'incoming', 'http://c',"
+                " 'k', 'SHA256:c', 'n', 2.0, 'pending')",
+            ):
+                await conn.execute(sa.text(sql))
+        await db.upgrade()
+        async with db.sessions() as s:
+            event = (await s.exec(select(EventRow))).one()
+            peer = (await s.exec(select(PeerRow))).one()
+            request = (await s.exec(select(JoinRequest))).one()
+    finally:
+        await db.dispose()
+    assert (event.seq, event.delta, event.proof) == (1, -2, "")  # signed at the agent's start
+    assert (peer.domain, peer.state, peer.proof, peer.admission) == (
+        "b.example.com",
+        "active",
+        "",
+        "",
+    )
+    assert (request.domain, request.fingerprint, request.state) == (
+        "c.example.com",
+        "SHA256:c",
+        "pending",
+    )
 
 
 async def test_local_events_get_consecutive_seqs_and_move_pool_and_vector(
@@ -32,12 +109,11 @@ async def test_local_events_get_consecutive_seqs_and_move_pool_and_vector(
     async with database.sessions.begin() as s:
         me = (await s.exec(select(Identity))).one()
         await ledger.append_local(
-            s, me, [NewEvent("A", "introduce", count=10, item_created=5.0)], now=1.0
+            s, me, [NewEvent("A", "introduce", count=10, item_created=5.0)], 1.0, _seq_proof
         )
     async with database.sessions.begin() as s:
-        await ledger.append_local(
-            s, me, [NewEvent("A", "change", delta=-2), NewEvent("A", "change", delta=-1)], now=2.0
-        )
+        changes = [NewEvent("A", "change", delta=-2), NewEvent("A", "change", delta=-1)]
+        await ledger.append_local(s, me, changes, 2.0, _seq_proof)
     async with database.sessions() as s:
         seqs = [e.seq for e in await s.exec(select(EventRow).order_by(EventRow.seq))]
         pool = await ledger.get_pool(s, "A")
@@ -45,6 +121,21 @@ async def test_local_events_get_consecutive_seqs_and_move_pool_and_vector(
     assert seqs == [1, 2, 3]
     assert pool is not None and pool.value == 7
     assert vector == {("a.example.com", "e1"): 3}
+
+
+def _seq_proof(event: EventRow) -> str:
+    return f"proof of {event.seq}"
+
+
+async def test_a_local_event_never_takes_a_seq_already_stored(database: Database) -> None:
+    async with database.sessions.begin() as s:
+        s.add(EventRow(origin="a.example.com", epoch="e1", seq=7, sku="A", kind="change"))
+    async with database.sessions.begin() as s:
+        me = (await s.exec(select(Identity))).one()
+        rows = await ledger.append_local(
+            s, me, [NewEvent("A", "change", delta=-1)], 1.0, _seq_proof
+        )
+    assert [(r.seq, r.proof) for r in rows] == [(8, "proof of 8")]
 
 
 async def test_inbox_applies_each_event_once_and_vector_waits_for_gaps(database: Database) -> None:

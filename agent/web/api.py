@@ -257,16 +257,32 @@ async def get_requests(request: web.Request) -> web.Response:
     return web.json_response({"requests": await request.config_dict[keys.PEERING].list_requests()})
 
 
+async def _fingerprint(request: web.Request) -> str | None:
+    """The optional `fingerprint` of an accept or reject (a body may be absent)."""
+    if not await request.read():
+        return None
+    value = (await _json_object(request)).get("fingerprint")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.startswith("SHA256:") or len(value) > 64:
+        raise bad_request("bad_fingerprint", "fingerprint must look like SHA256:… (43 chars)")
+    return value
+
+
 @_peer_errors
 async def post_accept(request: web.Request) -> web.Response:
+    """Accept a pending request; with several claiming the domain, the one of `fingerprint`."""
     peering = request.config_dict[keys.PEERING]
-    return web.json_response(await peering.accept(request.match_info["domain"]))
+    key = await _fingerprint(request)
+    return web.json_response(await peering.accept(request.match_info["domain"], key))
 
 
 @_peer_errors
 async def post_reject(request: web.Request) -> web.Response:
+    """Reject the pending request of `fingerprint`, or every one of the domain."""
     peering = request.config_dict[keys.PEERING]
-    return web.json_response(await peering.reject(request.match_info["domain"]))
+    key = await _fingerprint(request)
+    return web.json_response(await peering.reject(request.match_info["domain"], key))
 
 
 async def get_peers(request: web.Request) -> web.Response:

@@ -12,7 +12,7 @@ import structlog
 from aiohttp import web
 from sqlmodel import select
 
-from agent import synclog
+from agent import synclog, trust
 from agent.catalogue import SkuRule
 from agent.clock import Clock, SystemClock
 from agent.config import Settings
@@ -25,7 +25,8 @@ from agent.peering import Peering
 from agent.plugins import Registry
 from agent.reconcile import Reconciler
 from agent.replication import Replicator
-from agent.signing import load_private_key
+from agent.signing import fingerprint, load_private_key, public_key_b64
+from agent.transport import HttpTransport
 from agent.web import api, keys, pages, peer, webhooks
 
 __all__ = ["create_app"]
@@ -116,6 +117,12 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     def joined(skus: set[str]) -> None:
         reconciler.request_reconcile()  # items the group lacks are introduced as new
 
+    private_key = load_private_key(settings.key_path)
+    if public_key_b64(private_key) != identity.public_key:
+        raise RuntimeError(
+            f"{settings.key_path} is not the key of this agent's identity "
+            f"({fingerprint(identity.public_key)}): restore the agent's own key file"
+        )
     reconciler = Reconciler(
         db=db,
         channel=app[keys.CHANNEL],
@@ -126,23 +133,28 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
         reconcile_interval=settings.reconcile_interval,
         on_local_events=local_events,
         sku_rule=SkuRule(trim=settings.sku_trim, fold_case=settings.sku_case_fold),
+        sign_event=lambda event: trust.sign_event(private_key, event),
     )
     peering = Peering(
         db=db,
         identity=identity,
         public_url=settings.public_url,
         clock=clock,
+        transport=HttpTransport(app[keys.HTTP], private_key=private_key, clock=clock),
         http=app[keys.HTTP],
-        private_key=load_private_key(settings.key_path),
+        private_key=private_key,
         on_joined=joined,
     )
+    await peering.load()
     replicator = Replicator(
         db=db,
         identity=identity,
         clock=clock,
         call=peering.call,
         on_pool_change=reconciler.pool_changed,
+        origin_keys=peering.origin_keys,
         on_members=peering.merge_members,
+        me=peering.me,
     )
     importer = Importer(
         db=db,

@@ -59,16 +59,23 @@ def _tuple(*items: Schema) -> Schema:
 
 ITEM = _obj({"item_id": STR, "title": STR})
 VECTOR = _list(_tuple({"type": "string", "minLength": 1}, STR, {"type": "integer", "minimum": 0}))
+SIGNATURE = {"type": "string", "description": "Ed25519 signature, base64 (88 characters)"}
+ADMISSION = _obj(
+    {"by": STR, "at": NUM, "url": STR, "signature": SIGNATURE},
+    description="The accepting member's signature over the shop's domain, URL, key and time.",
+)
 MEMBER = _obj(
     {
-        "domain": {"type": "string", "minLength": 1},
-        "agent_url": {"type": "string", "minLength": 1},
+        "domain": {"type": "string", "minLength": 1, "maxLength": 253},
+        "agent_url": {"type": "string", "minLength": 1, "maxLength": 512},
         "public_key": {"type": "string", "minLength": 1, "description": "raw Ed25519, base64"},
         "state": {"enum": ["active", "paused", "left"]},
         "changed_at": NUM,
         "fingerprint": STR,
+        "proof": {**SIGNATURE, "description": "the member's own signature over its statement"},
+        "admission": _null(ADMISSION),
     },
-    optional=("state", "changed_at", "fingerprint"),
+    optional=("state", "changed_at", "fingerprint", "proof", "admission"),
 )
 DESCRIBE = _obj({"domain": STR, "agent_url": STR, "public_key": STR, "fingerprint": STR})
 
@@ -124,7 +131,19 @@ SCHEMAS: dict[str, Schema] = {
             "updated_at": _null(NUM),
         }
     ),
-    "JoinRequest": _obj({"domain": STR, "agent_url": STR, "fingerprint": STR, "received_at": NUM}),
+    "JoinRequest": _obj(
+        {
+            "domain": STR,
+            "agent_url": STR,
+            "fingerprint": STR,
+            "received_at": NUM,
+            "claims": {
+                "type": "integer",
+                "minimum": 1,
+                "description": "requests claiming this domain: more than one, compare keys",
+            },
+        }
+    ),
     "Peer": _obj(
         {
             "domain": STR,
@@ -200,10 +219,12 @@ SCHEMAS: dict[str, Schema] = {
             {"type": "integer", "description": "delta"},
             _null(INT),
             _null(NUM),
-            _null(STR),
-            _null(NUM),
+            {"type": "string", "maxLength": 200, "description": "cause"},
+            NUM,
+            {**SIGNATURE, "description": "the origin's signature over the event"},
         ),
-        "description": "[origin, epoch, seq, sku, kind, delta, count, item_created, cause, at]",
+        "description": "[origin, epoch, seq, sku, kind, delta, count, item_created, cause, at, "
+        "proof]",
     },
 }
 
@@ -326,21 +347,26 @@ ADMIN_PATHS: dict[str, dict[str, Any]] = {
     },
     "/api/requests/{domain}/accept": {
         "post": _admin(
-            "Accept a pending join request: call the joiner back, add it, introduce it.",
-            _obj({"accepted": STR, "introduced": _list(STR)}),
+            "Accept a pending join request: call the joiner back, add it, introduce it. With "
+            "several requests claiming the domain, `fingerprint` says which.",
+            _obj({"accepted": STR, "fingerprint": STR, "introduced": _list(STR)}),
             errors={
-                "404": "No pending join request from that domain.",
-                "502": "The joiner did not confirm at the URL it claimed.",
+                "404": "No pending join request from that domain (with that fingerprint).",
+                "409": "Several requests claim the domain: send the fingerprint "
+                "(`ambiguous_request`).",
+                "502": "The joiner did not confirm at the URL it claimed, with its key.",
             },
             params=[DOMAIN],
+            body=_obj({"fingerprint": STR}, optional=("fingerprint",)),
         )
     },
     "/api/requests/{domain}/reject": {
         "post": _admin(
-            "Reject a pending join request.",
-            _obj({"rejected": STR}),
+            "Reject a pending join request (the one with `fingerprint`, or all of the domain).",
+            _obj({"rejected": STR, "fingerprints": _list(STR)}),
             errors={"404": "No pending join request from that domain."},
             params=[DOMAIN],
+            body=_obj({"fingerprint": STR}, optional=("fingerprint",)),
         )
     },
     "/api/peers": {
@@ -402,8 +428,15 @@ SIGNATURE_HEADERS = [
         "in": "header",
         "required": True,
         "schema": STR,
-        "description": 'RFC 9421: sig1=("@method" "@path" "@query" "content-digest");'
-        'created=…;nonce="…";keyid="SHA256:…";alg="ed25519"',
+        "description": 'RFC 9421: sig1=("@method" "@path" "@query" "content-digest" '
+        '"shopsync-audience");created=…;nonce="…";keyid="SHA256:…";alg="ed25519"',
+    },
+    {
+        "name": "Shopsync-Audience",
+        "in": "header",
+        "required": True,
+        "schema": STR,
+        "description": "The receiving agent's key fingerprint: no other agent accepts it.",
     },
     {
         "name": "Signature",
@@ -434,11 +467,18 @@ def _peer(
         status: _json(ok, summary),
         "400": _error("The body is not JSON, or a field is malformed."),
         "401": _error(
-            "Missing, malformed, stale, replayed or wrong signature, or an unknown key "
-            "(`missing_signature`, `malformed_signature`, `digest_mismatch`, "
-            "`stale_timestamp`, `unknown_key`, `bad_signature`, `replayed_nonce`)."
+            "Missing, malformed, stale, replayed or wrong signature, another audience, or an "
+            "unknown key (`missing_signature`, `malformed_signature`, `wrong_audience`, "
+            "`digest_mismatch`, `stale_timestamp`, `unknown_key`, `bad_signature`, "
+            "`replayed_nonce`)."
         ),
-        "403": _error("The signing key is not a member of this group (`not_a_member`)."),
+        "403": _error(
+            "The signing key is not a member of this group (`not_a_member`), or what it "
+            "says is not its to say (`events_refused`, `not_admitted`, `not_own_record`, "
+            "`bad_statement`)."
+        ),
+        "408": _error("The body did not arrive in time (`body_timeout`)."),
+        "413": _error("The body is larger than this path takes (`body_too_large`)."),
         "503": _json(
             _ref("Error"),
             "Sync is paused, the shop is importing, or the nonce cache is full: retry.",
@@ -471,26 +511,43 @@ PEER_PATHS: dict[str, Any] = {
         ),
         _obj({"status": {"const": "pending"}, "domain": STR}),
         status="202",
-        errors={"409": "Already a member, or the sender has this agent's domain."},
+        errors={
+            "409": "Already a member, or the sender has this agent's domain.",
+            "429": "Too many join requests are waiting, or come from this address.",
+        },
     ),
     "/peer/welcome": _peer(
-        "The master accepted: the nonce of the request and the group's members.",
-        _obj({"nonce": STR, "members": _list(_ref("Member"))}, optional=("members",)),
-        _obj({"confirmed": {"const": True}, **DESCRIBE["properties"]}),
+        "The master accepted: the nonce of the request, the shop's admission signed by the "
+        "master, and the group's members.",
+        _obj(
+            {"nonce": STR, "members": _list(_ref("Member")), "admission": ADMISSION},
+            optional=("members", "admission"),
+        ),
+        _obj(
+            {
+                "confirmed": {"const": True},
+                **DESCRIBE["properties"],
+                "member": _ref("Member"),
+                "confirmation": {
+                    **SIGNATURE,
+                    "description": "the joiner's signature over the nonce, the master's key "
+                    "id and its own domain and key",
+                },
+            }
+        ),
         errors={
             "409": "This shop joined another group meanwhile.",
             "410": "The join request expired.",
         },
     ),
     "/peer/introduce": _peer(
-        "A member introduces a newcomer.", _obj({"member": _ref("Member")}), _obj({"ok": BOOL})
+        "A member introduces a newcomer it admitted (the record carries the admission).",
+        _obj({"member": _ref("Member")}),
+        _obj({"ok": BOOL}),
     ),
     "/peer/state": _peer(
-        "The sender's own new state.",
-        _obj(
-            {"state": {"enum": ["active", "paused", "left"]}, "changed_at": NUM},
-            optional=("changed_at",),
-        ),
+        "The sender's own record, with its new state, signed by itself.",
+        _obj({"member": _ref("Member")}),
         _obj({"ok": BOOL}),
     ),
     "/peer/events": _peer(
@@ -499,8 +556,9 @@ PEER_PATHS: dict[str, Any] = {
         _obj({"vector": _ref("Vector")}),
     ),
     "/peer/pull": _peer(
-        "Events beyond the sender's vector, from any origin, and the member list.",
-        _obj({"have": _ref("Vector")}, optional=("have",)),
+        "Events beyond the sender's vector, from any origin, and the member list. The sender "
+        "may send its own record along.",
+        _obj({"have": _ref("Vector"), "member": _ref("Member")}, optional=("have", "member")),
         _obj(
             {
                 "events": _list(_ref("Event")),

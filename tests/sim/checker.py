@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from sqlmodel import select
 
 from agent import ledger
-from agent.models import EventRow, LogEntry, PoolRow
+from agent.models import EventRow, LogEntry, PeerRow, PoolRow
 
 if TYPE_CHECKING:
     from tests.sim.world import World
@@ -53,7 +53,17 @@ async def _state(node: Any) -> dict[str, Any]:
         oversold = {
             e.sku for e in await session.exec(select(LogEntry).where(LogEntry.kind == "oversold"))
         }
-    return {"pools": pools, "vector": vector, "events": events, "oversold": oversold}
+        peers = {
+            p.domain: (p.public_key, p.agent_url, p.state)
+            for p in await session.exec(select(PeerRow))
+        }
+    return {
+        "pools": pools,
+        "vector": vector,
+        "events": events,
+        "oversold": oversold,
+        "peers": peers,
+    }
 
 
 async def check(world: World) -> list[str]:
@@ -81,6 +91,7 @@ async def check(world: World) -> list[str]:
                     f"{first} {ref['pools'].get(sku)}"
                 )
     problems += _same_events(states)
+    problems += _members_true(world, states)
     if world.origin_node is not None and world.origin_node in states:
         problems += _rows_add_up(world.origin_node, states[world.origin_node])
     problems += _model(world, ref["pools"])
@@ -97,6 +108,28 @@ async def check(world: World) -> list[str]:
                 )
             if value < 0 and item.sku not in states[node.domain]["oversold"]:
                 problems.append(f"{node.domain}: oversold {item.sku} ({value}) not in the log")
+    return problems
+
+
+def _members_true(world: World, states: dict[str, dict[str, Any]]) -> list[str]:
+    """Every member lists exactly the others, each with its own key and URL, active: nothing
+    the byzantine member said about anybody else stuck."""
+    from tests.sim.node import url_of
+
+    problems = []
+    for domain, state in states.items():
+        expected = {
+            other: (world.nodes[other].public_key, url_of(other), "active")
+            for other in world.members
+            if other != domain
+        }
+        if state["peers"] != expected:
+            wrong = {
+                d: state["peers"].get(d)
+                for d in set(expected) | set(state["peers"])
+                if state["peers"].get(d) != expected.get(d)
+            }
+            problems.append(f"{domain}'s member list is wrong: {wrong}")
     return problems
 
 

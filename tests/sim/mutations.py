@@ -4,7 +4,11 @@ A mutation replaces one rule of the core for the length of a run, in this proces
 - ``double_apply``: the inbox is skipped — `ledger.apply_events` folds an event into the pool
   even when the agent already holds it;
 - ``absolute``: agents ship absolute counts instead of deltas — a change event carries the
-  shop's count and a receiver takes it as the pool (last writer wins).
+  shop's count and a receiver takes it as the pool (last writer wins);
+- ``trust_any_signature``: every proof is taken on its word (`agent.trust.signed_by` always
+  says yes): the byzantine member's forged events and member records get in;
+- ``no_audience``: a signature is good at any agent, not only the one it names: requests the
+  byzantine member received are taken when it replays them elsewhere.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from agent import ledger, reconcile
+from agent import ledger, reconcile, signing, trust
 from agent.models import EventRow, ItemRow, PoolRow
 
 if TYPE_CHECKING:
@@ -64,12 +68,25 @@ def _pool_after_absolute(pool: PoolRow, event: EventRow) -> None:
     _real_pool_after(pool, event)
 
 
+def _signed_by_anyone(*_args: Any) -> bool:
+    return True
+
+
+_real_check_fresh = signing._check_fresh
+
+
+def _fresh_for_anyone(p: Any, *, now: float, audience: str, max_skew: int, not_before: float):  # type: ignore[no-untyped-def]
+    _real_check_fresh(p, now=now, audience=p.audience, max_skew=max_skew, not_before=not_before)
+
+
 MUTATIONS = {
     "double_apply": [(ledger, "apply_events", _apply_twice)],
     "absolute": [
         (reconcile, "observe", _observe_absolute),
         (ledger, "pool_after", _pool_after_absolute),
     ],
+    "trust_any_signature": [(trust, "signed_by", _signed_by_anyone)],
+    "no_audience": [(signing, "_check_fresh", _fresh_for_anyone)],
 }
 
 

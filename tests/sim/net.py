@@ -1,26 +1,32 @@
 """The simulated network between agents: latency, loss, duplication, partitions.
 
-`Network.caller(domain)` is the `call` the core's `Replicator` is built with: a request to
-another agent's `/peer/*` travels for a while, may be lost on the way there or back, may be
-delivered twice, and is refused while a partition separates the two agents or the receiver
-is down. Different latencies reorder messages. Bodies cross as JSON, as on the wire, so no
-object is ever shared between two agents. The receiving agent answers with the code its
-`/peer` sub-app runs once a request is verified: `agent.peer_service.serve`.
+`Network.transport(domain)` is the `Transport` an agent is built with: a call to another
+agent's `/peer/*` is signed with the sender's key for the receiver (as over HTTP), travels
+for a while, may be lost on the way there or back, may be delivered twice, and is refused
+while a partition separates the two agents or the receiver is down. Different latencies
+reorder messages. Bodies cross as the exact signed bytes, so no object is ever shared
+between two agents. The receiving agent runs what its `/peer` sub-app runs: the door
+(`agent.transport.admit`: signature, audience, freshness, nonce, membership), then
+`agent.peer_service.serve`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import json
 import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
-from agent import peer_service
+from agent import jsonsafe, peer_service
 from agent.peering import PeerError
+from agent.signing import SignatureError, sign_request
+from agent.transport import Refused, admit, encode_body
 
 if TYPE_CHECKING:
     from tests.sim.node import Node
@@ -50,7 +56,12 @@ class Network:
         self.faults = NetFaults()
         self.counters: dict[str, int] = {}
         self.in_flight = 0
+        self.nonces = itertools.count()
         self.after_serve: Callable[[Node, str], None] | None = None  # e.g. a targeted crash
+        # sees every request an agent receives (headers and bytes), e.g. to replay it later
+        self.on_receive: Callable[[Node, str, dict[str, str], bytes], None] | None = None
+        # may rewrite an agent's answer before it leaves (a byzantine member's lies)
+        self.tamper: Callable[[Node, str, int, Any], Any] | None = None
 
     def count(self, name: str) -> None:
         self.counters[name] = self.counters.get(name, 0) + 1
@@ -76,20 +87,54 @@ class Network:
             return self.rng.uniform(0.5, 4.0)
         return self.rng.uniform(0.001, 0.03)
 
-    def caller(self, sender: str) -> Callable[[str, str, str, Any], Any]:
-        """The `call` of the agent `sender`: (agent_url, method, path, body) -> (status, json)."""
+    def transport(self, sender: str) -> SimTransport:
+        """The `Transport` of the agent `sender`."""
+        return SimTransport(self, sender)
 
-        async def call(agent_url: str, method: str, path: str, body: Any) -> tuple[int, Any]:
-            target = agent_url.removeprefix("sim://")
-            return await self._request(sender, target, path, json.dumps(body))
+    def sign(
+        self, sender: str, audience: str, path: str, raw: bytes, *, created: float | None = None
+    ) -> dict[str, str]:
+        """The signature headers agent `sender` puts on a call to `path` for `audience`."""
+        node = self.nodes[sender]
+        return sign_request(
+            "POST",
+            path,
+            raw,
+            private_key=node.key,
+            key_id=node.key_id,
+            audience=audience,
+            created=int(node.clock.now() if created is None else created),
+            nonce=f"{sender}-{next(self.nonces)}",  # unique, and no draw from the seed's rng
+        )
 
-        return call
+    async def send(
+        self,
+        sender: str,
+        target: str,
+        path: str,
+        headers: dict[str, str],
+        raw: bytes,
+        *,
+        from_outside: bool = False,
+    ) -> tuple[int, Any]:
+        """Deliver an already signed request (also: a replayed or forged one). A request
+        `from_outside` the sender's agent (an attacker holding its key) goes even while that
+        agent is down."""
+        return await self._request(sender, target, path, headers, raw, from_outside)
 
-    async def _request(self, sender: str, target: str, path: str, raw: str) -> tuple[int, Any]:
+    async def _request(
+        self,
+        sender: str,
+        target: str,
+        path: str,
+        headers: dict[str, str],
+        raw: bytes,
+        from_outside: bool = False,
+    ) -> tuple[int, Any]:
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[tuple[int, Any]] = loop.create_future()
         node = self.nodes.get(target)
-        if not self.nodes[sender].alive:  # killed: it sends nothing more
+        if not from_outside and not self.nodes[sender].alive:  # killed: it sends nothing more
             raise aiohttp.ClientConnectionError("this agent was killed")
         if (sender, target) in self.cut or node is None or not node.alive:
             self.count("net_refused")
@@ -104,7 +149,9 @@ class Network:
                 self.count("net_lost_request")
                 self.trace("lost", sender=sender, target=target, path=path, leg="request")
                 continue
-            loop.call_later(self._latency(), self._arrive, sender, target, path, raw, answer, copy)
+            loop.call_later(
+                self._latency(), self._arrive, sender, target, path, headers, raw, answer, copy
+            )
         try:
             async with asyncio.timeout(TIMEOUT):
                 return await asyncio.shield(answer)
@@ -118,7 +165,8 @@ class Network:
         sender: str,
         target: str,
         path: str,
-        raw: str,
+        headers: dict[str, str],
+        raw: bytes,
         answer: asyncio.Future[tuple[int, Any]],
         copy: int,
     ) -> None:
@@ -127,13 +175,21 @@ class Network:
             self.count("net_dropped_in_flight")
             return
         self.trace("deliver", sender=sender, target=target, path=path, copy=copy)
-        node.spawn(self._serve(sender, node, path, raw, answer))
+        if self.on_receive is not None:
+            self.on_receive(node, path, headers, raw)
+        node.spawn(self._serve(sender, node, path, headers, raw, answer))
 
     async def _serve(
-        self, sender: str, node: Node, path: str, raw: str, answer: asyncio.Future[Any]
+        self,
+        sender: str,
+        node: Node,
+        path: str,
+        headers: dict[str, str],
+        raw: bytes,
+        answer: asyncio.Future[Any],
     ) -> None:
         try:
-            status, body = await self.handle(sender, node, path, json.loads(raw))
+            status, body = await self.handle(node, path, headers, raw)
         except (ValueError, KeyError, TypeError) as exc:  # the handlers' 400
             status, body = 400, {"error": "bad_request", "message": str(exc)}
         except Exception as exc:  # a 500 is a finding: the checker reports it
@@ -142,6 +198,8 @@ class Network:
             status, body = 500, {"error": "internal"}
         if not node.alive:  # killed while it handled the call: no answer leaves
             return
+        if self.tamper is not None:
+            body = self.tamper(node, path, status, body)
         wire = json.dumps(body)
         if self.after_serve is not None:
             self.after_serve(node, path)
@@ -152,21 +210,47 @@ class Network:
         loop = asyncio.get_running_loop()
         loop.call_later(self._latency(), _settle, answer, (status, json.loads(wire)))
 
-    async def handle(self, sender: str, node: Node, path: str, body: Any) -> tuple[int, Any]:
-        """The receiving agent's `/peer/*` sub-app: the signature middleware's key checks (the
-        signature itself is not simulated), then the agent's own `peer_service.serve`."""
+    async def handle(
+        self, node: Node, path: str, headers: dict[str, str], raw: bytes
+    ) -> tuple[int, Any]:
+        """The receiving agent's `/peer/*` sub-app: the door (real signatures, audience,
+        freshness, nonces, membership), then the agent's own `peer_service.serve`."""
         peering, replicator = node.peering, node.replicator
         assert peering is not None and replicator is not None
-        key_id = self.nodes[sender].key_id
-        if path == "/peer/welcome":
-            known = await peering.welcome_key(key_id) is not None
-        else:
-            known = await peering.is_member(key_id)
-        if not known:
-            return 401, {"error": "unknown_key"}
+
+        async def read(limit: int) -> bytes:
+            if len(raw) > limit:
+                raise Refused(413, "body_too_large", f"larger than {limit} bytes")
+            return raw
+
+        try:
+            verified, _ = await admit(
+                method="POST",
+                target=path,
+                headers=headers,
+                read=read,
+                resolve_key=peering.member_key,
+                nonces=node.nonces,
+                now=node.clock.now,
+                is_member=peering.is_member,
+                audience=peering.key_id,
+                open_paths=peer_service.OPEN_PATHS,
+                resolve_open_key=peer_service.open_key(peering),
+                not_before=int(node.started),
+                member_limit=peer_service.MEMBER_LIMIT,
+                open_limit=peer_service.OPEN_LIMIT,
+            )
+        except SignatureError as exc:
+            return exc.status, {"error": exc.reason, "message": exc.message}
+        except Refused as exc:
+            return exc.status, {"error": exc.error, "message": exc.message}
+        body = jsonsafe.loads(raw or b"{}")
+        if not isinstance(body, dict):
+            raise ValueError("body must be a JSON object")
         try:
             name = path.removeprefix("/peer/")
-            return 200, await peer_service.serve(peering, replicator, key_id, name, body)
+            result = await peer_service.serve(peering, replicator, verified.key_id, name, body)
+            return (202 if name == "join" else 200), result
         except PeerError as exc:
             return exc.status, {"error": exc.error, "message": exc.message}
 
@@ -174,3 +258,18 @@ class Network:
 def _settle(answer: asyncio.Future[Any], value: Any) -> None:
     if not answer.done():
         answer.set_result(value)
+
+
+class SimTransport:
+    """An agent's `Transport` on the simulated network: signs, then sends."""
+
+    def __init__(self, network: Network, sender: str) -> None:
+        self.network, self.sender = network, sender
+
+    async def call(
+        self, agent_url: str, audience: str, method: str, path: str, body: Any
+    ) -> tuple[int, Any]:
+        target = urlsplit(agent_url).hostname or ""
+        raw = encode_body(body)
+        headers = self.network.sign(self.sender, audience, path, raw)
+        return await self.network.send(self.sender, target, path, headers, raw)

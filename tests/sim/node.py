@@ -17,13 +17,14 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlmodel import select
 
-from agent import signing
+from agent import signing, trust
 from agent.channel import WebhookHint
 from agent.importer import Importer
 from agent.models import Identity
 from agent.peering import Peering
 from agent.reconcile import Reconciler
 from agent.replication import Replicator
+from agent.transport import Transport
 from tests.sim.runtime import Crashed, InlineDatabase, VirtualClock
 from tests.sim.shop import SimChannel, SimShop
 
@@ -34,8 +35,8 @@ RECONCILE_INTERVAL = 10.0
 
 
 def url_of(domain: str) -> str:
-    """The agent URL of a simulated agent (the network routes on it)."""
-    return f"sim://{domain}"
+    """The agent URL of a simulated agent (the network routes on its host)."""
+    return f"http://{domain}"
 
 
 class Node:
@@ -48,18 +49,21 @@ class Node:
         shop: SimShop,
         *,
         rng: random.Random,
-        call: Callable[[str, str, str, Any], Any],
+        transport: Transport,
         trace: Callable[..., None],
     ) -> None:
         self.domain = domain
         self.path = path
         self.shop = shop
         self.rng = rng
-        self.call = call
+        self.transport = transport
         self.trace = trace
         self.key = Ed25519PrivateKey.from_private_bytes(rng.randbytes(32))
         self.public_key = signing.public_key_b64(self.key)
         self.key_id = signing.fingerprint(self.public_key)
+        self.clock = VirtualClock()
+        self.nonces = signing.MemoryNonceCache(self.clock)  # in memory: a crash forgets them
+        self.started = 0.0  # when it last started: requests signed before are refused
         self.up = False
         self.errors: list[str] = []
         self.db: InlineDatabase | None = None
@@ -72,16 +76,6 @@ class Node:
         self._main: asyncio.Task[None] | None = None
         self._tasks: dict[asyncio.Task[Any], None] = {}  # insertion-ordered
         self._life = asyncio.Lock()  # a crash and a restart never overlap
-
-    def member(self) -> dict[str, Any]:
-        """This agent as a member list names it."""
-        return {
-            "domain": self.domain,
-            "agent_url": url_of(self.domain),
-            "public_key": self.public_key,
-            "state": "active",
-            "changed_at": 0.0,
-        }
 
     # -- life ----------------------------------------------------------------------------------
 
@@ -115,7 +109,9 @@ class Node:
 
     async def _start(self) -> None:
         """Wired as `agent.web.app._background` wires the agent."""
-        clock = VirtualClock()
+        clock = self.clock
+        self.nonces = signing.MemoryNonceCache(clock)
+        self.started = clock.now()
         db = self.db = InlineDatabase(self.path)
         db.after_commit = self._committed
         async with db.sessions() as session:
@@ -138,17 +134,19 @@ class Node:
             reconcile_interval=RECONCILE_INTERVAL,
             on_local_events=local_events,
             rng=self.rng,
+            sign_event=lambda event: trust.sign_event(self.key, event),
         )
         peering = Peering(
             db=db,
             identity=identity,
             public_url=url_of(self.domain),
             clock=clock,
-            http=None,  # type: ignore[arg-type]
+            transport=self.transport,  # the simulated network
+            http=None,
             private_key=self.key,
             on_joined=joined,
         )
-        peering.call = self.call  # type: ignore[method-assign]  # the simulated network
+        await peering.load()
         real_install = peering.install_snapshot
 
         async def install(snap: dict[str, Any], master: str, report: Any = None) -> set[str]:
@@ -163,9 +161,11 @@ class Node:
             db=db,
             identity=identity,
             clock=clock,
-            call=self.call,
+            call=peering.call,
             on_pool_change=reconciler.pool_changed,
+            origin_keys=peering.origin_keys,
             on_members=peering.merge_members,
+            me=peering.me,
             pull_interval=PULL_INTERVAL,
             rng=self.rng,
         )

@@ -176,6 +176,11 @@ async def storm(world: World, duration: float, joiner: str | None) -> None:
     for _ in range(rng.choice((0, 1, 2, 3))):
         line.at(rng.uniform(start, end), partition)
 
+    if world.byzantine is not None:
+        byz = world.byzantine
+        for _ in range(byz.rng.randint(3, 12)):
+            line.at(byz.rng.uniform(start, end), byz.attack)
+
     joined = [joiner is None]
     asked: list[str] = []  # the master the joiner sent its request to
 

@@ -30,6 +30,7 @@ from agent import ledger
 from agent.models import JoinRequest, PoolRow
 from agent.peering import PeerError
 from tests.sim import checker, plan
+from tests.sim.byzantine import Byzantine
 from tests.sim.net import NetFaults, Network
 from tests.sim.node import Node, url_of
 from tests.sim.runtime import Crashed, Deadlock, VirtualLoop, migrated_template, scratch_dir
@@ -88,6 +89,9 @@ class World:
         self.commit_kills = 0
         self.storming = False
         self.main_task: asyncio.Task[Any] | None = None
+        # the byzantine member and its attacks, from a stream of their own as well
+        self.byz_rng = random.Random(seed ^ 0xB12A)
+        self.byzantine: Byzantine | None = None
 
     # -- tracing -------------------------------------------------------------------------------
 
@@ -148,7 +152,7 @@ class World:
             path,
             shop,
             rng=self.rng,
-            call=self.network.caller(domain),
+            transport=self.network.transport(domain),
             trace=self.trace,
         )
         node.on_install = self._installed
@@ -221,7 +225,7 @@ class World:
             return False
         assert boss.peering is not None and boss.db is not None
         async with boss.db.sessions() as session:
-            request = await session.get(JoinRequest, (node.domain, "incoming"))
+            request = await session.get(JoinRequest, (node.domain, "incoming", node.key_id))
         if request is not None and request.state == "accepted":
             # the last accept got that far before the master crashed: the owner sees the
             # shop among the peers (the introductions travel with the member lists)
@@ -277,6 +281,10 @@ class World:
             if not await self.join(self.nodes[name], master):  # no faults yet: it must work
                 raise RuntimeError(f"{name} could not join {master} without faults")
         await self._until(lambda: not any(self.nodes[m].importing for m in self.members), limit=60)
+        self.byzantine = Byzantine(self, self.byz_rng.choice(self.members), self.byz_rng)
+        self.network.on_receive = self.byzantine.capture
+        self.network.tamper = self.byzantine.tamper
+        self.trace("byzantine", node=self.byzantine.domain)
         storm = rng.uniform(15.0, 40.0)
         self._start_faults()
         await plan.storm(self, storm, names[n_initial] if joiner else None)

@@ -112,22 +112,28 @@ async def leave(request: web.Request) -> web.StreamResponse:
 async def requests(request: web.Request) -> web.StreamResponse:
     """Pending join requests to accept or reject, the members, and a form to join a group."""
     api = Api(request)
-    pending, peers = await asyncio.gather(api.get("/requests"), api.get("/peers"))
+    pending, peers, status = await asyncio.gather(
+        api.get("/requests"), api.get("/peers"), api.get("/status")
+    )
     return render(
         request,
         "requests.html",
         title="Join requests",
         pending=pending["requests"],
         peers=peers["peers"],
+        fingerprint=status["fingerprint"],
     )
 
 
 @page
 async def decide(request: web.Request) -> web.StreamResponse:
-    """Accept or reject one pending request (`shopsync accept|reject DOMAIN`)."""
+    """Accept or reject one pending request, the one whose fingerprint the page showed
+    (`shopsync accept|reject DOMAIN --fingerprint F`)."""
     domain, verdict = request.match_info["domain"], request.match_info["verdict"]
+    key = (await _form(request)).get("fingerprint", "").strip()
+    body = {"fingerprint": key} if key else {}
     try:
-        await Api(request).post(f"/requests/{quote(domain, safe='')}/{verdict}")
+        await Api(request).post(f"/requests/{quote(domain, safe='')}/{verdict}", body)
     except ApiError as exc:
         redirect("/requests", f"Could not {verdict} {domain}: {exc.message}", ok=False)
     done = "accepted: it joins the group now" if verdict == "accept" else "rejected"
