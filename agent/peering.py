@@ -11,15 +11,15 @@
 3. The master introduces the newcomer to every other member with its signed admission; member
    records also travel with every pull. A record changes only by its proofs
    (`agent.membership.judge`): a member speaks only for itself.
+The master's side of a join lives in `agent.joins`, the joiner's import in
+`agent.join_import`; both are parts of `Peering`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import secrets
-import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -30,8 +30,18 @@ from sqlmodel import col, delete, select
 
 from agent import synclog, trust
 from agent.clock import Clock
-from agent.db import Database, read_state, write_state
+from agent.db import Database, write_state
 from agent.discovery import DiscoveryError, resolve_target
+from agent.join_import import JoinImport
+from agent.joins import (
+    MAX_PENDING,
+    REQUEST_TTL,
+    JoinDesk,
+    PeerError,
+    parse_member,
+    said,
+    write_peer,
+)
 from agent.membership import (
     LIVE,
     Admission,
@@ -44,13 +54,10 @@ from agent.membership import (
 from agent.models import (
     EventRow,
     Identity,
-    ItemRow,
     JoinRequest,
     PeerRow,
-    PoolRow,
-    VectorEntry,
 )
-from agent.replication import Replicator, event_from_wire, vector_from_wire
+from agent.replication import Replicator
 from agent.signing import SigningError, fingerprint, load_public_key_b64
 from agent.transport import Transport
 
@@ -61,24 +68,7 @@ __all__ = ["MAX_PENDING", "PeerError", "Peering", "REQUEST_TTL"]
 
 log = structlog.get_logger(__name__)
 
-REQUEST_TTL = 7 * 24 * 3600.0
-MAX_PENDING = 32  # incoming join requests waiting for an answer, from every key together
 _ME = "me"  # agent_state key of this agent's own signed member record
-
-
-class PeerError(Exception):
-    """A peering step cannot be done; `status` is the HTTP status to answer with."""
-
-    def __init__(self, status: int, error: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.error, self.message = status, error, message
-
-
-def _parse_member(raw: Any) -> Member:
-    try:
-        return member_from_wire(raw)
-    except ValueError as exc:
-        raise PeerError(400, "bad_member", str(exc)) from None
 
 
 async def _outgoing_request(session: Any, key_id: str) -> JoinRequest | None:
@@ -92,30 +82,7 @@ async def _outgoing_request(session: Any, key_id: str) -> JoinRequest | None:
     return (await session.exec(query)).first()
 
 
-def _said(member: Member) -> tuple[Any, ...]:
-    """What a member's statement says: a record that says the same brings nothing new."""
-    return (member.agent_url, member.public_key, member.state, member.changed_at, member.proof)
-
-
-def _write_peer(session: Any, row: PeerRow | None, member: Member, now: float) -> PeerRow:
-    """Store `member` (as `judge` let it through) in its row, made if it is new."""
-    if row is None:
-        row = PeerRow(
-            domain=member.domain,
-            agent_url=member.agent_url,
-            public_key=member.public_key,
-            fingerprint=member.key_id,
-            joined_at=now,
-        )
-        session.add(row)
-    row.agent_url, row.public_key = member.agent_url, member.public_key
-    row.fingerprint = member.key_id
-    row.state, row.changed_at, row.proof = member.state, member.changed_at, member.proof
-    row.admission = "" if member.admission is None else json.dumps(member.admission.to_wire())
-    return row
-
-
-class Peering:
+class Peering(JoinDesk, JoinImport):
     """This agent's side of membership. I/O (transport, clock, database) is injected."""
 
     def __init__(
@@ -388,7 +355,7 @@ class Peering:
         raw_members = body.get("members", [])
         if not isinstance(raw_members, list) or len(raw_members) > 1000:
             raise PeerError(400, "bad_request", "members must be a list")
-        members = [_parse_member(m) for m in raw_members]
+        members = [parse_member(m) for m in raw_members]
         try:
             admission = admission_from_wire(body.get("admission"))
         except ValueError as exc:
@@ -433,7 +400,7 @@ class Peering:
                 if stored is None:
                     raise PeerError(400, "bad_member", reason)
                 old = await session.get(PeerRow, member.domain)
-                _write_peer(session, old, stored, now)
+                write_peer(session, old, stored, now)
             me = self._stated("active", admission=admission)
             await write_state(session, _ME, me.to_wire())
             synclog.record(
@@ -469,406 +436,6 @@ class Peering:
             "confirmation": self.sign(message),
         }
 
-    @property
-    def importing(self) -> bool:
-        """True from the welcome until the master's snapshot is this agent's base."""
-        return self.import_task is not None and not self.import_task.done()
-
-    def start_import(self, domain: str, agent_url: str) -> None:
-        """Take the master's snapshot in the background (also to resume one after a crash)."""
-        if self.replicator is not None:
-            self.replicator.importing = True
-        self.import_task = asyncio.create_task(self._import_from(domain, agent_url))
-
-    async def resume_import(self) -> None:
-        """On start: finish a join that a crash interrupted.
-
-        Before the snapshot was installed, the snapshot is taken again. After it was, it is
-        never taken again: since the install, the shop's own sales are events of the new base,
-        and a second install would drop those not yet sent. The join goes on from the install.
-        """
-        state = await self.get_state("import", {})
-        if state.get("phase") != "snapshot" or not state.get("master_url"):
-            return
-        log.info("import_resumed", peer=state["master"], installed=bool(state.get("installed")))
-        if not state.get("installed"):
-            self.start_import(state["master"], state["master_url"])
-            return
-        if self.replicator is not None:
-            self.replicator.importing = True
-        report = await self.get_state("import_report", None)
-        async with self.db.sessions() as session:
-            skus = set(await session.exec(select(PoolRow.sku)))
-        self.import_task = asyncio.create_task(self._after_install(state["master"], report, skus))
-
-    async def _import_from(self, domain: str, agent_url: str) -> None:
-        """Take the master's snapshot as this agent's base, then sync live (DESIGN §8)."""
-        delay = 0.2
-        audience = await self._audience(domain)
-        while True:
-            try:
-                status, snap = await self.call(agent_url, audience, "POST", "/peer/snapshot", {})
-                if status == 200:
-                    break
-                error = f"snapshot answered {status}: {snap.get('error')}"
-            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                error = str(exc)
-            log.info("snapshot_retry", peer=domain, error=error)
-            await self.clock.sleep(delay)
-            delay = min(30.0, delay * 2)
-        report = None
-        while self.importer is not None:
-            try:  # the pre-flight lists the shop: a 429/5xx must not end the import
-                await self.importer.hold_for_import()
-                pools = {row[0]: row[1] + row[4] for row in snap["pools"] if row[1] is not None}
-                report = await self.importer.preflight(pools)
-                break
-            except Exception as exc:
-                log.warning("preflight_retry", peer=domain, error=str(exc))
-                await self.clock.sleep(delay)
-                delay = min(30.0, delay * 2)
-        skus = await self.install_snapshot(snap, domain, report)
-        await self._after_install(domain, report, skus)
-
-    async def _after_install(
-        self, domain: str, report: dict[str, Any] | None, skus: set[str]
-    ) -> None:
-        """The snapshot is this agent's base: sync live, and write the cut-over counts."""
-        if self.replicator is not None:
-            self.replicator.importing = False
-            await self.replicator.start()
-        if self.importer is not None:
-            await self.importer.start(reason="join", master=domain, report=report, mark=False)
-        self.on_joined(skus)
-
-    async def install_snapshot(
-        self, snap: dict[str, Any], master: str, report: dict[str, Any] | None = None
-    ) -> set[str]:
-        """Replace this agent's solo ledger by the master's snapshot, in one transaction.
-
-        A new epoch starts: events of the shop's life before the join are not the group's.
-        Items whose SKU the group knows wait for their cut-over write; the others will be
-        introduced as new products. The same transaction notes in the import's state that the
-        snapshot is installed (with the pre-flight `report`), so that a restart goes on from
-        here instead of installing a snapshot again.
-        """
-        vector = vector_from_wire(snap["vector"])
-        extra = [event_from_wire(e) for e in snap.get("extra_events", [])]
-        now = self.clock.now()
-        async with self.db.transaction() as session:
-            for table in (EventRow, PoolRow, VectorEntry):
-                await session.exec(delete(table))  # type: ignore[call-overload]
-            skus = set()
-            for sku, base, created, origin, deltas in snap["pools"]:
-                session.add(
-                    PoolRow(
-                        sku=sku,
-                        base=base,
-                        base_created=created,
-                        base_origin=origin,
-                        deltas=deltas,
-                        updated_at=now,
-                    )
-                )
-                skus.add(sku)
-            for (origin, epoch), seq in vector.items():
-                session.add(VectorEntry(origin=origin, epoch=epoch, seq=seq))
-            for event in extra:
-                session.add(event)  # already folded into the pools: held, not applied again
-            identity = await session.get(Identity, 1)
-            assert identity is not None
-            identity.epoch = self.identity.epoch = uuid.uuid4().hex[:16]
-            for item in await session.exec(select(ItemRow)):
-                if item.sku in skus:
-                    item.cutover_pending = item.excluded is None
-                else:
-                    item.published, item.cutover_pending = None, False
-            synclog.record(
-                session,
-                "import",
-                now,
-                peer=master,
-                message=f"snapshot of {len(skus)} SKUs taken as this shop's base",
-            )
-            state = await read_state(session, "import", {})
-            await write_state(session, "import", {**state, "installed": True})
-            await write_state(session, "import_report", report or {})
-        return skus
-
-    # -- the master ----------------------------------------------------------------------------
-
-    async def on_join_request(self, key_id: str, body: Any) -> dict[str, Any]:
-        """Store a join request as pending (nothing is trusted yet).
-
-        Requests claiming one domain are kept side by side; a key has one request at a time
-        (a new one from it replaces its own earlier one); at most `MAX_PENDING` wait at once.
-        """
-        if not isinstance(body, dict):
-            raise PeerError(400, "bad_request", "a join request is an object")
-        try:
-            domain = trust.check_domain(body.get("domain"))
-            agent_url = trust.check_agent_url(body.get("agent_url"))
-            public_key = body.get("public_key")
-            load_public_key_b64(public_key)
-        except (ValueError, SigningError) as exc:
-            raise PeerError(400, "bad_request", str(exc)) from None
-        nonce = body.get("nonce")
-        if not isinstance(nonce, str) or not 16 <= len(nonce) <= 128 or not nonce.isprintable():
-            raise PeerError(400, "bad_request", "a join request carries a nonce of 16-128 chars")
-        if fingerprint(public_key) != key_id:
-            raise PeerError(401, "key_mismatch", "the request is not signed by the key it carries")
-        if domain == self.identity.domain:
-            raise PeerError(409, "same_domain", "a shop cannot join itself")
-        now = self.clock.now()
-        async with self.db.transaction() as session:
-            await self._purge_requests(session, now)
-            peer = await session.get(PeerRow, domain)
-            if peer is not None and peer.state in LIVE:
-                raise PeerError(409, "already_member", f"{domain} is already a member")
-            mine = await session.exec(
-                select(JoinRequest).where(
-                    JoinRequest.direction == "incoming",
-                    JoinRequest.fingerprint == key_id,
-                    JoinRequest.state == "pending",
-                )
-            )
-            for row in mine:
-                await session.delete(row)
-            await session.flush()
-            pending = list(
-                await session.exec(
-                    select(JoinRequest.domain).where(
-                        JoinRequest.direction == "incoming", JoinRequest.state == "pending"
-                    )
-                )
-            )
-            if len(pending) >= MAX_PENDING:
-                raise PeerError(
-                    429,
-                    "too_many_requests",
-                    f"{len(pending)} join requests are waiting for this shop's owner; "
-                    "try again once they are answered",
-                )
-            old = await session.get(JoinRequest, (domain, "incoming", key_id))
-            if old is not None:  # answered before (rejected, expired): asking again is new
-                await session.delete(old)
-                await session.flush()
-            session.add(
-                JoinRequest(
-                    domain=domain,
-                    direction="incoming",
-                    agent_url=agent_url,
-                    public_key=public_key.strip(),
-                    fingerprint=key_id,
-                    nonce=nonce,
-                    received_at=now,
-                )
-            )
-            others = sum(1 for d in pending if d == domain)
-            synclog.record(
-                session,
-                "join_request",
-                now,
-                peer=domain,
-                message=f"from {agent_url}, key {key_id}"
-                + (f"; {others} other request(s) claim this domain" if others else ""),
-            )
-        return {"status": "pending", "domain": self.identity.domain}
-
-    async def _purge_requests(self, session: Any, now: float) -> None:
-        """Forget incoming requests nobody answered within `REQUEST_TTL`, and answered ones
-        (rejected, expired) older than that; accepted ones stay with their member."""
-        expired = await session.exec(
-            select(JoinRequest).where(
-                JoinRequest.direction == "incoming",
-                JoinRequest.state != "accepted",
-                col(JoinRequest.received_at) < now - REQUEST_TTL,
-            )
-        )
-        for row in expired:
-            if row.state == "pending":
-                synclog.record(session, "join_request_expired", now, peer=row.domain)
-            await session.delete(row)
-
-    async def list_requests(self) -> list[dict[str, Any]]:
-        """Pending incoming requests, oldest first; `claims` counts the requests (this one
-        included) that claim its domain: more than one means compare fingerprints."""
-        now = self.clock.now()
-        async with self.db.transaction() as session:
-            await self._purge_requests(session, now)
-            rows = list(
-                await session.exec(
-                    select(JoinRequest).where(
-                        JoinRequest.direction == "incoming", JoinRequest.state == "pending"
-                    )
-                )
-            )
-        claims: dict[str, int] = {}
-        for row in rows:
-            claims[row.domain] = claims.get(row.domain, 0) + 1
-        out = [
-            {
-                "domain": row.domain,
-                "agent_url": row.agent_url,
-                "fingerprint": row.fingerprint,
-                "received_at": row.received_at,
-                "claims": claims[row.domain],
-            }
-            for row in rows
-        ]
-        return sorted(out, key=lambda r: (r["received_at"], r["fingerprint"]))
-
-    async def _pending(self, domain: str, key_id: str | None) -> list[JoinRequest]:
-        """The pending request(s) of `domain`: the one with fingerprint `key_id`, or all."""
-        now = self.clock.now()
-        async with self.db.transaction() as session:
-            await self._purge_requests(session, now)
-            query = select(JoinRequest).where(
-                JoinRequest.direction == "incoming",
-                JoinRequest.state == "pending",
-                JoinRequest.domain == domain,
-            )
-            if key_id is not None:
-                query = query.where(JoinRequest.fingerprint == key_id)
-            rows = list(await session.exec(query))
-        if not rows:
-            which = f" with key {key_id}" if key_id else ""
-            raise PeerError(404, "no_request", f"no pending join request from {domain}{which}")
-        return rows
-
-    async def accept(self, domain: str, key_id: str | None = None) -> dict[str, Any]:
-        """Accept a pending request (by domain, and fingerprint when several claim it): sign
-        its admission, call the joiner back, add it, introduce it to all.
-
-        The member row is written just before the callback, so that the joiner's snapshot
-        request, which may arrive before the callback's answer, is served; if the joiner does
-        not confirm with the key it asked with, the row is removed and the request stays
-        pending.
-        """
-        rows = await self._pending(domain, key_id)
-        if len(rows) > 1:
-            prints = ", ".join(r.fingerprint for r in rows)
-            raise PeerError(
-                409,
-                "ambiguous_request",
-                f"{len(rows)} requests claim {domain} (keys {prints}): ask its owner for the "
-                "fingerprint `shopsync status` shows there, and accept with --fingerprint",
-            )
-        request = rows[0]
-        members = [self.me(), *await self.members_wire()]
-        now = self.clock.now()
-        admission = Admission(by=self.identity.domain, at=now, url=request.agent_url, signature="")
-        joiner = Member(domain, request.agent_url, request.public_key)
-        admission = dataclasses.replace(
-            admission, signature=self.sign(joiner.admission_message(admission))
-        )
-        newcomer = dataclasses.replace(joiner, changed_at=now, admission=admission)
-        async with self.db.transaction() as session:
-            previous = await session.get(PeerRow, domain)
-            if previous is not None:
-                await session.delete(previous)
-                await session.flush()
-            _write_peer(session, None, newcomer, now)
-        self._members_changed()
-        try:
-            body = {"nonce": request.nonce, "members": members, "admission": admission.to_wire()}
-            status, answer = await self.call(
-                request.agent_url, request.fingerprint, "POST", "/peer/welcome", body
-            )
-            confirmed = self._confirmed(request, status, answer)
-        except (aiohttp.ClientError, TimeoutError, OSError, PeerError) as exc:
-            async with self.db.transaction() as session:
-                await session.exec(delete(PeerRow).where(PeerRow.domain == domain))  # type: ignore[call-overload]
-            self._members_changed()
-            if isinstance(exc, PeerError):
-                raise
-            raise PeerError(
-                502, "unreachable", f"cannot reach {request.agent_url}: {exc}"
-            ) from None
-        async with self.db.transaction() as session:
-            row = await session.get(JoinRequest, (domain, "incoming", request.fingerprint))
-            if row is not None:
-                row.state = "accepted"
-            peer = await session.get(PeerRow, domain)
-            peer = _write_peer(session, peer, confirmed, now)
-            synclog.record(
-                session,
-                "accept",
-                now,
-                peer=domain,
-                message=f"join request accepted, key {request.fingerprint}",
-            )
-        self._members_changed()
-        if self.replicator is not None:
-            await self.replicator.ensure_link(peer)
-        introduced = []
-        for other in members[1:]:
-            if other["state"] != "active":
-                continue
-            try:
-                status, _ = await self.call(
-                    other["agent_url"],
-                    fingerprint(other["public_key"]),
-                    "POST",
-                    "/peer/introduce",
-                    {"member": confirmed.to_wire()},
-                )
-                if status == 200:
-                    introduced.append(other["domain"])
-            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                log.info("introduce_deferred", peer=other["domain"], error=str(exc))
-        return {"accepted": domain, "fingerprint": request.fingerprint, "introduced": introduced}
-
-    def _confirmed(self, request: JoinRequest, status: int, answer: dict[str, Any]) -> Member:
-        """The joiner's record from its answer to the welcome, if it is signed by the key
-        that asked to join (else PeerError: the callback reached somebody else)."""
-        if status != 200 or answer.get("domain") != request.domain:
-            raise PeerError(
-                502,
-                "not_confirmed",
-                f"{request.domain} did not confirm: {str(answer.get('message', status))[:300]}",
-            )
-        message = trust.welcome_message(
-            request.nonce, self.key_id, request.domain, request.public_key
-        )
-        key = load_public_key_b64(request.public_key)
-        if not trust.signed_by(key, message, answer.get("confirmation")):
-            raise PeerError(
-                502,
-                "not_confirmed",
-                f"the answer from {request.agent_url} is not signed by the key that asked to join",
-            )
-        now = self.clock.now()
-        fallback = Member(request.domain, request.agent_url, request.public_key, changed_at=now)
-        try:
-            heard = member_from_wire(answer.get("member"))
-        except ValueError:
-            return fallback
-        valid = (
-            heard.domain == request.domain
-            and heard.public_key == request.public_key
-            and heard.changed_at <= now + self.max_skew
-            and trust.signed_by(key, heard.statement(), heard.proof)
-        )
-        return heard if valid else fallback
-
-    async def reject(self, domain: str, key_id: str | None = None) -> dict[str, Any]:
-        """Reject the request of `domain` with fingerprint `key_id`, or every one of it."""
-        rows = await self._pending(domain, key_id)
-        async with self.db.transaction() as session:
-            for request in rows:
-                row = await session.get(JoinRequest, (domain, "incoming", request.fingerprint))
-                if row is not None:
-                    row.state = "rejected"
-                synclog.record(
-                    session,
-                    "reject",
-                    self.clock.now(),
-                    peer=domain,
-                    message=f"key {request.fingerprint}",
-                )
-        return {"rejected": domain, "fingerprints": [r.fingerprint for r in rows]}
-
     # -- members -------------------------------------------------------------------------------
 
     async def members_wire(self) -> list[dict[str, Any]]:
@@ -899,8 +466,8 @@ class Peering:
                 heard.append(member)
         async with self.db.sessions() as session:
             rows = {p.domain: p for p in await session.exec(select(PeerRow))}
-        known = {d: _said(member_from_row(r)) for d, r in rows.items()}
-        heard = [m for m in heard if known.get(m.domain) != _said(m)]
+        known = {d: said(member_from_row(r)) for d, r in rows.items()}
+        heard = [m for m in heard if known.get(m.domain) != said(m)]
         if heard:
             changed, refused = await self._fold(heard, via)
             refusals += refused
@@ -939,7 +506,7 @@ class Peering:
                             refusals.append(reason)
                         continue
                     before = known.get(member.domain)
-                    row = _write_peer(session, rows.get(member.domain), stored, now)
+                    row = write_peer(session, rows.get(member.domain), stored, now)
                     rows[member.domain] = row
                     known[member.domain] = stored
                     if stored.state in LIVE:
@@ -980,7 +547,7 @@ class Peering:
         if not isinstance(body, dict) or not isinstance(body.get("member"), dict):
             raise PeerError(400, "bad_request", "an introduction carries a member")
         sender = await self._sender(key_id)
-        member = _parse_member(body["member"])
+        member = parse_member(body["member"])
         refused = await self.merge_members([body["member"]], via=sender.domain)
         if refused:
             raise PeerError(403, "not_admitted", refused[0])
@@ -1003,7 +570,7 @@ class Peering:
         sender speaks for itself only) and return the sender's domain."""
         sender = await self._sender(key_id)
         if isinstance(record, dict):
-            member = _parse_member(record)
+            member = parse_member(record)
             if member.domain != sender.domain or member.public_key != sender.public_key:
                 raise PeerError(403, "not_own_record", "a member may only speak for itself")
             refused = await self.merge_members([record], via=sender.domain, only=sender.domain)
