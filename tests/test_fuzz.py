@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import pytest
 import requests
 import schemathesis
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
@@ -376,3 +377,49 @@ def test_leave_is_answered_once_then_409(live: Live, pair: list[ShopHandle]) -> 
         base_url=a.agent_url, session=live.http, headers=_auth(a), checks=CONFORMANCE
     )
     assert again.status_code == 409 and again.json()["error"] == "not_in_group"
+
+
+JOIN = SCHEMA.include(path="/peer/join")
+
+
+@JOIN.parametrize()
+@FUZZ
+def test_self_signed_join_requests_of_any_shape_get_a_json_answer(
+    case: schemathesis.Case, live: Live, pair: list[ShopHandle]
+) -> None:
+    """Join requests an outsider may send: signed by a fresh key that is also put in the body
+    (so they pass the door), every field otherwise as the fuzzer makes it."""
+    a = pair[0]
+    stranger = Ed25519PrivateKey.generate()
+    body = case.body if isinstance(case.body, dict) else {}
+    raw = json.dumps({**body, "public_key": public_key_b64(stranger)}).encode()
+    headers = sign_request(
+        "POST",
+        "/peer/join",
+        raw,
+        private_key=stranger,
+        key_id=fingerprint(public_key_b64(stranger)),
+        audience=_key_id(a),
+        created=int(time.time()),
+    )
+    answer = live.http.post(a.agent_url + "/peer/join", data=raw, headers=headers, timeout=30)
+    assert answer.status_code in (202, 400, 409, 429), answer.text
+    assert answer.status_code == 202 or set(answer.json()) == {"error", "message"}
+
+
+@pytest.mark.parametrize("name", sorted(peer_service.ROUTES))
+def test_deep_json_on_every_peer_path_is_a_400(
+    live: Live, pair: list[ShopHandle], name: str
+) -> None:
+    a, b = pair
+    path = f"/peer/{name}"
+    deep = b'{"x": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"
+    key = load_private_key(b.data_dir / "agent.key")
+    answer = live.http.post(
+        a.agent_url + path, data=deep, headers=_signed_now(key, path, deep, to=a), timeout=30
+    )
+    if name in ("join", "welcome"):  # open paths: the body is the door's business first
+        assert answer.status_code in (400, 401, 413), answer.text
+    else:
+        assert answer.status_code == 400 and answer.json()["error"] == "bad_json", answer.text
+    assert set(answer.json()) == {"error", "message"}
