@@ -28,7 +28,7 @@ import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlmodel import col, delete, select
 
-from agent import synclog, trust
+from agent import ledger, synclog, trust
 from agent.clock import Clock
 from agent.db import Database, write_state
 from agent.discovery import DiscoveryError, resolve_target
@@ -150,41 +150,30 @@ class Peering(JoinDesk, JoinImport):
         """At start: this agent's own signed record, stated anew when its URL or state moved
         (a new public_url in the config, or a record from before statements were signed);
         and a proof for any of its own events stored without one."""
-        raw = await self.db.get_state(_ME, None)
+        current = self._own_record(await self.db.get_state(_ME, None))
         paused = bool(await self.db.get_state("paused", False))
-        current = None
-        if isinstance(raw, dict):
-            try:
-                current = member_from_wire(raw)
-            except ValueError:
-                current = None
-        if current is not None and current.public_key != self.identity.public_key:
-            current = None
         wanted = "paused" if paused else "active"
         if current is not None and current.state == "left":
-            wanted = "left"
-        valid = (
-            current is not None
-            and current.proof
-            and trust.signed_by(
-                load_public_key_b64(self.identity.public_key), current.statement(), current.proof
-            )
-        )
-        if (
-            current is None
-            or not valid
-            or (current.agent_url, current.state)
-            != (
-                self.public_url,
-                wanted,
-            )
-        ):
+            wanted = "left"  # until a welcome into a group
+        if current is None or (current.agent_url, current.state) != (self.public_url, wanted):
             async with self.db.transaction() as session:
-                member = self._stated(wanted, current)
-                await write_state(session, _ME, member.to_wire())
-            current = member
+                current = self._stated(wanted, current)
+                await write_state(session, _ME, current.to_wire())
         self._me = current
         await self._sign_own_backlog()
+
+    def _own_record(self, raw: Any) -> Member | None:
+        """The stored record of this agent, if it is whole and signed by this agent's key."""
+        try:
+            member = member_from_wire(raw)
+        except ValueError:
+            return None
+        own_key = load_public_key_b64(self.identity.public_key)
+        if member.public_key != self.identity.public_key or not trust.signed_by(
+            own_key, member.statement(), member.proof
+        ):
+            return None
+        return member
 
     def _stated(
         self, state: str, previous: Member | None = None, admission: Admission | None = None
@@ -214,8 +203,6 @@ class Peering(JoinDesk, JoinImport):
     async def _sign_own_backlog(self) -> None:
         """Events made before events were signed get their proof now (the agent's own only:
         a peer's unsigned events are never forwarded)."""
-        from agent import ledger
-
         async with self.db.sessions() as session:
             rows = await ledger.unsigned_own(session, self.identity)
         if not rows:
