@@ -17,6 +17,7 @@ members' counts and member lists to stay exact.
 
 from __future__ import annotations
 
+import json
 import random
 from typing import TYPE_CHECKING, Any
 
@@ -116,20 +117,36 @@ class Byzantine:
         except (aiohttp.ClientError, TimeoutError, OSError):
             self.count("byz_undelivered")
             return
-        if status < 400:
+        if status >= 400:
+            self.count("byz_refused")
+        elif path == "/peer/events" and not await self._took(victim, raw):
+            self.count("byz_duplicate")  # the ids were held already: skipped, forged or not
+        else:
             self.world.problems.append(
                 f"byzantine {self.domain}: {kind} at {victim.domain} was accepted "
                 f"({status} {str(answer)[:200]})"
             )
-            return
-        self.count("byz_refused")
+
+    async def _took(self, victim: Node, raw: bytes) -> bool:
+        """Whether the victim holds any of the forged events (their very proofs), or cannot
+        be asked (then the answer alone counts)."""
+        if victim.db is None or not victim.alive:
+            return True
+        sent = json.loads(raw)["events"]
+        async with victim.db.sessions() as session:
+            for event in sent:
+                row = await session.get(EventRow, (event[0], event[1], event[2]))
+                if row is not None and row.proof == event[10]:
+                    return True
+        return False
 
     async def _stream_of(self, node: Node, origin: str) -> tuple[str, int] | None:
-        """(epoch, highest seq) of `origin`'s current stream as the byzantine member holds it."""
-        me = self.node
-        if me.db is None or not me.up:
+        """(epoch, highest seq) of `origin`'s current stream as `node` holds it: the attacker
+        aims past what the victim holds, so that its events would be news there (an event the
+        victim already holds is skipped as a duplicate, forged or not)."""
+        if node.db is None or not node.alive:
             return None
-        async with me.db.sessions() as session:
+        async with node.db.sessions() as session:
             vector = await ledger.load_vector(session)
         streams = [(e, s) for (o, e), s in vector.items() if o == origin]
         return max(streams, key=lambda es: es[1]) if streams else None
@@ -168,7 +185,8 @@ class Byzantine:
             return None
         epoch, seq = stream
         lifted = await self._lifted_proof(origin) if self.rng.random() < 0.5 else None
-        events = [self._event(origin, epoch, seq + i, proof=lifted) for i in range(1, 4)]
+        ahead = self.rng.choice((1, self.rng.randint(50, 500)))  # next, or beyond a gap
+        events = [self._event(origin, epoch, seq + ahead + i, proof=lifted) for i in range(3)]
         return "/peer/events", {"events": events}
 
     async def _inject_stream(self, victim: Node) -> tuple[str, Any] | None:
@@ -177,7 +195,7 @@ class Byzantine:
         if stream is None:
             return None
         epoch, seq = stream
-        events = [self._event(victim.domain, epoch, seq + self.rng.randint(1, 30))]
+        events = [self._event(victim.domain, epoch, seq + self.rng.randint(50, 500))]
         return "/peer/events", {"events": events}
 
     async def _invent_origins(self, victim: Node) -> tuple[str, Any] | None:

@@ -251,4 +251,12 @@ async def _quiet(world: World, since: float, vector_of: Any) -> bool:
     if world.webhooks_in_flight:
         return False
     vectors = [await vector_of(n) for n in nodes]
-    return all(v == vectors[0] for v in vectors)
+    if not all(v == vectors[0] for v in vectors):
+        return False
+    # and every member knows every other (an introduction lost on the way comes with a pull)
+    for node in nodes:
+        assert node.peering is not None
+        listed = {m["domain"] for m in await node.peering.members_wire() if m["state"] == "active"}
+        if listed != set(world.members) - {node.domain}:
+            return False
+    return True
