@@ -9,9 +9,19 @@ from collections.abc import Callable
 import structlog
 from aiohttp import web
 
-__all__ = ["serve"]
+__all__ = ["KEEPALIVE_TIMEOUT", "serve"]
 
 log = structlog.get_logger(__name__)
+
+#: Seconds a connection may sit without a complete request before the server closes it. In
+#: aiohttp 3.14 this one timer runs from the moment a connection opens and again after every
+#: answer, and it closes a connection whose request headers are still incomplete when it
+#: fires, so it bounds both idle keep-alive connections and clients that send their headers
+#: slowly (aiohttp's default is 3630 s). Longer than the 15 s for which aiohttp's client —
+#: peers and the admin pages' own API calls — keeps an idle connection, so that a reused
+#: connection is never closed under a request. Bodies have their own deadline
+#: (`agent.web.bodies.BODY_TIMEOUT`).
+KEEPALIVE_TIMEOUT = 30.0
 
 
 async def serve(
@@ -29,7 +39,9 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    runner = web.AppRunner(
+        app, handle_signals=False, access_log=None, keepalive_timeout=KEEPALIVE_TIMEOUT
+    )
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port, reuse_address=True)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import pluggy
@@ -12,7 +13,7 @@ import structlog
 from aiohttp import web
 from sqlmodel import select
 
-from agent import synclog
+from agent import jsonsafe, synclog
 from agent.catalogue import SkuRule
 from agent.clock import Clock, SystemClock
 from agent.config import Settings
@@ -27,6 +28,8 @@ from agent.reconcile import Reconciler
 from agent.replication import Replicator
 from agent.signing import load_private_key
 from agent.web import api, keys, pages, peer, webhooks
+from agent.web.api import json_error
+from agent.web.bodies import BodyError
 
 __all__ = ["create_app"]
 
@@ -40,8 +43,12 @@ def create_app(
     clock: Clock | None = None,
     http: aiohttp.ClientSession | None = None,
 ) -> web.Application:
-    """The whole agent as an aiohttp app; nothing starts until the app starts."""
-    app = web.Application(client_max_size=16 * 1024**2)
+    """The whole agent as an aiohttp app; nothing starts until the app starts.
+
+    `client_max_size` is aiohttp's ceiling for every path (it is read from this top-level
+    app); the paths that read bodies set their own, smaller limits (`agent.web.bodies`).
+    """
+    app = web.Application(client_max_size=16 * 1024**2, middlewares=[_errors])
     app[keys.SETTINGS] = settings
     app[keys.PM] = pm
     app[keys.REGISTRY] = Registry(pm)
@@ -59,6 +66,41 @@ def create_app(
     app.add_subapp("/webhooks/", webhooks.create_webhook_app(app))
     pages.setup_pages(app)
     return app
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Outermost: whatever a handler raises, the client gets JSON, never a traceback.
+
+    A body refused by `read_body` is its 413/408, JSON refused by `jsonsafe` a 400; anything
+    else is logged (with a reference, never the request's headers or body) and answered 500.
+    """
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise  # aiohttp's own answers: redirects, 404, 405, the 400s handlers raise
+    except BodyError as exc:
+        return json_error(exc.status, exc.error, exc.message)
+    except jsonsafe.JSONError as exc:
+        return json_error(400, "bad_json", str(exc))
+    except RecursionError:
+        return json_error(400, "too_deep", "the request is nested too deep to be read")
+    except Exception as exc:
+        reference = secrets.token_hex(4)
+        log.error(
+            "request_failed",
+            method=request.method,
+            path=request.path,
+            reference=reference,
+            error=type(exc).__name__,
+            exc_info=exc,
+        )
+        return json_error(
+            500, "internal", f"the agent failed to answer; its log has the details ({reference})"
+        )
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:

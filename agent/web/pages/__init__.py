@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hmac
 import re
 import secrets
 from pathlib import Path
@@ -21,6 +20,7 @@ import structlog
 from aiohttp import web
 
 from agent.web import keys
+from agent.web.auth import same_secret
 from agent.web.pages import logview, views
 from agent.web.pages.format import FILTERS
 from agent.web.pages.render import render
@@ -29,11 +29,13 @@ from agent.web.pages.session import (
     LOGGED_OUT,
     LOGIN_COOKIE,
     MAX_AGE,
+    FormError,
     csrf_ok,
     current_session,
     forget,
     issue,
     page,
+    read_form,
     refused,
     secure,
 )
@@ -46,6 +48,10 @@ HERE = Path(__file__).parent
 STATIC = "pages_static"
 # A path on this site: no scheme, no host, no backslash or control character to smuggle one in.
 _LOCAL = re.compile(r"/[A-Za-z0-9/_.~%&=+?-]*")
+# What `secrets.token_urlsafe` makes; any other log-in cookie is ignored, never echoed.
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,64}")
+#: Bytes the log-in form may have: a token, a CSRF token and a `next` path, with room to spare.
+LOGIN_FORM_LIMIT = 8 * 1024
 
 
 def setup_pages(app: web.Application) -> None:
@@ -103,7 +109,7 @@ async def login_form(request: web.Request) -> web.StreamResponse:
     """The log-in page; already logged in goes straight on."""
     if current_session(request) is not None:
         raise web.HTTPSeeOther(_next_path(request.query.get("next")))
-    token = request.cookies.get(LOGIN_COOKIE) or secrets.token_urlsafe(24)
+    token = _login_csrf(request) or secrets.token_urlsafe(24)
     response = render(
         request,
         "login.html",
@@ -114,6 +120,12 @@ async def login_form(request: web.Request) -> web.StreamResponse:
     )
     _set_login_cookie(request, response, token)
     return secure(response)
+
+
+def _login_csrf(request: web.Request) -> str:
+    """The log-in form's CSRF token from its cookie, or "" if there is none that we made."""
+    token = request.cookies.get(LOGIN_COOKIE, "")
+    return token if _TOKEN.fullmatch(token) else ""
 
 
 def _set_login_cookie(request: web.Request, response: web.StreamResponse, token: str) -> None:
@@ -130,16 +142,17 @@ def _set_login_cookie(request: web.Request, response: web.StreamResponse, token:
 
 async def login(request: web.Request) -> web.StreamResponse:
     """Check the admin token from the form (POST body, never the URL); start a session."""
-    form = await request.post()
-    expected_csrf = request.cookies.get(LOGIN_COOKIE, "")
+    cfg = request.config_dict
+    try:
+        form = await read_form(request, LOGIN_FORM_LIMIT)
+    except FormError as exc:
+        return refused(exc.status, exc.message)
+    expected_csrf = _login_csrf(request)
     if not csrf_ok(form.get("csrf"), expected_csrf):
         return refused(403, "The form's CSRF token is missing or wrong; reload the log-in page.")
-    cfg = request.config_dict
     given = form.get("token")
     expected = cfg[keys.SETTINGS].admin_token
-    if not isinstance(given, str) or not hmac.compare_digest(
-        given.strip().encode(), expected.encode()
-    ):
+    if not isinstance(given, str) or not same_secret(given.strip(), expected):
         log.warning("admin_login_failed", remote=request.remote)
         await asyncio.sleep(0.3)  # makes guessing slower still; a real token is 32 random bytes
         response = render(

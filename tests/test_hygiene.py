@@ -1,0 +1,228 @@
+"""HTTP hygiene (issue 13 item 5): hostile bytes, big and slow bodies, the admin API.
+
+The end-to-end tests share one real agent and emulator (`Cluster`) and go through HTTP and
+the CLI like a user; what needs no process (settings, the runner's timeouts, the error
+middleware) is tested in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from aiohttp import web
+from structlog.testing import capture_logs
+
+from agent import runner
+from agent.demo import free_port
+from agent.web import app as web_app
+from agent.web.bodies import BodyError
+from tests.support.cluster import Cluster, ShopHandle
+
+shared = pytest.mark.asyncio(loop_scope="module")  # the tests on the module's one agent
+
+ESC = "\x1b"  # every terminal escape sequence starts with it
+
+
+def shopsync(*args: str, data_dir: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200"}  # wide enough that no cell wraps
+    if data_dir is not None:
+        env["SHOPSYNC_DATA_DIR"] = str(data_dir)
+    return subprocess.run(
+        [sys.executable, "-m", "agent.cli", *args],
+        capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+
+
+async def raw_http(url: str, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send `request` as it is (bytes that no HTTP client would send), on a connection of its
+    own that the server closes after answering; status, headers, body."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        first, _, rest = request.partition(b"\r\n")
+        writer.write(first + b"\r\nConnection: close\r\n" + rest)
+        answer = await reader.read()
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def agent(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ShopHandle]:
+    async with Cluster(tmp_path_factory.mktemp("hygiene"), 1, skus=3) as cluster:
+        yield cluster.shops[0]
+
+
+# -- hostile bytes in headers and cookies -------------------------------------------------------
+
+
+@shared
+async def test_non_utf8_credentials_are_no_credentials_never_a_500(agent: ShopHandle) -> None:
+    def get(path: str, header: bytes) -> bytes:
+        return b"GET " + path.encode() + b" HTTP/1.1\r\nHost: x\r\n" + header + b"\r\n\r\n"
+
+    status, _, body = await raw_http(
+        agent.agent_url, get("/api/status", b"Authorization: \xff\xfe")
+    )
+    assert status == 401 and json.loads(body)["error"] == "unauthorized"
+    status, _, body = await raw_http(
+        agent.agent_url, get("/api/status", b"Authorization: Bearer \xc3\x28\xff")
+    )
+    assert status == 401 and json.loads(body)["error"] == "unauthorized"
+    for cookie in (b"shopsync_session=\xff\xfe", b"shopsync_session=123.\xff\xfe.abc"):
+        status, headers, _ = await raw_http(agent.agent_url, get("/", b"Cookie: " + cookie))
+        assert (status, headers["location"]) == (303, "/login"), cookie
+        post = (
+            b"POST /pause HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nCookie: "
+            + cookie
+            + b"\r\n\r\n"
+        )
+        status, _, _ = await raw_http(agent.agent_url, post)
+        assert status == 403, cookie
+    for cookie in (b"shopsync_login=\xff\xfe", b"shopsync_flash=error:\xff\xfe"):
+        status, _, body = await raw_http(agent.agent_url, get("/login", b"Cookie: " + cookie))
+        assert status == 200 and b"Admin token" in body, cookie
+    assert (await agent.get("/api/status"))["paused"] is False
+
+
+# -- bodies -------------------------------------------------------------------------------------
+
+
+def _rss_kib(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1))  # type: ignore[union-attr]
+
+
+@shared
+async def test_big_bodies_are_refused_before_they_are_read(agent: ShopHandle) -> None:
+    big = b"x" * (15 * 1024**2)
+
+    def body() -> io.BytesIO:  # shares `big`; aiohttp warns about a large bytes body
+        return io.BytesIO(big)
+
+    token = {"Authorization": f"Bearer {agent.shop.token}"}
+    cases = [
+        ("/webhooks/shopify", {}, 413, "body_too_large"),  # open to anyone: a 2 MiB cap
+        ("/api/join", {}, 401, "unauthorized"),  # the token is checked before the body
+        ("/api/join", token, 413, "body_too_large"),  # 1 MiB with the token
+    ]
+    for path, headers, status, error in cases:
+        async with agent.http.post(agent.agent_url + path, data=body(), headers=headers) as resp:
+            assert resp.status == status, path
+            assert (await resp.json())["error"] == error, path
+    async with agent.http.post(agent.agent_url + "/login", data=body()) as resp:
+        assert resp.status == 413 and "larger than" in await resp.text()
+
+    async def chunked() -> AsyncIterator[bytes]:  # no Content-Length: refused once past 2 MiB
+        for _ in range(240):
+            yield b"y" * 65536
+
+    async with agent.http.post(agent.agent_url + "/webhooks/shopify", data=chunked()) as resp:
+        assert resp.status == 413
+
+    # The attack of the issue: 40 unsigned 15 MB bodies at once cost the agent next to nothing.
+    pid = agent.shop.agent.proc.pid  # type: ignore[union-attr]
+    before = _rss_kib(pid)
+
+    async def send() -> int:
+        async with agent.http.post(agent.agent_url + "/webhooks/shopify", data=body()) as resp:
+            return resp.status
+
+    assert set(await asyncio.gather(*(send() for _ in range(40)))) == {413}
+    assert _rss_kib(pid) - before < 64 * 1024, (before, _rss_kib(pid))
+
+
+# -- the admin API ------------------------------------------------------------------------------
+
+
+@shared
+async def test_log_limit_must_be_1_to_1000(agent: ShopHandle) -> None:
+    for limit in ("0", "-1", "1001", "100000000"):
+        status, body = await agent.api("GET", f"/api/log?limit={limit}")
+        assert status == 400, limit
+        assert body == {"error": "bad_parameter", "message": "limit must be 1-1000"}
+    for limit in ("1", "1000", ""):
+        status, _ = await agent.api("GET", f"/api/log?limit={limit}")
+        assert status == 200, limit
+    out = shopsync("log", "--limit", "5000", data_dir=agent.data_dir)
+    assert out.returncode == 1 and "limit must be 1-1000" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+# -- the server: timeouts, failures ------------------------------------------------------------
+
+
+async def test_idle_and_slow_connections_are_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner, "KEEPALIVE_TIMEOUT", 0.5)
+
+    async def hello(request: web.Request) -> web.Response:
+        return web.Response(text="hi")
+
+    app = web.Application()
+    app.router.add_get("/", hello)
+    port = free_port()
+    ready = asyncio.Event()
+    serving = asyncio.create_task(
+        runner.serve(app, "127.0.0.1", port, on_ready=lambda url: ready.set())
+    )
+    try:
+        await asyncio.wait_for(ready.wait(), 10)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # answered, then idle
+        assert b"hi" in await reader.read(1000)
+        assert await asyncio.wait_for(reader.read(), 3) == b""  # closed by the server
+        writer.close()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\n")  # headers that never end, a line at a time
+        await asyncio.sleep(0.2)
+        writer.write(b"X-Slow: 1\r\n")
+        assert await asyncio.wait_for(reader.read(), 3) == b""
+        writer.close()
+    finally:
+        serving.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await serving
+
+
+async def test_an_unexpected_failure_is_a_json_500_with_a_reference(aiohttp_client: Any) -> None:
+    async def broken(request: web.Request) -> web.Response:
+        raise KeyError("secret-ish detail")
+
+    async def too_big(request: web.Request) -> web.Response:
+        raise BodyError(413, "body_too_large", "the body is larger than 10 bytes")
+
+    async def moved(request: web.Request) -> web.Response:
+        raise web.HTTPSeeOther("/elsewhere")
+
+    app = web.Application(middlewares=[web_app._errors])
+    app.router.add_get("/broken", broken)
+    app.router.add_get("/big", too_big)
+    app.router.add_get("/moved", moved)
+    client = await aiohttp_client(app)
+    with capture_logs() as logs:
+        resp = await client.get("/broken", headers={"Authorization": "Bearer s3cr3t-token"})
+        body = await resp.json()
+    assert resp.status == 500 and body["error"] == "internal"
+    assert "Traceback" not in body["message"] and "secret-ish" not in body["message"]
+    [entry] = [e for e in logs if e["event"] == "request_failed"]
+    assert entry["reference"] in body["message"] and entry["path"] == "/broken"
+    assert "s3cr3t-token" not in repr(entry)
+    resp = await client.get("/big")
+    assert resp.status == 413 and (await resp.json())["error"] == "body_too_large"
+    resp = await client.get("/moved", allow_redirects=False)
+    assert resp.status == 303
