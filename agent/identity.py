@@ -27,6 +27,7 @@ async def init_agent(settings: Settings, registry: Registry, clock: Clock) -> In
 
     Refuses to overwrite an existing agent: its key and epoch are its identity in the group.
     """
+    settings.admin_token = settings.admin_token or secrets.token_urlsafe(32)
     settings.validate()
     cls = registry.channel(settings.channel)
     cls.settings_class.from_options(settings.channel_options)  # fail before writing anything
@@ -34,7 +35,6 @@ async def init_agent(settings: Settings, registry: Registry, clock: Clock) -> In
     if config_path.exists() or settings.key_path.exists():
         raise ConfigError(f"{settings.data_dir} already holds an agent; choose another --data-dir")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    settings.admin_token = settings.admin_token or secrets.token_urlsafe(32)
     db = Database(settings.db_url)
     try:
         await db.upgrade()

@@ -1,4 +1,5 @@
-"""HTTP hygiene (issue 13 item 5): hostile bytes, big and slow bodies, the admin API.
+"""HTTP hygiene (issue 13 item 5): hostile bytes, big and slow bodies, the admin API, /metrics
+and its token.
 
 The end-to-end tests share one real agent and emulator (`Cluster`) and go through HTTP and
 the CLI like a user; what needs no process (settings, the runner's timeouts, the error
@@ -12,6 +13,7 @@ import io
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -24,6 +26,8 @@ from aiohttp import web
 from structlog.testing import capture_logs
 
 from agent import runner
+from agent.channel import ConfigError
+from agent.config import load_settings
 from agent.demo import free_port
 from agent.web import app as web_app
 from agent.web.bodies import BodyError
@@ -84,6 +88,8 @@ async def test_non_utf8_credentials_are_no_credentials_never_a_500(agent: ShopHa
         agent.agent_url, get("/api/status", b"Authorization: Bearer \xc3\x28\xff")
     )
     assert status == 401 and json.loads(body)["error"] == "unauthorized"
+    status, _, _ = await raw_http(agent.agent_url, get("/metrics", b"Authorization: Bearer \xff"))
+    assert status == 401
     for cookie in (b"shopsync_session=\xff\xfe", b"shopsync_session=123.\xff\xfe.abc"):
         status, headers, _ = await raw_http(agent.agent_url, get("/", b"Cookie: " + cookie))
         assert (status, headers["location"]) == (303, "/login"), cookie
@@ -162,6 +168,65 @@ async def test_log_limit_must_be_1_to_1000(agent: ShopHandle) -> None:
     out = shopsync("log", "--limit", "5000", data_dir=agent.data_dir)
     assert out.returncode == 1 and "limit must be 1-1000" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+@shared
+async def test_metrics_need_a_bearer_token_and_healthz_stays_open(agent: ShopHandle) -> None:
+    async with agent.http.get(agent.agent_url + "/metrics") as resp:
+        assert resp.status == 401 and (await resp.json())["error"] == "unauthorized"
+    headers = {"Authorization": f"Bearer {agent.shop.token}"}  # no metrics_token: admin token
+    async with agent.http.get(agent.agent_url + "/metrics", headers=headers) as resp:
+        assert resp.status == 200 and "shopsync_webhooks_total" in await resp.text()
+    async with agent.http.get(agent.agent_url + "/healthz") as resp:
+        assert resp.status == 200 and await resp.json() == {"ok": True}
+
+
+# -- settings -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data directory made by `shopsync init`; the tests that change it take a copy."""
+    data = tmp_path_factory.mktemp("made") / "agent"
+    out = shopsync(
+        "init", "--data-dir", str(data), "--domain", "dk.example.com",
+        "--listen", f"127.0.0.1:{free_port()}", "--public-url", "https://sync.example.com",
+        "--channel", "shopify", "--channel-option", "api_url=http://127.0.0.1:1",
+        "--channel-option", "access_token=shpat_x", "--channel-option", "webhook_secret=s",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    return data
+
+
+def _set(data: Path, name: str, value: str) -> None:
+    config = data / "shopsync.toml"
+    text = re.sub(rf"(?m)^{name} = .*$", f"{name} = {json.dumps(value)}", config.read_text())
+    config.write_text(text)
+
+
+@pytest.mark.parametrize(("value", "message"), [("", "is empty"), ("t" * 15, "has only 15")])
+def test_an_empty_or_short_admin_token_is_refused(
+    made: Path, tmp_path: Path, value: str, message: str
+) -> None:
+    data = tmp_path / "agent"
+    shutil.copytree(made, data)
+    _set(data, "admin_token", value)
+    with pytest.raises(ConfigError, match=f"admin_token {message}.*at least 16") as refused:
+        load_settings(data)
+    assert "\n" not in str(refused.value)
+    _set(data, "admin_token", "t" * 16)
+    assert load_settings(data).admin_token == "t" * 16
+
+
+def test_metrics_token_may_be_empty_but_never_short(made: Path, tmp_path: Path) -> None:
+    data = tmp_path / "agent"
+    shutil.copytree(made, data)
+    assert load_settings(data).metrics_token == ""  # /metrics then takes the admin token
+    _set(data, "metrics_token", "m" * 16)
+    assert load_settings(data).metrics_token == "m" * 16
+    _set(data, "metrics_token", "short")
+    with pytest.raises(ConfigError, match="metrics_token has only 5 characters"):
+        load_settings(data)
 
 
 # -- the server: timeouts, failures ------------------------------------------------------------

@@ -29,6 +29,7 @@ from agent.replication import Replicator
 from agent.signing import load_private_key
 from agent.web import api, keys, pages, peer, webhooks
 from agent.web.api import json_error
+from agent.web.auth import bearer_ok
 from agent.web.bodies import BodyError
 
 __all__ = ["create_app"]
@@ -261,6 +262,12 @@ async def _healthz(request: web.Request) -> web.Response:
 
 
 async def _metrics(request: web.Request) -> web.Response:
+    """Prometheus text, for `Authorization: Bearer <metrics_token>` (default: the admin token)."""
+    settings = request.app[keys.SETTINGS]
+    if not bearer_ok(request, settings.metrics_token or settings.admin_token):
+        return json_error(
+            401, "unauthorized", "send the metrics token as 'Authorization: Bearer …'"
+        )
     metrics = request.app[keys.METRICS]
     reconciler = request.app.get(keys.RECONCILER)
     if reconciler is not None:
