@@ -1,5 +1,5 @@
-"""HTTP hygiene (issue 13 item 5): hostile bytes, big and slow bodies, the admin API, /metrics
-and its token.
+"""HTTP hygiene (issue 13 item 5): hostile bytes, big and slow bodies, log-in guessing,
+sessions across restarts, /metrics and its token.
 
 The end-to-end tests share one real agent and emulator (`Cluster`) and go through HTTP and
 the CLI like a user; what needs no process (settings, the runner's timeouts, the error
@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import pytest_asyncio
 from aiohttp import web
@@ -30,6 +31,7 @@ from agent.channel import ConfigError
 from agent.config import load_settings
 from agent.demo import free_port
 from agent.web import app as web_app
+from agent.web.auth import LoginThrottle
 from agent.web.bodies import BodyError
 from tests.support.cluster import Cluster, ShopHandle
 
@@ -181,6 +183,68 @@ async def test_metrics_need_a_bearer_token_and_healthz_stays_open(agent: ShopHan
         assert resp.status == 200 and await resp.json() == {"ok": True}
 
 
+# -- log-in ---------------------------------------------------------------------------------------
+
+
+async def _log_in(
+    agent: ShopHandle, token: str, address: str = ""
+) -> tuple[int, aiohttp.ClientResponse, str]:
+    """One pass through the log-in form from `address` (via X-Forwarded-For); the session."""
+    async with agent.http.get(agent.agent_url + "/login") as resp:
+        csrf = re.search(r'name="csrf" value="([^"]+)"', await resp.text()).group(1)  # type: ignore[union-attr]
+        login_cookie = resp.cookies["shopsync_login"].value
+    headers = {"Cookie": f"shopsync_login={login_cookie}"}
+    if address:
+        headers["X-Forwarded-For"] = f"10.9.9.9, {address}"  # the last one is the proxy's
+    async with agent.http.post(
+        agent.agent_url + "/login",
+        data={"csrf": csrf, "token": token, "next": "/"},
+        headers=headers,
+        allow_redirects=False,
+    ) as resp:
+        session = resp.cookies.get("shopsync_session")
+        await resp.read()
+        return resp.status, resp, session.value if session else ""
+
+
+@shared
+async def test_log_in_guesses_are_throttled_per_address(agent: ShopHandle) -> None:
+    guesser, admin = "198.51.100.7", "203.0.113.9"
+    for _ in range(10):
+        status, _, _ = await _log_in(agent, "not-the-admin-token", guesser)
+        assert status == 401
+    status, resp, session = await _log_in(agent, agent.shop.token, guesser)
+    assert status == 429 and not session  # blocked, even with the right token
+    assert 0 < int(resp.headers["Retry-After"]) <= 300
+    status, _, session = await _log_in(agent, agent.shop.token, admin)
+    assert status == 303 and session  # another address is not affected
+
+
+def test_the_throttle_forgives_after_the_window_and_on_success() -> None:
+    class Clock:
+        t = 1000.0
+
+        def now(self) -> float:
+            return self.t
+
+    clock = Clock()
+    throttle = LoginThrottle(clock, limit=3, window=60.0, max_addresses=2)  # type: ignore[arg-type]
+    for _ in range(3):
+        throttle.failed("a")
+    assert throttle.retry_after("a") == 60.0 and throttle.retry_after("b") == 0.0
+    clock.t += 59.0
+    assert throttle.retry_after("a") == 1.0
+    clock.t += 1.0
+    assert throttle.retry_after("a") == 0.0  # the window passed
+    for _ in range(3):
+        throttle.failed("a")
+    throttle.succeeded("a")
+    assert throttle.retry_after("a") == 0.0
+    for address in ("x", "y", "z"):
+        throttle.failed(address)
+    assert len(throttle._failures) == 2  # bounded: the oldest address went first
+
+
 # -- settings -----------------------------------------------------------------------------------
 
 
@@ -291,3 +355,65 @@ async def test_an_unexpected_failure_is_a_json_500_with_a_reference(aiohttp_clie
     assert resp.status == 413 and (await resp.json())["error"] == "body_too_large"
     resp = await client.get("/moved", allow_redirects=False)
     assert resp.status == 303
+
+
+# -- sessions, /metrics and file modes across restarts (last: it restarts the agent) -------------
+
+
+async def _page(agent: ShopHandle, session: str, path: str = "/") -> tuple[int, str]:
+    headers = {"Cookie": f"shopsync_session={session}"}
+    async with agent.http.get(agent.agent_url + path, headers=headers, allow_redirects=False) as r:
+        return r.status, await r.text()
+
+
+async def _restart(agent: ShopHandle) -> None:
+    await agent.stop_agent()
+    await agent.start_agent()
+
+
+@shared
+async def test_log_outs_and_ended_sessions_survive_a_restart(agent: ShopHandle) -> None:
+    token = agent.shop.token
+    _, _, first = await _log_in(agent, token)
+    _, _, second = await _log_in(agent, token)
+    _, html = await _page(agent, first)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', html).group(1)  # type: ignore[union-attr]
+    async with agent.http.post(
+        agent.agent_url + "/logout",
+        data={"csrf": csrf},
+        headers={"Cookie": f"shopsync_session={first}"},
+        allow_redirects=False,
+    ) as resp:
+        assert resp.status == 303
+    assert (await _page(agent, first))[0] == 303
+    await _restart(agent)
+    assert (await _page(agent, first))[0] == 303  # the log-out was kept
+    status, html = await _page(agent, second)
+    assert status == 200 and "End all sessions" in html
+    csrf = re.search(r'name="csrf" value="([^"]+)"', html).group(1)  # type: ignore[union-attr]
+    async with agent.http.post(  # the button on the overview page
+        agent.agent_url + "/sessions/end",
+        data={"csrf": csrf},
+        headers={"Cookie": f"shopsync_session={second}"},
+        allow_redirects=False,
+    ) as resp:
+        assert (resp.status, resp.headers["Location"]) == (303, "/login")
+    assert (await _page(agent, second))[0] == 303
+
+    # Next start: an https public_url and a metrics token.
+    await agent.stop_agent()
+    _set(agent.data_dir, "public_url", "https://sync.example.com")
+    _set(agent.data_dir, "metrics_token", "prometheus-token-0123")
+    await agent.start_agent()
+    assert (await _page(agent, second))[0] == 303  # ended before the restart: still ended
+    status, resp, third = await _log_in(agent, token)
+    assert status == 303 and third
+    assert resp.cookies["shopsync_session"]["secure"]  # https public_url: a Secure cookie
+    assert (await _page(agent, third))[0] == 200
+    status, body = await agent.api("POST", "/api/sessions/revoke")
+    assert status == 200 and body["ended_before"] > 0
+    assert (await _page(agent, third))[0] == 303
+    for bearer, expected in ((token, 401), ("prometheus-token-0123", 200)):
+        headers = {"Authorization": f"Bearer {bearer}"}
+        async with agent.http.get(agent.agent_url + "/metrics", headers=headers) as resp:
+            assert resp.status == expected, bearer

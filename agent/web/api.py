@@ -17,7 +17,7 @@ from agent.models import EventRow, ItemRow, PeerRow, PendingWrite, PoolRow
 from agent.peering import PeerError
 from agent.replication import behind, vector_from_wire
 from agent.web import keys, openapi
-from agent.web.auth import bearer_ok
+from agent.web.auth import REVOCATIONS, bearer_ok
 from agent.web.bodies import read_body
 
 __all__ = ["bad_request", "create_api_app", "json_error"]
@@ -63,6 +63,7 @@ def create_api_app(parent: web.Application) -> web.Application:
     app.router.add_get("/maintenance", get_maintenance)
     app.router.add_post("/maintenance", post_maintenance)
     app.router.add_post("/resync", post_resync)
+    app.router.add_post("/sessions/revoke", post_revoke_sessions)
     app.router.add_get("/openapi.json", openapi.serve)
     return app
 
@@ -391,3 +392,14 @@ async def post_resync(request: web.Request) -> web.Response:
     queued = reconciler.resync(None if everything is True else skus)
     unknown = [] if everything is True else sorted(set(skus) - set(queued))
     return web.json_response({"queued": queued, "unknown": unknown})
+
+
+# -- admin-page sessions ------------------------------------------------------------------------
+
+
+async def post_revoke_sessions(request: web.Request) -> web.Response:
+    """Log out every admin-page session issued until now (kept across restarts)."""
+    cfg = request.config_dict
+    now = cfg[keys.CLOCK].now()
+    await cfg[REVOCATIONS].end_all(cfg[keys.DB], now)
+    return web.json_response({"ended_before": now})

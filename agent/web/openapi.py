@@ -356,6 +356,12 @@ ADMIN_PATHS: dict[str, dict[str, Any]] = {
             errors={"409": "This shop is not in a group."},
         )
     },
+    "/api/sessions/revoke": {
+        "post": _admin(
+            "Log out every admin-page session issued until now, also across restarts.",
+            _obj({"ended_before": NUM}),
+        )
+    },
     "/api/pause": {"post": _admin("Pause sync with the group.", TOLD)},
     "/api/resume": {"post": _admin("Resume sync with the group.", TOLD)},
     "/api/duplicates": {

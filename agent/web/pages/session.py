@@ -15,7 +15,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from agent.web import keys
-from agent.web.auth import same_secret
+from agent.web.auth import REVOCATIONS, same_secret
 from agent.web.bodies import BodyError, read_body
 from agent.web.pages.backend import ApiError
 
@@ -24,10 +24,10 @@ __all__ = [
     "FORM_LIMIT",
     "LOGIN_COOKIE",
     "MAX_AGE",
-    "LOGGED_OUT",
     "SESSION",
     "FormError",
     "Session",
+    "cookie_secure",
     "csrf_ok",
     "current_session",
     "forget",
@@ -50,7 +50,6 @@ CSP = (
 )
 
 SESSION = "shopsync_pages_session"  # request key of the current Session
-LOGGED_OUT = web.AppKey("pages_logged_out", dict)  # sid → issued, until MAX_AGE has passed
 #: Bytes a page's form may have: a SKU, a domain, a CSRF token and a few flags fit many times.
 FORM_LIMIT = 64 * 1024
 
@@ -108,7 +107,7 @@ def current_session(request: web.Request) -> Session | None:
         return None
     cfg = request.config_dict
     session = verify(cfg[keys.SETTINGS].admin_token, value, cfg[keys.CLOCK].now())
-    if session is None or session.sid in cfg[LOGGED_OUT]:
+    if session is None or cfg[REVOCATIONS].revoked(session.sid, session.issued):
         return None
     return session
 
@@ -116,6 +115,14 @@ def current_session(request: web.Request) -> Session | None:
 def csrf_ok(sent: Any, expected: str) -> bool:
     """Whether a submitted CSRF token is the expected one (constant time)."""
     return isinstance(sent, str) and bool(sent) and bool(expected) and same_secret(sent, expected)
+
+
+def cookie_secure(request: web.Request) -> bool:
+    """Whether cookies must be `Secure`: when the agent is reached over https.
+
+    Behind the TLS proxy the request itself is plain http, so `public_url` decides.
+    """
+    return request.secure or request.config_dict[keys.SETTINGS].public_url.startswith("https:")
 
 
 class FormError(Exception):
@@ -203,10 +210,8 @@ def _quote(path: str) -> str:
     return quote(path, safe="")
 
 
-def forget(app: web.Application, session: Session) -> None:
-    """Log a session out: its cookie is refused from now on (until it would expire anyway)."""
-    logged_out = app[LOGGED_OUT]
-    logged_out[session.sid] = session.issued
-    oldest = int(app[keys.CLOCK].now()) - MAX_AGE
-    for sid in [s for s, issued in logged_out.items() if issued < oldest]:
-        del logged_out[sid]
+async def forget(request: web.Request, session: Session) -> None:
+    """Log a session out: its cookie is refused from now on, across restarts, until it would
+    expire anyway."""
+    cfg = request.config_dict
+    await cfg[REVOCATIONS].log_out(cfg[keys.DB], session.sid, session.issued, cfg[keys.CLOCK].now())
