@@ -152,15 +152,32 @@ def write_settings(settings: Settings) -> Path:
     return path
 
 
+def _read_private(path: Path) -> bytes:
+    """The bytes of a file that holds secrets, refused when group or others may read it."""
+    with open(path, "rb") as fh:
+        # fstat on the open file: the mode checked is the mode of the bytes read.
+        mode = os.fstat(fh.fileno()).st_mode & 0o777
+        if os.name == "posix" and mode & 0o077:
+            raise ConfigError(
+                f"{path} has mode {mode:04o}: it holds the admin token and channel secrets, "
+                f"so group and others must not read it; run `chmod 600 {path}`"
+            )
+        return fh.read()
+
+
 def load_settings(data_dir: str | Path) -> Settings:
     """Read and validate `D/shopsync.toml`; ConfigError with one clear line on any problem."""
     data_dir = Path(data_dir)
     path = data_dir / CONFIG_NAME
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(_read_private(path).decode())
     except FileNotFoundError:
         raise ConfigError(
             f"no agent in {data_dir}: {path} not found (run `shopsync init --data-dir {data_dir}`)"
+        ) from None
+    except PermissionError:
+        raise ConfigError(
+            f"cannot read {path}: permission denied (run shopsync as the user that owns it)"
         ) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None

@@ -1,9 +1,9 @@
-"""HTTP hygiene (issue 13 item 5): hostile bytes, big and slow bodies, log-in guessing,
-sessions across restarts, /metrics and its token.
+"""HTTP and local hygiene (issue 13 items 5 and 6): hostile bytes, big and slow bodies, log-in
+guessing, sessions across restarts, /metrics, file modes, start-up errors, terminal output.
 
 The end-to-end tests share one real agent and emulator (`Cluster`) and go through HTTP and
 the CLI like a user; what needs no process (settings, the runner's timeouts, the error
-middleware) is tested in-process.
+middleware, the console) is tested in-process.
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -24,8 +26,10 @@ import aiohttp
 import pytest
 import pytest_asyncio
 from aiohttp import web
+from rich.console import Console
 from structlog.testing import capture_logs
 
+from agent import console as cli_console
 from agent import runner
 from agent.channel import ConfigError
 from agent.config import load_settings
@@ -173,6 +177,15 @@ async def test_log_limit_must_be_1_to_1000(agent: ShopHandle) -> None:
 
 
 @shared
+async def test_accept_and_reject_send_the_domain_whole(agent: ShopHandle) -> None:
+    for command, domain in (("accept", "a/b.example.com?x=1"), ("reject", "../status")):
+        out = shopsync(command, domain, data_dir=agent.data_dir)
+        assert out.returncode == 1, (command, domain, out.stdout)
+        # the agent's own answer about that very domain, not a 404 of a mangled path
+        assert f"no pending join request from {domain}" in out.stderr, out.stderr
+
+
+@shared
 async def test_metrics_need_a_bearer_token_and_healthz_stays_open(agent: ShopHandle) -> None:
     async with agent.http.get(agent.agent_url + "/metrics") as resp:
         assert resp.status == 401 and (await resp.json())["error"] == "unauthorized"
@@ -245,7 +258,77 @@ def test_the_throttle_forgives_after_the_window_and_on_success() -> None:
     assert len(throttle._failures) == 2  # bounded: the oldest address went first
 
 
-# -- settings -----------------------------------------------------------------------------------
+# -- terminal output ------------------------------------------------------------------------------
+
+
+@shared
+async def test_cli_prints_platform_text_literally_without_escape_sequences(
+    agent: ShopHandle,
+) -> None:
+    hostile = [
+        ("[/]\x1b[31mEVIL", "title \x1b[2J"),
+        ("[bold]DUP\x1b]0;owned\x07", "one [/] \x1b[5m"),
+        ("[bold]DUP\x1b]0;owned\x07", "two"),
+    ]
+    for sku, title in hostile:
+        status, _ = await agent.emu(
+            "POST", "/_emulator/products", {"sku": sku, "available": 3, "title": title}
+        )
+        assert status == 201
+    await agent.post("/api/reconcile")
+
+    async def seen() -> bool:
+        log = await agent.get("/api/log?limit=100")
+        return {e["sku"] for e in log["entries"]} >= {sku for sku, _ in hostile}
+
+    deadline = time.monotonic() + 30
+    while not await seen():
+        assert time.monotonic() < deadline, "the agent never logged the new SKUs"
+        await asyncio.sleep(0.2)
+    log = shopsync("log", "--limit", "100", data_dir=agent.data_dir)
+    duplicates = shopsync("duplicates", data_dir=agent.data_dir)
+    for out in (log, duplicates):
+        assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+        assert ESC not in out.stdout and "\x07" not in out.stdout
+    assert "[/][31mEVIL" in log.stdout  # shown as it is, only the control character gone
+    assert "duplicate SKU [bold]DUP]0;owned on 2 items" in duplicates.stdout
+    assert "one [/] [5m" in duplicates.stdout
+
+
+def test_join_requests_and_peers_print_markup_and_escapes_literally(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    out = io.StringIO()
+    monkeypatch.setattr(cli_console, "console", Console(file=out, width=200, color_system=None))
+    cli_console.print_requests(
+        [
+            {
+                "domain": "[/]crash.example.com",
+                "agent_url": "https://x.example.com/\x1b[2J",
+                "fingerprint": "SHA256:[bold]abc\u202e",
+                "received_at": time.time(),
+            }
+        ]
+    )
+    cli_console.print_peers(
+        [
+            {
+                "domain": "[red]p.example.com",
+                "agent_url": "https://p.example.com",
+                "state": "unreachable",
+                "last_contact": None,
+                "events_behind": 0,
+                "last_error": "refused \x1b]8;;https://evil\x07link",
+            }
+        ]
+    )
+    text = out.getvalue()
+    assert "[/]crash.example.com" in text and "SHA256:[bold]abc" in text
+    assert "[red]p.example.com" in text and "refused ]8;;https://evillink" in text
+    assert "\x1b" not in text and "\x07" not in text and "\u202e" not in text
+
+
+# -- start-up errors and files ---------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -262,10 +345,63 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return data
 
 
+def test_init_makes_a_private_data_directory(made: Path) -> None:
+    assert stat.S_IMODE(made.stat().st_mode) == 0o700
+    for name in ("shopsync.toml", "agent.key", "shopsync.db"):
+        assert stat.S_IMODE((made / name).stat().st_mode) == 0o600, name
+    token = load_settings(made).admin_token
+    assert len(token) == 43
+
+
 def _set(data: Path, name: str, value: str) -> None:
     config = data / "shopsync.toml"
     text = re.sub(rf"(?m)^{name} = .*$", f"{name} = {json.dumps(value)}", config.read_text())
     config.write_text(text)
+
+
+CASES: dict[str, tuple[Any, int, list[str]]] = {
+    "config others may read": (
+        lambda d: (d / "shopsync.toml").chmod(0o644),
+        2,
+        ["shopsync.toml has mode 0644", "chmod 600"],
+    ),
+    "key others may read": (
+        lambda d: (d / "agent.key").chmod(0o640),
+        2,
+        ["agent.key has mode 0640", "chmod 600"],
+    ),
+    "corrupt key": (
+        lambda d: (d / "agent.key").write_text("garbage\n"),
+        2,
+        ["agent.key is not an unencrypted PEM private key", "restore it from a backup"],
+    ),
+    "database that is not SQLite": (
+        lambda d: (d / "shopsync.db").write_bytes(b"not a database\n" * 100),
+        1,
+        ["shopsync.db: file is not a database", "restore it from a backup"],
+    ),
+    "unreachable PostgreSQL": (
+        lambda d: _set(d, "database_url", "postgresql://u:hunter2@127.0.0.1:1/db"),
+        1,
+        ["cannot open the database postgresql+asyncpg://u:***@127.0.0.1:1/db", "server is up"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_start_up_errors_are_one_line_naming_the_fix(made: Path, tmp_path: Path, case: str) -> None:
+    data = tmp_path / "agent"
+    shutil.copytree(made, data)
+    spoil, code, expected = CASES[case]
+    spoil(data)
+    out = shopsync("run", "--data-dir", str(data))
+    assert out.returncode == code, (out.returncode, out.stderr)
+    errors = [line for line in out.stderr.splitlines() if line.startswith("shopsync:")]
+    assert len(errors) == 1, out.stderr
+    for part in expected:
+        assert part in errors[0], errors[0]
+    assert "Traceback" not in out.stderr + out.stdout and "hunter2" not in out.stderr
+    assert "ready" not in out.stdout
 
 
 @pytest.mark.parametrize(("value", "message"), [("", "is empty"), ("t" * 15, "has only 15")])
@@ -290,6 +426,9 @@ def test_metrics_token_may_be_empty_but_never_short(made: Path, tmp_path: Path) 
     assert load_settings(data).metrics_token == "m" * 16
     _set(data, "metrics_token", "short")
     with pytest.raises(ConfigError, match="metrics_token has only 5 characters"):
+        load_settings(data)
+    (data / "shopsync.toml").chmod(0o600 | stat.S_IWGRP)  # writable by group is refused too
+    with pytest.raises(ConfigError, match="chmod 600"):
         load_settings(data)
 
 
@@ -326,6 +465,16 @@ async def test_idle_and_slow_connections_are_closed(monkeypatch: pytest.MonkeyPa
         serving.cancel()
         with pytest.raises(asyncio.CancelledError):
             await serving
+
+
+async def test_an_address_in_use_is_a_start_up_error() -> None:
+    port = free_port()
+    holder = await asyncio.start_server(lambda r, w: None, "127.0.0.1", port)
+    try:
+        with pytest.raises(runner.StartupError, match=f"cannot listen on 127.0.0.1:{port}"):
+            await runner.serve(web.Application(), "127.0.0.1", port)
+    finally:
+        holder.close()
 
 
 async def test_an_unexpected_failure_is_a_json_500_with_a_reference(aiohttp_client: Any) -> None:
@@ -400,11 +549,16 @@ async def test_log_outs_and_ended_sessions_survive_a_restart(agent: ShopHandle) 
         assert (resp.status, resp.headers["Location"]) == (303, "/login")
     assert (await _page(agent, second))[0] == 303
 
-    # Next start: an https public_url and a metrics token.
+    # Next start: an https public_url, a metrics token, and a database others could read.
     await agent.stop_agent()
     _set(agent.data_dir, "public_url", "https://sync.example.com")
     _set(agent.data_dir, "metrics_token", "prometheus-token-0123")
+    agent.data_dir.chmod(0o755)
+    (agent.data_dir / "shopsync.db").chmod(0o644)
     await agent.start_agent()
+    assert stat.S_IMODE(agent.data_dir.stat().st_mode) == 0o700
+    for name in ("shopsync.db", "shopsync.db-wal", "shopsync.db-shm"):
+        assert stat.S_IMODE((agent.data_dir / name).stat().st_mode) == 0o600, name
     assert (await _page(agent, second))[0] == 303  # ended before the restart: still ended
     status, resp, third = await _log_in(agent, token)
     assert status == 303 and third

@@ -11,12 +11,13 @@ import aiohttp
 import pluggy
 import structlog
 from aiohttp import web
+from sqlalchemy.engine import make_url
 from sqlmodel import select
 
 from agent import jsonsafe, synclog
 from agent.catalogue import SkuRule
 from agent.clock import Clock, SystemClock
-from agent.config import Settings
+from agent.config import CONFIG_NAME, Settings
 from agent.db import Database
 from agent.importer import Importer
 from agent.journal import StateJournal
@@ -26,6 +27,7 @@ from agent.peering import Peering
 from agent.plugins import Registry
 from agent.reconcile import Reconciler
 from agent.replication import Replicator
+from agent.runner import StartupError
 from agent.signing import load_private_key
 from agent.web import api, keys, pages, peer, webhooks
 from agent.web.api import json_error
@@ -105,17 +107,67 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
-    db = Database(app[keys.SETTINGS].db_url)
-    await db.upgrade()
-    async with db.sessions() as session:
-        identity = (await session.exec(select(Identity))).first()
+    """The database, migrated, with this agent's identity; StartupError in one line if not."""
+    settings = app[keys.SETTINGS]
+    config = settings.data_dir / CONFIG_NAME
+    db: Database | None = None
+    try:
+        db = Database(settings.db_url)
+        await db.upgrade()
+        async with db.sessions() as session:
+            identity = (await session.exec(select(Identity))).first()
+    except Exception as exc:  # unreachable, refused, not a database, a URL the driver refuses
+        if db is not None:
+            await db.dispose()
+        raise StartupError(
+            f"cannot open the database {_database_name(settings)}: {_reason(exc)}; "
+            + _database_fix(settings)
+        ) from exc
     if identity is None:
         await db.dispose()
-        raise RuntimeError("the database has no agent identity: run `shopsync init` first")
+        raise StartupError(
+            f"the database {_database_name(settings)} has no agent identity: it is not this "
+            f"agent's database; point database_url in {config} at it, or run `shopsync init` "
+            "for a new agent"
+        )
     app[keys.DB] = db
     app[keys.IDENTITY] = identity
     yield
     await db.dispose()
+
+
+def _database_name(settings: Settings) -> str:
+    """The database for a person: the SQLite file, or the URL without its password."""
+    try:
+        url = make_url(settings.db_url)
+    except Exception:  # not even a URL: never echo it, it may hold a password
+        return "named by database_url"
+    if url.get_backend_name() == "sqlite":
+        return str(url.database)
+    return url.render_as_string(hide_password=True)
+
+
+def _database_fix(settings: Settings) -> str:
+    config = settings.data_dir / CONFIG_NAME
+    if settings.db_url.startswith("sqlite"):
+        return (
+            "check that the file is this agent's SQLite database and that this user may read "
+            f"and write it and its directory (restore it from a backup if it is damaged, or "
+            f"set database_url in {config})"
+        )
+    return f"check that the server is up and database_url in {config} is right"
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost cause of a database error, in one line (no SQL, no traceback)."""
+    inner: BaseException = exc
+    while True:
+        nxt = getattr(inner, "orig", None) or inner.__cause__
+        if not isinstance(nxt, BaseException) or nxt is inner:
+            break
+        inner = nxt
+    text = str(inner).strip().splitlines()[0] if str(inner).strip() else type(inner).__name__
+    return text[:300]
 
 
 def _http_session(given: aiohttp.ClientSession | None):  # type: ignore[no-untyped-def]
