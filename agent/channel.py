@@ -7,6 +7,11 @@ import dataclasses
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+# For plugins, which import only this contract: JSON from a webhook body, bounded in depth and
+# failing with JSONError (a ValueError, answered 400) on invalid UTF-8, invalid JSON or nesting.
+from agent.jsonsafe import JSONError
+from agent.jsonsafe import loads as parse_json
+
 if TYPE_CHECKING:
     import aiohttp
 
@@ -18,9 +23,11 @@ __all__ = [
     "ChannelSettings",
     "ConfigError",
     "Item",
+    "JSONError",
     "Journal",
     "MemoryJournal",
     "RateBudget",
+    "parse_json",
     "WebhookHint",
     "WebhookRejected",
     "Write",

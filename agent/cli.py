@@ -74,19 +74,35 @@ async def cmd_init(args: argparse.Namespace) -> int:
 
 
 async def cmd_run(args: argparse.Namespace) -> int:
-    from agent.config import load_settings, parse_listen
+    from agent.config import CONFIG_NAME, load_settings, parse_listen
+    from agent.identity import prepare_run
     from agent.plugins import make_plugin_manager
-    from agent.runner import serve
+    from agent.runner import StartupError, serve
     from agent.web.app import create_app
 
     settings = load_settings(_data_dir(args))
+    prepare_run(settings)
     host, port = parse_listen(settings.listen)
     app = create_app(settings, pm=make_plugin_manager())
+    started = False
 
     def ready(url: str) -> None:
+        nonlocal started
+        started = True
         print(f"ready {url}", flush=True)
 
-    await serve(app, host, port, on_ready=ready)
+    try:
+        await serve(app, host, port, on_ready=ready)
+    except StartupError:
+        raise
+    except Exception as exc:
+        if started:
+            raise
+        # The database and key were checked: what is left to fail is the channel's start.
+        raise StartupError(
+            f"the agent could not start: {type(exc).__name__}: {exc}; check the [channel] "
+            f"options in {settings.data_dir / CONFIG_NAME} and that the platform is reachable"
+        ) from exc
     return 0
 
 
@@ -136,13 +152,15 @@ def _client(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 async def cmd_join(args: argparse.Namespace) -> int:
+    from agent.console import clean
+
     result = await _client(args).post("/api/join", {"target": args.target})
     if args.json:
         _print_json(result)
     else:
-        print(f"join request sent to {result['domain']} ({result['agent_url']})")
-        print(f"its key fingerprint:       {result['fingerprint']}")
-        print(f"this shop's key fingerprint: {result['own_fingerprint']}")
+        print(clean(f"join request sent to {result['domain']} ({result['agent_url']})"))
+        print(clean(f"its key fingerprint:         {result['fingerprint']}"))
+        print(clean(f"this shop's key fingerprint: {result['own_fingerprint']}"))
         print(
             "tell its owner this shop's fingerprint: they accept the request only if "
             "`shopsync requests` shows the same one"
@@ -167,22 +185,26 @@ def _decision(args: argparse.Namespace, verdict: str) -> tuple[str, dict[str, st
 
 
 async def cmd_accept(args: argparse.Namespace) -> int:
+    from agent.console import clean
+
     result = await _client(args).post(*_decision(args, "accept"))
     if args.json:
         _print_json(result)
     else:
         introduced = ", ".join(result["introduced"]) or "no other members"
-        print(f"{result['accepted']} joined with key {result['fingerprint']}")
-        print(f"introduced to {introduced}")
+        print(clean(f"{result['accepted']} joined with key {result['fingerprint']}"))
+        print(clean(f"introduced to {introduced}"))
     return 0
 
 
 async def cmd_reject(args: argparse.Namespace) -> int:
+    from agent.console import clean
+
     result = await _client(args).post(*_decision(args, "reject"))
     if args.json:
         _print_json(result)
     else:
-        print(f"rejected the request of {result['rejected']}")
+        print(clean(f"rejected the request of {result['rejected']}"))
     return 0
 
 
@@ -199,6 +221,8 @@ async def cmd_peers(args: argparse.Namespace) -> int:
 
 async def cmd_simple(args: argparse.Namespace) -> int:
     """leave, pause, resume: one POST, one line."""
+    from agent.console import clean
+
     result = await _client(args).post(f"/api/{args.command}")
     if args.json:
         _print_json(result)
@@ -208,7 +232,7 @@ async def cmd_simple(args: argparse.Namespace) -> int:
             {"leave": "left the group", "pause": "sync paused", "resume": "sync resumed"}[
                 args.command
             ]
-            + f" (told {told})"
+            + clean(f" (told {told})")
         )
     return 0
 
@@ -270,6 +294,8 @@ async def cmd_maintenance(args: argparse.Namespace) -> int:
 
 
 async def cmd_resync(args: argparse.Namespace) -> int:
+    from agent.console import clean
+
     if not args.all and not args.skus:
         raise ConfigError("name SKUs to resync, or --all")
     body: dict[str, Any] = {"all": True} if args.all else {"skus": args.skus}
@@ -279,7 +305,7 @@ async def cmd_resync(args: argparse.Namespace) -> int:
     else:
         print(f"re-reading and re-writing {len(result['queued'])} SKUs")
         if result["unknown"]:
-            print(f"not synced in this shop: {', '.join(result['unknown'])}")
+            print(clean(f"not synced in this shop: {', '.join(result['unknown'])}"))
     return 0 if not result["unknown"] else 1
 
 
@@ -490,8 +516,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `shopsync` console script."""
+    """Entry point of the `shopsync` console script.
+
+    Every failure is one line on stderr and a non-zero exit, never a traceback: 2 for bad
+    input (arguments, settings, files), 1 for everything else. An unexpected error names
+    itself and is logged with its traceback at debug level (`--log-level debug`).
+    """
+    import structlog
+
     from agent.client import AdminError
+    from agent.runner import StartupError
     from agent.synclog import configure_logging
 
     args = build_parser().parse_args(argv)
@@ -499,16 +533,28 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return asyncio.run(args.func(args))
     except ConfigError as exc:
-        print(f"shopsync: error: {exc}", file=sys.stderr)
+        _fail(f"shopsync: error: {exc}")
         return EXIT_USAGE
-    except AdminError as exc:
-        print(f"shopsync: {exc}", file=sys.stderr)
+    except (AdminError, StartupError) as exc:
+        _fail(f"shopsync: {'error: ' if isinstance(exc, StartupError) else ''}{exc}")
         return 1
     except KeyboardInterrupt:
         return 130
     except OSError as exc:
-        print(f"shopsync: error: {exc.strerror or exc}", file=sys.stderr)
+        where = f" ({exc.filename})" if exc.filename else ""
+        _fail(f"shopsync: error: {exc.strerror or exc}{where}")
         return 1
+    except Exception as exc:
+        structlog.get_logger(__name__).debug("command_failed", exc_info=exc)
+        _fail(f"shopsync: error: {type(exc).__name__}: {exc}")
+        return 1
+
+
+def _fail(message: str) -> None:
+    """One line on stderr, whatever the message holds (an agent's or a peer's words)."""
+    from agent.console import clean
+
+    print(clean(" ".join(message.split())), file=sys.stderr)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -17,6 +17,8 @@ __all__ = ["CONFIG_NAME", "Settings", "load_settings", "parse_listen", "write_se
 
 CONFIG_NAME = "shopsync.toml"
 KEY_NAME = "agent.key"
+#: The shortest admin or metrics token accepted; `shopsync init` makes 43 characters.
+MIN_TOKEN = 16
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -43,6 +45,17 @@ def _flag(section: dict[str, Any], name: str) -> bool:
     return value
 
 
+def _check_token(name: str, value: str) -> None:
+    """A bearer token long enough that guessing it is hopeless."""
+    if len(value) < MIN_TOKEN:
+        made = "is empty" if not value else f"has only {len(value)} characters"
+        raise ConfigError(
+            f"{name} {made}: use at least {MIN_TOKEN} random characters, e.g. the output of "
+            "`python3 -c 'import secrets; print(secrets.token_urlsafe(32))'` "
+            "(`shopsync init` makes one of 43)"
+        )
+
+
 def _check_url(name: str, value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -67,6 +80,7 @@ class Settings:
     sku_trim: bool = False
     sku_case_fold: bool = False
     log_retention_days: float = 90.0  # sync-log entries older than this are pruned; 0 keeps all
+    metrics_token: str = ""  # bearer token of /metrics; empty: the admin token
 
     @property
     def key_path(self) -> Path:
@@ -82,6 +96,9 @@ class Settings:
 
     def validate(self) -> Settings:
         """Check every field; raise ConfigError naming the first bad one."""
+        _check_token("admin_token", self.admin_token)
+        if self.metrics_token:
+            _check_token("metrics_token", self.metrics_token)
         if not self.domain or "/" in self.domain or " " in self.domain:
             raise ConfigError(
                 f"domain must be a shop domain like shop.example.com: {self.domain!r}"
@@ -121,6 +138,7 @@ def write_settings(settings: Settings) -> Path:
             "sku_trim": settings.sku_trim,
             "sku_case_fold": settings.sku_case_fold,
             "log_retention_days": settings.log_retention_days,
+            "metrics_token": settings.metrics_token,
         },
         "channel": {"name": settings.channel, "options": dict(settings.channel_options)},
     }
@@ -134,15 +152,32 @@ def write_settings(settings: Settings) -> Path:
     return path
 
 
+def _read_private(path: Path) -> bytes:
+    """The bytes of a file that holds secrets, refused when group or others may read it."""
+    with open(path, "rb") as fh:
+        # fstat on the open file: the mode checked is the mode of the bytes read.
+        mode = os.fstat(fh.fileno()).st_mode & 0o777
+        if os.name == "posix" and mode & 0o077:
+            raise ConfigError(
+                f"{path} has mode {mode:04o}: it holds the admin token and channel secrets, "
+                f"so group and others must not read it; run `chmod 600 {path}`"
+            )
+        return fh.read()
+
+
 def load_settings(data_dir: str | Path) -> Settings:
     """Read and validate `D/shopsync.toml`; ConfigError with one clear line on any problem."""
     data_dir = Path(data_dir)
     path = data_dir / CONFIG_NAME
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(_read_private(path).decode())
     except FileNotFoundError:
         raise ConfigError(
             f"no agent in {data_dir}: {path} not found (run `shopsync init --data-dir {data_dir}`)"
+        ) from None
+    except PermissionError:
+        raise ConfigError(
+            f"cannot read {path}: permission denied (run shopsync as the user that owns it)"
         ) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
@@ -163,6 +198,7 @@ def load_settings(data_dir: str | Path) -> Settings:
             sku_trim=_flag(agent, "sku_trim"),
             sku_case_fold=_flag(agent, "sku_case_fold"),
             log_retention_days=_number(agent, "log_retention_days", 90.0),
+            metrics_token=str(agent.get("metrics_token", "")),
         )
     except KeyError as exc:
         raise ConfigError(f"{path} lacks the setting {exc.args[0]}") from None

@@ -1,16 +1,25 @@
-"""Rich output for the CLI: status panels, log tables, progress."""
+"""Rich output for the CLI: status panels, log tables, progress.
+
+Much of what is shown came from a peer or a platform (domains, URLs, SKUs, titles, messages),
+so no such text is ever read as rich markup — cells are `Text`, markup gets `escape` — and
+control characters are dropped (`clean`), so that no escape sequence reaches the terminal.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections.abc import Iterable
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 __all__ = [
+    "clean",
     "console",
     "follow_import",
     "print_duplicates",
@@ -21,7 +30,26 @@ __all__ = [
     "print_status",
 ]
 
-console = Console(highlight=False)
+console = Console(highlight=False, emoji=False)  # a ":name:" in a SKU stays as it is
+
+# C0 and C1 control characters and DEL (ESC starts every terminal escape sequence), and the
+# bidirectional overrides and isolates, which can make a terminal show text out of order.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def clean(value: Any) -> str:
+    """`value` as text fit for a terminal: control characters removed."""
+    return _CONTROL.sub("", str(value))
+
+
+def _text(value: Any) -> Text:
+    """A table cell: plain text, never markup."""
+    return Text(clean(value))
+
+
+def _safe(value: Any) -> str:
+    """Text to put inside a markup string: cleaned, and its brackets escaped."""
+    return escape(clean(value))
 
 
 def _when(ts: float | None) -> str:
@@ -53,7 +81,7 @@ def print_status(status: dict[str, Any]) -> None:
         ("reconciled", _when(status.get("last_reconcile"))),
     ]
     for name, value in rows:
-        table.add_row(name, value)
+        table.add_row(name, _text(value))
     console.print(table)
 
 
@@ -74,13 +102,13 @@ def print_log(entries: Iterable[dict[str, Any]], *, as_json: bool, header: bool 
     for e in entries:
         table.add_row(
             _when(e["at"]),
-            e["kind"],
-            e["sku"] or "",
-            e["peer"] or "",
+            _text(e["kind"]),
+            _text(e["sku"] or ""),
+            _text(e["peer"] or ""),
             num(e["before"]),
             num(e["delta"], sign=True),
             num(e["after"]),
-            e["message"] or "",
+            _text(e["message"] or ""),
         )
     console.print(table)
 
@@ -104,9 +132,25 @@ def print_requests(requests: list[dict[str, Any]]) -> None:
     for name in ("domain", "agent URL", "key fingerprint", "received"):
         table.add_column(name)
     for r in requests:
-        table.add_row(r["domain"], r["agent_url"], r["fingerprint"], _ago(r["received_at"]))
+        table.add_row(
+            _text(r["domain"]),
+            _text(r["agent_url"]),
+            _text(r["fingerprint"]),
+            _ago(r["received_at"]),
+        )
     console.print(table)
-    console.print("accept with: shopsync accept DOMAIN   (or reject DOMAIN)")
+    console.print(
+        "accept only a fingerprint the shop's owner read out to you (their `shopsync status`):"
+    )
+    console.print("  shopsync accept DOMAIN --fingerprint SHA256:…   (or reject DOMAIN …)")
+    shared = sorted({r["domain"] for r in requests if r.get("claims", 1) > 1})
+    for domain in shared:
+        console.print(
+            _text(
+                f"warning: several requests claim {domain}: somebody may pose as it; accept "
+                "only the fingerprint its owner confirms, and reject the others"
+            )
+        )
 
 
 def print_peers(peers: list[dict[str, Any]]) -> None:
@@ -120,7 +164,11 @@ def print_peers(peers: list[dict[str, Any]]) -> None:
     for p in peers:
         state = p["state"] if not p.get("last_error") else f"{p['state']} ({p['last_error']})"
         table.add_row(
-            p["domain"], state, _ago(p["last_contact"]), str(p["events_behind"]), p["agent_url"]
+            _text(p["domain"]),
+            _text(state),
+            _ago(p["last_contact"]),
+            str(p["events_behind"]),
+            _text(p["agent_url"]),
         )
     console.print(table)
 
@@ -131,27 +179,27 @@ def print_duplicates(report: dict[str, Any]) -> None:
         console.print("no duplicates, no items without SKU, nothing missing")
     for dup in report["duplicates"]:
         console.print(
-            f"[bold]duplicate SKU {dup['sku']}[/] on {len(dup['items'])} items (not synced):"
+            f"[bold]duplicate SKU {_safe(dup['sku'])}[/] on {len(dup['items'])} items (not synced):"
         )
         for item in dup["items"]:
-            console.print(f"  {item['item_id']}  {item['title']}")
+            console.print(f"  {_safe(item['item_id'])}  {_safe(item['title'])}")
     if report["duplicates"]:
-        console.print(f"  → {report['duplicates'][0]['advice']}")
+        console.print(f"  → {_safe(report['duplicates'][0]['advice'])}")
     if report["no_sku"]:
         console.print(f"[bold]{len(report['no_sku'])} items without SKU[/] (not synced):")
         for item in report["no_sku"]:
-            console.print(f"  {item['item_id']}  {item['title']}")
-        console.print(f"  → {report['no_sku'][0]['advice']}")
+            console.print(f"  {_safe(item['item_id'])}  {_safe(item['title'])}")
+        console.print(f"  → {_safe(report['no_sku'][0]['advice'])}")
     if report["missing_here"]:
         console.print(
             f"[bold]{len(report['missing_here'])} SKUs the group has that this shop "
-            f"lacks[/]: {', '.join(report['missing_here'][:20])}"
+            f"lacks[/]: {_safe(', '.join(report['missing_here'][:20]))}"
             + (" …" if len(report["missing_here"]) > 20 else "")
         )
     if report.get("only_here"):
         console.print(
             f"[bold]{len(report['only_here'])} SKUs only in this shop[/] at the last "
-            f"import: {', '.join(report['only_here'][:20])}"
+            f"import: {_safe(', '.join(report['only_here'][:20]))}"
         )
 
 
@@ -161,7 +209,7 @@ def print_preflight(report: dict[str, Any], *, dry_run: bool) -> None:
         f"{report['items']} items in the shop; [bold]{report['skus_to_write']} counts to change[/]"
     )
     for row in report["to_change"][:15]:
-        console.print(f"  {row['sku']}: {row['shop']} → {row['target']}")
+        console.print(f"  {_safe(row['sku'])}: {_safe(row['shop'])} → {_safe(row['target'])}")
     if report["skus_to_write"] > 15:
         console.print(f"  … and {report['skus_to_write'] - 15} more")
     console.print(

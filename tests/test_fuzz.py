@@ -34,6 +34,7 @@ from agent import peer_service
 from agent.signing import fingerprint, load_private_key, public_key_b64, sign_request
 from agent.web import api
 from agent.web.openapi import DOCUMENT
+from plugins.pisell import wire as pisell_wire
 from plugins.shopify.webhooks import signature as shopify_signature
 from tests.support.cluster import Cluster, ShopHandle
 
@@ -265,6 +266,35 @@ def _key_id(shop: ShopHandle) -> str:
     return _KEY_IDS[shop.domain]
 
 
+#: JSON nested 100,000 deep: the interpreter's parser gives up (RecursionError) long before.
+DEEP = b"[" * 100_000 + b"]" * 100_000
+
+
+def test_deep_json_on_every_admin_path_is_a_400_or_ignored_never_a_server_error(
+    live: Live, pair: list[ShopHandle]
+) -> None:
+    a = pair[0]
+    headers = {**_auth(a), "Content-Type": "application/json"}
+    tried = 0
+    for path, operations in sorted(DOCUMENT["paths"].items()):  # pause comes before resume
+        if not path.startswith("/api/") or path == "/api/leave":  # leave ends the group
+            continue
+        url = a.agent_url + path.replace("{domain}", "nobody.example.com")
+        for method, operation in operations.items():
+            answer = live.http.request(method, url, data=DEEP, headers=headers, timeout=30)
+            tried += 1
+            if "requestBody" in operation:  # it reads its body: the depth is refused
+                assert answer.status_code == 400, (method, path, answer.text)
+                assert answer.json() == {
+                    "error": "bad_json",
+                    "message": "JSON nested deeper than 64 levels",
+                }
+            else:  # a body it never reads changes nothing
+                assert answer.status_code < 500, (method, path, answer.text)
+    assert tried > 15, tried  # the document lists them all (the loop filtered none out)
+    assert live.run(a.get("/api/status"))["paused"] is False
+
+
 def test_out_of_range_numbers_are_a_400_not_a_server_error(
     live: Live, pair: list[ShopHandle]
 ) -> None:
@@ -291,6 +321,23 @@ WEBHOOK_HEADERS = {
     "pisell": ["X-Pisell-Signature", "X-Pisell-Timestamp", "X-Pisell-Topic", "X-Pisell-Event-Id"],
 }
 PRINTABLE = string.ascii_letters + string.digits + string.punctuation
+
+
+def _signed(channel: str, body: bytes) -> dict[str, str]:
+    """Headers of a delivery of `body`, signed with the emulators' webhook secret."""
+    if channel == "pisell":
+        return pisell_wire.webhook_headers(
+            secret="emulator-secret",
+            topic=pisell_wire.TOPIC_INVENTORY_LEVEL_UPDATED,
+            event_id="deep-1",
+            body=body,
+            now=time.time(),
+        )
+    name = channel.capitalize()  # SHOPLINE takes Shopify's base64 form of the same HMAC
+    return {
+        f"X-{name}-Hmac-Sha256": shopify_signature("emulator-secret", body),
+        f"X-{name}-Topic": "inventory_levels/update",
+    }
 
 
 def _random_webhook(rng: random.Random, channel: str) -> tuple[str, bytes, dict[str, str]]:
@@ -349,6 +396,15 @@ def test_webhooks_with_random_bodies_and_signatures_are_refused_and_change_nothi
             expected = 401 if path == channel else 404
             assert answer.status_code == expected, (seed, path, headers, body, answer.text)
             assert set(answer.json()) == {"error", "message"}, seed
+        for deep in (DEEP, b'{"a":' * 100_000 + b"1" + b"}" * 100_000):  # signed, too deep
+            answer = live.http.post(
+                f"{shop.agent_url}/webhooks/{channel}",
+                data=deep,
+                headers=_signed(channel, deep),
+                timeout=30,
+            )
+            assert answer.status_code == 400, answer.text
+            assert answer.json()["error"] == "malformed", answer.text
         live.run(cluster.wait_idle(quiet=0.5))
         assert live.run(shop.get("/api/status"))["events"] == before, seed
         entries = live.run(shop.get(f"/api/log?after_id={last}"))["entries"]

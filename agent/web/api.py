@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -11,13 +10,15 @@ from aiohttp import web
 from sqlalchemy import func
 from sqlmodel import col, select
 
-from agent import __version__, ledger, synclog
+from agent import __version__, jsonsafe, ledger, synclog
 from agent.duplicates import duplicates_report
 from agent.importer import ImportError_
 from agent.models import EventRow, ItemRow, PeerRow, PendingWrite, PoolRow
 from agent.peering import PeerError
 from agent.replication import behind, vector_from_wire
 from agent.web import keys, openapi
+from agent.web.auth import REVOCATIONS, bearer_ok
+from agent.web.bodies import read_body
 
 __all__ = ["bad_request", "create_api_app", "json_error"]
 
@@ -29,12 +30,14 @@ def json_error(status: int, error: str, message: str) -> web.Response:
     return web.json_response({"error": error, "message": message}, status=status)
 
 
+#: Bytes an admin API body may have: a resync of tens of thousands of SKUs fits.
+BODY_LIMIT = 1024**2
+
+
 @web.middleware
 async def _admin_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    expected = request.config_dict[keys.SETTINGS].admin_token
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), expected.encode()):
+    """The admin token, checked on the headers before any handler reads a byte of the body."""
+    if not bearer_ok(request, request.config_dict[keys.SETTINGS].admin_token):
         return json_error(401, "unauthorized", "send the admin token as 'Authorization: Bearer …'")
     return await handler(request)
 
@@ -60,11 +63,13 @@ def create_api_app(parent: web.Application) -> web.Application:
     app.router.add_get("/maintenance", get_maintenance)
     app.router.add_post("/maintenance", post_maintenance)
     app.router.add_post("/resync", post_resync)
+    app.router.add_post("/sessions/revoke", post_revoke_sessions)
     app.router.add_get("/openapi.json", openapi.serve)
     return app
 
 
 MAX_POOLS_PAGE = 1000
+MAX_LOG_PAGE = 1000  # `shopsync log --follow` asks for this many at a time
 
 
 def bad_request(error: str, message: str) -> web.HTTPBadRequest:
@@ -150,6 +155,9 @@ async def status(request: web.Request) -> web.Response:
 async def get_log(request: web.Request) -> web.Response:
     """Sync-log entries, newest first (or forward from `after_id` for tailing)."""
     q = request.query
+    limit = _int_param(request, "limit", 100)
+    if limit is None or not 1 <= limit <= MAX_LOG_PAGE:
+        raise bad_request("bad_parameter", f"limit must be 1-{MAX_LOG_PAGE}")
     async with request.config_dict[keys.DB].sessions() as session:
         rows = await synclog.query_log(
             session,
@@ -160,7 +168,7 @@ async def get_log(request: web.Request) -> web.Response:
             until=_float_param(request, "until"),
             after_id=_int_param(request, "after_id"),
             before_id=_int_param(request, "before_id"),
-            limit=_int_param(request, "limit", 100) or 100,
+            limit=limit,
         )
     return web.json_response({"entries": [synclog.entry_json(r) for r in rows]})
 
@@ -232,10 +240,14 @@ def _peer_errors(handler: Handler) -> Handler:
 
 
 async def _json_object(request: web.Request) -> dict[str, Any]:
+    """The body as a JSON object, at most BODY_LIMIT bytes and 64 levels deep.
+
+    Too large or too slow (BodyError) is answered 413/408 by the app's error middleware.
+    """
     try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise bad_request("bad_json", "body is not valid JSON") from None
+        body = jsonsafe.loads(await read_body(request, BODY_LIMIT))
+    except jsonsafe.JSONError as exc:
+        raise bad_request("bad_json", str(exc)) from None
     if not isinstance(body, dict):
         raise bad_request("bad_json", "body must be a JSON object")
     return body
@@ -396,3 +408,14 @@ async def post_resync(request: web.Request) -> web.Response:
     queued = reconciler.resync(None if everything is True else skus)
     unknown = [] if everything is True else sorted(set(skus) - set(queued))
     return web.json_response({"queued": queued, "unknown": unknown})
+
+
+# -- admin-page sessions ------------------------------------------------------------------------
+
+
+async def post_revoke_sessions(request: web.Request) -> web.Response:
+    """Log out every admin-page session issued until now (kept across restarts)."""
+    cfg = request.config_dict
+    now = cfg[keys.CLOCK].now()
+    await cfg[REVOCATIONS].end_all(cfg[keys.DB], now)
+    return web.json_response({"ended_before": now})

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import pluggy
 import structlog
 from aiohttp import web
+from sqlalchemy.engine import make_url
 from sqlmodel import select
 
-from agent import synclog, trust
+from agent import jsonsafe, synclog, trust
 from agent.catalogue import SkuRule
 from agent.clock import Clock, SystemClock
-from agent.config import Settings
+from agent.config import CONFIG_NAME, Settings
 from agent.db import Database
 from agent.importer import Importer
 from agent.journal import StateJournal
@@ -25,9 +27,13 @@ from agent.peering import Peering
 from agent.plugins import Registry
 from agent.reconcile import Reconciler
 from agent.replication import Replicator
+from agent.runner import StartupError
 from agent.signing import fingerprint, load_private_key, public_key_b64
 from agent.transport import HttpTransport
 from agent.web import api, keys, pages, peer, webhooks
+from agent.web.api import json_error
+from agent.web.auth import bearer_ok
+from agent.web.bodies import BodyError
 
 __all__ = ["create_app"]
 
@@ -41,8 +47,12 @@ def create_app(
     clock: Clock | None = None,
     http: aiohttp.ClientSession | None = None,
 ) -> web.Application:
-    """The whole agent as an aiohttp app; nothing starts until the app starts."""
-    app = web.Application(client_max_size=16 * 1024**2)
+    """The whole agent as an aiohttp app; nothing starts until the app starts.
+
+    `client_max_size` is aiohttp's ceiling for every path (it is read from this top-level
+    app); the paths that read bodies set their own, smaller limits (`agent.web.bodies`).
+    """
+    app = web.Application(client_max_size=16 * 1024**2, middlewares=[_errors])
     app[keys.SETTINGS] = settings
     app[keys.PM] = pm
     app[keys.REGISTRY] = Registry(pm)
@@ -62,18 +72,103 @@ def create_app(
     return app
 
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Outermost: whatever a handler raises, the client gets JSON, never a traceback.
+
+    A body refused by `read_body` is its 413/408, JSON refused by `jsonsafe` a 400; anything
+    else is logged (with a reference, never the request's headers or body) and answered 500.
+    """
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise  # aiohttp's own answers: redirects, 404, 405, the 400s handlers raise
+    except BodyError as exc:
+        return json_error(exc.status, exc.error, exc.message)
+    except jsonsafe.JSONError as exc:
+        return json_error(400, "bad_json", str(exc))
+    except RecursionError:
+        return json_error(400, "too_deep", "the request is nested too deep to be read")
+    except Exception as exc:
+        reference = secrets.token_hex(4)
+        log.error(
+            "request_failed",
+            method=request.method,
+            path=request.path,
+            reference=reference,
+            error=type(exc).__name__,
+            exc_info=exc,
+        )
+        return json_error(
+            500, "internal", f"the agent failed to answer; its log has the details ({reference})"
+        )
+
+
 async def _database(app: web.Application) -> AsyncIterator[None]:
-    db = Database(app[keys.SETTINGS].db_url)
-    await db.upgrade()
-    async with db.sessions() as session:
-        identity = (await session.exec(select(Identity))).first()
+    """The database, migrated, with this agent's identity; StartupError in one line if not."""
+    settings = app[keys.SETTINGS]
+    config = settings.data_dir / CONFIG_NAME
+    db: Database | None = None
+    try:
+        db = Database(settings.db_url)
+        await db.upgrade()
+        async with db.sessions() as session:
+            identity = (await session.exec(select(Identity))).first()
+    except Exception as exc:  # unreachable, refused, not a database, a URL the driver refuses
+        if db is not None:
+            await db.dispose()
+        raise StartupError(
+            f"cannot open the database {_database_name(settings)}: {_reason(exc)}; "
+            + _database_fix(settings)
+        ) from exc
     if identity is None:
         await db.dispose()
-        raise RuntimeError("the database has no agent identity: run `shopsync init` first")
+        raise StartupError(
+            f"the database {_database_name(settings)} has no agent identity: it is not this "
+            f"agent's database; point database_url in {config} at it, or run `shopsync init` "
+            "for a new agent"
+        )
     app[keys.DB] = db
     app[keys.IDENTITY] = identity
     yield
     await db.dispose()
+
+
+def _database_name(settings: Settings) -> str:
+    """The database for a person: the SQLite file, or the URL without its password."""
+    try:
+        url = make_url(settings.db_url)
+    except Exception:  # not even a URL: never echo it, it may hold a password
+        return "named by database_url"
+    if url.get_backend_name() == "sqlite":
+        return str(url.database)
+    return url.render_as_string(hide_password=True)
+
+
+def _database_fix(settings: Settings) -> str:
+    config = settings.data_dir / CONFIG_NAME
+    if settings.db_url.startswith("sqlite"):
+        return (
+            "check that the file is this agent's SQLite database and that this user may read "
+            f"and write it and its directory (restore it from a backup if it is damaged, or "
+            f"set database_url in {config})"
+        )
+    return f"check that the server is up and database_url in {config} is right"
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost cause of a database error, in one line (no SQL, no traceback)."""
+    inner: BaseException = exc
+    while True:
+        nxt = getattr(inner, "orig", None) or inner.__cause__
+        if not isinstance(nxt, BaseException) or nxt is inner:
+            break
+        inner = nxt
+    text = str(inner).strip().splitlines()[0] if str(inner).strip() else type(inner).__name__
+    return text[:300]
 
 
 def _http_session(given: aiohttp.ClientSession | None):  # type: ignore[no-untyped-def]
@@ -119,7 +214,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
 
     private_key = load_private_key(settings.key_path)
     if public_key_b64(private_key) != identity.public_key:
-        raise RuntimeError(
+        raise StartupError(
             f"{settings.key_path} is not the key of this agent's identity "
             f"({fingerprint(identity.public_key)}): restore the agent's own key file"
         )
@@ -231,6 +326,12 @@ async def _healthz(request: web.Request) -> web.Response:
 
 
 async def _metrics(request: web.Request) -> web.Response:
+    """Prometheus text, for `Authorization: Bearer <metrics_token>` (default: the admin token)."""
+    settings = request.app[keys.SETTINGS]
+    if not bearer_ok(request, settings.metrics_token or settings.admin_token):
+        return json_error(
+            401, "unauthorized", "send the metrics token as 'Authorization: Bearer …'"
+        )
     metrics = request.app[keys.METRICS]
     reconciler = request.app.get(keys.RECONCILER)
     if reconciler is not None:

@@ -24,6 +24,7 @@ INT: Schema = {"type": "integer"}
 INT64: Schema = {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1}
 NUM: Schema = {"type": "number"}
 BOOL: Schema = {"type": "boolean"}
+PAGE_SIZE: Schema = {"type": "integer", "minimum": 1, "maximum": 1000}
 
 
 def _null(schema: Schema) -> Schema:
@@ -291,7 +292,7 @@ ADMIN_PATHS: dict[str, dict[str, Any]] = {
         "get": _admin(
             "Sync-log entries, newest first (forward from `after_id` for tailing).",
             _obj({"entries": _list(_ref("LogEntry"))}),
-            errors={"400": "A number parameter is not a number."},
+            errors={"400": "A number parameter is not a number, or limit is not 1-1000."},
             params=[
                 _query("sku", STR, "only this SKU"),
                 _query("kind", STR, "only this kind (write, batch_received, oversold…)"),
@@ -300,7 +301,7 @@ ADMIN_PATHS: dict[str, dict[str, Any]] = {
                 _query("until", _blank(NUM), "at or before this Unix time"),
                 _query("after_id", _blank(INT64), "forward from this id (oldest first)"),
                 _query("before_id", _blank(INT64), "back from this id (newest first)"),
-                _query("limit", _blank(INT64), "page size, 1-1000 (default 100)"),
+                _query("limit", _blank(PAGE_SIZE), "page size, 1-1000 (default 100)"),
             ],
         )
     },
@@ -379,6 +380,12 @@ ADMIN_PATHS: dict[str, dict[str, Any]] = {
             "Leave the group (the other members are told).",
             _obj({"left": BOOL, "told": _ref("Told")}),
             errors={"409": "This shop is not in a group."},
+        )
+    },
+    "/api/sessions/revoke": {
+        "post": _admin(
+            "Log out every admin-page session issued until now, also across restarts.",
+            _obj({"ended_before": NUM}),
         )
     },
     "/api/pause": {"post": _admin("Pause sync with the group.", TOLD)},

@@ -8,10 +8,19 @@ from aiohttp import web
 from agent.channel import WebhookRejected
 from agent.web import keys
 from agent.web.api import json_error
+from agent.web.bodies import BodyError, read_body
 
-__all__ = ["create_webhook_app"]
+__all__ = ["BODY_LIMIT", "create_webhook_app"]
 
 log = structlog.get_logger(__name__)
+
+#: Bytes a delivery may have. Anyone can send one (the signature is over the body, so the
+#: body must be read to check it), so the cap is what bounds an unsigned sender. Stock
+#: payloads — an inventory level, an order or refund, a product with its variants — are a few
+#: KiB to a few hundred KiB; 2 MiB leaves room for the largest orders and products. A bigger
+#: one is refused with 413 and costs nothing: a webhook is only a hint, and the next
+#: reconciliation reads every count anyway.
+BODY_LIMIT = 2 * 1024**2
 
 
 def create_webhook_app(parent: web.Application) -> web.Application:
@@ -22,22 +31,36 @@ def create_webhook_app(parent: web.Application) -> web.Application:
 
 
 async def receive(request: web.Request) -> web.Response:
-    """Verify the platform's signature over the raw body, queue a re-read, answer at once."""
+    """Verify the platform's signature over the raw body, queue a re-read, answer at once.
+
+    Whatever the body, the answer is a JSON 2xx or 4xx: too large 413, too slow 408, a bad
+    signature 401, signed but unreadable (not JSON, nested too deep, a plugin that cannot
+    make sense of it) 400.
+    """
     cfg = request.config_dict
     settings, metrics = cfg[keys.SETTINGS], cfg[keys.METRICS]
     if request.match_info["channel"] != settings.channel:
         metrics.webhooks.labels(result="unknown_channel").inc()
         return json_error(404, "unknown_channel", f"this agent serves {settings.channel!r}")
-    body = await request.read()
+    try:
+        body = await read_body(request, BODY_LIMIT)
+    except BodyError as exc:
+        metrics.webhooks.labels(result="refused").inc()
+        return json_error(exc.status, exc.error, exc.message)
     try:
         hint = cfg[keys.CHANNEL].verify_webhook(request.headers, body)
     except WebhookRejected as exc:
         metrics.webhooks.labels(result="rejected").inc()
         log.warning("webhook_rejected", shop=settings.domain, reason=str(exc))
         return json_error(401, "bad_signature", str(exc))
-    except ValueError as exc:  # signed but unreadable: the platform's fault, not a retry case
+    except (ValueError, RecursionError) as exc:  # signed but unreadable: not a retry case
         metrics.webhooks.labels(result="malformed").inc()
-        return json_error(400, "malformed", str(exc))
+        message = str(exc) if isinstance(exc, ValueError) else "the body is nested too deep"
+        return json_error(400, "malformed", message)
+    except Exception as exc:  # a plugin's bug on an odd body must not become a 500
+        metrics.webhooks.labels(result="malformed").inc()
+        log.error("webhook_unreadable", shop=settings.domain, error=repr(exc)[:300])
+        return json_error(400, "malformed", "the channel could not read this delivery")
     metrics.webhooks.labels(result="accepted").inc()
     cfg[keys.RECONCILER].hint(hint)
     return web.json_response({"ok": True})

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 
-from agent.channel import WebhookHint, WebhookRejected
+from agent.channel import WebhookHint, WebhookRejected, parse_json
 from plugins.pisell import wire
 
 __all__ = ["header", "verify"]
@@ -36,7 +35,8 @@ def verify(
     The signature is checked (in constant time) before the body is parsed. A timestamp more
     than five minutes from `now` is rejected, so a captured delivery cannot be replayed later.
     Stock topics name `sku@warehouse_id` items of `warehouse_id` (other warehouses are not
-    this channel's items); `order.imported` names SKUs; other topics give an empty hint.
+    this channel's items); `order.imported` names SKUs; other topics give an empty hint. A
+    signed body that cannot be read (not JSON, nested too deep, no SKU) raises ValueError.
     """
     signature = header(headers, wire.H_WEBHOOK_SIGNATURE)
     stamp = header(headers, wire.H_WEBHOOK_TIMESTAMP)
@@ -53,9 +53,9 @@ def verify(
     topic = (header(headers, wire.H_WEBHOOK_TOPIC) or "").strip()
     delivery_id = (header(headers, wire.H_WEBHOOK_EVENT_ID) or "").strip()
     try:
-        skus, warehouse = wire.event_skus(topic, json.loads(body))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise WebhookRejected(f"malformed {topic or 'webhook'} payload: {exc}") from None
+        skus, warehouse = wire.event_skus(topic, parse_json(body))
+    except ValueError as exc:  # signed but unreadable (JSONError included): a 400, not a 401
+        raise ValueError(f"malformed {topic or 'webhook'} payload: {exc}") from None
     if warehouse is not None and warehouse_id is not None and warehouse != warehouse_id:
         return WebhookHint(topic=topic, delivery_id=delivery_id)
     if topic == wire.TOPIC_ORDER_IMPORTED:

@@ -6,11 +6,10 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from agent.channel import WebhookHint, WebhookRejected
+from agent.channel import WebhookHint, WebhookRejected, parse_json
 
 __all__ = ["header", "hint_for", "signature", "verify"]
 
@@ -56,12 +55,10 @@ def verify(
         raise WebhookRejected("webhook signature does not match")
     topic = (header(headers, "X-Shopify-Topic") or "").strip().lower()
     delivery_id = header(headers, "X-Shopify-Webhook-Id") or ""
-    try:
-        payload = json.loads(body) if body else {}
-    except (ValueError, UnicodeDecodeError):
-        raise WebhookRejected("webhook body is not JSON") from None
+    # Signed but unreadable (not JSON, nested too deep, not an object) is a ValueError: a 400.
+    payload = parse_json(body) if body else {}
     if not isinstance(payload, dict):
-        raise WebhookRejected("webhook body is not a JSON object")
+        raise ValueError("webhook body is not a JSON object")
     return hint_for(topic, payload, delivery_id, location_gid=location_gid)
 
 

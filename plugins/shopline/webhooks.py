@@ -6,11 +6,10 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from agent.channel import WebhookHint, WebhookRejected
+from agent.channel import WebhookHint, WebhookRejected, parse_json
 
 __all__ = ["TOPICS", "hint_from_payload", "signature_matches", "verify"]
 
@@ -109,8 +108,9 @@ def verify(
 ) -> WebhookHint:
     """Check a delivery's signature over the raw `body`, then read its hint.
 
-    Raises `WebhookRejected` for a missing or wrong signature (before parsing anything), a
-    missing topic, or a body that is not JSON.
+    Raises `WebhookRejected` for a missing or wrong signature (before parsing anything) or a
+    missing topic; `ValueError` (`JSONError`) for a signed body that is not JSON or is nested
+    too deep.
     """
     lowered = {name.lower(): value for name, value in headers.items()}
     signature = lowered.get(SIGNATURE_HEADER)
@@ -121,10 +121,7 @@ def verify(
     topic = lowered.get(TOPIC_HEADER, "").strip()
     if not topic:
         raise WebhookRejected("missing X-Shopline-Topic header")
-    try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise WebhookRejected("webhook body is not JSON") from None
+    payload = parse_json(body)  # signed but unreadable: JSONError, a ValueError (400)
     delivery_id = lowered.get(DELIVERY_HEADER, "")
     return hint_from_payload(
         topic, payload, delivery_id, location_id=location_id, known_count=known_count

@@ -2,15 +2,17 @@
 
 `setup_pages(app)` adds them to the agent's root app. Every page but the log-in page needs a
 session (a signed, HttpOnly, SameSite=Strict cookie got by entering the admin token); every
-form carries a CSRF token; every answer a Content-Security-Policy. Live parts (sync-log tail,
-import progress) are small scripts in `static/app.js`; all else works without JavaScript.
+form carries a CSRF token; every answer a Content-Security-Policy. Wrong tokens are throttled
+per client address; log-outs and "end all sessions" are kept in the database
+(`agent.web.auth`), so a restart forgets neither. Live parts (sync-log tail, import progress)
+are small scripts in `static/app.js`; all else works without JavaScript.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import hmac
+import math
 import re
 import secrets
 from pathlib import Path
@@ -21,19 +23,30 @@ import structlog
 from aiohttp import web
 
 from agent.web import keys
+from agent.web.auth import (
+    REVOCATIONS,
+    THROTTLE,
+    LoginThrottle,
+    Revocations,
+    client_address,
+    same_secret,
+)
 from agent.web.pages import logview, views
+from agent.web.pages.backend import Api, ApiError
 from agent.web.pages.format import FILTERS
-from agent.web.pages.render import render
+from agent.web.pages.render import redirect, render
 from agent.web.pages.session import (
     COOKIE,
-    LOGGED_OUT,
     LOGIN_COOKIE,
     MAX_AGE,
+    FormError,
+    cookie_secure,
     csrf_ok,
     current_session,
     forget,
     issue,
     page,
+    read_form,
     refused,
     secure,
 )
@@ -46,6 +59,10 @@ HERE = Path(__file__).parent
 STATIC = "pages_static"
 # A path on this site: no scheme, no host, no backslash or control character to smuggle one in.
 _LOCAL = re.compile(r"/[A-Za-z0-9/_.~%&=+?-]*")
+# What `secrets.token_urlsafe` makes; any other log-in cookie is ignored, never echoed.
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,64}")
+#: Bytes the log-in form may have: a token, a CSRF token and a `next` path, with room to spare.
+LOGIN_FORM_LIMIT = 8 * 1024
 
 
 def setup_pages(app: web.Application) -> None:
@@ -57,13 +74,16 @@ def setup_pages(app: web.Application) -> None:
         filters=FILTERS,
         undefined=jinja2.ChainableUndefined,  # a field an older API lacks renders empty
     )
-    app[LOGGED_OUT] = {}
+    app[REVOCATIONS] = Revocations(MAX_AGE)
+    app[THROTTLE] = LoginThrottle(app[keys.CLOCK])
     app[logview.STOPPING] = asyncio.Event()
+    app.on_startup.append(_load_revocations)  # after the cleanup contexts: the database is open
     app.on_shutdown.append(_stop_streams)
     r = app.router
     r.add_get("/login", login_form)
     r.add_post("/login", login)
     r.add_post("/logout", logout)
+    r.add_post("/sessions/end", end_sessions)
     r.add_get("/", views.overview)
     r.add_post("/pause", views.pause)
     r.add_post("/resume", views.resume)
@@ -87,6 +107,10 @@ def setup_pages(app: web.Application) -> None:
     )
 
 
+async def _load_revocations(app: web.Application) -> None:
+    await app[REVOCATIONS].load(app[keys.DB])
+
+
 async def _stop_streams(app: web.Application) -> None:
     # Live tails would otherwise hold a graceful shutdown until its timeout.
     app[logview.STOPPING].set()
@@ -103,7 +127,7 @@ async def login_form(request: web.Request) -> web.StreamResponse:
     """The log-in page; already logged in goes straight on."""
     if current_session(request) is not None:
         raise web.HTTPSeeOther(_next_path(request.query.get("next")))
-    token = request.cookies.get(LOGIN_COOKIE) or secrets.token_urlsafe(24)
+    token = _login_csrf(request) or secrets.token_urlsafe(24)
     response = render(
         request,
         "login.html",
@@ -116,6 +140,12 @@ async def login_form(request: web.Request) -> web.StreamResponse:
     return secure(response)
 
 
+def _login_csrf(request: web.Request) -> str:
+    """The log-in form's CSRF token from its cookie, or "" if there is none that we made."""
+    token = request.cookies.get(LOGIN_COOKIE, "")
+    return token if _TOKEN.fullmatch(token) else ""
+
+
 def _set_login_cookie(request: web.Request, response: web.StreamResponse, token: str) -> None:
     response.set_cookie(
         LOGIN_COOKIE,
@@ -124,23 +154,41 @@ def _set_login_cookie(request: web.Request, response: web.StreamResponse, token:
         samesite="Strict",
         path="/login",
         max_age=3600,
-        secure=request.secure,
+        secure=cookie_secure(request),
     )
 
 
 async def login(request: web.Request) -> web.StreamResponse:
-    """Check the admin token from the form (POST body, never the URL); start a session."""
-    form = await request.post()
-    expected_csrf = request.cookies.get(LOGIN_COOKIE, "")
+    """Check the admin token from the form (POST body, never the URL); start a session.
+
+    An address with too many recent failures is answered 429 before its form is even read.
+    """
+    cfg = request.config_dict
+    throttle, address = cfg[THROTTLE], client_address(request)
+    wait = throttle.retry_after(address)
+    if wait > 0:
+        log.warning("admin_login_throttled", remote=address)
+        minutes = math.ceil(wait / 60)
+        response = refused(
+            429,
+            f"Too many wrong admin tokens from your address ({throttle.limit} within "
+            f"{throttle.window / 60:.0f} minutes). Try again in {minutes} "
+            f"minute{'s' if minutes != 1 else ''}.",
+        )
+        response.headers["Retry-After"] = str(math.ceil(wait))
+        return response
+    try:
+        form = await read_form(request, LOGIN_FORM_LIMIT)
+    except FormError as exc:
+        return refused(exc.status, exc.message)
+    expected_csrf = _login_csrf(request)
     if not csrf_ok(form.get("csrf"), expected_csrf):
         return refused(403, "The form's CSRF token is missing or wrong; reload the log-in page.")
-    cfg = request.config_dict
     given = form.get("token")
     expected = cfg[keys.SETTINGS].admin_token
-    if not isinstance(given, str) or not hmac.compare_digest(
-        given.strip().encode(), expected.encode()
-    ):
-        log.warning("admin_login_failed", remote=request.remote)
+    if not isinstance(given, str) or not same_secret(given.strip(), expected):
+        throttle.failed(address)
+        log.warning("admin_login_failed", remote=address)
         await asyncio.sleep(0.3)  # makes guessing slower still; a real token is 32 random bytes
         response = render(
             request,
@@ -152,7 +200,8 @@ async def login(request: web.Request) -> web.StreamResponse:
             error="That is not this agent's admin token.",
         )
         return secure(response)
-    log.info("admin_login", remote=request.remote)
+    throttle.succeeded(address)
+    log.info("admin_login", remote=address)
     response = web.HTTPSeeOther(_next_path(str(form.get("next") or "")))
     response.set_cookie(
         COOKIE,
@@ -161,7 +210,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         samesite="Strict",
         path="/",
         max_age=MAX_AGE,
-        secure=request.secure,
+        secure=cookie_secure(request),
     )
     response.del_cookie(LOGIN_COOKIE, path="/login")
     raise response
@@ -169,10 +218,20 @@ async def login(request: web.Request) -> web.StreamResponse:
 
 @page
 async def logout(request: web.Request) -> web.StreamResponse:
-    """End the session: its cookie is refused from now on, even if replayed."""
+    """End the session: its cookie is refused from now on, even if replayed after a restart."""
     session = current_session(request)
     if session is not None:
-        forget(request.app, session)
+        await forget(request, session)
     response = web.HTTPSeeOther("/login")
     response.del_cookie(COOKIE, path="/")
     raise response
+
+
+@page
+async def end_sessions(request: web.Request) -> web.StreamResponse:
+    """Log out every browser, this one included (`POST /api/sessions/revoke`)."""
+    try:
+        await Api(request).post("/sessions/revoke")
+    except ApiError as exc:
+        redirect("/", f"Sessions not ended: {exc.message}", ok=False)
+    redirect("/login", "Every session was ended, this one too; log in again.")

@@ -64,7 +64,7 @@ async def log_page(request: web.Request) -> web.StreamResponse:
     """Newest first, filtered; "older" pages continue below the last id shown."""
     form, params, error = _filters(request)
     before_id = request.query.get("before_id", "")
-    if before_id and not before_id.isdigit():
+    if before_id and not (before_id.isascii() and before_id.isdigit()):
         before_id, error = "", "before_id must be a number"
     entries: list[dict[str, Any]] = []
     if not error:
@@ -122,7 +122,7 @@ async def log_stream(request: web.Request) -> web.StreamResponse:
     params.pop("since", None)
     params.pop("until", None)
     last = request.headers.get("Last-Event-ID") or request.query.get("after", "0")
-    after = int(last) if last.isdigit() else 0
+    after = int(last) if last.isascii() and last.isdigit() and len(last) < 19 else 0
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",

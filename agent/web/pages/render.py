@@ -54,7 +54,9 @@ def _read_flash(request: web.Request) -> tuple[str, str] | None:
     if not raw:
         return None
     kind, _, text = raw.partition(":")
-    return ("error" if kind == "error" else "ok", unquote(text)[:300])
+    # A cookie that is not UTF-8 (surrogate escapes) would fail to encode in the page.
+    text = unquote(text).encode("utf-8", "replace").decode("utf-8")
+    return ("error" if kind == "error" else "ok", text[:300])
 
 
 def redirect(location: str, message: str = "", *, ok: bool = True) -> NoReturn:

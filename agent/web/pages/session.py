@@ -15,20 +15,25 @@ from urllib.parse import quote
 from aiohttp import web
 
 from agent.web import keys
+from agent.web.auth import REVOCATIONS, same_secret
+from agent.web.bodies import BodyError, read_body
 from agent.web.pages.backend import ApiError
 
 __all__ = [
     "COOKIE",
+    "FORM_LIMIT",
     "LOGIN_COOKIE",
     "MAX_AGE",
-    "LOGGED_OUT",
     "SESSION",
+    "FormError",
     "Session",
+    "cookie_secure",
     "csrf_ok",
     "current_session",
     "forget",
     "issue",
     "page",
+    "read_form",
     "refused",
     "secure",
     "verify",
@@ -45,7 +50,8 @@ CSP = (
 )
 
 SESSION = "shopsync_pages_session"  # request key of the current Session
-LOGGED_OUT = web.AppKey("pages_logged_out", dict)  # sid → issued, until MAX_AGE has passed
+#: Bytes a page's form may have: a SKU, a domain, a CSRF token and a few flags fit many times.
+FORM_LIMIT = 64 * 1024
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -76,13 +82,18 @@ def issue(admin_token: str, now: float) -> str:
 
 
 def verify(admin_token: str, value: str, now: float) -> Session | None:
-    """The session a cookie value stands for, or None if forged, malformed or expired."""
+    """The session a cookie value stands for, or None if forged, malformed or expired.
+
+    Any text is answered, bytes that are not UTF-8 included: they are only ever a mismatch.
+    """
+    if not value.isascii():  # `issue` makes ASCII only; the rest could not even be hashed
+        return None
     issued, _, rest = value.partition(".")
     sid, _, mac = rest.partition(".")
-    if not issued.isdigit() or not sid or not mac:
+    if not (issued.isdigit() and len(issued) <= 12) or not sid or not mac:
         return None
     key = _key(admin_token)
-    if not hmac.compare_digest(mac, _mac(key, f"{issued}.{sid}")):
+    if not same_secret(mac, _mac(key, f"{issued}.{sid}")):
         return None
     if not 0 <= now - int(issued) <= MAX_AGE:
         return None
@@ -96,14 +107,47 @@ def current_session(request: web.Request) -> Session | None:
         return None
     cfg = request.config_dict
     session = verify(cfg[keys.SETTINGS].admin_token, value, cfg[keys.CLOCK].now())
-    if session is None or session.sid in cfg[LOGGED_OUT]:
+    if session is None or cfg[REVOCATIONS].revoked(session.sid, session.issued):
         return None
     return session
 
 
 def csrf_ok(sent: Any, expected: str) -> bool:
     """Whether a submitted CSRF token is the expected one (constant time)."""
-    return isinstance(sent, str) and bool(sent) and hmac.compare_digest(sent, expected)
+    return isinstance(sent, str) and bool(sent) and bool(expected) and same_secret(sent, expected)
+
+
+def cookie_secure(request: web.Request) -> bool:
+    """Whether cookies must be `Secure`: when the agent is reached over https.
+
+    Behind the TLS proxy the request itself is plain http, so `public_url` decides.
+    """
+    return request.secure or request.config_dict[keys.SETTINGS].public_url.startswith("https:")
+
+
+class FormError(Exception):
+    """A form that cannot be read: answered with `refused(status, message)`."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+async def read_form(request: web.Request, limit: int = FORM_LIMIT) -> Any:
+    """The POSTed form, read with a size cap and a deadline; FormError if it cannot be read.
+
+    The pages send `application/x-www-form-urlencoded` only. A body over `limit` is 413, a
+    slow one 408, one that is not text in its charset 400: never a 500.
+    """
+    if request.content_type == "multipart/form-data":
+        raise FormError(400, "The form must be sent URL-encoded, as these pages send it.")
+    try:
+        await read_body(request, limit)
+        return await request.post()
+    except BodyError as exc:
+        raise FormError(exc.status, exc.message.capitalize() + ".") from None
+    except (ValueError, LookupError):  # undecodable in its charset, or an unknown charset
+        raise FormError(400, "The form could not be read; reload the page.") from None
 
 
 def secure(response: web.StreamResponse) -> web.StreamResponse:
@@ -147,7 +191,10 @@ def page(handler: Handler) -> Handler:
                 raise web.HTTPSeeOther(location)
             return refused(403, "Log in first.")
         if request.method == "POST":
-            form = await request.post()
+            try:
+                form = await read_form(request)
+            except FormError as exc:
+                return refused(exc.status, exc.message)
             if not csrf_ok(form.get("csrf"), session.csrf):
                 return refused(403, "The form's CSRF token is missing or wrong; reload the page.")
         request[SESSION] = session
@@ -163,10 +210,8 @@ def _quote(path: str) -> str:
     return quote(path, safe="")
 
 
-def forget(app: web.Application, session: Session) -> None:
-    """Log a session out: its cookie is refused from now on (until it would expire anyway)."""
-    logged_out = app[LOGGED_OUT]
-    logged_out[session.sid] = session.issued
-    oldest = int(app[keys.CLOCK].now()) - MAX_AGE
-    for sid in [s for s, issued in logged_out.items() if issued < oldest]:
-        del logged_out[sid]
+async def forget(request: web.Request, session: Session) -> None:
+    """Log a session out: its cookie is refused from now on, across restarts, until it would
+    expire anyway."""
+    cfg = request.config_dict
+    await cfg[REVOCATIONS].log_out(cfg[keys.DB], session.sid, session.issued, cfg[keys.CLOCK].now())
