@@ -265,7 +265,9 @@ class Channel(abc.ABC):
     def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookHint:
         """Check the platform's signature over the raw `body` and say what changed.
 
-        Raise `WebhookRejected` for a bad or missing signature before parsing anything.
+        Raise `WebhookRejected` for a bad or missing signature before parsing anything;
+        parse with `parse_json` (bounded depth); raise ValueError for a signed body that
+        cannot be read (the core answers 400).
         """
 
     @abc.abstractmethod

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import pytest
@@ -16,6 +16,7 @@ from agent.db import Database
 from agent.models import Identity
 from tests.support.clock import FastClock
 from tests.support.head_start import HeadStart
+from tests.support.live import Live
 from tests.support.memchannel import MemChannel, MemShop
 
 PG_ADMIN = os.environ.get("SHOPSYNC_TEST_PG", "postgresql://127.0.0.1:5432/test")
@@ -143,3 +144,13 @@ async def settle(reconciler, timeout: float = 10.0) -> None:  # type: ignore[no-
 
 
 __all__ = ["MemChannel", "settle"]
+
+
+@pytest.fixture(scope="module")
+def live() -> Iterator[Live]:
+    """An event loop in a background thread, for real processes driven from sync tests."""
+    box = Live()
+    try:
+        yield box
+    finally:
+        box.close()

@@ -7,20 +7,17 @@ background thread, because schemathesis calls them synchronously (requests) from
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import os
 import random
 import string
-import threading
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-import requests
 import schemathesis
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
@@ -37,6 +34,7 @@ from agent.web.openapi import DOCUMENT
 from plugins.pisell import wire as pisell_wire
 from plugins.shopify.webhooks import signature as shopify_signature
 from tests.support.cluster import Cluster, ShopHandle
+from tests.support.live import Live
 
 T = TypeVar("T")
 
@@ -64,34 +62,6 @@ CONFORMANCE = [
 # Leaving the group would end the fixture's group: tested once, last, in its own test.
 ADMIN = SCHEMA.include(path_regex="^/api/").exclude(path="/api/leave")
 PEER = SCHEMA.include(path_regex="^/peer/")
-
-
-class Live:
-    """A cluster of real processes on an event loop in a background thread."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.http = requests.Session()
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 120) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def close(self) -> None:
-        self.http.close()
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join()
-        self.loop.close()
-
-
-@pytest.fixture(scope="module")
-def live() -> Iterator[Live]:
-    box = Live()
-    try:
-        yield box
-    finally:
-        box.close()
 
 
 @pytest.fixture(scope="module")
@@ -421,20 +391,6 @@ def test_webhooks_with_random_bodies_and_signatures_are_refused_and_change_nothi
         live.run(cluster.__aexit__(None, None, None))
 
 
-def test_leave_is_answered_once_then_409(live: Live, pair: list[ShopHandle]) -> None:
-    """Last: leaving ends the fixture's group (the fuzz above never sends it)."""
-    a = pair[0]
-    case = SCHEMA["/api/leave"]["POST"].Case()
-    first = case.call_and_validate(
-        base_url=a.agent_url, session=live.http, headers=_auth(a), checks=CONFORMANCE
-    )
-    assert first.status_code == 200 and first.json()["left"] is True
-    again = case.call_and_validate(
-        base_url=a.agent_url, session=live.http, headers=_auth(a), checks=CONFORMANCE
-    )
-    assert again.status_code == 409 and again.json()["error"] == "not_in_group"
-
-
 JOIN = SCHEMA.include(path="/peer/join")
 
 
@@ -479,3 +435,17 @@ def test_deep_json_on_every_peer_path_is_a_400(
     else:
         assert answer.status_code == 400 and answer.json()["error"] == "bad_json", answer.text
     assert set(answer.json()) == {"error", "message"}
+
+
+def test_leave_is_answered_once_then_409(live: Live, pair: list[ShopHandle]) -> None:
+    """Last: leaving ends the fixture's group (the fuzz above never sends it)."""
+    a = pair[0]
+    case = SCHEMA["/api/leave"]["POST"].Case()
+    first = case.call_and_validate(
+        base_url=a.agent_url, session=live.http, headers=_auth(a), checks=CONFORMANCE
+    )
+    assert first.status_code == 200 and first.json()["left"] is True
+    again = case.call_and_validate(
+        base_url=a.agent_url, session=live.http, headers=_auth(a), checks=CONFORMANCE
+    )
+    assert again.status_code == 409 and again.json()["error"] == "not_in_group"

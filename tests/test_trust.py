@@ -5,6 +5,15 @@ A compromised member is one shop's own `agent.key` in the attacker's hands: ever
 below is correctly signed with it. Each attempt of the issue's table must now be refused with
 a clear reason, and change nothing: counts, vectors and member lists stay as they were, and
 the honest members go on syncing.
+
+The table's rows, and where each is tried: events of another origin, events in the
+receiver's own stream, a new key introduced, a member re-keyed (and moved, retired), invented
+origins with 2 kB SKUs, a request replayed to another agent, a join taken over, a flood of
+join requests and odd domains, deep JSON on /peer, large unsigned bodies on /peer — here;
+deep JSON on the admin API and on webhooks with a valid HMAC, non-UTF-8 credentials, large
+bodies on /api, /webhooks and /login, an empty admin token, a cookie reused after a log-out
+and a restart, and markup in what the CLI prints — in `tests/test_hygiene.py` and
+`tests/test_fuzz.py`.
 """
 
 from __future__ import annotations
@@ -29,18 +38,9 @@ from agent.models import EventRow
 from agent.replication import event_to_wire
 from agent.signing import fingerprint, load_private_key, public_key_b64, sign_request
 from tests.support.cluster import Cluster, ShopHandle
-from tests.test_fuzz import Live
+from tests.support.live import Live
 
 T = TypeVar("T")
-
-
-@pytest.fixture(scope="module")
-def live() -> Iterator[Live]:
-    box = Live()
-    try:
-        yield box
-    finally:
-        box.close()
 
 
 @pytest.fixture(scope="module")
