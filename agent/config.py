@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 import tomli_w
 
 from agent.channel import ConfigError
+from agent.secrets_file import SharedSecretFile, read_private
 
 __all__ = ["CONFIG_NAME", "Settings", "load_settings", "parse_listen", "write_settings"]
 
@@ -153,16 +154,11 @@ def write_settings(settings: Settings) -> Path:
 
 
 def _read_private(path: Path) -> bytes:
-    """The bytes of a file that holds secrets, refused when group or others may read it."""
-    with open(path, "rb") as fh:
-        # fstat on the open file: the mode checked is the mode of the bytes read.
-        mode = os.fstat(fh.fileno()).st_mode & 0o777
-        if os.name == "posix" and mode & 0o077:
-            raise ConfigError(
-                f"{path} has mode {mode:04o}: it holds the admin token and channel secrets, "
-                f"so group and others must not read it; run `chmod 600 {path}`"
-            )
-        return fh.read()
+    """The bytes of the config file, refused when group or others may access it."""
+    try:
+        return read_private(path, "the admin token and channel secrets")
+    except SharedSecretFile as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def load_settings(data_dir: str | Path) -> Settings:

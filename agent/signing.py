@@ -18,6 +18,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from agent.secrets_file import SharedSecretFile, read_private
+
 if TYPE_CHECKING:
     from agent.clock import Clock
 
@@ -135,15 +137,9 @@ def load_private_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:
     """Read an Ed25519 PEM private key, refusing a file that group or others may access."""
     path = Path(path)
     try:
-        with open(path, "rb") as f:
-            # fstat on the open file: the mode checked is the mode of the bytes read.
-            mode = os.fstat(f.fileno()).st_mode & 0o777
-            if os.name == "posix" and mode & 0o077:
-                raise SigningError(
-                    f"{path} has mode {mode:04o}: a private key must not be accessible by group "
-                    f"or others; run `chmod 600 {path}`"
-                )
-            data = f.read()
+        data = read_private(path, "a private key")
+    except SharedSecretFile as exc:
+        raise SigningError(str(exc)) from None
     except OSError as e:
         raise SigningError(f"cannot read private key {path}: {e.strerror}") from e
     try:
