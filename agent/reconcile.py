@@ -110,7 +110,8 @@ class Reconciler:
             "events": 0,
             "echoes_skipped": 0,
         }
-        self.last_reconcile: float | None = None
+        self.last_reconcile: float | None = None  # when the last full pass ended
+        self.last_listing: float | None = None  # when that pass began to list the shop
         self._inflight = 0
         self._reading = 0
         self._last_write_at = float("-inf")
@@ -635,6 +636,7 @@ class Reconciler:
 
     async def _reconcile_all(self) -> None:
         started = self.clock.monotonic()
+        listed_at = self.clock.now()
         try:
             listed = [item async for item in self.channel.list_items()]
         except Exception as exc:
@@ -675,6 +677,7 @@ class Reconciler:
                 finally:
                     self.busy.difference_update(chunk)
             self.last_reconcile = self.clock.now()
+            self.last_listing = listed_at
             log.info(
                 "reconciled",
                 shop=self.identity.domain,

@@ -246,7 +246,9 @@ async def _quiet(world: World, since: float, vector_of: Any) -> bool:
         r = node.reconciler
         if not (node.up and not node.importing and r is not None and r.ready.is_set()):
             return False
-        if not r.is_idle() or r.last_reconcile is None or r.last_reconcile < since:
+        # a full pass that began listing after the faults stopped: one that ended after it
+        # may have listed the shop before the last changes (whose webhooks were lost)
+        if not r.is_idle() or r.last_listing is None or r.last_listing < since:
             return False
     if world.webhooks_in_flight:
         return False
