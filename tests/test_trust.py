@@ -21,6 +21,9 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
@@ -93,6 +96,19 @@ def post_signed(
 def send(to: ShopHandle, path: str, raw: bytes, headers: dict[str, str]) -> tuple[int, Any]:
     answer = requests.post(to.agent_url + path, data=raw, headers=headers, timeout=60)
     return answer.status_code, answer.json()
+
+
+def cli(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
+    """`shopsync ARGS` as a shop owner runs it, for the agent in `data_dir`."""
+    env = {**os.environ, "COLUMNS": "200", "SHOPSYNC_DATA_DIR": str(data_dir)}
+    return subprocess.run(
+        [sys.executable, "-m", "agent.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
 
 
 def run(live: Live, coro: Coroutine[Any, Any, T]) -> T:
@@ -383,6 +399,11 @@ def test_a_join_cannot_be_taken_over_by_an_impostor(live: Live, pair: Cluster) -
         assert sorted(r["fingerprint"] for r in pending) == sorted([real, key_id(impostor.key)])
         assert {r["domain"] for r in pending} == {joiner.domain}
         assert {r["claims"] for r in pending} == {2}
+        listing = cli("requests", data_dir=master.data_dir)
+        assert real in listing.stdout and key_id(impostor.key) in listing.stdout
+        assert f"several requests claim {joiner.domain}" in listing.stdout
+        refused = cli("accept", joiner.domain, data_dir=master.data_dir)
+        assert refused.returncode == 1 and "--fingerprint" in refused.stderr, refused
         path = f"/api/requests/{joiner.domain}/accept"
         status, answer = run(live, master.api("POST", path, {}))
         assert (status, answer["error"]) == (409, "ambiguous_request")
@@ -391,9 +412,9 @@ def test_a_join_cannot_be_taken_over_by_an_impostor(live: Live, pair: Cluster) -
         status, answer = run(live, master.api("POST", path, {"fingerprint": key_id(impostor.key)}))
         assert (status, answer["error"]) == (502, "not_confirmed") and impostor.welcomed == 1
         assert run(live, master.get("/api/peers"))["peers"] == []
-        # the real one, by its fingerprint
-        status, answer = run(live, master.api("POST", path, {"fingerprint": real}))
-        assert status == 200 and answer["fingerprint"] == real, answer
+        # the real one, by its fingerprint, as the owner would
+        accepted = cli("accept", joiner.domain, "--fingerprint", real, data_dir=master.data_dir)
+        assert accepted.returncode == 0 and real in accepted.stdout, accepted
         run(live, pair.until(lambda: _imported(joiner), what="import"))
         peers = run(live, master.get("/api/peers"))["peers"]
         assert [(p["domain"], p["fingerprint"]) for p in peers] == [(joiner.domain, real)]
