@@ -140,6 +140,7 @@ class ChannelSettings:
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> ChannelSettings:
+        # every settings class is a dataclass (the contract), which the base cannot declare
         fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         unknown = sorted(set(options) - set(fields))
         if unknown:

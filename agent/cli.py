@@ -144,7 +144,7 @@ async def cmd_log(args: argparse.Namespace) -> int:
             last = fresh[-1]["id"]
 
 
-def _client(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _client(args: argparse.Namespace):
     from agent.client import AdminClient
     from agent.config import load_settings
 

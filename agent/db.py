@@ -5,21 +5,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from agent.models import StateEntry
 
-__all__ = ["Database", "alembic_config", "read_state", "write_state"]
+__all__ = ["Database", "Work", "alembic_config", "read_state", "write_state"]
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+T = TypeVar("T")
+#: A unit of work: plain (synchronous) SQLAlchemy Core statements on one connection, inside
+#: one transaction. `Database.run` runs it whole, without a trip to the event loop between
+#: its statements.
+Work = Callable[[Connection], T]
 
 
 def alembic_config() -> Config:
@@ -29,7 +36,7 @@ def alembic_config() -> Config:
     return cfg
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()
     # WAL lets readers go on while one writer commits; NORMAL sync is durable in WAL mode
     # across process crashes (only an OS crash can lose the last transactions).
@@ -38,6 +45,17 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def
     cur.execute("PRAGMA busy_timeout=10000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
+
+
+def _sqlite_begin_immediate(conn: Connection) -> None:
+    # the unit-of-work engine's writing transactions take SQLite's write lock at BEGIN: a
+    # unit that reads then writes never finds the database changed under it, nor waits
+    # half-way; a reading one (`Database.read`) takes a snapshot and no lock
+    conn.exec_driver_sql("BEGIN" if conn.info.pop("read_only", False) else "BEGIN IMMEDIATE")
+
+
+def _sqlite_no_implicit_begin(dbapi_conn, _record) -> None:
+    dbapi_conn.isolation_level = None  # BEGIN is ours (above), not the sqlite3 module's
 
 
 async def read_state(session: AsyncSession, key: str, default: Any = None) -> Any:
@@ -71,6 +89,38 @@ class Database:
         # deferred transactions that both read then write would deadlock (SQLITE_BUSY).
         self.write_lock = asyncio.Lock()
         self.sessions = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
+        self._work_engine: Engine | None = None
+        self._worker: ThreadPoolExecutor | None = None
+        if self.is_sqlite:
+            self._work_engine = sqlite_work_engine(url)
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shopsync-db")
+
+    async def run(self, work: Work[T]) -> T:
+        """Run `work` in one writing transaction, committed when it returns, rolled back if it
+        raises. The hot paths use this instead of an ORM session: for SQLite the whole unit
+        runs in the database thread (one hop to it, not one per statement); for PostgreSQL
+        its statements run on the async driver's connection."""
+        async with self.write_lock:
+            return await self._unit(work, write=True)
+
+    async def read(self, work: Work[T]) -> T:
+        """Run `work` (reads only) in one transaction that sees one snapshot of the database
+        (SQLite: a deferred BEGIN in WAL mode; PostgreSQL: REPEATABLE READ). Not the ORM
+        sessions: the sqlite3 module begins no transaction for SELECTs, so two SELECTs in one
+        session may see a commit between them."""
+        return await self._unit(work, write=False)
+
+    async def _unit(self, work: Work[T], *, write: bool) -> T:
+        if self._work_engine is None:
+            async with self.engine.connect() as conn:
+                if not write:  # one snapshot for every statement of the unit
+                    await conn.execution_options(isolation_level="REPEATABLE READ")
+                async with conn.begin():
+                    return await conn.run_sync(work)
+        engine, worker = self._work_engine, self._worker
+        return await asyncio.get_running_loop().run_in_executor(
+            worker, _in_transaction, engine, work, write
+        )
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
@@ -98,7 +148,7 @@ class Database:
     async def upgrade(self) -> None:
         """Bring the schema to the newest migration (idempotent)."""
 
-        def run(sync_conn) -> None:  # type: ignore[no-untyped-def]
+        def run(sync_conn) -> None:
             cfg = alembic_config()
             cfg.attributes["connection"] = sync_conn
             command.upgrade(cfg, "head")
@@ -109,3 +159,25 @@ class Database:
     async def dispose(self) -> None:
         """Close every pooled connection."""
         await self.engine.dispose()
+        if self._worker is not None:
+            self._worker.shutdown(wait=True)
+        if self._work_engine is not None:
+            self._work_engine.dispose()
+
+
+def sqlite_work_engine(url: str) -> Engine:
+    """A synchronous engine on the same SQLite file as the async engine at `url`, for units
+    of work: WAL, explicit BEGIN IMMEDIATE."""
+    sync_url = make_url(url).set(drivername="sqlite")
+    engine = create_engine(sync_url)
+    event.listen(engine, "connect", _sqlite_pragmas)
+    event.listen(engine, "connect", _sqlite_no_implicit_begin)
+    event.listen(engine, "begin", _sqlite_begin_immediate)
+    return engine
+
+
+def _in_transaction(engine: Engine, work: Work[T], write: bool) -> T:
+    with engine.connect() as conn:
+        conn.info["read_only"] = not write
+        with conn.begin():
+            return work(conn)

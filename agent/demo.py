@@ -33,10 +33,13 @@ def free_port() -> int:
 class Process:
     """A `shopsync` child process whose stdout announces `ready URL`."""
 
-    def __init__(self, name: str, args: list[str], log_path: Path) -> None:
+    def __init__(
+        self, name: str, args: list[str], log_path: Path, *, program: list[str] | None = None
+    ) -> None:
         self.name = name
         self.args = args
         self.log_path = log_path
+        self.program = program or [sys.executable, "-m", "agent.cli"]  # what runs the args
         self.proc: asyncio.subprocess.Process | None = None
         self.url = ""
 
@@ -44,9 +47,7 @@ class Process:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "agent.cli",
+            *self.program,
             *self.args,
             stdout=asyncio.subprocess.PIPE,
             stderr=log,
@@ -219,6 +220,7 @@ async def _trade(
     while time.monotonic() < deadline:
         shop = rng.choice(shops)
         sku = rng.choice(skus)
+        body: dict[str, Any]
         if rng.random() < 0.8:
             body = {"line_items": [{"sku": sku, "quantity": rng.randint(1, 3)}]}
             path = "/_emulator/orders"

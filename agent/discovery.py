@@ -36,7 +36,7 @@ async def _txt_records(name: str) -> list[str]:
         answer = await dns.asyncresolver.resolve(name, "TXT", lifetime=5.0)
     except dns.exception.DNSException:
         return []
-    return [b"".join(r.strings).decode(errors="replace") for r in answer]  # type: ignore[attr-defined]
+    return [b"".join(r.strings).decode(errors="replace") for r in answer]
 
 
 async def describe_agent(http: aiohttp.ClientSession, agent_url: str) -> dict[str, Any]:

@@ -66,7 +66,7 @@ class Importer:
     # -- maintenance ---------------------------------------------------------------------------
 
     async def maintenance(self) -> dict[str, Any]:
-        return await self.db.get_state("maintenance", {"on": False})
+        return dict(self.replicator.mode.maintenance)
 
     async def set_maintenance(self, on: bool, *, auto: bool = False) -> dict[str, Any]:
         """Close (or open) the storefront where possible and hold (or release) outgoing sync."""
@@ -74,14 +74,13 @@ class Importer:
         if current.get("on") == on:
             return current
         storefront = await self.channel.set_storefront_open(not on)
-        self.replicator.held_back = on
         state = {
             "on": on,
             "auto": auto,
             "since": self.clock.now(),
             "storefront_closed": on and storefront,
         }
-        await self.db.set_state("maintenance", state)
+        await self.replicator.mode.set_maintenance(state)
         async with self.db.transaction() as session:
             message = (
                 (
@@ -99,8 +98,6 @@ class Importer:
                 self.clock.now(),
                 message=message,
             )
-        if not on:
-            self.replicator.wake_all()
         return state
 
     async def restore(self) -> None:
@@ -111,8 +108,6 @@ class Importer:
         off now, or the shop's own changes would be held back for good.
         """
         maintenance = await self.maintenance()
-        if maintenance.get("on"):
-            self.replicator.held_back = True
         state = await self.db.get_state("import", {})
         if state.get("state") == "running" and state.get("phase") == "writing":
             log.info("import_resumed", total=state.get("total"))
@@ -132,7 +127,10 @@ class Importer:
             async with self.db.sessions() as session:
                 rows = await session.exec(select(PoolRow))
                 pools = {p.sku: p.value for p in rows if p.value is not None}
-        to_change, dupes, no_sku, here = [], {}, [], set()
+        to_change: list[dict[str, Any]] = []
+        dupes: dict[str, list[dict[str, str]]] = {}
+        no_sku: list[dict[str, str]] = []
+        here: set[str] = set()
         for item, (item_id, sku) in zip(listed, keyed, strict=True):
             why = verdict[item_id]
             if why == "no_sku":
@@ -154,7 +152,7 @@ class Importer:
         return {
             "items": len(listed),
             "skus_to_write": len(to_change),
-            "to_change": sorted(to_change, key=lambda r: r["sku"])[:EXAMPLES],
+            "to_change": sorted(to_change, key=lambda r: str(r["sku"]))[:EXAMPLES],
             "duplicates": [{"sku": s, "items": v} for s, v in sorted(dupes.items())][:EXAMPLES],
             "duplicate_skus": len(dupes),
             "no_sku": no_sku[:EXAMPLES],

@@ -5,6 +5,10 @@ so a joiner killed before that point takes the snapshot again on restart, and on
 after it goes on from there (its sales since are events of the new base, never dropped).
 """
 
+# mypy: disable-error-code="misc"
+# (the mixin's methods say `self: Peering`, the class it is mixed into, which mypy refuses as a
+# self type of the mixin; the split of Peering named in the Core v2 issue ends the mixins)
+
 from __future__ import annotations
 
 import asyncio
@@ -38,8 +42,7 @@ class JoinImport:
 
     def start_import(self: Peering, domain: str, agent_url: str) -> None:
         """Take the master's snapshot in the background (also to resume one after a crash)."""
-        if self.replicator is not None:
-            self.replicator.importing = True
+        self.mode.begin_import()
         self.import_task = asyncio.create_task(self._import_from(domain, agent_url))
 
     async def resume_import(self: Peering) -> None:
@@ -56,8 +59,7 @@ class JoinImport:
         if not state.get("installed"):
             self.start_import(state["master"], state["master_url"])
             return
-        if self.replicator is not None:
-            self.replicator.importing = True
+        self.mode.begin_import()
         report = await self.get_state("import_report", None)
         async with self.db.sessions() as session:
             skus = set(await session.exec(select(PoolRow.sku)))
@@ -96,8 +98,8 @@ class JoinImport:
         self: Peering, domain: str, report: dict[str, Any] | None, skus: set[str]
     ) -> None:
         """The snapshot is this agent's base: sync live, and write the cut-over counts."""
+        self.mode.end_import()
         if self.replicator is not None:
-            self.replicator.importing = False
             await self.replicator.start()
         if self.importer is not None:
             await self.importer.start(reason="join", master=domain, report=report, mark=False)
@@ -119,7 +121,7 @@ class JoinImport:
         now = self.clock.now()
         async with self.db.transaction() as session:
             for table in (EventRow, PoolRow, VectorEntry):
-                await session.exec(delete(table))  # type: ignore[call-overload]
+                await session.exec(delete(table))
             skus = set()
             for sku, base, created, origin, deltas in snap["pools"]:
                 session.add(

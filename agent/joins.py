@@ -7,6 +7,10 @@ accept the master signs the shop's admission, calls it back at the URL it claime
 the answer only if it is signed by the key that asked; then it introduces the newcomer.
 """
 
+# mypy: disable-error-code="misc"
+# (the mixin's methods say `self: Peering`, the class it is mixed into, which mypy refuses as a
+# self type of the mixin; the split of Peering named in the Core v2 issue ends the mixins)
+
 from __future__ import annotations
 
 import dataclasses
@@ -96,6 +100,8 @@ class JoinDesk:
             domain = trust.check_domain(body.get("domain"))
             agent_url = trust.check_agent_url(body.get("agent_url"))
             public_key = body.get("public_key")
+            if not isinstance(public_key, str):
+                raise ValueError("public_key must be a string")
             load_public_key_b64(public_key)
         except (ValueError, SigningError) as exc:
             raise PeerError(400, "bad_request", str(exc)) from None
@@ -265,7 +271,7 @@ class JoinDesk:
             confirmed = self._confirmed(request, status, answer)
         except (aiohttp.ClientError, TimeoutError, OSError, PeerError) as exc:
             async with self.db.transaction() as session:
-                await session.exec(delete(PeerRow).where(PeerRow.domain == domain))  # type: ignore[call-overload]
+                await session.exec(delete(PeerRow).where(col(PeerRow.domain) == domain))
             self._members_changed()
             if isinstance(exc, PeerError):
                 raise

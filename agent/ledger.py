@@ -7,36 +7,52 @@ The rules (DESIGN §5, §7):
   the count of the earliest-created `introduce` (ties: lowest origin), so agents that hold the
   same events hold the same pools, whatever order they arrived in;
 - an event is identified by (origin, epoch, seq) and applied at most once.
-Data functions take the session first and never commit: the caller's transaction holds the
-event, the pool change and the vector together.
+Data functions take a Core connection first and never commit: the caller's unit of work
+(`Database.run`) holds the event, the pool change and the vector together. They are batch
+statements in plain SQL (`agent.sql`) on the SQLModel tables: one SELECT per table,
+`executemany` inserts and upserts, never ORM objects per row. `append_local`,
+`apply_events`, `get_pools` and `load_vector` are the same for an ORM session (cold paths,
+tests).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
 
-from sqlalchemy import func
-from sqlmodel import col, select
+from sqlalchemy import Connection
+from sqlalchemy.orm import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from agent.models import EventRow, Identity, PoolRow, VectorEntry
+from agent.models import EventRow, Identity
+from agent.sql import Tx, marks
 
 __all__ = [
     "INTRODUCE",
     "Admit",
     "NewEvent",
+    "Pool",
     "Signer",
     "Vector",
+    "append",
     "append_local",
+    "apply",
     "apply_event",
     "apply_events",
+    "event_of",
+    "event_values",
     "base_wins",
     "get_pool",
     "get_pools",
     "load_vector",
+    "pools",
+    "save_pools",
     "unsigned_own",
+    "vector",
 ]
+
+CHUNK = 500  # values per IN (…): well under every driver's limit on bound parameters
 
 INTRODUCE = "introduce"
 
@@ -60,6 +76,30 @@ Signer = Callable[[EventRow], str]
 Admit = Callable[[EventRow], str | None]
 
 
+@dataclasses.dataclass(slots=True)
+class Pool:
+    """The group's count of one SKU, as a plain value (the `pool` table's row)."""
+
+    sku: str
+    base: int | None = None
+    base_created: float | None = None
+    base_origin: str | None = None
+    deltas: int = 0
+    updated_at: float = 0.0
+
+    @property
+    def value(self) -> int | None:
+        """The pool count, or None while no introduce has been seen."""
+        return None if self.base is None else self.base + self.deltas
+
+
+class _PoolLike(Protocol):
+    base: int | None
+    base_created: float | None
+    base_origin: str | None
+    deltas: int
+
+
 # -- pure rules --------------------------------------------------------------------------------
 
 
@@ -71,7 +111,7 @@ def base_wins(candidate: tuple[float, str], current: tuple[float | None, str | N
     return candidate < (created, origin)
 
 
-def pool_after(pool: PoolRow, event: EventRow) -> None:
+def pool_after(pool: _PoolLike, event: EventRow) -> None:
     """Fold one event into a pool row (in place)."""
     if event.kind == INTRODUCE:
         assert event.count is not None and event.item_created is not None
@@ -83,47 +123,111 @@ def pool_after(pool: PoolRow, event: EventRow) -> None:
         pool.deltas += event.delta
 
 
-# -- persistence -------------------------------------------------------------------------------
+# -- persistence: batch statements on a connection ------------------------------------------
+
+_POOL_COLUMNS = "sku, base, base_created, base_origin, deltas, updated_at"
+_SAVE_POOL = (
+    f"INSERT INTO pool ({_POOL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (sku) DO UPDATE "
+    "SET base = excluded.base, base_created = excluded.base_created, "
+    "base_origin = excluded.base_origin, deltas = excluded.deltas, "
+    "updated_at = excluded.updated_at"
+)
+_SAVE_VECTOR = (
+    "INSERT INTO vector (origin, epoch, seq) VALUES (?, ?, ?) "
+    "ON CONFLICT (origin, epoch) DO UPDATE SET seq = excluded.seq"
+)
+EVENT_COLUMNS = 'origin, epoch, seq, sku, kind, delta, "count", item_created, cause, "at", proof'
+_INSERT_EVENT = f"INSERT INTO event ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
 
-async def get_pool(session: AsyncSession, sku: str) -> PoolRow | None:
-    """The pool row of `sku`, or None if no event for it was ever seen."""
-    return await session.get(PoolRow, sku)
+def _chunks(values: Iterable[Any]) -> Iterable[list[Any]]:
+    wanted = list(values)
+    for start in range(0, len(wanted), CHUNK):
+        yield wanted[start : start + CHUNK]
 
 
-async def get_pools(session: AsyncSession, skus: Iterable[str]) -> dict[str, PoolRow]:
-    """Pool rows of `skus` that exist, by SKU."""
-    wanted = list(set(skus))
-    out: dict[str, PoolRow] = {}
-    for start in range(0, len(wanted), 500):
-        chunk = wanted[start : start + 500]
-        rows = await session.exec(select(PoolRow).where(PoolRow.sku.in_(chunk)))  # type: ignore[attr-defined]
-        out.update({row.sku: row for row in rows})
+def _float(value: float | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def pools(conn: Connection, skus: Iterable[str]) -> dict[str, Pool]:
+    """Pools of `skus` that exist, by SKU."""
+    tx = Tx(conn)
+    out: dict[str, Pool] = {}
+    for chunk in _chunks(set(skus)):
+        query = f"SELECT {_POOL_COLUMNS} FROM pool WHERE sku IN ({marks(len(chunk))})"
+        for row in tx.rows(query, chunk):
+            out[row[0]] = Pool(*row)
     return out
 
 
-async def load_vector(session: AsyncSession) -> Vector:
+def save_pools(conn: Connection, changed: Iterable[Pool]) -> None:
+    """Write pools back (new ones inserted)."""
+    Tx(conn).many(
+        _SAVE_POOL,
+        (
+            (p.sku, p.base, _float(p.base_created), p.base_origin, p.deltas, float(p.updated_at))
+            for p in changed
+        ),
+    )
+
+
+def vector(conn: Connection) -> Vector:
     """The whole version vector."""
-    rows = await session.exec(select(VectorEntry))
-    return {(row.origin, row.epoch): row.seq for row in rows}
+    return {(o, e): s for o, e, s in Tx(conn).rows("SELECT origin, epoch, seq FROM vector")}
 
 
-def _fold(session: AsyncSession, pools: dict[str, PoolRow], event: EventRow, now: float) -> None:
-    """Fold `event` into its pool; `pools` holds every existing pool row of the batch's SKUs."""
-    pool = pools.get(event.sku)
+def _save_vector(conn: Connection, entries: dict[tuple[str, str], int]) -> None:
+    Tx(conn).many(_SAVE_VECTOR, ((o, e, s) for (o, e), s in entries.items()))
+
+
+def event_values(e: EventRow) -> tuple[Any, ...]:
+    """An event's row, in `EVENT_COLUMNS` order."""
+    return (
+        e.origin,
+        e.epoch,
+        e.seq,
+        e.sku,
+        e.kind,
+        e.delta,
+        e.count,
+        _float(e.item_created),
+        e.cause,
+        float(e.at),
+        e.proof,
+    )
+
+
+def event_of(row: Sequence[Any]) -> EventRow:
+    """An event from its row (`EVENT_COLUMNS` order)."""
+    origin, epoch, seq, sku, kind, delta, count, created, cause, at, proof = row
+    return EventRow(
+        origin=origin,
+        epoch=epoch,
+        seq=seq,
+        sku=sku,
+        kind=kind,
+        delta=delta,
+        count=count,
+        item_created=created,
+        cause=cause,
+        at=at,
+        proof=proof,
+    )
+
+
+def _fold(held: dict[str, Pool], event: EventRow, now: float) -> Pool:
+    """Fold `event` into its pool; `held` holds every existing pool of the batch's SKUs."""
+    pool = held.get(event.sku)
     if pool is None:
-        pool = pools[event.sku] = PoolRow(sku=event.sku, deltas=0, updated_at=now)
-        session.add(pool)
+        pool = held[event.sku] = Pool(sku=event.sku, deltas=0, updated_at=now)
     pool_after(pool, event)
     pool.updated_at = now
+    return pool
 
 
-async def append_local(
-    session: AsyncSession,
-    identity: Identity,
-    events: Sequence[NewEvent],
-    now: float,
-    sign: Signer,
+def append(
+    conn: Connection, identity: Identity, events: Sequence[NewEvent], now: float, sign: Signer
 ) -> list[EventRow]:
     """Append this agent's own events with the next seqs, signed by `sign`, and fold them into
     pools and the vector.
@@ -133,24 +237,19 @@ async def append_local(
     """
     if not events:
         return []
-    entry = await session.get(VectorEntry, (identity.domain, identity.epoch))
-    if entry is None:
-        entry = VectorEntry(origin=identity.domain, epoch=identity.epoch, seq=0)
-        session.add(entry)
-    stored = await session.scalar(
-        select(func.max(EventRow.seq)).where(
-            EventRow.origin == identity.domain, EventRow.epoch == identity.epoch
-        )
-    )
-    entry.seq = max(entry.seq, stored or 0)
-    pools = await get_pools(session, (e.sku for e in events))
-    rows = []
+    tx = Tx(conn)
+    own = (identity.domain, identity.epoch)
+    noted = tx.one("SELECT seq FROM vector WHERE origin = ? AND epoch = ?", own)
+    stored = tx.one("SELECT MAX(seq) FROM event WHERE origin = ? AND epoch = ?", own)
+    seq = max(noted[0] if noted else 0, (stored[0] if stored else None) or 0)
+    held = pools(conn, (e.sku for e in events))
+    rows, touched = [], {}
     for new in events:
-        entry.seq += 1
+        seq += 1
         row = EventRow(
-            origin=identity.domain,
-            epoch=identity.epoch,
-            seq=entry.seq,
+            origin=own[0],
+            epoch=own[1],
+            seq=seq,
             sku=new.sku,
             kind=new.kind,
             delta=new.delta,
@@ -160,14 +259,16 @@ async def append_local(
             at=now,
         )
         row.proof = sign(row)
-        session.add(row)
-        _fold(session, pools, row, now)
         rows.append(row)
+        touched[new.sku] = _fold(held, row, now)
+    tx.many(_INSERT_EVENT, (event_values(r) for r in rows))
+    save_pools(conn, touched.values())
+    _save_vector(conn, {own: seq})
     return rows
 
 
-async def apply_events(
-    session: AsyncSession,
+def apply(
+    conn: Connection,
     events: Sequence[EventRow],
     now: float,
     admit: Admit | None = None,
@@ -177,49 +278,95 @@ async def apply_events(
 
     Held means: at or below the vector's seq for its (origin, epoch) — which covers events
     taken in through a snapshot, whose rows this agent never had — or present as a row. The
-    vector moves only over contiguous seqs, so a gap is filled later by anti-entropy. Rows and
-    vector entries added by this batch are tracked here, not looked up: they are not flushed.
-    An event not yet held is first put to `admit` (its proof of origin); a refused one is
-    skipped, and noted with the reason in `refused`.
+    vector moves only over contiguous seqs, so a gap is filled later by anti-entropy. An
+    event not yet held is first put to `admit` (its proof of origin); a refused one is
+    skipped, and noted with the reason in `refused`. A stream new to this agent gets its
+    vector entry with its first applied event, so refused events of invented origins leave
+    no trace.
     """
-    pools = await get_pools(session, (e.sku for e in events))
-    vectors: dict[tuple[str, str], VectorEntry] = {}
-    added: set[tuple[str, str, int]] = set()
-    applied = []
-    with session.no_autoflush:
-        for event in sorted(events, key=lambda e: (e.origin, e.epoch, e.seq)):
-            key, pk = (event.origin, event.epoch), (event.origin, event.epoch, event.seq)
-            entry = vectors.get(key)
-            if entry is None:
-                # a stream new to this agent gets its vector entry with its first event, so
-                # that refused events of invented origins leave no trace
-                entry = await session.get(VectorEntry, key)
-                if entry is None:
-                    entry = VectorEntry(origin=event.origin, epoch=event.epoch, seq=0)
-                vectors[key] = entry
-            if event.seq <= entry.seq or pk in added:
-                continue
-            if await session.get(EventRow, pk) is not None:
-                continue
-            reason = None if admit is None else admit(event)
-            if reason is not None:
-                if refused is not None:
-                    refused.append((event, reason))
-                continue
-            if entry not in session:
-                session.add(entry)
-            session.add(event)
-            added.add(pk)
-            _fold(session, pools, event, now)
-            applied.append(event)
-            if event.seq == entry.seq + 1:
-                entry.seq = event.seq
-                # events that arrived ahead of a gap may now be contiguous
-                while (*key, entry.seq + 1) in added or await session.get(
-                    EventRow, (*key, entry.seq + 1)
-                ):
-                    entry.seq += 1
+    if not events:
+        return []
+    tx = Tx(conn)
+    entries = vector(conn)  # one row per stream: a handful
+    # rows held beyond each stream's vector entry: events that arrived ahead of a gap
+    beyond: dict[tuple[str, str], set[int]] = {}
+    for key in {(e.origin, e.epoch) for e in events}:
+        query = "SELECT seq FROM event WHERE origin = ? AND epoch = ? AND seq > ?"
+        beyond[key] = {r[0] for r in tx.rows(query, (*key, entries.get(key, 0)))}
+    held = pools(conn, (e.sku for e in events))
+    applied: list[EventRow] = []
+    touched: dict[str, Pool] = {}
+    moved: dict[tuple[str, str], int] = {}
+    for event in sorted(events, key=lambda e: (e.origin, e.epoch, e.seq)):
+        key = (event.origin, event.epoch)
+        seq = entries.get(key, 0)
+        if event.seq <= seq or event.seq in beyond[key]:
+            continue
+        reason = None if admit is None else admit(event)
+        if reason is not None:
+            if refused is not None:
+                refused.append((event, reason))
+            continue
+        beyond[key].add(event.seq)
+        applied.append(event)
+        touched[event.sku] = _fold(held, event, now)
+        while seq + 1 in beyond[key]:  # events that arrived ahead of a gap may now follow
+            seq += 1
+        entries[key] = moved[key] = seq
+    if applied:
+        tx.many(_INSERT_EVENT, (event_values(e) for e in applied))
+        save_pools(conn, touched.values())
+        _save_vector(conn, moved)
     return applied
+
+
+# -- the same, for an ORM session (cold paths, tests) -------------------------------------------
+
+
+async def _on_session(session: AsyncSession, work: Callable[[Connection], Any]) -> Any:
+    def run(sync: Session) -> Any:
+        sync.flush()  # what the session holds unflushed is seen by the statements
+        return work(sync.connection())
+
+    return await session.run_sync(run)
+
+
+async def get_pool(session: AsyncSession, sku: str) -> Pool | None:
+    """The pool of `sku`, or None if no event for it was ever seen."""
+    return (await get_pools(session, [sku])).get(sku)
+
+
+async def get_pools(session: AsyncSession, skus: Iterable[str]) -> dict[str, Pool]:
+    """Pools of `skus` that exist, by SKU."""
+    wanted = list(skus)
+    return await _on_session(session, lambda conn: pools(conn, wanted))
+
+
+async def load_vector(session: AsyncSession) -> Vector:
+    """The whole version vector."""
+    return await _on_session(session, vector)
+
+
+async def append_local(
+    session: AsyncSession,
+    identity: Identity,
+    events: Sequence[NewEvent],
+    now: float,
+    sign: Signer,
+) -> list[EventRow]:
+    """`append` in the session's transaction."""
+    return await _on_session(session, lambda conn: append(conn, identity, events, now, sign))
+
+
+async def apply_events(
+    session: AsyncSession,
+    events: Sequence[EventRow],
+    now: float,
+    admit: Admit | None = None,
+    refused: list[tuple[EventRow, str]] | None = None,
+) -> list[EventRow]:
+    """`apply` in the session's transaction."""
+    return await _on_session(session, lambda conn: apply(conn, events, now, admit, refused))
 
 
 async def apply_event(session: AsyncSession, event: EventRow, now: float) -> bool:
@@ -227,7 +374,12 @@ async def apply_event(session: AsyncSession, event: EventRow, now: float) -> boo
     return bool(await apply_events(session, [event], now))
 
 
+def unsigned_own_rows(conn: Connection, identity: Identity) -> list[EventRow]:
+    """This agent's own events stored without a proof (made before events were signed)."""
+    query = f"SELECT {EVENT_COLUMNS} FROM event WHERE origin = ? AND proof = ''"
+    return [event_of(row) for row in Tx(conn).rows(query, (identity.domain,))]
+
+
 async def unsigned_own(session: AsyncSession, identity: Identity) -> list[EventRow]:
     """This agent's own events stored without a proof (made before events were signed)."""
-    query = select(EventRow).where(EventRow.origin == identity.domain, col(EventRow.proof) == "")
-    return list(await session.exec(query))
+    return await _on_session(session, lambda conn: unsigned_own_rows(conn, identity))

@@ -121,7 +121,7 @@ def member_from_wire(raw: Any) -> Member:
     domain = trust.check_domain(raw.get("domain"), "member domain")
     url = trust.check_agent_url(raw.get("agent_url"), "member agent_url")
     try:
-        load_public_key_b64(raw.get("public_key"))
+        load_public_key_b64(str(raw.get("public_key", "")))
     except SigningError as exc:
         raise ValueError(f"member public_key: {exc}") from None
     state = raw.get("state", "active")

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from agent.transport import OpenKeyResolver, key_from_json_body
+from agent.transport import key_from_json_body
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -31,6 +31,8 @@ from agent.replication import (
 
 __all__ = ["MAX_EVENTS", "OPEN_PATHS", "ROUTES", "open_key", "serve"]
 
+#: Where the key of a non-member comes from on an open path (key id, path, body).
+AsyncKeyResolver = Callable[[str, str, bytes], "Awaitable[Ed25519PublicKey | None]"]
 MAX_EVENTS = 5000
 #: The calls a non-member may make: a join request (self-signed) and the master's welcome.
 OPEN_PATHS = frozenset({"/peer/join", "/peer/welcome"})
@@ -38,7 +40,7 @@ MEMBER_LIMIT = 16 * 1024**2  # a batch of 5,000 events with their proofs is abou
 OPEN_LIMIT = 64 * 1024  # a join request, or a welcome with a few hundred members
 
 
-def open_key(peering: Peering) -> OpenKeyResolver:
+def open_key(peering: Peering) -> AsyncKeyResolver:
     """Where the key of a non-member comes from on the open paths: the welcome is signed by
     the master this agent asked to join; a join request by the key it carries."""
     from_body = key_from_json_body("public_key")
@@ -46,6 +48,7 @@ def open_key(peering: Peering) -> OpenKeyResolver:
     async def resolve(key_id: str, path: str, body: bytes) -> Ed25519PublicKey | None:
         if path == "/peer/welcome":
             return await peering.welcome_key(key_id)
+        # key_from_json_body's resolver is synchronous: its answer is the key, not awaitable
         return from_body(key_id, path, body)  # type: ignore[return-value]
 
     return resolve
@@ -69,10 +72,9 @@ async def _syncing(
 ) -> str:
     """Refuse while sync is paused or the import runs; the sender's domain otherwise (after
     folding in the sender's own member record, if it sent one)."""
-    if replicator.paused:
-        raise PeerError(503, "paused", "sync is paused at this shop; try again later")
-    if replicator.importing:
-        raise PeerError(503, "importing", "this shop is importing the group's counts")
+    refusal = replicator.mode.refusal()
+    if refusal is not None:
+        raise PeerError(503, *refusal)
     return await peering.heard_from(sender, record)
 
 

@@ -59,6 +59,7 @@ from agent.models import (
 )
 from agent.replication import Replicator
 from agent.signing import SigningError, fingerprint, load_public_key_b64
+from agent.syncmode import SyncMode
 from agent.transport import Transport
 
 if TYPE_CHECKING:
@@ -96,9 +97,11 @@ class Peering(JoinDesk, JoinImport):
         http: aiohttp.ClientSession | None,
         private_key: Ed25519PrivateKey,
         on_joined: Callable[[set[str]], None],
+        mode: SyncMode,
         max_skew: float = 300.0,
     ) -> None:
         self.db = db
+        self.mode = mode
         self.identity = identity
         self.public_url = public_url
         self.clock = clock
@@ -151,8 +154,7 @@ class Peering(JoinDesk, JoinImport):
         (a new public_url in the config, or a record from before statements were signed);
         and a proof for any of its own events stored without one."""
         current = self._own_record(await self.db.get_state(_ME, None))
-        paused = bool(await self.db.get_state("paused", False))
-        wanted = "paused" if paused else "active"
+        wanted = "paused" if self.mode.paused else "active"
         if current is not None and current.state == "left":
             wanted = "left"  # until a welcome into a group
         if current is None or (current.agent_url, current.state) != (self.public_url, wanted):
@@ -296,7 +298,7 @@ class Peering(JoinDesk, JoinImport):
         nonce = secrets.token_urlsafe(24)
         now = self.clock.now()
         async with self.db.transaction() as session:
-            await session.exec(delete(JoinRequest).where(JoinRequest.direction == "outgoing"))  # type: ignore[call-overload]
+            await session.exec(delete(JoinRequest).where(col(JoinRequest.direction) == "outgoing"))
             session.add(
                 JoinRequest(
                     domain=domain,
@@ -397,18 +399,18 @@ class Peering(JoinDesk, JoinImport):
                 peer=request.domain,
                 message=f"accepted into a group of {len(members) + 1}",
             )
-            master = (request.domain, request.agent_url)
+            joining = (request.domain, request.agent_url)
         self._me = me
         self._members_changed()
         state = {
             "state": "running",
             "phase": "snapshot",
-            "master": master[0],
-            "master_url": master[1],
+            "master": joining[0],
+            "master_url": joining[1],
             "started_at": self.clock.now(),
         }
         await self.set_state("import", state)
-        self.start_import(*master)
+        self.start_import(*joining)
         return self._confirmation(request)
 
     def _confirmation(self, request: JoinRequest) -> dict[str, Any]:
@@ -593,7 +595,7 @@ class Peering(JoinDesk, JoinImport):
         if self.replicator is not None:
             await self.replicator.stop()
         async with self.db.transaction() as session:
-            await session.exec(delete(PeerRow))  # type: ignore[call-overload]
+            await session.exec(delete(PeerRow))
             synclog.record(
                 session,
                 "leave",
@@ -604,13 +606,9 @@ class Peering(JoinDesk, JoinImport):
         return {"left": True, "told": told}
 
     async def set_paused(self, paused: bool) -> dict[str, Any]:
-        await self.set_state("paused", paused)
+        await self.mode.set_paused(paused)
         if self._me is not None and self._me.state != "left":
             await self._restate("paused" if paused else "active")
-        if self.replicator is not None:
-            self.replicator.paused = paused
-            if not paused:
-                self.replicator.wake_all()
         told = await self._tell_all()
         async with self.db.transaction() as session:
             synclog.record(

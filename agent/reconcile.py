@@ -11,14 +11,16 @@ even across a crash, is re-sent as the same request and applied at most once.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import random
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence, Set
+from typing import Any, Protocol
 
 import structlog
-from sqlmodel import select
-from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlalchemy import Connection
+from sqlmodel import select as orm_select
 
 from agent import ledger, synclog
 from agent.catalogue import Index, SkuRule, sync_catalogue
@@ -26,17 +28,77 @@ from agent.channel import Channel, ChannelError, WebhookHint, Write, WriteResult
 from agent.clock import Clock
 from agent.db import Database
 from agent.ledger import INTRODUCE, NewEvent
-from agent.models import EventRow, Identity, ItemRow, PendingWrite, PoolRow
+from agent.models import EventRow, Identity, PendingWrite
+from agent.sql import Tx, marks
 
-__all__ = ["Reconciler", "observe"]
+__all__ = ["Item", "Reconciler", "observe"]
 
 log = structlog.get_logger(__name__)
 
 Allocate = Callable[[str, int], int]
 READS_IN_FLIGHT = 2
+_ITEMS = "SELECT item_id, sku, published, created_at, excluded, cutover_pending FROM item"
+_SAVE_ITEM = "UPDATE item SET published = ?, cutover_pending = ? WHERE item_id = ?"
 
 
-def observe(item: ItemRow, obs: int, pool: PoolRow | None, cause: str) -> NewEvent | None:
+@dataclasses.dataclass(slots=True)
+class Item:
+    """What the write pipeline reads and updates of an item row (a plain value)."""
+
+    item_id: str
+    sku: str | None
+    published: int | None
+    created_at: float
+    excluded: str | None
+    cutover_pending: bool
+
+    def state(self) -> tuple[int | None, bool]:
+        return (self.published, self.cutover_pending)
+
+
+class _ItemLike(Protocol):
+    sku: str | None
+    published: int | None
+    created_at: float
+    cutover_pending: bool
+
+
+class _HasValue(Protocol):
+    @property
+    def value(self) -> int | None: ...
+
+
+def _items(conn: Connection, ids: Iterable[str]) -> dict[str, Item]:
+    tx = Tx(conn)
+    out: dict[str, Item] = {}
+    for chunk in ledger._chunks(ids):
+        for i, sku, published, created, excluded, cutover in tx.rows(
+            f"{_ITEMS} WHERE item_id IN ({marks(len(chunk))})", chunk
+        ):
+            out[i] = Item(i, sku, published, created, excluded, bool(cutover))
+    return out
+
+
+def _save_items(conn: Connection, items: Iterable[Item]) -> None:
+    """Write back the published count and cut-over flag of `items`, in one statement."""
+    Tx(conn).many(_SAVE_ITEM, ((i.published, i.cutover_pending, i.item_id) for i in items))
+
+
+@dataclasses.dataclass
+class _Effects:
+    """What a unit of work decided for the reconciler's memory, applied after it commits (the
+    unit runs in the database thread, which never touches the reconciler's state)."""
+
+    touched: list[str] = dataclasses.field(default_factory=list)
+    seen: dict[str, int] = dataclasses.field(default_factory=dict)
+    plan: set[str] = dataclasses.field(default_factory=set)  # SKUs to write again
+    read: dict[str, str] = dataclasses.field(default_factory=dict)  # item_id -> cause
+    written: list[str] = dataclasses.field(default_factory=list)  # rows settled
+    events: list[EventRow] = dataclasses.field(default_factory=list)
+    failed: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (sku, why)
+
+
+def observe(item: _ItemLike, obs: int, pool: _HasValue | None, cause: str) -> NewEvent | None:
     """The observation rule: what a fresh count `obs` of `item` means (updates `item`).
 
     First sighting of a SKU the pool does not know → `introduce` with its count; first
@@ -138,16 +200,16 @@ class Reconciler:
             and item_id not in self.pending_reads
         }
         self.stats["echoes_skipped"] += len(unchanged)
-        for item_id in hint.item_ids:
-            if item_id in unchanged:
+        for hinted in hint.item_ids:
+            if hinted in unchanged:
                 continue
-            if item_id in self.index.item_sku:
-                self.pending_reads[item_id] = hint.topic
-            elif item_id not in self.index.excluded:
+            if hinted in self.index.item_sku:
+                self.pending_reads[hinted] = hint.topic
+            elif hinted not in self.index.excluded:
                 self._catalogue_due = True  # an item we do not know yet
         for raw in hint.skus:
-            sku = self.sku_rule(raw)
-            item_id = self.index.sku_item.get(sku) if sku else None
+            rule_sku = self.sku_rule(raw)
+            item_id = self.index.sku_item.get(rule_sku) if rule_sku else None
             if item_id is not None:
                 self.pending_reads[item_id] = hint.topic
         if hint.catalogue_changed:
@@ -217,7 +279,7 @@ class Reconciler:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def _spawn(self, coro) -> None:  # type: ignore[no-untyped-def]
+    def _spawn(self, coro) -> None:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
@@ -249,12 +311,13 @@ class Reconciler:
             self._reading += 1
             self._spawn(self._read(causes))
         while self._inflight - self._reading < self.max_inflight:
-            skus, gone = [], []
+            skus: list[str] = []
+            gone: list[str] = []
             for sku in self.pending_skus:
-                item_id = self.index.sku_item.get(sku)
-                if item_id is None:
+                synced = self.index.sku_item.get(sku)
+                if synced is None:
                     gone.append(sku)  # no synced item here: nothing to write
-                elif item_id not in self.busy:
+                elif synced not in self.busy:
                     skus.append(sku)
                     if len(skus) >= budget.max_write_batch:
                         break
@@ -331,81 +394,91 @@ class Reconciler:
         await self._observe(observations, causes)
 
     async def _observe(self, counts: dict[str, int], causes: dict[str, str] | str) -> None:
-        """Apply fresh counts of busy items in one transaction."""
+        """Apply fresh counts of busy items in one unit of work."""
         if not counts:
             return
         now = self.clock.now()
-        touched = self.clock.monotonic()
-        async with self.db.transaction() as session:
-            rows = await self._items(session, counts)
-            pools = await ledger.get_pools(session, (r.sku for r in rows.values() if r.sku))
+
+        def work(conn: Connection) -> _Effects:
+            done = _Effects()
+            rows = _items(conn, counts)
+            pools = ledger.pools(conn, (r.sku for r in rows.values() if r.sku))
             new_events: list[NewEvent] = []
             introduced: list[str] = []
+            entries: list[dict[str, Any]] = []
+            changed: list[Item] = []
             for item_id, obs in counts.items():
                 row = rows.get(item_id)
                 if row is None or row.excluded is not None or not row.sku:
                     continue
-                self.last_touch[item_id] = touched
+                done.touched.append(item_id)
                 cause = causes if isinstance(causes, str) else causes.get(item_id, "read")
-                before = row.published
+                before, state = row.published, row.state()
                 event = observe(row, obs, pools.get(row.sku), cause)
-                self.seen[item_id] = obs
+                if row.state() != state:
+                    changed.append(row)
+                done.seen[item_id] = obs
                 if event is None:
                     if before is None or row.cutover_pending:
-                        self.pending_skus.add(row.sku)  # the pool's count must overwrite it
+                        done.plan.add(row.sku)  # the pool's count must overwrite it
                     continue
                 new_events.append(event)
                 if event.kind == INTRODUCE:
                     introduced.append(row.sku)
                     continue
-                synclog.record(
-                    session,
-                    "change",
-                    now,
-                    sku=row.sku,
-                    before=before,
-                    delta=event.delta,
-                    after=obs,
-                    message=cause,
+                entries.append(
+                    synclog.entry(
+                        "change",
+                        now,
+                        sku=row.sku,
+                        before=before,
+                        delta=event.delta,
+                        after=obs,
+                        message=cause,
+                    )
                 )
             if 0 < len(introduced) <= 20:
-                for sku in introduced:
-                    synclog.record(session, "introduce", now, sku=sku, message=cause)
+                entries += [
+                    synclog.entry("introduce", now, sku=s, message=cause) for s in introduced
+                ]
             elif introduced:  # a whole catalogue at once: one line, not thousands
-                synclog.record(
-                    session,
-                    "introduce",
-                    now,
-                    message=f"{len(introduced)} new SKUs "
-                    f"({introduced[0]} … {introduced[-1]}), {cause}",
+                entries.append(
+                    synclog.entry(
+                        "introduce",
+                        now,
+                        message=f"{len(introduced)} new SKUs "
+                        f"({introduced[0]} … {introduced[-1]}), {cause}",
+                    )
                 )
-            appended = await self._append(session, new_events, now)
-        self._after_events(appended)
+            _save_items(conn, changed)
+            synclog.insert(conn, entries)
+            done.events = self._append(conn, new_events, now)
+            return done
 
-    async def _append(
-        self, session: AsyncSession, events: list[NewEvent], now: float
-    ) -> list[EventRow]:
-        appended = await ledger.append_local(session, self.identity, events, now, self.sign_event)
+        self._settle(await self.db.run(work))
+
+    def _append(self, conn: Connection, events: list[NewEvent], now: float) -> list[EventRow]:
+        return ledger.append(conn, self.identity, events, now, self.sign_event)
+
+    def _settle(self, done: _Effects) -> None:
+        """Fold a committed unit's decisions into memory, and announce its events."""
+        touched = self.clock.monotonic()
+        for item_id in done.touched:
+            self.last_touch[item_id] = touched
+        for item_id in done.written:
+            self.writing.pop(item_id, None)
+        self.seen.update(done.seen)
+        self.pending_skus.update(done.plan)
+        for item_id, cause in done.read.items():
+            self.pending_reads.setdefault(item_id, cause)
+        appended = done.events
         self.stats["events"] += len(appended)
-        return appended
-
-    def _after_events(self, appended: list[EventRow]) -> None:
-        if not appended:
-            return
-        self.pending_skus.update(e.sku for e in appended)
-        if self.on_local_events is not None:
-            self.on_local_events(appended)
-        self._wake.set()
-
-    @staticmethod
-    async def _items(session: AsyncSession, ids: Iterable[str]) -> dict[str, ItemRow]:
-        wanted = list(ids)
-        out: dict[str, ItemRow] = {}
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start : start + 500]
-            query = select(ItemRow).where(ItemRow.item_id.in_(chunk))  # type: ignore[attr-defined]
-            out.update({row.item_id: row for row in await session.exec(query)})
-        return out
+        if appended:
+            self.pending_skus.update(e.sku for e in appended)
+            if self.on_local_events is not None:
+                self.on_local_events(appended)
+        if done.plan or done.read or appended:
+            self._wake.set()
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -415,51 +488,64 @@ class Reconciler:
 
     async def _plan_writes(self, skus: list[str]) -> None:
         claimed = [self.index.sku_item[s] for s in skus]
-        writes: list[Write] = []
         key = str(uuid.uuid4())
         now = self.clock.now()
+        oversold = frozenset(self.oversold)
+
+        def work(conn: Connection) -> tuple[list[Write], set[str], set[str]]:
+            writes: list[Write] = []
+            rows = _items(conn, claimed)
+            pools = ledger.pools(conn, skus)
+            entries, cut, short, enough = [], [], set(), set()
+            for item_id in claimed:
+                row = rows.get(item_id)
+                if row is None or row.excluded or not row.sku or row.published is None:
+                    continue
+                pool = pools.get(row.sku)
+                if pool is None or pool.value is None:
+                    continue
+                if pool.value < 0 and row.sku not in oversold:
+                    short.add(row.sku)
+                    entries.append(
+                        synclog.entry(
+                            "oversold",
+                            now,
+                            sku=row.sku,
+                            after=pool.value,
+                            message=f"the group sold {-pool.value} more than it had; publishing 0",
+                        )
+                    )
+                elif pool.value >= 0:
+                    enough.add(row.sku)
+                target = self.target_for(row.sku, pool.value)
+                if target != row.published:
+                    writes.append(Write(item_id, row.published, target))
+                elif row.cutover_pending:
+                    row.cutover_pending = False  # the shop already shows the group's count
+                    cut.append(row)
+            _save_items(conn, cut)
+            synclog.insert(conn, entries)
+            if writes:
+                Tx(conn).run(
+                    'INSERT INTO pending_write ("key", writes, created_at, attempts) '
+                    "VALUES (?, ?, ?, 0)",
+                    (key, _dump(writes, set()), float(now)),
+                )
+            return writes, short, enough
+
         try:
-            async with self.db.transaction() as session:
-                rows = await self._items(session, claimed)
-                pools = await ledger.get_pools(session, skus)
-                for item_id in claimed:
-                    row = rows.get(item_id)
-                    if row is None or row.excluded or not row.sku or row.published is None:
-                        continue
-                    pool = pools.get(row.sku)
-                    if pool is None or pool.value is None:
-                        continue
-                    self._check_oversold(session, row.sku, pool.value, now)
-                    target = self.target_for(row.sku, pool.value)
-                    if target != row.published:
-                        writes.append(Write(item_id, row.published, target))
-                    elif row.cutover_pending:
-                        row.cutover_pending = False  # the shop already shows the group's count
-                if writes:
-                    session.add(PendingWrite(key=key, writes=_dump(writes, set()), created_at=now))
+            writes, short, enough = await self.db.run(work)
         except BaseException:
             self._release(claimed)
             raise
+        for sku in sorted(short):
+            log.warning("oversold", shop=self.identity.domain, sku=sku)
+        self.oversold = (self.oversold | short) - enough
         written = {w.item_id for w in writes}
         self.writing.update((w.item_id, w.target) for w in writes)
         self._release([i for i in claimed if i not in written], task_done=not writes)
         if writes:
             await self._send(key, writes, done=set())
-
-    def _check_oversold(self, session: AsyncSession, sku: str, pool: int, now: float) -> None:
-        if pool < 0 and sku not in self.oversold:
-            self.oversold.add(sku)
-            synclog.record(
-                session,
-                "oversold",
-                now,
-                sku=sku,
-                after=pool,
-                message=f"the group sold {-pool} more than it had; publishing 0",
-            )
-            log.warning("oversold", shop=self.identity.domain, sku=sku, pool=pool)
-        elif pool >= 0:
-            self.oversold.discard(sku)
 
     async def _send(
         self, key: str, writes: list[Write], done: set[str], *, resumed: bool = False
@@ -520,41 +606,54 @@ class Reconciler:
         in it. So each row a retry settled as ``ok`` is read afresh.
         """
         now = self.clock.now()
-        touched = self.clock.monotonic()
-        unknown: set[str] = set()
-        before = set(done)
-        async with self.db.transaction() as session:
-            rows = await self._items(session, [w.item_id for w in writes])
+        held = frozenset(done)
+
+        def work(conn: Connection) -> tuple[_Effects, set[str]]:
+            effects, unknown = _Effects(), set()
+            rows = _items(conn, [w.item_id for w in writes])
             new_events: list[NewEvent] = []
+            entries: list[dict[str, Any]] = []
+            changed: list[Item] = []
             for write, result in zip(writes, results, strict=True):
                 row = rows.get(write.item_id)
-                if write.item_id in done or row is None or not row.sku:
+                if write.item_id in held or row is None or not row.sku:
                     continue
                 if result.status == "unknown":
                     unknown.add(write.item_id)
                     continue
-                done.add(write.item_id)
-                self.writing.pop(write.item_id, None)
-                self.last_touch[write.item_id] = touched
-                event = self._fold_result(session, row, write, result, now)
+                effects.written.append(write.item_id)
+                effects.touched.append(write.item_id)
+                state = row.state()
+                event = _fold_result(entries, effects, row, write, result, now)
+                if row.state() != state:
+                    changed.append(row)
                 if row.published is not None and result.status == "ok":
-                    self.seen[write.item_id] = row.published
+                    effects.seen[write.item_id] = row.published
                 if event is not None:
                     new_events.append(event)
-            pending = await session.get(PendingWrite, key)
-            if pending is not None:
-                if unknown:
-                    pending.writes = _dump(writes, done)
-                    pending.attempts += 1
-                else:
-                    await session.delete(pending)
-            appended = await self._append(session, new_events, now)
-        self._after_events(appended)
+            tx = Tx(conn)
+            if unknown:
+                settled = held | set(effects.written)
+                tx.run(
+                    'UPDATE pending_write SET writes = ?, attempts = attempts + 1 WHERE "key" = ?',
+                    (_dump(writes, settled), key),
+                )
+            else:
+                tx.run('DELETE FROM pending_write WHERE "key" = ?', (key,))
+            _save_items(conn, changed)
+            synclog.insert(conn, entries)
+            effects.events = self._append(conn, new_events, now)
+            return effects, unknown
+
+        effects, unknown = await self.db.run(work)
+        done.update(effects.written)
         if retried:
             for write, result in zip(writes, results, strict=True):
-                if result.status == "ok" and write.item_id in done - before:
-                    self.pending_reads.setdefault(write.item_id, "retried write")
-            self._wake.set()
+                if result.status == "ok" and write.item_id in done - held:
+                    effects.read.setdefault(write.item_id, "retried write")
+        self._settle(effects)
+        for failed in effects.failed:
+            log.error("write_failed", shop=self.identity.domain, sku=failed[0], error=failed[1])
         if not unknown:
             try:  # never sent again: what the channel noted for it can go
                 await self.channel.settled(key)
@@ -562,69 +661,10 @@ class Reconciler:
                 log.warning("settle_failed", shop=self.identity.domain, key=key, error=repr(exc))
         return unknown
 
-    def _fold_result(
-        self, session: AsyncSession, row: ItemRow, write: Write, result: WriteResult, now: float
-    ) -> NewEvent | None:
-        sku = row.sku
-        assert sku is not None
-        if result.status == "ok":
-            after = write.target if result.available is None else result.available
-            row.published = write.target
-            row.cutover_pending = False
-            synclog.record(
-                session,
-                "write",
-                now,
-                sku=sku,
-                before=write.expected,
-                delta=write.target - write.expected,
-                after=write.target,
-            )
-            if after != write.target:  # the shop moved at the same moment: a local sale
-                row.published = after
-                synclog.record(
-                    session,
-                    "change",
-                    now,
-                    sku=sku,
-                    before=write.target,
-                    delta=after - write.target,
-                    after=after,
-                    message="during write",
-                )
-                return NewEvent(sku, "change", delta=after - write.target, cause="during write")
-            return None
-        if result.status == "conflict":
-            synclog.record(
-                session,
-                "write_conflict",
-                now,
-                sku=sku,
-                before=write.expected,
-                after=result.available,
-                message="shop moved; re-read",
-            )
-            self.pending_skus.add(sku)
-            if result.available is None:
-                self.pending_reads[write.item_id] = "write conflict"
-                return None
-            return observe(row, result.available, None, "write conflict")
-        synclog.record(
-            session,
-            "write_failed",
-            now,
-            sku=sku,
-            before=write.expected,
-            after=write.target,
-            message=result.message[:500],
-        )
-        log.error("write_failed", shop=self.identity.domain, sku=sku, error=result.message)
-        return None
-
     async def _resume_pending_writes(self) -> None:
         """Re-send batches whose outcome was unknown when the agent stopped (same keys)."""
         async with self.db.sessions() as session:
-            pending = list(await session.exec(select(PendingWrite)))
+            pending = list(await session.exec(orm_select(PendingWrite)))
         for row in pending:
             writes, done = _load(row.writes)
             ids = [w.item_id for w in writes if w.item_id not in done]
@@ -690,7 +730,78 @@ class Reconciler:
             self._wake.set()
 
 
-def _dump(writes: Sequence[Write], done: set[str]) -> str:
+def _fold_result(
+    entries: list[dict[str, Any]],
+    effects: _Effects,
+    row: Item,
+    write: Write,
+    result: WriteResult,
+    now: float,
+) -> NewEvent | None:
+    """One row's write result: the item's new published count, its log entries, and the
+    event if the shop moved at the same moment."""
+    sku = row.sku
+    assert sku is not None
+    if result.status == "ok":
+        after = write.target if result.available is None else result.available
+        row.published = write.target
+        row.cutover_pending = False
+        entries.append(
+            synclog.entry(
+                "write",
+                now,
+                sku=sku,
+                before=write.expected,
+                delta=write.target - write.expected,
+                after=write.target,
+            )
+        )
+        if after != write.target:  # the shop moved at the same moment: a local sale
+            row.published = after
+            entries.append(
+                synclog.entry(
+                    "change",
+                    now,
+                    sku=sku,
+                    before=write.target,
+                    delta=after - write.target,
+                    after=after,
+                    message="during write",
+                )
+            )
+            return NewEvent(sku, "change", delta=after - write.target, cause="during write")
+        return None
+    if result.status == "conflict":
+        entries.append(
+            synclog.entry(
+                "write_conflict",
+                now,
+                sku=sku,
+                before=write.expected,
+                after=result.available,
+                message="shop moved; re-read",
+            )
+        )
+        effects.plan.add(sku)
+        if result.available is None:
+            effects.read[write.item_id] = "write conflict"
+            return None
+        return observe(row, result.available, None, "write conflict")
+    entries.append(
+        synclog.entry(
+            "write_failed",
+            now,
+            sku=sku,
+            before=write.expected,
+            after=write.target,
+            message=result.message[:500],
+        )
+    )
+    effects.failed.append((sku, result.message))
+    return None
+
+
+def _dump(writes: Sequence[Write], done: Set[str]) -> str:
     return json.dumps([[w.item_id, w.expected, w.target, w.item_id in done] for w in writes])
 
 

@@ -21,13 +21,16 @@ from typing import Any
 import aiohttp
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlmodel import col, select
+from sqlalchemy import Connection
+from sqlmodel import select
 
 from agent import ledger, synclog, trust
 from agent.clock import Clock
 from agent.db import Database
 from agent.ledger import Vector
-from agent.models import EventRow, Identity, PeerRow, PoolRow
+from agent.models import EventRow, Identity, PeerRow
+from agent.sql import Tx
+from agent.syncmode import SyncMode
 
 __all__ = [
     "MAX_VECTOR",
@@ -122,18 +125,9 @@ def event_from_wire(raw: Any) -> EventRow:
         raise ValueError(f"cause must be a string of at most {trust.MAX_CAUSE} characters")
     if not isinstance(proof, str) or len(proof) > 100:
         raise ValueError("proof must be the origin's signature")
-    return EventRow(
-        origin=origin,
-        epoch=epoch,
-        seq=seq,
-        sku=sku,
-        kind=kind,
-        delta=delta,
-        count=count,
-        item_created=None if created is None else _number(created, "item_created"),
-        cause=cause,
-        at=_number(at, "at"),
-        proof=proof,
+    created = None if created is None else _number(created, "item_created")
+    return ledger.event_of(
+        (origin, epoch, seq, sku, kind, delta, count, created, cause, _number(at, "at"), proof)
     )
 
 
@@ -175,6 +169,7 @@ class Replicator:
         call: PeerCaller,
         on_pool_change: Callable[[set[str]], None],
         origin_keys: OriginKeys,
+        mode: SyncMode,
         on_members: Callable[[list[Any], str], Awaitable[Any]] | None = None,
         me: Callable[[], dict[str, Any]] | None = None,
         pull_interval: float = 2.0,
@@ -192,9 +187,8 @@ class Replicator:
         self.rng = rng or random.Random()
         self.links: dict[str, PeerLink] = {}
         self.contacts: dict[str, tuple[str, float]] = {}  # peer -> (acked noted, when)
-        self.paused = False
-        self.importing = False  # a joiner serves and sends nothing until its import is done
-        self.held_back = False  # maintenance: record local changes, send them later
+        self.mode = mode  # running, paused, importing or maintenance: asked, never set here
+        mode.on_release(self.wake_all)
 
     async def start(self) -> None:
         """Start a link for every active peer."""
@@ -223,7 +217,7 @@ class Replicator:
 
     def notify_local(self) -> None:
         """New local events: wake every link to push them."""
-        if self.paused or self.held_back:
+        if not self.mode.sending_own:
             return
         for link in self.links.values():
             link.wake.set()
@@ -258,27 +252,33 @@ class Replicator:
             return None
 
         refused: list[tuple[EventRow, str]] = []
-        async with self.db.transaction() as session:
-            new = await ledger.apply_events(session, events, now, admit, refused)
-            applied = len(new)
+
+        def work(conn: Connection) -> Vector:
+            new = ledger.apply(conn, events, now, admit, refused)
             changed.update(e.sku for e in new)
-            if applied:
-                synclog.record(
-                    session,
-                    kind,
-                    now,
-                    peer=peer,
-                    message=f"{applied} new of {len(events)} events, {len(changed)} SKUs",
+            entries = []
+            if new:
+                entries.append(
+                    synclog.entry(
+                        kind,
+                        now,
+                        peer=peer,
+                        message=f"{len(new)} new of {len(events)} events, {len(changed)} SKUs",
+                    )
                 )
             if refused:
-                synclog.record(
-                    session,
-                    "events_refused",
-                    now,
-                    peer=peer,
-                    message=f"{len(refused)} of {len(events)} events refused: {refused[0][1]}",
+                entries.append(
+                    synclog.entry(
+                        "events_refused",
+                        now,
+                        peer=peer,
+                        message=f"{len(refused)} of {len(events)} events refused: {refused[0][1]}",
+                    )
                 )
-            vector = await ledger.load_vector(session)
+            synclog.insert(conn, entries)
+            return ledger.vector(conn)
+
+        vector = await self.db.run(work)
         if changed:
             self.on_pool_change(changed)
         if refused:
@@ -301,23 +301,24 @@ class Replicator:
         One indexed range query per (origin, epoch) this agent knows: the cost follows the
         number of shops and of missing events, never the size of the catalogue or history.
         """
-        out: list[EventRow] = []
-        async with self.db.sessions() as session:
-            mine = await ledger.load_vector(session)
+        held_back, own = self.mode.held_back, self.own_stream()
+
+        def work(conn: Connection) -> tuple[list[EventRow], bool, Vector]:
+            out: list[EventRow] = []
+            mine = ledger.vector(conn)
             for origin, epoch in sorted(mine):
-                if self.held_back and (origin, epoch) == self.own_stream():
+                if held_back and (origin, epoch) == own:
                     continue  # maintenance: this shop's own changes wait until it ends
-                query = (
-                    select(EventRow)
-                    .where(EventRow.origin == origin, EventRow.epoch == epoch)
-                    .where(col(EventRow.seq) > have.get((origin, epoch), 0))
-                    .order_by(col(EventRow.seq))
-                    .limit(limit - len(out) + 1)
+                out.extend(
+                    _events_after(
+                        conn, origin, epoch, have.get((origin, epoch), 0), limit - len(out) + 1
+                    )
                 )
-                out.extend(await session.exec(query))
                 if len(out) > limit:
                     return out[:limit], True, mine
-        return out, False, mine
+            return out, False, mine
+
+        return await self.db.read(work)
 
     def own_stream(self) -> tuple[str, str]:
         return (self.identity.domain, self.identity.epoch)
@@ -350,31 +351,32 @@ class Replicator:
         log.warning("own_stream_behind", peer=peer, held=mine.get(own, 0), theirs=theirs[own])
 
     async def own_events_after(self, seq: int, limit: int = BATCH) -> list[EventRow]:
-        async with self.db.sessions() as session:
-            query = (
-                select(EventRow)
-                .where(EventRow.origin == self.identity.domain)
-                .where(EventRow.epoch == self.identity.epoch, col(EventRow.seq) > seq)
-                .order_by(col(EventRow.seq))
-                .limit(limit)
-            )
-            return list(await session.exec(query))
+        origin, epoch = self.own_stream()
+        return await self.db.read(lambda conn: _events_after(conn, origin, epoch, seq, limit))
 
     async def snapshot(self) -> dict[str, Any]:
         """Pools, vector and the events held beyond the vector (with their proofs), read in
-        one transaction."""
-        async with self.db.sessions() as session, session.begin():
-            pools = list(await session.exec(select(PoolRow)))
-            vector = await ledger.load_vector(session)
+        one transaction: one snapshot of the database, so a sale committed while it is read is
+        in all three or in none (a vector that counted it over pools that lack it would leave
+        the joiner one sale short for good)."""
+
+        def work(conn: Connection) -> dict[str, Any]:
+            tx = Tx(conn)
+            pools = tx.rows("SELECT sku, base, base_created, base_origin, deltas FROM pool")
+            vector = ledger.vector(conn)
             extra = []
-            for row in await session.exec(select(EventRow)):
-                if row.seq > vector.get((row.origin, row.epoch), 0):
-                    extra.append(event_to_wire(row))
-        return {
-            "pools": [[p.sku, p.base, p.base_created, p.base_origin, p.deltas] for p in pools],
-            "vector": vector_to_wire(vector),
-            "extra_events": extra,
-        }
+            for key, seq in vector.items():
+                extra += _events_after(conn, key[0], key[1], seq, 10**9)
+            for origin, epoch in tx.rows("SELECT DISTINCT origin, epoch FROM event"):
+                if (origin, epoch) not in vector:  # a stream whose first events are missing
+                    extra += _events_after(conn, origin, epoch, 0, 10**9)
+            return {
+                "pools": [list(p) for p in pools],
+                "vector": vector_to_wire(vector),
+                "extra_events": [event_to_wire(e) for e in extra],
+            }
+
+        return await self.db.read(work)
 
     # -- bookkeeping ---------------------------------------------------------------------------
 
@@ -397,30 +399,54 @@ class Replicator:
         ):
             return
         self.contacts.pop(domain, None)
-        async with self.db.transaction() as session:
+        now = self.clock.now()
+
+        def work(conn: Connection) -> bool:
+            tx = Tx(conn)
+            entries = []
             if sent:
-                synclog.record(session, "batch_sent", self.clock.now(), peer=domain, message=sent)
-            peer = await session.get(PeerRow, domain)
-            if peer is None:
-                return
+                entries.append(synclog.entry("batch_sent", now, peer=domain, message=sent))
+            row = tx.one("SELECT last_error FROM peer WHERE domain = ?", (domain,))
+            synclog.insert(conn, entries)
+            if row is None:
+                return False
+            entries = []
             if error:
-                if peer.last_error != error:
-                    synclog.record(
-                        session,
-                        "peer_unreachable",
-                        self.clock.now(),
-                        peer=domain,
-                        message=error[:300],
+                if row[0] != error:
+                    entries.append(
+                        synclog.entry("peer_unreachable", now, peer=domain, message=error[:300])
                     )
-                peer.last_error = error
-                return
-            if peer.last_error:
-                synclog.record(session, "peer_reconnected", self.clock.now(), peer=domain)
-            peer.last_error = ""
-            peer.last_contact = self.clock.now()
-            if wire is not None:
-                peer.acked = wire
-                self.contacts[domain] = (wire, self.clock.monotonic())
+                tx.run("UPDATE peer SET last_error = ? WHERE domain = ?", (error, domain))
+            else:
+                if row[0]:
+                    entries.append(synclog.entry("peer_reconnected", now, peer=domain))
+                if wire is None:
+                    tx.run(
+                        "UPDATE peer SET last_error = '', last_contact = ? WHERE domain = ?",
+                        (float(now), domain),
+                    )
+                else:
+                    tx.run(
+                        "UPDATE peer SET last_error = '', last_contact = ?, acked = ? "
+                        "WHERE domain = ?",
+                        (float(now), wire, domain),
+                    )
+            synclog.insert(conn, entries)
+            return not error and wire is not None
+
+        if await self.db.run(work) and wire is not None:
+            self.contacts[domain] = (wire, self.clock.monotonic())
+
+
+def _events_after(
+    conn: Connection, origin: str, epoch: str, seq: int, limit: int
+) -> list[EventRow]:
+    """Events of stream (origin, epoch) after `seq`, in seq order, at most `limit`."""
+    query = (
+        f"SELECT {ledger.EVENT_COLUMNS} FROM event WHERE origin = ? AND epoch = ? AND seq > ? "
+        "ORDER BY seq LIMIT ?"
+    )
+    return [ledger.event_of(row) for row in Tx(conn).rows(query, (origin, epoch, seq, limit))]
 
 
 class PeerRefused(Exception):
@@ -480,10 +506,10 @@ class PeerLink:
                 async with asyncio.timeout(max(0.05, wait)):
                     await self.wake.wait()
             self.wake.clear()
-            if self.r.paused or self.r.importing:
+            if not self.r.mode.exchanging:
                 continue
             try:
-                if not self.r.held_back:
+                if not self.r.mode.held_back:
                     await self.push()
                 if self.r.clock.monotonic() >= self.next_pull:
                     news = await self.pull()
@@ -541,8 +567,7 @@ class PeerLink:
         """Fetch every event the peer holds that this agent lacks, any origin; True if any."""
         news = False
         while True:
-            async with self.r.db.sessions() as session:
-                mine = await ledger.load_vector(session)
+            mine = await self.r.db.read(ledger.vector)
             request: dict[str, Any] = {"have": vector_to_wire(mine)}
             if self.r.me is not None:
                 request["member"] = self.r.me()

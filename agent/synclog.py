@@ -7,13 +7,15 @@ import sys
 from typing import Any
 
 import structlog
+from sqlalchemy import Connection
 from sqlmodel import col, delete, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from agent.db import Database
 from agent.models import LogEntry
+from agent.sql import Tx
 
-__all__ = ["configure_logging", "entry_json", "prune", "query_log", "record"]
+__all__ = ["configure_logging", "entry", "entry_json", "insert", "prune", "query_log", "record"]
 
 MAX_PAGE = 1000
 
@@ -55,7 +57,7 @@ async def prune(db: Database, before: float, *, batch: int = 5000) -> int:
                 )
             )
             if ids:
-                await session.exec(delete(LogEntry).where(col(LogEntry.id).in_(ids)))  # type: ignore[call-overload]
+                await session.exec(delete(LogEntry).where(col(LogEntry.id).in_(ids)))
         removed += len(ids)
         if len(ids) < batch:
             return removed
@@ -74,18 +76,63 @@ def record(
     message: str = "",
 ) -> LogEntry:
     """Add one sync-log entry to the caller's transaction."""
-    entry = LogEntry(
-        at=now,
-        kind=kind,
-        sku=sku,
-        peer=peer,
-        before=before,
-        delta=delta,
-        after=after,
-        message=message,
+    row = LogEntry(
+        **entry(
+            kind, now, sku=sku, peer=peer, before=before, delta=delta, after=after, message=message
+        )
     )
-    session.add(entry)
-    return entry
+    session.add(row)
+    return row
+
+
+def entry(
+    kind: str,
+    now: float,
+    *,
+    sku: str | None = None,
+    peer: str | None = None,
+    before: int | None = None,
+    delta: int | None = None,
+    after: int | None = None,
+    message: str = "",
+) -> dict[str, Any]:
+    """One sync-log entry as the row `insert` writes (the hot paths' form of `record`)."""
+    return {
+        "at": now,
+        "kind": kind,
+        "sku": sku,
+        "peer": peer,
+        "before": before,
+        "delta": delta,
+        "after": after,
+        "message": message,
+    }
+
+
+_INSERT = (
+    'INSERT INTO sync_log ("at", kind, sku, peer, "before", delta, "after", message) '
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def insert(conn: Connection, entries: list[dict[str, Any]]) -> None:
+    """Add `entries` (made by `entry`) to the caller's unit of work, in one statement."""
+    Tx(conn).many(
+        _INSERT,
+        (
+            (
+                float(e["at"]),
+                e["kind"],
+                e["sku"],
+                e["peer"],
+                e["before"],
+                e["delta"],
+                e["after"],
+                e["message"],
+            )
+            for e in entries
+        ),
+    )
 
 
 def entry_json(entry: LogEntry) -> dict[str, Any]:

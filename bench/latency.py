@@ -9,9 +9,11 @@ the emulators' own work and the agents'. Each latency is split into *ingest* (sa
 origin agent's event, from its sync log: webhook hop, coalescing, platform read, commit) and
 *spread* (the rest: replication to the peers and their writes).
 
-Parts: the Plus plan at 50 sales/s; the Standard plan stepped up in rate to find the highest
-rate whose p99 stays under a second; 50 sales/s again with larger catalogues (default 1,000
-and 100,000 SKUs; `--quick` 1,000 and 2,000), with the joiners' snapshot import timed.
+Parts: the floor (the same shops, sales and measure, with a naive relay, `bench/relay.py`, in
+place of the agents: the cost of the platform hops alone); the Plus plan at 50 sales/s; the
+Standard plan stepped up in rate to find the highest rate whose p99 stays under a second; 50
+sales/s again with larger catalogues (default 1,000 and 100,000 SKUs; `--quick` 1,000 and
+2,000), with the joiners' snapshot import timed.
 
     .venv/bin/python bench/latency.py [--quick]
 """
@@ -37,6 +39,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from the root
 
+from agent.demo import Process, free_port
 from bench._harness import (
     Node,
     converged,
@@ -62,7 +65,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skus", type=int, default=1000, help="catalogue of the Plus/Standard runs")
     p.add_argument("--rates", help="Standard plan steps (default 10,20,50,100,200; quick 10,20)")
     p.add_argument("--sizes", help="large catalogues (default 100000; quick 2000)")
-    p.add_argument("--parts", default="plus,standard,sizes", help="which parts to run")
+    p.add_argument(
+        "--parts", default="floor,plus,standard,sizes", help="which parts to run (comma-separated)"
+    )
     p.add_argument("--workdir", help="keep data and logs here (default: a temp dir)")
     p.add_argument("--seed", type=int, default=11)
     args = p.parse_args(argv)
@@ -156,13 +161,7 @@ class Group:
                 }
             )
         figures = _attribute(sales, initial, writes, changes, received)
-        # ground truth: every shop shows the starting count minus the sales taken, no more
-        taken: dict[str, int] = {}
-        for sale in sales:
-            if sale.at is not None:
-                taken[sale.sku] = taken.get(sale.sku, 0) + 1
-        shops = await asyncio.gather(*(n.inventory(http) for n in nodes))
-        wrong = sum(c != initial[k] - taken.get(k, 0) for shop in shops for k, c in shop.items())
+        wrong = await _wrong_counts(http, nodes, sales, initial)
         calls = sum(
             b["stats"]["writes"] - a["stats"]["writes"]
             for a, b in zip(agents0, agents1, strict=True)
@@ -188,6 +187,103 @@ class Group:
             load=round(load, 1),
         )
         return figures
+
+
+class Floor:
+    """The same three Plus shops with the naive relay (`bench/relay.py`) instead of agents."""
+
+    def __init__(self, workdir: Path, skus: int) -> None:
+        self.size = skus
+        base = workdir / f"floor-{skus}"
+        self.nodes = [Node(base, i, skus=skus, available=AVAILABLE, plan="plus") for i in range(3)]
+        shops = [arg for n in self.nodes for arg in ("--shop", n.emu_url)]
+        self.relay = Process(
+            "relay",
+            ["--port", str(free_port()), *shops],
+            base / "logs" / "relay.log",
+            program=[sys.executable, str(Path(__file__).with_name("relay.py"))],
+        )
+
+    async def open(self) -> None:
+        await asyncio.gather(*(n.emulator.start(120) for n in self.nodes))
+        await self.relay.start(120)
+
+    async def close(self) -> None:
+        await self.relay.stop()
+        await asyncio.gather(*(n.emulator.stop() for n in self.nodes), return_exceptions=True)
+
+    def kill(self) -> None:
+        self.relay.kill()
+        for n in self.nodes:
+            n.emulator.kill()
+
+    async def step(
+        self, http: aiohttp.ClientSession, rate: float, seconds: float, skus: Iterator[str]
+    ) -> dict[str, Any]:
+        """`rate` sales/s for `seconds`, measured exactly as `Group.step` measures."""
+        nodes = self.nodes
+        initial = await nodes[0].inventory(http)
+        pid = self.relay.proc.pid if self.relay.proc is not None else None
+        cpu0 = proc_usage(pid).cpu_s
+        sales, achieved = await _drive(http, nodes, skus, rate, seconds)
+        load = os.getloadavg()[0]
+        deadline, last = time.monotonic() + 30, None
+        while time.monotonic() < deadline:  # settled: the three shops agree, twice in a row
+            shops = await asyncio.gather(*(n.inventory(http) for n in nodes))
+            if shops[0] == shops[1] == shops[2] and shops[0] == last:
+                break
+            last = shops[0] if shops[0] == shops[1] == shops[2] else None
+            await asyncio.sleep(0.5)
+        writes = await asyncio.gather(*(n.writes(http) for n in nodes))
+        figures = _attribute(sales, initial, writes, [[] for _ in nodes], [{} for _ in nodes])
+        wrong = await _wrong_counts(http, nodes, sales, initial)
+        cpu = proc_usage(pid).cpu_s - cpu0
+        figures.update(
+            rate=rate,
+            achieved_rate=round(achieved, 1),
+            ok=figures["unreached"] == 0 and figures["failed_sales"] == 0,
+            wrong_counts=wrong,  # the relay is not correct, only fast: reported, not judged
+            relay_cpu_ms_per_sale=round(1000 * cpu / len(sales), 1),
+            load=round(load, 1),
+        )
+        return figures
+
+
+async def run_floor(
+    http: aiohttp.ClientSession, workdir: Path, args: argparse.Namespace
+) -> dict[str, Any]:
+    """The floor at the Plus part's rate and catalogue."""
+    err.print(f"[bold]floor[/]: 3 shops on the plus plan, {args.skus} SKUs, the naive relay")
+    floor = Floor(workdir, args.skus)
+    part: dict[str, Any] = {"part": "floor", "plan": "plus", "skus": args.skus, "steps": []}
+    try:
+        await floor.open()
+        cycle = _cycle(sorted(await floor.nodes[0].inventory(http)), args.seed)
+        figures = await floor.step(http, args.rate, args.seconds, cycle)
+        part["steps"].append(figures)
+        part["ok"] = figures["ok"]
+        err.print(
+            f"floor: {args.rate:g}/s → p50 {figures['p50_ms']} ms, p99 {figures['p99_ms']} ms"
+        )
+    except Exception as exc:  # report it, keep the JSON line
+        err.print(f"[red]floor: {exc}[/]")
+        part.update(ok=False, error=str(exc))
+    finally:
+        await floor.close()
+        floor.kill()
+    return part
+
+
+async def _wrong_counts(
+    http: aiohttp.ClientSession, nodes: list[Node], sales: list[Sale], initial: dict[str, int]
+) -> int:
+    """Ground truth: shop counts that are not the starting count minus the sales taken."""
+    taken: dict[str, int] = {}
+    for sale in sales:
+        if sale.at is not None:
+            taken[sale.sku] = taken.get(sale.sku, 0) + 1
+    shops = await asyncio.gather(*(n.inventory(http) for n in nodes))
+    return sum(c != initial[k] - taken.get(k, 0) for shop in shops for k, c in shop.items())
 
 
 async def _last_log_id(http: aiohttp.ClientSession, node: Node) -> int:
@@ -384,6 +480,8 @@ def print_tables(parts: list[dict[str, Any]]) -> None:
         return f"{s[name + '_p50_ms']} / {s[name + '_p99_ms']}"
 
     for part in parts:
+        if part["part"] == "floor":
+            continue
         for s in part["steps"]:
             table.add_row(
                 part["part"],
@@ -399,13 +497,38 @@ def print_tables(parts: list[dict[str, Any]]) -> None:
                 str(s["agent_cpu_ms_per_sale"]),
                 str(s["load"]),
             )
-    out.print(table)
+    if table.row_count:
+        out.print(table)
     out.print(
         "ingest = sale → origin agent observes it (webhook hop + coalescing + platform read); "
         "replicate = → first batch the slowest peer receives from the origin; apply+write = → "
         "that peer's write applied in its shop. Pairs are p50 / p99. CPU ms/sale = the three "
         "agents' CPU over the step and its settling, per sale. load = 1-min load average."
     )
+    floor = next((p for p in parts if p["part"] == "floor" and p["steps"]), None)
+    plus = next((p for p in parts if p["part"] == "plus" and p["steps"]), None)
+    if floor is not None:
+        compare = Table(title="against the floor: a naive relay over the same shops (ms)")
+        for col in ("", "p50", "p95", "p99", "CPU ms/sale", "wrong counts"):
+            compare.add_column(col, justify="right")
+        f = floor["steps"][0]
+        compare.add_row(
+            "naive relay", *(str(f[k]) for k in ("p50_ms", "p95_ms", "p99_ms")),
+            str(f["relay_cpu_ms_per_sale"]), str(f["wrong_counts"]),
+        )  # fmt: skip
+        if plus is not None:
+            s = plus["steps"][0]
+            compare.add_row(
+                "shopsync", *(str(s[k]) for k in ("p50_ms", "p95_ms", "p99_ms")),
+                str(s["agent_cpu_ms_per_sale"]), str(s["wrong_counts"]),
+            )  # fmt: skip
+            ratio = _ratio(s["p50_ms"], f["p50_ms"])
+            compare.add_row("ratio", str(ratio), "", str(_ratio(s["p99_ms"], f["p99_ms"])), "", "")
+        out.print(compare)
+        out.print(
+            "The relay reads the item of each webhook and writes its count to the other shops: "
+            "no ledger, no durability, and wrong under concurrent sales of one SKU."
+        )
     groups = Table(title="group set-up (s): start + first reconciliation, joiners' imports")
     for col in ("part", "SKUs", "start", "snapshot B / C", "cut-over writes B / C"):
         groups.add_column(col, justify="right")
@@ -413,6 +536,8 @@ def print_tables(parts: list[dict[str, Any]]) -> None:
     groups.add_column("wrong counts after join", justify="right")
     groups.add_column("error")
     for part in parts:
+        if part["part"] == "floor":
+            continue
         imports = part.get("imports", [])
         groups.add_row(
             part["part"],
@@ -424,7 +549,8 @@ def print_tables(parts: list[dict[str, Any]]) -> None:
             str(part.get("wrong_after_join", "-")),
             part.get("error", ""),
         )
-    out.print(groups)
+    if groups.row_count:
+        out.print(groups)
     out.print(
         f"{os.cpu_count()} CPUs for 3 emulators, 3 agents and the driver. Emulators inject no "
         "webhook delay. Snapshot = accept → the master's snapshot installed; cut-over = "
@@ -448,11 +574,21 @@ _PLUS_KEYS = (
 )
 
 
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or not b else round(a / b, 2)
+
+
 def summary(parts: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
-    """The JSON figures: Plus at the base rate, the Standard limit, per catalogue size."""
+    """The JSON figures: Plus at the base rate, the Standard limit, per catalogue size, and
+    the floor with shopsync's ratio to it."""
     figures: dict[str, Any] = {"quick": args.quick, "rate": args.rate, "cpus": os.cpu_count()}
     for part in parts:
         steps = part["steps"]
+        if part["part"] == "floor":
+            if steps:
+                figures["floor_p50_ms"] = steps[0]["p50_ms"]
+                figures["floor_p99_ms"] = steps[0]["p99_ms"]
+            continue
         if part["part"] == "plus" and steps:
             s = steps[0]
             figures.update({k: s[k] for k in _PLUS_KEYS})
@@ -477,6 +613,9 @@ def summary(parts: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, 
             figures[f"snapshot_s_{tag}"] = max(i["snapshot_s"] for i in part["imports"])
             figures[f"cutover_s_{tag}"] = max(i["cutover_s"] for i in part["imports"])
             figures[f"wrong_after_join_{tag}"] = part.get("wrong_after_join", 0)
+    if "floor_p50_ms" in figures and "p50_ms" in figures:
+        figures["floor_ratio"] = _ratio(figures["p50_ms"], figures["floor_p50_ms"])
+        figures["floor_ratio_p99"] = _ratio(figures["p99_ms"], figures["floor_p99_ms"])
     figures["ok"] = all(p.get("ok") for p in parts)
     return figures
 
@@ -495,6 +634,8 @@ async def main(argv: list[str] | None = None) -> int:
             timeout=aiohttp.ClientTimeout(total=120),
             connector=aiohttp.TCPConnector(limit=0),
         ) as http:
+            if "floor" in args.parts:
+                parts.append(await run_floor(http, workdir, args))
             if "plus" in args.parts:
                 parts.append(
                     await run_part(http, workdir, "plus", "plus", args.skus, [args.rate], args)

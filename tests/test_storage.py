@@ -246,3 +246,30 @@ async def test_sync_log_prune_drops_only_entries_older_than_the_cut(database: Da
     async with database.sessions() as s:
         left = [e.at for e in await s.exec(select(LogEntry).order_by(LogEntry.id))]
     assert left == [float(n) for n in range(17, 30)]
+
+
+async def test_a_unit_of_work_commits_whole_or_not_at_all(database: Database) -> None:
+    """`Database.run` (the hot path's transactions) on SQLite and PostgreSQL: a unit that
+    fails leaves nothing; one that returns is seen by the next read, and by the ORM."""
+    me = Identity(id=1, domain="a.example.com", epoch="e1", public_key="k", created_at=0)
+
+    def sale(conn: sa.Connection) -> list[Any]:
+        return ledger.append(conn, me, [NewEvent("A", "change", delta=-1)], 5.0, _seq_proof)
+
+    def sale_then_failure(conn: sa.Connection) -> None:
+        sale(conn)
+        raise RuntimeError("the unit fails after its statements")
+
+    try:
+        await database.run(sale_then_failure)
+    except RuntimeError:
+        pass
+    assert await database.read(ledger.vector) == {}
+    rows = await database.run(sale)
+    assert [r.seq for r in rows] == [1]
+    assert await database.read(ledger.vector) == {("a.example.com", "e1"): 1}
+    pools = await database.read(lambda conn: ledger.pools(conn, ["A"]))
+    assert pools["A"].deltas == -1 and pools["A"].updated_at == 5.0
+    async with database.sessions() as s:
+        stored = (await s.exec(select(EventRow))).all()
+    assert [(e.sku, e.delta, e.proof) for e in stored] == [("A", -1, _seq_proof(rows[0]))]

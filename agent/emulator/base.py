@@ -152,7 +152,7 @@ class Emulator:
         app.cleanup_ctx.append(self._webhook_ctx)
         return app
 
-    async def _webhook_ctx(self, app: web.Application):  # type: ignore[no-untyped-def]
+    async def _webhook_ctx(self, app: web.Application):
         await self.webhooks.start()
         yield
         await self.webhooks.stop()

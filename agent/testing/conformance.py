@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
@@ -36,7 +36,7 @@ from agent.testing.harness import ChannelHarness
 
 __all__ = ["ChannelConformance", "channel_under_test", "pytest_addoption"]
 
-Scenario = Callable[[ChannelHarness], Awaitable[None]]
+Scenario = Callable[[ChannelHarness], Coroutine[Any, Any, None]]
 # How far a listed creation time may be from the moment the emulator made the item; a time
 # zone mistake is hours off, a clock tick a second.
 CREATED_AT_TOLERANCE = 120.0

@@ -197,23 +197,23 @@ class ShopUnderTest:
     async def add_product(self, sku: str, available: int) -> dict[str, Any]:
         """A new product variant (an existing SKU makes a duplicate, "" a SKU-less item)."""
         body = {"sku": sku, "available": available}
-        return await self._call("POST", "/_emulator/products", body, ok=201)  # type: ignore[no-any-return]
+        return await self._call("POST", "/_emulator/products", body, ok=201)
 
     async def inventory(self) -> dict[str, int]:
         """Every SKU's count as the emulator holds it."""
-        return await self._call("GET", "/_emulator/inventory")  # type: ignore[no-any-return]
+        return await self._call("GET", "/_emulator/inventory")
 
     async def writes(self) -> list[dict[str, Any]]:
         """The emulator's log of API writes, applied or not."""
-        return await self._call("GET", "/_emulator/writes")  # type: ignore[no-any-return]
+        return await self._call("GET", "/_emulator/writes")
 
     async def stats(self) -> dict[str, Any]:
         """Request, read, write and rate-limit counters."""
-        return await self._call("GET", "/_emulator/stats")  # type: ignore[no-any-return]
+        return await self._call("GET", "/_emulator/stats")
 
     async def faults(self, **values: Any) -> dict[str, Any]:
         """Arm faults (``timeout_after_apply=1``...) or switch ``rate_limit``."""
-        return await self._call("POST", "/_emulator/faults", values)  # type: ignore[no-any-return]
+        return await self._call("POST", "/_emulator/faults", values)
 
     @contextlib.asynccontextmanager
     async def webhook_receiver(self) -> AsyncIterator[WebhookReceiver]:

@@ -141,7 +141,8 @@ async def status(request: web.Request) -> web.Response:
         "ready": reconciler.ready.is_set(),
         "last_reconcile": reconciler.last_reconcile,
         "stats": dict(reconciler.stats),
-        "paused": cfg[keys.REPLICATOR].paused,
+        "paused": cfg[keys.REPLICATOR].mode.paused,
+        "sync_mode": cfg[keys.REPLICATOR].mode.name,
         "import": {
             k: v
             for k, v in (await cfg[keys.IMPORTER].progress(with_report=False)).items()
@@ -406,7 +407,7 @@ async def post_resync(request: web.Request) -> web.Response:
         return json_error(400, "bad_request", 'send {"skus": ["A-1", ...]} or {"all": true}')
     reconciler = request.config_dict[keys.RECONCILER]
     queued = reconciler.resync(None if everything is True else skus)
-    unknown = [] if everything is True else sorted(set(skus) - set(queued))
+    unknown = [] if everything is True else sorted(set(skus or ()) - set(queued))
     return web.json_response({"queued": queued, "unknown": unknown})
 
 

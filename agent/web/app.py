@@ -29,6 +29,7 @@ from agent.reconcile import Reconciler
 from agent.replication import Replicator
 from agent.runner import StartupError
 from agent.signing import fingerprint, load_private_key, public_key_b64
+from agent.syncmode import SyncMode
 from agent.transport import HttpTransport
 from agent.web import api, keys, pages, peer, webhooks
 from agent.web.api import json_error
@@ -171,7 +172,7 @@ def _reason(exc: BaseException) -> str:
     return text[:300]
 
 
-def _http_session(given: aiohttp.ClientSession | None):  # type: ignore[no-untyped-def]
+def _http_session(given: aiohttp.ClientSession | None):
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         if given is not None:
             app[keys.HTTP] = given
@@ -218,6 +219,8 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
             f"{settings.key_path} is not the key of this agent's identity "
             f"({fingerprint(identity.public_key)}): restore the agent's own key file"
         )
+    mode = SyncMode(db)
+    await mode.load()
     reconciler = Reconciler(
         db=db,
         channel=app[keys.CHANNEL],
@@ -239,6 +242,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
         http=app[keys.HTTP],
         private_key=private_key,
         on_joined=joined,
+        mode=mode,
     )
     await peering.load()
     replicator = Replicator(
@@ -248,6 +252,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
         call=peering.call,
         on_pool_change=reconciler.pool_changed,
         origin_keys=peering.origin_keys,
+        mode=mode,
         on_members=peering.merge_members,
         me=peering.me,
     )
@@ -261,7 +266,6 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     )
     peering.replicator = replicator
     peering.importer = importer
-    replicator.paused = bool(await peering.get_state("paused", False))
     app[keys.IMPORTER] = importer
     app[keys.RECONCILER] = reconciler
     app[keys.PEERING] = peering

@@ -2,30 +2,33 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import aiohttp
 import pluggy
 from aiohttp import web
 
+from agent.channel import Channel
 from agent.clock import Clock
 from agent.config import Settings
 from agent.db import Database
-
-if TYPE_CHECKING:
-    pass
+from agent.importer import Importer
+from agent.metrics import Metrics
+from agent.models import Identity
+from agent.peering import Peering
+from agent.plugins import Registry
+from agent.reconcile import Reconciler
+from agent.replication import Replicator
 
 SETTINGS = web.AppKey("settings", Settings)
 PM = web.AppKey("pm", pluggy.PluginManager)
-REGISTRY = web.AppKey("registry", "Registry")
+REGISTRY = web.AppKey("registry", Registry)
 CLOCK = web.AppKey("clock", Clock)
 DB = web.AppKey("db", Database)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
-IDENTITY = web.AppKey("identity", "Identity")
-CHANNEL = web.AppKey("channel", "Channel")
-RECONCILER = web.AppKey("reconciler", "Reconciler")
-METRICS = web.AppKey("metrics", "Metrics")
+IDENTITY = web.AppKey("identity", Identity)
+CHANNEL = web.AppKey("channel", Channel)
+RECONCILER = web.AppKey("reconciler", Reconciler)
+METRICS = web.AppKey("metrics", Metrics)
 STARTED = web.AppKey("started", float)
-PEERING = web.AppKey("peering", "Peering")
-REPLICATOR = web.AppKey("replicator", "Replicator")
-IMPORTER = web.AppKey("importer", "Importer")
+PEERING = web.AppKey("peering", Peering)
+REPLICATOR = web.AppKey("replicator", Replicator)
+IMPORTER = web.AppKey("importer", Importer)

@@ -106,6 +106,7 @@ SCHEMAS: dict[str, Schema] = {
             "last_reconcile": _null(NUM),
             "stats": {"type": "object", "additionalProperties": INT},
             "paused": BOOL,
+            "sync_mode": {"enum": ["running", "paused", "importing", "maintenance"]},
             "import": _obj({"state": STR, "done": INT, "total": INT}),
             "maintenance": BOOL,
         }

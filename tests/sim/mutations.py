@@ -1,8 +1,8 @@
 """Deliberately broken builds (to prove the checker catches them) and per-run patches.
 
 A mutation replaces one rule of the core for the length of a run, in this process only:
-- ``double_apply``: the inbox is skipped — `ledger.apply_events` folds an event into the pool
-  even when the agent already holds it;
+- ``double_apply``: the inbox is skipped — `ledger.apply` folds an event into the pool even
+  when the agent already holds it;
 - ``absolute``: agents ship absolute counts instead of deltas — a change event carries the
   shop's count and a receiver takes it as the pool (last writer wins);
 - ``trust_any_signature``: every proof is taken on its word (`agent.trust.signed_by` always
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from agent import ledger, reconcile, signing, trust
-from agent.models import EventRow, ItemRow, PoolRow
+from agent.models import EventRow
 
 if TYPE_CHECKING:
     from tests.sim.world import World
@@ -31,22 +31,22 @@ if TYPE_CHECKING:
 __all__ = ["MUTATIONS", "applied", "logs", "seeded_uuid"]
 
 
-_real_apply_events = ledger.apply_events
+_real_apply = ledger.apply
 
 
-async def _apply_twice(session: Any, events: Any, now: float) -> list[EventRow]:
-    """apply_events whose inbox check is ignored: an event already held is folded again."""
-    new = await _real_apply_events(session, events, now)
+def _apply_twice(conn: Any, events: Any, now: float, *args: Any) -> list[EventRow]:
+    """apply whose inbox check is ignored: an event already held is folded again."""
+    new = _real_apply(conn, events, now, *args)
     fresh = {id(e) for e in new}
+    held = [e for e in events if id(e) not in fresh]
+    pools = ledger.pools(conn, (e.sku for e in held))
     again = []
-    with session.no_autoflush:
-        for event in events:
-            if id(event) in fresh:
-                continue
-            pool = await session.get(PoolRow, event.sku)  # the same object the batch folded
-            if pool is not None:
-                ledger.pool_after(pool, event)
-                again.append(event)
+    for event in held:
+        pool = pools.get(event.sku)
+        if pool is not None:
+            ledger.pool_after(pool, event)
+            again.append(event)
+    ledger.save_pools(conn, pools.values())
     return [*new, *again]
 
 
@@ -54,14 +54,14 @@ _real_observe = reconcile.observe
 _real_pool_after = ledger.pool_after
 
 
-def _observe_absolute(item: ItemRow, obs: int, pool: PoolRow | None, cause: str) -> Any:
+def _observe_absolute(item: Any, obs: int, pool: Any, cause: str) -> Any:
     new = _real_observe(item, obs, pool, cause)
     if new is not None and new.kind != ledger.INTRODUCE:
         return ledger.NewEvent(new.sku, new.kind, delta=new.delta, count=obs, cause=cause)
     return new
 
 
-def _pool_after_absolute(pool: PoolRow, event: EventRow) -> None:
+def _pool_after_absolute(pool: Any, event: EventRow) -> None:
     if event.kind != ledger.INTRODUCE and event.count is not None and pool.base is not None:
         pool.deltas = event.count - pool.base  # the shop's count wins: the last writer's
         return
@@ -80,7 +80,7 @@ def _fresh_for_anyone(p: Any, *, now: float, audience: str, max_skew: int, not_b
 
 
 MUTATIONS = {
-    "double_apply": [(ledger, "apply_events", _apply_twice)],
+    "double_apply": [(ledger, "apply", _apply_twice)],
     "absolute": [
         (reconcile, "observe", _observe_absolute),
         (ledger, "pool_after", _pool_after_absolute),

@@ -24,6 +24,7 @@ from agent.models import Identity
 from agent.peering import Peering
 from agent.reconcile import Reconciler
 from agent.replication import Replicator
+from agent.syncmode import SyncMode
 from agent.transport import Transport
 from tests.sim.runtime import Crashed, InlineDatabase, VirtualClock
 from tests.sim.shop import SimChannel, SimShop
@@ -124,6 +125,8 @@ class Node:
         def joined(skus: set[str]) -> None:
             reconciler.request_reconcile()
 
+        mode = SyncMode(db)
+        await mode.load()
         reconciler = Reconciler(
             db=db,
             channel=channel,
@@ -145,6 +148,7 @@ class Node:
             http=None,
             private_key=self.key,
             on_joined=joined,
+            mode=mode,
         )
         await peering.load()
         real_install = peering.install_snapshot
@@ -164,6 +168,7 @@ class Node:
             call=peering.call,
             on_pool_change=reconciler.pool_changed,
             origin_keys=peering.origin_keys,
+            mode=mode,
             on_members=peering.merge_members,
             me=peering.me,
             pull_interval=PULL_INTERVAL,
@@ -179,7 +184,6 @@ class Node:
         )
         peering.replicator = replicator
         peering.importer = importer
-        replicator.paused = bool(await peering.get_state("paused", False))
         self.reconciler, self.replicator = reconciler, replicator
         self.peering, self.importer = peering, importer
         self.up = True

@@ -6,7 +6,8 @@ Determinism needs every ordering decision to be made by the event loop alone, on
   jumps straight to the next timer instead of waiting, so `asyncio.sleep`, `wait_for` timeouts
   and every `call_later` of the real core run on virtual time, in a reproducible order.
 - `InlineDatabase` is the core's `Database` whose aiosqlite connections run each statement
-  in the calling task instead of a worker thread: real SQLite files, real transactions, but
+  in the calling task instead of a worker thread, and whose units of work (`Database.run`)
+  run inline instead of in the database thread: real SQLite files, real transactions, but
   a database call never yields to the loop, so thread timing cannot reorder tasks. A unit of
   work therefore commits or rolls back as a whole between two scheduler steps, which is
   exactly the crash model (uncommitted work is lost, committed work survives).
@@ -31,7 +32,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from agent.db import Database, _sqlite_pragmas
+from agent.db import Database, T, Work, _in_transaction, _sqlite_pragmas, sqlite_work_engine
 
 __all__ = [
     "EPOCH",
@@ -149,8 +150,26 @@ class InlineDatabase(Database):
         event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.write_lock = asyncio.Lock()
         self.sessions = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
+        self._work_engine = sqlite_work_engine(self.url)
+        self._worker = None
         self.dead = False  # the agent was killed: it commits nothing more
         self.after_commit: Callable[[], None] | None = None  # may kill the agent (raise Crashed)
+
+    async def _unit(self, work: Work[T], *, write: bool) -> T:
+        """A unit of work runs inline, at once: it never yields to the loop, so it commits
+        whole between two scheduler steps (or not at all)."""
+        assert self._work_engine is not None
+        return _in_transaction(self._work_engine, work, write)
+
+    async def run(self, work: Work[T]) -> T:
+        """The core's unit of work; a killed agent's never starts, and a kill may land right
+        after one commits."""
+        if self.dead:
+            raise Crashed("the agent was killed")
+        result = await super().run(work)
+        if self.after_commit is not None:
+            self.after_commit()
+        return result
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
