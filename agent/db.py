@@ -93,7 +93,9 @@ class Database:
         self._worker: ThreadPoolExecutor | None = None
         if self.is_sqlite:
             self._work_engine = sqlite_work_engine(url)
-            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shopsync-db")
+            # two threads: a read (a pull, a peer's key) never waits behind a write's unit;
+            # writes still go one at a time (`write_lock`)
+            self._worker = ThreadPoolExecutor(max_workers=2, thread_name_prefix="shopsync-db")
 
     async def run(self, work: Work[T]) -> T:
         """Run `work` in one writing transaction, committed when it returns, rolled back if it

@@ -59,6 +59,7 @@ from agent.models import (
 )
 from agent.replication import Replicator
 from agent.signing import SigningError, fingerprint, load_public_key_b64
+from agent.sql import Tx
 from agent.syncmode import SyncMode
 from agent.transport import Transport
 
@@ -219,13 +220,12 @@ class Peering(JoinDesk, JoinImport):
     # -- keys, for the signature middleware and the inbox ---------------------------------------
 
     async def member_key(self, key_id: str) -> Ed25519PublicKey | None:
-        async with self.db.sessions() as session:
-            peer = (
-                await session.exec(select(PeerRow).where(PeerRow.fingerprint == key_id))
-            ).first()
-        if peer is None or peer.state not in LIVE:
+        """The key of the live member whose key id is `key_id` (every peer request asks)."""
+        query = "SELECT state, public_key FROM peer WHERE fingerprint = ? LIMIT 1"
+        row = await self.db.read(lambda conn: Tx(conn).one(query, (key_id,)))
+        if row is None or row[0] not in LIVE:
             return None
-        return load_public_key_b64(peer.public_key)
+        return load_public_key_b64(row[1])
 
     async def is_member(self, key_id: str) -> bool:
         return await self.member_key(key_id) is not None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import hashlib
 import heapq
 import hmac
@@ -165,6 +166,12 @@ def load_public_key_b64(text: str) -> Ed25519PublicKey:
     """Parse a key made by `public_key_b64`; SigningError says what is wrong with bad input."""
     if not isinstance(text, str):
         raise SigningError(f"public key must be a base64 string, not {type(text).__name__}")
+    return _load_public_key(text)
+
+
+@functools.lru_cache(maxsize=1024)
+def _load_public_key(text: str) -> Ed25519PublicKey:
+    # a key is a value: the members' few keys are parsed once, not on every request
     try:
         raw = base64.b64decode(text.strip(), validate=True)
     except ValueError:
