@@ -367,8 +367,11 @@ async def test_import_progress_moves_live_to_done(agents: Agents) -> None:
     await expect(page.locator("#dry-run")).to_contain_text("SKUs whose count would be written")
     assert (await agents.api(b, "GET", "/api/import"))["state"] == "done"  # nothing started
 
-    # The shop answers 503 for a while, so the import is still running when the page shows.
-    await agents.emulator(b, "/_emulator/faults", {"fail_requests": 2})
+    # The shop applies the import's write but the answer is lost, four times in a row: the
+    # agent re-sends it (same key) after backing off, so the import is still running when the
+    # page shows. (Refused requests would not do: the pre-flight listing, which the start
+    # request awaits, would take them all, and the write that follows is quick.)
+    await agents.emulator(b, "/_emulator/faults", {"timeout_after_apply": 4})
     await page.goto(b.agent_url + "/import")
     await page.get_by_label("Dry run only").uncheck()
     await page.get_by_role("button", name="Start import").click()
