@@ -71,20 +71,9 @@ def _text(value: Any, what: str, limit: int) -> str:
 
 
 def event_to_wire(e: EventRow) -> list[Any]:
-    """Compact list form of an event for the wire, its proof of origin last."""
-    return [
-        e.origin,
-        e.epoch,
-        e.seq,
-        e.sku,
-        e.kind,
-        e.delta,
-        e.count,
-        e.item_created,
-        e.cause,
-        e.at,
-        e.proof,
-    ]
+    """Compact list form of an event for the wire: its row (`ledger.EVENT_COLUMNS` order),
+    its proof of origin last. Times go as floats, as the origin signed them."""
+    return list(ledger.event_values(e))
 
 
 _INT64 = 2**63
@@ -403,36 +392,24 @@ class Replicator:
 
         def work(conn: Connection) -> bool:
             tx = Tx(conn)
-            entries = []
-            if sent:
-                entries.append(synclog.entry("batch_sent", now, peer=domain, message=sent))
+            entries = [synclog.entry("batch_sent", now, peer=domain, message=sent)] if sent else []
             row = tx.one("SELECT last_error FROM peer WHERE domain = ?", (domain,))
-            synclog.insert(conn, entries)
-            if row is None:
-                return False
-            entries = []
-            if error:
+            if row is not None and error:
                 if row[0] != error:
                     entries.append(
                         synclog.entry("peer_unreachable", now, peer=domain, message=error[:300])
                     )
                 tx.run("UPDATE peer SET last_error = ? WHERE domain = ?", (error, domain))
-            else:
+            elif row is not None:
                 if row[0]:
                     entries.append(synclog.entry("peer_reconnected", now, peer=domain))
-                if wire is None:
-                    tx.run(
-                        "UPDATE peer SET last_error = '', last_contact = ? WHERE domain = ?",
-                        (float(now), domain),
-                    )
-                else:
-                    tx.run(
-                        "UPDATE peer SET last_error = '', last_contact = ?, acked = ? "
-                        "WHERE domain = ?",
-                        (float(now), wire, domain),
-                    )
+                tx.run(
+                    "UPDATE peer SET last_error = '', last_contact = ?, acked = COALESCE(?, acked) "
+                    "WHERE domain = ?",
+                    (float(now), wire, domain),
+                )
             synclog.insert(conn, entries)
-            return not error and wire is not None
+            return row is not None and not error
 
         if await self.db.run(work) and wire is not None:
             self.contacts[domain] = (wire, self.clock.monotonic())

@@ -273,3 +273,45 @@ async def test_a_unit_of_work_commits_whole_or_not_at_all(database: Database) ->
     async with database.sessions() as s:
         stored = (await s.exec(select(EventRow))).all()
     assert [(e.sku, e.delta, e.proof) for e in stored] == [("A", -1, _seq_proof(rows[0]))]
+
+
+async def test_a_peers_contact_is_noted_and_its_failures_logged_once(database: Database) -> None:
+    """What an admin sees of a peer (`record_contact`): a failure logged once however often it
+    repeats, the reconnection logged, the acknowledged vector kept when an answer has none."""
+    from agent.replication import Replicator
+    from agent.syncmode import SyncMode
+    from tests.support.clock import FastClock
+
+    async with database.sessions.begin() as s:
+        identity = (await s.exec(select(Identity))).one()
+        s.add(
+            PeerRow(domain="b.example.com", agent_url="http://b", public_key="k", fingerprint="f")
+        )
+
+    async def no_call(*_args: Any) -> tuple[int, dict[str, Any]]:
+        raise AssertionError("no peer calls here")
+
+    async def no_keys() -> dict[str, Any]:
+        return {}
+
+    replicator = Replicator(
+        db=database,
+        identity=identity,
+        clock=FastClock(),
+        call=no_call,
+        on_pool_change=lambda _skus: None,
+        origin_keys=no_keys,
+        mode=SyncMode(database),
+    )
+    await replicator.record_contact("b.example.com", error="ClientConnectorError: refused")
+    await replicator.record_contact("b.example.com", error="ClientConnectorError: refused")
+    await replicator.record_contact(
+        "b.example.com", acked={("a.example.com", "e1"): 3}, sent="3 events up to seq 3"
+    )
+    await replicator.record_contact("b.example.com", error="")  # a pull answer without a vector
+    async with database.sessions() as s:
+        kinds = [e.kind for e in await s.exec(select(LogEntry).order_by(LogEntry.id))]
+        peer = await s.get(PeerRow, "b.example.com")
+    assert kinds == ["peer_unreachable", "batch_sent", "peer_reconnected"]
+    assert peer is not None and peer.last_error == "" and peer.last_contact is not None
+    assert peer.acked == '[["a.example.com", "e1", 3]]'

@@ -120,17 +120,6 @@ class Network:
         """Deliver an already signed request (also: a replayed or forged one). A request
         `from_outside` the sender's agent (an attacker holding its key) goes even while that
         agent is down."""
-        return await self._request(sender, target, path, headers, raw, from_outside)
-
-    async def _request(
-        self,
-        sender: str,
-        target: str,
-        path: str,
-        headers: dict[str, str],
-        raw: bytes,
-        from_outside: bool = False,
-    ) -> tuple[int, Any]:
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[tuple[int, Any]] = loop.create_future()
         node = self.nodes.get(target)
