@@ -24,7 +24,7 @@ from agent.clock import Clock
 from agent.db import Database
 from agent.models import ItemRow, PoolRow
 from agent.reconcile import Reconciler
-from agent.replication import Replicator
+from agent.syncmode import SyncMode
 
 __all__ = ["Importer", "ImportError_"]
 
@@ -51,14 +51,14 @@ class Importer:
         channel: Channel,
         clock: Clock,
         reconciler: Reconciler,
-        replicator: Replicator,
+        mode: SyncMode,
         sku_rule: SkuRule,
     ) -> None:
         self.db = db
         self.channel = channel
         self.clock = clock
         self.reconciler = reconciler
-        self.replicator = replicator
+        self.mode = mode  # maintenance is a sync mode: this shop's own changes are held back
         self.sku_rule = sku_rule
         self.task: asyncio.Task[None] | None = None
         self.resyncing = False
@@ -66,7 +66,7 @@ class Importer:
     # -- maintenance ---------------------------------------------------------------------------
 
     async def maintenance(self) -> dict[str, Any]:
-        return dict(self.replicator.mode.maintenance)
+        return dict(self.mode.maintenance)
 
     async def set_maintenance(self, on: bool, *, auto: bool = False) -> dict[str, Any]:
         """Close (or open) the storefront where possible and hold (or release) outgoing sync."""
@@ -80,7 +80,7 @@ class Importer:
             "since": self.clock.now(),
             "storefront_closed": on and storefront,
         }
-        await self.replicator.mode.set_maintenance(state)
+        await self.mode.set_maintenance(state)
         async with self.db.transaction() as session:
             message = (
                 (

@@ -7,37 +7,25 @@ accept the master signs the shop's admission, calls it back at the URL it claime
 the answer only if it is signed by the key that asked; then it introduces the newcomer.
 """
 
-# mypy: disable-error-code="misc"
-# (the mixin's methods say `self: Peering`, the class it is mixed into, which mypy refuses as a
-# self type of the mixin; the split of Peering named in the Core v2 issue ends the mixins)
-
 from __future__ import annotations
 
 import dataclasses
-import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
 import structlog
 from sqlmodel import col, delete, select
 
 from agent import synclog, trust
+from agent.clock import Clock
+from agent.db import Database
 from agent.membership import LIVE, Admission, Member, member_from_wire
-from agent.models import JoinRequest, PeerRow
+from agent.models import Identity, JoinRequest, PeerRow
+from agent.replication import PeerCaller
+from agent.roster import PeerError, Roster, write_peer
 from agent.signing import SigningError, fingerprint, load_public_key_b64
 
-if TYPE_CHECKING:
-    from agent.peering import Peering
-
-__all__ = [
-    "MAX_PENDING",
-    "REQUEST_TTL",
-    "JoinDesk",
-    "PeerError",
-    "parse_member",
-    "said",
-    "write_peer",
-]
+__all__ = ["MAX_PENDING", "REQUEST_TTL", "JoinDesk"]
 
 log = structlog.get_logger(__name__)
 
@@ -45,50 +33,25 @@ REQUEST_TTL = 7 * 24 * 3600.0
 MAX_PENDING = 32  # incoming join requests waiting for an answer, from every key together
 
 
-class PeerError(Exception):
-    """A peering step cannot be done; `status` is the HTTP status to answer with."""
-
-    def __init__(self, status: int, error: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.error, self.message = status, error, message
-
-
-def parse_member(raw: Any) -> Member:
-    try:
-        return member_from_wire(raw)
-    except ValueError as exc:
-        raise PeerError(400, "bad_member", str(exc)) from None
-
-
-def said(member: Member) -> tuple[Any, ...]:
-    """What a member's statement says: a record that says the same brings nothing new."""
-    return (member.agent_url, member.public_key, member.state, member.changed_at, member.proof)
-
-
-def write_peer(session: Any, row: PeerRow | None, member: Member, now: float) -> PeerRow:
-    """Store `member` (as `judge` let it through) in its row, made if it is new."""
-    if row is None:
-        row = PeerRow(
-            domain=member.domain,
-            agent_url=member.agent_url,
-            public_key=member.public_key,
-            fingerprint=member.key_id,
-            joined_at=now,
-        )
-        session.add(row)
-    row.agent_url, row.public_key = member.agent_url, member.public_key
-    row.fingerprint = member.key_id
-    row.state, row.changed_at, row.proof = member.state, member.changed_at, member.proof
-    row.admission = "" if member.admission is None else json.dumps(member.admission.to_wire())
-    return row
-
-
 class JoinDesk:
-    """Incoming join requests, for `agent.peering.Peering` (a mixin: its state is Peering's)."""
+    """The master's side of joins: incoming requests, accepted or rejected by the owner."""
 
-    # -- the master ----------------------------------------------------------------------------
+    def __init__(
+        self,
+        *,
+        db: Database,
+        identity: Identity,
+        clock: Clock,
+        call: PeerCaller,
+        roster: Roster,
+    ) -> None:
+        self.db = db
+        self.identity = identity
+        self.clock = clock
+        self.call = call
+        self.roster = roster
 
-    async def on_join_request(self: Peering, key_id: str, body: Any) -> dict[str, Any]:
+    async def on_join_request(self, key_id: str, body: Any) -> dict[str, Any]:
         """Store a join request as pending (nothing is trusted yet).
 
         Requests claiming one domain are kept side by side; a key has one request at a time
@@ -168,7 +131,7 @@ class JoinDesk:
             )
         return {"status": "pending", "domain": self.identity.domain}
 
-    async def _purge_requests(self: Peering, session: Any, now: float) -> None:
+    async def _purge_requests(self, session: Any, now: float) -> None:
         """Forget incoming requests nobody answered within `REQUEST_TTL`, and answered ones
         (rejected, expired) older than that; accepted ones stay with their member."""
         expired = await session.exec(
@@ -183,7 +146,7 @@ class JoinDesk:
                 synclog.record(session, "join_request_expired", now, peer=row.domain)
             await session.delete(row)
 
-    async def list_requests(self: Peering) -> list[dict[str, Any]]:
+    async def list_requests(self) -> list[dict[str, Any]]:
         """Pending incoming requests, oldest first; `claims` counts the requests (this one
         included) that claim its domain: more than one means compare fingerprints."""
         now = self.clock.now()
@@ -211,7 +174,7 @@ class JoinDesk:
         ]
         return sorted(out, key=lambda r: (r["received_at"], r["fingerprint"]))
 
-    async def _pending(self: Peering, domain: str, key_id: str | None) -> list[JoinRequest]:
+    async def _pending(self, domain: str, key_id: str | None) -> list[JoinRequest]:
         """The pending request(s) of `domain`: the one with fingerprint `key_id`, or all."""
         now = self.clock.now()
         async with self.db.transaction() as session:
@@ -229,7 +192,7 @@ class JoinDesk:
             raise PeerError(404, "no_request", f"no pending join request from {domain}{which}")
         return rows
 
-    async def accept(self: Peering, domain: str, key_id: str | None = None) -> dict[str, Any]:
+    async def accept(self, domain: str, key_id: str | None = None) -> dict[str, Any]:
         """Accept a pending request (by domain, and fingerprint when several claim it): sign
         its admission, call the joiner back, add it, introduce it to all.
 
@@ -248,12 +211,12 @@ class JoinDesk:
                 "fingerprint `shopsync status` shows there, and accept with --fingerprint",
             )
         request = rows[0]
-        members = [self.me(), *await self.members_wire()]
+        members = [self.roster.me(), *await self.roster.members_wire()]
         now = self.clock.now()
         admission = Admission(by=self.identity.domain, at=now, url=request.agent_url, signature="")
         joiner = Member(domain, request.agent_url, request.public_key)
         admission = dataclasses.replace(
-            admission, signature=self.sign(joiner.admission_message(admission))
+            admission, signature=self.roster.sign(joiner.admission_message(admission))
         )
         newcomer = dataclasses.replace(joiner, changed_at=now, admission=admission)
         async with self.db.transaction() as session:
@@ -262,7 +225,7 @@ class JoinDesk:
                 await session.delete(previous)
                 await session.flush()
             write_peer(session, None, newcomer, now)
-        self._members_changed()
+        self.roster.forget()
         try:
             body = {"nonce": request.nonce, "members": members, "admission": admission.to_wire()}
             status, answer = await self.call(
@@ -272,7 +235,7 @@ class JoinDesk:
         except (aiohttp.ClientError, TimeoutError, OSError, PeerError) as exc:
             async with self.db.transaction() as session:
                 await session.exec(delete(PeerRow).where(col(PeerRow.domain) == domain))
-            self._members_changed()
+            self.roster.forget()
             if isinstance(exc, PeerError):
                 raise
             raise PeerError(
@@ -291,9 +254,7 @@ class JoinDesk:
                 peer=domain,
                 message=f"join request accepted, key {request.fingerprint}",
             )
-        self._members_changed()
-        if self.replicator is not None:
-            await self.replicator.ensure_link(peer)
+        await self.roster.changed([peer])
         introduced = []
         for other in members[1:]:
             if other["state"] != "active":
@@ -312,9 +273,7 @@ class JoinDesk:
                 log.info("introduce_deferred", peer=other["domain"], error=str(exc))
         return {"accepted": domain, "fingerprint": request.fingerprint, "introduced": introduced}
 
-    def _confirmed(
-        self: Peering, request: JoinRequest, status: int, answer: dict[str, Any]
-    ) -> Member:
+    def _confirmed(self, request: JoinRequest, status: int, answer: dict[str, Any]) -> Member:
         """The joiner's record from its answer to the welcome, if it is signed by the key
         that asked to join (else PeerError: the callback reached somebody else)."""
         if status != 200 or answer.get("domain") != request.domain:
@@ -324,7 +283,7 @@ class JoinDesk:
                 f"{request.domain} did not confirm: {str(answer.get('message', status))[:300]}",
             )
         message = trust.welcome_message(
-            request.nonce, self.key_id, request.domain, request.public_key
+            request.nonce, self.roster.key_id, request.domain, request.public_key
         )
         key = load_public_key_b64(request.public_key)
         if not trust.signed_by(key, message, answer.get("confirmation")):
@@ -342,12 +301,12 @@ class JoinDesk:
         valid = (
             heard.domain == request.domain
             and heard.public_key == request.public_key
-            and heard.changed_at <= now + self.max_skew
+            and heard.changed_at <= now + self.roster.max_skew
             and trust.signed_by(key, heard.statement(), heard.proof)
         )
         return heard if valid else fallback
 
-    async def reject(self: Peering, domain: str, key_id: str | None = None) -> dict[str, Any]:
+    async def reject(self, domain: str, key_id: str | None = None) -> dict[str, Any]:
         """Reject the request of `domain` with fingerprint `key_id`, or every one of it."""
         rows = await self._pending(domain, key_id)
         async with self.db.transaction() as session:

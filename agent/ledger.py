@@ -18,6 +18,7 @@ tests).
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
@@ -34,6 +35,7 @@ __all__ = [
     "NewEvent",
     "Pool",
     "Signer",
+    "Snapshot",
     "Vector",
     "append",
     "append_local",
@@ -44,10 +46,13 @@ __all__ = [
     "event_values",
     "base_wins",
     "get_pool",
+    "events_after",
     "get_pools",
+    "install_snapshot",
     "load_vector",
     "pools",
     "save_pools",
+    "snapshot",
     "unsigned_own",
     "vector",
 ]
@@ -91,6 +96,17 @@ class Pool:
     def value(self) -> int | None:
         """The pool count, or None while no introduce has been seen."""
         return None if self.base is None else self.base + self.deltas
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A consistent copy of a ledger, which a joiner takes as its base: every pool, the
+    vector those pools count, and the events held beyond the vector (arrived ahead of a gap:
+    not yet folded, and still owed to whoever lacks them)."""
+
+    pools: list[Pool]
+    vector: Vector
+    extra: list[EventRow]
 
 
 class _PoolLike(Protocol):
@@ -383,3 +399,68 @@ def unsigned_own_rows(conn: Connection, identity: Identity) -> list[EventRow]:
 async def unsigned_own(session: AsyncSession, identity: Identity) -> list[EventRow]:
     """This agent's own events stored without a proof (made before events were signed)."""
     return await _on_session(session, lambda conn: unsigned_own_rows(conn, identity))
+
+
+# -- snapshots: a joiner's base -------------------------------------------------------------
+
+
+def events_after(conn: Connection, origin: str, epoch: str, seq: int, limit: int) -> list[EventRow]:
+    """Events of stream (origin, epoch) after `seq`, in seq order, at most `limit`."""
+    query = (
+        f"SELECT {EVENT_COLUMNS} FROM event WHERE origin = ? AND epoch = ? AND seq > ? "
+        "ORDER BY seq LIMIT ?"
+    )
+    return [event_of(row) for row in Tx(conn).rows(query, (origin, epoch, seq, limit))]
+
+
+def snapshot(conn: Connection) -> Snapshot:
+    """Pools, vector and the events held beyond the vector, read on one connection.
+
+    Run it in one read transaction (`Database.read`): one snapshot of the database, so a sale
+    committed meanwhile is in all three or in none (a vector that counted it over pools that
+    lack it would leave the joiner one sale short for good).
+    """
+    tx = Tx(conn)
+    held = [Pool(*row) for row in tx.rows(f"SELECT {_POOL_COLUMNS} FROM pool")]
+    entries = vector(conn)
+    extra: list[EventRow] = []
+    for (origin, epoch), seq in entries.items():
+        extra += events_after(conn, origin, epoch, seq, 10**9)
+    for origin, epoch in tx.rows("SELECT DISTINCT origin, epoch FROM event"):
+        if (origin, epoch) not in entries:  # a stream whose first events are missing
+            extra += events_after(conn, origin, epoch, 0, 10**9)
+    return Snapshot(pools=held, vector=entries, extra=extra)
+
+
+def install(conn: Connection, snap: Snapshot, now: float) -> tuple[set[str], str]:
+    """Replace this agent's ledger by `snap`; returns the snapshot's SKUs and the agent's new
+    epoch.
+
+    A new epoch starts: the shop's events from before are not the group's. Items of a SKU the
+    group knows wait for their cut-over write (unless excluded); the others forget their
+    published count and will be introduced as new products.
+    """
+    tx = Tx(conn)
+    for table in ("event", "pool", "vector"):
+        tx.run(f"DELETE FROM {table}")
+    save_pools(conn, (dataclasses.replace(p, updated_at=now) for p in snap.pools))
+    _save_vector(conn, snap.vector)
+    tx.many(_INSERT_EVENT, (event_values(e) for e in snap.extra))  # held, not applied again
+    epoch = uuid.uuid4().hex[:16]
+    tx.run("UPDATE identity SET epoch = ? WHERE id = 1", (epoch,))
+    skus = {p.sku for p in snap.pools}
+    updates = [
+        (None, False, item_id) if sku not in skus else (published, excluded is None, item_id)
+        for item_id, sku, published, excluded in tx.rows(
+            "SELECT item_id, sku, published, excluded FROM item"
+        )
+    ]
+    tx.many("UPDATE item SET published = ?, cutover_pending = ? WHERE item_id = ?", updates)
+    return skus, epoch
+
+
+async def install_snapshot(
+    session: AsyncSession, snap: Snapshot, now: float
+) -> tuple[set[str], str]:
+    """`install` in the session's transaction."""
+    return await _on_session(session, lambda conn: install(conn, snap, now))

@@ -14,20 +14,22 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from agent import ledger
+from agent.replication import EventsRefused
+from agent.roster import PeerError
 from agent.transport import key_from_json_body
+from agent.wire import (
+    event_from_wire,
+    event_to_wire,
+    snapshot_to_wire,
+    vector_from_wire,
+    vector_to_wire,
+)
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from agent.peering import PeerError, Peering
-from agent.replication import (
-    EventsRefused,
-    Replicator,
-    event_from_wire,
-    event_to_wire,
-    vector_from_wire,
-    vector_to_wire,
-)
+    from agent.agent import Agent
 
 __all__ = ["MAX_EVENTS", "OPEN_PATHS", "ROUTES", "open_key", "serve"]
 
@@ -40,95 +42,87 @@ MEMBER_LIMIT = 16 * 1024**2  # a batch of 5,000 events with their proofs is abou
 OPEN_LIMIT = 64 * 1024  # a join request, or a welcome with a few hundred members
 
 
-def open_key(peering: Peering) -> AsyncKeyResolver:
+def open_key(agent: Agent) -> AsyncKeyResolver:
     """Where the key of a non-member comes from on the open paths: the welcome is signed by
     the master this agent asked to join; a join request by the key it carries."""
     from_body = key_from_json_body("public_key")
 
     async def resolve(key_id: str, path: str, body: bytes) -> Ed25519PublicKey | None:
         if path == "/peer/welcome":
-            return await peering.welcome_key(key_id)
+            return await agent.peering.welcome_key(key_id)
         # key_from_json_body's resolver is synchronous: its answer is the key, not awaitable
         return from_body(key_id, path, body)  # type: ignore[return-value]
 
     return resolve
 
 
-Handler = Callable[[Peering, Replicator, str, dict[str, Any]], Awaitable[dict[str, Any]]]
+Handler = Callable[["Agent", str, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
-async def serve(
-    peering: Peering, replicator: Replicator, sender: str, name: str, body: dict[str, Any]
-) -> dict[str, Any]:
+async def serve(agent: Agent, sender: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
     """Answer peer call `name` (``events``, ``pull``…) from the holder of key `sender`."""
     handler = ROUTES.get(name)
     if handler is None:
         raise PeerError(404, "not_found", f"no peer call {name!r}")
-    return await handler(peering, replicator, sender, body)
+    return await handler(agent, sender, body)
 
 
-async def _syncing(
-    peering: Peering, replicator: Replicator, sender: str, record: Any = None
-) -> str:
+async def _syncing(agent: Agent, sender: str, record: Any = None) -> str:
     """Refuse while sync is paused or the import runs; the sender's domain otherwise (after
     folding in the sender's own member record, if it sent one)."""
-    refusal = replicator.mode.refusal()
+    refusal = agent.mode.refusal()
     if refusal is not None:
         raise PeerError(503, *refusal)
-    return await peering.heard_from(sender, record)
+    return await agent.roster.heard_from(sender, record)
 
 
-async def join(peering: Peering, _r: Replicator, sender: str, body: dict[str, Any]) -> Any:
-    return await peering.on_join_request(sender, body)
+async def join(agent: Agent, sender: str, body: dict[str, Any]) -> Any:
+    return await agent.joins.on_join_request(sender, body)
 
 
-async def welcome(peering: Peering, _r: Replicator, sender: str, body: dict[str, Any]) -> Any:
-    return await peering.on_welcome(sender, body)
+async def welcome(agent: Agent, sender: str, body: dict[str, Any]) -> Any:
+    return await agent.peering.on_welcome(sender, body)
 
 
-async def introduce(peering: Peering, _r: Replicator, sender: str, body: dict[str, Any]) -> Any:
-    return await peering.on_introduce(sender, body)
+async def introduce(agent: Agent, sender: str, body: dict[str, Any]) -> Any:
+    return await agent.peering.on_introduce(sender, body)
 
 
-async def state(peering: Peering, _r: Replicator, sender: str, body: dict[str, Any]) -> Any:
-    return await peering.on_member_state(sender, body)
+async def state(agent: Agent, sender: str, body: dict[str, Any]) -> Any:
+    return await agent.peering.on_member_state(sender, body)
 
 
-async def events(
-    peering: Peering, replicator: Replicator, sender: str, body: dict[str, Any]
-) -> dict[str, Any]:
-    domain = await _syncing(peering, replicator, sender)
+async def events(agent: Agent, sender: str, body: dict[str, Any]) -> dict[str, Any]:
+    domain = await _syncing(agent, sender)
     raw = body.get("events")
     if not isinstance(raw, list) or len(raw) > MAX_EVENTS:
         raise PeerError(400, "bad_events", f"events must be a list of at most {MAX_EVENTS}")
     batch = [event_from_wire(e) for e in raw]
     try:
-        vector = await replicator.receive(batch, domain, kind="batch_received")
+        vector = await agent.replicator.receive(batch, domain, kind="batch_received")
     except EventsRefused as exc:
         more = f" (and {len(exc.reasons) - 1} more)" if len(exc.reasons) > 1 else ""
         raise PeerError(403, "events_refused", f"{exc.reasons[0]}{more}") from None
     return {"vector": vector_to_wire(vector)}
 
 
-async def pull(
-    peering: Peering, replicator: Replicator, sender: str, body: dict[str, Any]
-) -> dict[str, Any]:
-    await _syncing(peering, replicator, sender, body.get("member"))
+async def pull(agent: Agent, sender: str, body: dict[str, Any]) -> dict[str, Any]:
+    await _syncing(agent, sender, body.get("member"))
     have = vector_from_wire(body.get("have", []))
-    found, more, mine = await replicator.pull_answer(have)
+    found, more, mine = await agent.replicator.pull_answer(have)
     return {
         "events": [event_to_wire(e) for e in found],
         "more": more,
         "vector": vector_to_wire(mine),
-        "members": [peering.me(), *await peering.members_wire()],
+        "members": [agent.roster.me(), *await agent.roster.members_wire()],
     }
 
 
-async def snapshot(
-    peering: Peering, replicator: Replicator, sender: str, _body: dict[str, Any]
-) -> dict[str, Any]:
-    await _syncing(peering, replicator, sender)
-    return {**await replicator.snapshot(), "members": [peering.me(), *await peering.members_wire()]}
+async def snapshot(agent: Agent, sender: str, _body: dict[str, Any]) -> dict[str, Any]:
+    await _syncing(agent, sender)
+    snap = await agent.db.read(ledger.snapshot)
+    members = [agent.roster.me(), *await agent.roster.members_wire()]
+    return {**snapshot_to_wire(snap), "members": members}
 
 
 ROUTES: dict[str, Handler] = {

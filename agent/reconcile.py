@@ -279,6 +279,10 @@ class Reconciler:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    def tasks(self) -> list[asyncio.Task[None]]:
+        """The reconciler's background tasks, oldest first (a simulated crash cancels them)."""
+        return sorted(self._tasks, key=lambda t: t.get_name())
+
     def _spawn(self, coro) -> None:
         task = asyncio.create_task(coro)
         self._tasks.add(task)

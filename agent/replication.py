@@ -20,7 +20,6 @@ from typing import Any
 
 import aiohttp
 import structlog
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Connection
 from sqlmodel import select
 
@@ -29,29 +28,20 @@ from agent.clock import Clock
 from agent.db import Database
 from agent.ledger import Vector
 from agent.models import EventRow, Identity, PeerRow
+from agent.roster import Roster
 from agent.sql import Tx
 from agent.syncmode import SyncMode
+from agent.wire import event_from_wire, event_to_wire, vector_from_wire, vector_to_wire
 
-__all__ = [
-    "MAX_VECTOR",
-    "EventsRefused",
-    "PeerCaller",
-    "Replicator",
-    "event_from_wire",
-    "event_to_wire",
-    "vector_from_wire",
-]
+__all__ = ["EventsRefused", "PeerCaller", "Replicator", "behind"]
 
 log = structlog.get_logger(__name__)
 
 CONTACT_REFRESH = 10.0  # seconds between writes of an unchanged peer contact
 IDLE_PULL_FACTOR = 4  # a pull that keeps finding nothing waits up to 4 times pull_interval
 BATCH = 500
-MAX_VECTOR = 4096  # (origin, epoch) entries a peer's vector may carry
 # signed call to a peer: (agent_url, audience key id, method, path, body) -> (status, json)
 PeerCaller = Callable[[str, str, str, str, Any], Awaitable[tuple[int, dict[str, Any]]]]
-# the key of every origin whose events this agent takes (itself and the members)
-OriginKeys = Callable[[], Awaitable[dict[str, Ed25519PublicKey]]]
 
 
 class EventsRefused(Exception):
@@ -60,85 +50,6 @@ class EventsRefused(Exception):
     def __init__(self, reasons: list[str], vector: Vector) -> None:
         super().__init__(reasons[0])
         self.reasons, self.vector = reasons, vector
-
-
-def _text(value: Any, what: str, limit: int) -> str:
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"{what} must be a non-empty string")
-    if len(value) > limit:
-        raise ValueError(f"{what} is longer than {limit} characters")
-    return value
-
-
-def event_to_wire(e: EventRow) -> list[Any]:
-    """Compact list form of an event for the wire: its row (`ledger.EVENT_COLUMNS` order),
-    its proof of origin last. Times go as floats, as the origin signed them."""
-    return list(ledger.event_values(e))
-
-
-_INT64 = 2**63
-
-
-def _int(value: Any, what: str, *, low: int = -_INT64) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value < _INT64:
-        raise ValueError(f"{what} must be an integer from {low} to 2**63-1")
-    return value
-
-
-def _number(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{what} must be a number")
-    number = float(value)
-    if number != number or number in (float("inf"), float("-inf")):
-        raise ValueError(f"{what} must be finite")
-    return number
-
-
-def event_from_wire(raw: Any) -> EventRow:
-    """Parse one event, bounded in every field; ValueError on anything malformed. Its proof
-    is checked against the member list when it is applied (`Replicator.receive`)."""
-    if not isinstance(raw, list) or len(raw) != 11:
-        raise ValueError("an event is a list of 11 fields, its proof last")
-    origin, epoch, seq, sku, kind, delta, count, created, cause, at, proof = raw
-    origin = _text(origin, "origin", trust.MAX_DOMAIN)
-    epoch = _text(epoch, "epoch", trust.MAX_EPOCH)
-    sku = _text(sku, "sku", trust.MAX_SKU)
-    kind = _text(kind, "kind", trust.MAX_KIND)
-    seq = _int(seq, "seq", low=1)
-    delta = _int(delta, "delta")
-    if count is not None:
-        count = _int(count, "count")
-    if kind == ledger.INTRODUCE and (count is None or created is None):
-        raise ValueError("an introduce carries its count and creation time")
-    if not isinstance(cause, str) or len(cause) > trust.MAX_CAUSE:
-        raise ValueError(f"cause must be a string of at most {trust.MAX_CAUSE} characters")
-    if not isinstance(proof, str) or len(proof) > 100:
-        raise ValueError("proof must be the origin's signature")
-    created = None if created is None else _number(created, "item_created")
-    return ledger.event_of(
-        (origin, epoch, seq, sku, kind, delta, count, created, cause, _number(at, "at"), proof)
-    )
-
-
-def vector_to_wire(vector: Vector) -> list[list[Any]]:
-    return [[o, e, s] for (o, e), s in sorted(vector.items())]
-
-
-def vector_from_wire(raw: Any) -> Vector:
-    """Parse `[[origin, epoch, seq], …]` (at most `MAX_VECTOR` entries); ValueError on
-    anything malformed."""
-    if not isinstance(raw, list):
-        raise ValueError("a vector is a list of [origin, epoch, seq]")
-    if len(raw) > MAX_VECTOR:
-        raise ValueError(f"a vector has at most {MAX_VECTOR} entries")
-    out: Vector = {}
-    for entry in raw:
-        if not isinstance(entry, list) or len(entry) != 3:
-            raise ValueError("a vector entry is [origin, epoch, seq]")
-        origin = _text(entry[0], "vector origin", trust.MAX_DOMAIN)
-        epoch = _text(entry[1], "vector epoch", trust.MAX_EPOCH)
-        out[(origin, epoch)] = _int(entry[2], "vector seq", low=0)
-    return out
 
 
 def behind(mine: Vector, theirs: Vector) -> int:
@@ -157,10 +68,8 @@ class Replicator:
         clock: Clock,
         call: PeerCaller,
         on_pool_change: Callable[[set[str]], None],
-        origin_keys: OriginKeys,
+        roster: Roster,
         mode: SyncMode,
-        on_members: Callable[[list[Any], str], Awaitable[Any]] | None = None,
-        me: Callable[[], dict[str, Any]] | None = None,
         pull_interval: float = 2.0,
         rng: random.Random | None = None,
     ) -> None:
@@ -169,15 +78,14 @@ class Replicator:
         self.clock = clock
         self.call = call
         self.on_pool_change = on_pool_change
-        self.origin_keys = origin_keys
-        self.on_members = on_members
-        self.me = me  # this agent's own member record, sent with every pull
+        self.roster = roster  # the members' keys; this agent's own record goes with every pull
         self.pull_interval = pull_interval
         self.rng = rng or random.Random()
         self.links: dict[str, PeerLink] = {}
         self.contacts: dict[str, tuple[str, float]] = {}  # peer -> (acked noted, when)
         self.mode = mode  # running, paused, importing or maintenance: asked, never set here
         mode.on_release(self.wake_all)
+        roster.on_change(self.ensure_link)
 
     async def start(self) -> None:
         """Start a link for every active peer."""
@@ -227,7 +135,7 @@ class Replicator:
         """
         now = self.clock.now()
         changed: set[str] = set()
-        keys = await self.origin_keys()
+        keys = await self.roster.origin_keys()
         own = self.own_stream()
 
         def admit(event: EventRow) -> str | None:
@@ -299,7 +207,7 @@ class Replicator:
                 if held_back and (origin, epoch) == own:
                     continue  # maintenance: this shop's own changes wait until it ends
                 out.extend(
-                    _events_after(
+                    ledger.events_after(
                         conn, origin, epoch, have.get((origin, epoch), 0), limit - len(out) + 1
                     )
                 )
@@ -341,31 +249,7 @@ class Replicator:
 
     async def own_events_after(self, seq: int, limit: int = BATCH) -> list[EventRow]:
         origin, epoch = self.own_stream()
-        return await self.db.read(lambda conn: _events_after(conn, origin, epoch, seq, limit))
-
-    async def snapshot(self) -> dict[str, Any]:
-        """Pools, vector and the events held beyond the vector (with their proofs), read in
-        one transaction: one snapshot of the database, so a sale committed while it is read is
-        in all three or in none (a vector that counted it over pools that lack it would leave
-        the joiner one sale short for good)."""
-
-        def work(conn: Connection) -> dict[str, Any]:
-            tx = Tx(conn)
-            pools = tx.rows("SELECT sku, base, base_created, base_origin, deltas FROM pool")
-            vector = ledger.vector(conn)
-            extra = []
-            for key, seq in vector.items():
-                extra += _events_after(conn, key[0], key[1], seq, 10**9)
-            for origin, epoch in tx.rows("SELECT DISTINCT origin, epoch FROM event"):
-                if (origin, epoch) not in vector:  # a stream whose first events are missing
-                    extra += _events_after(conn, origin, epoch, 0, 10**9)
-            return {
-                "pools": [list(p) for p in pools],
-                "vector": vector_to_wire(vector),
-                "extra_events": [event_to_wire(e) for e in extra],
-            }
-
-        return await self.db.read(work)
+        return await self.db.read(lambda conn: ledger.events_after(conn, origin, epoch, seq, limit))
 
     # -- bookkeeping ---------------------------------------------------------------------------
 
@@ -413,17 +297,6 @@ class Replicator:
 
         if await self.db.run(work) and wire is not None:
             self.contacts[domain] = (wire, self.clock.monotonic())
-
-
-def _events_after(
-    conn: Connection, origin: str, epoch: str, seq: int, limit: int
-) -> list[EventRow]:
-    """Events of stream (origin, epoch) after `seq`, in seq order, at most `limit`."""
-    query = (
-        f"SELECT {ledger.EVENT_COLUMNS} FROM event WHERE origin = ? AND epoch = ? AND seq > ? "
-        "ORDER BY seq LIMIT ?"
-    )
-    return [ledger.event_of(row) for row in Tx(conn).rows(query, (origin, epoch, seq, limit))]
 
 
 class PeerRefused(Exception):
@@ -545,9 +418,7 @@ class PeerLink:
         news = False
         while True:
             mine = await self.r.db.read(ledger.vector)
-            request: dict[str, Any] = {"have": vector_to_wire(mine)}
-            if self.r.me is not None:
-                request["member"] = self.r.me()
+            request = {"have": vector_to_wire(mine), "member": self.r.roster.me()}
             status, body = await self.r.call(
                 self.agent_url, self.key_id, "POST", "/peer/pull", request
             )
@@ -561,8 +432,8 @@ class PeerLink:
             if theirs.get(self.r.own_stream(), 0) > mine.get(self.r.own_stream(), 0):
                 await self.r.notice(theirs, self.domain)
             # members first: events of a shop admitted since are verified by its key
-            if self.r.on_members is not None and isinstance(body.get("members"), list):
-                await self.r.on_members(body["members"], self.domain)
+            if isinstance(body.get("members"), list):
+                await self.r.roster.merge_members(body["members"], self.domain)
             if events:
                 news = True
                 try:

@@ -59,3 +59,26 @@ def test_the_core_does_not_depend_on_the_web_layer() -> None:
         if imp == "agent.web" or imp.startswith("agent.web.")
     ]
     assert offenders == []
+
+
+# the parts of an agent, built only by its composition root (`agent/agent.py`)
+PARTS = ("Reconciler", "Replicator", "Importer", "JoinImport", "JoinDesk", "Peering", "Roster")
+
+
+def _constructions(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    return [
+        node.func.id
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in PARTS
+    ]
+
+
+def test_only_the_agent_builds_its_parts() -> None:
+    # the web app and the simulation construct an `Agent`; nothing else wires parts together
+    # (unit tests of one part build that part on its own, which is what they test)
+    sources = [*(ROOT / "agent").rglob("*.py"), *(ROOT / "tests" / "sim").rglob("*.py")]
+    built = {str(p.relative_to(ROOT)): _constructions(p) for p in sources}
+    assert sorted(built["agent/agent.py"]) == sorted(PARTS)
+    offenders = {path: names for path, names in built.items() if names and path != "agent/agent.py"}
+    assert offenders == {}

@@ -15,7 +15,6 @@ from agent.channel import WebhookHint
 from agent.importer import Importer
 from agent.models import EventRow, Identity, ItemRow, LogEntry, PendingWrite
 from agent.reconcile import Reconciler
-from agent.replication import Replicator
 from agent.syncmode import SyncMode
 from tests.conftest import settle
 from tests.support.memchannel import MemChannel, MemShop
@@ -288,29 +287,14 @@ async def test_remote_event_applied_twice_counts_once(core: Reconciler) -> None:
 
 
 async def _importer(core: Reconciler) -> Importer:
-    async def no_calls(*_args: object) -> tuple[int, dict]:
-        raise AssertionError("no peer calls here")
-
-    async def no_keys() -> dict:
-        raise AssertionError("no peer events here")
-
     mode = SyncMode(core.db)
     await mode.load()
-    replicator = Replicator(
-        db=core.db,
-        identity=core.identity,
-        clock=core.clock,
-        call=no_calls,
-        on_pool_change=core.pool_changed,
-        origin_keys=no_keys,
-        mode=mode,
-    )
     return Importer(
         db=core.db,
         channel=core.channel,
         clock=core.clock,
         reconciler=core,
-        replicator=replicator,
+        mode=mode,
         sku_rule=core.sku_rule,
     )
 
@@ -330,4 +314,4 @@ async def test_after_an_import_only_the_maintenance_it_turned_on_ends_on_start(
     importer = await _importer(core)
     await importer.restore()
     assert (await importer.maintenance())["on"] is stays_on
-    assert importer.replicator.mode.held_back is stays_on  # held: the shop's own changes wait
+    assert importer.mode.held_back is stays_on  # held: the shop's own changes wait

@@ -278,7 +278,11 @@ async def test_a_unit_of_work_commits_whole_or_not_at_all(database: Database) ->
 async def test_a_peers_contact_is_noted_and_its_failures_logged_once(database: Database) -> None:
     """What an admin sees of a peer (`record_contact`): a failure logged once however often it
     repeats, the reconnection logged, the acknowledged vector kept when an answer has none."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     from agent.replication import Replicator
+    from agent.roster import Roster
+    from agent.signing import public_key_b64
     from agent.syncmode import SyncMode
     from tests.support.clock import FastClock
 
@@ -291,16 +295,19 @@ async def test_a_peers_contact_is_noted_and_its_failures_logged_once(database: D
     async def no_call(*_args: Any) -> tuple[int, dict[str, Any]]:
         raise AssertionError("no peer calls here")
 
-    async def no_keys() -> dict[str, Any]:
-        return {}
-
+    clock = FastClock()
+    key = Ed25519PrivateKey.generate()
+    identity.public_key = public_key_b64(key)  # the fixture's placeholder is no key
+    roster = Roster(
+        db=database, identity=identity, private_key=key, public_url="http://a", clock=clock
+    )
     replicator = Replicator(
         db=database,
         identity=identity,
-        clock=FastClock(),
+        clock=clock,
         call=no_call,
         on_pool_change=lambda _skus: None,
-        origin_keys=no_keys,
+        roster=roster,
         mode=SyncMode(database),
     )
     await replicator.record_contact("b.example.com", error="ClientConnectorError: refused")

@@ -38,8 +38,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from agent import trust
 from agent.demo import free_port
 from agent.models import EventRow
-from agent.replication import event_to_wire
 from agent.signing import fingerprint, load_private_key, public_key_b64, sign_request
+from agent.wire import event_to_wire
 from tests.support.cluster import Cluster, ShopHandle
 from tests.support.live import Live
 

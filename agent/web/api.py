@@ -14,11 +14,12 @@ from agent import __version__, jsonsafe, ledger, synclog
 from agent.duplicates import duplicates_report
 from agent.importer import ImportError_
 from agent.models import EventRow, ItemRow, PeerRow, PendingWrite, PoolRow
-from agent.peering import PeerError
-from agent.replication import behind, vector_from_wire
+from agent.replication import behind
+from agent.roster import PeerError
 from agent.web import keys, openapi
 from agent.web.auth import REVOCATIONS, bearer_ok
 from agent.web.bodies import read_body
+from agent.wire import vector_from_wire
 
 __all__ = ["bad_request", "create_api_app", "json_error"]
 
@@ -104,7 +105,11 @@ def _float_param(request: web.Request, name: str) -> float | None:
 async def status(request: web.Request) -> web.Response:
     """This agent, its shop and its work queues."""
     cfg = request.config_dict
-    settings, identity, reconciler = cfg[keys.SETTINGS], cfg[keys.IDENTITY], cfg[keys.RECONCILER]
+    settings, identity, reconciler = (
+        cfg[keys.SETTINGS],
+        cfg[keys.IDENTITY],
+        cfg[keys.AGENT].reconciler,
+    )
     async with cfg[keys.DB].sessions() as session:
         synced = await session.scalar(
             select(func.count()).select_from(ItemRow).where(col(ItemRow.excluded).is_(None))
@@ -141,14 +146,14 @@ async def status(request: web.Request) -> web.Response:
         "ready": reconciler.ready.is_set(),
         "last_reconcile": reconciler.last_reconcile,
         "stats": dict(reconciler.stats),
-        "paused": cfg[keys.REPLICATOR].mode.paused,
-        "sync_mode": cfg[keys.REPLICATOR].mode.name,
+        "paused": cfg[keys.AGENT].mode.paused,
+        "sync_mode": cfg[keys.AGENT].mode.name,
         "import": {
             k: v
-            for k, v in (await cfg[keys.IMPORTER].progress(with_report=False)).items()
+            for k, v in (await cfg[keys.AGENT].importer.progress(with_report=False)).items()
             if k != "dry_run_report"
         },
-        "maintenance": (await cfg[keys.IMPORTER].maintenance()).get("on", False),
+        "maintenance": (await cfg[keys.AGENT].importer.maintenance()).get("on", False),
     }
     return web.json_response(body)
 
@@ -221,7 +226,7 @@ async def get_pools(request: web.Request) -> web.Response:
 
 async def post_reconcile(request: web.Request) -> web.Response:
     """Start a full catalogue reconciliation now."""
-    request.config_dict[keys.RECONCILER].request_reconcile()
+    request.config_dict[keys.AGENT].reconciler.request_reconcile()
     return web.json_response({"ok": True}, status=202)
 
 
@@ -261,13 +266,15 @@ async def post_join(request: web.Request) -> web.Response:
     target = body.get("target")
     if not isinstance(target, str) or not target.strip():
         return json_error(400, "bad_target", "target must be an agent URL or a shop domain")
-    result = await request.config_dict[keys.PEERING].send_join(target)
+    result = await request.config_dict[keys.AGENT].peering.send_join(target)
     return web.json_response(result, status=202)
 
 
 async def get_requests(request: web.Request) -> web.Response:
     """Pending join requests: domain, agent URL, key fingerprint, received time."""
-    return web.json_response({"requests": await request.config_dict[keys.PEERING].list_requests()})
+    return web.json_response(
+        {"requests": await request.config_dict[keys.AGENT].joins.list_requests()}
+    )
 
 
 async def _fingerprint(request: web.Request) -> str | None:
@@ -285,17 +292,17 @@ async def _fingerprint(request: web.Request) -> str | None:
 @_peer_errors
 async def post_accept(request: web.Request) -> web.Response:
     """Accept a pending request; with several claiming the domain, the one of `fingerprint`."""
-    peering = request.config_dict[keys.PEERING]
+    joins = request.config_dict[keys.AGENT].joins
     key = await _fingerprint(request)
-    return web.json_response(await peering.accept(request.match_info["domain"], key))
+    return web.json_response(await joins.accept(request.match_info["domain"], key))
 
 
 @_peer_errors
 async def post_reject(request: web.Request) -> web.Response:
     """Reject the pending request of `fingerprint`, or every one of the domain."""
-    peering = request.config_dict[keys.PEERING]
+    joins = request.config_dict[keys.AGENT].joins
     key = await _fingerprint(request)
-    return web.json_response(await peering.reject(request.match_info["domain"], key))
+    return web.json_response(await joins.reject(request.match_info["domain"], key))
 
 
 async def get_peers(request: web.Request) -> web.Response:
@@ -332,17 +339,17 @@ async def get_peers(request: web.Request) -> web.Response:
 
 @_peer_errors
 async def post_leave(request: web.Request) -> web.Response:
-    return web.json_response(await request.config_dict[keys.PEERING].leave())
+    return web.json_response(await request.config_dict[keys.AGENT].peering.leave())
 
 
 @_peer_errors
 async def post_pause(request: web.Request) -> web.Response:
-    return web.json_response(await request.config_dict[keys.PEERING].set_paused(True))
+    return web.json_response(await request.config_dict[keys.AGENT].peering.set_paused(True))
 
 
 @_peer_errors
 async def post_resume(request: web.Request) -> web.Response:
-    return web.json_response(await request.config_dict[keys.PEERING].set_paused(False))
+    return web.json_response(await request.config_dict[keys.AGENT].peering.set_paused(False))
 
 
 # -- import, maintenance, duplicates, resync ----------------------------------------------------
@@ -360,7 +367,7 @@ async def get_duplicates(request: web.Request) -> web.Response:
 
 async def get_import(request: web.Request) -> web.Response:
     """Progress of the current or last import: done/total, rate, ETA, pre-flight report."""
-    return web.json_response(await request.config_dict[keys.IMPORTER].progress())
+    return web.json_response(await request.config_dict[keys.AGENT].importer.progress())
 
 
 async def post_import(request: web.Request) -> web.Response:
@@ -370,9 +377,9 @@ async def post_import(request: web.Request) -> web.Response:
     if not isinstance(dry_run, bool):
         return json_error(400, "bad_request", "dry_run must be true or false")
     cfg = request.config_dict
-    if not await cfg[keys.PEERING].in_group():
+    if not await cfg[keys.AGENT].roster.in_group():
         return json_error(409, "not_in_group", "join a group first: an import writes its counts")
-    importer = cfg[keys.IMPORTER]
+    importer = cfg[keys.AGENT].importer
     if dry_run:
         return web.json_response({"dry_run": True, "report": await importer.preflight()})
     try:
@@ -383,7 +390,7 @@ async def post_import(request: web.Request) -> web.Response:
 
 
 async def get_maintenance(request: web.Request) -> web.Response:
-    return web.json_response(await request.config_dict[keys.IMPORTER].maintenance())
+    return web.json_response(await request.config_dict[keys.AGENT].importer.maintenance())
 
 
 async def post_maintenance(request: web.Request) -> web.Response:
@@ -391,7 +398,7 @@ async def post_maintenance(request: web.Request) -> web.Response:
     body = await _json_object(request)
     if not isinstance(body.get("on"), bool):
         return json_error(400, "bad_request", 'send {"on": true} or {"on": false}')
-    importer = request.config_dict[keys.IMPORTER]
+    importer = request.config_dict[keys.AGENT].importer
     if not body["on"] and importer.running:
         return json_error(409, "import_running", "an import is running; it ends maintenance")
     return web.json_response(await importer.set_maintenance(body["on"]))
@@ -405,7 +412,7 @@ async def post_resync(request: web.Request) -> web.Response:
         not isinstance(skus, list) or not skus or not all(isinstance(s, str) for s in skus)
     ):
         return json_error(400, "bad_request", 'send {"skus": ["A-1", ...]} or {"all": true}')
-    reconciler = request.config_dict[keys.RECONCILER]
+    reconciler = request.config_dict[keys.AGENT].reconciler
     queued = reconciler.resync(None if everything is True else skus)
     unknown = [] if everything is True else sorted(set(skus or ()) - set(queued))
     return web.json_response({"queued": queued, "unknown": unknown})

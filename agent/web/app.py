@@ -14,22 +14,18 @@ from aiohttp import web
 from sqlalchemy.engine import make_url
 from sqlmodel import select
 
-from agent import jsonsafe, synclog, trust
+from agent import jsonsafe, synclog
+from agent.agent import Agent, Tuning
 from agent.catalogue import SkuRule
 from agent.clock import Clock, SystemClock
 from agent.config import CONFIG_NAME, Settings
 from agent.db import Database
-from agent.importer import Importer
 from agent.journal import StateJournal
 from agent.metrics import Metrics
-from agent.models import EventRow, Identity
-from agent.peering import Peering
+from agent.models import Identity
 from agent.plugins import Registry
-from agent.reconcile import Reconciler
-from agent.replication import Replicator
 from agent.runner import StartupError
 from agent.signing import fingerprint, load_private_key, public_key_b64
-from agent.syncmode import SyncMode
 from agent.transport import HttpTransport
 from agent.web import api, keys, pages, peer, webhooks
 from agent.web.api import json_error
@@ -202,97 +198,44 @@ async def _channel(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _background(app: web.Application) -> AsyncIterator[None]:
-    settings, db, clock = app[keys.SETTINGS], app[keys.DB], app[keys.CLOCK]
-    identity = app[keys.IDENTITY]
-    metrics = app[keys.METRICS]
-
-    def local_events(rows: list[EventRow]) -> None:
-        metrics.events.inc(len(rows))
-        replicator.notify_local()
-
-    def joined(skus: set[str]) -> None:
-        reconciler.request_reconcile()  # items the group lacks are introduced as new
-
+    """The agent itself (`agent.agent.Agent`), started, with the app's own chores."""
+    settings, identity = app[keys.SETTINGS], app[keys.IDENTITY]
     private_key = load_private_key(settings.key_path)
     if public_key_b64(private_key) != identity.public_key:
         raise StartupError(
             f"{settings.key_path} is not the key of this agent's identity "
             f"({fingerprint(identity.public_key)}): restore the agent's own key file"
         )
-    mode = SyncMode(db)
-    await mode.load()
-    reconciler = Reconciler(
-        db=db,
-        channel=app[keys.CHANNEL],
-        clock=clock,
+    agent = Agent(
+        db=app[keys.DB],
         identity=identity,
-        allocate=app[keys.REGISTRY].allocate(identity.domain),
-        coalesce=settings.coalesce_ms / 1000,
-        reconcile_interval=settings.reconcile_interval,
-        on_local_events=local_events,
-        sku_rule=SkuRule(trim=settings.sku_trim, fold_case=settings.sku_case_fold),
-        sign_event=lambda event: trust.sign_event(private_key, event),
-    )
-    peering = Peering(
-        db=db,
-        identity=identity,
-        public_url=settings.public_url,
-        clock=clock,
-        transport=HttpTransport(app[keys.HTTP], private_key=private_key, clock=clock),
-        http=app[keys.HTTP],
         private_key=private_key,
-        on_joined=joined,
-        mode=mode,
-    )
-    await peering.load()
-    replicator = Replicator(
-        db=db,
-        identity=identity,
-        clock=clock,
-        call=peering.call,
-        on_pool_change=reconciler.pool_changed,
-        origin_keys=peering.origin_keys,
-        mode=mode,
-        on_members=peering.merge_members,
-        me=peering.me,
-    )
-    importer = Importer(
-        db=db,
         channel=app[keys.CHANNEL],
-        clock=clock,
-        reconciler=reconciler,
-        replicator=replicator,
-        sku_rule=reconciler.sku_rule,
+        clock=app[keys.CLOCK],
+        transport=HttpTransport(app[keys.HTTP], private_key=private_key, clock=app[keys.CLOCK]),
+        allocate=app[keys.REGISTRY].allocate(identity.domain),
+        tuning=Tuning(
+            public_url=settings.public_url,
+            coalesce=settings.coalesce_ms / 1000,
+            reconcile_interval=settings.reconcile_interval,
+            sku_rule=SkuRule(trim=settings.sku_trim, fold_case=settings.sku_case_fold),
+        ),
+        http=app[keys.HTTP],
+        metrics=app[keys.METRICS],
     )
-    peering.replicator = replicator
-    peering.importer = importer
-    app[keys.IMPORTER] = importer
-    app[keys.RECONCILER] = reconciler
-    app[keys.PEERING] = peering
-    app[keys.REPLICATOR] = replicator
-    app[keys.STARTED] = clock.now()
-    tasks = [
-        asyncio.create_task(reconciler.run(), name="reconciler"),
-        asyncio.create_task(_subscribe(app), name="subscribe"),
-    ]
+    app[keys.AGENT] = agent
+    app[keys.STARTED] = app[keys.CLOCK].now()
+    chores = [asyncio.create_task(_subscribe(app), name="subscribe")]
     if settings.log_retention_days > 0:
-        tasks.append(asyncio.create_task(_prune_log(app), name="prune-log"))
-    await importer.restore()
-    await peering.resume_import()
-    if not peering.importing:
-        await replicator.start()
+        chores.append(asyncio.create_task(_prune_log(app), name="prune-log"))
+    await agent.start()
     yield
-    await replicator.stop()
-    for task in tasks:
+    for task in chores:
         task.cancel()
-    for extra in (peering.import_task, importer.task):
-        if extra is not None:
-            tasks.append(extra)
-            extra.cancel()
-    for task in tasks:
+    for task in chores:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
-    await reconciler.close()
+    await agent.stop()
 
 
 async def _prune_log(app: web.Application) -> None:
@@ -337,7 +280,8 @@ async def _metrics(request: web.Request) -> web.Response:
             401, "unauthorized", "send the metrics token as 'Authorization: Bearer …'"
         )
     metrics = request.app[keys.METRICS]
-    reconciler = request.app.get(keys.RECONCILER)
-    if reconciler is not None:
+    agent = request.app.get(keys.AGENT)
+    if agent is not None:
+        reconciler = agent.reconciler
         metrics.pending.set(len(reconciler.pending_reads) + len(reconciler.busy))
     return web.Response(body=metrics.render(), content_type="text/plain")

@@ -6,17 +6,14 @@ import aiohttp
 import pluggy
 from aiohttp import web
 
+from agent.agent import Agent
 from agent.channel import Channel
 from agent.clock import Clock
 from agent.config import Settings
 from agent.db import Database
-from agent.importer import Importer
 from agent.metrics import Metrics
 from agent.models import Identity
-from agent.peering import Peering
 from agent.plugins import Registry
-from agent.reconcile import Reconciler
-from agent.replication import Replicator
 
 SETTINGS = web.AppKey("settings", Settings)
 PM = web.AppKey("pm", pluggy.PluginManager)
@@ -26,9 +23,6 @@ DB = web.AppKey("db", Database)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 IDENTITY = web.AppKey("identity", Identity)
 CHANNEL = web.AppKey("channel", Channel)
-RECONCILER = web.AppKey("reconciler", Reconciler)
 METRICS = web.AppKey("metrics", Metrics)
 STARTED = web.AppKey("started", float)
-PEERING = web.AppKey("peering", Peering)
-REPLICATOR = web.AppKey("replicator", Replicator)
-IMPORTER = web.AppKey("importer", Importer)
+AGENT = web.AppKey("agent", Agent)

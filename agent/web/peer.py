@@ -10,7 +10,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent import jsonsafe, peer_service
-from agent.peering import PeerError
+from agent.roster import PeerError
 from agent.signing import MemoryNonceCache, fingerprint
 from agent.web import keys
 from agent.web.api import json_error
@@ -48,13 +48,13 @@ def create_peer_app(parent: web.Application) -> web.Application:
         return fingerprint(parent[keys.IDENTITY].public_key)
 
     async def resolve_key(key_id: str) -> Ed25519PublicKey | None:
-        return await parent[keys.PEERING].member_key(key_id)
+        return await parent[keys.AGENT].roster.member_key(key_id)
 
     async def resolve_open_key(key_id: str, path: str, body: bytes) -> Ed25519PublicKey | None:
-        return await peer_service.open_key(parent[keys.PEERING])(key_id, path, body)
+        return await peer_service.open_key(parent[keys.AGENT])(key_id, path, body)
 
     async def is_member(key_id: str) -> bool:
-        return await parent[keys.PEERING].is_member(key_id)
+        return await parent[keys.AGENT].roster.is_member(key_id)
 
     @web.middleware
     async def limit_joins(
@@ -101,12 +101,8 @@ def _route(name: str) -> Callable[[web.Request], Awaitable[web.Response]]:
         if not isinstance(body, dict):
             return json_error(400, "bad_json", "body must be a JSON object")
         try:
-            result = await peer_service.serve(
-                request.config_dict[keys.PEERING],
-                request.config_dict[keys.REPLICATOR],
-                request[PEER_KEY].key_id,
-                name,
-                body,
+            result = await request.config_dict[keys.AGENT].serve_peer(
+                request[PEER_KEY].key_id, name, body
             )
         except PeerError as exc:
             return json_error(exc.status, exc.error, exc.message)
@@ -120,4 +116,4 @@ def _route(name: str) -> Callable[[web.Request], Awaitable[web.Response]]:
 
 async def well_known(request: web.Request) -> web.Response:
     """`/.well-known/shopsync`: who this agent is, for joiners resolving a domain."""
-    return web.json_response(request.app[keys.PEERING].describe())
+    return web.json_response(request.app[keys.AGENT].roster.describe())

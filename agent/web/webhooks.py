@@ -62,5 +62,5 @@ async def receive(request: web.Request) -> web.Response:
         log.error("webhook_unreadable", shop=settings.domain, error=repr(exc)[:300])
         return json_error(400, "malformed", "the channel could not read this delivery")
     metrics.webhooks.labels(result="accepted").inc()
-    cfg[keys.RECONCILER].hint(hint)
+    cfg[keys.AGENT].reconciler.hint(hint)
     return web.json_response({"ok": True})

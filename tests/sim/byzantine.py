@@ -26,8 +26,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent import ledger, signing, trust
 from agent.models import EventRow
-from agent.replication import event_to_wire
 from agent.transport import encode_body
+from agent.wire import event_to_wire
 from tests.sim.node import url_of
 
 if TYPE_CHECKING:
@@ -246,9 +246,9 @@ class Byzantine:
 
     async def _admission_of(self, domain: str) -> dict[str, Any] | None:
         me = self.node
-        if me.peering is None or not me.up:
+        if me.agent is None or not me.up:
             return None
-        for record in await me.peering.members_wire():
+        for record in await me.agent.roster.members_wire():
             if record.get("admission"):
                 return dict(record["admission"])
         return None

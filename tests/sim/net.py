@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from agent import jsonsafe, peer_service
-from agent.peering import PeerError
+from agent.roster import PeerError
 from agent.signing import SignatureError, sign_request
 from agent.transport import Refused, admit, encode_body
 
@@ -204,8 +204,8 @@ class Network:
     ) -> tuple[int, Any]:
         """The receiving agent's `/peer/*` sub-app: the door (real signatures, audience,
         freshness, nonces, membership), then the agent's own `peer_service.serve`."""
-        peering, replicator = node.peering, node.replicator
-        assert peering is not None and replicator is not None
+        agent = node.agent
+        assert agent is not None
 
         async def read(limit: int) -> bytes:
             if len(raw) > limit:
@@ -218,13 +218,13 @@ class Network:
                 target=path,
                 headers=headers,
                 read=read,
-                resolve_key=peering.member_key,
+                resolve_key=agent.roster.member_key,
                 nonces=node.nonces,
                 now=node.clock.now,
-                is_member=peering.is_member,
-                audience=peering.key_id,
+                is_member=agent.roster.is_member,
+                audience=agent.roster.key_id,
                 open_paths=peer_service.OPEN_PATHS,
-                resolve_open_key=peer_service.open_key(peering),
+                resolve_open_key=peer_service.open_key(agent),
                 not_before=int(node.started),
                 member_limit=peer_service.MEMBER_LIMIT,
                 open_limit=peer_service.OPEN_LIMIT,
@@ -238,7 +238,7 @@ class Network:
             raise ValueError("body must be a JSON object")
         try:
             name = path.removeprefix("/peer/")
-            result = await peer_service.serve(peering, replicator, verified.key_id, name, body)
+            result = await agent.serve_peer(verified.key_id, name, body)
             return (202 if name == "join" else 200), result
         except PeerError as exc:
             return exc.status, {"error": exc.error, "message": exc.message}

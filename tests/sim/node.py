@@ -1,5 +1,6 @@
-"""One simulated agent: the real counting core, replication and snapshot install on its own
-SQLite file, wired like `agent/web/app.py` wires them, and able to crash and restart.
+"""One simulated agent: the real `agent.agent.Agent` on its own SQLite file, with the
+simulated network as its `Transport`, a virtual clock and a simulated shop as its channel;
+able to crash and restart.
 
 A crash cancels every task of the agent at once and closes its database: whatever a task had
 not committed is gone, whatever it committed survives, as with SIGKILL. A restart builds the
@@ -17,14 +18,11 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlmodel import select
 
-from agent import signing, trust
+from agent import signing
+from agent.agent import Agent, Tuning
 from agent.channel import WebhookHint
-from agent.importer import Importer
+from agent.ledger import Snapshot
 from agent.models import Identity
-from agent.peering import Peering
-from agent.reconcile import Reconciler
-from agent.replication import Replicator
-from agent.syncmode import SyncMode
 from agent.transport import Transport
 from tests.sim.runtime import Crashed, InlineDatabase, VirtualClock
 from tests.sim.shop import SimChannel, SimShop
@@ -68,11 +66,8 @@ class Node:
         self.up = False
         self.errors: list[str] = []
         self.db: InlineDatabase | None = None
-        self.reconciler: Reconciler | None = None
-        self.replicator: Replicator | None = None
-        self.peering: Peering | None = None
-        self.importer: Importer | None = None
-        self.on_install: Callable[[Node, dict[str, Any]], None] | None = None
+        self.agent: Agent | None = None  # while up
+        self.on_install: Callable[[Node, Snapshot], None] | None = None
         self.on_commit: Callable[[Node], None] | None = None  # may kill the agent right there
         self._main: asyncio.Task[None] | None = None
         self._tasks: dict[asyncio.Task[Any], None] = {}  # insertion-ordered
@@ -109,90 +104,38 @@ class Node:
                 await self._crash()
 
     async def _start(self) -> None:
-        """Wired as `agent.web.app._background` wires the agent."""
-        clock = self.clock
-        self.nonces = signing.MemoryNonceCache(clock)
-        self.started = clock.now()
+        """Start the agent as `shopsync run` does, on the simulated network and clock."""
+        self.nonces = signing.MemoryNonceCache(self.clock)
+        self.started = self.clock.now()
         db = self.db = InlineDatabase(self.path)
         db.after_commit = self._committed
         async with db.sessions() as session:
             identity = (await session.exec(select(Identity))).one()
-        channel = SimChannel(self.shop)
-
-        def local_events(rows: list[Any]) -> None:
-            replicator.notify_local()
-
-        def joined(skus: set[str]) -> None:
-            reconciler.request_reconcile()
-
-        mode = SyncMode(db)
-        await mode.load()
-        reconciler = Reconciler(
-            db=db,
-            channel=channel,
-            clock=clock,
-            identity=identity,
-            allocate=lambda sku, pool: max(0, pool),
-            coalesce=0.005,
-            reconcile_interval=RECONCILE_INTERVAL,
-            on_local_events=local_events,
-            rng=self.rng,
-            sign_event=lambda event: trust.sign_event(self.key, event),
-        )
-        peering = Peering(
+        agent = self.agent = Agent(
             db=db,
             identity=identity,
-            public_url=url_of(self.domain),
-            clock=clock,
-            transport=self.transport,  # the simulated network
-            http=None,
             private_key=self.key,
-            on_joined=joined,
-            mode=mode,
-        )
-        await peering.load()
-        real_install = peering.install_snapshot
-
-        async def install(snap: dict[str, Any], master: str, report: Any = None) -> set[str]:
-            if self.on_install is not None:
-                self.on_install(self, snap)
-            skus = await real_install(snap, master, report)
-            self.trace("installed", node=self.domain, skus=len(skus))
-            return skus
-
-        peering.install_snapshot = install  # type: ignore[method-assign]
-        replicator = Replicator(
-            db=db,
-            identity=identity,
-            clock=clock,
-            call=peering.call,
-            on_pool_change=reconciler.pool_changed,
-            origin_keys=peering.origin_keys,
-            mode=mode,
-            on_members=peering.merge_members,
-            me=peering.me,
-            pull_interval=PULL_INTERVAL,
+            channel=SimChannel(self.shop),
+            clock=self.clock,
+            transport=self.transport,
+            allocate=lambda sku, pool: max(0, pool),
+            tuning=Tuning(
+                public_url=url_of(self.domain),
+                coalesce=0.005,
+                reconcile_interval=RECONCILE_INTERVAL,
+                pull_interval=PULL_INTERVAL,
+            ),
             rng=self.rng,
         )
-        importer = Importer(
-            db=db,
-            channel=channel,
-            clock=clock,
-            reconciler=reconciler,
-            replicator=replicator,
-            sku_rule=reconciler.sku_rule,
-        )
-        peering.replicator = replicator
-        peering.importer = importer
-        self.reconciler, self.replicator = reconciler, replicator
-        self.peering, self.importer = peering, importer
+        agent.join_import.before_install.append(self._installing)
         self.up = True
         self.trace("start", node=self.domain)
-        self._main = asyncio.create_task(reconciler.run())
-        await importer.restore()
-        await peering.resume_import()
-        if not peering.importing:
-            await replicator.start()
+        await agent.start()
+
+    def _installing(self, snap: Snapshot) -> None:
+        if self.on_install is not None:
+            self.on_install(self, snap)
+        self.trace("installed", node=self.domain, skus=len(snap.pools))
 
     def _committed(self) -> None:
         if self.on_commit is not None:
@@ -207,20 +150,13 @@ class Node:
     @property
     def importing(self) -> bool:
         """Between the welcome and the snapshot install (False while down)."""
-        return self.peering is not None and self.peering.importing
+        return self.agent is not None and self.agent.importing
 
     async def _crash(self) -> None:
-        assert self.reconciler is not None and self.replicator is not None and self.db
-        assert self.peering is not None and self.importer is not None
+        assert self.agent is not None and self.db is not None
         self.up = False
         self.trace("crash", node=self.domain)
-        tasks: list[asyncio.Task[Any]] = []
-        if self._main is not None:
-            tasks.append(self._main)
-        tasks += [link.task for _, link in sorted(self.replicator.links.items()) if link.task]
-        tasks += sorted(self.reconciler._tasks, key=_creation_order)
-        tasks += [t for t in (self.peering.import_task, self.importer.task) if t is not None]
-        tasks += list(self._tasks)
+        tasks = self.agent.tasks() + list(self._tasks)
         for task in tasks:
             task.cancel()
         if tasks:
@@ -231,10 +167,9 @@ class Node:
             if task.done() and not task.cancelled():
                 task.exception()  # retrieved: a crash ends tasks however they end
         self._tasks.clear()
-        self.replicator.links.clear()
+        self.agent.replicator.links.clear()
         await self.db.dispose()
-        self.db = self.reconciler = self.replicator = None
-        self.peering = self.importer = None
+        self.db = self.agent = None
 
     def spawn(self, coro: Coroutine[Any, Any, Any], *, awaited: bool = False) -> asyncio.Task[Any]:
         """Run `coro` as part of this agent (cancelled by a crash). An exception is a finding
@@ -253,12 +188,8 @@ class Node:
 
     def hint(self, item_id: str, topic: str) -> None:
         """A platform webhook reaches the agent (if it is up)."""
-        if self.alive and self.reconciler is not None:
+        if self.alive and self.agent is not None:
             created = topic == "products/create"
-            self.reconciler.hint(WebhookHint(topic, item_ids=(item_id,), catalogue_changed=created))
-
-
-def _creation_order(task: asyncio.Task[Any]) -> tuple[int, str]:
-    name = task.get_name()
-    number = name.removeprefix("Task-")
-    return (int(number), "") if number.isdigit() else (0, name)
+            self.agent.reconciler.hint(
+                WebhookHint(topic, item_ids=(item_id,), catalogue_changed=created)
+            )

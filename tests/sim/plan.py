@@ -243,7 +243,7 @@ async def calm(world: World, limit: float) -> bool:
 async def _quiet(world: World, since: float, vector_of: Any) -> bool:
     nodes = [world.nodes[m] for m in world.members]
     for node in nodes:
-        r = node.reconciler
+        r = None if node.agent is None else node.agent.reconciler
         if not (node.up and not node.importing and r is not None and r.ready.is_set()):
             return False
         # a full pass that began listing after the faults stopped: one that ended after it
@@ -257,8 +257,9 @@ async def _quiet(world: World, since: float, vector_of: Any) -> bool:
         return False
     # and every member knows every other (an introduction lost on the way comes with a pull)
     for node in nodes:
-        assert node.peering is not None
-        listed = {m["domain"] for m in await node.peering.members_wire() if m["state"] == "active"}
+        assert node.agent is not None
+        roster = node.agent.roster
+        listed = {m["domain"] for m in await roster.members_wire() if m["state"] == "active"}
         if listed != set(world.members) - {node.domain}:
             return False
     return True

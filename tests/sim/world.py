@@ -27,8 +27,9 @@ from typing import Any
 from sqlmodel import delete
 
 from agent import ledger
+from agent.ledger import Snapshot
 from agent.models import JoinRequest, PoolRow
-from agent.peering import PeerError
+from agent.roster import PeerError
 from tests.sim import checker, plan
 from tests.sim.byzantine import Byzantine
 from tests.sim.net import NetFaults, Network
@@ -188,10 +189,10 @@ class World:
         self.bases[sku] = (domain, count)
         self.shops[domain].add_item(sku, count, self.now_wall(), window=False, closable=True)
 
-    def _installed(self, node: Node, snap: dict[str, Any]) -> None:
+    def _installed(self, node: Node, snap: Snapshot) -> None:
         """A joiner installs its snapshot: its items of group SKUs are old stock until their
         cut-over write; its own new SKUs were counted from their creation."""
-        group = {p[0] for p in snap["pools"]}
+        group = {p.sku for p in snap.pools}
         for item in node.shop.items.values():
             if item.sku in group:
                 item.window_open, item.closable = True, True
@@ -218,12 +219,12 @@ class World:
         return await self.accept(node, master)
 
     async def accept(self, node: Node, master: str) -> bool:
-        """The master's owner accepts the pending request (`Peering.accept`: the welcome
+        """The master's owner accepts the pending request (`JoinDesk.accept`: the welcome
         callback, the joiner's import, introductions); False if it failed, to be retried."""
         boss = self.nodes[master]
         if not boss.up:
             return False
-        assert boss.peering is not None and boss.db is not None
+        assert boss.agent is not None and boss.db is not None
         async with boss.db.sessions() as session:
             request = await session.get(JoinRequest, (node.domain, "incoming", node.key_id))
         if request is not None and request.state == "accepted":
@@ -233,7 +234,7 @@ class World:
             return True
         self.trace("accept", node=node.domain, master=master)
         try:
-            await boss.spawn(boss.peering.accept(node.domain), awaited=True)
+            await boss.spawn(boss.agent.joins.accept(node.domain), awaited=True)
         except (PeerError, asyncio.CancelledError, Crashed) as exc:
             self.trace("accept_failed", node=node.domain, error=getattr(exc, "error", "crash"))
             return False
@@ -402,7 +403,7 @@ def _request(other: Node, direction: str, nonce: str, now: float) -> JoinRequest
 
 
 def _idle(node: Node) -> bool:
-    r = node.reconciler
+    r = None if node.agent is None else node.agent.reconciler
     return bool(node.up and r is not None and r.ready.is_set() and r.is_idle())
 
 

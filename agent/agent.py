@@ -1,0 +1,223 @@
+"""The agent: one shop's parts, built and wired in one place (the composition root).
+
+Both the aiohttp app (`agent.web.app`) and the deterministic simulation (`tests/sim`) build an
+`Agent` and only route to it; they differ in what they inject: the database, the channel to
+the platform, the clock, and the `Transport` that carries signed calls to other agents.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import random
+from typing import Any
+
+import aiohttp
+import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from agent import ledger, peer_service, trust
+from agent.catalogue import SkuRule
+from agent.channel import Channel
+from agent.clock import Clock
+from agent.db import Database
+from agent.importer import Importer
+from agent.join_import import JoinImport
+from agent.joins import JoinDesk
+from agent.metrics import Metrics
+from agent.models import EventRow, Identity
+from agent.peering import Peering
+from agent.reconcile import Allocate, Reconciler
+from agent.replication import Replicator
+from agent.roster import Roster
+from agent.syncmode import SyncMode
+from agent.transport import Transport
+
+__all__ = ["Agent", "Tuning"]
+
+log = structlog.get_logger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Tuning:
+    """How an agent presents and paces itself (from its config; the simulation sets its own)."""
+
+    public_url: str
+    coalesce: float = 0.005  # seconds a webhook waits for others to share its read
+    reconcile_interval: float = 300.0  # seconds between full passes over the shop
+    pull_interval: float = 2.0  # seconds between pulls from each peer while they bring news
+    sku_rule: SkuRule = dataclasses.field(default_factory=SkuRule)
+
+
+class Agent:
+    """One shop's agent. A sale's whole path through it:
+
+    1. The platform's webhook is a hint (`reconciler.hint`, from `agent.web.webhooks`): the
+       reconciler reads the item's count, batched with other hints. The difference from the
+       count it last published is a local change: in one unit of work `ledger.append` makes
+       it an event of this shop's stream, signed with this agent's key, and folds it into the
+       SKU's pool and the vector.
+    2. `_local_events` wakes the replicator: its link to every peer pushes the new events
+       (`/peer/events`), each call signed for that peer alone (`transport`).
+    3. At the peer, the call comes through the door (signature, audience, freshness,
+       membership) to `serve_peer`, and `replicator.receive` takes each event only with its
+       origin's proof (the roster's keys), once, with its pool and vector.
+    4. The pool change reaches that agent's `reconciler.pool_changed`, which writes
+       `allocate(sku, pool)` to its shop, compare-and-set against what it last published, with
+       an idempotency key stored before the call.
+    Pulls (anti-entropy) bring whatever a push lost; the periodic pass re-reads the shop.
+    """
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        identity: Identity,
+        private_key: Ed25519PrivateKey,
+        channel: Channel,
+        clock: Clock,
+        transport: Transport,
+        allocate: Allocate,
+        tuning: Tuning,
+        http: aiohttp.ClientSession | None = None,
+        metrics: Metrics | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.db, self.identity, self.channel, self.clock = db, identity, channel, clock
+        self.private_key = private_key
+        self.tuning = tuning
+        self.metrics = metrics or Metrics()
+        call = transport.call
+        self.mode = SyncMode(db)
+        self.roster = Roster(
+            db=db,
+            identity=identity,
+            private_key=private_key,
+            public_url=tuning.public_url,
+            clock=clock,
+        )
+        self.reconciler = Reconciler(
+            db=db,
+            channel=channel,
+            clock=clock,
+            identity=identity,
+            allocate=allocate,
+            coalesce=tuning.coalesce,
+            reconcile_interval=tuning.reconcile_interval,
+            on_local_events=self._local_events,
+            rng=rng,
+            sku_rule=tuning.sku_rule,
+            sign_event=self.sign_event,
+        )
+        self.replicator = Replicator(
+            db=db,
+            identity=identity,
+            clock=clock,
+            call=call,
+            on_pool_change=self.reconciler.pool_changed,
+            roster=self.roster,
+            mode=self.mode,
+            pull_interval=tuning.pull_interval,
+            rng=rng,
+        )
+        self.importer = Importer(
+            db=db,
+            channel=channel,
+            clock=clock,
+            reconciler=self.reconciler,
+            mode=self.mode,
+            sku_rule=tuning.sku_rule,
+        )
+        self.join_import = JoinImport(
+            db=db,
+            identity=identity,
+            clock=clock,
+            call=call,
+            roster=self.roster,
+            mode=self.mode,
+            importer=self.importer,
+            replicator=self.replicator,
+            reconciler=self.reconciler,
+        )
+        self.joins = JoinDesk(db=db, identity=identity, clock=clock, call=call, roster=self.roster)
+        self.peering = Peering(
+            db=db,
+            identity=identity,
+            clock=clock,
+            call=call,
+            roster=self.roster,
+            mode=self.mode,
+            replicator=self.replicator,
+            join_import=self.join_import,
+            http=http,
+        )
+        self._main: asyncio.Task[None] | None = None
+
+    # -- the path of a change ------------------------------------------------------------------
+
+    def sign_event(self, event: EventRow) -> str:
+        """This agent's proof of origin for one of its own events."""
+        return trust.sign_event(self.private_key, event)
+
+    def _local_events(self, rows: list[EventRow]) -> None:
+        self.metrics.events.inc(len(rows))
+        self.replicator.notify_local()
+
+    async def serve_peer(self, sender: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Answer another agent's call `name` from the holder of key `sender`, let in by the
+        door (`agent.transport.admit`)."""
+        return await peer_service.serve(self, sender, name, body)
+
+    # -- life ----------------------------------------------------------------------------------
+
+    @property
+    def importing(self) -> bool:
+        """Between a join's welcome and the master's snapshot installed as this agent's base."""
+        return self.join_import.importing
+
+    async def start(self) -> None:
+        """Start from the database: the mode and own record it had, the shop's loop, an
+        interrupted import or join resumed, and the links to the peers (unless importing)."""
+        await self.mode.load()
+        await self.roster.load(paused=self.mode.paused)
+        await self._sign_own_backlog()
+        self._main = asyncio.create_task(self.reconciler.run(), name="reconciler")
+        await self.importer.restore()
+        await self.join_import.resume()
+        if not self.join_import.importing:
+            await self.replicator.start()
+
+    def tasks(self) -> list[asyncio.Task[Any]]:
+        """Every task the agent runs, in the order a crash stops them."""
+        tasks: list[asyncio.Task[Any]] = [] if self._main is None else [self._main]
+        tasks += [link.task for _, link in sorted(self.replicator.links.items()) if link.task]
+        tasks += self.reconciler.tasks()
+        tasks += [t for t in (self.join_import.task, self.importer.task) if t is not None]
+        return tasks
+
+    async def stop(self) -> None:
+        """Stop every task and wait for each (a cancelled write is resent on the next start,
+        with its key)."""
+        await self.replicator.stop()
+        tasks = [t for t in (self._main, self.join_import.task, self.importer.task) if t]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.reconciler.close()
+
+    async def _sign_own_backlog(self) -> None:
+        """Events made before events were signed get their proof now (the agent's own only:
+        a peer's unsigned events are never forwarded)."""
+        async with self.db.sessions() as session:
+            rows = await ledger.unsigned_own(session, self.identity)
+        if not rows:
+            return
+        async with self.db.transaction() as session:
+            for row in rows:
+                stored = await session.get(EventRow, (row.origin, row.epoch, row.seq))
+                if stored is not None and not stored.proof:
+                    stored.proof = self.sign_event(stored)
+        log.info("own_events_signed", events=len(rows))
