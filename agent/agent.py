@@ -22,15 +22,17 @@ from agent.catalogue import SkuRule
 from agent.channel import Channel
 from agent.clock import Clock
 from agent.db import Database
+from agent.group_rules import RuleBook
 from agent.importer import Importer
 from agent.join_import import JoinImport
 from agent.joins import JoinDesk
 from agent.metrics import Metrics
 from agent.models import EventRow, Identity
 from agent.peering import Peering
-from agent.reconcile import Allocate, Reconciler
+from agent.reconcile import Reconciler
 from agent.replication import Replicator
 from agent.roster import Roster
+from agent.rules import Allocate, ShopRules
 from agent.syncmode import SyncMode
 from agent.transport import Transport
 
@@ -63,9 +65,10 @@ class Agent:
     3. At the peer, the call comes through the door (signature, audience, freshness,
        membership) to `serve_peer`, and `replicator.receive` takes each event only with its
        origin's proof (the roster's keys), once, with its pool and vector.
-    4. The pool change reaches that agent's `reconciler.pool_changed`, which writes
-       `allocate(sku, pool)` to its shop, compare-and-set against what it last published, with
-       an idempotency key stored before the call.
+    4. The pool change reaches that agent's `reconciler.pool_changed`, which writes what the
+       rules publish of the pool (`rules.decide`: the allocate hook, built in as the shop's
+       stock rules and the group's) to its shop, compare-and-set against what it last
+       published, with an idempotency key stored before the call.
     Pulls (anti-entropy) bring whatever a push lost; the periodic pass re-reads the shop.
     """
 
@@ -80,6 +83,7 @@ class Agent:
         transport: Transport,
         allocate: Allocate,
         tuning: Tuning,
+        shop_rules: ShopRules | None = None,
         http: aiohttp.ClientSession | None = None,
         metrics: Metrics | None = None,
         rng: random.Random | None = None,
@@ -97,12 +101,20 @@ class Agent:
             public_url=tuning.public_url,
             clock=clock,
         )
+        self.rules = RuleBook(
+            db=db,
+            roster=self.roster,
+            clock=clock,
+            call=call,
+            allocate=allocate,
+            shop_rules=shop_rules or ShopRules(),
+        )
         self.reconciler = Reconciler(
             db=db,
             channel=channel,
             clock=clock,
             identity=identity,
-            allocate=allocate,
+            allocate=lambda sku, pool: self.rules.decide(sku, pool).count,
             coalesce=tuning.coalesce,
             reconcile_interval=tuning.reconcile_interval,
             on_local_events=self._local_events,
@@ -117,6 +129,7 @@ class Agent:
             call=call,
             on_pool_change=self.reconciler.pool_changed,
             roster=self.roster,
+            rules=self.rules,
             mode=self.mode,
             pull_interval=tuning.pull_interval,
             rng=rng,
@@ -152,6 +165,7 @@ class Agent:
             join_import=self.join_import,
             http=http,
         )
+        self.rules.on_change(self._rules_changed)
         self._main: asyncio.Task[None] | None = None
 
     # -- the path of a change ------------------------------------------------------------------
@@ -163,6 +177,11 @@ class Agent:
     def _local_events(self, rows: list[EventRow]) -> None:
         self.metrics.events.inc(len(rows))
         self.replicator.notify_local()
+
+    def _rules_changed(self) -> None:
+        """What a shop publishes may have changed: plan every SKU again (only those whose
+        count changes are written, batched like any write)."""
+        self.reconciler.pool_changed(list(self.reconciler.index.sku_item))
 
     async def serve_peer(self, sender: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
         """Answer another agent's call `name` from the holder of key `sender`, let in by the
@@ -181,6 +200,7 @@ class Agent:
         interrupted import or join resumed, and the links to the peers (unless importing)."""
         await self.mode.load()
         await self.roster.load(paused=self.mode.paused)
+        await self.rules.load()
         await self._sign_own_backlog()
         self._main = asyncio.create_task(self.reconciler.run(), name="reconciler")
         await self.importer.restore()

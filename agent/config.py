@@ -10,11 +10,20 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import tomli_w
+import tomlkit
 
 from agent.channel import ConfigError
+from agent.rules import RuleError, ShopRules, rules_from_wire
 from agent.secrets_file import SharedSecretFile, read_private
 
-__all__ = ["CONFIG_NAME", "Settings", "load_settings", "parse_listen", "write_settings"]
+__all__ = [
+    "CONFIG_NAME",
+    "Settings",
+    "load_settings",
+    "parse_listen",
+    "save_rules",
+    "write_settings",
+]
 
 CONFIG_NAME = "shopsync.toml"
 KEY_NAME = "agent.key"
@@ -82,6 +91,7 @@ class Settings:
     sku_case_fold: bool = False
     log_retention_days: float = 90.0  # sync-log entries older than this are pruned; 0 keeps all
     metrics_token: str = ""  # bearer token of /metrics; empty: the admin token
+    rules: ShopRules = dataclasses.field(default_factory=ShopRules)  # [rules]: what to publish
 
     @property
     def key_path(self) -> Path:
@@ -143,14 +153,37 @@ def write_settings(settings: Settings) -> Path:
         },
         "channel": {"name": settings.channel, "options": dict(settings.channel_options)},
     }
+    rules = settings.rules.to_wire()
+    if rules:
+        doc["rules"] = rules
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     path = settings.data_dir / CONFIG_NAME
+    _write_private(path, tomli_w.dumps(doc).encode())
+    return path
+
+
+def save_rules(settings: Settings, rules: ShopRules) -> Path:
+    """Write `rules` as the ``[rules]`` table of `D/shopsync.toml`, keeping everything else in
+    the file as the owner wrote it, comments included; then they are `settings.rules`."""
+    path = settings.data_dir / CONFIG_NAME
+    doc = tomlkit.parse(_read_private(path).decode())
+    wire = rules.to_wire()
+    if wire:
+        doc["rules"] = wire
+    elif "rules" in doc:
+        del doc["rules"]
+    _write_private(path, tomlkit.dumps(doc).encode())
+    settings.rules = rules
+    return path
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Replace `path` by `data` at once (mode 0600: it holds secrets)."""
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as fh:
-        tomli_w.dump(doc, fh)
+        fh.write(data)
     os.replace(tmp, path)
-    return path
 
 
 def _read_private(path: Path) -> bytes:
@@ -180,6 +213,10 @@ def load_settings(data_dir: str | Path) -> Settings:
     agent = raw.get("agent", {})
     channel = raw.get("channel", {})
     try:
+        rules = rules_from_wire(raw.get("rules"))
+    except RuleError as exc:
+        raise ConfigError(f"{path}: [rules]: {exc}") from None
+    try:
         settings = Settings(
             data_dir=data_dir,
             domain=str(agent["domain"]),
@@ -195,6 +232,7 @@ def load_settings(data_dir: str | Path) -> Settings:
             sku_case_fold=_flag(agent, "sku_case_fold"),
             log_retention_days=_number(agent, "log_retention_days", 90.0),
             metrics_token=str(agent.get("metrics_token", "")),
+            rules=rules,
         )
     except KeyError as exc:
         raise ConfigError(f"{path} lacks the setting {exc.args[0]}") from None

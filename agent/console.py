@@ -256,3 +256,37 @@ async def follow_import(client: Any, *, quiet: bool) -> dict[str, Any]:
             if state.get("state") != "running":
                 return state
             await asyncio.sleep(0.5)
+
+
+def print_rules(view: dict[str, Any]) -> None:
+    """Every shop's stock rules as this agent knows them, and the group's rule."""
+    from agent.rules import rules_from_wire
+
+    priority = view.get("priority")
+    if priority:
+        console.print(
+            f"group: priority {_safe(priority['shop'])} while a pool is "
+            f"{priority['at_most']} or less (the others publish 0)"
+        )
+    else:
+        console.print("group: no priority shop")
+    for shop, wire in view["shops"].items():
+        rules = rules_from_wire(wire)
+        own = " (this shop)" if shop == view["shop"] else ""
+        console.print(f"[bold]{_safe(shop)}[/]{own}: {_safe(rules.default.describe())}")
+        for pattern, rule in sorted(rules.overrides.items()):
+            console.print(f"  {_safe(pattern)}: {_safe(rule.describe())}")
+    if view.get("told") is not None:
+        console.print(f"told {_safe(', '.join(view['told']) or 'nobody')}")
+
+
+def print_rules_test(answer: dict[str, Any]) -> None:
+    """What each shop would publish of a SKU at a pool, and which rule decided."""
+    console.print(f"{_safe(answer['sku'])} at a pool of {answer['pool']}:")
+    table = Table(box=None, pad_edge=False)
+    for name in ("shop", "publishes", "why", "its rules"):
+        table.add_column(name)
+    for row in answer["shops"]:
+        rules = row["rules"] + (f" (from {row['override']})" if row["override"] else "")
+        table.add_row(_text(row["shop"]), str(row["publishes"]), _text(row["why"]), _text(rules))
+    console.print(table)

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from agent.channel import Channel
+    from agent.rules import Priority, ShopRules
 
 __all__ = [
     "PROJECT",
@@ -54,11 +55,18 @@ def register_emulators(register: Callable[[str, Callable[[Any], web.Application]
 
 
 @hookspec(firstresult=True)
-def allocate(sku: str, pool: int, shop: str) -> int | None:
+def allocate(
+    sku: str, pool: int, shop: str, rules: ShopRules, priority: Priority | None
+) -> int | None:
     """The count to publish in `shop` for `sku` when the group's pool holds `pool`.
 
-    Called by the core on every pool change. Return an int (>= 0) to decide, or None to leave
-    the decision to the next implementation; the first non-None result wins. The built-in
-    default (`agent.default_allocation`) publishes ``max(0, pool)``. Must be pure and fast: no
-    I/O, the same answer for the same arguments.
+    Called by the core on every pool change. `rules` are the shop's own stock rules (its
+    ``[rules]``: buffer, percent, plus, max, per-SKU overrides; `ShopRules.for_sku` gives the
+    one for `sku`) and `priority` the group's rule (while a pool is `priority.at_most` or less
+    only `priority.shop` publishes it), or None. An implementation may take any subset of
+    these arguments by name. Return an int (>= 0) to decide, or None to leave the decision to
+    the next implementation; the first non-None result wins. The built-in implementation
+    (`agent.default_allocation`, tried last) applies the rules (`agent.rules.decide`); with
+    none set it publishes ``max(0, pool)``. Must be pure and fast: no I/O, the same answer
+    for the same arguments.
     """

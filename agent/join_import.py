@@ -23,9 +23,10 @@ from agent.importer import Importer
 from agent.ledger import Snapshot
 from agent.models import Identity, PoolRow
 from agent.reconcile import Reconciler
-from agent.replication import PeerCaller, Replicator
+from agent.replication import Replicator
 from agent.roster import Roster
 from agent.syncmode import SyncMode
+from agent.transport import PeerCaller
 from agent.wire import snapshot_from_wire
 
 __all__ = ["JoinImport"]
@@ -147,7 +148,9 @@ class JoinImport:
             listener(snap)
         now = self.clock.now()
         async with self.db.transaction() as session:
-            skus, epoch = await ledger.install_snapshot(session, snap, now)
+            skus, epoch = await ledger.install_snapshot(
+                session, snap, self.identity, now, self.roster.sign_event
+            )
             synclog.record(
                 session,
                 "import",

@@ -21,9 +21,9 @@ from agent.clock import Clock
 from agent.db import Database
 from agent.membership import LIVE, Admission, Member, member_from_wire
 from agent.models import Identity, JoinRequest, PeerRow
-from agent.replication import PeerCaller
 from agent.roster import PeerError, Roster, write_peer
 from agent.signing import SigningError, fingerprint, load_public_key_b64
+from agent.transport import PeerCaller
 
 __all__ = ["MAX_PENDING", "REQUEST_TTL", "JoinDesk"]
 

@@ -242,8 +242,24 @@ def _fold(held: dict[str, Pool], event: EventRow, now: float) -> Pool:
     return pool
 
 
+class Stream(Protocol):
+    """Whose events these are: this agent's domain and its current epoch."""
+
+    @property
+    def domain(self) -> str: ...
+
+    @property
+    def epoch(self) -> str: ...
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Stream:
+    domain: str
+    epoch: str
+
+
 def append(
-    conn: Connection, identity: Identity, events: Sequence[NewEvent], now: float, sign: Signer
+    conn: Connection, identity: Stream, events: Sequence[NewEvent], now: float, sign: Signer
 ) -> list[EventRow]:
     """Append this agent's own events with the next seqs, signed by `sign`, and fold them into
     pools and the vector.
@@ -432,15 +448,24 @@ def snapshot(conn: Connection) -> Snapshot:
     return Snapshot(pools=held, vector=entries, extra=extra)
 
 
-def install(conn: Connection, snap: Snapshot, now: float) -> tuple[set[str], str]:
+def install(
+    conn: Connection, snap: Snapshot, identity: Identity, now: float, sign: Signer
+) -> tuple[set[str], str]:
     """Replace this agent's ledger by `snap`; returns the snapshot's SKUs and the agent's new
     epoch.
 
     A new epoch starts: the shop's events from before are not the group's. Items of a SKU the
-    group knows wait for their cut-over write (unless excluded); the others forget their
-    published count and will be introduced as new products.
+    group knows wait for their cut-over write (unless excluded). A SKU only this shop has is
+    introduced to the group at once, with the count its own pool held: the shop's true stock,
+    which may be more than it showed (its stock rules may have held units back). Items of
+    neither kind forget their published count and are introduced when next read.
     """
     tx = Tx(conn)
+    own = {
+        sku: (base + deltas)
+        for sku, base, deltas in tx.rows("SELECT sku, base, deltas FROM pool")
+        if base is not None
+    }
     for table in ("event", "pool", "vector"):
         tx.run(f"DELETE FROM {table}")
     save_pools(conn, (dataclasses.replace(p, updated_at=now) for p in snap.pools))
@@ -449,18 +474,24 @@ def install(conn: Connection, snap: Snapshot, now: float) -> tuple[set[str], str
     epoch = uuid.uuid4().hex[:16]
     tx.run("UPDATE identity SET epoch = ? WHERE id = 1", (epoch,))
     skus = {p.sku for p in snap.pools}
-    updates = [
-        (None, False, item_id) if sku not in skus else (published, excluded is None, item_id)
-        for item_id, sku, published, excluded in tx.rows(
-            "SELECT item_id, sku, published, excluded FROM item"
-        )
-    ]
+    updates, introduced = [], []
+    for item_id, sku, published, excluded, created in tx.rows(
+        "SELECT item_id, sku, published, excluded, created_at FROM item ORDER BY item_id"
+    ):
+        if sku in skus:
+            updates.append((published, excluded is None, item_id))
+        elif sku in own and excluded is None and published is not None:
+            updates.append((published, False, item_id))
+            introduced.append(NewEvent(sku, INTRODUCE, count=own.pop(sku), item_created=created))
+        else:
+            updates.append((None, False, item_id))
     tx.many("UPDATE item SET published = ?, cutover_pending = ? WHERE item_id = ?", updates)
+    append(conn, _Stream(identity.domain, epoch), introduced, now, sign)
     return skus, epoch
 
 
 async def install_snapshot(
-    session: AsyncSession, snap: Snapshot, now: float
+    session: AsyncSession, snap: Snapshot, identity: Identity, now: float, sign: Signer
 ) -> tuple[set[str], str]:
     """`install` in the session's transaction."""
-    return await _on_session(session, lambda conn: install(conn, snap, now))
+    return await _on_session(session, lambda conn: install(conn, snap, identity, now, sign))

@@ -92,6 +92,16 @@ async def state(agent: Agent, sender: str, body: dict[str, Any]) -> Any:
     return await agent.peering.on_member_state(sender, body)
 
 
+async def rules(agent: Agent, sender: str, body: dict[str, Any]) -> Any:
+    """A member's admin set rules (its own shop's, or the group's): each record is taken if it
+    is newer and signed by a live member about itself or the group."""
+    domain = await agent.roster.heard_from(sender)
+    refused = await agent.rules.heard(body.get("records"), domain)
+    if refused:
+        raise PeerError(403, "rules_refused", refused[0])
+    return {"ok": True}
+
+
 async def events(agent: Agent, sender: str, body: dict[str, Any]) -> dict[str, Any]:
     domain = await _syncing(agent, sender)
     raw = body.get("events")
@@ -115,6 +125,7 @@ async def pull(agent: Agent, sender: str, body: dict[str, Any]) -> dict[str, Any
         "more": more,
         "vector": vector_to_wire(mine),
         "members": [agent.roster.me(), *await agent.roster.members_wire()],
+        "rules": agent.rules.wire(),
     }
 
 
@@ -130,6 +141,7 @@ ROUTES: dict[str, Handler] = {
     "welcome": welcome,
     "introduce": introduce,
     "state": state,
+    "rules": rules,
     "events": events,
     "pull": pull,
     "snapshot": snapshot,

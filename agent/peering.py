@@ -33,10 +33,11 @@ from agent.join_import import JoinImport
 from agent.joins import MAX_PENDING, REQUEST_TTL
 from agent.membership import LIVE, Member, admission_from_wire, judge
 from agent.models import Identity, JoinRequest, PeerRow
-from agent.replication import PeerCaller, Replicator
+from agent.replication import Replicator
 from agent.roster import OWN_RECORD, PeerError, Roster, parse_member, write_peer
 from agent.signing import SigningError, fingerprint, load_public_key_b64
 from agent.syncmode import SyncMode
+from agent.transport import PeerCaller
 
 __all__ = ["MAX_PENDING", "PeerError", "Peering", "REQUEST_TTL"]
 

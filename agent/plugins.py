@@ -9,6 +9,8 @@ import pluggy
 
 from agent import default_allocation, hookspecs
 from agent.channel import Channel, ConfigError
+from agent.rules import Allocate, Decision, Priority, ShopRules
+from agent.rules import decide as rules_decide
 
 __all__ = ["Registry", "make_plugin_manager"]
 
@@ -54,11 +56,23 @@ class Registry:
             known = ", ".join(sorted(self.emulators)) or "none"
             raise ConfigError(f"no emulator for {name!r} (installed: {known})") from None
 
-    def allocate(self, shop: str) -> Callable[[str, int], int]:
-        """The allocate decision for `shop`, bound to the plugin manager's hook."""
+    def allocate(self, shop: str) -> Allocate:
+        """The allocate decision for `shop`, bound to the plugin manager's hook, with why: the
+        rules' reason when the count is theirs, else that a plugin decided."""
 
-        def decide(sku: str, pool: int) -> int:
-            return int(self.pm.hook.allocate(sku=sku, pool=pool, shop=shop))
+        def decide(sku: str, pool: int, rules: ShopRules, priority: Priority | None) -> Decision:
+            count = max(
+                0,
+                int(
+                    self.pm.hook.allocate(
+                        sku=sku, pool=pool, shop=shop, rules=rules, priority=priority
+                    )
+                ),
+            )
+            by_rules = rules_decide(sku, pool, shop, rules, priority)
+            if count == by_rules.count:
+                return by_rules
+            return Decision(count, f"a plugin's allocate: publishing {count} of {pool}")
 
         return decide
 

@@ -15,7 +15,7 @@ import contextlib
 import json
 import random
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -26,22 +26,22 @@ from sqlmodel import select
 from agent import ledger, synclog, trust
 from agent.clock import Clock
 from agent.db import Database
+from agent.group_rules import RuleBook
 from agent.ledger import Vector
 from agent.models import EventRow, Identity, PeerRow
 from agent.roster import Roster
 from agent.sql import Tx
 from agent.syncmode import SyncMode
+from agent.transport import PeerCaller
 from agent.wire import event_from_wire, event_to_wire, vector_from_wire, vector_to_wire
 
-__all__ = ["EventsRefused", "PeerCaller", "Replicator", "behind"]
+__all__ = ["EventsRefused", "Replicator", "behind"]
 
 log = structlog.get_logger(__name__)
 
 CONTACT_REFRESH = 10.0  # seconds between writes of an unchanged peer contact
 IDLE_PULL_FACTOR = 4  # a pull that keeps finding nothing waits up to 4 times pull_interval
 BATCH = 500
-# signed call to a peer: (agent_url, audience key id, method, path, body) -> (status, json)
-PeerCaller = Callable[[str, str, str, str, Any], Awaitable[tuple[int, dict[str, Any]]]]
 
 
 class EventsRefused(Exception):
@@ -69,6 +69,7 @@ class Replicator:
         call: PeerCaller,
         on_pool_change: Callable[[set[str]], None],
         roster: Roster,
+        rules: RuleBook,
         mode: SyncMode,
         pull_interval: float = 2.0,
         rng: random.Random | None = None,
@@ -79,6 +80,7 @@ class Replicator:
         self.call = call
         self.on_pool_change = on_pool_change
         self.roster = roster  # the members' keys; this agent's own record goes with every pull
+        self.rules = rules  # rules records travel with every pull answer, like the members
         self.pull_interval = pull_interval
         self.rng = rng or random.Random()
         self.links: dict[str, PeerLink] = {}
@@ -434,6 +436,8 @@ class PeerLink:
             # members first: events of a shop admitted since are verified by its key
             if isinstance(body.get("members"), list):
                 await self.r.roster.merge_members(body["members"], self.domain)
+            if isinstance(body.get("rules"), list):  # every shop's rules and the group's
+                await self.r.rules.heard(body["rules"], self.domain)
             if events:
                 news = True
                 try:

@@ -28,7 +28,7 @@ from agent.membership import (
     member_from_row,
     member_from_wire,
 )
-from agent.models import Identity, PeerRow
+from agent.models import EventRow, Identity, PeerRow
 from agent.signing import fingerprint, load_public_key_b64
 from agent.sql import Tx
 
@@ -126,6 +126,10 @@ class Roster:
 
     def sign(self, message: bytes) -> str:
         return trust.sign(self.private_key, message)
+
+    def sign_event(self, event: EventRow) -> str:
+        """This agent's proof of origin for one of its own events."""
+        return trust.sign_event(self.private_key, event)
 
     def describe(self) -> dict[str, Any]:
         """What `/.well-known/shopsync` says about this agent."""
@@ -226,6 +230,23 @@ class Roster:
             keys[self.identity.domain] = load_public_key_b64(self.identity.public_key)
             self._keys = keys
         return self._keys
+
+    async def live_keys(self) -> dict[str, Ed25519PublicKey]:
+        """The key of every live member (active or paused), this agent's own included: who
+        may speak for the group now."""
+        async with self.db.sessions() as session:
+            rows = list(
+                await session.exec(
+                    select(PeerRow.domain, PeerRow.public_key).where(col(PeerRow.state).in_(LIVE))
+                )
+            )
+        keys = {domain: load_public_key_b64(key) for domain, key in rows}
+        keys[self.identity.domain] = load_public_key_b64(self.identity.public_key)
+        return keys
+
+    async def live_domains(self) -> set[str]:
+        """The live members' domains, this agent's own included."""
+        return set(await self.live_keys())
 
     async def audience(self, domain: str) -> str:
         """The key id of member `domain` (whom a signed call is for)."""

@@ -21,16 +21,18 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 __all__ = [
+    "Allocate",
     "Decision",
     "Priority",
     "RuleError",
     "ShopRule",
     "ShopRules",
     "decide",
+    "edited",
     "priority_from_wire",
     "rules_from_wire",
 ]
@@ -130,6 +132,10 @@ class Decision:
 
     count: int
     why: str = ""  # e.g. "buffer 5: publishing 0 of 4"; empty when the whole pool is published
+
+
+#: One shop's allocation: (sku, pool, its rules, the group's priority rule) -> decision.
+Allocate = Callable[[str, int, ShopRules, Priority | None], Decision]
 
 
 def is_pattern(text: str) -> bool:
@@ -248,3 +254,43 @@ def priority_from_wire(raw: Any, members: Iterable[str] | None = None) -> Priori
     if members is not None and shop not in set(members):
         raise RuleError(f"{shop} is not a member of this group, so it cannot be the priority shop")
     return Priority(shop, _int(raw["at_most"], "at_most", "priority rule: "))
+
+
+def _value(name: str, text: str) -> int | float:
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            raise RuleError(f"{name} must be a number, got {text!r}") from None
+
+
+def edited(
+    rules: ShopRules, *, put: Iterable[str] = (), drop: Iterable[str] = (), sku: str | None = None
+) -> ShopRules:
+    """`rules` with ``NAME=VALUE`` settings `put` and rule names `drop`, on the shop's defaults
+    or on the override of `sku` (a SKU or pattern); dropping every rule of an override (or
+    naming none with `sku`) removes the override. RuleError on anything malformed."""
+    wire = rules.to_wire()
+    overrides = dict(wire.pop("skus", {}))
+    target = dict(overrides.get(sku, {})) if sku is not None else wire
+    for item in put:
+        name, sep, text = item.partition("=")
+        name = name.strip()
+        if not sep or name not in _FIELDS:
+            raise RuleError(f"say NAME=VALUE with NAME one of buffer, percent, plus, max: {item!r}")
+        target[name] = _value(name, text.strip())
+    names = list(drop)
+    for name in names:
+        if name not in _FIELDS:
+            raise RuleError(f"unknown rule {name!r} (the rules are buffer, percent, plus and max)")
+        target.pop(name, None)
+    if sku is not None:
+        if target and (put or names):
+            overrides[sku] = target
+        else:
+            overrides.pop(sku, None)
+    if overrides:
+        wire["skus"] = overrides
+    return rules_from_wire(wire)

@@ -44,6 +44,7 @@ __all__ = [
     "KeyResolver",
     "MemberCheck",
     "OpenKeyResolver",
+    "PeerCaller",
     "Refused",
     "Transport",
     "admit",
@@ -61,6 +62,10 @@ OpenKeyResolver = Callable[
 ]
 #: `is_member(key_id)`: whether this verified key may use the non-open peer paths.
 MemberCheck = Callable[[str], "bool | Awaitable[bool]"]
+
+
+#: A signed call to a peer: (agent_url, audience key id, method, path, body) -> (status, json).
+PeerCaller = Callable[[str, str, str, str, Any], Awaitable[tuple[int, dict[str, Any]]]]
 
 
 class Refused(Exception):

@@ -8,6 +8,9 @@ a member says about others travel with the signature of the one they are about:
   the accepting member M; only with it does a new member enter anybody's list;
 - a **statement** — "I, D, at URL U with key K, am active/paused/left since T" — is signed by
   D itself; only with it do a member's URL and state change;
+- **rules**: a shop's own stock rules are signed by that shop; the group's rule ("while a pool
+  is N or less only shop P publishes it", or none) by the member whose admin set it; the
+  newest (time, then domain) wins everywhere;
 - a **welcome confirmation** is signed by the joiner: it proves the answer to the master's
   callback comes from the key that asked to join.
 Every message starts with its own context line, so a signature made for one kind can never be
@@ -45,6 +48,7 @@ __all__ = [
     "check_agent_url",
     "check_domain",
     "event_message",
+    "rules_message",
     "sign",
     "sign_event",
     "signed_by",
@@ -144,6 +148,13 @@ def statement_message(
 ) -> bytes:
     """What a member signs about itself: where it is, its key, and its state since when."""
     return _message("statement", [domain, agent_url, public_key, state, _finite(changed_at)])
+
+
+def rules_message(subject: str, body: Any, changed_at: float, changed_by: str) -> bytes:
+    """What a member signs when its admin sets rules: its own shop's (`subject` its domain) or
+    the group's (`subject` "group"); `body` is their JSON, spelled with sorted keys."""
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return _message("rules", [subject, text, _finite(changed_at), changed_by])
 
 
 def welcome_message(nonce: str, master_key_id: str, domain: str, public_key: str) -> bytes:

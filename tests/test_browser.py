@@ -392,7 +392,7 @@ async def test_import_progress_moves_live_to_done(agents: Agents) -> None:
 async def test_pages_fit_a_phone_and_every_field_has_a_label(agents: Agents) -> None:
     a = agents.a
     context, page = await agents.logged_in(a, viewport={"width": 375, "height": 740})
-    for path in ("/", "/requests", "/log", "/products", "/duplicates", "/import"):
+    for path in ("/", "/requests", "/log", "/products", "/rules", "/duplicates", "/import"):
         await page.goto(a.agent_url + path)
         width = await page.evaluate("document.documentElement.scrollWidth")
         assert width <= 375, (path, width)
@@ -403,6 +403,57 @@ async def test_pages_fit_a_phone_and_every_field_has_a_label(agents: Agents) -> 
         )
         assert unlabelled == [], (path, unlabelled)
     await context.close()
+
+
+async def test_rules_are_set_tested_and_cleared_from_the_rules_page(agents: Agents) -> None:
+    a, b = agents.a, agents.b
+    context, page = await agents.logged_in(a)
+    await page.goto(a.agent_url + "/rules")
+    form = page.locator("#own-rules")
+    await form.get_by_label("Buffer").fill("3")
+    await form.get_by_label("Max shown").fill("50")
+    await form.get_by_role("button", name="Save this shop's rules").click()
+    await expect(page.get_by_role("status")).to_contain_text("Rules saved")
+    assert (await agents.api(a, "GET", "/api/rules"))["rules"] == {"buffer": 3, "max": 50}
+    # a bad value: one clear message, nothing changed
+    await form.get_by_label("Percent of the count").fill("120")
+    await form.get_by_role("button", name="Save this shop's rules").click()
+    await expect(page.get_by_role("alert")).to_contain_text("percent must be from 0 to 100")
+    assert (await agents.api(a, "GET", "/api/rules"))["rules"] == {"buffer": 3, "max": 50}
+    sku_form = page.locator("#sku-rules")
+    await sku_form.get_by_label("SKU or pattern").fill("SKU-0000*")
+    await sku_form.get_by_label("Max shown").fill("2")
+    await sku_form.get_by_role("button", name="Save the rules of these products").click()
+    await expect(page.locator("#overrides")).to_contain_text("SKU-0000*")
+    await page.get_by_label("Priority shop").select_option(b.domain)
+    await page.get_by_label("When the count is at most").fill("1")
+    await page.get_by_role("button", name="Set for the whole group").click()
+    await expect(page.locator("#priority-now")).to_contain_text(b.domain)
+    await agents.wait_for(
+        "b to hold the group's rule",
+        lambda: _holds_priority(agents, b, {"shop": b.domain, "at_most": 1}),
+    )
+    await page.get_by_label("SKU", exact=True).fill("SKU-00001")
+    await page.get_by_label("Count (empty: the group's count now)").fill("2")
+    await page.get_by_role("button", name="Show").click()
+    table = page.locator("#rules-test")
+    await expect(table.locator("tr", has_text=a.domain)).to_contain_text("buffer 3: publishing 0")
+    await expect(table.locator("tr", has_text=b.domain)).to_contain_text("2")
+    # cleared again, as an owner would: every product shows the whole count once more
+    await page.get_by_role("button", name="Remove the rules of SKU-0000*").click()
+    for label in ("Buffer", "Max shown", "Percent of the count"):
+        await form.get_by_label(label).fill("")
+    await form.get_by_role("button", name="Save this shop's rules").click()
+    await page.get_by_label("Priority shop").select_option("")
+    await page.get_by_role("button", name="Set for the whole group").click()
+    await expect(page.locator("#priority-now")).to_contain_text("No priority shop")
+    view = await agents.api(a, "GET", "/api/rules")
+    assert view["rules"] == {} and view["priority"] is None
+    await context.close()
+
+
+async def _holds_priority(agents: Agents, shop: Shop, priority: dict[str, Any]) -> bool:
+    return (await agents.api(shop, "GET", "/api/rules"))["priority"] == priority
 
 
 if __name__ == "__main__":

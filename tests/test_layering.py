@@ -62,7 +62,16 @@ def test_the_core_does_not_depend_on_the_web_layer() -> None:
 
 
 # the parts of an agent, built only by its composition root (`agent/agent.py`)
-PARTS = ("Reconciler", "Replicator", "Importer", "JoinImport", "JoinDesk", "Peering", "Roster")
+PARTS = (
+    "Reconciler",
+    "Replicator",
+    "Importer",
+    "JoinImport",
+    "JoinDesk",
+    "Peering",
+    "Roster",
+    "RuleBook",
+)
 
 
 def _constructions(path: Path) -> list[str]:

@@ -8,6 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from agent.hookspecs import hookimpl
+from agent.plugins import Registry, make_plugin_manager
 from agent.rules import (
     Decision,
     Priority,
@@ -157,3 +159,23 @@ def test_no_rule_ever_publishes_more_than_the_pool_or_below_zero(
         assert decision.count <= cap
     if decision.count < max(0, pool):  # every unit held back is explained
         assert decision.why.endswith(f"publishing {decision.count} of {pool}")
+
+
+class _Preorders:
+    """A third-party plugin written for the hook's first arguments only."""
+
+    @hookimpl
+    def allocate(self, sku: str, pool: int, shop: str) -> int | None:
+        return 0 if sku.startswith("PRE-") else None
+
+
+def test_a_plugins_allocate_decides_first_and_the_rules_decide_the_rest() -> None:
+    pm = make_plugin_manager(load_entry_points=False)
+    pm.register(_Preorders())
+    decide_for = Registry(pm).allocate(SHOP)
+    rules = rules_from_wire({"max": 5})
+    assert decide_for("PRE-1", 9, rules, None) == Decision(
+        0, "a plugin's allocate: publishing 0 of 9"
+    )
+    assert decide_for("SKU-1", 9, rules, None) == Decision(5, "max 5: publishing 5 of 9")
+    assert decide_for("SKU-1", 3, ShopRules(), None) == Decision(3)

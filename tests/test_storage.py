@@ -280,8 +280,10 @@ async def test_a_peers_contact_is_noted_and_its_failures_logged_once(database: D
     repeats, the reconnection logged, the acknowledged vector kept when an answer has none."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+    from agent.group_rules import RuleBook
     from agent.replication import Replicator
     from agent.roster import Roster
+    from agent.rules import ShopRules, decide
     from agent.signing import public_key_b64
     from agent.syncmode import SyncMode
     from tests.support.clock import FastClock
@@ -308,6 +310,14 @@ async def test_a_peers_contact_is_noted_and_its_failures_logged_once(database: D
         call=no_call,
         on_pool_change=lambda _skus: None,
         roster=roster,
+        rules=RuleBook(
+            db=database,
+            roster=roster,
+            clock=clock,
+            call=no_call,
+            allocate=lambda sku, pool, rules, priority: decide(sku, pool, "a", rules, priority),
+            shop_rules=ShopRules(),
+        ),
         mode=SyncMode(database),
     )
     await replicator.record_contact("b.example.com", error="ClientConnectorError: refused")

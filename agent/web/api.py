@@ -21,7 +21,7 @@ from agent.web.auth import REVOCATIONS, bearer_ok
 from agent.web.bodies import read_body
 from agent.wire import vector_from_wire
 
-__all__ = ["bad_request", "create_api_app", "json_error"]
+__all__ = ["bad_request", "create_api_app", "json_error", "read_json_object"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -65,6 +65,9 @@ def create_api_app(parent: web.Application) -> web.Application:
     app.router.add_post("/maintenance", post_maintenance)
     app.router.add_post("/resync", post_resync)
     app.router.add_post("/sessions/revoke", post_revoke_sessions)
+    from agent.web import rules_api  # it answers with this module's helpers
+
+    rules_api.add_routes(app)
     app.router.add_get("/openapi.json", openapi.serve)
     return app
 
@@ -245,7 +248,7 @@ def _peer_errors(handler: Handler) -> Handler:
     return wrapped
 
 
-async def _json_object(request: web.Request) -> dict[str, Any]:
+async def read_json_object(request: web.Request) -> dict[str, Any]:
     """The body as a JSON object, at most BODY_LIMIT bytes and 64 levels deep.
 
     Too large or too slow (BodyError) is answered 413/408 by the app's error middleware.
@@ -262,7 +265,7 @@ async def _json_object(request: web.Request) -> dict[str, Any]:
 @_peer_errors
 async def post_join(request: web.Request) -> web.Response:
     """Send a join request to another shop's agent (by agent URL or shop domain)."""
-    body = await _json_object(request)
+    body = await read_json_object(request)
     target = body.get("target")
     if not isinstance(target, str) or not target.strip():
         return json_error(400, "bad_target", "target must be an agent URL or a shop domain")
@@ -281,7 +284,7 @@ async def _fingerprint(request: web.Request) -> str | None:
     """The optional `fingerprint` of an accept or reject (a body may be absent)."""
     if not await request.read():
         return None
-    value = (await _json_object(request)).get("fingerprint")
+    value = (await read_json_object(request)).get("fingerprint")
     if value is None:
         return None
     if not isinstance(value, str) or not value.startswith("SHA256:") or len(value) > 64:
@@ -372,7 +375,7 @@ async def get_import(request: web.Request) -> web.Response:
 
 async def post_import(request: web.Request) -> web.Response:
     """Start an import of the group's counts into this shop; `dry_run` only reports."""
-    body = await _json_object(request)
+    body = await read_json_object(request)
     dry_run = body.get("dry_run", False)
     if not isinstance(dry_run, bool):
         return json_error(400, "bad_request", "dry_run must be true or false")
@@ -395,7 +398,7 @@ async def get_maintenance(request: web.Request) -> web.Response:
 
 async def post_maintenance(request: web.Request) -> web.Response:
     """Turn maintenance mode on or off: `{"on": true}`."""
-    body = await _json_object(request)
+    body = await read_json_object(request)
     if not isinstance(body.get("on"), bool):
         return json_error(400, "bad_request", 'send {"on": true} or {"on": false}')
     importer = request.config_dict[keys.AGENT].importer
@@ -406,7 +409,7 @@ async def post_maintenance(request: web.Request) -> web.Response:
 
 async def post_resync(request: web.Request) -> web.Response:
     """Re-read and re-write SKUs: `{"skus": [...]}` or `{"all": true}`."""
-    body = await _json_object(request)
+    body = await read_json_object(request)
     skus, everything = body.get("skus"), body.get("all", False)
     if everything is not True and (
         not isinstance(skus, list) or not skus or not all(isinstance(s, str) for s in skus)

@@ -220,6 +220,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
             reconcile_interval=settings.reconcile_interval,
             sku_rule=SkuRule(trim=settings.sku_trim, fold_case=settings.sku_case_fold),
         ),
+        shop_rules=settings.rules,
         http=app[keys.HTTP],
         metrics=app[keys.METRICS],
     )

@@ -79,6 +79,28 @@ MEMBER = _obj(
     optional=("state", "changed_at", "fingerprint", "proof", "admission"),
 )
 DESCRIBE = _obj({"domain": STR, "agent_url": STR, "public_key": STR, "fingerprint": STR})
+COUNT = {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}
+RULE = _obj(  # null, like leaving a rule out: no such rule
+    {
+        "buffer": _null(COUNT),
+        "percent": _null({"type": "number", "minimum": 0, "maximum": 100}),
+        "plus": _null(COUNT),
+        "max": _null(COUNT),
+    },
+    optional=("buffer", "percent", "plus", "max"),
+    additionalProperties=False,
+)
+SHOP_RULES = {
+    **RULE,
+    "properties": {**RULE["properties"], "skus": {"type": "object", "additionalProperties": RULE}},
+    "description": "buffer, then percent (+ plus), then max; `skus` overrides by SKU or glob",
+}
+PRIORITY = _null(_obj({"shop": STR, "at_most": COUNT}, additionalProperties=False))
+RULES_RECORD = _obj(
+    {"subject": STR, "body": {"type": "object"}, "changed_at": NUM, "by": STR, "proof": SIGNATURE},
+    description="Rules about a shop (`subject` its domain, stated by itself) or the group "
+    '(`subject` "group": a priority rule, stated by any member), signed by `by`.',
+)
 
 SCHEMAS: dict[str, Schema] = {
     "Error": _obj(
@@ -208,6 +230,14 @@ SCHEMAS: dict[str, Schema] = {
         "description": "[sku, base, base_created, base_origin, deltas]",
     },
     "Told": _list(STR, description="domains of the members that answered"),
+    "Rules": _obj(
+        {
+            "shop": STR,
+            "rules": SHOP_RULES,
+            "priority": PRIORITY,
+            "shops": {"type": "object", "additionalProperties": SHOP_RULES},
+        }
+    ),
     "Member": MEMBER,
     "Describe": DESCRIBE,
     "Vector": {**VECTOR, "description": "[[origin, epoch, highest gap-free seq], …]"},
@@ -425,6 +455,55 @@ ADMIN_PATHS: dict[str, dict[str, Any]] = {
             },
         )
     },
+    "/api/rules": {
+        "get": _admin(
+            "This shop's stock rules, every shop's as this agent knows them, the group's rule.",
+            _ref("Rules"),
+        ),
+        "post": _admin(
+            "Replace this shop's rules: stored in the config's [rules], applied at once, told "
+            "to every member.",
+            {**_ref("Rules"), "properties": {"told": _ref("Told")}},
+            body=_obj({"rules": SHOP_RULES}),
+            errors={"400": "A rule is malformed or out of range, or a pattern matches no SKU."},
+        ),
+    },
+    "/api/rules/priority": {
+        "post": _admin(
+            "Set the group's rule (a priority shop while a pool is at most N), or none.",
+            {**_ref("Rules"), "properties": {"told": _ref("Told")}},
+            body=_obj({"priority": PRIORITY}),
+            errors={"400": "The priority shop is not a member, or at_most is not a count."},
+        )
+    },
+    "/api/rules/test": {
+        "get": _admin(
+            "What each member would publish of a SKU at a pool (default: its pool now), and "
+            "which rule decided.",
+            _obj(
+                {
+                    "sku": STR,
+                    "pool": INT,
+                    "shops": _list(
+                        _obj(
+                            {
+                                "shop": STR,
+                                "publishes": INT,
+                                "why": STR,
+                                "rules": STR,
+                                "override": _null(STR),
+                            }
+                        )
+                    ),
+                }
+            ),
+            errors={"400": "No sku, a pool that is not an integer, or a SKU without a pool."},
+            params=[
+                {"name": "sku", "in": "query", "required": True, "schema": STR},
+                _query("pool", _blank(INT), "the pool to decide for (default: the SKU's now)"),
+            ],
+        )
+    },
     "/api/openapi.json": {
         "get": _admin("This document.", {"type": "object", "required": ["openapi", "paths"]})
     },
@@ -558,6 +637,11 @@ PEER_PATHS: dict[str, Any] = {
         _obj({"member": _ref("Member")}),
         _obj({"ok": BOOL}),
     ),
+    "/peer/rules": _peer(
+        "Rules records a member's admin set (its own shop's, or the group's), signed by it.",
+        _obj({"records": _list(RULES_RECORD)}),
+        _obj({"ok": BOOL}),
+    ),
     "/peer/events": _peer(
         "A batch of the sender's events (at least once; the inbox de-duplicates).",
         _obj({"events": _list(_ref("Event"), maxItems=5000)}),
@@ -573,6 +657,7 @@ PEER_PATHS: dict[str, Any] = {
                 "more": BOOL,
                 "vector": _ref("Vector"),
                 "members": _list(_ref("Member")),
+                "rules": _list(RULES_RECORD),
             }
         ),
     ),

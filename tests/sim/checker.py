@@ -7,7 +7,9 @@ group's count there) may count or not — nothing else may differ. Besides:
 - every agent holds the same pools and the same version vector;
 - no event was applied twice: the agent that never installed a snapshot holds exactly the
   pools its own event rows add up to, and every event id means the same change everywhere;
-- every shop shows max(0, pool) for every SKU it has;
+- every shop shows what its stock rules and the group's rule make of the pool (with none:
+  max(0, pool)) for every SKU it has, and every agent holds every shop's rules as that shop's
+  owner set them, and the same group rule;
 - an oversold SKU is reported in the sync log of every agent whose shop has it;
 - no agent logged an error, crashed a task, or answered a peer with a 500.
 """
@@ -21,6 +23,7 @@ from sqlmodel import select
 
 from agent import ledger
 from agent.models import EventRow, LogEntry, PeerRow, PoolRow
+from agent.rules import Priority, decide
 
 if TYPE_CHECKING:
     from tests.sim.world import World
@@ -95,6 +98,8 @@ async def check(world: World) -> list[str]:
     if world.origin_node is not None and world.origin_node in states:
         problems += _rows_add_up(world.origin_node, states[world.origin_node])
     problems += _model(world, ref["pools"])
+    rule_problems, priority = _rules_held(nodes)
+    problems += rule_problems
     for node in nodes:
         for item in node.shop.items.values():
             pool = ref["pools"].get(item.sku)
@@ -102,13 +107,36 @@ async def check(world: World) -> list[str]:
             if value is None:
                 problems.append(f"{node.domain}: SKU {item.sku} has no pool")
                 continue
-            if item.count != max(0, value):
+            want = decide(item.sku, value, node.domain, node.shop_rules, priority)
+            if item.count != want.count:
                 problems.append(
-                    f"{node.domain} shows {item.count} of {item.sku}, the pool is {value}"
+                    f"{node.domain} shows {item.count} of {item.sku}, the pool is {value}, "
+                    f"its rules make it {want.count} ({want.why or 'the whole pool'})"
                 )
             if value < 0 and item.sku not in states[node.domain]["oversold"]:
                 problems.append(f"{node.domain}: oversold {item.sku} ({value}) not in the log")
     return problems
+
+
+def _rules_held(nodes: list[Any]) -> tuple[list[str], Priority | None]:
+    """Every agent holds every member's own rules as its owner set them, and one group rule
+    (the priority shop when low); returns that rule."""
+    problems: list[str] = []
+    books = {n.domain: n.agent.rules for n in nodes}
+    first = nodes[0].domain
+    for node in nodes:
+        for other in nodes:
+            held = books[node.domain].records.get(other.domain)
+            want = other.shop_rules.to_wire()
+            if held is None or held.body != want or held.by != other.domain:
+                got = None if held is None else held.body
+                problems.append(f"{node.domain} holds {got} as {other.domain}'s rules, not {want}")
+        if books[node.domain].priority != books[first].priority:
+            problems.append(
+                f"{node.domain}'s priority rule is {books[node.domain].priority}, at {first} "
+                f"{books[first].priority}"
+            )
+    return problems, books[first].priority
 
 
 def _members_true(world: World, states: dict[str, dict[str, Any]]) -> list[str]:

@@ -23,6 +23,7 @@ from agent.agent import Agent, Tuning
 from agent.channel import WebhookHint
 from agent.ledger import Snapshot
 from agent.models import Identity
+from agent.rules import ShopRules, decide
 from agent.transport import Transport
 from tests.sim.runtime import Crashed, InlineDatabase, VirtualClock
 from tests.sim.shop import SimChannel, SimShop
@@ -50,8 +51,10 @@ class Node:
         rng: random.Random,
         transport: Transport,
         trace: Callable[..., None],
+        shop_rules: ShopRules | None = None,
     ) -> None:
         self.domain = domain
+        self.shop_rules = shop_rules or ShopRules()  # its [rules], as its owner set them
         self.path = path
         self.shop = shop
         self.rng = rng
@@ -118,13 +121,16 @@ class Node:
             channel=SimChannel(self.shop),
             clock=self.clock,
             transport=self.transport,
-            allocate=lambda sku, pool: max(0, pool),
+            allocate=lambda sku, pool, rules, priority: decide(
+                sku, pool, self.domain, rules, priority
+            ),
             tuning=Tuning(
                 public_url=url_of(self.domain),
                 coalesce=0.005,
                 reconcile_interval=RECONCILE_INTERVAL,
                 pull_interval=PULL_INTERVAL,
             ),
+            shop_rules=self.shop_rules,
             rng=self.rng,
         )
         agent.join_import.before_install.append(self._installing)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from agent.rules import Priority, RuleError
 from tests.sim.node import Node
+from tests.sim.runtime import Crashed
 
 if TYPE_CHECKING:
     from tests.sim.world import World
@@ -176,6 +179,25 @@ async def storm(world: World, duration: float, joiner: str | None) -> None:
     for _ in range(rng.choice((0, 1, 2, 3))):
         line.at(rng.uniform(start, end), partition)
 
+    rr = world.rules_rng
+
+    async def priority() -> None:
+        """A member's owner sets (or lifts) the group's priority shop, mid-storm."""
+        live = [m for m in world.members if world.nodes[m].alive and not world.nodes[m].importing]
+        if not live:
+            return
+        node = world.nodes[rr.choice(live)]
+        target = rr.choice([None, *world.members])
+        choice = None if target is None else Priority(target, rr.randint(0, 3))
+        world.count("rules_priority")
+        world.trace("priority", node=node.domain, shop=target)
+        assert node.agent is not None
+        with contextlib.suppress(RuleError, asyncio.CancelledError, Crashed):
+            await node.spawn(node.agent.rules.set_priority(choice), awaited=True)
+
+    for _ in range(rr.choice((0, 0, 1, 2))):
+        line.at(rr.uniform(start, end), priority)
+
     if world.byzantine is not None:
         byz = world.byzantine
         for _ in range(byz.rng.randint(3, 12)):
@@ -262,4 +284,6 @@ async def _quiet(world: World, since: float, vector_of: Any) -> bool:
         listed = {m["domain"] for m in await roster.members_wire() if m["state"] == "active"}
         if listed != set(world.members) - {node.domain}:
             return False
-    return True
+    # and holds the same rules records (a change lost on the way comes with a pull)
+    held = [n.agent.rules.wire() for n in nodes if n.agent is not None]
+    return all(h == held[0] for h in held)

@@ -21,6 +21,7 @@ NAV = [
     ("/requests", "Join requests"),
     ("/log", "Sync log"),
     ("/products", "Products"),
+    ("/rules", "Rules"),
     ("/duplicates", "Duplicates"),
     ("/import", "Import"),
 ]

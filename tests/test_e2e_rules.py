@@ -1,0 +1,117 @@
+"""Stock rules between real agent processes, set as a shop owner would: `shopsync rules`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import tomllib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.cluster import Cluster, ShopHandle
+
+SKU = "SKU-00001"
+
+
+async def cli(shop: ShopHandle, *args: str) -> tuple[int, str, str]:
+    """`shopsync ARGS` for the agent of `shop`: exit status, stdout, stderr."""
+    env = {**os.environ, "COLUMNS": "200", "SHOPSYNC_DATA_DIR": str(shop.data_dir)}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "agent.cli",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+@pytest.fixture
+async def trio(tmp_path: Path) -> AsyncIterator[Cluster]:
+    async with Cluster(tmp_path, 3, skus=3) as cluster:
+        a, b, c = cluster.shops
+        await cluster.join(b, a)
+        await cluster.join(c, a)
+        await cluster.converged()
+        yield cluster
+
+
+async def _shows(cluster: Cluster, want: dict[ShopHandle, int], what: str) -> None:
+    async def check() -> bool:
+        shown = {shop: (await shop.inventory())[SKU] for shop in want}
+        return shown == want
+
+    await cluster.until(check, timeout=60, what=what)
+
+
+async def test_a_buffer_and_a_priority_shop_share_the_last_units(trio: Cluster) -> None:
+    a, b, c = trio.shops
+    code, out, err = await cli(b, "rules", "set", "buffer=5")
+    assert code == 0, err
+    assert "buffer 5" in out
+    saved = tomllib.loads((b.data_dir / "shopsync.toml").read_text())
+    assert saved["rules"] == {"buffer": 5}  # the owner's config holds it
+    code, out, err = await cli(c, "rules", "set", "--priority", a.domain, "--at-most", "3")
+    assert code == 0, err
+    # every member holds both: b's own rules and the group's rule set at c
+    for shop in trio.shops:
+
+        async def knows(shop: ShopHandle = shop) -> bool:
+            view = await shop.get("/api/rules")
+            return view["priority"] == {"shop": a.domain, "at_most": 3} and view["shops"].get(
+                b.domain
+            ) == {"buffer": 5}
+
+        await trio.until(knows, timeout=30, what=f"{shop.domain} to hold the rules")
+    await a.edit(SKU, 6)
+    await _shows(trio, {a: 6, b: 6, c: 6}, "6 everywhere (above every threshold)")
+    assert await c.buy(SKU, 2)
+    await _shows(trio, {a: 4, b: 0, c: 4}, "b's buffer to hold back 4")
+    # down to the last units: the priority shop shows what is left, the others nothing
+    assert await a.buy(SKU, 1)
+    await _shows(trio, {a: 3, b: 0, c: 0}, "the priority shop alone to show 3")
+    pools = [await shop.pools() for shop in trio.shops]
+    assert {p[SKU] for p in pools} == {3}  # the rules never touch the pool
+    code, out, err = await cli(b, "rules", "test", SKU)
+    assert code == 0, err
+    assert f"priority {a.domain} at ≤ 3: publishing 3 of 3" in out
+    assert f"priority {a.domain} at ≤ 3: publishing 0 of 3" in out
+    code, out, err = await cli(b, "rules", "test", SKU, "--pool", "5", "--json")
+    assert code == 0, err
+    assert '"publishes": 0' in out and "buffer 5: publishing 0 of 5" in out
+    # lifted: every shop publishes the whole pool again
+    assert (await cli(c, "rules", "unset", "--no-priority"))[0] == 0
+    assert (await cli(b, "rules", "unset", "buffer"))[0] == 0
+    await _shows(trio, {a: 3, b: 3, c: 3}, "the whole pool everywhere again")
+    assert "rules" not in tomllib.loads((b.data_dir / "shopsync.toml").read_text())
+
+
+BAD = [
+    (("set", "percent=120"), "percent must be from 0 to 100, got 120"),
+    (("set", "buffer=-1"), "buffer must be a whole number of 0 or more, got -1"),
+    (("set", "bufer=1"), "NAME one of buffer, percent, plus, max"),
+    (("set", "max=3", "--sku", "NOPE-*"), "no SKU matches 'NOPE-*'"),
+    (("set", "--priority", "nobody.example.com", "--at-most", "2"), "is not a member"),
+    (("set",), "say what"),
+    (("test",), "say which SKU"),
+]
+
+
+async def test_bad_rules_get_one_clear_line_and_change_nothing(tmp_path: Path) -> None:
+    async with Cluster(tmp_path, 1, skus=2) as cluster:
+        shop = cluster.shops[0]
+        before = (shop.data_dir / "shopsync.toml").read_bytes()
+        for args, message in BAD:
+            code, out, err = await cli(shop, "rules", *args)
+            assert code != 0 and message in err, (args, code, out, err)
+            assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+            assert (shop.data_dir / "shopsync.toml").read_bytes() == before
+            view = await shop.get("/api/rules")
+            assert view["rules"] == {} and view["priority"] is None
