@@ -425,7 +425,7 @@ async def test_rules_are_set_tested_and_cleared_from_the_rules_page(agents: Agen
     await sku_form.get_by_label("Max shown").fill("2")
     await sku_form.get_by_role("button", name="Save the rules of these products").click()
     await expect(page.locator("#overrides")).to_contain_text("SKU-0000*")
-    await page.get_by_label("Priority shop").select_option(b.domain)
+    await page.get_by_label("Priority shop", exact=True).select_option(b.domain)
     await page.get_by_label("When the count is at most").fill("1")
     await page.get_by_role("button", name="Set for the whole group").click()
     await expect(page.locator("#priority-now")).to_contain_text(b.domain)
@@ -444,7 +444,7 @@ async def test_rules_are_set_tested_and_cleared_from_the_rules_page(agents: Agen
     for label in ("Buffer", "Max shown", "Percent of the count"):
         await form.get_by_label(label).fill("")
     await form.get_by_role("button", name="Save this shop's rules").click()
-    await page.get_by_label("Priority shop").select_option("")
+    await page.get_by_label("Priority shop", exact=True).select_option("")
     await page.get_by_role("button", name="Set for the whole group").click()
     await expect(page.locator("#priority-now")).to_contain_text("No priority shop")
     view = await agents.api(a, "GET", "/api/rules")
