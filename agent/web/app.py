@@ -339,5 +339,6 @@ async def _metrics(request: web.Request) -> web.Response:
     metrics = request.app[keys.METRICS]
     reconciler = request.app.get(keys.RECONCILER)
     if reconciler is not None:
-        metrics.pending.set(len(reconciler.pending_reads) + len(reconciler.busy))
+        state = reconciler.status()
+        metrics.pending.set(state.pending_reads + state.busy)
     return web.Response(body=metrics.render(), content_type="text/plain")

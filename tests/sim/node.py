@@ -218,7 +218,7 @@ class Node:
         if self._main is not None:
             tasks.append(self._main)
         tasks += [link.task for _, link in sorted(self.replicator.links.items()) if link.task]
-        tasks += sorted(self.reconciler._tasks, key=_creation_order)
+        tasks += self.reconciler.tasks()
         tasks += [t for t in (self.peering.import_task, self.importer.task) if t is not None]
         tasks += list(self._tasks)
         for task in tasks:
