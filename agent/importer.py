@@ -221,8 +221,8 @@ class Importer:
             if remaining == 0 and (not self.resyncing or self.reconciler.status().idle):
                 break
             await self.clock.sleep(0.2)
-            state = self.reconciler.status()
-            if not state.pending_skus and not state.busy:
+            queues = self.reconciler.status()
+            if not queues.pending_skus and not queues.busy:
                 self.reconciler.pool_changed(await self._pending_skus())  # e.g. after a conflict
         state = await self.db.get_state("import", {})
         finished = self.clock.now()
@@ -259,8 +259,8 @@ class Importer:
             )
             waiting = int(await session.scalar(query) or 0)
         if self.resyncing and self.running:
-            state = self.reconciler.status()
-            waiting += state.pending_reads + state.pending_skus + state.busy
+            queues = self.reconciler.status()
+            waiting += queues.pending_reads + queues.pending_skus + queues.busy
         return waiting
 
     async def progress(self, *, with_report: bool = True) -> dict[str, Any]:
