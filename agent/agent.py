@@ -114,7 +114,7 @@ class Agent:
             channel=channel,
             clock=clock,
             identity=identity,
-            allocate=lambda sku, pool: self.rules.decide(sku, pool).count,
+            allocate=self.rules.decide,
             coalesce=tuning.coalesce,
             reconcile_interval=tuning.reconcile_interval,
             on_local_events=self._local_events,
@@ -181,7 +181,7 @@ class Agent:
     def _rules_changed(self) -> None:
         """What a shop publishes may have changed: plan every SKU again (only those whose
         count changes are written, batched like any write)."""
-        self.reconciler.pool_changed(list(self.reconciler.index.sku_item))
+        self.reconciler.replan()
 
     async def serve_peer(self, sender: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
         """Answer another agent's call `name` from the holder of key `sender`, let in by the

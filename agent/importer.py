@@ -218,10 +218,11 @@ class Importer:
             remaining = await self.remaining()
             # a re-import is done once every item was looked at again (the queue drained); a
             # join's once every cut-over write landed, whatever the shop keeps selling
-            if remaining == 0 and (not self.resyncing or self.reconciler.is_idle()):
+            if remaining == 0 and (not self.resyncing or self.reconciler.status().idle):
                 break
             await self.clock.sleep(0.2)
-            if not self.reconciler.pending_skus and not self.reconciler.busy:
+            queues = self.reconciler.status()
+            if not queues.pending_skus and not queues.busy:
                 self.reconciler.pool_changed(await self._pending_skus())  # e.g. after a conflict
         state = await self.db.get_state("import", {})
         finished = self.clock.now()
@@ -258,8 +259,8 @@ class Importer:
             )
             waiting = int(await session.scalar(query) or 0)
         if self.resyncing and self.running:
-            r = self.reconciler
-            waiting += len(r.pending_reads) + len(r.pending_skus) + len(r.busy)
+            queues = self.reconciler.status()
+            waiting += queues.pending_reads + queues.pending_skus + queues.busy
         return waiting
 
     async def progress(self, *, with_report: bool = True) -> dict[str, Any]:

@@ -134,13 +134,11 @@ async def settle(reconciler, timeout: float = 10.0) -> None:  # type: ignore[no-
     calm = 0
     while loop.time() < deadline:
         await asyncio.sleep(0.005)
-        calm = calm + 1 if reconciler.ready.is_set() and reconciler.is_idle() else 0
+        state = reconciler.status()
+        calm = calm + 1 if state.ready and state.idle else 0
         if calm >= 3:  # idle on three looks in a row: no follow-up work was queued
             return
-    raise AssertionError(
-        f"reconciler did not settle: reads={reconciler.pending_reads} "
-        f"skus={reconciler.pending_skus} busy={reconciler.busy}"
-    )
+    raise AssertionError(f"reconciler did not settle: {reconciler.status()}")
 
 
 __all__ = ["MemChannel", "settle"]

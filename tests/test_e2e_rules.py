@@ -74,6 +74,8 @@ async def test_a_buffer_and_a_priority_shop_share_the_last_units(trio: Cluster) 
     await _shows(trio, {a: 6, b: 6, c: 6}, "6 everywhere (above every threshold)")
     assert await c.buy(SKU, 2)
     await _shows(trio, {a: 4, b: 0, c: 4}, "b's buffer to hold back 4")
+    writes = (await b.get(f"/api/log?kind=write&sku={SKU}&limit=20"))["entries"]
+    assert "buffer 5: publishing 0 of 4" in [e["message"] for e in writes], writes
     # down to the last units: the priority shop shows what is left, the others nothing
     assert await a.buy(SKU, 1)
     await _shows(trio, {a: 3, b: 0, c: 0}, "the priority shop alone to show 3")

@@ -24,12 +24,14 @@ from tests.support.memchannel import MemChannel, MemShop
 async def core(sqlite_db, memshop, clock) -> AsyncIterator[Reconciler]:
     memshop.add("i1", "A-1", 10)
     memshop.add("i2", "B-2", 5)
-    reconciler = await _start(sqlite_db, memshop, clock)
-    yield reconciler
-    await _stop(reconciler)
+    async with _running(sqlite_db, memshop, clock) as reconciler:
+        yield reconciler
 
 
-async def _start(db, shop: MemShop, clock) -> Reconciler:  # type: ignore[no-untyped-def]
+@contextlib.asynccontextmanager
+async def _running(db, shop: MemShop, clock) -> AsyncIterator[Reconciler]:  # type: ignore[no-untyped-def]
+    """A reconciler serving (settled after its start) for the length of the block; then it
+    stops as an agent's shutdown (or a crash) stops it: outcomes of writes in flight unknown."""
     async with db.sessions() as session:
         identity = (await session.exec(select(Identity))).one()
     reconciler = Reconciler(
@@ -41,16 +43,15 @@ async def _start(db, shop: MemShop, clock) -> Reconciler:  # type: ignore[no-unt
         coalesce=0,
         reconcile_interval=10**9,
     )
-    reconciler._main = asyncio.create_task(reconciler.run())  # type: ignore[attr-defined]
-    await settle(reconciler)
-    return reconciler
-
-
-async def _stop(reconciler: Reconciler) -> None:
-    reconciler._main.cancel()  # type: ignore[attr-defined]
-    with contextlib.suppress(asyncio.CancelledError):
-        await reconciler._main  # type: ignore[attr-defined]
-    await reconciler.close()
+    main = asyncio.create_task(reconciler.run())
+    try:
+        await settle(reconciler)
+        yield reconciler
+    finally:
+        main.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await main
+        await reconciler.close()
 
 
 async def _events(r: Reconciler) -> list[EventRow]:
@@ -166,31 +167,30 @@ async def test_pending_write_is_resent_with_its_key_after_a_restart(
     sqlite_db, memshop: MemShop, clock
 ) -> None:
     memshop.add("i1", "A-1", 10)
-    first = await _start(sqlite_db, memshop, clock)
-    deliver = first.channel.write
+    async with _running(sqlite_db, memshop, clock) as first:
+        deliver = first.channel.write
 
-    async def unheard(writes, *, key):  # type: ignore[no-untyped-def]
-        await deliver(writes, key=key)  # the platform applies it (replays it when retried)
-        raise TimeoutError("connection dropped after the write was applied")
+        async def unheard(writes, *, key):  # type: ignore[no-untyped-def]
+            await deliver(writes, key=key)  # the platform applies it (replays it when retried)
+            raise TimeoutError("connection dropped after the write was applied")
 
-    first.channel.write = unheard  # type: ignore[method-assign]  # the agent never hears back
-    await _remote_delta(first, "A-1", -3)
-    for _ in range(200):
-        await asyncio.sleep(0.005)
-        if memshop.write_log:
-            break
-    await _stop(first)  # "crash" with the write's outcome unknown
+        first.channel.write = unheard  # type: ignore[method-assign]  # the agent never hears back
+        await _remote_delta(first, "A-1", -3)
+        for _ in range(200):
+            await asyncio.sleep(0.005)
+            if memshop.write_log:
+                break
+    # stopped: a "crash" with the write's outcome unknown
     async with sqlite_db.sessions() as s:
         assert await s.scalar(select(func.count()).select_from(PendingWrite)) == 1
-    second = await _start(sqlite_db, memshop, clock)
-    await settle(second)
-    assert memshop.counts["i1"] == 7
-    assert len(memshop.write_log) == 1  # re-sent with the same key: applied once
-    async with sqlite_db.sessions() as s:
-        assert await s.scalar(select(func.count()).select_from(PendingWrite)) == 0
-        item = await s.get(ItemRow, "i1")
-        assert item is not None and item.published == 7
-    await _stop(second)
+    async with _running(sqlite_db, memshop, clock) as second:
+        await settle(second)
+        assert memshop.counts["i1"] == 7
+        assert len(memshop.write_log) == 1  # re-sent with the same key: applied once
+        async with sqlite_db.sessions() as s:
+            assert await s.scalar(select(func.count()).select_from(PendingWrite)) == 0
+            item = await s.get(ItemRow, "i1")
+            assert item is not None and item.published == 7
 
 
 async def test_first_created_wins_for_a_sku_created_in_two_places(
@@ -235,18 +235,17 @@ async def test_duplicate_and_skuless_items_are_never_written_or_observed(
     memshop.add("d2", "DUP", 8)
     memshop.add("n1", None, 2)
     memshop.add("ok", "OK-1", 5)
-    r = await _start(sqlite_db, memshop, clock)
-    memshop.sell("d1", 1)
-    memshop.sell("n1", 1)
-    r.hint(WebhookHint("x", item_ids=("d1", "n1")))
-    r.request_reconcile()
-    await settle(r)
-    assert {e.sku for e in await _events(r)} == {"OK-1"}
-    assert memshop.write_log == []
-    async with sqlite_db.sessions() as s:
-        excluded = {i.item_id: i.excluded for i in await s.exec(select(ItemRow))}
-    assert excluded == {"d1": "duplicate", "d2": "duplicate", "n1": "no_sku", "ok": None}
-    await _stop(r)
+    async with _running(sqlite_db, memshop, clock) as r:
+        memshop.sell("d1", 1)
+        memshop.sell("n1", 1)
+        r.hint(WebhookHint("x", item_ids=("d1", "n1")))
+        r.request_reconcile()
+        await settle(r)
+        assert {e.sku for e in await _events(r)} == {"OK-1"}
+        assert memshop.write_log == []
+        async with sqlite_db.sessions() as s:
+            excluded = {i.item_id: i.excluded for i in await s.exec(select(ItemRow))}
+        assert excluded == {"d1": "duplicate", "d2": "duplicate", "n1": "no_sku", "ok": None}
 
 
 async def test_burst_of_hints_is_coalesced_into_few_reads(

@@ -126,6 +126,7 @@ async def status(request: web.Request) -> web.Response:
         vector = await ledger.load_vector(session)
     from agent.signing import fingerprint  # local: keeps web start-up light
 
+    state = reconciler.status()
     body: dict[str, Any] = {
         "domain": identity.domain,
         "channel": settings.channel,
@@ -140,15 +141,15 @@ async def status(request: web.Request) -> web.Response:
         "events": events,
         "vector": [{"origin": o, "epoch": e, "seq": s} for (o, e), s in sorted(vector.items())],
         "pending": {
-            "reads": len(reconciler.pending_reads),
-            "skus": len(reconciler.pending_skus),
-            "busy": len(reconciler.busy),
+            "reads": state.pending_reads,
+            "skus": state.pending_skus,
+            "busy": state.busy,
             "writes": pending_writes,
         },
-        "idle": reconciler.is_idle() and not pending_writes,
-        "ready": reconciler.ready.is_set(),
-        "last_reconcile": reconciler.last_reconcile,
-        "stats": dict(reconciler.stats),
+        "idle": state.idle and not pending_writes,
+        "ready": state.ready,
+        "last_reconcile": state.last_reconcile,
+        "stats": dict(state.stats),
         "paused": cfg[keys.AGENT].mode.paused,
         "sync_mode": cfg[keys.AGENT].mode.name,
         "import": {

@@ -283,6 +283,6 @@ async def _metrics(request: web.Request) -> web.Response:
     metrics = request.app[keys.METRICS]
     agent = request.app.get(keys.AGENT)
     if agent is not None:
-        reconciler = agent.reconciler
-        metrics.pending.set(len(reconciler.pending_reads) + len(reconciler.busy))
+        state = agent.reconciler.status()
+        metrics.pending.set(state.pending_reads + state.busy)
     return web.Response(body=metrics.render(), content_type="text/plain")

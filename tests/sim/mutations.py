@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from agent import ledger, reconcile, signing, trust
+from agent import ledger, observation, signing, trust
 from agent.models import EventRow
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ def _apply_twice(conn: Any, events: Any, now: float, *args: Any) -> list[EventRo
     return [*new, *again]
 
 
-_real_observe = reconcile.observe
+_real_observe = observation.observe
 _real_pool_after = ledger.pool_after
 
 
@@ -82,7 +82,7 @@ def _fresh_for_anyone(p: Any, *, now: float, audience: str, max_skew: int, not_b
 MUTATIONS = {
     "double_apply": [(ledger, "apply", _apply_twice)],
     "absolute": [
-        (reconcile, "observe", _observe_absolute),
+        (observation, "observe", _observe_absolute),
         (ledger, "pool_after", _pool_after_absolute),
     ],
     "trust_any_signature": [(trust, "signed_by", _signed_by_anyone)],

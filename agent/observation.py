@@ -1,0 +1,167 @@
+"""The observation rule, and the unit of work that folds fresh counts into items (DESIGN §5)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+from sqlalchemy import Connection
+
+from agent import ledger, synclog
+from agent.ledger import INTRODUCE, NewEvent
+from agent.models import EventRow
+from agent.sql import Tx, marks
+
+__all__ = ["Append", "Effects", "Item", "load_items", "observe", "observe_counts", "save_items"]
+
+#: Appends this agent's own events inside a unit of work (`ledger.append`, signed).
+Append = Callable[[Connection, list[NewEvent], float], list[EventRow]]
+
+_ITEMS = "SELECT item_id, sku, published, created_at, excluded, cutover_pending FROM item"
+_SAVE_ITEM = "UPDATE item SET published = ?, cutover_pending = ? WHERE item_id = ?"
+
+
+@dataclasses.dataclass(slots=True)
+class Item:
+    """What the write pipeline reads and updates of an item row (a plain value)."""
+
+    item_id: str
+    sku: str | None
+    published: int | None
+    created_at: float
+    excluded: str | None
+    cutover_pending: bool
+
+    def state(self) -> tuple[int | None, bool]:
+        return (self.published, self.cutover_pending)
+
+
+class _ItemLike(Protocol):
+    sku: str | None
+    published: int | None
+    created_at: float
+    cutover_pending: bool
+
+
+class _HasValue(Protocol):
+    @property
+    def value(self) -> int | None: ...
+
+
+def load_items(conn: Connection, ids: Iterable[str]) -> dict[str, Item]:
+    """The item rows of `ids` that exist, by item id."""
+    tx = Tx(conn)
+    out: dict[str, Item] = {}
+    for chunk in ledger._chunks(ids):
+        for i, sku, published, created, excluded, cutover in tx.rows(
+            f"{_ITEMS} WHERE item_id IN ({marks(len(chunk))})", chunk
+        ):
+            out[i] = Item(i, sku, published, created, excluded, bool(cutover))
+    return out
+
+
+def save_items(conn: Connection, items: Iterable[Item]) -> None:
+    """Write back the published count and cut-over flag of `items`, in one statement."""
+    Tx(conn).many(_SAVE_ITEM, ((i.published, i.cutover_pending, i.item_id) for i in items))
+
+
+@dataclasses.dataclass
+class Effects:
+    """What a unit of work decided for the reconciler's memory, applied after it commits (the
+    unit runs in the database thread, which never touches the reconciler's state)."""
+
+    touched: list[str] = dataclasses.field(default_factory=list)
+    seen: dict[str, int] = dataclasses.field(default_factory=dict)
+    plan: set[str] = dataclasses.field(default_factory=set)  # SKUs to write again
+    read: dict[str, str] = dataclasses.field(default_factory=dict)  # item_id -> cause
+    written: list[str] = dataclasses.field(default_factory=list)  # rows settled
+    events: list[EventRow] = dataclasses.field(default_factory=list)
+    failed: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (sku, why)
+
+
+def observe(item: _ItemLike, obs: int, pool: _HasValue | None, cause: str) -> NewEvent | None:
+    """The observation rule: what a fresh count `obs` of `item` means (updates `item`).
+
+    First sighting of a SKU the pool does not know → `introduce` with its count; first
+    sighting of a known SKU → no event (the pool's target will overwrite it); otherwise a
+    non-zero difference from the published count is a local change.
+    """
+    assert item.sku is not None
+    if item.cutover_pending:  # old stock before the join's cut-over write: not an event
+        item.published = obs
+        return None
+    if item.published is None:
+        item.published = obs
+        if pool is None or pool.value is None:
+            return NewEvent(
+                item.sku, INTRODUCE, count=obs, item_created=item.created_at, cause=cause
+            )
+        return None
+    delta = obs - item.published
+    item.published = obs
+    if delta == 0:
+        return None
+    return NewEvent(item.sku, "change", delta=delta, cause=cause)
+
+
+def observe_counts(
+    conn: Connection,
+    counts: dict[str, int],
+    causes: dict[str, str] | str,
+    now: float,
+    append: Append,
+) -> Effects:
+    """Apply fresh counts of items in one unit of work: their events, log and published
+    counts; returns what the reconciler's memory must learn of it."""
+    done = Effects()
+    rows = load_items(conn, counts)
+    pools = ledger.pools(conn, (r.sku for r in rows.values() if r.sku))
+    new_events: list[NewEvent] = []
+    introduced: list[str] = []
+    entries: list[dict[str, Any]] = []
+    changed: list[Item] = []
+    for item_id, obs in counts.items():
+        row = rows.get(item_id)
+        if row is None or row.excluded is not None or not row.sku:
+            continue
+        done.touched.append(item_id)
+        cause = causes if isinstance(causes, str) else causes.get(item_id, "read")
+        before, state = row.published, row.state()
+        event = observe(row, obs, pools.get(row.sku), cause)
+        if row.state() != state:
+            changed.append(row)
+        done.seen[item_id] = obs
+        if event is None:
+            if before is None or row.cutover_pending:
+                done.plan.add(row.sku)  # the pool's count must overwrite it
+            continue
+        new_events.append(event)
+        if event.kind == INTRODUCE:
+            introduced.append(row.sku)
+            continue
+        entries.append(
+            synclog.entry(
+                "change",
+                now,
+                sku=row.sku,
+                before=before,
+                delta=event.delta,
+                after=obs,
+                message=cause,
+            )
+        )
+    if 0 < len(introduced) <= 20:
+        entries += [synclog.entry("introduce", now, sku=s, message=cause) for s in introduced]
+    elif introduced:  # a whole catalogue at once: one line, not thousands
+        entries.append(
+            synclog.entry(
+                "introduce",
+                now,
+                message=f"{len(introduced)} new SKUs ({introduced[0]} … {introduced[-1]}), {cause}",
+            )
+        )
+    save_items(conn, changed)
+    synclog.insert(conn, entries)
+    done.events = append(conn, new_events, now)
+    return done

@@ -1,0 +1,323 @@
+"""When the reconciler reads, writes and sweeps: its queues, claims and wake-ups (DESIGN §5).
+
+Hints and pool changes queue work; a dispatch, after a short coalescing pause, starts reads and
+writes in batches on items no other read or write holds (`busy`), within their own slots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
+from typing import Any
+
+import structlog
+
+from agent.catalogue import Index, SkuRule
+from agent.channel import Channel, WebhookHint
+from agent.clock import Clock
+from agent.models import EventRow
+from agent.observation import Effects
+
+__all__ = ["READS_IN_FLIGHT", "Scheduler"]
+
+log = structlog.get_logger(__name__)
+
+READS_IN_FLIGHT = 2
+
+Job = Coroutine[Any, Any, None]
+
+
+class Scheduler:
+    """The reconciler's queues and its memory of items, and the loop that starts its work.
+
+    It starts three kinds of work, given as coroutine functions: `read(ids, causes)` on items
+    it claimed, `write(skus)` on the items of SKUs it claimed (the write pipeline releases
+    them), and `sweep()`, a pass over the whole catalogue (which calls `sweep_ended`).
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Clock,
+        channel: Channel,
+        sku_rule: SkuRule,
+        coalesce: float,
+        reconcile_interval: float,
+        max_inflight: int,
+        on_local_events: Callable[[list[EventRow]], None] | None,
+        read: Callable[[list[str], dict[str, str]], Job],
+        write: Callable[[list[str]], Job],
+        sweep: Callable[[], Job],
+    ) -> None:
+        self.clock = clock
+        self.channel = channel
+        self.sku_rule = sku_rule
+        self.coalesce = coalesce
+        self.reconcile_interval = reconcile_interval
+        self.max_inflight = max_inflight
+        self.on_local_events = on_local_events
+        self._read_items, self._write_skus, self._sweep = read, write, sweep
+        self.index = Index()
+        self.pending_reads: dict[str, str] = {}  # item_id -> cause
+        self.pending_skus: set[str] = set()
+        self.busy: set[str] = set()
+        self.last_touch: dict[str, float] = {}  # item_id -> monotonic time of last observation
+        self.seen: dict[str, int] = {}  # item_id -> published count, to spot webhook echoes
+        self.writing: dict[str, int] = {}  # item_id -> target of the write in flight
+        self.stats = {
+            "reads": 0,
+            "read_ids": 0,
+            "writes": 0,
+            "write_rows": 0,
+            "events": 0,
+            "echoes_skipped": 0,
+        }
+        # set when an item is not where the index says: a catalogue pass at the next dispatch
+        self.catalogue_due = False
+        self.ready = asyncio.Event()
+        self._reconciling = False
+        self._inflight = 0
+        self._reading = 0
+        self._last_write_at = float("-inf")
+        self._timer: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._tasks: dict[asyncio.Task[None], None] = {}  # in creation order
+
+    # -- inputs ------------------------------------------------------------------------------
+
+    def hint(self, hint: WebhookHint) -> None:
+        """A verified webhook: queue fresh reads of what it names."""
+        unchanged = {
+            item_id
+            for item_id, count in hint.counts
+            if (
+                # a count equal to what we last saw or wrote says nothing new (if the shop has
+                # moved since, the webhook of that move follows); the echo of a write still in
+                # flight arrives before the write's answer
+                self.seen.get(item_id) == count or self.writing.get(item_id) == count
+            )
+            and item_id not in self.pending_reads
+        }
+        self.stats["echoes_skipped"] += len(unchanged)
+        for hinted in hint.item_ids:
+            if hinted in unchanged:
+                continue
+            if hinted in self.index.item_sku:
+                self.pending_reads[hinted] = hint.topic
+            elif hinted not in self.index.excluded:
+                self.catalogue_due = True  # an item we do not know yet
+        for raw in hint.skus:
+            rule_sku = self.sku_rule(raw)
+            item_id = self.index.sku_item.get(rule_sku) if rule_sku else None
+            if item_id is not None:
+                self.pending_reads[item_id] = hint.topic
+        if hint.catalogue_changed:
+            self.catalogue_due = True
+        self._wake.set()
+
+    def pool_changed(self, skus: Iterable[str]) -> None:
+        """Pools of `skus` moved (remote events, import): queue writes of their targets."""
+        self.pending_skus.update(skus)
+        self._wake.set()
+
+    def resync(self, skus: Iterable[str] | None = None) -> list[str]:
+        """Re-read these SKUs' items (all when None) and re-write their counts if they differ;
+        returns the SKUs queued."""
+        wanted = (
+            self.index.sku_item
+            if skus is None
+            else {s: self.index.sku_item[s] for s in skus if s in self.index.sku_item}
+        )
+        for sku, item_id in wanted.items():
+            self.pending_reads[item_id] = "resync"
+            self.pending_skus.add(sku)
+        self._wake.set()
+        return sorted(wanted)
+
+    def request_reconcile(self) -> None:
+        """Ask for a full catalogue reconciliation soon."""
+        self.catalogue_due = True
+        self._wake.set()
+
+    def requeue(self, causes: Mapping[str, str]) -> None:
+        """Read these items again at a later dispatch (a cause already queued stays)."""
+        for item_id, cause in causes.items():
+            self.pending_reads.setdefault(item_id, cause)
+
+    def is_idle(self) -> bool:
+        """No read, write or catalogue work queued or in flight."""
+        return not (
+            self.pending_reads
+            or self.pending_skus
+            or self.busy
+            or self._inflight
+            or self.catalogue_due
+            or self._reconciling
+        )
+
+    # -- results -----------------------------------------------------------------------------
+
+    def settle(self, done: Effects) -> None:
+        """Fold a committed unit's decisions into memory, and announce its events."""
+        touched = self.clock.monotonic()
+        for item_id in done.touched:
+            self.last_touch[item_id] = touched
+        for item_id in done.written:
+            self.writing.pop(item_id, None)
+        self.seen.update(done.seen)
+        self.pending_skus.update(done.plan)
+        self.requeue(done.read)
+        appended = done.events
+        self.stats["events"] += len(appended)
+        if appended:
+            self.pending_skus.update(e.sku for e in appended)
+            if self.on_local_events is not None:
+                self.on_local_events(appended)
+        if done.plan or done.read or appended:
+            self._wake.set()
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        """Plan every SKU, start the periodic reconciliation, then dispatch forever."""
+        # which pools still await their write was known only in memory: after a restart, plan
+        # every SKU again (only those whose target differs from the published count are sent)
+        self.pending_skus.update(self.index.sku_item)
+        self.spawn(self._periodic())
+        self.request_reconcile()
+        self.ready.set()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self.coalesce > 0:
+                await self.clock.sleep(self.coalesce)  # let a burst of hints gather
+            self._dispatch()
+
+    async def close(self) -> None:
+        """Cancel background work and wait for it to end."""
+        if self._timer is not None:
+            self._tasks[self._timer] = None
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def tasks(self) -> list[asyncio.Task[None]]:
+        """The background tasks still running, in creation order."""
+        return list(self._tasks)
+
+    def spawn(self, coro: Job) -> None:
+        """Run `coro` as a background task (cancelled by `close`)."""
+        task = asyncio.create_task(coro)
+        self._tasks[task] = None
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.pop(task, None)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("reconcile_task_failed", error=repr(task.exception()))
+
+    def _dispatch(self) -> None:
+        if self.catalogue_due and not self._reconciling:
+            self.catalogue_due = False
+            self._reconciling = True
+            self.spawn(self._sweep())
+        budget = self.channel.budget
+        # reads and writes have their own slots, so a storm of webhooks (reads) never starves
+        # the writes that publish the group's counts
+        while self._reading < READS_IN_FLIGHT:
+            ids = []
+            for item_id in self.pending_reads:
+                if item_id not in self.busy:
+                    ids.append(item_id)
+                    if len(ids) >= budget.max_read_batch:
+                        break
+            if not ids:
+                break
+            causes = {i: self.pending_reads.pop(i) for i in ids}
+            self.claim(ids)
+            self._reading += 1
+            self.spawn(self._read(causes))
+        while self._inflight - self._reading < self.max_inflight:
+            skus: list[str] = []
+            gone: list[str] = []
+            for sku in self.pending_skus:
+                synced = self.index.sku_item.get(sku)
+                if synced is None:
+                    gone.append(sku)  # no synced item here: nothing to write
+                elif synced not in self.busy:
+                    skus.append(sku)
+                    if len(skus) >= budget.max_write_batch:
+                        break
+            self.pending_skus.difference_update(gone)
+            if not skus:
+                break
+            wait = self._write_gap(len(skus))
+            if wait > 0:  # gather more rows into the next call rather than spend the budget
+                self._wake_later(wait)
+                break
+            self._last_write_at = self.clock.monotonic()
+            self.pending_skus.difference_update(skus)
+            self.claim([self.index.sku_item[s] for s in skus])
+            self.spawn(self._write_skus(skus))
+
+    def _write_gap(self, rows: int) -> float:
+        """Seconds to hold a write call that is not full, so that calls never spend more than
+        half the platform's budget: under load, rows coalesce into fewer, fuller calls."""
+        budget = self.channel.budget
+        if rows >= budget.max_write_batch or budget.restore_rate <= 0:
+            return 0.0
+        gap = 2 * budget.write_cost / budget.restore_rate
+        return max(0.0, self._last_write_at + gap - self.clock.monotonic())
+
+    def _wake_later(self, seconds: float) -> None:
+        if self._timer is not None and not self._timer.done():
+            return
+
+        async def later() -> None:
+            await self.clock.sleep(seconds)
+            self._wake.set()
+
+        self._timer = asyncio.create_task(later())
+
+    async def _periodic(self) -> None:
+        while True:
+            await self.clock.sleep(self.reconcile_interval)
+            self.request_reconcile()
+
+    async def _read(self, causes: dict[str, str]) -> None:
+        ids = list(causes)
+        try:
+            await self._read_items(ids, causes)
+        finally:
+            self._reading -= 1
+            self.release(ids)
+
+    # -- claims --------------------------------------------------------------------------------
+
+    def claim(self, item_ids: Iterable[str]) -> None:
+        """Mark items busy for one task of reads or writes."""
+        self.busy.update(item_ids)
+        self._inflight += 1
+
+    def release(self, item_ids: Iterable[str], *, task_done: bool = True) -> None:
+        """Free items of a claim (`task_done`: and end its task's slot), and dispatch again."""
+        self.busy.difference_update(item_ids)
+        if task_done:
+            self._inflight -= 1
+        self._wake.set()
+
+    @contextlib.contextmanager
+    def holding(self, item_ids: list[str]) -> Iterator[None]:
+        """Keep items busy for the length of the block, outside any read or write slot."""
+        self.busy.update(item_ids)
+        try:
+            yield
+        finally:
+            self.busy.difference_update(item_ids)
+
+    def sweep_ended(self, *, wake: bool = True) -> None:
+        """The catalogue pass ended (`wake`: dispatch what it queued)."""
+        self._reconciling = False
+        if wake:
+            self._wake.set()

@@ -1,0 +1,345 @@
+"""The write pipeline: plan a shop's counts from pools, send them, fold in the answers (DESIGN §5).
+
+A batch of writes carries an idempotency key persisted (`pending_write`) before it is sent, so
+a write whose outcome is unknown, even across a crash, is re-sent as the same request and
+applied at most once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import uuid
+from collections.abc import Callable, Sequence, Set
+from typing import Any
+
+import structlog
+from sqlalchemy import Connection
+from sqlmodel import select as orm_select
+
+from agent import ledger, observation, synclog
+from agent.channel import Channel, ChannelError, Write, WriteResult
+from agent.clock import Clock
+from agent.db import Database
+from agent.ledger import NewEvent
+from agent.models import Identity, PendingWrite
+from agent.observation import Append, Effects, Item, load_items, save_items
+from agent.rules import Decision
+from agent.scheduler import Scheduler
+from agent.sql import Tx
+
+__all__ = ["Allocate", "Writes"]
+
+log = structlog.get_logger(__name__)
+
+#: What to publish of a pool: a count, or a `Decision` that also says which rules decided.
+Allocate = Callable[[str, int], "int | Decision"]
+
+
+@dataclasses.dataclass(eq=False, kw_only=True)
+class Writes:
+    """Publishes the pools' targets to the shop, on items the scheduler claimed for it."""
+
+    db: Database
+    channel: Channel
+    clock: Clock
+    identity: Identity
+    allocate: Allocate
+    rng: random.Random
+    append: Append
+    scheduler: Scheduler
+    oversold: set[str] = dataclasses.field(default_factory=set)  # SKUs logged as oversold
+    # item -> the rules that decided the count in flight to it (for its `write` log row)
+    why: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def target_for(self, sku: str, pool: int) -> int:
+        """What to publish for a pool count (the allocate hook; never below zero)."""
+        return self.decide(sku, pool)[0]
+
+    def decide(self, sku: str, pool: int) -> tuple[int, str]:
+        """What to publish for a pool count, and which rules decided ("" for none)."""
+        made = self.allocate(sku, pool)
+        if isinstance(made, Decision):
+            return max(0, made.count), made.why
+        return max(0, int(made)), ""
+
+    async def plan(self, skus: list[str]) -> None:
+        """Write the targets of `skus` that differ from what the shop shows (their items are
+        claimed; each is released once its write has a definite outcome)."""
+        sched = self.scheduler
+        claimed = [sched.index.sku_item[s] for s in skus]
+        key = str(uuid.uuid4())
+        now = self.clock.now()
+        oversold = frozenset(self.oversold)
+
+        reasons: dict[str, str] = {}
+
+        def work(conn: Connection) -> tuple[list[Write], set[str], set[str]]:
+            writes: list[Write] = []
+            rows = load_items(conn, claimed)
+            pools = ledger.pools(conn, skus)
+            entries, cut, short, enough = [], [], set(), set()
+            for item_id in claimed:
+                row = rows.get(item_id)
+                if row is None or row.excluded or not row.sku or row.published is None:
+                    continue
+                pool = pools.get(row.sku)
+                if pool is None or pool.value is None:
+                    continue
+                if pool.value < 0 and row.sku not in oversold:
+                    short.add(row.sku)
+                    entries.append(
+                        synclog.entry(
+                            "oversold",
+                            now,
+                            sku=row.sku,
+                            after=pool.value,
+                            message=f"the group sold {-pool.value} more than it had; publishing 0",
+                        )
+                    )
+                elif pool.value >= 0:
+                    enough.add(row.sku)
+                target, why = self.decide(row.sku, pool.value)
+                if target != row.published:
+                    writes.append(Write(item_id, row.published, target))
+                    reasons[item_id] = why
+                elif row.cutover_pending:
+                    row.cutover_pending = False  # the shop already shows the group's count
+                    cut.append(row)
+            save_items(conn, cut)
+            synclog.insert(conn, entries)
+            if writes:
+                Tx(conn).run(
+                    'INSERT INTO pending_write ("key", writes, created_at, attempts) '
+                    "VALUES (?, ?, ?, 0)",
+                    (key, _dump(writes, set()), float(now)),
+                )
+            return writes, short, enough
+
+        try:
+            writes, short, enough = await self.db.run(work)
+        except BaseException:
+            sched.release(claimed)
+            raise
+        for sku in sorted(short):
+            log.warning("oversold", shop=self.identity.domain, sku=sku)
+        self.oversold = (self.oversold | short) - enough
+        written = {w.item_id for w in writes}
+        self.why.update((i, reasons[i]) for i in written if reasons.get(i))
+        sched.writing.update((w.item_id, w.target) for w in writes)
+        sched.release([i for i in claimed if i not in written], task_done=not writes)
+        if writes:
+            await self._send(key, writes, done=set())
+
+    async def resume(self) -> None:
+        """Re-send batches whose outcome was unknown when the agent stopped (same keys)."""
+        async with self.db.sessions() as session:
+            pending = list(await session.exec(orm_select(PendingWrite)))
+        for row in pending:
+            writes, done = _load(row.writes)
+            ids = [w.item_id for w in writes if w.item_id not in done]
+            log.info("write_resumed", shop=self.identity.domain, key=row.key, rows=len(ids))
+            self.scheduler.claim(ids)
+            self.scheduler.spawn(self._send(row.key, writes, done, resumed=True))
+
+    async def _send(
+        self, key: str, writes: list[Write], done: set[str], *, resumed: bool = False
+    ) -> None:
+        """Send a batch until every row has a definite outcome; the same key on every retry."""
+        attempt = 0
+        remaining = [w.item_id for w in writes if w.item_id not in done]
+        try:
+            while True:
+                results = await self._call_write(key, writes)
+                retried = resumed or attempt > 0
+                unknown = await self._apply_results(key, writes, results, done, retried=retried)
+                if not unknown:
+                    return
+                self.scheduler.release([i for i in remaining if i not in unknown], task_done=False)
+                remaining = list(unknown)
+                attempt += 1
+                delay = min(30.0, 0.2 * 2**attempt) * (0.5 + self.rng.random())
+                log.warning(
+                    "write_unknown",
+                    shop=self.identity.domain,
+                    key=key,
+                    rows=len(unknown),
+                    attempt=attempt,
+                    retry_in=round(delay, 2),
+                )
+                await self.clock.sleep(delay)
+        finally:
+            self.scheduler.release(remaining)
+
+    async def _call_write(self, key: str, writes: list[Write]) -> list[WriteResult]:
+        stats = self.scheduler.stats
+        stats["writes"] += 1
+        stats["write_rows"] += len(writes)
+        try:
+            results = await self.channel.write(writes, key=key)
+        except ChannelError as exc:
+            return [WriteResult(w.item_id, "error", message=str(exc)) for w in writes]
+        except Exception as exc:
+            log.warning("write_call_failed", shop=self.identity.domain, error=repr(exc))
+            return [WriteResult(w.item_id, "unknown", message=repr(exc)) for w in writes]
+        if len(results) != len(writes):
+            raise RuntimeError(f"channel returned {len(results)} results for {len(writes)} writes")
+        return results
+
+    async def _apply_results(
+        self,
+        key: str,
+        writes: list[Write],
+        results: list[WriteResult],
+        done: set[str],
+        *,
+        retried: bool = False,
+    ) -> set[str]:
+        """Fold a write's results into items, events and the log; returns rows still unknown.
+
+        The answer to a retry of a write whose first answer was lost may be the platform's
+        replay of that first answer, with the count of that moment: a sale since then is not
+        in it. So each row a retry settled as ``ok`` is read afresh.
+        """
+        now = self.clock.now()
+        held = frozenset(done)
+
+        def work(conn: Connection) -> tuple[Effects, set[str]]:
+            effects, unknown = Effects(), set()
+            rows = load_items(conn, [w.item_id for w in writes])
+            new_events: list[NewEvent] = []
+            entries: list[dict[str, Any]] = []
+            changed: list[Item] = []
+            for write, result in zip(writes, results, strict=True):
+                row = rows.get(write.item_id)
+                if write.item_id in held or row is None or not row.sku:
+                    continue
+                if result.status == "unknown":
+                    unknown.add(write.item_id)
+                    continue
+                effects.written.append(write.item_id)
+                effects.touched.append(write.item_id)
+                state = row.state()
+                why = self.why.pop(write.item_id, "")
+                event = _fold_result(entries, effects, row, write, result, now, why)
+                if row.state() != state:
+                    changed.append(row)
+                if row.published is not None and result.status == "ok":
+                    effects.seen[write.item_id] = row.published
+                if event is not None:
+                    new_events.append(event)
+            tx = Tx(conn)
+            if unknown:
+                settled = held | set(effects.written)
+                tx.run(
+                    'UPDATE pending_write SET writes = ?, attempts = attempts + 1 WHERE "key" = ?',
+                    (_dump(writes, settled), key),
+                )
+            else:
+                tx.run('DELETE FROM pending_write WHERE "key" = ?', (key,))
+            save_items(conn, changed)
+            synclog.insert(conn, entries)
+            effects.events = self.append(conn, new_events, now)
+            return effects, unknown
+
+        effects, unknown = await self.db.run(work)
+        done.update(effects.written)
+        if retried:
+            for write, result in zip(writes, results, strict=True):
+                if result.status == "ok" and write.item_id in done - held:
+                    effects.read.setdefault(write.item_id, "retried write")
+        self.scheduler.settle(effects)
+        for failed in effects.failed:
+            log.error("write_failed", shop=self.identity.domain, sku=failed[0], error=failed[1])
+        if not unknown:
+            try:  # never sent again: what the channel noted for it can go
+                await self.channel.settled(key)
+            except Exception as exc:  # a leftover note is dropped at the next start
+                log.warning("settle_failed", shop=self.identity.domain, key=key, error=repr(exc))
+        return unknown
+
+
+def _fold_result(
+    entries: list[dict[str, Any]],
+    effects: Effects,
+    row: Item,
+    write: Write,
+    result: WriteResult,
+    now: float,
+    why: str = "",
+) -> NewEvent | None:
+    """One row's write result: the item's new published count, its log entries (a `write`
+    row names the rules that decided its count, `why`), and the event if the shop moved at
+    the same moment."""
+    sku = row.sku
+    assert sku is not None
+    if result.status == "ok":
+        after = write.target if result.available is None else result.available
+        row.published = write.target
+        row.cutover_pending = False
+        entries.append(
+            synclog.entry(
+                "write",
+                now,
+                sku=sku,
+                before=write.expected,
+                delta=write.target - write.expected,
+                after=write.target,
+                message=why,
+            )
+        )
+        if after != write.target:  # the shop moved at the same moment: a local sale
+            row.published = after
+            entries.append(
+                synclog.entry(
+                    "change",
+                    now,
+                    sku=sku,
+                    before=write.target,
+                    delta=after - write.target,
+                    after=after,
+                    message="during write",
+                )
+            )
+            return NewEvent(sku, "change", delta=after - write.target, cause="during write")
+        return None
+    if result.status == "conflict":
+        entries.append(
+            synclog.entry(
+                "write_conflict",
+                now,
+                sku=sku,
+                before=write.expected,
+                after=result.available,
+                message="shop moved; re-read",
+            )
+        )
+        effects.plan.add(sku)
+        if result.available is None:
+            effects.read[write.item_id] = "write conflict"
+            return None
+        # the rule looked up where it lives, so that every caller gets the same one
+        return observation.observe(row, result.available, None, "write conflict")
+    entries.append(
+        synclog.entry(
+            "write_failed",
+            now,
+            sku=sku,
+            before=write.expected,
+            after=write.target,
+            message=result.message[:500],
+        )
+    )
+    effects.failed.append((sku, result.message))
+    return None
+
+
+def _dump(writes: Sequence[Write], done: Set[str]) -> str:
+    return json.dumps([[w.item_id, w.expected, w.target, w.item_id in done] for w in writes])
+
+
+def _load(raw: str) -> tuple[list[Write], set[str]]:
+    rows = json.loads(raw)
+    writes = [Write(r[0], int(r[1]), int(r[2])) for r in rows]
+    return writes, {r[0] for r in rows if len(r) > 3 and r[3]}
