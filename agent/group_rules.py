@@ -17,7 +17,6 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import aiohttp
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -35,7 +34,6 @@ from agent.rules import (
     priority_from_wire,
     rules_from_wire,
 )
-from agent.signing import fingerprint
 from agent.sql import Tx
 from agent.transport import PeerCaller
 
@@ -251,21 +249,9 @@ class RuleBook:
         record = dataclasses.replace(record, proof=self.roster.sign(record.message()))
         await self._store([record], via=self.shop)
         told: list[str] = []
-        for member in await self.roster.members_wire() if tell else []:
-            if member["state"] != "active":
-                continue
-            try:
-                status, _ = await self.call(
-                    member["agent_url"],
-                    fingerprint(member["public_key"]),
-                    "POST",
-                    "/peer/rules",
-                    {"records": [record.to_wire()]},
-                )
-                if status == 200:
-                    told.append(member["domain"])
-            except (aiohttp.ClientError, TimeoutError, OSError):
-                pass
+        if tell:
+            body = {"records": [record.to_wire()]}
+            told = await self.roster.tell_all(self.call, "/peer/rules", body)
         return {"record": record.to_wire(), "told": told}
 
     def wire(self) -> list[dict[str, Any]]:

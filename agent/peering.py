@@ -270,21 +270,7 @@ class Peering:
 
     async def _tell_all(self) -> list[str]:
         """Send this agent's own (new) record to every member that has not left."""
-        told = []
-        body = {"member": self.roster.me()}
-        for member in await self.roster.members_wire():
-            if member["state"] == "left":
-                continue
-            try:
-                audience = fingerprint(member["public_key"])
-                status, _ = await self.call(
-                    member["agent_url"], audience, "POST", "/peer/state", body
-                )
-                if status == 200:
-                    told.append(member["domain"])
-            except (aiohttp.ClientError, TimeoutError, OSError):
-                pass
-        return told
+        return await self.roster.tell_all(self.call, "/peer/state", {"member": self.roster.me()})
 
     async def leave(self) -> dict[str, Any]:
         if not await self.roster.in_group():

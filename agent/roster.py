@@ -13,6 +13,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aiohttp
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlmodel import col, select
@@ -31,6 +32,7 @@ from agent.membership import (
 from agent.models import EventRow, Identity, PeerRow
 from agent.signing import fingerprint, load_public_key_b64
 from agent.sql import Tx
+from agent.transport import PeerCaller
 
 __all__ = ["OWN_RECORD", "PeerError", "Roster", "parse_member", "said", "write_peer"]
 
@@ -260,6 +262,22 @@ class Roster:
         async with self.db.sessions() as session:
             peer = (await session.exec(select(PeerRow).where(col(PeerRow.state).in_(LIVE)))).first()
         return peer is not None
+
+    async def tell_all(self, call: PeerCaller, path: str, body: Any) -> list[str]:
+        """POST `body` to `path` at every member that has not left; the domains that took it
+        (one away now gets the news with its next pull)."""
+        told = []
+        for member in await self.members_wire():
+            if member["state"] == "left":
+                continue
+            try:
+                audience = fingerprint(member["public_key"])
+                status, _ = await call(member["agent_url"], audience, "POST", path, body)
+                if status == 200:
+                    told.append(member["domain"])
+            except (aiohttp.ClientError, TimeoutError, OSError):
+                pass
+        return told
 
     async def members_wire(self) -> list[dict[str, Any]]:
         async with self.db.sessions() as session:
