@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 # For plugins, which import only this contract: JSON from a webhook body, bounded in depth and
 # failing with JSONError (a ValueError, answered 400) on invalid UTF-8, invalid JSON or nesting.
+from agent.credentials import Credentials, Grant, RenewingToken, StaticToken
 from agent.jsonsafe import JSONError
 from agent.jsonsafe import loads as parse_json
 
@@ -22,11 +23,15 @@ __all__ = [
     "ChannelError",
     "ChannelSettings",
     "ConfigError",
+    "Credentials",
+    "Grant",
     "Item",
     "JSONError",
     "Journal",
     "MemoryJournal",
     "RateBudget",
+    "RenewingToken",
+    "StaticToken",
     "parse_json",
     "WebhookHint",
     "WebhookRejected",
@@ -220,6 +225,11 @@ class Channel(abc.ABC):
     the `register_channels` hook. The core builds one instance per agent with the plugin's own
     typed settings, the agent's shared `aiohttp.ClientSession` and its clock (so tests and the
     simulation can inject both), then sets `journal` to one kept in the agent's database.
+
+    `credentials` is how the channel authenticates: by default a `StaticToken` of the
+    `access_token` option. A platform whose tokens expire sets a `RenewingToken` instead, asks
+    it for the token before each call and, on HTTP 401, for `renewed(token)` once before
+    retrying that call once; so renewal stays inside the channel and the core never sees it.
     """
 
     name: ClassVar[str]
@@ -233,6 +243,7 @@ class Channel(abc.ABC):
         self.http = http
         self.clock = clock
         self.journal: Journal = MemoryJournal()
+        self.credentials: Credentials = StaticToken(str(getattr(settings, "access_token", "")))
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Called once before first use (look up locations, warm caches)."""

@@ -491,3 +491,67 @@ async def test_short_order_gets_409_and_changes_nothing(
     assert resp.status == 409
     resp = await client.get("/_emulator/inventory")
     assert await resp.json() == {f"SKU-0000{n}": 100 for n in range(1, 6)}
+
+
+# -- tokens: client credentials, expiry, the emulator's clock ---------------------------------
+
+LOCATIONS = "{ locations(first: 5) { nodes { id } } }"
+
+
+async def grant(client: Any, **fields: str) -> Any:
+    form = {"grant_type": "client_credentials", "client_id": "emulator-client-id",
+            "client_secret": SECRET, **fields}  # fmt: skip
+    return await client.post("/admin/oauth/access_token", data=form)
+
+
+async def test_client_credentials_grant_a_token_that_expires_after_24_hours(client: Any) -> None:
+    resp = await grant(client)
+    assert resp.status == 200
+    body = await resp.json()
+    assert body["expires_in"] == 86399
+    assert set(body["scope"].split(",")) >= {"read_inventory", "write_inventory", "read_locations"}
+    token = body["access_token"]
+    assert token.startswith("shpat_")
+    status, _ = await gql(client, LOCATIONS, token=token)
+    assert status == 200
+    advanced = await client.post("/_emulator/clock/advance", json={"seconds": 86398})
+    assert advanced.status == 200
+    assert (await gql(client, LOCATIONS, token=token))[0] == 200
+    await client.post("/_emulator/clock/advance", json={"seconds": 2})
+    status, body = await gql(client, LOCATIONS, token=token)
+    assert status == 401
+    assert body == {
+        "errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"
+    }
+    # a legacy custom app's static token does not expire
+    assert (await gql(client, LOCATIONS))[0] == 200
+    assert (await (await client.get("/_emulator/tokens")).json())["issued"] == 1
+
+
+async def test_client_credentials_accept_a_json_body_and_refuse_a_wrong_secret_or_grant(
+    client: Any,
+) -> None:
+    resp = await client.post(
+        "/admin/oauth/access_token",
+        json={"grant_type": "client_credentials", "client_id": "emulator-client-id",
+              "client_secret": SECRET},
+    )  # fmt: skip
+    assert resp.status == 200
+    wrong = await grant(client, client_secret="nope")
+    assert wrong.status == 400
+    assert (await wrong.json())["error"] == "invalid_client"
+    other = await grant(client, grant_type="password")
+    assert (await other.json())["error"] == "unsupported_grant_type"
+
+
+async def test_token_lifetime_is_configurable(aiohttp_client: Any) -> None:
+    client = await aiohttp_client(make_emulator(token_lifetime=60).build_app())
+    body = await (await grant(client)).json()
+    assert body["expires_in"] == 60
+    await client.post("/_emulator/clock/advance", json={"seconds": 61})
+    assert (await gql(client, LOCATIONS, token=body["access_token"]))[0] == 401
+
+
+async def test_clock_advance_refuses_a_negative_or_missing_amount(client: Any) -> None:
+    for body in ({"seconds": -1}, {}, {"seconds": "1"}):
+        assert (await client.post("/_emulator/clock/advance", json=body)).status == 400

@@ -53,6 +53,11 @@ class EmulatorOptions:
     skus: int = 10
     token: str = "emulator-token"
     webhook_secret: str = "emulator-secret"
+    # The app's id for token grants (client credentials, refresh); its secret is
+    # `webhook_secret`, since both platforms sign webhooks with the app's client secret.
+    client_id: str = "emulator-client-id"
+    # Lifetime of granted tokens in seconds; None: the platform's (Shopify 24 h, SHOPLINE 10 h).
+    token_lifetime: float | None = None
     plan: str = "standard"
     initial_available: int = 100
     rate_limit: bool = True

@@ -17,14 +17,21 @@ from agent.channel import (
     ChannelError,
     ChannelSettings,
     ConfigError,
+    Grant,
     Item,
     RateBudget,
+    RenewingToken,
     WebhookHint,
     Write,
     WriteResult,
 )
 from plugins.shopify import queries, webhooks
-from plugins.shopify.client import CostExceeded, ShopifyClient, ShopifyUnavailable
+from plugins.shopify.client import (
+    CostExceeded,
+    ShopifyClient,
+    ShopifyUnavailable,
+    client_credentials_grant,
+)
 
 if TYPE_CHECKING:
     import aiohttp
@@ -55,11 +62,19 @@ _BULK_MAX_WAIT = 3600.0
 
 @dataclasses.dataclass
 class ShopifySettings(ChannelSettings):
-    """Options of the ``[channel.options]`` table for a Shopify shop."""
+    """Options of the ``[channel.options]`` table for a Shopify shop.
+
+    Credentials: ``access_token`` (a legacy custom app's static ``shpat_`` token), or
+    ``client_id`` and ``client_secret`` of a Dev Dashboard app, whose 24 h tokens the channel
+    gets through the client-credentials grant and renews. ``webhook_secret`` defaults to
+    ``client_secret``, which is what Shopify signs a Dev Dashboard app's webhooks with.
+    """
 
     api_url: str
-    access_token: str = dataclasses.field(repr=False)
-    webhook_secret: str = dataclasses.field(repr=False)
+    access_token: str = dataclasses.field(default="", repr=False)
+    webhook_secret: str = dataclasses.field(default="", repr=False)
+    client_id: str = ""
+    client_secret: str = dataclasses.field(default="", repr=False)
     location_id: str = ""
     api_version: str = "2026-10"
     bulk: bool = True
@@ -71,9 +86,18 @@ class ShopifySettings(ChannelSettings):
         self.api_url = str(self.api_url).rstrip("/")
         if not re.match(r"^https?://[^/]+", self.api_url):
             raise ConfigError("channel option api_url must be an http(s) URL")
-        for name in ("access_token", "webhook_secret"):
-            if not str(getattr(self, name)).strip():
-                raise ConfigError(f"channel option {name} must not be empty")
+        self.client_id = str(self.client_id).strip()
+        if bool(self.client_id) != bool(str(self.client_secret).strip()):
+            raise ConfigError("channel options client_id and client_secret go together")
+        if not str(self.access_token).strip() and not self.client_id:
+            raise ConfigError(
+                "missing channel option access_token (or client_id and client_secret of a "
+                "Dev Dashboard app)"
+            )
+        if not str(self.webhook_secret).strip():
+            if not self.client_id:
+                raise ConfigError("channel option webhook_secret must not be empty")
+            self.webhook_secret = self.client_secret
         if not re.match(r"^(\d{4}-\d{2}|unstable)$", self.api_version):
             raise ConfigError("channel option api_version must look like 2026-10 or unstable")
         location = str(self.location_id).strip()
@@ -113,11 +137,19 @@ class ShopifyChannel(Channel):
             read_cost=queries.read_cost(MAX_BATCH),
             unit="points",
         )
+        if settings.client_id:
+            self.credentials = RenewingToken(
+                self._client_credentials,
+                clock=clock,
+                kind="client_credentials",
+                shop=settings.api_url,
+                initial=settings.access_token,
+            )
         self.client = ShopifyClient(
             http,
             clock,
             endpoint=settings.endpoint,
-            token=settings.access_token,
+            credentials=self.credentials,
             timeout=settings.timeout,
             retry_base=settings.retry_base,
             max_retries=settings.max_retries,
@@ -134,6 +166,16 @@ class ShopifyChannel(Channel):
             self.budget = dataclasses.replace(
                 self.budget, bucket=maximum, restore_rate=restore_rate
             )
+
+    async def _client_credentials(self) -> Grant:
+        return await client_credentials_grant(
+            self.http,
+            self.clock,
+            f"{self.settings.api_url}/admin/oauth/access_token",
+            self.settings.client_id,
+            self.settings.client_secret,
+            timeout=self.settings.timeout,
+        )
 
     async def start(self) -> None:
         """Resolve the location once, so the first webhook can already be filtered by it."""

@@ -7,6 +7,12 @@ plan, and answers like Shopify: `data`, `errors` and `extensions.cost` on every 
 changes emit signed, REST-shaped webhooks. Extras beside the common control API:
 ``GET /_emulator/bulk/{id}.jsonl`` (bulk results) and ``POST /_emulator/shopify/items``
 ``{"sku", "tracked"?, "stocked"?}`` (make an item untracked or not stocked at the location).
+
+Tokens: the configured static token (a legacy custom app's ``shpat_``) never expires; a Dev
+Dashboard app gets tokens from ``POST /admin/oauth/access_token`` (client credentials:
+``client_id`` = `EmulatorOptions.client_id`, ``client_secret`` = the webhook secret, form or
+JSON body), which answer ``{"access_token", "scope", "expires_in": 86399}`` and then 401 like a
+wrong token once expired on the emulator's clock.
 """
 
 from __future__ import annotations
@@ -64,6 +70,8 @@ _STATUS_BODIES = {
     504: "Gateway Timeout",
 }
 _UNAUTHORIZED = "[API] Invalid API key or access token (unrecognized login or wrong password)"
+# What a Dev Dashboard app is granted when it asks for the scopes shopsync needs (shopify.md §6).
+GRANTED_SCOPES = "read_inventory,write_inventory,read_products,read_orders,read_locations"
 _EVENT_NAMESPACE = uuid.UUID("8a1d6f0e-3c52-4d1b-9e4f-7b0c2a9d5e31")
 
 
@@ -76,6 +84,11 @@ def _max_cost_message(cost: int) -> str:
     )
 
 
+def _oauth_error(code: str, description: str) -> web.Response:
+    # RFC 6749 §5.2 error body; Shopify's exact wording and status are unverified.
+    return web.json_response({"error": code, "error_description": description}, status=400)
+
+
 def _rest_time(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds")
 
@@ -84,6 +97,8 @@ class ShopifyEmulator(Emulator):
     """One emulated Shopify shop with one location, ``gid://shopify/Location/1``."""
 
     name = "shopify"
+    token_lifetime = 86399.0  # the client-credentials grant's expires_in
+    token_prefix = "shpat_"
 
     def __init__(self, options: EmulatorOptions, *, clock: Callable[[], float] = time.time):
         if options.plan not in PLANS:
@@ -94,7 +109,7 @@ class ShopifyEmulator(Emulator):
         self.graph = Graph(self)
         self.query_root = QueryRoot(self.graph)
         self.mutation_root = MutationRoot(self.graph)
-        self.bulk = BulkRunner(self.query_root, clock)
+        self.bulk = BulkRunner(self.query_root, self.clock)
 
     def make_bucket(self) -> LeakyBucket:
         """Cost points per plan: Standard 2000 at 100/s ... Enterprise 40000 at 2000/s."""
@@ -104,6 +119,7 @@ class ShopifyEmulator(Emulator):
     def add_platform_routes(self, app: web.Application) -> None:
         """The GraphQL endpoint, bulk result files and Shopify-only test hooks."""
         app.router.add_post("/admin/api/{version}/graphql.json", self._h_graphql)
+        app.router.add_post("/admin/oauth/access_token", self._h_access_token)
         app.router.add_get(r"/_emulator/bulk/{op_id:\d+}.jsonl", self._h_bulk_file)
         app.router.add_post("/_emulator/shopify/items", self._h_item_flags)
 
@@ -118,8 +134,7 @@ class ShopifyEmulator(Emulator):
         version = request.match_info["version"]
         if version not in VERSIONS:
             return web.json_response({"errors": "Not Found"}, status=404)
-        token = request.headers.get("X-Shopify-Access-Token", "")
-        if not hmac.compare_digest(token.encode(), self.options.token.encode()):
+        if not self.token_valid(request.headers.get("X-Shopify-Access-Token", "")):
             return web.json_response({"errors": _UNAUTHORIZED}, status=401)
         try:
             body = await request.json()
@@ -136,6 +151,34 @@ class ShopifyEmulator(Emulator):
             log.info("emulator_dropped_connection", shop=self.options.shop)
             self.drop_connection(request)
         return web.json_response(reply)
+
+    async def _h_access_token(self, request: web.Request) -> web.Response:
+        """The OAuth client-credentials grant of a Dev Dashboard app installed on this shop."""
+        fields: dict[str, Any]
+        if request.content_type == "application/json":
+            try:
+                fields = await request.json()
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                fields = {}
+            if not isinstance(fields, dict):
+                fields = {}
+        else:
+            fields = dict(await request.post())
+        if fields.get("grant_type") != "client_credentials":
+            return _oauth_error("unsupported_grant_type", "grant_type must be client_credentials")
+        client_id, secret = str(fields.get("client_id", "")), str(fields.get("client_secret", ""))
+        good_id = hmac.compare_digest(client_id.encode(), self.options.client_id.encode())
+        good_secret = hmac.compare_digest(secret.encode(), self.options.webhook_secret.encode())
+        if not (good_id and good_secret):
+            return _oauth_error("invalid_client", "Client authentication failed")
+        token, _expires_at = self.tokens.issue()
+        return web.json_response(
+            {
+                "access_token": token,
+                "scope": GRANTED_SCOPES,
+                "expires_in": int(self.tokens.lifetime),
+            }
+        )
 
     def execute(
         self,
