@@ -52,8 +52,10 @@ from agent.channel import (
     ChannelError,
     ChannelSettings,
     ConfigError,
+    Grant,
     Item,
     RateBudget,
+    RenewingToken,
     WebhookHint,
     Write,
     WriteResult,
@@ -66,6 +68,7 @@ from plugins.shopline.client import (
     ShoplineUnavailable,
     format_time,
     parse_time,
+    refresh_grant,
 )
 from plugins.shopline.resolve import (
     Observation,
@@ -95,14 +98,20 @@ class ShoplineSettings(ChannelSettings):
     """The `[channel.options]` of a SHOPLINE shop.
 
     `api_url` is the store's base URL (``https://{handle}.myshopline.com``, or an emulator's);
+    credentials are ``access_token`` (a private app's static token) and/or ``app_key`` and
+    ``app_secret`` of a custom or public app, whose 10 h tokens the channel refreshes itself
+    (starting from ``access_token`` when given); `webhook_secret` defaults to ``app_secret``,
+    which SHOPLINE signs an app's webhooks with;
     `location_id` defaults to the store's default location; `rate` and `burst` pace our own
     requests (SHOPLINE: 4 per second, 40 at once); `clock_skew` bounds how far SHOPLINE's clock
     may be from ours when an unknown write outcome is resolved from order timestamps.
     """
 
     api_url: str
-    access_token: str = dataclasses.field(repr=False)
-    webhook_secret: str = dataclasses.field(repr=False)
+    access_token: str = dataclasses.field(default="", repr=False)
+    webhook_secret: str = dataclasses.field(default="", repr=False)
+    app_key: str = ""
+    app_secret: str = dataclasses.field(default="", repr=False)
     location_id: str | None = None
     api_version: str = "v20260601"
     timeout: float = 10.0
@@ -116,10 +125,17 @@ class ShoplineSettings(ChannelSettings):
         self.api_url = str(self.api_url).rstrip("/")
         if not self.api_url.startswith(("http://", "https://")):
             raise ConfigError("channel option api_url must start with http:// or https://")
-        if not self.access_token:
-            raise ConfigError("channel option access_token must not be empty")
+        self.app_key = str(self.app_key).strip()
+        if bool(self.app_key) != bool(self.app_secret):
+            raise ConfigError("channel options app_key and app_secret go together")
+        if not self.access_token and not self.app_key:
+            raise ConfigError(
+                "channel option access_token must not be empty (or give app_key and app_secret)"
+            )
         if not self.webhook_secret:
-            raise ConfigError("channel option webhook_secret must not be empty")
+            if not self.app_key:
+                raise ConfigError("channel option webhook_secret must not be empty")
+            self.webhook_secret = self.app_secret
         if self.location_id is not None:
             self.location_id = str(self.location_id).strip() or None
         if not _VERSION.match(self.api_version):
@@ -183,12 +199,20 @@ class ShoplineChannel(Channel):
             max_read_batch=50,
             unit="requests",
         )
+        if settings.app_key:
+            self.credentials = RenewingToken(
+                self._refresh,
+                clock=clock,
+                kind="refresh",
+                shop=settings.api_url,
+                initial=settings.access_token,
+            )
         self.client = ShoplineClient(
             http=http,
             clock=clock,
             api_url=settings.api_url,
             api_version=settings.api_version,
-            access_token=settings.access_token,
+            credentials=self.credentials,
             timeout=settings.timeout,
             retry_base=settings.retry_base,
             max_retries=settings.max_retries,
@@ -200,6 +224,16 @@ class ShoplineChannel(Channel):
         self._catalogue: dict[str, tuple[str | None, str | None]] = {}  # item -> (variant, sku)
 
     # -- set-up ------------------------------------------------------------------------------
+
+    async def _refresh(self) -> Grant:
+        return await refresh_grant(
+            self.http,
+            self.clock,
+            f"{self.options.api_url}/admin/oauth/token/refresh",
+            self.options.app_key,
+            self.options.app_secret,
+            timeout=self.options.timeout,
+        )
 
     async def start(self) -> None:
         """Find the location to work at (the configured one, else the store's default)."""
