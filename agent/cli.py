@@ -318,6 +318,8 @@ async def cmd_emulator(args: argparse.Namespace) -> int:
         raise ConfigError(f"--port must be 1..65535, got {args.port}")
     if args.skus < 0:
         raise ConfigError("--skus must not be negative")
+    if args.token_lifetime is not None and args.token_lifetime <= 0:
+        raise ConfigError("--token-lifetime must be a positive number of seconds")
     for name in ("webhook_duplicate", "webhook_drop"):
         if not 0 <= getattr(args, name) <= 1:
             raise ConfigError(f"--{name.replace('_', '-')} is a probability between 0 and 1")
@@ -326,6 +328,8 @@ async def cmd_emulator(args: argparse.Namespace) -> int:
         skus=args.skus,
         token=args.token,
         webhook_secret=args.webhook_secret,
+        client_id=args.client_id,
+        token_lifetime=args.token_lifetime,
         plan=args.plan,
         initial_available=args.available,
         rate_limit=not args.no_rate_limit,
@@ -487,7 +491,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skus", type=int, default=10, help="products to create (default 10)")
     p.add_argument("--available", type=int, default=100, help="initial count of each")
     p.add_argument("--token", default="emulator-token")
-    p.add_argument("--webhook-secret", default="emulator-secret")
+    p.add_argument("--webhook-secret", default="emulator-secret", help="also the app's secret")
+    p.add_argument("--client-id", default="emulator-client-id", help="the app's id for grants")
+    p.add_argument(
+        "--token-lifetime",
+        type=float,
+        metavar="SECONDS",
+        help="lifetime of granted tokens (default: the platform's, 24 h Shopify, 10 h SHOPLINE)",
+    )
     p.add_argument(
         "--plan", default="standard", choices=["standard", "advanced", "plus", "enterprise"]
     )
