@@ -318,6 +318,8 @@ async def cmd_emulator(args: argparse.Namespace) -> int:
         raise ConfigError(f"--port must be 1..65535, got {args.port}")
     if args.skus < 0:
         raise ConfigError("--skus must not be negative")
+    if args.locations < 1:
+        raise ConfigError("--locations must be at least 1")
     if args.token_lifetime is not None and args.token_lifetime <= 0:
         raise ConfigError("--token-lifetime must be a positive number of seconds")
     for name in ("webhook_duplicate", "webhook_drop"):
@@ -330,6 +332,7 @@ async def cmd_emulator(args: argparse.Namespace) -> int:
         webhook_secret=args.webhook_secret,
         client_id=args.client_id,
         token_lifetime=args.token_lifetime,
+        locations=args.locations,
         plan=args.plan,
         initial_available=args.available,
         rate_limit=not args.no_rate_limit,
@@ -493,6 +496,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token", default="emulator-token")
     p.add_argument("--webhook-secret", default="emulator-secret", help="also the app's secret")
     p.add_argument("--client-id", default="emulator-client-id", help="the app's id for grants")
+    p.add_argument(
+        "--locations", type=int, default=1, help="Shopify: locations, the primary last by name"
+    )
     p.add_argument(
         "--token-lifetime",
         type=float,

@@ -23,8 +23,14 @@ from tests.test_layering import PLUGIN_MAY_IMPORT, _imports
 
 FAST = {"retry_base": 0.01}
 HARNESSES = {
-    # bulk off: the suite lists a catalogue larger than one page, so make Shopify page.
-    "shopify": ChannelHarness("shopify", page_size=200, options={**FAST, "bulk": False}),
+    # bulk off: the suite lists a catalogue larger than one page, so make Shopify page. Three
+    # locations, the primary one last by name: the channel must find the primary one.
+    "shopify": ChannelHarness(
+        "shopify",
+        page_size=200,
+        options={**FAST, "bulk": False},
+        emulator_options={"locations": 3},
+    ),
     # A Dev Dashboard app: 24 h tokens from the client-credentials grant, renewed.
     "shopify-app": ChannelHarness(
         "shopify",

@@ -453,3 +453,22 @@ async def test_a_refused_static_token_stays_final(
     channel = make_channel(api_url, http, access_token="shpat_wrong")
     with pytest.raises(ChannelError, match="check access_token"):
         await channel.start()
+
+
+# -- the location -------------------------------------------------------------------------------
+
+
+async def test_without_location_id_the_channel_works_at_the_primary_location(
+    aiohttp_client: Any, http: aiohttp.ClientSession
+) -> None:
+    emulator = make_emulator(locations=3)  # "Annex 2" and "Annex 3" sort before the primary
+    client = await aiohttp_client(emulator.build_app())
+    api_url = str(client.make_url("")).rstrip("/")
+    channel = make_channel(api_url, http, bulk=False)
+    await channel.start()
+    assert await channel.location() == "gid://shopify/Location/1"
+    assert len(await collect(channel)) == 5
+    configured = make_channel(api_url, http, bulk=False, location_id="2")
+    await configured.start()
+    assert await configured.location() == "gid://shopify/Location/2"
+    assert await collect(configured) == []  # the annex stocks nothing, and location_id wins

@@ -555,3 +555,31 @@ async def test_token_lifetime_is_configurable(aiohttp_client: Any) -> None:
 async def test_clock_advance_refuses_a_negative_or_missing_amount(client: Any) -> None:
     for body in ({"seconds": -1}, {}, {"seconds": "1"}):
         assert (await client.post("/_emulator/clock/advance", json=body)).status == 400
+
+
+# -- locations: the primary one is not the first by name ---------------------------------------
+
+
+async def test_several_locations_sort_by_name_and_location_without_id_is_the_primary(
+    aiohttp_client: Any,
+) -> None:
+    client = await aiohttp_client(make_emulator(locations=3).build_app())
+    query = "{ locations(first: 10) { nodes { id name isActive } } location { id name } }"
+    status, body = await gql(client, query)
+    assert status == 200
+    nodes = body["data"]["locations"]["nodes"]
+    assert [n["name"] for n in nodes] == ["Annex 2", "Annex 3", "Shop location"]
+    assert nodes[0]["id"] == "gid://shopify/Location/2"
+    assert body["data"]["location"] == {"id": LOC, "name": "Shop location"}
+    by_id = '{ location(id: "gid://shopify/Location/3") { name } }'
+    assert (await gql(client, by_id))[1]["data"]["location"] == {"name": "Annex 3"}
+
+
+async def test_a_write_at_a_location_that_stocks_nothing_is_refused(aiohttp_client: Any) -> None:
+    emulator = make_emulator(locations=2)
+    client = await aiohttp_client(emulator.build_app())
+    row = {"inventoryItemId": item_gid(emulator), "quantity": 5, "changeFromQuantity": 100,
+           "locationId": "gid://shopify/Location/2"}  # fmt: skip
+    _, body = await gql(client, SET, {"input": set_input([row]), "key": "k-annex"})
+    errors = body["data"]["inventorySetQuantities"]["userErrors"]
+    assert [e["code"] for e in errors] == ["ITEM_NOT_STOCKED_AT_LOCATION"]

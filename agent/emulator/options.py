@@ -58,6 +58,9 @@ class EmulatorOptions:
     client_id: str = "emulator-client-id"
     # Lifetime of granted tokens in seconds; None: the platform's (Shopify 24 h, SHOPLINE 10 h).
     token_lifetime: float | None = None
+    # Locations the shop has (Shopify): the primary one holds the stock; the others stock
+    # nothing and their names sort before it, as a shop's warehouses often do.
+    locations: int = 1
     plan: str = "standard"
     initial_available: int = 100
     rate_limit: bool = True

@@ -182,18 +182,23 @@ class ShopifyChannel(Channel):
         await self.location()
 
     async def location(self) -> str:
-        """The Location gid: configured, else the shop's first active location."""
+        """The Location gid: configured, else the shop's primary location."""
         if self._location is not None:
             return self._location
         async with self._location_lock:
             if self._location is None:
-                data = await self.client.call(queries.LOCATIONS, {}, cost=queries.LOCATIONS_COST)
-                nodes = (data.get("locations") or {}).get("nodes") or []
-                active = [n["id"] for n in nodes if isinstance(n, dict) and n.get("isActive")]
-                if not active:
-                    raise ChannelError("the shop has no active location")
-                self._location = active[0]
-                log.info("shopify_location", location=self._location)
+                data = await self.client.call(
+                    queries.PRIMARY_LOCATION, {}, cost=queries.PRIMARY_LOCATION_COST
+                )
+                primary = data.get("location")
+                if not isinstance(primary, dict) or not primary.get("id"):
+                    raise ChannelError("the shop reports no primary location: set location_id")
+                if not primary.get("isActive", True):
+                    raise ChannelError(
+                        f"the shop's primary location {primary['id']} is inactive: set location_id"
+                    )
+                self._location = str(primary["id"])
+                log.info("shopify_location", location=self._location, primary=True)
         return self._location
 
     # -- reading -------------------------------------------------------------------------------

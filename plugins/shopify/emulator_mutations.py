@@ -353,7 +353,8 @@ class MutationRoot:
                 )
             )
             return None
-        if parse_gid(row["locationId"], "Location") != LOCATION_ID:
+        location = parse_gid(row["locationId"], "Location")
+        if location not in self.graph.location_ids():
             errors.append(
                 _error(
                     [*path, "locationId"],
@@ -372,7 +373,8 @@ class MutationRoot:
             )
             return None
         seen.add(variant.inventory_item_id)
-        if variant.inventory_item_id in self.emu.unstocked:
+        # Only the primary location holds stock; the others stock nothing.
+        if location != LOCATION_ID or variant.inventory_item_id in self.emu.unstocked:
             errors.append(
                 _error(
                     [*path, "inventoryItemId"],
