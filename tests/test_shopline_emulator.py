@@ -445,3 +445,13 @@ async def test_a_refresh_with_a_wrong_sign_or_app_key_is_refused(aiohttp_client)
     body = await (await refresh(lifetime)).json()
     assert (await (await lifetime.get("/_emulator/tokens")).json()) == {"issued": 1, "lifetime": 5}
     assert body["data"]["accessToken"]
+
+
+async def test_each_list_refuses_a_page_larger_than_its_documented_maximum(aiohttp_client):
+    client = await start(aiohttp_client, make())
+    for path, maximum in (("orders.json", 100), ("products/products.json", 250)):
+        ok = await client.get(API + path, params={"limit": str(maximum)}, headers=AUTH)
+        assert ok.status == 200
+        over = await client.get(API + path, params={"limit": str(maximum + 1)}, headers=AUTH)
+        assert over.status == 400
+        assert str(maximum) in (await over.json())["errors"]

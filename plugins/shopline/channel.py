@@ -91,6 +91,9 @@ log = structlog.get_logger(__name__)
 _DIGITS = re.compile(r"^\d{1,64}$")
 _VERSION = re.compile(r"^v\d{8}$")
 _TIMESTAMP_RESOLUTION = 1.0  # SHOPLINE prints whole seconds
+# Each list endpoint's own page maximum: products 250, orders 100 (shopline.md §2).
+_PRODUCTS_PAGE = 250
+_ORDERS_PAGE = 100
 
 
 @dataclasses.dataclass
@@ -286,7 +289,7 @@ class ShoplineChannel(Channel):
 
     async def list_items(self) -> AsyncIterator[Item]:
         """Every variant's inventory item that is stocked at the location, page by page."""
-        params = {"limit": 250}
+        params = {"limit": _PRODUCTS_PAGE}
         async for products, _resp in self.client.pages("products/products", params, "products"):
             listed: list[_Listed] = []
             for product in products:
@@ -469,7 +472,7 @@ class ShoplineChannel(Channel):
         """Stock events on the item from orders updated since the base count was taken."""
         # An order's updated_at is at or after each of its events, so this window misses none.
         since = pending.base.sent - self.options.clock_skew - 1.0
-        params = {"status": "any", "updated_at_min": format_time(since), "limit": 250}
+        params = {"status": "any", "updated_at_min": format_time(since), "limit": _ORDERS_PAGE}
         location = await self._location()
         events: list[StockEvent] = []
         async for orders, _resp in self.client.pages("orders", params, "orders"):

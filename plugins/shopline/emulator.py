@@ -68,6 +68,7 @@ TOPICS = frozenset(
     }
 )
 UNLIMITED_PLANS = frozenset({"enterprise", "unlimited"})
+ORDERS_MAX_LIMIT = 100  # "the value must not exceed 100" (SDK order/get_orders.go)
 REFRESH_GRACE = 300.0  # "the old token stays valid for 5 minutes after a refresh"
 GRANTED_SCOPES = "read_products,read_inventory,write_inventory,read_orders,read_location"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -439,7 +440,7 @@ class ShoplineEmulator(Emulator):
                 out.append((order["id"], body))
             return out
 
-        return paginated(request, "orders", ("status", *time_names), rows)
+        return paginated(request, "orders", ("status", *time_names), rows, maximum=ORDERS_MAX_LIMIT)
 
     async def _api_webhooks(self, request: web.Request) -> web.Response:
         subs = [self._subscription_json(sub_id) for sub_id in sorted(self.webhooks.subscriptions)]
