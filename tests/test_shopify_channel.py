@@ -472,3 +472,20 @@ async def test_without_location_id_the_channel_works_at_the_primary_location(
     await configured.start()
     assert await configured.location() == "gid://shopify/Location/2"
     assert await collect(configured) == []  # the annex stocks nothing, and location_id wins
+
+
+async def test_previous_attempt_failed_is_retried_under_a_new_key_and_applied_once(
+    emulator: ShopifyEmulator, api_url: str, http: aiohttp.ClientSession
+) -> None:
+    channel = make_channel(api_url, http)
+    await channel.start()
+    item = item_gid(emulator, "SKU-00001")
+    emulator.fail_attempts = 1  # the first attempt fails inside Shopify, applying nothing
+    key = str(uuid.uuid4())
+    [result] = await channel.write([Write(item, 100, 90)], key=key)
+    assert result.status == "ok"
+    assert result.available == 90
+    [again] = await channel.write([Write(item, 100, 90)], key=key)  # the core's retry
+    assert again.status == "ok"
+    assert emulator.store.find_sku("SKU-00001").available == 90
+    assert len(emulator.store.write_log) == 1

@@ -583,3 +583,25 @@ async def test_a_write_at_a_location_that_stocks_nothing_is_refused(aiohttp_clie
     _, body = await gql(client, SET, {"input": set_input([row]), "key": "k-annex"})
     errors = body["data"]["inventorySetQuantities"]["userErrors"]
     assert [e["code"] for e in errors] == ["ITEM_NOT_STOCKED_AT_LOCATION"]
+
+
+# -- a failed attempt's key: IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED --------------------------------
+
+
+async def test_a_key_whose_attempt_failed_answers_previous_attempt_failed(
+    client: Any, emulator: ShopifyEmulator
+) -> None:
+    armed = await client.post("/_emulator/shopify/idempotency", json={"fail_attempts": 1})
+    assert await armed.json() == {"fail_attempts": 1}
+    variables = {"input": set_input([{"inventoryItemId": item_gid(emulator), "quantity": 5,
+                                      "changeFromQuantity": 100}]), "key": "k-fail"}  # fmt: skip
+    _, failed = await gql(client, SET, variables)
+    assert failed["errors"][0]["extensions"]["code"] == "INTERNAL_SERVER_ERROR"
+    assert emulator.store.write_log == []
+    _, again = await gql(client, SET, variables)
+    errors = again["data"]["inventorySetQuantities"]["userErrors"]
+    assert [e["code"] for e in errors] == ["IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED"]
+    _, fresh = await gql(client, SET, {**variables, "key": "k-new"})
+    assert fresh["data"]["inventorySetQuantities"]["userErrors"] == []
+    bad = await client.post("/_emulator/shopify/idempotency", json={"fail_attempts": -1})
+    assert bad.status == 400

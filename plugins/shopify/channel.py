@@ -323,7 +323,12 @@ class ShopifyChannel(Channel):
     ) -> None:
         """Send `pending` rows; Shopify rejects a call with a stale row as a whole, so the
         rows it did not object to are re-sent under a key derived from this one."""
-        busy = 0
+        busy = fresh = 0
+
+        def unknown(message: str) -> None:
+            for i in pending:
+                results[i] = WriteResult(writes[i].item_id, "unknown", message=message)
+
         while pending:
             variables = self._set_variables([writes[i] for i in pending], location, call_key)
             try:
@@ -331,25 +336,27 @@ class ShopifyChannel(Channel):
                     self._set_document, variables, cost=queries.WRITE_COST
                 )
             except ShopifyUnavailable as exc:
-                for i in pending:
-                    results[i] = WriteResult(writes[i].item_id, "unknown", message=str(exc))
-                return
+                return unknown(str(exc))
             payload = data.get("inventorySetQuantities")
             if not isinstance(payload, dict):
-                for i in pending:
-                    results[i] = WriteResult(writes[i].item_id, "unknown", message="no payload")
-                return
+                return unknown("no payload")
             errors = [e for e in payload.get("userErrors") or [] if isinstance(e, dict)]
             group = payload.get("inventoryAdjustmentGroup")
             if any(e.get("code") == "IDEMPOTENCY_CONCURRENT_REQUEST" for e in errors):
                 busy += 1  # the same key is still running at Shopify: ask again, same key
                 if busy > self.settings.max_retries:
-                    for i in pending:
-                        results[i] = WriteResult(
-                            writes[i].item_id, "unknown", message="idempotent request still running"
-                        )
-                    return
+                    return unknown("idempotent request still running")
                 await self.clock.sleep(self.client.backoff(busy))
+                continue
+            if any(e.get("code") == "IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED" for e in errors):
+                # An earlier attempt under this key failed without applying anything: Shopify
+                # wants a new key. Derived from this one, so a retry of the batch walks the same
+                # keys and still runs once.
+                fresh += 1
+                if fresh > self.settings.max_retries:
+                    return unknown("every key's attempt failed")
+                call_key = str(uuid.uuid5(KEY_NAMESPACE, f"{call_key}/new"))
+                log.info("shopify_write_new_key", rows=len(pending))
                 continue
             by_row: dict[int, dict[str, Any]] = {}
             general: list[dict[str, Any]] = []
@@ -360,9 +367,7 @@ class ShopifyChannel(Channel):
                 else:
                     general.append(error)
             if not errors and group is None:
-                for i in pending:
-                    results[i] = WriteResult(writes[i].item_id, "unknown", message="no group")
-                return
+                return unknown("no group")
             after = _quantities_after(group)
             remaining = []
             for row, i in enumerate(pending):

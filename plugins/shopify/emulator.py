@@ -6,7 +6,10 @@ plan, and answers like Shopify: `data`, `errors` and `extensions.cost` on every 
 ``THROTTLED`` and ``MAX_COST_EXCEEDED``, 401 on a bad token, 404 on an unknown version. Stock
 changes emit signed, REST-shaped webhooks. Extras beside the common control API:
 ``GET /_emulator/bulk/{id}.jsonl`` (bulk results) and ``POST /_emulator/shopify/items``
-``{"sku", "tracked"?, "stocked"?}`` (make an item untracked or not stocked at the location).
+``{"sku", "tracked"?, "stocked"?}`` (make an item untracked or not stocked at the location),
+``POST /_emulator/shopify/idempotency`` ``{"fail_attempts": n}`` (the next n
+``inventorySetQuantities`` attempts fail internally; their keys then answer
+``IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED``).
 
 Tokens: the configured static token (a legacy custom app's ``shpat_``) never expires; a Dev
 Dashboard app gets tokens from ``POST /admin/oauth/access_token`` (client credentials:
@@ -105,6 +108,8 @@ class ShopifyEmulator(Emulator):
             raise ValueError(f"unknown Shopify plan {options.plan!r} (known: {', '.join(PLANS)})")
         super().__init__(options, clock=clock)
         self.idempotency: dict[str, tuple[str, Any]] = {}  # key -> (fingerprint, payload)
+        self.fail_attempts = 0  # next inventorySetQuantities attempts that fail internally
+        self.failed_keys: set[str] = set()  # their keys: IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED
         self.unstocked: set[int] = set()  # inventory item ids not stocked at the location
         self.graph = Graph(self)
         self.query_root = QueryRoot(self.graph)
@@ -122,6 +127,7 @@ class ShopifyEmulator(Emulator):
         app.router.add_post("/admin/oauth/access_token", self._h_access_token)
         app.router.add_get(r"/_emulator/bulk/{op_id:\d+}.jsonl", self._h_bulk_file)
         app.router.add_post("/_emulator/shopify/items", self._h_item_flags)
+        app.router.add_post("/_emulator/shopify/idempotency", self._h_idempotency)
 
     # -- the API -------------------------------------------------------------------------------
 
@@ -315,6 +321,17 @@ class ShopifyEmulator(Emulator):
                 "stocked": variant.inventory_item_id not in self.unstocked,
             }
         )
+
+    async def _h_idempotency(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return json_error(400, "body is not valid JSON")
+        count = body.get("fail_attempts") if isinstance(body, dict) else None
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            return json_error(400, "fail_attempts must be a non-negative integer")
+        self.fail_attempts = count
+        return web.json_response({"fail_attempts": self.fail_attempts})
 
     # -- webhooks ------------------------------------------------------------------------------
 
