@@ -284,7 +284,12 @@ class Channel(abc.ABC):
 
     @abc.abstractmethod
     async def subscribe(self, callback_url: str) -> None:
-        """Register the webhooks the channel needs at `callback_url` (idempotent)."""
+        """Register the webhooks the channel needs at `callback_url` (idempotent).
+
+        The core calls it at start and again every hour (`agent.webhook_health`), so it must
+        re-create only what is missing: platforms delete subscriptions whose deliveries keep
+        failing. Create each topic on its own; if the platform refuses some, create the rest
+        and then raise `ChannelError` naming the refused ones."""
 
     async def set_storefront_open(self, is_open: bool) -> bool:
         """Open or close the storefront for maintenance; False when the platform cannot."""

@@ -489,3 +489,25 @@ async def test_previous_attempt_failed_is_retried_under_a_new_key_and_applied_on
     assert again.status == "ok"
     assert emulator.store.find_sku("SKU-00001").available == 90
     assert len(emulator.store.write_log) == 1
+
+
+async def test_a_refused_topic_does_not_stop_the_others(
+    api_url: str, http: aiohttp.ClientSession, emulator: ShopifyEmulator, monkeypatch: Any
+) -> None:
+    from plugins.shopify.emulator_mutations import MutationRoot
+
+    create = MutationRoot.webhookSubscriptionCreate
+
+    def refuse_orders(self: Any, info: Any, topic: str, **kw: Any) -> dict[str, Any]:
+        if topic == "ORDERS_CREATE":
+            return {"webhookSubscription": None, "userErrors": [{"field": None,
+                    "message": "Topic is not allowed for this app"}]}  # fmt: skip
+        return create(self, info, topic, **kw)
+
+    monkeypatch.setattr(MutationRoot, "webhookSubscriptionCreate", refuse_orders)
+    channel = make_channel(api_url, http)
+    with pytest.raises(ChannelError, match="ORDERS_CREATE: Topic is not allowed"):
+        await channel.subscribe("https://agent.example.com/webhooks/shopify")
+    topics = {s.topic for s in emulator.webhooks.subscriptions.values()}
+    assert len(topics) == 5
+    assert "orders/create" not in topics

@@ -605,3 +605,30 @@ async def test_a_key_whose_attempt_failed_answers_previous_attempt_failed(
     assert fresh["data"]["inventorySetQuantities"]["userErrors"] == []
     bad = await client.post("/_emulator/shopify/idempotency", json={"fail_attempts": -1})
     assert bad.status == 400
+
+
+async def test_a_subscription_is_deleted_after_deliveries_that_failed_every_retry(
+    aiohttp_client: Any, aiohttp_server: Any
+) -> None:
+    async def broken(request: web.Request) -> web.Response:
+        return web.Response(status=500)
+
+    receiver = web.Application()
+    receiver.router.add_post("/hook", broken)
+    server = await aiohttp_server(receiver)
+    emulator = make_emulator()
+    emulator.webhooks.retry_base, emulator.webhooks.max_attempts = 0.001, 2
+    client = await aiohttp_client(emulator.build_app())
+    faults = await client.post("/_emulator/faults", json={"webhook_delete_after": 2})
+    assert (await faults.json())["webhook_delete_after"] == 2
+    emulator.webhooks.subscribe("inventory_levels/update", str(server.make_url("/hook")))
+    sku = next(iter(emulator.store.variants.values())).sku
+    for count in (5, 6):
+        assert len(emulator.webhooks.subscriptions) == 1  # one failed delivery is not enough
+        await client.post("/_emulator/inventory", json={"sku": sku, "available": count})
+        for _ in range(200):
+            if emulator.webhooks.stats["failed"] >= count - 4:
+                break
+            await asyncio.sleep(0.01)
+    assert emulator.webhooks.subscriptions == {}
+    assert emulator.webhooks.deleted == 1

@@ -551,3 +551,15 @@ async def test_a_refused_refresh_is_one_clear_error(make_shop):
     with pytest.raises(ChannelError, match=r"refused to refresh the app token.*app_secret"):
         await make_shop(access_token="", app_key="emulator-client-id", app_secret="wrong",
                         webhook_secret="s")  # fmt: skip
+
+
+async def test_a_refused_topic_does_not_stop_the_others(make_shop: MakeShop, monkeypatch):
+    import plugins.shopline.emulator as emulator_module
+
+    monkeypatch.setattr(emulator_module, "TOPICS", emulator_module.TOPICS - {"orders/create"})
+    shop = await make_shop()
+    with pytest.raises(ChannelError, match=r"refused webhook topic.*orders/create"):
+        await shop.channel.subscribe("http://127.0.0.1:9/webhooks/shopline")
+    topics = {sub.topic for sub in shop.emulator.webhooks.subscriptions.values()}
+    assert len(topics) == 5
+    assert "orders/create" not in topics

@@ -425,7 +425,8 @@ class ShopifyChannel(Channel):
         data = await self.client.call(queries.WEBHOOKS, {}, cost=queries.WEBHOOKS_COST)
         nodes = (data.get("webhookSubscriptions") or {}).get("nodes") or []
         existing = {(n.get("topic"), n.get("uri")) for n in nodes if isinstance(n, dict)}
-        for topic in TOPICS:
+        refused: list[str] = []
+        for topic in TOPICS:  # each on its own: one refusal does not stop the others
             if (topic, callback_url) in existing:
                 continue
             variables = {"topic": topic, "sub": {"uri": callback_url, "format": "JSON"}}
@@ -435,8 +436,12 @@ class ShopifyChannel(Channel):
             errors = (created.get("webhookSubscriptionCreate") or {}).get("userErrors") or []
             messages = [str(e.get("message", "")) for e in errors if isinstance(e, dict)]
             if messages and not all("already been taken" in m for m in messages):
-                raise ChannelError(f"cannot subscribe to {topic}: {'; '.join(messages)}")
+                log.warning("shopify_webhook_refused", topic=topic, error="; ".join(messages))
+                refused.append(f"{topic}: {'; '.join(messages)}")
+                continue
             log.info("shopify_webhook_subscribed", topic=topic)
+        if refused:
+            raise ChannelError(f"cannot subscribe to {', '.join(refused)}")
 
     async def set_storefront_open(self, is_open: bool) -> bool:
         """Shopify's Admin API cannot close a storefront."""

@@ -503,13 +503,24 @@ class ShoplineChannel(Channel):
         )
 
     async def subscribe(self, callback_url: str) -> None:
-        """Create the webhooks of `webhooks.TOPICS` at `callback_url` that do not exist yet."""
+        """Create the webhooks of `webhooks.TOPICS` at `callback_url` that do not exist yet.
+
+        Each topic on its own: one that SHOPLINE refuses is reported (a `ChannelError` naming
+        it, once the others exist) and does not stop the rest."""
+        refused: dict[str, str] = {}
         for _round in range(self.options.max_retries + 1):
             resp = await self.client.get("webhooks")
             body = resp.body if isinstance(resp.body, dict) else {}
             have = {(hook.get("topic"), hook.get("address")) for hook in body.get("webhooks") or []}
-            missing = [topic for topic in webhooks.TOPICS if (topic, callback_url) not in have]
+            missing = [
+                topic
+                for topic in webhooks.TOPICS
+                if (topic, callback_url) not in have and topic not in refused
+            ]
             if not missing:
+                if refused:
+                    reasons = "; ".join(f"{t}: {why}" for t, why in refused.items())
+                    raise ChannelError(f"SHOPLINE refused webhook topic(s) {reasons}")
                 return
             for topic in missing:
                 hook = {"address": callback_url, "topic": topic}
@@ -519,5 +530,9 @@ class ShoplineChannel(Channel):
                     )
                 except OutcomeUnknown:
                     break  # list again: it may exist now, and a second one would double deliveries
+                except RequestRefused as exc:
+                    log.warning("shopline_webhook_refused", topic=topic, error=str(exc))
+                    refused[topic] = str(exc)
+                    continue
                 log.info("shopline_webhook_created", topic=topic)
         raise ShoplineUnavailable("could not create the SHOPLINE webhooks")
