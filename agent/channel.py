@@ -22,6 +22,7 @@ __all__ = [
     "Channel",
     "ChannelError",
     "ChannelSettings",
+    "Check",
     "ConfigError",
     "Credentials",
     "Grant",
@@ -134,6 +135,15 @@ class WebhookHint:
     # them to skip re-reading an item that the webhook shows unchanged (e.g. the echo of its
     # own write), which halves the platform calls a burst costs.
     counts: tuple[tuple[str, int], ...] = ()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Check:
+    """One line of `shopsync check`: what was checked, whether it passed, and what to fix."""
+
+    name: str
+    ok: bool
+    detail: str
 
 
 class ChannelSettings:
@@ -294,3 +304,45 @@ class Channel(abc.ABC):
     async def set_storefront_open(self, is_open: bool) -> bool:
         """Open or close the storefront for maintenance; False when the platform cannot."""
         return False
+
+    async def check(self) -> list[Check]:
+        """Reach the platform and say what works, one `Check` per step, for `shopsync check`:
+        the token, the shop (`start()`: auth, location) and the catalogue (one listed item).
+        A refusal is reported, never raised; a step that fails ends the list, since the later
+        ones depend on it. Plugins add their own (scopes, locations) after calling this."""
+        steps = (
+            ("token", self._check_token),
+            ("shop", self._check_shop),
+            ("catalogue", self._check_catalogue),
+        )
+        checks: list[Check] = []
+        for name, step in steps:
+            try:
+                detail = await step()
+            except Exception as exc:  # a check reports what failed; it never raises
+                text = str(exc) or type(exc).__name__
+                checks.append(Check(name, False, text))
+                break
+            checks.append(Check(name, True, detail))
+        return checks
+
+    async def _check_token(self) -> str:
+        await self.credentials.token()
+        if self.credentials.kind == "static":
+            return "a static token is configured"
+        return f"got a token ({self.credentials.kind})"
+
+    async def _check_shop(self) -> str:
+        await self.start()
+        return "the shop accepts the token"
+
+    async def _check_catalogue(self) -> str:
+        items = self.list_items()
+        try:
+            async for _item in items:
+                return "items can be listed"
+        finally:
+            close = getattr(items, "aclose", None)
+            if close is not None:
+                await close()
+        return "the shop lists no items at this location"

@@ -106,6 +106,22 @@ async def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_check(args: argparse.Namespace) -> int:
+    from agent.clock import SystemClock
+    from agent.config import load_settings
+    from agent.console import clean
+    from agent.plugins import Registry, make_plugin_manager
+    from agent.shopcheck import check_shop
+
+    settings = load_settings(_data_dir(args))
+    checks = await check_shop(settings, Registry(make_plugin_manager()), clock=SystemClock())
+    if args.json:
+        _print_json([{"check": c.name, "ok": c.ok, "detail": c.detail} for c in checks])
+    for check in [] if args.json else checks:
+        print(clean(f"{'ok' if check.ok else 'FAIL':<4}  {check.name}: {check.detail}"))
+    return 0 if all(check.ok for check in checks) else 1
+
+
 async def cmd_status(args: argparse.Namespace) -> int:
     from agent.client import AdminClient
     from agent.config import load_settings
@@ -414,6 +430,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("run", cmd_run, "run the agent in the foreground")
     data_dir(p)
+
+    p = command("check", cmd_check, "check the shop's credentials, scopes and location")
+    data_dir(p)
+    p.add_argument("--json", action="store_true")
 
     p = command("status", cmd_status, "show the running agent's state")
     data_dir(p)

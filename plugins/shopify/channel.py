@@ -16,6 +16,7 @@ from agent.channel import (
     Channel,
     ChannelError,
     ChannelSettings,
+    Check,
     ConfigError,
     Grant,
     Item,
@@ -58,6 +59,8 @@ _STALE = frozenset({"CHANGE_FROM_QUANTITY_STALE", "COMPARE_QUANTITY_STALE"})
 _ITEM_GID = re.compile(r"^gid://shopify/InventoryItem/\d+$")
 _BULK_DONE = frozenset({"COMPLETED", "FAILED", "CANCELED", "EXPIRED"})
 _BULK_MAX_WAIT = 3600.0
+# What the channel calls needs (shopify.md §6); `shopsync check` names any missing.
+SCOPES = ("read_inventory", "write_inventory", "read_products", "read_orders", "read_locations")
 
 
 @dataclasses.dataclass
@@ -446,6 +449,47 @@ class ShopifyChannel(Channel):
     async def set_storefront_open(self, is_open: bool) -> bool:
         """Shopify's Admin API cannot close a storefront."""
         return False
+
+    async def check(self) -> list[Check]:
+        """The common checks, then the granted scopes and the location in use."""
+        checks = await super().check()
+        if not all(c.ok for c in checks):
+            return checks
+        granted = {s.strip() for s in self.credentials.scope.split(",") if s.strip()}
+        missing = [s for s in SCOPES if s not in granted]
+        if not granted:
+            checks.append(Check("scopes", True, f"not reported for this token; needs {SCOPES}"))
+        elif missing:
+            fix = "add them to the app's version in the Dev Dashboard and install it again"
+            checks.append(Check("scopes", False, f"missing {', '.join(missing)}: {fix}"))
+        else:
+            checks.append(Check("scopes", True, "granted: " + ", ".join(sorted(granted))))
+        try:
+            data = await self.client.call(queries.LOCATIONS, {}, cost=queries.LOCATIONS_COST)
+            primary = await self.client.call(
+                queries.PRIMARY_LOCATION, {}, cost=queries.PRIMARY_LOCATION_COST
+            )
+        except ChannelError as exc:
+            return [*checks, Check("location", False, str(exc))]
+        nodes = [n for n in (data.get("locations") or {}).get("nodes") or [] if isinstance(n, dict)]
+        names = {n.get("id"): n.get("name") for n in nodes if n.get("isActive")}
+        location = await self.location()
+        if location not in names:
+            known = ", ".join(f"{i} ({n})" for i, n in names.items())
+            checks.append(
+                Check(
+                    "location",
+                    False,
+                    f"{location} is no active location here ({known}): fix location_id",
+                )
+            )
+        else:
+            is_primary = (primary.get("location") or {}).get("id") == location
+            role = "the primary location" if is_primary else "not the primary location"
+            checks.append(
+                Check("location", True, f"{names[location]} ({location}), {role}, of {len(names)}")
+            )
+        return checks
 
 
 def _available(level: Any) -> int | None:
