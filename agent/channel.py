@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 # For plugins, which import only this contract: JSON from a webhook body, bounded in depth and
 # failing with JSONError (a ValueError, answered 400) on invalid UTF-8, invalid JSON or nesting.
+from agent.credentials import Credentials, Grant, RenewingToken, StaticToken
 from agent.jsonsafe import JSONError
 from agent.jsonsafe import loads as parse_json
 
@@ -21,12 +22,17 @@ __all__ = [
     "Channel",
     "ChannelError",
     "ChannelSettings",
+    "Check",
     "ConfigError",
+    "Credentials",
+    "Grant",
     "Item",
     "JSONError",
     "Journal",
     "MemoryJournal",
     "RateBudget",
+    "RenewingToken",
+    "StaticToken",
     "parse_json",
     "WebhookHint",
     "WebhookRejected",
@@ -131,6 +137,15 @@ class WebhookHint:
     counts: tuple[tuple[str, int], ...] = ()
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Check:
+    """One line of `shopsync check`: what was checked, whether it passed, and what to fix."""
+
+    name: str
+    ok: bool
+    detail: str
+
+
 class ChannelSettings:
     """Base for a plugin's typed settings, built from its `[channel.options]` table.
 
@@ -220,6 +235,11 @@ class Channel(abc.ABC):
     the `register_channels` hook. The core builds one instance per agent with the plugin's own
     typed settings, the agent's shared `aiohttp.ClientSession` and its clock (so tests and the
     simulation can inject both), then sets `journal` to one kept in the agent's database.
+
+    `credentials` is how the channel authenticates: by default a `StaticToken` of the
+    `access_token` option. A platform whose tokens expire sets a `RenewingToken` instead, asks
+    it for the token before each call and, on HTTP 401, for `renewed(token)` once before
+    retrying that call once; so renewal stays inside the channel and the core never sees it.
     """
 
     name: ClassVar[str]
@@ -233,6 +253,7 @@ class Channel(abc.ABC):
         self.http = http
         self.clock = clock
         self.journal: Journal = MemoryJournal()
+        self.credentials: Credentials = StaticToken(str(getattr(settings, "access_token", "")))
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Called once before first use (look up locations, warm caches)."""
@@ -273,8 +294,55 @@ class Channel(abc.ABC):
 
     @abc.abstractmethod
     async def subscribe(self, callback_url: str) -> None:
-        """Register the webhooks the channel needs at `callback_url` (idempotent)."""
+        """Register the webhooks the channel needs at `callback_url` (idempotent).
+
+        The core calls it at start and again every hour (`agent.webhook_health`), so it must
+        re-create only what is missing: platforms delete subscriptions whose deliveries keep
+        failing. Create each topic on its own; if the platform refuses some, create the rest
+        and then raise `ChannelError` naming the refused ones."""
 
     async def set_storefront_open(self, is_open: bool) -> bool:
         """Open or close the storefront for maintenance; False when the platform cannot."""
         return False
+
+    async def check(self) -> list[Check]:
+        """Reach the platform and say what works, one `Check` per step, for `shopsync check`:
+        the token, the shop (`start()`: auth, location) and the catalogue (one listed item).
+        A refusal is reported, never raised; a step that fails ends the list, since the later
+        ones depend on it. Plugins add their own (scopes, locations) after calling this."""
+        steps = (
+            ("token", self._check_token),
+            ("shop", self._check_shop),
+            ("catalogue", self._check_catalogue),
+        )
+        checks: list[Check] = []
+        for name, step in steps:
+            try:
+                detail = await step()
+            except Exception as exc:  # a check reports what failed; it never raises
+                text = str(exc) or type(exc).__name__
+                checks.append(Check(name, False, text))
+                break
+            checks.append(Check(name, True, detail))
+        return checks
+
+    async def _check_token(self) -> str:
+        await self.credentials.token()
+        if self.credentials.kind == "static":
+            return "a static token is configured"
+        return f"got a token ({self.credentials.kind})"
+
+    async def _check_shop(self) -> str:
+        await self.start()
+        return "the shop accepts the token"
+
+    async def _check_catalogue(self) -> str:
+        items = self.list_items()
+        try:
+            async for _item in items:
+                return "items can be listed"
+        finally:
+            close = getattr(items, "aclose", None)
+            if close is not None:
+                await close()
+        return "the shop lists no items at this location"

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import quote
 
-from agent import __version__
+from agent import __version__, rules_cli
 from agent.channel import ConfigError
 
 __all__ = ["main"]
@@ -104,6 +104,22 @@ async def cmd_run(args: argparse.Namespace) -> int:
             f"options in {settings.data_dir / CONFIG_NAME} and that the platform is reachable"
         ) from exc
     return 0
+
+
+async def cmd_check(args: argparse.Namespace) -> int:
+    from agent.clock import SystemClock
+    from agent.config import load_settings
+    from agent.console import clean
+    from agent.plugins import Registry, make_plugin_manager
+    from agent.shopcheck import check_shop
+
+    settings = load_settings(_data_dir(args))
+    checks = await check_shop(settings, Registry(make_plugin_manager()), clock=SystemClock())
+    if args.json:
+        _print_json([{"check": c.name, "ok": c.ok, "detail": c.detail} for c in checks])
+    for check in [] if args.json else checks:
+        print(clean(f"{'ok' if check.ok else 'FAIL':<4}  {check.name}: {check.detail}"))
+    return 0 if all(check.ok for check in checks) else 1
 
 
 async def cmd_status(args: argparse.Namespace) -> int:
@@ -309,46 +325,6 @@ async def cmd_resync(args: argparse.Namespace) -> int:
     return 0 if not result["unknown"] else 1
 
 
-async def cmd_rules(args: argparse.Namespace) -> int:
-    """rules show | set NAME=VALUE… | unset NAME… | test SKU: this shop's and the group's."""
-    from agent.console import print_rules, print_rules_test
-    from agent.rules import Priority, edited, rules_from_wire
-
-    client = _client(args)
-    if args.action == "test":
-        if len(args.names) != 1:
-            raise ConfigError("say which SKU: shopsync rules test SKU [--pool N]")
-        params = {"sku": args.names[0], "pool": args.pool}
-        answer = await client.get("/api/rules/test", **params)
-        if args.json:
-            _print_json(answer)
-        else:
-            print_rules_test(answer)
-        return 0
-    if args.action == "show":
-        answer = await client.get("/api/rules")
-    elif args.priority is not None or (args.action == "unset" and args.no_priority):
-        if args.action == "set" and args.at_most is None:
-            raise ConfigError("say when: shopsync rules set --priority SHOP --at-most N")
-        priority = None if args.action == "unset" else Priority(args.priority, args.at_most)
-        body = {"priority": None if priority is None else priority.to_wire()}
-        answer = await client.post("/api/rules/priority", body)
-    else:
-        if args.action == "set" and not args.names:
-            raise ConfigError("say what: shopsync rules set buffer=2 percent=80 [--sku PATTERN]")
-        if args.action == "unset" and not args.names and args.sku is None:
-            raise ConfigError("say what: shopsync rules unset NAME… [--sku PATTERN]")
-        current = rules_from_wire((await client.get("/api/rules"))["rules"])
-        put, drop = (args.names, ()) if args.action == "set" else ((), args.names)
-        rules = edited(current, put=put, drop=drop, sku=args.sku)
-        answer = await client.post("/api/rules", {"rules": rules.to_wire()})
-    if args.json:
-        _print_json(answer)
-    else:
-        print_rules(answer)
-    return 0
-
-
 async def cmd_emulator(args: argparse.Namespace) -> int:
     from agent.emulator import EmulatorOptions, Faults
     from agent.plugins import Registry, make_plugin_manager
@@ -358,6 +334,10 @@ async def cmd_emulator(args: argparse.Namespace) -> int:
         raise ConfigError(f"--port must be 1..65535, got {args.port}")
     if args.skus < 0:
         raise ConfigError("--skus must not be negative")
+    if args.locations < 1:
+        raise ConfigError("--locations must be at least 1")
+    if args.token_lifetime is not None and args.token_lifetime <= 0:
+        raise ConfigError("--token-lifetime must be a positive number of seconds")
     for name in ("webhook_duplicate", "webhook_drop"):
         if not 0 <= getattr(args, name) <= 1:
             raise ConfigError(f"--{name.replace('_', '-')} is a probability between 0 and 1")
@@ -366,6 +346,9 @@ async def cmd_emulator(args: argparse.Namespace) -> int:
         skus=args.skus,
         token=args.token,
         webhook_secret=args.webhook_secret,
+        client_id=args.client_id,
+        token_lifetime=args.token_lifetime,
+        locations=args.locations,
         plan=args.plan,
         initial_available=args.available,
         rate_limit=not args.no_rate_limit,
@@ -448,6 +431,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("run", cmd_run, "run the agent in the foreground")
     data_dir(p)
 
+    p = command("check", cmd_check, "check the shop's credentials, scopes and location")
+    data_dir(p)
+    p.add_argument("--json", action="store_true")
+
     p = command("status", cmd_status, "show the running agent's state")
     data_dir(p)
     p.add_argument("--json", action="store_true")
@@ -519,21 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true")
     p.add_argument("--json", action="store_true")
 
-    p = command("rules", cmd_rules, "show, set or test the stock rules (what each shop publishes)")
-    data_dir(p)
-    p.add_argument("action", choices=["show", "set", "unset", "test"])
-    p.add_argument(
-        "names",
-        nargs="*",
-        metavar="NAME=VALUE",
-        help="set: buffer=N percent=P plus=K max=N; unset: the names; test: the SKU",
-    )
-    p.add_argument("--sku", metavar="SKU_OR_PATTERN", help="the rules of one SKU or glob")
-    p.add_argument("--priority", metavar="SHOP", help="the group's priority shop when low")
-    p.add_argument("--at-most", type=int, metavar="N", help="…while a pool is N or less")
-    p.add_argument("--no-priority", action="store_true", help="with unset: no priority shop")
-    p.add_argument("--pool", type=int, help="with test: the pool to decide for")
-    p.add_argument("--json", action="store_true")
+    rules_cli.add_parser(command, data_dir)
 
     p = command("emulator", cmd_emulator, "serve an emulated shop of a platform")
     p.add_argument("channel", help="shopify, shopline or pisell")
@@ -543,7 +516,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skus", type=int, default=10, help="products to create (default 10)")
     p.add_argument("--available", type=int, default=100, help="initial count of each")
     p.add_argument("--token", default="emulator-token")
-    p.add_argument("--webhook-secret", default="emulator-secret")
+    p.add_argument("--webhook-secret", default="emulator-secret", help="also the app's secret")
+    p.add_argument("--client-id", default="emulator-client-id", help="the app's id for grants")
+    p.add_argument(
+        "--locations", type=int, default=1, help="Shopify: locations, the primary last by name"
+    )
+    p.add_argument(
+        "--token-lifetime",
+        type=float,
+        metavar="SECONDS",
+        help="lifetime of granted tokens (default: the platform's, 24 h Shopify, 10 h SHOPLINE)",
+    )
     p.add_argument(
         "--plan", default="standard", choices=["standard", "advanced", "plus", "enterprise"]
     )

@@ -18,14 +18,35 @@ import pytest
 from agent.channel import Channel, Item, WebhookHint, Write, WriteResult
 from agent.hookspecs import hookimpl
 from agent.testing import ChannelConformance, ChannelHarness
+from agent.testing.harness import CLIENT_ID, SECRET
 from tests.test_layering import PLUGIN_MAY_IMPORT, _imports
 
 FAST = {"retry_base": 0.01}
 HARNESSES = {
-    # bulk off: the suite lists a catalogue larger than one page, so make Shopify page.
-    "shopify": ChannelHarness("shopify", page_size=200, options={**FAST, "bulk": False}),
+    # bulk off: the suite lists a catalogue larger than one page, so make Shopify page. Three
+    # locations, the primary one last by name: the channel must find the primary one.
+    "shopify": ChannelHarness(
+        "shopify",
+        page_size=200,
+        options={**FAST, "bulk": False},
+        emulator_options={"locations": 3},
+    ),
+    # A Dev Dashboard app: 24 h tokens from the client-credentials grant, renewed.
+    "shopify-app": ChannelHarness(
+        "shopify",
+        page_size=200,
+        options={**FAST, "bulk": False},
+        credentials={"client_id": CLIENT_ID, "client_secret": SECRET},
+    ),
     # clock_skew 0: the emulator shares our clock, and unknown writes resolve a second sooner.
     "shopline": ChannelHarness("shopline", page_size=250, options={**FAST, "clock_skew": 0}),
+    # A custom app: 10 h tokens it refreshes with its app key and secret.
+    "shopline-app": ChannelHarness(
+        "shopline",
+        page_size=250,
+        options={**FAST, "clock_skew": 0},
+        credentials={"app_key": CLIENT_ID, "app_secret": SECRET},
+    ),
     # Pisell keys stock items by SKU: it can hold neither duplicates nor SKU-less items.
     "pisell": ChannelHarness(
         "pisell", page_size=100, options=FAST, can_have_duplicates=False, can_have_skuless=False

@@ -10,6 +10,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import structlog
 from multidict import CIMultiDict
 
 from agent.channel import ChannelError, ConfigError, WebhookRejected, Write
@@ -353,3 +354,160 @@ async def test_the_entry_point_registers_the_channel_and_a_working_emulator(
     client = await aiohttp_client(emulators["shopify"](EmulatorOptions(skus=2)))
     resp = await client.get("/_emulator/inventory")
     assert await resp.json() == {"SKU-00001": 100, "SKU-00002": 100}
+
+
+# -- credentials: a Dev Dashboard app's client credentials ------------------------------------
+
+CLIENT = {"client_id": "emulator-client-id", "client_secret": SECRET}
+
+
+class SharedClock:
+    """Wall time that the emulator and the channel both read, which a test moves forward."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return self.now()
+
+    def now(self) -> float:
+        return time.time() + self.offset
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds))
+
+
+def client_channel(api_url: str, http: aiohttp.ClientSession, clock: Any = None) -> ShopifyChannel:
+    settings = ShopifySettings.from_options({"api_url": api_url, "retry_base": 0.001, **CLIENT})
+    return ShopifyChannel(settings, http=http, clock=clock or SystemClock())
+
+
+def test_settings_take_client_credentials_and_sign_webhooks_with_the_client_secret() -> None:
+    settings = ShopifySettings.from_options({"api_url": "http://x", **CLIENT})
+    assert isinstance(settings, ShopifySettings)
+    assert settings.webhook_secret == SECRET
+    assert SECRET not in repr(settings)
+    with pytest.raises(ConfigError, match="client_id and client_secret go together"):
+        ShopifySettings.from_options({"api_url": "http://x", "client_id": "abc"})
+
+
+async def test_client_credentials_are_renewed_ahead_of_expiry_without_logging_a_secret(
+    aiohttp_server: Any, http: aiohttp.ClientSession
+) -> None:
+    clock = SharedClock()
+    emulator = ShopifyEmulator(
+        EmulatorOptions(token=TOKEN, webhook_secret=SECRET, rate_limit=False), clock=clock
+    )
+    server = await aiohttp_server(emulator.build_app())
+    channel = client_channel(str(server.make_url("")).rstrip("/"), http, clock)
+    with structlog.testing.capture_logs() as logs:
+        await channel.start()
+        first = await collect(channel)
+        clock.offset += 86399 - 300  # inside the renewal margin, before expiry
+        again = await collect(channel)
+    assert len(first) == len(again) == 10
+    assert emulator.tokens.issued == 2
+    renewals = [e for e in logs if e["event"] == "token_renewed"]
+    assert [e["reason"] for e in renewals] == ["first", "expiring"]
+    assert not [e for e in logs if e["event"] == "shopify_token_refused"]
+    text = repr(logs)
+    assert SECRET not in text
+    assert not any(token in text for token in emulator.tokens._expiry)
+
+
+async def test_an_expired_token_is_renewed_once_on_a_401_and_the_call_retried(
+    aiohttp_client: Any, http: aiohttp.ClientSession
+) -> None:
+    emulator = make_emulator()
+    client = await aiohttp_client(emulator.build_app())
+    channel = client_channel(str(client.make_url("")).rstrip("/"), http)
+    await channel.start()
+    gid = item_gid(emulator, next(iter(emulator.store.variants.values())).sku)
+    await client.post("/_emulator/clock/advance", json={"seconds": 86400})  # the token expired
+    with structlog.testing.capture_logs() as logs:
+        counts = await channel.read([gid])
+        results = await channel.write([Write(gid, counts[gid] or 0, 7)], key=str(uuid.uuid4()))
+    assert counts[gid] == 100
+    assert [r.status for r in results] == ["ok"]
+    assert emulator.tokens.issued == 2
+    assert [e["reason"] for e in logs if e["event"] == "token_renewed"] == ["rejected"]
+
+
+async def test_refused_client_credentials_are_one_clear_error(
+    api_url: str, http: aiohttp.ClientSession
+) -> None:
+    settings = ShopifySettings.from_options(
+        {"api_url": api_url, "client_id": "emulator-client-id", "client_secret": "wrong"}
+    )
+    channel = ShopifyChannel(settings, http=http, clock=SystemClock())
+    with pytest.raises(ChannelError, match=r"refused the client credentials .*client_secret"):
+        await channel.start()
+
+
+async def test_a_refused_static_token_stays_final(
+    api_url: str, http: aiohttp.ClientSession
+) -> None:
+    channel = make_channel(api_url, http, access_token="shpat_wrong")
+    with pytest.raises(ChannelError, match="check access_token"):
+        await channel.start()
+
+
+# -- the location -------------------------------------------------------------------------------
+
+
+async def test_without_location_id_the_channel_works_at_the_primary_location(
+    aiohttp_client: Any, http: aiohttp.ClientSession
+) -> None:
+    emulator = make_emulator(locations=3)  # "Annex 2" and "Annex 3" sort before the primary
+    client = await aiohttp_client(emulator.build_app())
+    api_url = str(client.make_url("")).rstrip("/")
+    channel = make_channel(api_url, http, bulk=False)
+    await channel.start()
+    assert await channel.location() == "gid://shopify/Location/1"
+    assert len(await collect(channel)) == 5
+    configured = make_channel(api_url, http, bulk=False, location_id="2")
+    await configured.start()
+    assert await configured.location() == "gid://shopify/Location/2"
+    assert await collect(configured) == []  # the annex stocks nothing, and location_id wins
+
+
+async def test_previous_attempt_failed_is_retried_under_a_new_key_and_applied_once(
+    emulator: ShopifyEmulator, api_url: str, http: aiohttp.ClientSession
+) -> None:
+    channel = make_channel(api_url, http)
+    await channel.start()
+    item = item_gid(emulator, "SKU-00001")
+    emulator.fail_attempts = 1  # the first attempt fails inside Shopify, applying nothing
+    key = str(uuid.uuid4())
+    [result] = await channel.write([Write(item, 100, 90)], key=key)
+    assert result.status == "ok"
+    assert result.available == 90
+    [again] = await channel.write([Write(item, 100, 90)], key=key)  # the core's retry
+    assert again.status == "ok"
+    assert emulator.store.find_sku("SKU-00001").available == 90
+    assert len(emulator.store.write_log) == 1
+
+
+async def test_a_refused_topic_does_not_stop_the_others(
+    api_url: str, http: aiohttp.ClientSession, emulator: ShopifyEmulator, monkeypatch: Any
+) -> None:
+    from plugins.shopify.emulator_mutations import MutationRoot
+
+    create = MutationRoot.webhookSubscriptionCreate
+
+    def refuse_orders(self: Any, info: Any, topic: str, **kw: Any) -> dict[str, Any]:
+        if topic == "ORDERS_CREATE":
+            return {"webhookSubscription": None, "userErrors": [{"field": None,
+                    "message": "Topic is not allowed for this app"}]}  # fmt: skip
+        return create(self, info, topic, **kw)
+
+    monkeypatch.setattr(MutationRoot, "webhookSubscriptionCreate", refuse_orders)
+    channel = make_channel(api_url, http)
+    with pytest.raises(ChannelError, match="ORDERS_CREATE: Topic is not allowed"):
+        await channel.subscribe("https://agent.example.com/webhooks/shopify")
+    topics = {s.topic for s in emulator.webhooks.subscriptions.values()}
+    assert len(topics) == 5
+    assert "orders/create" not in topics

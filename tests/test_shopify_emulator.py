@@ -491,3 +491,144 @@ async def test_short_order_gets_409_and_changes_nothing(
     assert resp.status == 409
     resp = await client.get("/_emulator/inventory")
     assert await resp.json() == {f"SKU-0000{n}": 100 for n in range(1, 6)}
+
+
+# -- tokens: client credentials, expiry, the emulator's clock ---------------------------------
+
+LOCATIONS = "{ locations(first: 5) { nodes { id } } }"
+
+
+async def grant(client: Any, **fields: str) -> Any:
+    form = {"grant_type": "client_credentials", "client_id": "emulator-client-id",
+            "client_secret": SECRET, **fields}  # fmt: skip
+    return await client.post("/admin/oauth/access_token", data=form)
+
+
+async def test_client_credentials_grant_a_token_that_expires_after_24_hours(client: Any) -> None:
+    resp = await grant(client)
+    assert resp.status == 200
+    body = await resp.json()
+    assert body["expires_in"] == 86399
+    assert set(body["scope"].split(",")) >= {"read_inventory", "write_inventory", "read_locations"}
+    token = body["access_token"]
+    assert token.startswith("shpat_")
+    status, _ = await gql(client, LOCATIONS, token=token)
+    assert status == 200
+    advanced = await client.post("/_emulator/clock/advance", json={"seconds": 86398})
+    assert advanced.status == 200
+    assert (await gql(client, LOCATIONS, token=token))[0] == 200
+    await client.post("/_emulator/clock/advance", json={"seconds": 2})
+    status, body = await gql(client, LOCATIONS, token=token)
+    assert status == 401
+    assert body == {
+        "errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"
+    }
+    # a legacy custom app's static token does not expire
+    assert (await gql(client, LOCATIONS))[0] == 200
+    assert (await (await client.get("/_emulator/tokens")).json())["issued"] == 1
+
+
+async def test_client_credentials_accept_a_json_body_and_refuse_a_wrong_secret_or_grant(
+    client: Any,
+) -> None:
+    resp = await client.post(
+        "/admin/oauth/access_token",
+        json={"grant_type": "client_credentials", "client_id": "emulator-client-id",
+              "client_secret": SECRET},
+    )  # fmt: skip
+    assert resp.status == 200
+    wrong = await grant(client, client_secret="nope")
+    assert wrong.status == 400
+    assert (await wrong.json())["error"] == "invalid_client"
+    other = await grant(client, grant_type="password")
+    assert (await other.json())["error"] == "unsupported_grant_type"
+
+
+async def test_token_lifetime_is_configurable(aiohttp_client: Any) -> None:
+    client = await aiohttp_client(make_emulator(token_lifetime=60).build_app())
+    body = await (await grant(client)).json()
+    assert body["expires_in"] == 60
+    await client.post("/_emulator/clock/advance", json={"seconds": 61})
+    assert (await gql(client, LOCATIONS, token=body["access_token"]))[0] == 401
+
+
+async def test_clock_advance_refuses_a_negative_or_missing_amount(client: Any) -> None:
+    for body in ({"seconds": -1}, {}, {"seconds": "1"}):
+        assert (await client.post("/_emulator/clock/advance", json=body)).status == 400
+
+
+# -- locations: the primary one is not the first by name ---------------------------------------
+
+
+async def test_several_locations_sort_by_name_and_location_without_id_is_the_primary(
+    aiohttp_client: Any,
+) -> None:
+    client = await aiohttp_client(make_emulator(locations=3).build_app())
+    query = "{ locations(first: 10) { nodes { id name isActive } } location { id name } }"
+    status, body = await gql(client, query)
+    assert status == 200
+    nodes = body["data"]["locations"]["nodes"]
+    assert [n["name"] for n in nodes] == ["Annex 2", "Annex 3", "Shop location"]
+    assert nodes[0]["id"] == "gid://shopify/Location/2"
+    assert body["data"]["location"] == {"id": LOC, "name": "Shop location"}
+    by_id = '{ location(id: "gid://shopify/Location/3") { name } }'
+    assert (await gql(client, by_id))[1]["data"]["location"] == {"name": "Annex 3"}
+
+
+async def test_a_write_at_a_location_that_stocks_nothing_is_refused(aiohttp_client: Any) -> None:
+    emulator = make_emulator(locations=2)
+    client = await aiohttp_client(emulator.build_app())
+    row = {"inventoryItemId": item_gid(emulator), "quantity": 5, "changeFromQuantity": 100,
+           "locationId": "gid://shopify/Location/2"}  # fmt: skip
+    _, body = await gql(client, SET, {"input": set_input([row]), "key": "k-annex"})
+    errors = body["data"]["inventorySetQuantities"]["userErrors"]
+    assert [e["code"] for e in errors] == ["ITEM_NOT_STOCKED_AT_LOCATION"]
+
+
+# -- a failed attempt's key: IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED --------------------------------
+
+
+async def test_a_key_whose_attempt_failed_answers_previous_attempt_failed(
+    client: Any, emulator: ShopifyEmulator
+) -> None:
+    armed = await client.post("/_emulator/shopify/idempotency", json={"fail_attempts": 1})
+    assert await armed.json() == {"fail_attempts": 1}
+    variables = {"input": set_input([{"inventoryItemId": item_gid(emulator), "quantity": 5,
+                                      "changeFromQuantity": 100}]), "key": "k-fail"}  # fmt: skip
+    _, failed = await gql(client, SET, variables)
+    assert failed["errors"][0]["extensions"]["code"] == "INTERNAL_SERVER_ERROR"
+    assert emulator.store.write_log == []
+    _, again = await gql(client, SET, variables)
+    errors = again["data"]["inventorySetQuantities"]["userErrors"]
+    assert [e["code"] for e in errors] == ["IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED"]
+    _, fresh = await gql(client, SET, {**variables, "key": "k-new"})
+    assert fresh["data"]["inventorySetQuantities"]["userErrors"] == []
+    bad = await client.post("/_emulator/shopify/idempotency", json={"fail_attempts": -1})
+    assert bad.status == 400
+
+
+async def test_a_subscription_is_deleted_after_deliveries_that_failed_every_retry(
+    aiohttp_client: Any, aiohttp_server: Any
+) -> None:
+    async def broken(request: web.Request) -> web.Response:
+        return web.Response(status=500)
+
+    receiver = web.Application()
+    receiver.router.add_post("/hook", broken)
+    server = await aiohttp_server(receiver)
+    emulator = make_emulator()
+    emulator.webhooks.retry_base, emulator.webhooks.max_attempts = 0.001, 2
+    client = await aiohttp_client(emulator.build_app())
+    faults = await client.post("/_emulator/faults", json={"webhook_delete_after": 2})
+    assert (await faults.json())["webhook_delete_after"] == 2
+    emulator.webhooks.subscribe("inventory_levels/update", str(server.make_url("/hook")))
+    sku = next(iter(emulator.store.variants.values())).sku
+    for count in (5, 6):
+        assert len(emulator.webhooks.subscriptions) == 1  # one failed delivery is not enough
+        await client.post("/_emulator/inventory", json={"sku": sku, "available": count})
+        for _ in range(200):
+            if emulator.webhooks.stats["failed"] >= count - 4:
+                break
+            await asyncio.sleep(0.01)
+    assert emulator.webhooks.subscriptions == {}
+    assert emulator.webhooks.deleted == 1

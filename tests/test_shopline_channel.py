@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import structlog
 from aiohttp import web
 
 from agent.channel import ChannelError, ConfigError, WebhookRejected, Write
@@ -502,3 +503,63 @@ async def test_subscribe_creates_each_topic_once(make_shop: MakeShop):
             "products/update",
         ]
     )
+
+
+# -- app tokens: refreshed ahead of expiry and after a 401 ------------------------------------
+
+APP = {"app_key": "emulator-client-id", "app_secret": "emulator-secret", "webhook_secret": ""}
+
+
+def test_settings_take_an_app_key_and_secret_instead_of_a_static_token():
+    settings = ShoplineSettings.from_options({"api_url": "http://x", **APP})
+    assert isinstance(settings, ShoplineSettings)
+    assert settings.webhook_secret == "emulator-secret"
+    assert "emulator-secret" not in repr(settings)
+    with pytest.raises(ConfigError, match="app_key and app_secret go together"):
+        ShoplineSettings.from_options({"api_url": "http://x", "app_key": "k", "access_token": "t"})
+
+
+async def test_an_app_token_is_refreshed_ahead_of_expiry_and_no_secret_is_logged(make_shop):
+    with structlog.testing.capture_logs() as logs:
+        shop = await make_shop(access_token="", **APP)
+        before = await shop.channel.read([shop.item()])
+        shop.clock.t += 36000 - 120  # within the renewal margin, before expiry
+        after = await shop.channel.read([shop.item()])
+    assert before == after == {shop.item(): shop.count()}
+    assert shop.emulator.tokens.issued == 2
+    assert [e["reason"] for e in logs if e["event"] == "token_renewed"] == ["first", "expiring"]
+    assert not [e for e in logs if e["event"] == "shopline_token_refused"]
+    assert "emulator-secret" not in repr(logs)
+    assert not any(token in repr(logs) for token in shop.emulator.tokens._expiry)
+
+
+async def test_an_expired_token_is_refreshed_on_a_401_and_the_write_sent_once(make_shop):
+    shop = await make_shop(access_token="", **APP)
+    await shop.channel.read([shop.item()])  # so the next call is the adjust itself
+    shop.emulator.clock_offset += 36001  # SHOPLINE's clock says the token expired
+    with structlog.testing.capture_logs() as logs:
+        [result] = await shop.channel.write(
+            [Write(shop.item(), shop.count(), shop.count() - 3)], key="k1"
+        )
+    assert result.status == "ok"
+    assert len(shop.adjusts()) == 1
+    assert shop.emulator.tokens.issued == 2
+    assert [e["reason"] for e in logs if e["event"] == "token_renewed"] == ["rejected"]
+
+
+async def test_a_refused_refresh_is_one_clear_error(make_shop):
+    with pytest.raises(ChannelError, match=r"refused to refresh the app token.*app_secret"):
+        await make_shop(access_token="", app_key="emulator-client-id", app_secret="wrong",
+                        webhook_secret="s")  # fmt: skip
+
+
+async def test_a_refused_topic_does_not_stop_the_others(make_shop: MakeShop, monkeypatch):
+    import plugins.shopline.emulator as emulator_module
+
+    monkeypatch.setattr(emulator_module, "TOPICS", emulator_module.TOPICS - {"orders/create"})
+    shop = await make_shop()
+    with pytest.raises(ChannelError, match=r"refused webhook topic.*orders/create"):
+        await shop.channel.subscribe("http://127.0.0.1:9/webhooks/shopline")
+    topics = {sub.topic for sub in shop.emulator.webhooks.subscriptions.values()}
+    assert len(topics) == 5
+    assert "orders/create" not in topics

@@ -385,3 +385,73 @@ async def test_control_routes_follow_the_contract(aiohttp_client):
     assert inventory[sku] == 5 and inventory["NEW-1"] == 3
     items = await (await client.get("/_emulator/items")).json()
     assert all(item["item_id"].isdigit() and len(item["item_id"]) >= 19 for item in items)
+
+
+# -- app tokens: refresh and expiry -------------------------------------------------------------
+
+
+def refresh_headers(secret: str = "emulator-secret", appkey: str = "emulator-client-id"):
+    timestamp = "1800000000000"
+    sign = hmac.new(secret.encode(), timestamp.encode(), hashlib.sha256).hexdigest()
+    return {"appkey": appkey, "timestamp": timestamp, "sign": sign}
+
+
+async def refresh(client: TestClient, **kw: str) -> Any:
+    return await client.post("/admin/oauth/token/refresh", headers=refresh_headers(**kw))
+
+
+async def test_a_signed_refresh_grants_a_token_for_10_hours(aiohttp_client):
+    clock = FakeClock()
+    client = await start(aiohttp_client, make(clock=clock))
+    resp = await refresh(client)
+    assert resp.status == 200
+    body = await resp.json()
+    assert (body["code"], body["i18nCode"]) == (200, "SUCCESS")
+    token = body["data"]["accessToken"]
+    assert body["data"]["expireTime"] == "2027-01-15T18:00:00.000+00:00"
+    bearer = {"Authorization": f"Bearer {token}"}
+    assert (await client.get(API + "locations/list.json", headers=bearer)).status == 200
+    clock.t += 36000
+    expired = await client.get(API + "locations/list.json", headers=bearer)
+    wrong = await client.get(API + "locations/list.json", headers={"Authorization": "Bearer x"})
+    assert expired.status == wrong.status == 401
+    assert await expired.json() == await wrong.json()
+    # a private app's static token does not expire
+    assert (await client.get(API + "locations/list.json", headers=AUTH)).status == 200
+
+
+async def test_a_refresh_leaves_the_old_token_valid_for_5_minutes(aiohttp_client):
+    clock = FakeClock()
+    client = await start(aiohttp_client, make(clock=clock))
+    old = (await (await refresh(client)).json())["data"]["accessToken"]
+    new = (await (await refresh(client)).json())["data"]["accessToken"]
+    assert old != new
+    clock.t += 299
+    for token in (old, new):
+        headers = {"Authorization": f"Bearer {token}"}
+        assert (await client.get(API + "locations/list.json", headers=headers)).status == 200
+    clock.t += 2
+    headers = {"Authorization": f"Bearer {old}"}
+    assert (await client.get(API + "locations/list.json", headers=headers)).status == 401
+
+
+async def test_a_refresh_with_a_wrong_sign_or_app_key_is_refused(aiohttp_client):
+    client = await start(aiohttp_client, make())
+    for kw in ({"secret": "wrong"}, {"appkey": "other-app"}):
+        resp = await refresh(client, **kw)
+        assert resp.status == 401
+        assert (await resp.json())["code"] == 401
+    lifetime = await start(aiohttp_client, make(token_lifetime=5))
+    body = await (await refresh(lifetime)).json()
+    assert (await (await lifetime.get("/_emulator/tokens")).json()) == {"issued": 1, "lifetime": 5}
+    assert body["data"]["accessToken"]
+
+
+async def test_each_list_refuses_a_page_larger_than_its_documented_maximum(aiohttp_client):
+    client = await start(aiohttp_client, make())
+    for path, maximum in (("orders.json", 100), ("products/products.json", 250)):
+        ok = await client.get(API + path, params={"limit": str(maximum)}, headers=AUTH)
+        assert ok.status == 200
+        over = await client.get(API + path, params={"limit": str(maximum + 1)}, headers=AUTH)
+        assert over.status == 400
+        assert str(maximum) in (await over.json())["errors"]

@@ -13,12 +13,16 @@ control API (a contract other tools depend on) is the same for every platform:
 
 Extras: GET /_emulator/items, GET /_emulator/writes, GET /_emulator/stats,
 POST /_emulator/orders/{id}/cancel, POST /_emulator/refunds {"order_id"},
-POST /_emulator/faults {...Faults fields}, POST /_emulator/storefront {"open": bool}.
+POST /_emulator/faults {...Faults fields}, POST /_emulator/storefront {"open": bool},
+POST /_emulator/clock/advance {"seconds"} (the emulator's time, which expires tokens, jumps
+forward; answers {"now"}), GET /_emulator/tokens ({"issued", "lifetime"}: tokens granted so far
+and their lifetime).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hmac
 import json
 import random
 import time
@@ -30,6 +34,7 @@ from aiohttp import web
 from agent.emulator.bucket import LeakyBucket
 from agent.emulator.options import EmulatorOptions
 from agent.emulator.store import ShortStock, Store, UnknownSku, Variant
+from agent.emulator.tokens import TokenIssuer
 from agent.emulator.webhooks import WebhookSender
 
 __all__ = ["Emulator", "json_error"]
@@ -68,13 +73,24 @@ class Emulator:
     """One emulated shop. Subclasses provide the platform's wire format."""
 
     name = "emulator"
+    # How long a granted token lives unless `EmulatorOptions.token_lifetime` says otherwise.
+    token_lifetime: float = 86400.0
+    token_prefix: str = ""
 
     def __init__(self, options: EmulatorOptions, *, clock: Callable[[], float] = time.time):
         self.options = options
-        self.clock = clock
+        self._base_clock = clock
+        self.clock_offset = 0.0  # seconds the control API has moved time forward
+        self.clock: Callable[[], float] = lambda: self._base_clock() + self.clock_offset
         self.faults = options.faults
         self.rng = random.Random(options.seed)
-        self.store = Store(clock=clock)
+        lifetime = options.token_lifetime
+        self.tokens = TokenIssuer(
+            self.clock,
+            self.token_lifetime if lifetime is None else lifetime,
+            prefix=self.token_prefix,
+        )
+        self.store = Store(clock=self.clock)
         self.store.seed(options.skus, available=options.initial_available)
         self.bucket = self.make_bucket()
         self.webhooks = WebhookSender(self.sign_webhook, self.faults, rng=self.rng)
@@ -117,6 +133,11 @@ class Emulator:
             return self.faults.fail_status
         return None
 
+    def token_valid(self, token: str) -> bool:
+        """Whether `token` opens the API: the static one, or a granted one not yet expired."""
+        static = hmac.compare_digest(token.encode(), self.options.token.encode())
+        return static or self.tokens.valid(token)
+
     def take_timeout_after_apply(self) -> bool:
         """True if this write, once applied, must be answered by a dropped connection."""
         if self.faults.timeout_after_apply > 0:
@@ -148,6 +169,8 @@ class Emulator:
         r.add_get("/_emulator/stats", self._h_stats)
         r.add_post("/_emulator/faults", self._h_faults)
         r.add_post("/_emulator/storefront", self._h_storefront)
+        r.add_post("/_emulator/clock/advance", self._h_advance)
+        r.add_get("/_emulator/tokens", self._h_tokens)
         self.add_platform_routes(app)
         app.cleanup_ctx.append(self._webhook_ctx)
         return app
@@ -282,3 +305,15 @@ class Emulator:
             return json_error(400, "open must be true or false")
         self.store.storefront_open = body["open"]
         return web.json_response({"open": self.store.storefront_open})
+
+    async def _h_advance(self, request: web.Request) -> web.Response:
+        """Move the emulator's time forward (a subclass with its own clock overrides this)."""
+        body = await _json_body(request)
+        seconds = body.get("seconds")
+        if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds < 0:
+            return json_error(400, "seconds must be a non-negative number")
+        self.clock_offset += float(seconds)
+        return web.json_response({"now": self.clock()})
+
+    async def _h_tokens(self, request: web.Request) -> web.Response:
+        return web.json_response({"issued": self.tokens.issued, "lifetime": self.tokens.lifetime})

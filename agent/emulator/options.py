@@ -16,7 +16,10 @@ class Faults:
     `webhook_drop`, and, with `webhook_reorder`, sent in shuffled order within a batch.
     API faults: the next `fail_requests` platform API calls answer `fail_status`; the next
     `timeout_after_apply` writes are applied and then the connection is dropped, so the client
-    never learns the outcome.
+    never learns the outcome. Platform behaviour that tests switch on: after
+    `webhook_delete_after` deliveries to a subscription failed every retry (a success resets
+    the count), the subscription is deleted, as Shopify does after one (8 tries over 4 h)
+    and SHOPLINE after one (19 over 48 h); 0 keeps it forever.
     """
 
     webhook_delay: float = 0.0
@@ -26,6 +29,7 @@ class Faults:
     fail_requests: int = 0
     fail_status: int = 503
     timeout_after_apply: int = 0
+    webhook_delete_after: int = 0
 
     def update(self, values: dict[str, object]) -> None:
         """Set the named fields; unknown names or wrong types raise ValueError."""
@@ -53,6 +57,14 @@ class EmulatorOptions:
     skus: int = 10
     token: str = "emulator-token"
     webhook_secret: str = "emulator-secret"
+    # The app's id for token grants (client credentials, refresh); its secret is
+    # `webhook_secret`, since both platforms sign webhooks with the app's client secret.
+    client_id: str = "emulator-client-id"
+    # Lifetime of granted tokens in seconds; None: the platform's (Shopify 24 h, SHOPLINE 10 h).
+    token_lifetime: float | None = None
+    # Locations the shop has (Shopify): the primary one holds the stock; the others stock
+    # nothing and their names sort before it, as a shop's warehouses often do.
+    locations: int = 1
     plan: str = "standard"
     initial_available: int = 100
     rate_limit: bool = True

@@ -41,6 +41,7 @@ class Delivery:
     url: str
     body: bytes
     attempts: int = 0
+    sub_id: int = 0
 
 
 class WebhookSender:
@@ -74,6 +75,8 @@ class WebhookSender:
         self._worker: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
         self.stats = {"sent": 0, "delivered": 0, "failed": 0, "dropped": 0, "duplicated": 0}
+        self._failures: dict[int, int] = {}  # subscription -> deliveries failed in a row
+        self.deleted = 0  # subscriptions deleted after failed deliveries
 
     # -- subscriptions -----------------------------------------------------------------------
 
@@ -101,7 +104,7 @@ class WebhookSender:
         for sub in list(self.subscriptions.values()):
             if sub.topic != topic:
                 continue
-            delivery = Delivery(uuid.uuid4().hex, topic, sub.url, body)
+            delivery = Delivery(uuid.uuid4().hex, topic, sub.url, body, sub_id=sub.id)
             if self.rng.random() < self.faults.webhook_drop:
                 self.stats["dropped"] += 1
                 continue
@@ -145,6 +148,14 @@ class WebhookSender:
                 else:
                     await self._deliver(delivery, 0.0)
 
+    def _count_failure(self, sub_id: int) -> None:
+        """A delivery failed every retry: delete its subscription after enough of them."""
+        limit = self.faults.webhook_delete_after
+        failures = self._failures[sub_id] = self._failures.get(sub_id, 0) + 1
+        if limit and failures >= limit and self.unsubscribe(sub_id):
+            self._failures.pop(sub_id, None)
+            self.deleted += 1
+
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
@@ -166,9 +177,11 @@ class WebhookSender:
             ok = False
         if ok:
             self.stats["delivered"] += 1
+            self._failures.pop(delivery.sub_id, None)
             return
         if delivery.attempts >= self.max_attempts:
             self.stats["failed"] += 1
+            self._count_failure(delivery.sub_id)
             return
         backoff = self.retry_base * 2 ** (delivery.attempts - 1)
         self._spawn(self._deliver(delivery, backoff))

@@ -336,6 +336,31 @@ class ChannelConformance:
 
         run(scenario, channel_under_test)
 
+    # -- credentials -------------------------------------------------------------------------
+
+    def test_a_token_that_expires_mid_run_is_renewed(
+        self, channel_under_test: ChannelHarness
+    ) -> None:
+        async def scenario(h: ChannelHarness) -> None:
+            async with h.open(skus=3) as shop:
+                sku, item = sorted((await shop.list_by_sku()).items())[0]
+                # Forty days on the platform's clock: past the lifetime of any granted token
+                # (a static one does not expire), while the channel's own clock stands still,
+                # so only the platform's 401 can tell the channel.
+                await shop.advance_clock(40 * 86400)
+                counts = await shop.channel.read([item.item_id])
+                [result] = await shop.channel.write(
+                    [Write(item.item_id, item.available, item.available - 1)], key="expired-1"
+                )
+                held = (await shop.inventory())[sku]
+            assert counts == {item.item_id: item.available}, (
+                f"after the token expired, read() gave {counts}, not {item.available}"
+            )
+            assert result.status == "ok", f"after the token expired, a write got {result}"
+            assert held == item.available - 1, f"the shop holds {held}, not {item.available - 1}"
+
+        run(scenario, channel_under_test)
+
     # -- the catalogue's oddities ------------------------------------------------------------
 
     def test_duplicates_and_skuless_items_are_listed_as_such(

@@ -25,10 +25,11 @@ from agent.clock import SystemClock
 from agent.emulator import EmulatorOptions
 from agent.plugins import Registry, make_plugin_manager
 
-__all__ = ["ChannelHarness", "ShopUnderTest", "WebhookReceiver"]
+__all__ = ["CLIENT_ID", "SECRET", "ChannelHarness", "ShopUnderTest", "WebhookReceiver"]
 
 TOKEN = "conformance-access-token"
-SECRET = "conformance-webhook-secret"
+SECRET = "conformance-webhook-secret"  # also the emulated app's client secret
+CLIENT_ID = "conformance-client-id"
 SHOP = "conformance.example.com"
 
 
@@ -38,6 +39,10 @@ class ChannelHarness:
 
     - `options`: channel options besides ``api_url``, ``access_token`` and ``webhook_secret``
       (for fast tests, e.g. a short ``retry_base``).
+    - `credentials`: channel options that authenticate *instead of* the static
+      ``access_token``, for a channel that gets and renews its own tokens (e.g. Shopify's
+      ``{"client_id": CLIENT_ID, "client_secret": SECRET}``): the emulator's app id is
+      `CLIENT_ID` and its app secret `SECRET`, the webhook secret.
     - `emulator_options`: extra `EmulatorOptions` fields (``plan``, ``seed``...).
     - `page_size`: items per listing page, so the suite can list more than one page.
     - `can_have_duplicates`, `can_have_skuless`: whether the platform can hold two items with
@@ -49,6 +54,7 @@ class ChannelHarness:
 
     name: str
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    credentials: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     emulator_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     page_size: int = 100
     can_have_duplicates: bool = True
@@ -82,6 +88,7 @@ class ChannelHarness:
             skus=skus,
             token=TOKEN,
             webhook_secret=SECRET,
+            client_id=CLIENT_ID,
             rate_limit=rate_limit,
         )
         app = factory(options)
@@ -124,9 +131,10 @@ class ShopUnderTest:
 
     async def make_channel(self, **overrides: Any) -> Channel:
         """A started channel on this shop; `overrides` replace options (a wrong secret...)."""
+        credentials = dict(self.harness.credentials) or {"access_token": TOKEN}
         options = {
             "api_url": self.api_url,
-            "access_token": TOKEN,
+            **credentials,
             "webhook_secret": SECRET,
             **self.harness.options,
             **overrides,
@@ -210,6 +218,10 @@ class ShopUnderTest:
     async def stats(self) -> dict[str, Any]:
         """Request, read, write and rate-limit counters."""
         return await self._call("GET", "/_emulator/stats")
+
+    async def advance_clock(self, seconds: float) -> None:
+        """Move the emulator's clock `seconds` forward (tokens expire on it)."""
+        await self._call("POST", "/_emulator/clock/advance", {"seconds": seconds})
 
     async def faults(self, **values: Any) -> dict[str, Any]:
         """Arm faults (``timeout_after_apply=1``...) or switch ``rate_limit``."""

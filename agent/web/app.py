@@ -31,6 +31,7 @@ from agent.web import api, keys, pages, peer, webhooks
 from agent.web.api import json_error
 from agent.web.auth import bearer_ok
 from agent.web.bodies import BodyError
+from agent.webhook_health import keep_subscribed
 
 __all__ = ["create_app"]
 
@@ -254,19 +255,10 @@ async def _prune_log(app: web.Application) -> None:
 
 
 async def _subscribe(app: web.Application) -> None:
-    """Register webhooks at our public URL, retrying while the platform is unreachable."""
+    """Register webhooks at our public URL and keep them registered."""
     settings = app[keys.SETTINGS]
     url = f"{settings.public_url}/webhooks/{settings.channel}"
-    delay = 1.0
-    while True:
-        try:
-            await app[keys.CHANNEL].subscribe(url)
-            log.info("webhooks_subscribed", shop=settings.domain, url=url)
-            return
-        except Exception as exc:
-            log.warning("subscribe_failed", shop=settings.domain, error=str(exc), retry_in=delay)
-            await app[keys.CLOCK].sleep(delay)
-            delay = min(60.0, delay * 2)
+    await keep_subscribed(app[keys.CHANNEL], url, clock=app[keys.CLOCK], shop=settings.domain)
 
 
 async def _healthz(request: web.Request) -> web.Response:

@@ -16,15 +16,23 @@ from agent.channel import (
     Channel,
     ChannelError,
     ChannelSettings,
+    Check,
     ConfigError,
+    Grant,
     Item,
     RateBudget,
+    RenewingToken,
     WebhookHint,
     Write,
     WriteResult,
 )
 from plugins.shopify import queries, webhooks
-from plugins.shopify.client import CostExceeded, ShopifyClient, ShopifyUnavailable
+from plugins.shopify.client import (
+    CostExceeded,
+    ShopifyClient,
+    ShopifyUnavailable,
+    client_credentials_grant,
+)
 
 if TYPE_CHECKING:
     import aiohttp
@@ -51,15 +59,25 @@ _STALE = frozenset({"CHANGE_FROM_QUANTITY_STALE", "COMPARE_QUANTITY_STALE"})
 _ITEM_GID = re.compile(r"^gid://shopify/InventoryItem/\d+$")
 _BULK_DONE = frozenset({"COMPLETED", "FAILED", "CANCELED", "EXPIRED"})
 _BULK_MAX_WAIT = 3600.0
+# What the channel calls needs (shopify.md §6); `shopsync check` names any missing.
+SCOPES = ("read_inventory", "write_inventory", "read_products", "read_orders", "read_locations")
 
 
 @dataclasses.dataclass
 class ShopifySettings(ChannelSettings):
-    """Options of the ``[channel.options]`` table for a Shopify shop."""
+    """Options of the ``[channel.options]`` table for a Shopify shop.
+
+    Credentials: ``access_token`` (a legacy custom app's static ``shpat_`` token), or
+    ``client_id`` and ``client_secret`` of a Dev Dashboard app, whose 24 h tokens the channel
+    gets through the client-credentials grant and renews. ``webhook_secret`` defaults to
+    ``client_secret``, which is what Shopify signs a Dev Dashboard app's webhooks with.
+    """
 
     api_url: str
-    access_token: str = dataclasses.field(repr=False)
-    webhook_secret: str = dataclasses.field(repr=False)
+    access_token: str = dataclasses.field(default="", repr=False)
+    webhook_secret: str = dataclasses.field(default="", repr=False)
+    client_id: str = ""
+    client_secret: str = dataclasses.field(default="", repr=False)
     location_id: str = ""
     api_version: str = "2026-10"
     bulk: bool = True
@@ -71,9 +89,18 @@ class ShopifySettings(ChannelSettings):
         self.api_url = str(self.api_url).rstrip("/")
         if not re.match(r"^https?://[^/]+", self.api_url):
             raise ConfigError("channel option api_url must be an http(s) URL")
-        for name in ("access_token", "webhook_secret"):
-            if not str(getattr(self, name)).strip():
-                raise ConfigError(f"channel option {name} must not be empty")
+        self.client_id = str(self.client_id).strip()
+        if bool(self.client_id) != bool(str(self.client_secret).strip()):
+            raise ConfigError("channel options client_id and client_secret go together")
+        if not str(self.access_token).strip() and not self.client_id:
+            raise ConfigError(
+                "missing channel option access_token (or client_id and client_secret of a "
+                "Dev Dashboard app)"
+            )
+        if not str(self.webhook_secret).strip():
+            if not self.client_id:
+                raise ConfigError("channel option webhook_secret must not be empty")
+            self.webhook_secret = self.client_secret
         if not re.match(r"^(\d{4}-\d{2}|unstable)$", self.api_version):
             raise ConfigError("channel option api_version must look like 2026-10 or unstable")
         location = str(self.location_id).strip()
@@ -113,11 +140,19 @@ class ShopifyChannel(Channel):
             read_cost=queries.read_cost(MAX_BATCH),
             unit="points",
         )
+        if settings.client_id:
+            self.credentials = RenewingToken(
+                self._client_credentials,
+                clock=clock,
+                kind="client_credentials",
+                shop=settings.api_url,
+                initial=settings.access_token,
+            )
         self.client = ShopifyClient(
             http,
             clock,
             endpoint=settings.endpoint,
-            token=settings.access_token,
+            credentials=self.credentials,
             timeout=settings.timeout,
             retry_base=settings.retry_base,
             max_retries=settings.max_retries,
@@ -135,23 +170,38 @@ class ShopifyChannel(Channel):
                 self.budget, bucket=maximum, restore_rate=restore_rate
             )
 
+    async def _client_credentials(self) -> Grant:
+        return await client_credentials_grant(
+            self.http,
+            self.clock,
+            f"{self.settings.api_url}/admin/oauth/access_token",
+            self.settings.client_id,
+            self.settings.client_secret,
+            timeout=self.settings.timeout,
+        )
+
     async def start(self) -> None:
         """Resolve the location once, so the first webhook can already be filtered by it."""
         await self.location()
 
     async def location(self) -> str:
-        """The Location gid: configured, else the shop's first active location."""
+        """The Location gid: configured, else the shop's primary location."""
         if self._location is not None:
             return self._location
         async with self._location_lock:
             if self._location is None:
-                data = await self.client.call(queries.LOCATIONS, {}, cost=queries.LOCATIONS_COST)
-                nodes = (data.get("locations") or {}).get("nodes") or []
-                active = [n["id"] for n in nodes if isinstance(n, dict) and n.get("isActive")]
-                if not active:
-                    raise ChannelError("the shop has no active location")
-                self._location = active[0]
-                log.info("shopify_location", location=self._location)
+                data = await self.client.call(
+                    queries.PRIMARY_LOCATION, {}, cost=queries.PRIMARY_LOCATION_COST
+                )
+                primary = data.get("location")
+                if not isinstance(primary, dict) or not primary.get("id"):
+                    raise ChannelError("the shop reports no primary location: set location_id")
+                if not primary.get("isActive", True):
+                    raise ChannelError(
+                        f"the shop's primary location {primary['id']} is inactive: set location_id"
+                    )
+                self._location = str(primary["id"])
+                log.info("shopify_location", location=self._location, primary=True)
         return self._location
 
     # -- reading -------------------------------------------------------------------------------
@@ -276,7 +326,12 @@ class ShopifyChannel(Channel):
     ) -> None:
         """Send `pending` rows; Shopify rejects a call with a stale row as a whole, so the
         rows it did not object to are re-sent under a key derived from this one."""
-        busy = 0
+        busy = fresh = 0
+
+        def unknown(message: str) -> None:
+            for i in pending:
+                results[i] = WriteResult(writes[i].item_id, "unknown", message=message)
+
         while pending:
             variables = self._set_variables([writes[i] for i in pending], location, call_key)
             try:
@@ -284,25 +339,27 @@ class ShopifyChannel(Channel):
                     self._set_document, variables, cost=queries.WRITE_COST
                 )
             except ShopifyUnavailable as exc:
-                for i in pending:
-                    results[i] = WriteResult(writes[i].item_id, "unknown", message=str(exc))
-                return
+                return unknown(str(exc))
             payload = data.get("inventorySetQuantities")
             if not isinstance(payload, dict):
-                for i in pending:
-                    results[i] = WriteResult(writes[i].item_id, "unknown", message="no payload")
-                return
+                return unknown("no payload")
             errors = [e for e in payload.get("userErrors") or [] if isinstance(e, dict)]
             group = payload.get("inventoryAdjustmentGroup")
             if any(e.get("code") == "IDEMPOTENCY_CONCURRENT_REQUEST" for e in errors):
                 busy += 1  # the same key is still running at Shopify: ask again, same key
                 if busy > self.settings.max_retries:
-                    for i in pending:
-                        results[i] = WriteResult(
-                            writes[i].item_id, "unknown", message="idempotent request still running"
-                        )
-                    return
+                    return unknown("idempotent request still running")
                 await self.clock.sleep(self.client.backoff(busy))
+                continue
+            if any(e.get("code") == "IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED" for e in errors):
+                # An earlier attempt under this key failed without applying anything: Shopify
+                # wants a new key. Derived from this one, so a retry of the batch walks the same
+                # keys and still runs once.
+                fresh += 1
+                if fresh > self.settings.max_retries:
+                    return unknown("every key's attempt failed")
+                call_key = str(uuid.uuid5(KEY_NAMESPACE, f"{call_key}/new"))
+                log.info("shopify_write_new_key", rows=len(pending))
                 continue
             by_row: dict[int, dict[str, Any]] = {}
             general: list[dict[str, Any]] = []
@@ -313,9 +370,7 @@ class ShopifyChannel(Channel):
                 else:
                     general.append(error)
             if not errors and group is None:
-                for i in pending:
-                    results[i] = WriteResult(writes[i].item_id, "unknown", message="no group")
-                return
+                return unknown("no group")
             after = _quantities_after(group)
             remaining = []
             for row, i in enumerate(pending):
@@ -373,7 +428,8 @@ class ShopifyChannel(Channel):
         data = await self.client.call(queries.WEBHOOKS, {}, cost=queries.WEBHOOKS_COST)
         nodes = (data.get("webhookSubscriptions") or {}).get("nodes") or []
         existing = {(n.get("topic"), n.get("uri")) for n in nodes if isinstance(n, dict)}
-        for topic in TOPICS:
+        refused: list[str] = []
+        for topic in TOPICS:  # each on its own: one refusal does not stop the others
             if (topic, callback_url) in existing:
                 continue
             variables = {"topic": topic, "sub": {"uri": callback_url, "format": "JSON"}}
@@ -383,12 +439,57 @@ class ShopifyChannel(Channel):
             errors = (created.get("webhookSubscriptionCreate") or {}).get("userErrors") or []
             messages = [str(e.get("message", "")) for e in errors if isinstance(e, dict)]
             if messages and not all("already been taken" in m for m in messages):
-                raise ChannelError(f"cannot subscribe to {topic}: {'; '.join(messages)}")
+                log.warning("shopify_webhook_refused", topic=topic, error="; ".join(messages))
+                refused.append(f"{topic}: {'; '.join(messages)}")
+                continue
             log.info("shopify_webhook_subscribed", topic=topic)
+        if refused:
+            raise ChannelError(f"cannot subscribe to {', '.join(refused)}")
 
     async def set_storefront_open(self, is_open: bool) -> bool:
         """Shopify's Admin API cannot close a storefront."""
         return False
+
+    async def check(self) -> list[Check]:
+        """The common checks, then the granted scopes and the location in use."""
+        checks = await super().check()
+        if not all(c.ok for c in checks):
+            return checks
+        granted = {s.strip() for s in self.credentials.scope.split(",") if s.strip()}
+        missing = [s for s in SCOPES if s not in granted]
+        if not granted:
+            checks.append(Check("scopes", True, f"not reported for this token; needs {SCOPES}"))
+        elif missing:
+            fix = "add them to the app's version in the Dev Dashboard and install it again"
+            checks.append(Check("scopes", False, f"missing {', '.join(missing)}: {fix}"))
+        else:
+            checks.append(Check("scopes", True, "granted: " + ", ".join(sorted(granted))))
+        try:
+            data = await self.client.call(queries.LOCATIONS, {}, cost=queries.LOCATIONS_COST)
+            primary = await self.client.call(
+                queries.PRIMARY_LOCATION, {}, cost=queries.PRIMARY_LOCATION_COST
+            )
+        except ChannelError as exc:
+            return [*checks, Check("location", False, str(exc))]
+        nodes = [n for n in (data.get("locations") or {}).get("nodes") or [] if isinstance(n, dict)]
+        names = {n.get("id"): n.get("name") for n in nodes if n.get("isActive")}
+        location = await self.location()
+        if location not in names:
+            known = ", ".join(f"{i} ({n})" for i, n in names.items())
+            checks.append(
+                Check(
+                    "location",
+                    False,
+                    f"{location} is no active location here ({known}): fix location_id",
+                )
+            )
+        else:
+            is_primary = (primary.get("location") or {}).get("id") == location
+            role = "the primary location" if is_primary else "not the primary location"
+            checks.append(
+                Check("location", True, f"{names[location]} ({location}), {role}, of {len(names)}")
+            )
+        return checks
 
 
 def _available(level: Any) -> int | None:

@@ -11,18 +11,22 @@ from typing import Any
 import aiohttp
 import structlog
 
-from agent.channel import ChannelError
+from agent.channel import ChannelError, Credentials, Grant
 from agent.clock import Clock
 
-__all__ = ["CostExceeded", "ShopifyClient", "ShopifyUnavailable"]
+__all__ = ["CostExceeded", "ShopifyClient", "ShopifyUnavailable", "client_credentials_grant"]
 
 log = structlog.get_logger(__name__)
 
 _MAX_THROTTLED = 100  # THROTTLED answers are not failures, but a bound keeps a bug from looping
 _MAX_BACKOFF = 60.0
+_UNAUTHORIZED = {
+    "static": "Shopify refused the access token (HTTP 401): check access_token",
+    "client_credentials": "Shopify refused a freshly granted token (HTTP 401): check that the "
+    "app is installed on the shop",
+}
 _FATAL_STATUS = {
     400: "Shopify rejected the request as malformed (HTTP 400)",
-    401: "Shopify refused the access token (HTTP 401): check access_token",
     402: "the shop is frozen for non-payment (HTTP 402)",
     403: "Shopify forbids this call (HTTP 403): check the app's scopes",
     404: "Shopify answered 404: check api_url and api_version",
@@ -68,7 +72,7 @@ class ShopifyClient:
         clock: Clock,
         *,
         endpoint: str,
-        token: str,
+        credentials: Credentials,
         timeout: float = 10.0,
         retry_base: float = 0.5,
         max_retries: int = 8,
@@ -78,7 +82,7 @@ class ShopifyClient:
         self.http = http
         self.clock = clock
         self.endpoint = endpoint
-        self._token = token
+        self.credentials = credentials
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self.retry_base = retry_base
         self.max_retries = max_retries
@@ -158,12 +162,23 @@ class ShopifyClient:
         """
         payload = json.dumps({"query": document, "variables": variables}).encode()
         attempt = throttled = 0
+        renewed = False
         ticket = id(payload)
         while True:
             await self._pace(cost, ticket)
             try:
-                body = await self._post(payload, ticket)
+                token = await self.credentials.token()
+                body = await self._post(payload, ticket, token)
                 return self._data(body)
+            except _Unauthorized:
+                # A 401 is answered before anything runs: renew once and send the same bytes.
+                fresh = None if renewed else await self.credentials.renewed(token)
+                if fresh is None:
+                    raise ChannelError(
+                        _UNAUTHORIZED.get(self.credentials.kind, _UNAUTHORIZED["static"])
+                    ) from None
+                renewed = True
+                log.info("shopify_token_refused", retry=True)
             except _Throttled:
                 throttled += 1
                 self.throttled += 1
@@ -187,8 +202,8 @@ class ShopifyClient:
                 if self._probe == ticket:
                     self._learned.set()
 
-    async def _post(self, payload: bytes, ticket: int) -> Any:
-        headers = {"X-Shopify-Access-Token": self._token, "Content-Type": "application/json"}
+    async def _post(self, payload: bytes, ticket: int, token: str) -> Any:
+        headers = {"X-Shopify-Access-Token": token, "Content-Type": "application/json"}
         try:
             async with self.http.post(
                 self.endpoint, data=payload, headers=headers, timeout=self.timeout
@@ -207,6 +222,8 @@ class ShopifyClient:
             self._update(body, ticket)
         if _has_code(body, "THROTTLED"):
             raise _Throttled
+        if status == 401:
+            raise _Unauthorized
         if status in _FATAL_STATUS:
             raise ChannelError(_FATAL_STATUS[status])
         if status == 429 or status >= 500:
@@ -259,6 +276,62 @@ class ShopifyClient:
                     raise ShopifyUnavailable(f"bulk result download failed: {exc}") from None
                 attempt += 1
                 await self.clock.sleep(self.backoff(attempt))
+
+
+async def client_credentials_grant(
+    http: aiohttp.ClientSession,
+    clock: Clock,
+    url: str,
+    client_id: str,
+    client_secret: str,
+    *,
+    timeout: float,
+) -> Grant:
+    """A token from the OAuth client-credentials grant of a Dev Dashboard app (valid 24 h).
+
+    Raises `ChannelError` when Shopify refuses the credentials, `ShopifyUnavailable` when it
+    cannot be reached. The secret travels only in the request body; nothing here logs it.
+    """
+    form = {
+        "grant_type": "client_credentials",
+        "client_id": client_id,
+        "client_secret": client_secret,
+    }
+    try:
+        async with http.post(
+            url, data=form, timeout=aiohttp.ClientTimeout(total=timeout)
+        ) as response:
+            status, text = response.status, await response.text()
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise ShopifyUnavailable(
+            f"cannot reach Shopify for a token: {type(exc).__name__}"
+        ) from None
+    try:
+        body = json.loads(text) if text else None
+    except ValueError:
+        body = None
+    if status >= 500 or status == 429:
+        raise ShopifyUnavailable(f"Shopify answered HTTP {status} to the token request")
+    token = body.get("access_token") if isinstance(body, dict) else None
+    if status != 200 or not isinstance(token, str) or not token:
+        detail = ""
+        if isinstance(body, dict):
+            detail = str(body.get("error_description") or body.get("error") or "")
+        detail = f", {detail}" if detail else ""
+        raise ChannelError(
+            f"Shopify refused the client credentials (HTTP {status}{detail}): check client_id "
+            "and client_secret, and that the app is installed on the shop"
+        )
+    assert isinstance(body, dict)
+    expires_in = body.get("expires_in")
+    expires_at = None
+    if isinstance(expires_in, int | float) and not isinstance(expires_in, bool):
+        expires_at = clock.now() + float(expires_in)
+    return Grant(token, expires_at, str(body.get("scope") or ""))
+
+
+class _Unauthorized(Exception):
+    """Shopify answered 401: the token is wrong or expired."""
 
 
 class _Throttled(Exception):

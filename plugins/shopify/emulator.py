@@ -6,7 +6,16 @@ plan, and answers like Shopify: `data`, `errors` and `extensions.cost` on every 
 ``THROTTLED`` and ``MAX_COST_EXCEEDED``, 401 on a bad token, 404 on an unknown version. Stock
 changes emit signed, REST-shaped webhooks. Extras beside the common control API:
 ``GET /_emulator/bulk/{id}.jsonl`` (bulk results) and ``POST /_emulator/shopify/items``
-``{"sku", "tracked"?, "stocked"?}`` (make an item untracked or not stocked at the location).
+``{"sku", "tracked"?, "stocked"?}`` (make an item untracked or not stocked at the location),
+``POST /_emulator/shopify/idempotency`` ``{"fail_attempts": n}`` (the next n
+``inventorySetQuantities`` attempts fail internally; their keys then answer
+``IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED``).
+
+Tokens: the configured static token (a legacy custom app's ``shpat_``) never expires; a Dev
+Dashboard app gets tokens from ``POST /admin/oauth/access_token`` (client credentials:
+``client_id`` = `EmulatorOptions.client_id`, ``client_secret`` = the webhook secret, form or
+JSON body), which answer ``{"access_token", "scope", "expires_in": 86399}`` and then 401 like a
+wrong token once expired on the emulator's clock.
 """
 
 from __future__ import annotations
@@ -64,6 +73,8 @@ _STATUS_BODIES = {
     504: "Gateway Timeout",
 }
 _UNAUTHORIZED = "[API] Invalid API key or access token (unrecognized login or wrong password)"
+# What a Dev Dashboard app is granted when it asks for the scopes shopsync needs (shopify.md §6).
+GRANTED_SCOPES = "read_inventory,write_inventory,read_products,read_orders,read_locations"
 _EVENT_NAMESPACE = uuid.UUID("8a1d6f0e-3c52-4d1b-9e4f-7b0c2a9d5e31")
 
 
@@ -76,6 +87,11 @@ def _max_cost_message(cost: int) -> str:
     )
 
 
+def _oauth_error(code: str, description: str) -> web.Response:
+    # RFC 6749 §5.2 error body; Shopify's exact wording and status are unverified.
+    return web.json_response({"error": code, "error_description": description}, status=400)
+
+
 def _rest_time(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds")
 
@@ -84,17 +100,21 @@ class ShopifyEmulator(Emulator):
     """One emulated Shopify shop with one location, ``gid://shopify/Location/1``."""
 
     name = "shopify"
+    token_lifetime = 86399.0  # the client-credentials grant's expires_in
+    token_prefix = "shpat_"
 
     def __init__(self, options: EmulatorOptions, *, clock: Callable[[], float] = time.time):
         if options.plan not in PLANS:
             raise ValueError(f"unknown Shopify plan {options.plan!r} (known: {', '.join(PLANS)})")
         super().__init__(options, clock=clock)
         self.idempotency: dict[str, tuple[str, Any]] = {}  # key -> (fingerprint, payload)
+        self.fail_attempts = 0  # next inventorySetQuantities attempts that fail internally
+        self.failed_keys: set[str] = set()  # their keys: IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED
         self.unstocked: set[int] = set()  # inventory item ids not stocked at the location
         self.graph = Graph(self)
         self.query_root = QueryRoot(self.graph)
         self.mutation_root = MutationRoot(self.graph)
-        self.bulk = BulkRunner(self.query_root, clock)
+        self.bulk = BulkRunner(self.query_root, self.clock)
 
     def make_bucket(self) -> LeakyBucket:
         """Cost points per plan: Standard 2000 at 100/s ... Enterprise 40000 at 2000/s."""
@@ -104,8 +124,10 @@ class ShopifyEmulator(Emulator):
     def add_platform_routes(self, app: web.Application) -> None:
         """The GraphQL endpoint, bulk result files and Shopify-only test hooks."""
         app.router.add_post("/admin/api/{version}/graphql.json", self._h_graphql)
+        app.router.add_post("/admin/oauth/access_token", self._h_access_token)
         app.router.add_get(r"/_emulator/bulk/{op_id:\d+}.jsonl", self._h_bulk_file)
         app.router.add_post("/_emulator/shopify/items", self._h_item_flags)
+        app.router.add_post("/_emulator/shopify/idempotency", self._h_idempotency)
 
     # -- the API -------------------------------------------------------------------------------
 
@@ -118,8 +140,7 @@ class ShopifyEmulator(Emulator):
         version = request.match_info["version"]
         if version not in VERSIONS:
             return web.json_response({"errors": "Not Found"}, status=404)
-        token = request.headers.get("X-Shopify-Access-Token", "")
-        if not hmac.compare_digest(token.encode(), self.options.token.encode()):
+        if not self.token_valid(request.headers.get("X-Shopify-Access-Token", "")):
             return web.json_response({"errors": _UNAUTHORIZED}, status=401)
         try:
             body = await request.json()
@@ -136,6 +157,34 @@ class ShopifyEmulator(Emulator):
             log.info("emulator_dropped_connection", shop=self.options.shop)
             self.drop_connection(request)
         return web.json_response(reply)
+
+    async def _h_access_token(self, request: web.Request) -> web.Response:
+        """The OAuth client-credentials grant of a Dev Dashboard app installed on this shop."""
+        fields: dict[str, Any]
+        if request.content_type == "application/json":
+            try:
+                fields = await request.json()
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                fields = {}
+            if not isinstance(fields, dict):
+                fields = {}
+        else:
+            fields = dict(await request.post())
+        if fields.get("grant_type") != "client_credentials":
+            return _oauth_error("unsupported_grant_type", "grant_type must be client_credentials")
+        client_id, secret = str(fields.get("client_id", "")), str(fields.get("client_secret", ""))
+        good_id = hmac.compare_digest(client_id.encode(), self.options.client_id.encode())
+        good_secret = hmac.compare_digest(secret.encode(), self.options.webhook_secret.encode())
+        if not (good_id and good_secret):
+            return _oauth_error("invalid_client", "Client authentication failed")
+        token, _expires_at = self.tokens.issue()
+        return web.json_response(
+            {
+                "access_token": token,
+                "scope": GRANTED_SCOPES,
+                "expires_in": int(self.tokens.lifetime),
+            }
+        )
 
     def execute(
         self,
@@ -272,6 +321,17 @@ class ShopifyEmulator(Emulator):
                 "stocked": variant.inventory_item_id not in self.unstocked,
             }
         )
+
+    async def _h_idempotency(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return json_error(400, "body is not valid JSON")
+        count = body.get("fail_attempts") if isinstance(body, dict) else None
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            return json_error(400, "fail_attempts must be a non-negative integer")
+        self.fail_attempts = count
+        return web.json_response({"fail_attempts": self.fail_attempts})
 
     # -- webhooks ------------------------------------------------------------------------------
 

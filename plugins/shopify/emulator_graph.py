@@ -206,12 +206,18 @@ class Graph:
 
     # -- object shapes -------------------------------------------------------------------------
 
-    def location_obj(self) -> dict[str, Any]:
-        """The shop's one location."""
+    def location_ids(self) -> list[int]:
+        """The shop's locations in Shopify's default order, by name; the primary one
+        (`LOCATION_ID`, which holds the stock) comes last when there are several."""
+        numbers = range(LOCATION_ID, LOCATION_ID + max(1, self.emu.options.locations))
+        return sorted(numbers, key=lambda n: self.location_obj(n)["name"])
+
+    def location_obj(self, number: int = LOCATION_ID) -> dict[str, Any]:
+        """A location of the shop: the primary one, or an annex that stocks nothing."""
         return {
             "__typename": "Location",
-            "id": LOCATION_GID,
-            "name": "Shop location",
+            "id": gid("Location", number),
+            "name": "Shop location" if number == LOCATION_ID else f"Annex {number}",
             "isActive": True,
         }
 
@@ -319,8 +325,8 @@ class Graph:
         if kind == "Product":
             found = next((v for v in store.variants.values() if v.product_id == number), None)
             return self.product(found) if found else None
-        if kind == "Location" and number == LOCATION_ID:
-            return self.location_obj()
+        if kind == "Location" and number in self.location_ids():
+            return self.location_obj(number)
         if kind == "WebhookSubscription" and number in self.emu.webhooks.subscriptions:
             return self.subscription(self.emu.webhooks.subscriptions[number])
         if kind == "BulkOperation" and number in self.emu.bulk.operations:
@@ -359,12 +365,13 @@ class QueryRoot:
         return self.graph.item(variant) if variant else None
 
     def location(self, info: GraphQLResolveInfo, id: str | None = None) -> dict[str, Any] | None:
-        if id is not None and parse_gid(id, "Location") != LOCATION_ID:
-            return None
-        return self.graph.location_obj()
+        """The location `id`; without one, the shop's primary location (as Shopify documents)."""
+        if id is None:
+            return self.graph.location_obj()
+        return self.graph.node_by_gid(id) if parse_gid(id, "Location") else None
 
     def locations(self, info: GraphQLResolveInfo, **args: Any) -> dict[str, Any]:
-        return connection([LOCATION_ID], int, lambda n: self.graph.location_obj(), args)
+        return connection(self.graph.location_ids(), int, self.graph.location_obj, args)
 
     def currentBulkOperation(
         self, info: GraphQLResolveInfo, type: str = "QUERY"

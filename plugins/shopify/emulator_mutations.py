@@ -44,6 +44,8 @@ REASONS = frozenset(
 MAX_QUANTITY = 1_000_000_000
 _STALE_MESSAGE = "The {field} value does not match persisted value."
 _MISMATCH = "The same idempotency key cannot be used with different operation parameters."
+# Wording unverified; the code is in the 2026-10 InventorySetQuantitiesUserErrorCode enum.
+_PREVIOUS_FAILED = "A previous attempt with this idempotency key failed. Retry with a new key."
 
 Row = tuple[int, Variant, int, int | None]  # (index, variant, target available, expected)
 
@@ -66,6 +68,10 @@ class MutationRoot:
     with a fingerprint of the field name and its coerced arguments: the same key and arguments
     return the stored payload and change nothing; other arguments give
     ``IDEMPOTENCY_KEY_PARAMETER_MISMATCH``. Rejected payloads (userErrors) are stored too.
+    With ``fail_attempts`` armed (``POST /_emulator/shopify/idempotency``), the next
+    ``inventorySetQuantities`` attempts fail with ``INTERNAL_SERVER_ERROR`` before applying
+    anything, and their keys then answer ``IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED``: retry with
+    a new key.
     """
 
     def __init__(self, graph: Graph) -> None:
@@ -164,7 +170,24 @@ class MutationRoot:
             return run(None)
         canonical = json.dumps([info.field_name, args], sort_keys=True, default=str)
         fingerprint = hashlib.sha256(canonical.encode()).hexdigest()
+        if key in self.emu.failed_keys:
+            return {
+                "userErrors": [
+                    _error(None, _PREVIOUS_FAILED, "IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED")
+                ]
+            }
         stored = self.emu.idempotency.get(key)
+        if (
+            stored is None
+            and self.emu.fail_attempts
+            and info.field_name == "inventorySetQuantities"
+        ):
+            self.emu.fail_attempts -= 1
+            self.emu.failed_keys.add(key)
+            raise GraphQLError(
+                "Internal error. Looks like something went wrong on our end.",
+                extensions={"code": "INTERNAL_SERVER_ERROR"},
+            )
         if stored is not None:
             if stored[0] != fingerprint:
                 return {
@@ -353,7 +376,8 @@ class MutationRoot:
                 )
             )
             return None
-        if parse_gid(row["locationId"], "Location") != LOCATION_ID:
+        location = parse_gid(row["locationId"], "Location")
+        if location not in self.graph.location_ids():
             errors.append(
                 _error(
                     [*path, "locationId"],
@@ -372,7 +396,8 @@ class MutationRoot:
             )
             return None
         seen.add(variant.inventory_item_id)
-        if variant.inventory_item_id in self.emu.unstocked:
+        # Only the primary location holds stock; the others stock nothing.
+        if location != LOCATION_ID or variant.inventory_item_id in self.emu.unstocked:
             errors.append(
                 _error(
                     [*path, "inventoryItemId"],

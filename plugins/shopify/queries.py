@@ -10,6 +10,8 @@ __all__ = [
     "BULK_RUN",
     "LOCATIONS",
     "LOCATIONS_COST",
+    "PRIMARY_LOCATION",
+    "PRIMARY_LOCATION_COST",
     "PAGE_SIZE",
     "READ",
     "WEBHOOKS",
@@ -53,6 +55,10 @@ def read_cost(count: int) -> int:
 
 
 LOCATIONS = "query Locations { locations(first: 250) { nodes { id name isActive } } }"
+# `location` without an id is the shop's primary location (`Shop.primaryLocation` and REST's
+# `primary_location_id` are deprecated since 2024-04); `locations` sorts by name instead.
+PRIMARY_LOCATION = "query PrimaryLocation { location { id name isActive } }"
+PRIMARY_LOCATION_COST = 1
 
 READ = """
 query ReadLevels($ids: [ID!]!, $loc: ID!) {

@@ -52,8 +52,10 @@ from agent.channel import (
     ChannelError,
     ChannelSettings,
     ConfigError,
+    Grant,
     Item,
     RateBudget,
+    RenewingToken,
     WebhookHint,
     Write,
     WriteResult,
@@ -66,6 +68,7 @@ from plugins.shopline.client import (
     ShoplineUnavailable,
     format_time,
     parse_time,
+    refresh_grant,
 )
 from plugins.shopline.resolve import (
     Observation,
@@ -88,6 +91,9 @@ log = structlog.get_logger(__name__)
 _DIGITS = re.compile(r"^\d{1,64}$")
 _VERSION = re.compile(r"^v\d{8}$")
 _TIMESTAMP_RESOLUTION = 1.0  # SHOPLINE prints whole seconds
+# Each list endpoint's own page maximum: products 250, orders 100 (shopline.md §2).
+_PRODUCTS_PAGE = 250
+_ORDERS_PAGE = 100
 
 
 @dataclasses.dataclass
@@ -95,14 +101,20 @@ class ShoplineSettings(ChannelSettings):
     """The `[channel.options]` of a SHOPLINE shop.
 
     `api_url` is the store's base URL (``https://{handle}.myshopline.com``, or an emulator's);
+    credentials are ``access_token`` (a private app's static token) and/or ``app_key`` and
+    ``app_secret`` of a custom or public app, whose 10 h tokens the channel refreshes itself
+    (starting from ``access_token`` when given); `webhook_secret` defaults to ``app_secret``,
+    which SHOPLINE signs an app's webhooks with;
     `location_id` defaults to the store's default location; `rate` and `burst` pace our own
     requests (SHOPLINE: 4 per second, 40 at once); `clock_skew` bounds how far SHOPLINE's clock
     may be from ours when an unknown write outcome is resolved from order timestamps.
     """
 
     api_url: str
-    access_token: str = dataclasses.field(repr=False)
-    webhook_secret: str = dataclasses.field(repr=False)
+    access_token: str = dataclasses.field(default="", repr=False)
+    webhook_secret: str = dataclasses.field(default="", repr=False)
+    app_key: str = ""
+    app_secret: str = dataclasses.field(default="", repr=False)
     location_id: str | None = None
     api_version: str = "v20260601"
     timeout: float = 10.0
@@ -116,10 +128,17 @@ class ShoplineSettings(ChannelSettings):
         self.api_url = str(self.api_url).rstrip("/")
         if not self.api_url.startswith(("http://", "https://")):
             raise ConfigError("channel option api_url must start with http:// or https://")
-        if not self.access_token:
-            raise ConfigError("channel option access_token must not be empty")
+        self.app_key = str(self.app_key).strip()
+        if bool(self.app_key) != bool(self.app_secret):
+            raise ConfigError("channel options app_key and app_secret go together")
+        if not self.access_token and not self.app_key:
+            raise ConfigError(
+                "channel option access_token must not be empty (or give app_key and app_secret)"
+            )
         if not self.webhook_secret:
-            raise ConfigError("channel option webhook_secret must not be empty")
+            if not self.app_key:
+                raise ConfigError("channel option webhook_secret must not be empty")
+            self.webhook_secret = self.app_secret
         if self.location_id is not None:
             self.location_id = str(self.location_id).strip() or None
         if not _VERSION.match(self.api_version):
@@ -183,12 +202,20 @@ class ShoplineChannel(Channel):
             max_read_batch=50,
             unit="requests",
         )
+        if settings.app_key:
+            self.credentials = RenewingToken(
+                self._refresh,
+                clock=clock,
+                kind="refresh",
+                shop=settings.api_url,
+                initial=settings.access_token,
+            )
         self.client = ShoplineClient(
             http=http,
             clock=clock,
             api_url=settings.api_url,
             api_version=settings.api_version,
-            access_token=settings.access_token,
+            credentials=self.credentials,
             timeout=settings.timeout,
             retry_base=settings.retry_base,
             max_retries=settings.max_retries,
@@ -200,6 +227,16 @@ class ShoplineChannel(Channel):
         self._catalogue: dict[str, tuple[str | None, str | None]] = {}  # item -> (variant, sku)
 
     # -- set-up ------------------------------------------------------------------------------
+
+    async def _refresh(self) -> Grant:
+        return await refresh_grant(
+            self.http,
+            self.clock,
+            f"{self.options.api_url}/admin/oauth/token/refresh",
+            self.options.app_key,
+            self.options.app_secret,
+            timeout=self.options.timeout,
+        )
 
     async def start(self) -> None:
         """Find the location to work at (the configured one, else the store's default)."""
@@ -252,7 +289,7 @@ class ShoplineChannel(Channel):
 
     async def list_items(self) -> AsyncIterator[Item]:
         """Every variant's inventory item that is stocked at the location, page by page."""
-        params = {"limit": 250}
+        params = {"limit": _PRODUCTS_PAGE}
         async for products, _resp in self.client.pages("products/products", params, "products"):
             listed: list[_Listed] = []
             for product in products:
@@ -435,7 +472,7 @@ class ShoplineChannel(Channel):
         """Stock events on the item from orders updated since the base count was taken."""
         # An order's updated_at is at or after each of its events, so this window misses none.
         since = pending.base.sent - self.options.clock_skew - 1.0
-        params = {"status": "any", "updated_at_min": format_time(since), "limit": 250}
+        params = {"status": "any", "updated_at_min": format_time(since), "limit": _ORDERS_PAGE}
         location = await self._location()
         events: list[StockEvent] = []
         async for orders, _resp in self.client.pages("orders", params, "orders"):
@@ -466,13 +503,24 @@ class ShoplineChannel(Channel):
         )
 
     async def subscribe(self, callback_url: str) -> None:
-        """Create the webhooks of `webhooks.TOPICS` at `callback_url` that do not exist yet."""
+        """Create the webhooks of `webhooks.TOPICS` at `callback_url` that do not exist yet.
+
+        Each topic on its own: one that SHOPLINE refuses is reported (a `ChannelError` naming
+        it, once the others exist) and does not stop the rest."""
+        refused: dict[str, str] = {}
         for _round in range(self.options.max_retries + 1):
             resp = await self.client.get("webhooks")
             body = resp.body if isinstance(resp.body, dict) else {}
             have = {(hook.get("topic"), hook.get("address")) for hook in body.get("webhooks") or []}
-            missing = [topic for topic in webhooks.TOPICS if (topic, callback_url) not in have]
+            missing = [
+                topic
+                for topic in webhooks.TOPICS
+                if (topic, callback_url) not in have and topic not in refused
+            ]
             if not missing:
+                if refused:
+                    reasons = "; ".join(f"{t}: {why}" for t, why in refused.items())
+                    raise ChannelError(f"SHOPLINE refused webhook topic(s) {reasons}")
                 return
             for topic in missing:
                 hook = {"address": callback_url, "topic": topic}
@@ -482,5 +530,9 @@ class ShoplineChannel(Channel):
                     )
                 except OutcomeUnknown:
                     break  # list again: it may exist now, and a second one would double deliveries
+                except RequestRefused as exc:
+                    log.warning("shopline_webhook_refused", topic=topic, error=str(exc))
+                    refused[topic] = str(exc)
+                    continue
                 log.info("shopline_webhook_created", topic=topic)
         raise ShoplineUnavailable("could not create the SHOPLINE webhooks")

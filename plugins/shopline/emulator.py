@@ -9,10 +9,18 @@ the timestamp ``update_at``) with neither compare-and-set nor idempotency, a 40-
 bucket draining 4 requests per second answered by a bare 429, orders, webhook CRUD and signed
 deliveries (hex HMAC-SHA256, seven ``X-Shopline-*`` headers). Timestamps print whole seconds in
 +08:00, as SHOPLINE's do.
+
+Tokens: the configured static token (a private app's) never expires; an app (app key =
+`EmulatorOptions.client_id`, app secret = the webhook secret) gets 10 h tokens from
+``POST /admin/oauth/token/refresh`` signed as SHOPLINE's SDK signs it (headers ``appkey``,
+``timestamp`` in ms, ``sign`` = hex HMAC-SHA256 of body + timestamp); a refresh leaves older
+tokens valid 5 more minutes, as documented, and an expired token gets the same 401 as a wrong
+one. Not checked (unverified): how far ``timestamp`` may be from SHOPLINE's clock.
 """
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import hmac
 import itertools
@@ -60,6 +68,9 @@ TOPICS = frozenset(
     }
 )
 UNLIMITED_PLANS = frozenset({"enterprise", "unlimited"})
+ORDERS_MAX_LIMIT = 100  # "the value must not exceed 100" (SDK order/get_orders.go)
+REFRESH_GRACE = 300.0  # "the old token stays valid for 5 minutes after a refresh"
+GRANTED_SCOPES = "read_products,read_inventory,write_inventory,read_orders,read_location"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -67,6 +78,7 @@ class ShoplineEmulator(Emulator):
     """One SHOPLINE store: the kit's store behind SHOPLINE's REST wire format."""
 
     name = "shopline"
+    token_lifetime = 36000.0  # an app token lives 10 hours
 
     def __init__(self, options: EmulatorOptions, *, clock: Callable[[], float] = time.time) -> None:
         super().__init__(options, clock=clock)
@@ -256,9 +268,7 @@ class ShoplineEmulator(Emulator):
 
     async def _guarded(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        if scheme != "Bearer" or not hmac.compare_digest(
-            token.encode(), self.options.token.encode()
-        ):
+        if scheme != "Bearer" or not self.token_valid(token):
             raise ApiError(401, "[API] Invalid API key or access token")
         if not self.bucket.try_take(1):
             self.stats["throttled"] += 1
@@ -430,7 +440,7 @@ class ShoplineEmulator(Emulator):
                 out.append((order["id"], body))
             return out
 
-        return paginated(request, "orders", ("status", *time_names), rows)
+        return paginated(request, "orders", ("status", *time_names), rows, maximum=ORDERS_MAX_LIMIT)
 
     async def _api_webhooks(self, request: web.Request) -> web.Response:
         subs = [self._subscription_json(sub_id) for sub_id in sorted(self.webhooks.subscriptions)]
@@ -498,10 +508,43 @@ class ShoplineEmulator(Emulator):
         self.webhooks.unsubscribe(self._webhook_id(request))
         return web.json_response({})
 
+    async def _oauth_refresh(self, request: web.Request) -> web.Response:
+        """``POST /admin/oauth/token/refresh``: a new app token for a correctly signed request."""
+        body = (await request.read()).decode("utf-8", "replace")
+        timestamp = request.headers.get("timestamp", "")
+        secret = self.options.webhook_secret.encode()
+        expected = hmac.new(secret, (body + timestamp).encode(), hashlib.sha256).hexdigest()
+        appkey = request.headers.get("appkey", "")
+        good_key = hmac.compare_digest(appkey.encode(), self.options.client_id.encode())
+        good_sign = hmac.compare_digest(request.headers.get("sign", "").encode(), expected.encode())
+        if not (timestamp.isdigit() and good_key and good_sign):
+            # The body shape of a refusal is unverified; the SDK reads code/i18nCode/message.
+            return web.json_response(
+                {"code": 401, "i18nCode": "SIGN_ERROR", "message": "sign verification failed"},
+                status=401,
+            )
+        token, expires_at = self.tokens.issue()
+        self.tokens.retire_others(token, REFRESH_GRACE)
+        expire_time = datetime.datetime.fromtimestamp(expires_at, datetime.UTC)
+        return web.json_response(
+            {
+                "code": 200,
+                "i18nCode": "SUCCESS",
+                "message": "Success",
+                "data": {
+                    "accessToken": token,
+                    "expireTime": expire_time.isoformat(timespec="milliseconds"),
+                    "scope": GRANTED_SCOPES,
+                },
+            }
+        )
+
     def add_platform_routes(self, app: web.Application) -> None:
-        """The Open API routes under any `/admin/openapi/vYYYYMMDD/` version."""
+        """The Open API routes under any `/admin/openapi/vYYYYMMDD/` version, and the token
+        refresh."""
         app.middlewares.append(self._api_middleware)
         r, p = app.router, PREFIX
+        r.add_post("/admin/oauth/token/refresh", self._oauth_refresh)
         r.add_get(p + "products/products.json", self._api_products)
         r.add_get(p + "products/count.json", self._api_product_count)
         r.add_get(p + "products/{product_id:\\d+}.json", self._api_product)

@@ -76,13 +76,14 @@ def time_filter(filters: dict[str, str], name: str) -> float | None:
     return moment.timestamp()
 
 
-def limit_param(request: web.Request, fallback: int = 50) -> int:
-    """The `limit` query parameter: 1 to 250, the cap of the product and variant lists."""
+def limit_param(request: web.Request, fallback: int = 50, maximum: int = 250) -> int:
+    """The `limit` query parameter: 1 to the endpoint's `maximum` (250 for products and
+    variants, 100 for orders, as SHOPLINE documents each)."""
     raw = request.query.get("limit")
     if raw is None:
-        return fallback
-    if not raw.isdigit() or not 1 <= int(raw) <= 250:
-        raise ApiError(400, "limit must be an integer from 1 to 250")
+        return min(fallback, maximum)
+    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+        raise ApiError(400, f"limit must be an integer from 1 to {maximum}")
     return int(raw)
 
 
@@ -117,6 +118,8 @@ def paginated(
     key: str,
     filter_names: tuple[str, ...],
     rows_for: Callable[[dict[str, str]], list[tuple[int, Any]]],
+    *,
+    maximum: int = 250,
 ) -> web.Response:
     """A paginated list answer: rows by ascending id, a `link` header unless last page.
 
@@ -126,7 +129,7 @@ def paginated(
     raw = request.query.get("page_info")
     if raw is None:
         filters = {name: request.query[name] for name in filter_names if name in request.query}
-        cursor, direction, limit = None, "next", limit_param(request)
+        cursor, direction, limit = None, "next", limit_param(request, maximum=maximum)
     else:
         try:
             state = json.loads(base64.urlsafe_b64decode(raw.encode()))
@@ -135,7 +138,7 @@ def paginated(
             fallback = int(state["limit"])
         except (ValueError, KeyError, TypeError, binascii.Error):
             raise ApiError(400, "page_info is invalid") from None
-        limit = limit_param(request, fallback)
+        limit = limit_param(request, fallback, maximum)
     rows = sorted(rows_for(filters), key=lambda row: row[0])
     if cursor is None:
         page = rows[:limit]

@@ -1,0 +1,140 @@
+"""`shopsync check`: one line per check against the platform, with what to fix."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent import cli
+from agent.channel import Check
+from agent.clock import SystemClock
+from agent.config import Settings
+from agent.emulator import EmulatorOptions
+from agent.plugins import Registry, make_plugin_manager
+from agent.shopcheck import check_shop
+from plugins.shopify.emulator import ShopifyEmulator
+from plugins.shopline.emulator import ShoplineEmulator
+
+CLIENT = {"client_id": "emulator-client-id", "client_secret": "emulator-secret"}
+
+
+def settings(tmp_path: Path, channel: str, **options: str) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "agent", domain="dk.example.com", listen="127.0.0.1:8700",
+        public_url="https://sync.example.com", admin_token="t" * 43, channel=channel,
+        channel_options=dict(options),
+    )  # fmt: skip
+
+
+async def check(tmp_path: Path, channel: str, **options: str) -> dict[str, Check]:
+    registry = Registry(make_plugin_manager())
+    checks = await check_shop(settings(tmp_path, channel, **options), registry, clock=SystemClock())
+    return {c.name: c for c in checks}
+
+
+async def serve(aiohttp_server: Any, emulator: Any) -> str:
+    return str((await aiohttp_server(emulator.build_app())).make_url("")).rstrip("/")
+
+
+async def test_a_dev_dashboard_app_passes_every_check(aiohttp_server: Any, tmp_path: Path) -> None:
+    url = await serve(aiohttp_server, ShopifyEmulator(EmulatorOptions(locations=2)))
+    checks = await check(tmp_path, "shopify", api_url=url, bulk="false", **CLIENT)
+    assert list(checks) == ["settings", "token", "shop", "catalogue", "scopes", "location"]
+    assert all(c.ok for c in checks.values()), checks
+    assert "read_locations" in checks["scopes"].detail
+    assert "the primary location" in checks["location"].detail
+
+
+async def test_each_problem_is_one_failed_check_naming_the_fix(
+    aiohttp_server: Any, tmp_path: Path
+) -> None:
+    url = await serve(aiohttp_server, ShopifyEmulator(EmulatorOptions()))
+    wrong = await check(tmp_path, "shopify", api_url=url, client_id="emulator-client-id",
+                        client_secret="wrong")  # fmt: skip
+    assert not wrong["token"].ok
+    assert "client_secret" in wrong["token"].detail
+    assert "wrong" not in wrong["token"].detail
+    static = await check(tmp_path, "shopify", api_url=url, access_token="shpat_no",
+                         webhook_secret="s")  # fmt: skip
+    assert static["token"].ok and not static["shop"].ok
+    assert "check access_token" in static["shop"].detail
+    elsewhere = await check(tmp_path, "shopify", api_url=url, location_id="9", bulk="false",
+                            **CLIENT)  # fmt: skip
+    assert not elsewhere["location"].ok
+    assert "fix location_id" in elsewhere["location"].detail
+    missing = await check(tmp_path, "shopify", api_url=url)
+    assert list(missing) == ["settings"]
+    assert "access_token" in missing["settings"].detail
+
+
+async def test_a_shopline_app_passes_the_common_checks(aiohttp_server: Any, tmp_path: Path) -> None:
+    url = await serve(aiohttp_server, ShoplineEmulator(EmulatorOptions()))
+    checks = await check(tmp_path, "shopline", api_url=url, app_key="emulator-client-id",
+                         app_secret="emulator-secret")  # fmt: skip
+    assert [(c.name, c.ok) for c in checks.values()] == [
+        ("settings", True), ("token", True), ("shop", True), ("catalogue", True)
+    ]  # fmt: skip
+
+
+async def test_the_command_prints_one_line_per_check_and_fails_on_any(
+    aiohttp_server: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = await serve(aiohttp_server, ShopifyEmulator(EmulatorOptions()))
+    data = tmp_path / "agent"
+    await init(data, f"api_url={url}", "client_id=emulator-client-id",
+               "client_secret=emulator-secret", "bulk=false")  # fmt: skip
+    capsys.readouterr()
+    assert await cli.cmd_check(argparse.Namespace(data_dir=str(data), json=False)) == 0
+    out = capsys.readouterr().out  # structlog prints to stdout here (the CLI sends it aside)
+    lines = [line for line in out.splitlines() if line.startswith(("ok ", "FAIL"))]
+    assert len(lines) == 6
+    assert all(line.startswith("ok    ") for line in lines), lines
+    assert "emulator-secret" not in out
+    assert await cli.cmd_check(argparse.Namespace(data_dir=str(data), json=True)) == 0
+    out = capsys.readouterr().out.splitlines()[-1]
+    assert [c["check"] for c in json.loads(out)][:2] == ["settings", "token"]
+    refused = tmp_path / "refused"
+    await init(refused, f"api_url={url}", "client_id=emulator-client-id", "client_secret=no")
+    assert await cli.cmd_check(argparse.Namespace(data_dir=str(refused), json=False)) == 1
+    assert "FAIL  token: Shopify refused the client credentials" in capsys.readouterr().out
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def init(data: Path, *options: str) -> None:
+    args = argparse.Namespace(
+        data_dir=str(data), domain="dk.example.com", listen=f"127.0.0.1:{free_port()}",
+        public_url="https://sync.example.com", channel="shopify", database_url="", json=True,
+        channel_option=list(options),
+    )  # fmt: skip
+    assert await cli.cmd_init(args) == 0
+
+
+async def test_run_with_a_refused_token_is_one_line_naming_the_fix(
+    aiohttp_server: Any, tmp_path: Path
+) -> None:
+    url = await serve(aiohttp_server, ShopifyEmulator(EmulatorOptions()))
+    data = tmp_path / "agent"
+    await init(data, f"api_url={url}", "access_token=shpat_wrong", "webhook_secret=s")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "agent.cli", "run", "--data-dir", str(data),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    errors = [line for line in err.decode().splitlines() if line.startswith("shopsync:")]
+    assert proc.returncode == 1, err
+    assert len(errors) == 1, err
+    assert "check access_token" in errors[0]
+    assert "Traceback" not in err.decode() + out.decode()
+    assert "shpat_wrong" not in err.decode()
