@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given
 from hypothesis import strategies as st
 
+from agent import trust
+from agent.group_rules import GROUP, RulesRecord, judge, record_from_wire
 from agent.hookspecs import hookimpl
 from agent.plugins import Registry, make_plugin_manager
 from agent.rules import (
@@ -179,3 +183,34 @@ def test_a_plugins_allocate_decides_first_and_the_rules_decide_the_rest() -> Non
     )
     assert decide_for("SKU-1", 9, rules, None) == Decision(5, "max 5: publishing 5 of 9")
     assert decide_for("SKU-1", 3, ShopRules(), None) == Decision(3)
+
+
+def _signed(key: Any, record: RulesRecord) -> RulesRecord:
+    return dataclasses.replace(record, proof=trust.sign(key, record.message()))
+
+
+def test_a_member_sets_only_its_own_rules_or_the_groups() -> None:
+    a_key, b_key = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    keys = {SHOP: a_key.public_key(), OTHER: b_key.public_key()}
+    now = 1000.0
+
+    def verdict(record: RulesRecord, current: RulesRecord | None = None) -> str | None:
+        return judge(record, current, keys, now=now, max_skew=300)
+
+    own = _signed(b_key, RulesRecord(OTHER, {"buffer": 2}, now, OTHER))
+    group = _signed(b_key, RulesRecord(GROUP, {"priority": None}, now, OTHER))
+    assert verdict(own) is None and verdict(group) is None
+    forged = _signed(b_key, RulesRecord(SHOP, {"max": 0}, now, OTHER))
+    assert "a shop sets only its own" in (verdict(forged) or "")
+    posing = _signed(b_key, RulesRecord(SHOP, {}, now, SHOP))  # b signs as a
+    assert "not signed by" in (verdict(posing) or "")
+    stranger = _signed(b_key, RulesRecord(GROUP, {}, now, "c.example.com"))
+    assert "not a member" in (verdict(stranger) or "")
+    future = _signed(b_key, RulesRecord(OTHER, {}, now + 3600, OTHER))
+    assert "in the future" in (verdict(future) or "")
+    newer = _signed(b_key, RulesRecord(OTHER, {"buffer": 3}, now + 1, OTHER))
+    assert verdict(own, current=newer) == f"older than the rules held for {OTHER}"
+    assert verdict(newer, current=own) is None
+    assert verdict(own, current=own) == ""  # the one held: nothing new
+    with pytest.raises(RuleError, match="percent must be from 0 to 100"):
+        record_from_wire({**own.to_wire(), "body": {"percent": 300}})
