@@ -17,7 +17,7 @@ import aiohttp
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent import ledger, peer_service, trust
+from agent import ledger, peer_service
 from agent.catalogue import SkuRule
 from agent.channel import Channel
 from agent.clock import Clock
@@ -89,7 +89,6 @@ class Agent:
         rng: random.Random | None = None,
     ) -> None:
         self.db, self.identity, self.channel, self.clock = db, identity, channel, clock
-        self.private_key = private_key
         self.tuning = tuning
         self.metrics = metrics or Metrics()
         call = transport.call
@@ -120,7 +119,7 @@ class Agent:
             on_local_events=self._local_events,
             rng=rng,
             sku_rule=tuning.sku_rule,
-            sign_event=self.sign_event,
+            sign_event=self.roster.sign_event,
         )
         self.replicator = Replicator(
             db=db,
@@ -169,10 +168,6 @@ class Agent:
         self._main: asyncio.Task[None] | None = None
 
     # -- the path of a change ------------------------------------------------------------------
-
-    def sign_event(self, event: EventRow) -> str:
-        """This agent's proof of origin for one of its own events."""
-        return trust.sign_event(self.private_key, event)
 
     def _local_events(self, rows: list[EventRow]) -> None:
         self.metrics.events.inc(len(rows))
@@ -239,5 +234,5 @@ class Agent:
             for row in rows:
                 stored = await session.get(EventRow, (row.origin, row.epoch, row.seq))
                 if stored is not None and not stored.proof:
-                    stored.proof = self.sign_event(stored)
+                    stored.proof = self.roster.sign_event(stored)
         log.info("own_events_signed", events=len(rows))
