@@ -119,3 +119,65 @@ async def test_bad_rules_get_one_clear_line_and_change_nothing(tmp_path: Path) -
             assert (shop.data_dir / "shopsync.toml").read_bytes() == before
             view = await shop.get("/api/rules")
             assert view["rules"] == {} and view["priority"] is None
+
+
+async def test_a_burst_below_the_threshold_leaves_the_last_units_to_the_priority_shop(
+    tmp_path: Path,
+) -> None:
+    """Three shops, a rule set each way an owner can: c's in its config file, b's with the CLI,
+    the group's priority shop through the API behind the Rules page. A burst of simultaneous
+    orders at b and c cannot take more than each shows, and once the pool is at the threshold
+    only the priority shop shows it. No pool goes below zero."""
+    async with Cluster(tmp_path, 3, skus=3) as trio:
+        a, b, c = trio.shops
+        await trio.join(b, a)
+        await trio.join(c, a)
+        await trio.converged()
+        await c.stop_agent()
+        config = c.data_dir / "shopsync.toml"
+        config.write_text(config.read_text() + "\n[rules]\npercent = 50\n")
+        await c.start_agent()
+        assert (await cli(b, "rules", "set", "max=3"))[0] == 0
+        told = await c.post("/api/rules/priority", {"priority": {"shop": a.domain, "at_most": 4}})
+        assert told["priority"] == {"shop": a.domain, "at_most": 4}
+
+        async def everyone_knows() -> bool:
+            views = [await shop.get("/api/rules") for shop in trio.shops]
+            return all(
+                v["priority"] == {"shop": a.domain, "at_most": 4}
+                and v["shops"].get(b.domain) == {"max": 3}
+                and v["shops"].get(c.domain) == {"percent": 50}
+                for v in views
+            )
+
+        await trio.until(everyone_knows, timeout=30, what="every member to hold every rule")
+        await a.edit(SKU, 10)
+        await _shows(trio, {a: 10, b: 3, c: 5}, "the whole pool at a, b's max, c's half")
+
+        # the burst: more orders than b and c show, all at once
+        sold = await asyncio.gather(
+            *[b.buy(SKU) for _ in range(4)], *[c.buy(SKU) for _ in range(6)]
+        )
+        at_b, at_c = sum(sold[:4]), sum(sold[4:])
+        assert 1 <= at_b <= 3 and 1 <= at_c <= 5, (at_b, at_c)  # no shop sold what it did not show
+
+        async def settled() -> bool:
+            pools = [(await shop.pools())[SKU] for shop in trio.shops]
+            return pools == [10 - at_b - at_c] * 3
+
+        await trio.until(settled, timeout=60, what="the burst to reach every pool")
+        pool = 10 - at_b - at_c
+        assert pool >= 0
+        if pool > 3:  # a takes it to the last three units
+            assert await a.buy(SKU, pool - 3)
+            pool = 3
+
+            async def three() -> bool:
+                return [(await shop.pools())[SKU] for shop in trio.shops] == [3, 3, 3]
+
+            await trio.until(three, timeout=60, what="a's sale to reach every pool")
+        await _shows(trio, {a: pool, b: 0, c: 0}, "the priority shop alone to show the rest")
+        code, out, err = await cli(c, "rules", "test", SKU)  # and says why, for each shop
+        assert code == 0, err
+        assert f"priority {a.domain} at ≤ 4: publishing {pool} of {pool}" in out, out
+        assert out.count(f"priority {a.domain} at ≤ 4: publishing 0 of {pool}") == 2, out
