@@ -6,17 +6,24 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint bench clean venv
 
+APP_STAMP := $(VENV)/.installed-app
+
 venv: $(STAMP)
 
-# Rebuilt only when pyproject.toml changes: a second `make test` starts at once.
-$(STAMP): pyproject.toml tests/example_plugin/pyproject.toml
+# Rebuilt only when pyproject.toml changes: a second `make test` starts at once. The demo
+# needs only the agent (APP_STAMP); the tests add their tools and the example plugin.
+$(APP_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e .
+	touch $(APP_STAMP)
+
+$(STAMP): $(APP_STAMP) tests/example_plugin/pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	$(BIN)/python -m pip install -q -e tests/example_plugin
 	touch $(STAMP)
 
-demo: $(STAMP)
+demo: $(APP_STAMP)
 	$(BIN)/shopsync demo
 
 test: $(STAMP)

@@ -139,11 +139,18 @@ async def cmd_log(args: argparse.Namespace) -> int:
     from agent.client import AdminClient
     from agent.config import load_settings
     from agent.console import print_log
+    from agent.synclog import KINDS
 
+    if args.kind and args.kind not in KINDS:
+        raise ConfigError(f"unknown kind {args.kind!r}; one of: {', '.join(KINDS)}")
+    since, until = _moment(args.since, "--since"), _moment(args.until, "--until")
+    fmt = "json" if args.json else args.format
     client = AdminClient(load_settings(_data_dir(args)))
-    params = {"sku": args.sku, "kind": args.kind, "peer": args.peer, "limit": args.limit}
-    entries = list(reversed((await client.get("/api/log", **params))["entries"]))
-    print_log(entries, as_json=args.json)
+    params = {"sku": args.sku, "kind": args.kind, "peer": args.peer, "since": since, "until": until}
+    # a time range means all of it, unless --limit says otherwise
+    limit = args.limit if args.limit is not None else (None if since is not None else 50)
+    entries = await _log_entries(client, params, limit)
+    print_log(entries, fmt=fmt)
     if not args.follow:
         return 0
     last = max((e["id"] for e in entries), default=0)
@@ -156,8 +163,45 @@ async def cmd_log(args: argparse.Namespace) -> int:
             "entries"
         ]
         if fresh:
-            print_log(fresh, as_json=args.json, header=False)
+            print_log(fresh, fmt=fmt, header=False)
             last = fresh[-1]["id"]
+
+
+async def _log_entries(client: Any, params: dict[str, Any], limit: int | None) -> list[Any]:
+    """The newest `limit` entries that match (all of them for None), oldest first."""
+    if limit is not None:  # one page, which the agent keeps to 1-1000
+        return list(reversed((await client.get("/api/log", **params, limit=limit))["entries"]))
+    entries: list[Any] = []
+    before: int | None = None
+    while True:
+        got = (await client.get("/api/log", **params, before_id=before, limit=1000))["entries"]
+        entries += got
+        if len(got) < 1000:
+            return list(reversed(entries))
+        before = got[-1]["id"]
+
+
+def _moment(value: str | None, flag: str) -> float | None:
+    """`--since`/`--until`: an age (`90s`, `15m`, `2h`, `7d`) or a date and time (ISO 8601;
+    this machine's time zone unless it names one) → Unix time."""
+    import datetime as dt
+    import re
+    import time
+
+    if value is None:
+        return None
+    age = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", value)
+    if age:
+        seconds = float(age[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[age[2]]
+        return time.time() - seconds
+    try:
+        when = dt.datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ConfigError(
+            f"{flag} takes an age like 15m, 2h or 7d, or a date and time like "
+            f"2026-05-01T12:00, got {value!r}"
+        ) from None
+    return (when if when.tzinfo else when.astimezone()).timestamp()
 
 
 def _client(args: argparse.Namespace):
@@ -227,11 +271,14 @@ async def cmd_reject(args: argparse.Namespace) -> int:
 async def cmd_peers(args: argparse.Namespace) -> int:
     from agent.console import print_peers
 
-    peers = (await _client(args).get("/api/peers"))["peers"]
+    client = _client(args)
+    peers = (await client.get("/api/peers"))["peers"]
     if args.json:
         _print_json(peers)
     else:
         print_peers(peers)
+        if (await client.get("/api/status"))["paused"]:
+            print("sync is paused at this shop: no change goes out or comes in (shopsync resume)")
     return 0
 
 
@@ -442,11 +489,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("log", cmd_log, "show the sync log")
     data_dir(p)
     p.add_argument("--sku")
-    p.add_argument("--kind")
+    p.add_argument("--kind", help="only this kind (an unknown kind lists the kinds)")
     p.add_argument("--peer")
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--since", help="from this time on: an age (15m, 2h, 7d) or 2026-05-01T12:00")
+    p.add_argument("--until", help="up to this time (same forms as --since)")
+    p.add_argument(
+        "--limit", type=int, help="the newest N entries (default 50; all of a --since range)"
+    )
     p.add_argument("--follow", "-f", action="store_true", help="keep printing new entries")
-    p.add_argument("--json", action="store_true", help="JSON lines")
+    p.add_argument(
+        "--format", choices=["table", "json", "csv"], default="table", help="json: JSON lines"
+    )
+    p.add_argument("--json", action="store_true", help="JSON lines (same as --format json)")
 
     p = command("join", cmd_join, "ask another shop's agent to let this shop join its group")
     data_dir(p)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import tomllib
 from pathlib import Path
@@ -53,6 +54,36 @@ def _flag(section: dict[str, Any], name: str) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(f"{name} must be true or false, got {value!r}")
     return value
+
+
+class _Read(dict[str, Any]):
+    """A table of the config file that remembers which of its keys were read, so that a key
+    nothing reads (a misspelling, a setting of another version) is named, not ignored."""
+
+    def __init__(self, table: Any, where: str = "") -> None:
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where} must be a table, got {table!r}")
+        super().__init__(table)
+        self.where = where  # "" for the file's top level, whose keys are tables
+        self.read: set[str] = set()
+
+    def __getitem__(self, key: str) -> Any:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.read.add(key)
+        return super().get(key, default)
+
+    def refuse_unread(self, path: Path) -> None:
+        """ConfigError for the first key nothing read, with the closest key that is read."""
+        for key in sorted(set(self) - self.read):
+            name = (lambda k: f"[{k}]") if not self.where else (lambda k: k)
+            close = difflib.get_close_matches(key, sorted(self.read), n=1)
+            hint = f" (did you mean {name(close[0])}?)" if close else ""
+            known = ", ".join(name(k) for k in sorted(self.read))
+            what = f"setting {key} in {self.where}" if self.where else f"table {name(key)}"
+            raise ConfigError(f"{path}: unknown {what}{hint}; known: {known}")
 
 
 def _check_token(name: str, value: str) -> None:
@@ -210,10 +241,13 @@ def load_settings(data_dir: str | Path) -> Settings:
         ) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
-    agent = raw.get("agent", {})
-    channel = raw.get("channel", {})
+    top = _Read(raw)
+    agent = _Read(top.get("agent", {}), "[agent]")
+    channel = _Read(top.get("channel", {}), "[channel]")
+    rules_table = top.get("rules")
+    top.refuse_unread(path)
     try:
-        rules = rules_from_wire(raw.get("rules"))
+        rules = rules_from_wire(rules_table)
     except RuleError as exc:
         raise ConfigError(f"{path}: [rules]: {exc}") from None
     try:
@@ -235,7 +269,11 @@ def load_settings(data_dir: str | Path) -> Settings:
             rules=rules,
         )
     except KeyError as exc:
+        for table in (agent, channel):  # a misspelled name first: it says what to fix
+            table.refuse_unread(path)
         raise ConfigError(f"{path} lacks the setting {exc.args[0]}") from None
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{path} has a malformed setting: {exc}") from None
+    for table in (agent, channel):
+        table.refuse_unread(path)
     return settings.validate()

@@ -7,9 +7,12 @@ control characters are dropped (`clean`), so that no escape sequence reaches the
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import json
+import os
 import re
+import sys
 from collections.abc import Iterable
 from typing import Any
 
@@ -30,7 +33,13 @@ __all__ = [
     "print_status",
 ]
 
-console = Console(highlight=False, emoji=False)  # a ":name:" in a SKU stays as it is
+# A ":name:" in a SKU stays as it is. Piped into a file or another program, lines are not
+# wrapped at 80 columns (a URL or token cut in two is no use), unless COLUMNS says otherwise.
+console = Console(
+    highlight=False,
+    emoji=False,
+    width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 10_000,
+)
 
 # C0 and C1 control characters and DEL (ESC starts every terminal escape sequence), and the
 # bidirectional overrides and isolates, which can make a terminal show text out of order.
@@ -58,6 +67,16 @@ def _when(ts: float | None) -> str:
     return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _mode(status: dict[str, Any]) -> str:
+    """The sync mode in words, with the way out of it."""
+    mode = status.get("sync_mode", "running")
+    if status.get("paused") or mode == "paused":
+        return "PAUSED: no change goes out or comes in (shopsync resume)"
+    if status.get("maintenance") or mode == "maintenance":
+        return "maintenance: changes are held until it ends (shopsync maintenance off)"
+    return {"importing": "importing the group's counts"}.get(mode, mode)
+
+
 def print_status(status: dict[str, Any]) -> None:
     """The agent's state, for a person."""
     table = Table(show_header=False, box=None, pad_edge=False)
@@ -79,18 +98,33 @@ def print_status(status: dict[str, Any]) -> None:
             f"{pending['busy']} in flight, {pending['writes']} unresolved",
         ),
         ("reconciled", _when(status.get("last_reconcile"))),
+        ("sync", _mode(status)),
     ]
     for name, value in rows:
         table.add_row(name, _text(value))
     console.print(table)
 
 
-def print_log(entries: Iterable[dict[str, Any]], *, as_json: bool, header: bool = True) -> None:
-    """Log entries oldest first: JSON lines, or a table."""
+LOG_COLUMNS = ("id", "at", "kind", "sku", "peer", "before", "delta", "after", "message")
+
+
+def print_log(
+    entries: Iterable[dict[str, Any]], *, fmt: str = "table", header: bool = True
+) -> None:
+    """Log entries oldest first: a table, JSON lines, or CSV (times in UTC, ISO 8601)."""
     entries = list(entries)
-    if as_json:
+    if fmt == "json":
         for entry in entries:
             print(json.dumps(entry), flush=True)
+        return
+    if fmt == "csv":
+        out = csv.writer(sys.stdout, lineterminator="\n")
+        if header:
+            out.writerow(LOG_COLUMNS)
+        for e in entries:
+            at = dt.datetime.fromtimestamp(e["at"], dt.UTC).isoformat(timespec="milliseconds")
+            out.writerow([at if c == "at" else e[c] for c in LOG_COLUMNS])
+        sys.stdout.flush()
         return
     table = Table(show_header=header, box=None, pad_edge=False)
     for name in ("time", "kind", "sku", "peer", "before", "delta", "after", "message"):

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import random
+import signal
 import socket
 import sys
 import tempfile
@@ -256,15 +257,29 @@ async def run_demo(args: argparse.Namespace) -> int:
     if args.skus < 1 or args.duration < 0:
         raise ConfigError("--skus must be at least 1 and --duration not negative")
     quiet = args.json
-    started = time.monotonic()
+    clock = _Phases()
     rng = random.Random(7)
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    terminated: list[int] = []
+
+    def terminate(signum: int = signal.SIGTERM) -> None:  # stop like Ctrl-C: children too
+        terminated.append(signum)
+        task.cancel()
+
+    loop.add_signal_handler(signal.SIGTERM, terminate)
     with contextlib.ExitStack() as stack:
+        stack.callback(loop.remove_signal_handler, signal.SIGTERM)
         workdir = (
             Path(args.workdir)
             if args.workdir
             else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="shopsync-demo-")))
         )
         shops = [Shop(i, c, workdir, args.skus) for i, c in enumerate(channels)]
+        if not quiet:
+            kept = "kept" if args.workdir else "removed at the end (--workdir DIR keeps them)"
+            console.print(f"data and logs in {workdir} ({kept})")
         timeout = aiohttp.ClientTimeout(total=30)
         async with aiohttp.ClientSession(timeout=timeout) as http:
             try:
@@ -273,13 +288,14 @@ async def run_demo(args: argparse.Namespace) -> int:
                     if not quiet:
                         console.print(
                             f"[bold]{shop.domain}[/] emulator {shop.emu_url}, "
-                            f"agent {shop.agent_url}"
+                            f"agent {shop.agent_url}, data {shop.data_dir}"
                         )
                 if not await wait_idle(http, shops, timeout=60):
                     raise RuntimeError("the agents did not finish their first reconciliation")
                 await _form_group(http, shops, quiet)
                 if not await wait_idle(http, shops, timeout=120):
                     raise RuntimeError("the joining shops did not finish their import")
+                clock.mark("setup")
                 skus = sorted(await _get(http, shops[0].emu_url + "/_emulator/inventory"))
                 if not quiet:
                     console.print(f"trading for {args.duration:.0f} s: purchases and manual edits")
@@ -288,15 +304,37 @@ async def run_demo(args: argparse.Namespace) -> int:
                 if not quiet:
                     console.print(f"burst: 500 purchases on {len(burst_skus)} SKUs at once")
                 changes += await _burst(http, shops, burst_skus, 500, rng)
+                clock.mark("trading")
                 settled = await wait_idle(http, shops, timeout=60)
-                summary = await _verdict(http, shops, skus, changes, started, settled, quiet)
+                clock.mark("settling")
+                summary = await _verdict(http, shops, skus, changes, clock, settled, quiet)
                 if args.keep_running:
                     _print_endpoints(shops)
                     await asyncio.Event().wait()
                 return 0 if summary["converged"] else 1
+            except asyncio.CancelledError:
+                if not terminated:
+                    raise
+                return 128 + terminated[0]
             finally:
                 for shop in shops:
                     await shop.stop()
+
+
+class _Phases:
+    """Seconds spent in each part of the demo, and in all."""
+
+    def __init__(self) -> None:
+        self.started = self.last = time.monotonic()
+        self.seconds: dict[str, float] = {}
+
+    def mark(self, phase: str) -> None:
+        now = time.monotonic()
+        self.seconds[phase] = round(now - self.last, 1)
+        self.last = now
+
+    def total(self) -> float:
+        return round(time.monotonic() - self.started, 1)
 
 
 async def _post(http: aiohttp.ClientSession, shop: Shop, path: str, body: Any = None) -> Any:
@@ -329,7 +367,7 @@ async def _verdict(
     shops: list[Shop],
     skus: list[str],
     changes: int,
-    started: float,
+    clock: _Phases,
     settled: bool,
     quiet: bool,
 ) -> dict[str, Any]:
@@ -357,7 +395,8 @@ async def _verdict(
         "shops": len(shops),
         "skus": len(skus),
         "changes": changes,
-        "seconds": round(time.monotonic() - started, 1),
+        "seconds": clock.total(),  # all of it, set-up included (as before)
+        **{f"{phase}_seconds": s for phase, s in clock.seconds.items()},
     }
     if not quiet:
         console.print(table)
@@ -370,4 +409,8 @@ def _print_endpoints(shops: list[Shop]) -> None:
         console.print(
             f"{shop.domain}: admin {shop.agent_url}/ token {shop.token}; emulator {shop.emu_url}"
         )
-    console.print("Ctrl-C stops everything.")
+    console.print(
+        f"try the CLI on a shop: SHOPSYNC_DATA_DIR={shops[0].data_dir} shopsync status "
+        "(or log, peers, rules show …)"
+    )
+    console.print("Ctrl-C (or SIGTERM) stops everything.")

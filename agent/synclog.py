@@ -15,9 +15,53 @@ from agent.db import Database
 from agent.models import LogEntry
 from agent.sql import Tx
 
-__all__ = ["configure_logging", "entry", "entry_json", "insert", "prune", "query_log", "record"]
+__all__ = [
+    "KINDS",
+    "configure_logging",
+    "entry",
+    "entry_json",
+    "insert",
+    "prune",
+    "query_log",
+    "record",
+]
 
 MAX_PAGE = 1000
+
+#: Every kind of sync-log entry the agent writes, and what it means (for `shopsync log --kind`,
+#: the log page and the API, which refuse any other kind with this list).
+KINDS: dict[str, str] = {
+    "change": "this shop's count changed (a sale, refund or edit seen at the platform)",
+    "introduce": "a SKU seen for the first time, or a member introduced to the group",
+    "write": "a count written to this shop",
+    "write_conflict": "a write found the shop's count changed under it, and was planned again",
+    "write_failed": "the platform refused a write",
+    "oversold": "the group's pool went below zero",
+    "excluded": "an item not synced (a duplicate SKU or none)",
+    "batch_sent": "events sent to a peer",
+    "batch_received": "events received from a peer",
+    "events_refused": "events from a peer refused (bad signature, not its own, malformed)",
+    "peer_unreachable": "a peer stopped answering",
+    "peer_reconnected": "a peer answers again",
+    "restored": "a peer holds more of this shop's changes than its database (a backup?)",
+    "join_request": "a shop asked to join",
+    "join_request_sent": "this shop asked to join a group",
+    "join_request_expired": "a join request was not answered in time",
+    "accept": "a join request accepted",
+    "reject": "a join request rejected",
+    "joined": "this shop joined a group",
+    "member_active": "a member became active",
+    "member_paused": "a member paused its sync",
+    "member_left": "a member left the group",
+    "leave": "this shop left the group",
+    "pause": "this shop's sync paused",
+    "resume": "this shop's sync resumed",
+    "import": "the join's import of the group's counts",
+    "import_done": "an import finished",
+    "maintenance_on": "maintenance mode on (changes held)",
+    "maintenance_off": "maintenance mode off",
+    "rules": "stock rules changed",
+}
 
 
 def configure_logging(level: str = "info", *, json: bool | None = None) -> None:

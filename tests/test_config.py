@@ -68,3 +68,24 @@ def test_whole_numbers_are_read_as_numbers(tmp_path: Path) -> None:
     text = path.read_text().replace("reconcile_interval = 300.0", "reconcile_interval = 60")
     path.write_text(text)
     assert load_settings(tmp_path).reconcile_interval == 60.0
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            ("reconcile_interval = 300.0", "reconcile_intervall = 60"),
+            "unknown setting reconcile_intervall in [agent] (did you mean reconcile_interval?)",
+        ),
+        (("[channel]", "[chanel]"), "unknown table [chanel] (did you mean [channel]?)"),
+        (("[agent]", "[agent]\nverbose = true"), "unknown setting verbose in [agent]; known:"),
+    ],
+)
+def test_a_setting_nothing_reads_is_refused_with_the_closest_name(
+    tmp_path: Path, edit: tuple[str, str], message: str
+) -> None:
+    path = write_settings(_settings(tmp_path))
+    path.write_text(path.read_text().replace(*edit, 1))
+    with pytest.raises(ConfigError) as caught:
+        load_settings(tmp_path)
+    assert message in str(caught.value)

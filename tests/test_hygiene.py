@@ -9,6 +9,8 @@ middleware, the console) is tested in-process.
 from __future__ import annotations
 
 import asyncio
+import csv
+import datetime as dt
 import io
 import json
 import os
@@ -571,3 +573,54 @@ async def test_log_outs_and_ended_sessions_survive_a_restart(agent: ShopHandle) 
         headers = {"Authorization": f"Bearer {bearer}"}
         async with agent.http.get(agent.agent_url + "/metrics", headers=headers) as resp:
             assert resp.status == expected, bearer
+
+
+# -- the CLI as an owner uses it -----------------------------------------------------------------
+
+
+@shared
+async def test_an_unknown_log_kind_is_refused_with_the_kinds(agent: ShopHandle) -> None:
+    out = shopsync("log", "--kind", "writes", data_dir=agent.data_dir)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "unknown kind 'writes'; one of: change, introduce, write," in out.stderr
+    status, body = await agent.api("GET", "/api/log?kind=writes")
+    assert status == 400 and "one of: change, introduce, write," in body["message"]
+    out = shopsync("log", "--kind", "introduce", "--json", data_dir=agent.data_dir)
+    assert out.returncode == 0, out.stderr
+    kinds = {json.loads(line)["kind"] for line in out.stdout.splitlines()}
+    assert kinds == {"introduce"}  # the agent's first pass met its three SKUs
+
+
+@shared
+async def test_the_log_since_a_time_exports_as_csv(agent: ShopHandle) -> None:
+    everything = (await agent.get("/api/log?limit=1000"))["entries"]
+    out = shopsync("log", "--since", "1h", "--format", "csv", data_dir=agent.data_dir)
+    assert out.returncode == 0, out.stderr
+    rows = list(csv.DictReader(io.StringIO(out.stdout)))
+    assert [int(r["id"]) for r in rows] == sorted(e["id"] for e in everything)  # all, oldest first
+    first = next(e for e in everything if e["id"] == int(rows[0]["id"]))
+    assert dt.datetime.fromisoformat(rows[0]["at"]).timestamp() == pytest.approx(
+        first["at"], abs=1e-3
+    )
+    assert rows[0]["kind"] == first["kind"] and rows[0]["message"] == first["message"]
+    out = shopsync(
+        "log", "--since", "2001-01-01T00:00", "--until", "2001-01-02T00:00+00:00",
+        "--format", "csv", data_dir=agent.data_dir,
+    )  # fmt: skip
+    assert (out.returncode, out.stdout) == (0, "id,at,kind,sku,peer,before,delta,after,message\n")
+    out = shopsync("log", "--since", "yesterday", data_dir=agent.data_dir)
+    assert out.returncode == 2 and "--since takes an age like 15m, 2h or 7d" in out.stderr
+
+
+@shared
+async def test_status_and_peers_say_when_sync_is_paused(agent: ShopHandle) -> None:
+    assert re.search(r"^sync +running *$", shopsync("status", data_dir=agent.data_dir).stdout, re.M)
+    assert shopsync("pause", data_dir=agent.data_dir).returncode == 0
+    try:
+        status = shopsync("status", data_dir=agent.data_dir).stdout
+        assert "PAUSED: no change goes out or comes in (shopsync resume)" in status
+        peers = shopsync("peers", data_dir=agent.data_dir).stdout
+        assert "sync is paused at this shop" in peers
+    finally:
+        assert shopsync("resume", data_dir=agent.data_dir).returncode == 0
+    assert "sync is paused" not in shopsync("peers", data_dir=agent.data_dir).stdout

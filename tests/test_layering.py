@@ -91,3 +91,30 @@ def test_only_the_agent_builds_its_parts() -> None:
     assert sorted(built["agent/agent.py"]) == sorted(PARTS)
     offenders = {path: names for path, names in built.items() if names and path != "agent/agent.py"}
     assert offenders == {}
+
+
+def _literal_kinds(path: Path) -> set[str]:
+    """The sync-log kinds a module writes by name: `record(session, KIND, …)`,
+    `entry(KIND, …)` and `kind=KIND` in any call."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+        args = {"record": node.args[1:2], "entry": node.args[:1]}.get(name, [])
+        args += [kw.value for kw in node.keywords if kw.arg == "kind"]
+        found |= {a.value for a in args if isinstance(a, ast.Constant) and isinstance(a.value, str)}
+    return found
+
+
+def test_every_kind_the_agent_logs_is_listed() -> None:
+    """`shopsync log --kind`, the page and `/api/log` refuse kinds outside `synclog.KINDS`, so a
+    kind written but not listed could never be asked for."""
+    from agent.membership import STATES
+    from agent.synclog import KINDS
+
+    written = {k for path in (ROOT / "agent").rglob("*.py") for k in _literal_kinds(path)}
+    written |= {f"member_{state}" for state in STATES}  # the roster's `member_{state}`
+    assert written >= {"write", "change", "oversold", "joined", "rules"}  # the walk finds them
+    assert sorted(written - set(KINDS)) == []

@@ -168,6 +168,10 @@ async def get_log(request: web.Request) -> web.Response:
     limit = _int_param(request, "limit", 100)
     if limit is None or not 1 <= limit <= MAX_LOG_PAGE:
         raise bad_request("bad_parameter", f"limit must be 1-{MAX_LOG_PAGE}")
+    if q.get("kind") and q["kind"] not in synclog.KINDS:
+        raise bad_request(
+            "bad_parameter", f"unknown kind {q['kind']!r}; one of: {', '.join(synclog.KINDS)}"
+        )
     async with request.config_dict[keys.DB].sessions() as session:
         rows = await synclog.query_log(
             session,

@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from agent import __version__
+from agent.synclog import KINDS
 
 __all__ = ["DOCUMENT", "document", "serve"]
 
@@ -323,10 +324,13 @@ ADMIN_PATHS: dict[str, dict[str, Any]] = {
         "get": _admin(
             "Sync-log entries, newest first (forward from `after_id` for tailing).",
             _obj({"entries": _list(_ref("LogEntry"))}),
-            errors={"400": "A number parameter is not a number, or limit is not 1-1000."},
+            errors={
+                "400": "A number parameter is not a number, limit is not 1-1000, or the kind "
+                "is not one the agent writes (the message lists them)."
+            },
             params=[
                 _query("sku", STR, "only this SKU"),
-                _query("kind", STR, "only this kind (write, batch_received, oversold…)"),
+                _query("kind", _blank({"type": "string", "enum": list(KINDS)}), "only this kind"),
                 _query("peer", STR, "only this peer domain"),
                 _query("since", _blank(NUM), "at or after this Unix time"),
                 _query("until", _blank(NUM), "at or before this Unix time"),
