@@ -204,6 +204,17 @@ def _moment(value: str | None, flag: str) -> float | None:
     return (when if when.tzinfo else when.astimezone()).timestamp()
 
 
+async def cmd_explain(args: argparse.Namespace) -> int:
+    from agent.console import print_account
+
+    answer = await _client(args).get("/api/explain", sku=args.sku)
+    if args.json:
+        _print_json(answer)
+    else:
+        print_account(answer)
+    return 0
+
+
 def _client(args: argparse.Namespace):
     from agent.client import AdminClient
     from agent.config import load_settings
@@ -501,6 +512,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--format", choices=["table", "json", "csv"], default="table", help="json: JSON lines"
     )
     p.add_argument("--json", action="store_true", help="JSON lines (same as --format json)")
+
+    p = command("explain", cmd_explain, "why a SKU's count is what it is, term by term")
+    data_dir(p)
+    p.add_argument("sku", metavar="SKU")
+    p.add_argument("--json", action="store_true")
 
     p = command("join", cmd_join, "ask another shop's agent to let this shop join its group")
     data_dir(p)

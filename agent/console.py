@@ -24,6 +24,7 @@ from rich.text import Text
 __all__ = [
     "clean",
     "console",
+    "print_account",
     "follow_import",
     "print_duplicates",
     "print_log",
@@ -324,3 +325,51 @@ def print_rules_test(answer: dict[str, Any]) -> None:
         rules = row["rules"] + (f" (from {row['override']})" if row["override"] else "")
         table.add_row(_text(row["shop"]), str(row["publishes"]), _text(row["why"]), _text(rules))
     console.print(table)
+
+
+def print_account(account: dict[str, Any]) -> None:
+    """A SKU's pool, term by term, its latest events, and what each shop shows."""
+    pool = account["pool"]
+    console.print(f"[bold]{_safe(account['sku'])}[/]: pool {pool if pool is not None else '-'}")
+    terms = Table(show_header=False, box=None, pad_edge=False)
+    for justify in ("left", "right", "left"):
+        terms.add_column(justify=justify)
+    base = account["base"]
+    if base is None:
+        terms.add_row("base", "-", "no shop has told its count yet")
+    else:
+        terms.add_row(
+            "base",
+            str(base["count"]),
+            _text(f"where it was created first: {base['shop']}, {_when(base['created'])}"),
+        )
+    for change in account["changes"]:
+        n = change["events"]
+        terms.add_row(
+            _text(change["shop"]), f"{change['sum']:+d}", f"{n} change{'s' if n != 1 else ''}"
+        )
+    if account["earlier"]:
+        terms.add_row(
+            "earlier",
+            f"{account['earlier']:+d}",
+            "folded in before this shop held the events (the counts it took over when it joined)",
+        )
+    total = "= pool" if account["adds_up"] else "≠ pool: the ledger does not add up, report it"
+    terms.add_row("", str(pool), total)
+    console.print(terms)
+    if account["recent"]:
+        console.print("latest changes:")
+        table = Table(box=None, pad_edge=False)
+        for name in ("time", "shop", "change", "what happened"):
+            table.add_column(name)
+        for e in account["recent"]:
+            table.add_row(_when(e["at"]), _text(e["shop"]), _text(e["what"]), _text(e["in_words"]))
+        console.print(table)
+    if account["shops"]:
+        console.print("what each shop shows:")
+        table = Table(box=None, pad_edge=False)
+        for name in ("shop", "shows", "why"):
+            table.add_column(name)
+        for row in account["shops"]:
+            table.add_row(_text(row["shop"]), str(row["publishes"]), _text(row["why"]))
+        console.print(table)

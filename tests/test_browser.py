@@ -392,7 +392,17 @@ async def test_import_progress_moves_live_to_done(agents: Agents) -> None:
 async def test_pages_fit_a_phone_and_every_field_has_a_label(agents: Agents) -> None:
     a = agents.a
     context, page = await agents.logged_in(a, viewport={"width": 375, "height": 740})
-    for path in ("/", "/requests", "/log", "/products", "/rules", "/duplicates", "/import"):
+    explain = "/explain?sku=" + (await agents.skus(a))[0]
+    for path in (
+        "/",
+        "/requests",
+        "/log",
+        "/products",
+        "/rules",
+        "/duplicates",
+        "/import",
+        explain,
+    ):
         await page.goto(a.agent_url + path)
         width = await page.evaluate("document.documentElement.scrollWidth")
         assert width <= 375, (path, width)
@@ -450,6 +460,40 @@ async def test_rules_are_set_tested_and_cleared_from_the_rules_page(agents: Agen
     view = await agents.api(a, "GET", "/api/rules")
     assert view["rules"] == {} and view["priority"] is None
     await context.close()
+
+
+async def test_a_products_sku_explains_its_count_term_by_term(agents: Agents) -> None:
+    a, b = agents.a, agents.b
+    await _in_group(agents)
+    sku = (await agents.skus(a))[4]
+    await agents.wait_for("b to count as a does", lambda: _same_pool(agents, sku))
+    before = await _pool(agents, a, sku)
+    await agents.emulator(b, "/_emulator/orders", {"line_items": [{"sku": sku, "quantity": 2}]})
+    await agents.wait_for("b's sale to reach a", lambda: _pool_is(agents, a, sku, before - 2))
+    context, page = await agents.logged_in(a, viewport={"width": 1280, "height": 900})
+    await page.goto(a.agent_url + f"/products?q={sku}")
+    await page.get_by_role("link", name=sku, exact=True).click()
+    await expect(page.get_by_role("heading", level=2).first).to_have_text(
+        f"{sku}: the group's count is {before - 2}"
+    )
+    account = page.locator("#account")
+    await expect(account.locator("tr", has_text=b.domain)).to_contain_text("-2")
+    await expect(account.locator("tfoot")).to_contain_text("the sum of the terms above")
+    await expect(page.locator("#shows tr", has_text=b.domain)).to_contain_text(str(before - 2))
+    await expect(page.locator("#recent tbody tr", has_text=b.domain).first).to_contain_text("-2")
+    await context.close()
+
+
+async def _pool(agents: Agents, shop: Shop, sku: str) -> int:
+    return int((await agents.api(shop, "GET", f"/api/explain?sku={sku}"))["pool"])
+
+
+async def _same_pool(agents: Agents, sku: str) -> bool:
+    return await _pool(agents, agents.a, sku) == await _pool(agents, agents.b, sku)
+
+
+async def _pool_is(agents: Agents, shop: Shop, sku: str, want: int) -> bool:
+    return await _pool(agents, shop, sku) == want
 
 
 async def _holds_priority(agents: Agents, shop: Shop, priority: dict[str, Any]) -> bool:

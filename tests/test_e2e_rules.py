@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 import tomllib
@@ -181,3 +182,22 @@ async def test_a_burst_below_the_threshold_leaves_the_last_units_to_the_priority
         assert code == 0, err
         assert f"priority {a.domain} at ≤ 4: publishing {pool} of {pool}" in out, out
         assert out.count(f"priority {a.domain} at ≤ 4: publishing 0 of {pool}") == 2, out
+        # why the count is what it is: the account adds up, term by term, at every member
+        for shop in trio.shops:
+            code, out, err = await cli(shop, "explain", SKU, "--json")
+            assert code == 0, err
+            account = json.loads(out)
+            assert account["pool"] == pool and account["adds_up"] is True
+            terms = account["base"]["count"] + account["earlier"]
+            assert terms + sum(c["sum"] for c in account["changes"]) == pool
+            by_shop = {c["shop"]: c["sum"] for c in account["changes"]}
+            assert by_shop[b.domain] == -at_b and by_shop[c.domain] == -at_c
+            shown = {s["shop"]: s["publishes"] for s in account["shops"]}
+            assert shown == {a.domain: pool, b.domain: 0, c.domain: 0}
+            recent = account["recent"]  # every change here, newest first, told in words
+            assert sum(e["delta"] for e in recent if e["shop"] == b.domain) == -at_b
+            assert all(e["in_words"] and e["in_words"] != e["cause"] for e in recent), recent
+        code, out, err = await cli(a, "explain", SKU)
+        assert code == 0 and f"{SKU}: pool {pool}" in out and "= pool" in out, (out, err)
+        code, out, err = await cli(a, "explain", "NO-SUCH-SKU")
+        assert code == 1 and "no shop of the group has told this one of NO-SUCH-SKU" in err

@@ -10,7 +10,7 @@ from aiohttp import web
 from sqlalchemy import func
 from sqlmodel import col, select
 
-from agent import __version__, jsonsafe, ledger, synclog
+from agent import __version__, explain, jsonsafe, ledger, synclog
 from agent.duplicates import duplicates_report
 from agent.importer import ImportError_
 from agent.models import EventRow, ItemRow, PeerRow, PendingWrite, PoolRow
@@ -49,6 +49,7 @@ def create_api_app(parent: web.Application) -> web.Application:
     app.router.add_get("/status", status)
     app.router.add_get("/log", get_log)
     app.router.add_get("/pools", get_pools)
+    app.router.add_get("/explain", get_explain)
     app.router.add_post("/reconcile", post_reconcile)
     app.router.add_post("/join", post_join)
     app.router.add_get("/requests", get_requests)
@@ -185,6 +186,19 @@ async def get_log(request: web.Request) -> web.Response:
             limit=limit,
         )
     return web.json_response({"entries": [synclog.entry_json(r) for r in rows]})
+
+
+async def get_explain(request: web.Request) -> web.Response:
+    """`?sku=X`: X's pool as the sum of its terms (base, each shop's changes, what a join's
+    snapshot folded in), the latest events in words, and what each member shows and why."""
+    sku = request.query.get("sku", "")
+    if not sku or len(sku) > 512:
+        raise bad_request("bad_parameter", "sku is required (up to 512 characters)")
+    agent = request.config_dict[keys.AGENT]
+    found = await explain.account(agent.db, agent.rules, sku)
+    if found is None:
+        return json_error(404, "unknown_sku", f"no shop of the group has told this one of {sku}")
+    return web.json_response(found.to_wire())
 
 
 async def get_pools(request: web.Request) -> web.Response:

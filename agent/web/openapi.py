@@ -156,6 +156,51 @@ SCHEMAS: dict[str, Schema] = {
             "updated_at": _null(NUM),
         }
     ),
+    "ShopDecision": _obj(
+        {"shop": STR, "publishes": INT, "why": STR, "rules": STR, "override": _null(STR)},
+        description="what one member publishes of a SKU, the rule that decided, its rules",
+    ),
+    "Account": _obj(
+        {
+            "sku": STR,
+            "pool": _null(INT),
+            "base": _null(
+                _obj(
+                    {"shop": STR, "count": INT, "created": _null(NUM)},
+                    description="the count where the SKU was created first, and where",
+                )
+            ),
+            "changes": _list(
+                _obj({"shop": STR, "sum": INT, "events": INT}),
+                description="per shop: the sum of its changes held here, and how many",
+            ),
+            "earlier": {
+                **INT,
+                "description": "changes folded in before this agent held their events "
+                "(the counts a joiner took over in its snapshot)",
+            },
+            "recent": _list(
+                _obj(
+                    {
+                        "shop": STR,
+                        "seq": INT64,
+                        "at": NUM,
+                        "delta": _null(INT),
+                        "count": _null(INT),
+                        "what": STR,
+                        "cause": STR,
+                        "in_words": STR,
+                    }
+                ),
+                description="the latest events, newest first",
+            ),
+            "shops": _list(
+                _ref("ShopDecision"),
+                description="what each member shows of the pool under its rules, and why",
+            ),
+            "adds_up": {**BOOL, "description": "base + every change + earlier = pool"},
+        }
+    ),
     "JoinRequest": _obj(
         {
             "domain": STR,
@@ -340,6 +385,15 @@ ADMIN_PATHS: dict[str, dict[str, Any]] = {
             ],
         )
     },
+    "/api/explain": {
+        "get": _admin(
+            "Why a SKU's count is what it is: the pool as base + each shop's changes, the "
+            "latest events in words, and what each member shows under its rules.",
+            _ref("Account"),
+            errors={"400": "sku is missing or too long.", "404": "No shop told of this SKU."},
+            params=[_query("sku", STR, "the SKU (required)")],
+        )
+    },
     "/api/pools": {
         "get": _admin(
             "Per SKU, in SKU order: the group's pool, the count published in this shop, the "
@@ -488,17 +542,7 @@ ADMIN_PATHS: dict[str, dict[str, Any]] = {
                 {
                     "sku": STR,
                     "pool": INT,
-                    "shops": _list(
-                        _obj(
-                            {
-                                "shop": STR,
-                                "publishes": INT,
-                                "why": STR,
-                                "rules": STR,
-                                "override": _null(STR),
-                            }
-                        )
-                    ),
+                    "shops": _list(_ref("ShopDecision")),
                 }
             ),
             errors={"400": "No sku, a pool that is not an integer, or a SKU without a pool."},

@@ -31,7 +31,7 @@ from agent.web.auth import (
     client_address,
     same_secret,
 )
-from agent.web.pages import logview, rules_page, views
+from agent.web.pages import explain_page, logview, rules_page, views
 from agent.web.pages.backend import Api, ApiError
 from agent.web.pages.format import FILTERS
 from agent.web.pages.render import redirect, render
@@ -94,6 +94,7 @@ def setup_pages(app: web.Application) -> None:
     r.add_get("/log", logview.log_page)
     r.add_get("/log/stream", logview.log_stream)
     r.add_get("/products", views.products)
+    r.add_get("/explain", explain_page.explain_page)
     r.add_post("/resync", views.resync)
     r.add_get("/rules", rules_page.rules_page)
     r.add_post("/rules", rules_page.post_rules)

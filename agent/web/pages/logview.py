@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 import aiohttp_jinja2
 from aiohttp import web
 
+from agent import synclog
 from agent.web import keys
 from agent.web.pages.backend import Api, ApiError
 from agent.web.pages.format import parse_utc
@@ -23,26 +24,6 @@ STOPPING = web.AppKey("pages_stopping", asyncio.Event)
 PAGE = 50
 POLL = 0.5  # seconds between looks for new entries while a browser tails the log
 KEEPALIVE = 15.0
-
-# Kinds the agent writes, offered as suggestions (any kind may be typed).
-KINDS = [
-    "change",
-    "introduce",
-    "write",
-    "write_conflict",
-    "write_failed",
-    "oversold",
-    "excluded",
-    "batch_sent",
-    "batch_received",
-    "peer_unreachable",
-    "peer_reconnected",
-    "join_request",
-    "accept",
-    "reject",
-    "joined",
-    "import",
-]
 
 
 def _filters(request: web.Request) -> tuple[dict[str, str], dict[str, Any], str]:
@@ -91,7 +72,7 @@ async def log_page(request: web.Request) -> web.StreamResponse:
         "log.html",
         title="Sync log",
         form=form,
-        kinds=KINDS,
+        kinds=synclog.KINDS,
         entries=entries,
         error=error,
         older=older,

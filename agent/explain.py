@@ -1,0 +1,117 @@
+"""Why a SKU's count is what it is: the pool's whole account, from this agent's ledger.
+
+A pool is its base (the count where the SKU was created first) plus every change since
+(`agent.ledger`). The account lists exactly those terms: the base and the shop it came from,
+each shop's changes summed, and what this agent folded in before it held the events (the
+counts a joiner took over in its snapshot), so that its numbers add up to the pool. Then the
+latest events in words, and what each member shows of the pool under its stock rules.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from agent.db import Database
+from agent.group_rules import RuleBook
+from agent.ledger import INTRODUCE, Pool, pools
+from agent.sql import Tx
+
+__all__ = ["RECENT", "Account", "account", "in_words"]
+
+RECENT = 20  # the latest events an account lists
+
+
+def in_words(cause: str) -> str:
+    """An event's cause (the platform's webhook topic, or how the agent found the change), as
+    an owner would say it."""
+    words = cause.lower()
+    if "refund" in words:
+        return "a refund"
+    if "order" in words and ("cancel" in words or "delete" in words):
+        return "a cancelled order"
+    if "order" in words:
+        return "an order"
+    if "inventory" in words or "stock" in words:
+        return "a stock edit (in the shop's admin, or by an app)"
+    if "product" in words:
+        return "a product created or changed"
+    if words == "during write":
+        return "a sale while the agent was writing the count"
+    if words in ("read", "reconcile", "resync", ""):
+        return "found by a full pass over the shop (no webhook told of it)"
+    return cause
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Account:
+    """A SKU's pool as the sum of its terms, and the latest events behind them."""
+
+    sku: str
+    pool: int | None
+    base: dict[str, Any] | None  # shop, count, created: the first-created introduce
+    changes: list[dict[str, Any]]  # per shop: the sum of its changes and how many
+    earlier: int  # changes folded in before this agent held their events (a join's snapshot)
+    recent: list[dict[str, Any]]  # the latest events, newest first
+    shops: list[dict[str, Any]]  # what each member shows of the pool, and why
+
+    def adds_up(self) -> bool:
+        """The base plus every change is the pool (true of every account the ledger keeps)."""
+        if self.base is None:
+            return self.pool is None
+        total = self.base["count"] + sum(c["sum"] for c in self.changes) + self.earlier
+        return total == self.pool
+
+    def to_wire(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "adds_up": self.adds_up()}
+
+
+async def account(db: Database, book: RuleBook, sku: str) -> Account | None:
+    """The account of `sku`, or None when this agent has never heard of it."""
+
+    def read(conn: Any) -> tuple[Pool | None, list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        tx = Tx(conn)
+        sums = tx.rows(
+            "SELECT origin, SUM(delta), COUNT(*) FROM event WHERE sku = ? AND kind <> ? "
+            "GROUP BY origin ORDER BY origin",
+            (sku, INTRODUCE),
+        )
+        latest = tx.rows(
+            'SELECT origin, seq, kind, delta, "count", cause, "at" FROM event WHERE sku = ? '
+            'ORDER BY "at" DESC, origin, seq DESC LIMIT ?',
+            (sku, RECENT),
+        )
+        return pools(conn, [sku]).get(sku), sums, latest
+
+    pool, sums, latest = await db.read(read)
+    if pool is None:
+        return None
+    changes = [{"shop": o, "sum": int(s), "events": int(n)} for o, s, n in sums]
+    base = (
+        None
+        if pool.base is None
+        else {"shop": pool.base_origin, "count": pool.base, "created": pool.base_created}
+    )
+    recent = [
+        {
+            "shop": origin,
+            "seq": seq,
+            "at": at,
+            "delta": None if kind == INTRODUCE else delta,
+            "count": count if kind == INTRODUCE else None,
+            "what": f"created with {count}" if kind == INTRODUCE else f"{delta:+d}",
+            "cause": cause,
+            "in_words": "the SKU appeared in this shop" if kind == INTRODUCE else in_words(cause),
+        }
+        for origin, seq, kind, delta, count, cause, at in latest
+    ]
+    value = pool.value
+    return Account(
+        sku=sku,
+        pool=value,
+        base=base,
+        changes=changes,
+        earlier=pool.deltas - sum(c["sum"] for c in changes),
+        recent=recent,
+        shops=[] if value is None else await book.explain(sku, value),
+    )
