@@ -18,6 +18,7 @@ import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent import ledger, peer_service
+from agent.alerts import Alerts, AlertSettings
 from agent.catalogue import SkuRule
 from agent.channel import Channel
 from agent.clock import Clock
@@ -50,6 +51,7 @@ class Tuning:
     reconcile_interval: float = 300.0  # seconds between full passes over the shop
     pull_interval: float = 2.0  # seconds between pulls from each peer while they bring news
     sku_rule: SkuRule = dataclasses.field(default_factory=SkuRule)
+    alert_interval: float | None = None  # seconds between looks at the alerts; None: on demand
 
 
 class Agent:
@@ -84,6 +86,7 @@ class Agent:
         allocate: Allocate,
         tuning: Tuning,
         shop_rules: ShopRules | None = None,
+        alert_settings: AlertSettings | None = None,
         http: aiohttp.ClientSession | None = None,
         metrics: Metrics | None = None,
         rng: random.Random | None = None,
@@ -164,8 +167,16 @@ class Agent:
             join_import=self.join_import,
             http=http,
         )
+        self.alerts = Alerts(
+            db=db,
+            clock=clock,
+            decide=self.rules.decide,
+            import_progress=lambda: self.importer.progress(with_report=False),
+            settings=alert_settings,
+        )
         self.rules.on_change(self._rules_changed)
         self._main: asyncio.Task[None] | None = None
+        self._watch: asyncio.Task[None] | None = None
 
     # -- the path of a change ------------------------------------------------------------------
 
@@ -202,6 +213,10 @@ class Agent:
         await self.join_import.resume()
         if not self.join_import.importing:
             await self.replicator.start()
+        if self.tuning.alert_interval:
+            self._watch = asyncio.create_task(
+                self.alerts.run(self.tuning.alert_interval), name="alerts"
+            )
 
     def tasks(self) -> list[asyncio.Task[Any]]:
         """Every task the agent runs, in the order a crash stops them."""
@@ -209,13 +224,15 @@ class Agent:
         tasks += [link.task for _, link in sorted(self.replicator.links.items()) if link.task]
         tasks += self.reconciler.tasks()
         tasks += [t for t in (self.join_import.task, self.importer.task) if t is not None]
-        return tasks
+        return tasks + ([self._watch] if self._watch else [])
 
     async def stop(self) -> None:
         """Stop every task and wait for each (a cancelled write is resent on the next start,
         with its key)."""
         await self.replicator.stop()
-        tasks = [t for t in (self._main, self.join_import.task, self.importer.task) if t]
+        tasks = [
+            t for t in (self._main, self.join_import.task, self.importer.task, self._watch) if t
+        ]
         for task in tasks:
             task.cancel()
         for task in tasks:

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 import tomli_w
 import tomlkit
 
+from agent.alerts import AlertSettings
 from agent.channel import ConfigError
 from agent.rules import RuleError, ShopRules, rules_from_wire
 from agent.secrets_file import SharedSecretFile, read_private
@@ -86,6 +87,31 @@ class _Read(dict[str, Any]):
             raise ConfigError(f"{path}: unknown {what}{hint}; known: {known}")
 
 
+def _alert_settings(table: _Read, path: Path) -> AlertSettings:
+    """`[alerts]`: low-stock thresholds (whole numbers, 0 or more) and grace periods."""
+
+    def level(name: str, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"{path}: [alerts] {name} must be a whole number of 0 or more")
+        return value
+
+    low = table.get("low_stock")
+    skus = table.get("low_stock_skus", {})
+    if not isinstance(skus, dict):
+        raise ConfigError(f"{path}: [alerts] low_stock_skus must be a table of SKU = number")
+    settings = AlertSettings(
+        low_stock=None if low is None else level("low_stock", low),
+        low_stock_skus={str(k): level(f"low_stock_skus.{k}", v) for k, v in skus.items()},
+        peer_grace=_number(table, "peer_grace", 300.0),
+        import_stall=_number(table, "import_stall", 600.0),
+    )
+    for name in ("peer_grace", "import_stall"):
+        if not getattr(settings, name) > 0:
+            raise ConfigError(f"{path}: [alerts] {name} must be a positive number of seconds")
+    table.refuse_unread(path)
+    return settings
+
+
 def _check_token(name: str, value: str) -> None:
     """A bearer token long enough that guessing it is hopeless."""
     if len(value) < MIN_TOKEN:
@@ -123,6 +149,7 @@ class Settings:
     log_retention_days: float = 90.0  # sync-log entries older than this are pruned; 0 keeps all
     metrics_token: str = ""  # bearer token of /metrics; empty: the admin token
     rules: ShopRules = dataclasses.field(default_factory=ShopRules)  # [rules]: what to publish
+    alerts: AlertSettings = dataclasses.field(default_factory=AlertSettings)  # [alerts]
 
     @property
     def key_path(self) -> Path:
@@ -187,6 +214,8 @@ def write_settings(settings: Settings) -> Path:
     rules = settings.rules.to_wire()
     if rules:
         doc["rules"] = rules
+    if settings.alerts != AlertSettings():
+        doc["alerts"] = settings.alerts.to_wire()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     path = settings.data_dir / CONFIG_NAME
     _write_private(path, tomli_w.dumps(doc).encode())
@@ -245,6 +274,7 @@ def load_settings(data_dir: str | Path) -> Settings:
     agent = _Read(top.get("agent", {}), "[agent]")
     channel = _Read(top.get("channel", {}), "[channel]")
     rules_table = top.get("rules")
+    alerts = _alert_settings(_Read(top.get("alerts", {}), "[alerts]"), path)
     top.refuse_unread(path)
     try:
         rules = rules_from_wire(rules_table)
@@ -267,6 +297,7 @@ def load_settings(data_dir: str | Path) -> Settings:
             log_retention_days=_number(agent, "log_retention_days", 90.0),
             metrics_token=str(agent.get("metrics_token", "")),
             rules=rules,
+            alerts=alerts,
         )
     except KeyError as exc:
         for table in (agent, channel):  # a misspelled name first: it says what to fix

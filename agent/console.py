@@ -78,6 +78,24 @@ def _mode(status: dict[str, Any]) -> str:
     return {"importing": "importing the group's counts"}.get(mode, mode)
 
 
+def _alerts(alerts: list[dict[str, Any]]) -> str:
+    """Open alerts in one line: how many of each kind, and the first subjects."""
+    if not alerts:
+        return "none"
+    kinds: dict[str, list[str]] = {}
+    for alert in alerts:
+        kinds.setdefault(alert["kind"], []).append(alert["subject"])
+    parts = []
+    for kind, subjects in kinds.items():
+        named = [s for s in subjects if s][:3]
+        more = " …" if len(subjects) > len(named) and named else ""
+        parts.append(
+            f"{len(subjects)} {kind.replace('_', ' ')}"
+            + (f" ({', '.join(named)}{more})" if named else "")
+        )
+    return "; ".join(parts) + " (shopsync status --json lists them)"
+
+
 def print_status(status: dict[str, Any]) -> None:
     """The agent's state, for a person."""
     table = Table(show_header=False, box=None, pad_edge=False)
@@ -100,6 +118,7 @@ def print_status(status: dict[str, Any]) -> None:
         ),
         ("reconciled", _when(status.get("last_reconcile"))),
         ("sync", _mode(status)),
+        ("alerts", _alerts(status.get("alerts", []))),
     ]
     for name, value in rows:
         table.add_row(name, _text(value))

@@ -33,6 +33,7 @@ __all__ = [
     "ShopRules",
     "decide",
     "edited",
+    "most_specific",
     "priority_from_wire",
     "rules_from_wire",
 ]
@@ -94,7 +95,7 @@ class ShopRules:
 
     def for_sku(self, sku: str) -> tuple[ShopRule, str | None]:
         """The rule that applies to `sku`, and the override (SKU or pattern) it came from."""
-        best = _most_specific(sku, self.overrides)
+        best = most_specific(sku, self.overrides)
         if best is None:
             return self.default, None
         return self.overrides[best].over(self.default), best
@@ -142,7 +143,9 @@ def is_pattern(text: str) -> bool:
     return any(c in _GLOB for c in text)
 
 
-def _most_specific(sku: str, overrides: Mapping[str, ShopRule]) -> str | None:
+def most_specific(sku: str, overrides: Mapping[str, Any]) -> str | None:
+    """The key of `overrides` that applies to `sku`: the SKU itself, else the matching glob
+    pattern with the most literal characters (ties: the first in sort order); None if none."""
     if sku in overrides:
         return sku
     matching = [p for p in overrides if is_pattern(p) and fnmatch.fnmatchcase(sku, p)]

@@ -61,6 +61,8 @@ KINDS: dict[str, str] = {
     "maintenance_on": "maintenance mode on (changes held)",
     "maintenance_off": "maintenance mode off",
     "rules": "stock rules changed",
+    "alert": "an alert opened (oversold, low stock, write failing, peer unreachable…)",
+    "alert_cleared": "an alert cleared: its condition no longer holds",
 }
 
 

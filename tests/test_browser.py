@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -482,6 +484,57 @@ async def test_a_products_sku_explains_its_count_term_by_term(agents: Agents) ->
     await expect(page.locator("#shows tr", has_text=b.domain)).to_contain_text(str(before - 2))
     await expect(page.locator("#recent tbody tr", has_text=b.domain).first).to_contain_text("-2")
     await context.close()
+
+
+async def test_an_oversold_alert_is_the_same_at_every_member_and_clears(agents: Agents) -> None:
+    a, b = agents.a, agents.b
+    await _in_group(agents)
+    sku = (await agents.skus(a))[6]
+    await agents.emulator(a, "/_emulator/inventory", {"sku": sku, "available": 1})
+    await agents.wait_for("b to show the last unit", lambda: _pool_is(agents, b, sku, 1), 30)
+    order = {"line_items": [{"sku": sku, "quantity": 1}]}
+    await asyncio.gather(*(agents.emulator(s, "/_emulator/orders", order) for s in (a, b)))
+
+    async def alerts(shop: Shop) -> list[dict[str, Any]]:
+        return (await agents.api(shop, "GET", "/api/alerts"))["alerts"]
+
+    async def oversold_everywhere() -> bool:
+        seen = [[x for x in await alerts(s) if x["kind"] == "oversold"] for s in (a, b)]
+        return all(len(x) == 1 for x in seen) and seen[0][0]["message"] == seen[1][0]["message"]
+
+    await agents.wait_for("the same oversold alert at both", oversold_everywhere, 30)
+    message = f"{sku}: the group's count is -1 (1 sold more than there was)"
+    pages = []
+    for shop, width in ((a, 1280), (b, 390)):  # a desk and a phone
+        context, page = await agents.logged_in(shop, viewport={"width": width, "height": 800})
+        await page.goto(shop.agent_url + "/")
+        alert = page.locator("#alerts li.alert[data-kind='oversold']")
+        await expect(alert.get_by_role("link", name=message)).to_be_visible()
+        assert await page.evaluate("document.documentElement.scrollWidth") <= width
+        pages.append((context, page, shop))
+    status = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "agent.cli", "status"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "SHOPSYNC_DATA_DIR": str(b.data_dir), "COLUMNS": "200"},
+    )
+    assert f"1 oversold ({sku})" in status.stdout, status.stdout + status.stderr
+    # restocked at a: the pool is back above zero, and the alert clears at both
+    await agents.emulator(a, "/_emulator/inventory", {"sku": sku, "available": 5})
+
+    async def cleared() -> bool:
+        left = [x for s in (a, b) for x in await alerts(s) if x["subject"] == sku]
+        return not left
+
+    await agents.wait_for("the alert to clear at both", cleared, 30)
+    for context, page, shop in pages:
+        await page.goto(shop.agent_url + "/")
+        await expect(page.locator("#no-alerts")).to_be_visible()
+        log = await agents.api(shop, "GET", f"/api/log?sku={sku}&kind=alert_cleared")
+        assert log["entries"][0]["message"] == f"oversold: cleared: {message}"
+        await context.close()
 
 
 async def _pool(agents: Agents, shop: Shop, sku: str) -> int:

@@ -63,6 +63,7 @@ def test_the_core_does_not_depend_on_the_web_layer() -> None:
 
 # the parts of an agent, built only by its composition root (`agent/agent.py`)
 PARTS = (
+    "Alerts",
     "Reconciler",
     "Replicator",
     "Importer",

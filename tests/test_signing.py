@@ -34,6 +34,7 @@ from agent.signing import (
     verify_request,
 )
 from agent.web.peer_auth import PEER_KEY, peer_auth_middleware, signed_request
+from tests.support.clock import StillClock
 
 NOW = 1_700_000_000
 # Fixed keys keep failures reproducible.
@@ -46,20 +47,11 @@ TARGET = "/peer/events?since=4&origin=dk.example.com"
 ME = "SHA256:receiving-agent"
 
 
-class FakeClock:
-    """A clock that stands still unless a test moves it."""
+class FakeClock(StillClock):
+    """A clock that stands still unless a test moves it, at NOW by default."""
 
     def __init__(self, now: float = NOW) -> None:
-        self.t = now
-
-    def now(self) -> float:
-        return self.t
-
-    def monotonic(self) -> float:
-        return self.t
-
-    async def sleep(self, seconds: float) -> None:
-        self.t += seconds
+        super().__init__(now)
 
 
 def keys(**known: Ed25519PrivateKey) -> Callable[[str], Ed25519PublicKey | None]:

@@ -10,7 +10,7 @@ from aiohttp import web
 from sqlalchemy import func
 from sqlmodel import col, select
 
-from agent import __version__, explain, jsonsafe, ledger, synclog
+from agent import __version__, alerts, explain, jsonsafe, ledger, synclog
 from agent.duplicates import duplicates_report
 from agent.importer import ImportError_
 from agent.models import EventRow, ItemRow, PeerRow, PendingWrite, PoolRow
@@ -50,6 +50,7 @@ def create_api_app(parent: web.Application) -> web.Application:
     app.router.add_get("/log", get_log)
     app.router.add_get("/pools", get_pools)
     app.router.add_get("/explain", get_explain)
+    app.router.add_get("/alerts", get_alerts)
     app.router.add_post("/reconcile", post_reconcile)
     app.router.add_post("/join", post_join)
     app.router.add_get("/requests", get_requests)
@@ -159,8 +160,16 @@ async def status(request: web.Request) -> web.Response:
             if k != "dry_run_report"
         },
         "maintenance": (await cfg[keys.AGENT].importer.maintenance()).get("on", False),
+        "alerts": [a.to_wire() for a in await cfg[keys.AGENT].alerts.open()],
     }
     return web.json_response(body)
+
+
+async def get_alerts(request: web.Request) -> web.Response:
+    """The alerts open now (looked at afresh), oldest first, and what each kind means."""
+    agent = request.config_dict[keys.AGENT]
+    current = await agent.alerts.evaluate()
+    return web.json_response({"alerts": [a.to_wire() for a in current], "kinds": alerts.KINDS})
 
 
 async def get_log(request: web.Request) -> web.Response:

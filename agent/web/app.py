@@ -33,6 +33,8 @@ from agent.web.auth import bearer_ok
 from agent.web.bodies import BodyError
 from agent.webhook_health import keep_subscribed
 
+ALERT_INTERVAL = 5.0  # seconds between looks at the alerts (they open and clear this fast)
+
 __all__ = ["create_app"]
 
 log = structlog.get_logger(__name__)
@@ -220,8 +222,10 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
             coalesce=settings.coalesce_ms / 1000,
             reconcile_interval=settings.reconcile_interval,
             sku_rule=SkuRule(trim=settings.sku_trim, fold_case=settings.sku_case_fold),
+            alert_interval=ALERT_INTERVAL,
         ),
         shop_rules=settings.rules,
+        alert_settings=settings.alerts,
         http=app[keys.HTTP],
         metrics=app[keys.METRICS],
     )

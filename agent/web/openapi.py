@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from agent import __version__
+from agent.alerts import KINDS as ALERT_KINDS
 from agent.synclog import KINDS
 
 __all__ = ["DOCUMENT", "document", "serve"]
@@ -132,6 +133,7 @@ SCHEMAS: dict[str, Schema] = {
             "sync_mode": {"enum": ["running", "paused", "importing", "maintenance"]},
             "import": _obj({"state": STR, "done": INT, "total": INT}),
             "maintenance": BOOL,
+            "alerts": _list(_ref("Alert"), description="open at the last look (every 5 s)"),
         }
     ),
     "LogEntry": _obj(
@@ -154,6 +156,15 @@ SCHEMAS: dict[str, Schema] = {
             "published": _null(INT),
             "item_id": _null(STR),
             "updated_at": _null(NUM),
+        }
+    ),
+    "Alert": _obj(
+        {
+            "kind": {"type": "string", "enum": list(ALERT_KINDS)},
+            "subject": {**STR, "description": "the SKU, the peer's domain, or empty"},
+            "message": STR,
+            "link": {**STR, "description": "the admin page that explains it"},
+            "first_seen": {**NUM, "description": "Unix time the condition was first seen"},
         }
     ),
     "ShopDecision": _obj(
@@ -383,6 +394,18 @@ ADMIN_PATHS: dict[str, dict[str, Any]] = {
                 _query("before_id", _blank(INT64), "back from this id (newest first)"),
                 _query("limit", _blank(PAGE_SIZE), "page size, 1-1000 (default 100)"),
             ],
+        )
+    },
+    "/api/alerts": {
+        "get": _admin(
+            "The alerts open now (looked at afresh), oldest first, and what each kind means. "
+            "An alert clears by itself when its condition no longer holds.",
+            _obj(
+                {
+                    "alerts": _list(_ref("Alert")),
+                    "kinds": {"type": "object", "additionalProperties": STR},
+                }
+            ),
         )
     },
     "/api/explain": {

@@ -1,4 +1,5 @@
-"""A clock that runs a thousand times faster than real time (for backoffs in tests)."""
+"""Clocks for tests: one a thousand times faster than real time (for backoffs), one that moves
+only when a test moves it."""
 
 from __future__ import annotations
 
@@ -27,3 +28,19 @@ class FastClock:
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds) / self.speed)
+
+
+class StillClock:
+    """A clock that stands still unless a test moves it (`t`, or a `sleep`)."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.t = now
+
+    def now(self) -> float:
+        return self.t
+
+    def monotonic(self) -> float:
+        return self.t
+
+    async def sleep(self, seconds: float) -> None:
+        self.t += seconds

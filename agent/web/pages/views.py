@@ -43,16 +43,12 @@ async def _form(request: web.Request) -> dict[str, str]:
 async def overview(request: web.Request) -> web.StreamResponse:
     """This shop, its group, maintenance and import state, and recent alerts."""
     api = Api(request)
-    status, peers, pending, oversold, failed = await asyncio.gather(
+    status, peers, pending, alerts = await asyncio.gather(
         api.get("/status"),
         api.get("/peers"),
         api.get("/requests"),
-        api.get("/log", kind="oversold", limit=5),
-        api.get("/log", kind="write_failed", limit=5),
+        api.get("/alerts"),
     )
-    alerts = sorted(oversold["entries"] + failed["entries"], key=lambda e: e["id"], reverse=True)[
-        :8
-    ]
     return render(
         request,
         "overview.html",
@@ -60,9 +56,21 @@ async def overview(request: web.Request) -> web.StreamResponse:
         status=status,
         peers=peers["peers"],
         pending=pending["requests"],
-        alerts=alerts,
+        alerts=_grouped(alerts["alerts"]),
+        kinds=alerts["kinds"],
         maintenance=_maintenance_state(status),
     )
+
+
+ALERTS_SHOWN = 5  # of each kind; the rest are counted
+
+
+def _grouped(alerts: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]], int]]:
+    """Open alerts by kind, oldest first: (kind, the first few, how many more)."""
+    kinds: dict[str, list[dict[str, Any]]] = {}
+    for alert in alerts:
+        kinds.setdefault(alert["kind"], []).append(alert)
+    return [(k, a[:ALERTS_SHOWN], max(0, len(a) - ALERTS_SHOWN)) for k, a in kinds.items()]
 
 
 def _maintenance_state(status: dict[str, Any]) -> str:
