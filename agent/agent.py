@@ -29,6 +29,7 @@ from agent.join_import import JoinImport
 from agent.joins import JoinDesk
 from agent.metrics import Metrics
 from agent.models import EventRow, Identity
+from agent.notify import Notifier, NotifySettings
 from agent.peering import Peering
 from agent.reconcile import Reconciler
 from agent.replication import Replicator
@@ -87,6 +88,7 @@ class Agent:
         tuning: Tuning,
         shop_rules: ShopRules | None = None,
         alert_settings: AlertSettings | None = None,
+        notify_settings: NotifySettings | None = None,
         http: aiohttp.ClientSession | None = None,
         metrics: Metrics | None = None,
         rng: random.Random | None = None,
@@ -174,9 +176,13 @@ class Agent:
             import_progress=lambda: self.importer.progress(with_report=False),
             settings=alert_settings,
         )
+        self.notifier = Notifier(
+            db=db, clock=clock, shop=identity.domain, settings=notify_settings, http=http
+        )
+        self.alerts.on_change(self.notifier.alerts_changed)
         self.rules.on_change(self._rules_changed)
         self._main: asyncio.Task[None] | None = None
-        self._watch: asyncio.Task[None] | None = None
+        self._watch: list[asyncio.Task[None]] = []
 
     # -- the path of a change ------------------------------------------------------------------
 
@@ -214,9 +220,10 @@ class Agent:
         if not self.join_import.importing:
             await self.replicator.start()
         if self.tuning.alert_interval:
-            self._watch = asyncio.create_task(
-                self.alerts.run(self.tuning.alert_interval), name="alerts"
-            )
+            self._watch = [
+                asyncio.create_task(self.alerts.run(self.tuning.alert_interval), name="alerts"),
+                asyncio.create_task(self.notifier.run(), name="notifications"),
+            ]
 
     def tasks(self) -> list[asyncio.Task[Any]]:
         """Every task the agent runs, in the order a crash stops them."""
@@ -224,15 +231,14 @@ class Agent:
         tasks += [link.task for _, link in sorted(self.replicator.links.items()) if link.task]
         tasks += self.reconciler.tasks()
         tasks += [t for t in (self.join_import.task, self.importer.task) if t is not None]
-        return tasks + ([self._watch] if self._watch else [])
+        return tasks + self._watch
 
     async def stop(self) -> None:
         """Stop every task and wait for each (a cancelled write is resent on the next start,
         with its key)."""
         await self.replicator.stop()
-        tasks = [
-            t for t in (self._main, self.join_import.task, self.importer.task, self._watch) if t
-        ]
+        tasks = [t for t in (self._main, self.join_import.task, self.importer.task) if t]
+        tasks += self._watch
         for task in tasks:
             task.cancel()
         for task in tasks:

@@ -215,6 +215,35 @@ async def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_notify(args: argparse.Namespace) -> int:
+    from agent.console import clean
+
+    client = _client(args)
+    if args.action == "test":
+        results = (await client.post("/api/notify/test"))["results"]
+        if args.json:
+            _print_json(results)
+        for r in [] if args.json else results:
+            print(clean(f"{'ok' if r['ok'] else 'FAIL':<4}  {r['channel']}: {r['detail']}"))
+        return 0 if all(r["ok"] for r in results) else 1
+    view = await client.get("/api/notify")
+    if args.json:
+        _print_json(view)
+        return 0
+    if not view["channels"]:
+        print("no notifications: set [notify] in shopsync.toml (see the README)")
+    if view["webhook"]:
+        print(clean(f"webhook  {view['webhook']['url']}  ({', '.join(view['webhook']['kinds'])})"))
+    if view["email"]:
+        print(
+            clean(
+                f"e-mail   {', '.join(view['email']['to'])}  ({', '.join(view['email']['kinds'])})"
+            )
+        )
+    print(f"waiting  {view['pending']}")
+    return 0
+
+
 def _client(args: argparse.Namespace):
     from agent.client import AdminClient
     from agent.config import load_settings
@@ -512,6 +541,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--format", choices=["table", "json", "csv"], default="table", help="json: JSON lines"
     )
     p.add_argument("--json", action="store_true", help="JSON lines (same as --format json)")
+
+    p = command("notify", cmd_notify, "where alert notifications go; `test` sends one now")
+    data_dir(p)
+    p.add_argument("action", nargs="?", choices=["show", "test"], default="show")
+    p.add_argument("--json", action="store_true")
 
     p = command("explain", cmd_explain, "why a SKU's count is what it is, term by term")
     data_dir(p)

@@ -13,8 +13,10 @@ from urllib.parse import urlsplit
 import tomli_w
 import tomlkit
 
+from agent.alerts import KINDS as ALERT_KINDS
 from agent.alerts import AlertSettings
 from agent.channel import ConfigError
+from agent.notify import NotifySettings
 from agent.rules import RuleError, ShopRules, rules_from_wire
 from agent.secrets_file import SharedSecretFile, read_private
 
@@ -112,6 +114,63 @@ def _alert_settings(table: _Read, path: Path) -> AlertSettings:
     return settings
 
 
+def _notify_settings(table: _Read, path: Path) -> NotifySettings:
+    """`[notify]`: a webhook (URL and a secret of 16+ characters) and/or e-mail over SMTP."""
+
+    def fail(message: str) -> ConfigError:
+        return ConfigError(f"{path}: [notify] {message}")
+
+    def text(name: str) -> str:
+        value = table.get(name, "")
+        if not isinstance(value, str):
+            raise fail(f"{name} must be text, got {value!r}")
+        return value.strip()
+
+    def kinds(name: str) -> tuple[str, ...]:
+        value = table.get(name, list(ALERT_KINDS))
+        if not isinstance(value, list) or not all(isinstance(k, str) for k in value):
+            raise fail(f"{name} must be a list of alert kinds")
+        unknown = [k for k in value if k not in ALERT_KINDS]
+        if unknown:
+            raise fail(f"{name}: unknown kind {unknown[0]!r}; one of: {', '.join(ALERT_KINDS)}")
+        return tuple(value)
+
+    to = table.get("email_to", [])
+    if isinstance(to, str):
+        to = [to]
+    if not isinstance(to, list) or not all(isinstance(a, str) and "@" in a for a in to):
+        raise fail("email_to must be an address or a list of addresses")
+    port = table.get("smtp_port", 587)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise fail(f"smtp_port must be a port number, got {port!r}")
+    settings = NotifySettings(
+        webhook_url=text("webhook_url"),
+        webhook_secret=text("webhook_secret"),
+        webhook_kinds=kinds("webhook_kinds"),
+        email_to=tuple(to),
+        email_from=text("email_from"),
+        smtp_host=text("smtp_host"),
+        smtp_port=port,
+        smtp_user=text("smtp_user"),
+        smtp_password=text("smtp_password"),
+        smtp_security=text("smtp_security") or "starttls",
+        email_kinds=kinds("email_kinds"),
+    )
+    table.refuse_unread(path)
+    if settings.webhook_url:
+        _check_url("[notify] webhook_url", settings.webhook_url)
+        if len(settings.webhook_secret) < MIN_TOKEN:
+            raise fail(
+                f"webhook_secret must have at least {MIN_TOKEN} characters: the receiver checks "
+                "each message's signature with it"
+            )
+    if settings.email_to and not settings.smtp_host:
+        raise fail("email_to needs smtp_host (the SMTP server that sends the e-mail)")
+    if settings.smtp_security not in ("starttls", "tls", "none"):
+        raise fail(f"smtp_security must be starttls, tls or none, got {settings.smtp_security!r}")
+    return settings
+
+
 def _check_token(name: str, value: str) -> None:
     """A bearer token long enough that guessing it is hopeless."""
     if len(value) < MIN_TOKEN:
@@ -150,6 +209,7 @@ class Settings:
     metrics_token: str = ""  # bearer token of /metrics; empty: the admin token
     rules: ShopRules = dataclasses.field(default_factory=ShopRules)  # [rules]: what to publish
     alerts: AlertSettings = dataclasses.field(default_factory=AlertSettings)  # [alerts]
+    notify: NotifySettings = dataclasses.field(default_factory=NotifySettings)  # [notify]
 
     @property
     def key_path(self) -> Path:
@@ -216,6 +276,8 @@ def write_settings(settings: Settings) -> Path:
         doc["rules"] = rules
     if settings.alerts != AlertSettings():
         doc["alerts"] = settings.alerts.to_wire()
+    if settings.notify != NotifySettings():
+        doc["notify"] = settings.notify.to_wire()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     path = settings.data_dir / CONFIG_NAME
     _write_private(path, tomli_w.dumps(doc).encode())
@@ -275,6 +337,7 @@ def load_settings(data_dir: str | Path) -> Settings:
     channel = _Read(top.get("channel", {}), "[channel]")
     rules_table = top.get("rules")
     alerts = _alert_settings(_Read(top.get("alerts", {}), "[alerts]"), path)
+    notify = _notify_settings(_Read(top.get("notify", {}), "[notify]"), path)
     top.refuse_unread(path)
     try:
         rules = rules_from_wire(rules_table)
@@ -298,6 +361,7 @@ def load_settings(data_dir: str | Path) -> Settings:
             metrics_token=str(agent.get("metrics_token", "")),
             rules=rules,
             alerts=alerts,
+            notify=notify,
         )
     except KeyError as exc:
         for table in (agent, channel):  # a misspelled name first: it says what to fix

@@ -63,6 +63,7 @@ KINDS: dict[str, str] = {
     "rules": "stock rules changed",
     "alert": "an alert opened (oversold, low stock, write failing, peer unreachable…)",
     "alert_cleared": "an alert cleared: its condition no longer holds",
+    "notification": "a notification (webhook, e-mail) delivered, retried or given up",
 }
 
 

@@ -69,6 +69,7 @@ PARTS = (
     "Importer",
     "JoinImport",
     "JoinDesk",
+    "Notifier",
     "Peering",
     "Roster",
     "RuleBook",

@@ -51,6 +51,8 @@ def create_api_app(parent: web.Application) -> web.Application:
     app.router.add_get("/pools", get_pools)
     app.router.add_get("/explain", get_explain)
     app.router.add_get("/alerts", get_alerts)
+    app.router.add_get("/notify", get_notify)
+    app.router.add_post("/notify/test", post_notify_test)
     app.router.add_post("/reconcile", post_reconcile)
     app.router.add_post("/join", post_join)
     app.router.add_get("/requests", get_requests)
@@ -195,6 +197,32 @@ async def get_log(request: web.Request) -> web.Response:
             limit=limit,
         )
     return web.json_response({"entries": [synclog.entry_json(r) for r in rows]})
+
+
+async def get_notify(request: web.Request) -> web.Response:
+    """Where notifications go (no secrets), the kinds each channel wants, what waits to go."""
+    notifier = request.config_dict[keys.AGENT].notifier
+    s = notifier.settings
+    return web.json_response(
+        {
+            "channels": s.channels,
+            "webhook": {"url": s.webhook_url, "kinds": list(s.webhook_kinds)}
+            if s.webhook_url
+            else None,
+            "email": {"to": list(s.email_to), "kinds": list(s.email_kinds)} if s.email_to else None,
+            "pending": len(await notifier.pending()),
+        }
+    )
+
+
+async def post_notify_test(request: web.Request) -> web.Response:
+    """Send a test notification through every configured channel now; each one's outcome."""
+    notifier = request.config_dict[keys.AGENT].notifier
+    if not notifier.settings.channels:
+        return json_error(
+            409, "not_configured", "no notification channel: set [notify] in shopsync.toml"
+        )
+    return web.json_response({"results": await notifier.test()})
 
 
 async def get_explain(request: web.Request) -> web.Response:

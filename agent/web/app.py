@@ -226,6 +226,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
         ),
         shop_rules=settings.rules,
         alert_settings=settings.alerts,
+        notify_settings=settings.notify,
         http=app[keys.HTTP],
         metrics=app[keys.METRICS],
     )

@@ -408,6 +408,27 @@ ADMIN_PATHS: dict[str, dict[str, Any]] = {
             ),
         )
     },
+    "/api/notify": {
+        "get": _admin(
+            "Where notifications go (secrets left out), the alert kinds each channel wants, and "
+            "how many messages wait in the outbox.",
+            _obj(
+                {
+                    "channels": _list({"enum": ["webhook", "email"]}),
+                    "webhook": _null(_obj({"url": STR, "kinds": _list(STR)})),
+                    "email": _null(_obj({"to": _list(STR), "kinds": _list(STR)})),
+                    "pending": INT,
+                }
+            ),
+        )
+    },
+    "/api/notify/test": {
+        "post": _admin(
+            "Send a test notification through every configured channel now.",
+            _obj({"results": _list(_obj({"channel": STR, "ok": BOOL, "detail": STR}))}),
+            errors={"409": "No notification channel is configured."},
+        )
+    },
     "/api/explain": {
         "get": _admin(
             "Why a SKU's count is what it is: the pool as base + each shop's changes, the "

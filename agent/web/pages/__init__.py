@@ -87,6 +87,7 @@ def setup_pages(app: web.Application) -> None:
     r.add_get("/", views.overview)
     r.add_post("/pause", views.pause)
     r.add_post("/resume", views.resume)
+    r.add_post("/notify/test", views.notify_test)
     r.add_post("/leave", views.leave)
     r.add_get("/requests", views.requests)
     r.add_post("/requests/{domain}/{verdict:accept|reject}", views.decide)

@@ -20,6 +20,7 @@ __all__ = [
     "join",
     "leave",
     "maintenance",
+    "notify_test",
     "overview",
     "pause",
     "products",
@@ -43,11 +44,12 @@ async def _form(request: web.Request) -> dict[str, str]:
 async def overview(request: web.Request) -> web.StreamResponse:
     """This shop, its group, maintenance and import state, and recent alerts."""
     api = Api(request)
-    status, peers, pending, alerts = await asyncio.gather(
+    status, peers, pending, alerts, notify = await asyncio.gather(
         api.get("/status"),
         api.get("/peers"),
         api.get("/requests"),
         api.get("/alerts"),
+        api.get("/notify"),
     )
     return render(
         request,
@@ -58,6 +60,7 @@ async def overview(request: web.Request) -> web.StreamResponse:
         pending=pending["requests"],
         alerts=_grouped(alerts["alerts"]),
         kinds=alerts["kinds"],
+        notify=notify,
         maintenance=_maintenance_state(status),
     )
 
@@ -97,6 +100,17 @@ async def _act(request: web.Request, path: str, done: str, back: str) -> web.Str
 async def pause(request: web.Request) -> web.StreamResponse:
     """Stop syncing with the group for now (`shopsync pause`)."""
     return await _act(request, "/pause", "Sync paused; changes are kept and sent on resume.", "/")
+
+
+@page
+async def notify_test(request: web.Request) -> web.StreamResponse:
+    """Send a test notification through each channel (`shopsync notify test`)."""
+    try:
+        results = (await Api(request).post("/notify/test"))["results"]
+    except ApiError as exc:
+        redirect("/", exc.message or exc.error, ok=False)
+    said = "; ".join(f"{r['channel']}: {r['detail']}" for r in results)
+    redirect("/", f"Test notification — {said}", ok=all(r["ok"] for r in results))
 
 
 @page
