@@ -132,6 +132,7 @@ class Agent:
             clock=clock,
             call=call,
             on_pool_change=self.reconciler.pool_changed,
+            on_applied=self._applied,
             roster=self.roster,
             rules=self.rules,
             mode=self.mode,
@@ -181,6 +182,7 @@ class Agent:
         )
         self.alerts.on_change(self.notifier.alerts_changed)
         self.rules.on_change(self._rules_changed)
+        self.metrics.attach(self)
         self._main: asyncio.Task[None] | None = None
         self._watch: list[asyncio.Task[None]] = []
 
@@ -189,6 +191,11 @@ class Agent:
     def _local_events(self, rows: list[EventRow]) -> None:
         self.metrics.events.inc(len(rows))
         self.replicator.notify_local()
+
+    def _applied(self, events: list[EventRow], now: float) -> None:
+        """Peers' events just applied: how long each took from its origin to here."""
+        for event in events:
+            self.metrics.propagation.labels(origin=event.origin).observe(max(0.0, now - event.at))
 
     def _rules_changed(self) -> None:
         """What a shop publishes may have changed: plan every SKU again (only those whose

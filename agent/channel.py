@@ -305,6 +305,11 @@ class Channel(abc.ABC):
         """Open or close the storefront for maintenance; False when the platform cannot."""
         return False
 
+    def stats(self) -> dict[str, float]:
+        """What the platform client counts, for `/metrics` (optional): `requests`,
+        `throttled` and `retries` since start, and `budget`, the rate budget left (0-1)."""
+        return {}
+
     async def check(self) -> list[Check]:
         """Reach the platform and say what works, one `Check` per step, for `shopsync check`:
         the token, the shop (`start()`: auth, location) and the catalogue (one listed item).

@@ -68,6 +68,7 @@ class Replicator:
         clock: Clock,
         call: PeerCaller,
         on_pool_change: Callable[[set[str]], None],
+        on_applied: Callable[[list[EventRow], float], None] | None = None,
         roster: Roster,
         rules: RuleBook,
         mode: SyncMode,
@@ -79,6 +80,7 @@ class Replicator:
         self.clock = clock
         self.call = call
         self.on_pool_change = on_pool_change
+        self.on_applied = on_applied
         self.roster = roster  # the members' keys; this agent's own record goes with every pull
         self.rules = rules  # rules records travel with every pull answer, like the members
         self.pull_interval = pull_interval
@@ -152,8 +154,11 @@ class Replicator:
 
         refused: list[tuple[EventRow, str]] = []
 
+        applied: list[EventRow] = []
+
         def work(conn: Connection) -> Vector:
             new = ledger.apply(conn, events, now, admit, refused)
+            applied[:] = new
             changed.update(e.sku for e in new)
             entries = []
             if new:
@@ -178,6 +183,8 @@ class Replicator:
             return ledger.vector(conn)
 
         vector = await self.db.run(work)
+        if applied and self.on_applied is not None:
+            self.on_applied(applied, now)
         if changed:
             self.on_pool_change(changed)
         if refused:

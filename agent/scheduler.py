@@ -72,6 +72,11 @@ class Scheduler:
             "write_rows": 0,
             "events": 0,
             "echoes_skipped": 0,
+            # rows by the platform's answer: ok, conflict, error, unknown
+            "rows_ok": 0,
+            "rows_conflict": 0,
+            "rows_error": 0,
+            "rows_unknown": 0,
         }
         # set when an item is not where the index says: a catalogue pass at the next dispatch
         self.catalogue_due = False

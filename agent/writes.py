@@ -244,6 +244,10 @@ class Writes:
             return effects, unknown
 
         effects, unknown = await self.db.run(work)
+        stats = self.scheduler.stats
+        for result in results:
+            key = f"rows_{result.status}"
+            stats[key] = stats.get(key, 0) + 1
         done.update(effects.written)
         if retried:
             for write, result in zip(writes, results, strict=True):

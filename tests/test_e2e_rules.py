@@ -201,3 +201,31 @@ async def test_a_burst_below_the_threshold_leaves_the_last_units_to_the_priority
         assert code == 0 and f"{SKU}: pool {pool}" in out and "= pool" in out, (out, err)
         code, out, err = await cli(a, "explain", "NO-SUCH-SKU")
         assert code == 1 and "no shop of the group has told this one of NO-SUCH-SKU" in err
+        # what an operator would chart, scraped from a member after the burst
+        series = await _scrape(c)
+        for origin in (a.domain, b.domain):  # changes that came from the other two shops
+            assert series[f'shopsync_propagation_seconds_count{{origin="{origin}"}}'] >= 1
+        for peer in (a.domain, b.domain):
+            assert series[f'shopsync_peer_events_behind{{peer="{peer}"}}'] >= 0
+            assert series[f'shopsync_peer_up{{peer="{peer}"}}'] == 1
+            assert series[f'shopsync_peer_last_contact_age_seconds{{peer="{peer}"}}'] < 300
+        assert series['shopsync_written_rows_total{result="ok"}'] >= 1  # c's writes of 5, 0, …
+        assert series['shopsync_platform_calls_total{call="read"}'] >= 1
+        assert series['shopsync_webhooks_total{result="accepted"}'] >= 1
+        assert series['shopsync_alerts_open{kind="oversold"}'] == 0
+        assert series["shopsync_import_running"] == 0 and series["shopsync_import_total"] >= 0
+        assert 'shopsync_platform_requests_total{outcome="throttled"}' in series
+
+
+async def _scrape(shop: ShopHandle) -> dict[str, float]:
+    """`/metrics` of `shop`'s agent: every sample by its name and labels."""
+    headers = {"Authorization": f"Bearer {shop.shop.token}"}
+    async with shop.http.get(shop.agent_url + "/metrics", headers=headers) as resp:
+        assert resp.status == 200
+        text = await resp.text()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples

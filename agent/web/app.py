@@ -278,8 +278,5 @@ async def _metrics(request: web.Request) -> web.Response:
             401, "unauthorized", "send the metrics token as 'Authorization: Bearer …'"
         )
     metrics = request.app[keys.METRICS]
-    agent = request.app.get(keys.AGENT)
-    if agent is not None:
-        state = agent.reconciler.status()
-        metrics.pending.set(state.pending_reads + state.busy)
+    await metrics.refresh()
     return web.Response(body=metrics.render(), content_type="text/plain")
