@@ -537,6 +537,57 @@ async def test_an_oversold_alert_is_the_same_at_every_member_and_clears(agents: 
         await context.close()
 
 
+async def test_products_show_titles_sort_by_change_and_filter_mismatches(agents: Agents) -> None:
+    a, b = agents.a, agents.b
+    await _in_group(agents)
+    sku = (await agents.skus(a))[7]
+    await agents.wait_for("b to count as a does", lambda: _same_pool(agents, sku))
+    before = await _pool(agents, b, sku)
+    # b's platform refuses its next call (the write of a's sale): b shows another count
+    await agents.emulator(b, "/_emulator/faults", {"fail_requests": 1, "fail_status": 403})
+    await agents.emulator(a, "/_emulator/orders", {"line_items": [{"sku": sku, "quantity": 1}]})
+
+    async def mismatched() -> bool:
+        found = await agents.api(b, "GET", "/api/pools?mismatch=1")
+        return [p["sku"] for p in found["pools"]] == [sku]
+
+    await agents.wait_for("b's refused write to show as a mismatch", mismatched, 30)
+    context, page = await agents.logged_in(b, viewport={"width": 390, "height": 844})
+    await page.goto(b.agent_url + "/products")
+    await page.get_by_label("only mismatches").check()
+    await page.get_by_role("button", name="Search").click()
+    rows = page.locator("#products tbody tr")
+    await expect(rows).to_have_count(1)
+    await expect(rows.first).to_contain_text("mismatch")
+    await expect(rows.first.locator("[data-label='Should show']")).to_have_text(str(before - 1))
+    await expect(rows.first.locator("[data-label='Shows']")).to_have_text(str(before))
+    assert await page.evaluate("document.documentElement.scrollWidth") <= 390
+    await expect(page.locator(".legend")).to_contain_text("mismatch")
+    # "Resync all" asks first; confirmed, it writes the count and the mismatch is gone
+    await page.get_by_role("button", name="Resync all products").click()
+    assert await page.evaluate("location.pathname") == "/products"  # the form did not go
+    await page.get_by_label("re-read and re-write every product").check()
+    await page.get_by_role("button", name="Resync all products").click()
+    await expect(page.get_by_role("status")).to_contain_text("Resync of every SKU started")
+    await agents.wait_for("the resync to write b's count", lambda: _no_mismatch(agents, b), 30)
+    await context.close()
+    # at the desk: titles, and the latest change first
+    context, page = await agents.logged_in(a, viewport={"width": 1280, "height": 900})
+    await page.goto(a.agent_url + "/products")
+    await page.get_by_role("link", name="Last change").click()
+    first = page.locator("#products tbody tr").first
+    await expect(first.locator("th")).to_contain_text(sku)  # the one just sold
+    items = await agents.api(a, "GET", f"/api/pools?sku={sku}")
+    title = items["pools"][0]["title"]
+    assert title
+    await expect(first.locator("[data-label='Title']")).to_have_text(title)
+    await context.close()
+
+
+async def _no_mismatch(agents: Agents, shop: Shop) -> bool:
+    return not (await agents.api(shop, "GET", "/api/pools?mismatch=1"))["pools"]
+
+
 async def _pool(agents: Agents, shop: Shop, sku: str) -> int:
     return int((await agents.api(shop, "GET", f"/api/explain?sku={sku}"))["pool"])
 

@@ -239,10 +239,14 @@ async def get_explain(request: web.Request) -> web.Response:
 
 
 async def get_pools(request: web.Request) -> web.Response:
-    """Per SKU, in SKU order: the pool, the count published in this shop, and the item.
+    """Per SKU: the pool, the count published in this shop, what the rules say it should
+    publish (`target`), the item and its title.
 
-    `q` keeps the SKUs that contain it (any case); `offset` and `limit` page through them, and
-    `total` counts all that match. Only the SKU names are read for all; the rows, for the page.
+    `q` keeps the SKUs that contain it (any case); `mismatch=1` only those whose shop shows
+    another count than `target`; `sort=changed` puts the latest changed first (default: SKU
+    order); `offset` and `limit` page through them, and `total` counts all that match. Only the
+    SKU names are read for all (and, to filter or sort by them, the counts and times); the
+    rows, for the page.
     """
     sku, needle = request.query.get("sku"), request.query.get("q", "").strip().casefold()
     offset = _int_param(request, "offset", 0) or 0
@@ -251,6 +255,14 @@ async def get_pools(request: web.Request) -> web.Response:
         raise bad_request("bad_parameter", "offset must be 0 or more")
     if limit is not None and not 1 <= limit <= MAX_POOLS_PAGE:
         raise bad_request("bad_parameter", f"limit must be 1-{MAX_POOLS_PAGE}")
+    order = request.query.get("sort") or "sku"
+    if order not in ("sku", "changed"):
+        raise bad_request("bad_parameter", "sort must be sku or changed")
+    flag = request.query.get("mismatch", "")
+    if flag not in ("", "0", "1", "true", "false", "yes", "no"):
+        raise bad_request("bad_parameter", "mismatch must be 1 or 0")
+    mismatch = flag in ("1", "true", "yes")
+    agent = request.config_dict[keys.AGENT]
     kept = col(ItemRow.excluded).is_(None)  # a SKU's duplicates are not its item
 
     def only(query: Any, column: Any) -> Any:
@@ -261,6 +273,27 @@ async def get_pools(request: web.Request) -> web.Response:
         item_names = only(select(ItemRow.sku).where(kept), ItemRow.sku)
         names |= {name for name in await session.exec(item_names) if name}
         matched = sorted(name for name in names if needle in name.casefold())
+        if mismatch or order == "changed":
+            counts = {
+                s: (None if base is None else base + deltas, at)
+                for s, base, deltas, at in await session.exec(
+                    select(PoolRow.sku, PoolRow.base, PoolRow.deltas, PoolRow.updated_at)
+                )
+            }
+            shown = {
+                s: published
+                for s, published in await session.exec(
+                    select(ItemRow.sku, ItemRow.published).where(kept)
+                )
+            }
+            if mismatch:
+                matched = [
+                    name
+                    for name in matched
+                    if _differs(agent, name, counts.get(name, (None, 0))[0], shown.get(name))
+                ]
+            if order == "changed":
+                matched.sort(key=lambda name: -(counts.get(name, (None, 0.0))[1] or 0.0))
         page = matched[offset:] if limit is None else matched[offset : offset + limit]
         pools_q, items_q = select(PoolRow), select(ItemRow).where(kept)
         if limit is not None:  # at most MAX_POOLS_PAGE names: read only their rows
@@ -271,16 +304,26 @@ async def get_pools(request: web.Request) -> web.Response:
     out = []
     for name in page:
         pool, item = pools.get(name), items.get(name)
+        value = None if pool is None else pool.value
         out.append(
             {
                 "sku": name,
-                "pool": None if pool is None else pool.value,
+                "pool": value,
                 "published": None if item is None else item.published,
+                "target": None if value is None else agent.rules.decide(name, value).count,
                 "item_id": None if item is None else item.item_id,
+                "title": None if item is None else item.title,
                 "updated_at": None if pool is None else pool.updated_at,
             }
         )
     return web.json_response({"pools": out, "total": len(matched)})
+
+
+def _differs(agent: Any, sku: str, pool: int | None, published: int | None) -> bool:
+    """The shop shows another count of `sku` than its rules say it should."""
+    if pool is None or published is None:
+        return False
+    return bool(published != agent.rules.decide(sku, pool).count)
 
 
 async def post_reconcile(request: web.Request) -> web.Response:

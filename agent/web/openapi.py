@@ -154,7 +154,12 @@ SCHEMAS: dict[str, Schema] = {
             "sku": STR,
             "pool": _null(INT),
             "published": _null(INT),
+            "target": {
+                **_null(INT),
+                "description": "what this shop should publish, by its stock rules",
+            },
             "item_id": _null(STR),
+            "title": _null(STR),
             "updated_at": _null(NUM),
         }
     ),
@@ -440,13 +445,20 @@ ADMIN_PATHS: dict[str, dict[str, Any]] = {
     },
     "/api/pools": {
         "get": _admin(
-            "Per SKU, in SKU order: the group's pool, the count published in this shop, the "
-            "item. `total` counts every SKU that matches, whatever the page.",
+            "Per SKU (in SKU order, or the latest changed first): the group's pool, the count "
+            "published in this shop, what its rules say it should publish, the item and its "
+            "title. `total` counts every SKU that matches, whatever the page.",
             _obj({"pools": _list(_ref("Pool")), "total": INT64}),
-            errors={"400": "offset or limit is not an integer, or out of range."},
+            errors={"400": "offset or limit is not an integer or out of range, or a bad sort."},
             params=[
                 _query("sku", STR, "only this SKU"),
                 _query("q", STR, "only SKUs containing this (any case)"),
+                _query("sort", _blank({"enum": ["sku", "changed"]}), "order (default sku)"),
+                _query(
+                    "mismatch",
+                    _blank({"enum": ["1", "0", "true", "false", "yes", "no"]}),
+                    "1: only SKUs whose shop shows another count than its rules say",
+                ),
                 _query("offset", _blank(INT64), "skip this many matching SKUs (default 0)"),
                 _query("limit", _blank(INT64), "page size, 1-1000 (default: all)"),
             ],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
@@ -186,12 +186,20 @@ async def products(request: web.Request) -> web.StreamResponse:
         start = max(0, int(request.query.get("start", "0")))
     except ValueError:
         start = 0
-    found = await Api(request).get("/pools", q=q, offset=start, limit=PRODUCTS_PAGE)
+    sort = "changed" if request.query.get("sort") == "changed" else "sku"
+    mismatch = "1" if request.query.get("mismatch") == "1" else ""
+    found = await Api(request).get(
+        "/pools", q=q, offset=start, limit=PRODUCTS_PAGE, sort=sort, mismatch=mismatch or None
+    )
+    view = {"q": q, "sort": sort, "mismatch": mismatch}
     return render(
         request,
         "products.html",
         title="Products",
         q=q,
+        sort=sort,
+        mismatch=mismatch,
+        here=urlencode({k: v for k, v in view.items() if v and v != "sku"}),
         pools=found["pools"],
         total=found["total"],
         start=start,
@@ -214,6 +222,8 @@ async def resync(request: web.Request) -> web.StreamResponse:
             await api.post("/reconcile")
             redirect(back, "The whole catalogue is being read again.")
         sku = form.get("sku", "").strip()
+        if not sku and form.get("confirm") != "yes":
+            redirect(back, "Tick the box to confirm a resync of every product.", ok=False)
         answer = await api.post("/resync", {"skus": [sku]} if sku else {"all": True})
     except ApiError as exc:
         redirect(back, f"Resync did not start: {exc.message}", ok=False)
