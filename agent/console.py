@@ -125,6 +125,7 @@ def print_status(status: dict[str, Any]) -> None:
     console.print(table)
 
 
+#: The columns of a CSV export of the log (`shopsync log --format csv`, the log page's export).
 LOG_COLUMNS = ("id", "at", "kind", "sku", "peer", "before", "delta", "after", "message")
 
 

@@ -13,6 +13,8 @@ SHOPSYNC_SCREENSHOTS=1 the tests also write docs/overview.png and docs/sync-log.
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import os
 import shutil
 import subprocess
@@ -581,6 +583,31 @@ async def test_products_show_titles_sort_by_change_and_filter_mismatches(agents:
     title = items["pools"][0]["title"]
     assert title
     await expect(first.locator("[data-label='Title']")).to_have_text(title)
+    await context.close()
+
+
+async def test_the_log_shows_local_times_and_exports_what_the_filter_matches(
+    agents: Agents,
+) -> None:
+    a = agents.a
+    context, page = await agents.logged_in(
+        a, viewport={"width": 1280, "height": 900}, timezone_id="Asia/Tokyo"
+    )
+    await page.goto(a.agent_url + "/log?kind=introduce")
+    await expect(page.locator("#time-head")).to_have_text("Time (local)")
+    first = page.locator("#synclog-rows time").first
+    utc = (await first.get_attribute("title") or "").removesuffix(" UTC")
+    shown = await first.inner_text()
+    assert utc and shown != utc  # Tokyo is nine hours ahead of the UTC the page was rendered in
+    async with page.expect_download() as info:
+        await page.get_by_role("link", name="CSV").click()
+    download = await info.value
+    assert download.suggested_filename == "shopsync-log-introduce.csv"
+    text = await asyncio.to_thread(Path(await download.path()).read_text)
+    rows = list(csv.DictReader(io.StringIO(text)))
+    expected = (await agents.api(a, "GET", "/api/log?kind=introduce&limit=1000"))["entries"]
+    assert [int(r["id"]) for r in rows] == [e["id"] for e in expected]
+    assert {r["kind"] for r in rows} == {"introduce"}
     await context.close()
 
 

@@ -94,6 +94,7 @@ def setup_pages(app: web.Application) -> None:
     r.add_post("/join", views.join)
     r.add_get("/log", logview.log_page)
     r.add_get("/log/stream", logview.log_stream)
+    r.add_get("/log/export", logview.log_export)
     r.add_get("/products", views.products)
     r.add_get("/explain", explain_page.explain_page)
     r.add_post("/resync", views.resync)

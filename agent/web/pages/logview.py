@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
+import datetime as dt
+import io
 import json
 from typing import Any
 from urllib.parse import urlencode
@@ -12,13 +15,14 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from agent import synclog
+from agent.console import LOG_COLUMNS
 from agent.web import keys
 from agent.web.pages.backend import Api, ApiError
 from agent.web.pages.format import parse_utc
 from agent.web.pages.render import render
 from agent.web.pages.session import page
 
-__all__ = ["STOPPING", "log_page", "log_stream"]
+__all__ = ["STOPPING", "log_export", "log_page", "log_stream"]
 
 STOPPING = web.AppKey("pages_stopping", asyncio.Event)
 PAGE = 50
@@ -79,6 +83,7 @@ async def log_page(request: web.Request) -> web.StreamResponse:
         newest="/log?" + urlencode(kept) if before_id else "",
         live=live,
         stream=stream,
+        export="/log/export?" + urlencode({k: v for k, v in kept.items() if k != "before_id"}),
     )
 
 
@@ -138,3 +143,43 @@ async def log_stream(request: web.Request) -> web.StreamResponse:
                 async with asyncio.timeout(POLL):  # not wait_for: it can swallow a cancel
                     await stopping.wait()
     return response
+
+
+EXPORT_LIMIT = 100_000  # entries one export holds at most (narrow the filter for more)
+
+
+@page
+async def log_export(request: web.Request) -> web.StreamResponse:
+    """Every entry the filters match, as CSV or JSON (a download), newest first."""
+    form, params, error = _filters(request)
+    fmt = request.query.get("format", "csv")
+    if error or fmt not in ("csv", "json"):
+        raise web.HTTPBadRequest(text=error or "format must be csv or json")
+    api, before = Api(request), None
+    entries: list[dict[str, Any]] = []
+    while len(entries) < EXPORT_LIMIT:
+        try:
+            page_ = (await api.get("/log", **params, before_id=before, limit=1000))["entries"]
+        except ApiError as exc:
+            raise web.HTTPBadRequest(text=exc.message) from None
+        entries += page_
+        if len(page_) < 1000:
+            break
+        before = page_[-1]["id"]
+    name = "shopsync-log-" + "-".join(v for v in form.values() if v)[:80].replace("/", "_")
+    if fmt == "json":
+        body = json.dumps(entries, indent=1).encode()
+        kind = "application/json"
+    else:
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(LOG_COLUMNS)
+        for e in entries:
+            at = dt.datetime.fromtimestamp(e["at"], dt.UTC).isoformat(timespec="milliseconds")
+            writer.writerow([at if c == "at" else e[c] for c in LOG_COLUMNS])
+        body, kind = out.getvalue().encode(), "text/csv"
+    return web.Response(
+        body=body,
+        content_type=kind,
+        headers={"Content-Disposition": f'attachment; filename="{name}.{fmt}"'},
+    )

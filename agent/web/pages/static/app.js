@@ -14,6 +14,7 @@ function tailLog() {
     if (rows.querySelector(`tr[data-id="${entry.id}"]`)) return;
     rows.insertAdjacentHTML("afterbegin", entry.html);
     rows.firstElementChild.classList.add("fresh");
+    localTimes(rows.firstElementChild);
     if (empty) empty.hidden = true;
     while (rows.children.length > 500) rows.lastElementChild.remove();
   });
@@ -55,4 +56,22 @@ function followImport() {
   tick();
 }
 
-document.addEventListener("DOMContentLoaded", () => { tailLog(); followImport(); });
+// Times in this browser's time zone (the page renders UTC; the original stays as the title).
+function localTimes(root) {
+  const shown = { year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit" };
+  for (const el of root.querySelectorAll("time[data-local]:not([data-shown])")) {
+    const when = new Date(el.getAttribute("datetime"));
+    if (isNaN(when)) continue;
+    el.title = `${el.textContent} UTC`;
+    el.textContent = when.toLocaleString(undefined, shown);
+    el.dataset.shown = "local";
+  }
+  const head = document.getElementById("time-head");
+  if (head) head.textContent = "Time (local)";
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  localTimes(document);
+  tailLog();
+  followImport();
+});
