@@ -35,6 +35,7 @@ from agent.roster import Roster
 from agent.rules import Allocate, ShopRules
 from agent.syncmode import SyncMode
 from agent.transport import Transport
+from agent.webhook_health import Refusals
 
 __all__ = ["Agent", "Tuning"]
 
@@ -48,6 +49,7 @@ class Tuning:
     public_url: str
     coalesce: float = 0.005  # seconds a webhook waits for others to share its read
     reconcile_interval: float = 300.0  # seconds between full passes over the shop
+    catalogue_min_interval: float = 300.0  # seconds between passes that webhooks ask for
     pull_interval: float = 2.0  # seconds between pulls from each peer while they bring news
     sku_rule: SkuRule = dataclasses.field(default_factory=SkuRule)
 
@@ -91,6 +93,7 @@ class Agent:
         self.db, self.identity, self.channel, self.clock = db, identity, channel, clock
         self.tuning = tuning
         self.metrics = metrics or Metrics()
+        self.refusals = Refusals(clock)  # webhooks refused for their signature
         call = transport.call
         self.mode = SyncMode(db)
         self.roster = Roster(
@@ -116,6 +119,7 @@ class Agent:
             allocate=self.rules.decide,
             coalesce=tuning.coalesce,
             reconcile_interval=tuning.reconcile_interval,
+            catalogue_min_interval=tuning.catalogue_min_interval,
             on_local_events=self._local_events,
             rng=rng,
             sku_rule=tuning.sku_rule,
@@ -182,6 +186,12 @@ class Agent:
         """Answer another agent's call `name` from the holder of key `sender`, let in by the
         door (`agent.transport.admit`)."""
         return await peer_service.serve(self, sender, name, body)
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """What an owner must act on now, beyond the sync log's rows: `{kind, message, ...}`
+        (today: a run of webhooks refused for their signature)."""
+        alert = self.refusals.alert()
+        return [] if alert is None else [alert]
 
     # -- life ----------------------------------------------------------------------------------
 

@@ -80,6 +80,7 @@ def print_status(status: dict[str, Any]) -> None:
         ),
         ("reconciled", _when(status.get("last_reconcile"))),
     ]
+    rows += [("ALERT", str(alert.get("message", ""))) for alert in status.get("alerts") or []]
     for name, value in rows:
         table.add_row(name, _text(value))
     console.print(table)

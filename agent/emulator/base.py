@@ -11,6 +11,10 @@ control API (a contract other tools depend on) is the same for every platform:
 | POST /_emulator/products | {"sku", "available"} | a new product variant |
 | GET /_emulator/inventory | | {"A-1": 38, ...} |
 
+Extras: POST /_emulator/products/update {"skus": [...]} or {"sku", "new_sku"?}, with an
+optional "title": an admin's (bulk) product edit; each product sends the platform's product
+webhook (Shopify and SHOPLINE `products/update`; Pisell has no product topic), counts stay.
+
 Extras: GET /_emulator/items, GET /_emulator/writes, GET /_emulator/stats,
 POST /_emulator/orders/{id}/cancel, POST /_emulator/refunds {"order_id"},
 POST /_emulator/faults {...Faults fields}, POST /_emulator/storefront {"open": bool},
@@ -123,6 +127,9 @@ class Emulator:
     def on_product(self, variant: Variant) -> None:
         """Emit the platform's product-created webhook."""
 
+    def on_product_update(self, variant: Variant) -> None:
+        """Emit the platform's product-updated webhook (a product edit in the admin)."""
+
     # -- helpers for platform handlers -------------------------------------------------------
 
     def take_injected_failure(self) -> int | None:
@@ -164,6 +171,7 @@ class Emulator:
         r.add_post("/_emulator/inventory", self._h_edit)
         r.add_get("/_emulator/inventory", self._h_inventory)
         r.add_post("/_emulator/products", self._h_product)
+        r.add_post("/_emulator/products/update", self._h_product_update)
         r.add_get("/_emulator/items", self._h_items)
         r.add_get("/_emulator/writes", self._h_writes)
         r.add_get("/_emulator/stats", self._h_stats)
@@ -264,6 +272,25 @@ class Emulator:
             return json_error(400, "title must be a string")
         variant = self.store.add_product(sku.strip(), available, title=title)
         return web.json_response(self._item_json(variant), status=201)
+
+    async def _h_product_update(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        skus = body.get("skus", [body.get("sku")])
+        title, new_sku = body.get("title"), body.get("new_sku")
+        if not isinstance(skus, list) or not skus or not all(isinstance(s, str) for s in skus):
+            return json_error(400, "skus must be a non-empty list of strings (or give sku)")
+        if title is not None and not isinstance(title, str):
+            return json_error(400, "title must be a string")
+        if new_sku is not None and (not isinstance(new_sku, str) or len(skus) != 1):
+            return json_error(400, "new_sku must be a string, with one sku")
+        try:
+            variants = [self.store.find_sku(sku) for sku in skus]  # all known before any edit
+        except UnknownSku as exc:
+            return json_error(404, f"unknown sku {exc.args[0]}")
+        for variant in variants:
+            self.store.edit_product(variant.sku, title=title, new_sku=new_sku)
+            self.on_product_update(variant)
+        return web.json_response({"updated": len(variants)})
 
     def _item_json(self, variant: Variant) -> dict[str, Any]:
         return dataclasses.asdict(variant)

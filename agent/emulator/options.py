@@ -66,6 +66,8 @@ class EmulatorOptions:
     # nothing and their names sort before it, as a shop's warehouses often do.
     locations: int = 1
     plan: str = "standard"
+    # The access scopes the app was granted, comma-separated; None: all that shopsync needs.
+    scopes: str | None = None
     initial_available: int = 100
     rate_limit: bool = True
     seed: int | None = None

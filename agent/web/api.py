@@ -158,6 +158,7 @@ async def status(request: web.Request) -> web.Response:
             if k != "dry_run_report"
         },
         "maintenance": (await cfg[keys.AGENT].importer.maintenance()).get("on", False),
+        "alerts": cfg[keys.AGENT].alerts(),
     }
     return web.json_response(body)
 

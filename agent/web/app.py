@@ -219,6 +219,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
             public_url=settings.public_url,
             coalesce=settings.coalesce_ms / 1000,
             reconcile_interval=settings.reconcile_interval,
+            catalogue_min_interval=settings.catalogue_min_interval,
             sku_rule=SkuRule(trim=settings.sku_trim, fold_case=settings.sku_case_fold),
         ),
         shop_rules=settings.rules,

@@ -131,6 +131,9 @@ SCHEMAS: dict[str, Schema] = {
             "sync_mode": {"enum": ["running", "paused", "importing", "maintenance"]},
             "import": _obj({"state": STR, "done": INT, "total": INT}),
             "maintenance": BOOL,
+            "alerts": _list(
+                _obj({"kind": STR, "message": STR, "count": INT, "minutes": INT, "since": NUM})
+            ),
         }
     ),
     "LogEntry": _obj(

@@ -240,7 +240,8 @@ class ShopifyClient:
         if errors:
             for code, message in _FATAL_CODES.items():
                 if _has_code(body, code):
-                    raise ChannelError(message)
+                    said = _messages(errors)[:300]  # e.g. which scope the field requires
+                    raise ChannelError(f"{message} ({said})" if said else message)
             if _has_code(body, "MAX_COST_EXCEEDED"):
                 raise CostExceeded(_messages(errors))
             if _has_code(body, "INTERNAL_SERVER_ERROR"):
