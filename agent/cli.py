@@ -362,6 +362,8 @@ async def cmd_emulator(args: argparse.Namespace) -> int:
         raise ConfigError("--locations must be at least 1")
     if args.token_lifetime is not None and args.token_lifetime <= 0:
         raise ConfigError("--token-lifetime must be a positive number of seconds")
+    if args.webhook_delete_after is not None and args.webhook_delete_after < 0:
+        raise ConfigError("--webhook-delete-after must be 0 (never) or more")
     for name in ("webhook_duplicate", "webhook_drop"):
         if not 0 <= getattr(args, name) <= 1:
             raise ConfigError(f"--{name.replace('_', '-')} is a probability between 0 and 1")
@@ -382,6 +384,7 @@ async def cmd_emulator(args: argparse.Namespace) -> int:
             webhook_duplicate=args.webhook_duplicate,
             webhook_drop=args.webhook_drop,
             webhook_reorder=args.webhook_reorder,
+            webhook_delete_after=args.webhook_delete_after,
         ),
     )
     factory = Registry(make_plugin_manager()).emulator(args.channel)
@@ -563,6 +566,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--webhook-duplicate", type=float, default=0.0, metavar="P")
     p.add_argument("--webhook-drop", type=float, default=0.0, metavar="P")
     p.add_argument("--webhook-reorder", action="store_true")
+    p.add_argument(
+        "--webhook-delete-after",
+        type=int,
+        metavar="N",
+        help="delete a subscription after N deliveries failed every retry (default: the "
+        "platform's, 1 for Shopify and SHOPLINE; 0: never)",
+    )
     p.add_argument("--no-rate-limit", action="store_true")
     p.add_argument("--seed", type=int)
 

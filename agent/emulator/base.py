@@ -11,6 +11,10 @@ control API (a contract other tools depend on) is the same for every platform:
 | POST /_emulator/products | {"sku", "available"} | a new product variant |
 | GET /_emulator/inventory | | {"A-1": 38, ...} |
 
+Webhook subscriptions: GET /_emulator/webhooks ({"subscriptions": [{"id", "topic", "url"}]}),
+POST /_emulator/webhooks/delete {"ids": [...]} or {} for all (as the platform deletes them
+after deliveries that keep failing; answers {"deleted": n}).
+
 Extras: POST /_emulator/products/update {"skus": [...]} or {"sku", "new_sku"?}, with an
 optional "title": an admin's (bulk) product edit; each product sends the platform's product
 webhook (Shopify and SHOPLINE `products/update`; Pisell has no product topic), counts stay.
@@ -80,6 +84,8 @@ class Emulator:
     # How long a granted token lives unless `EmulatorOptions.token_lifetime` says otherwise.
     token_lifetime: float = 86400.0
     token_prefix: str = ""
+    # Deliveries that fail every retry before the platform deletes the subscription (0: never).
+    webhook_delete_after: int = 0
 
     def __init__(self, options: EmulatorOptions, *, clock: Callable[[], float] = time.time):
         self.options = options
@@ -87,6 +93,8 @@ class Emulator:
         self.clock_offset = 0.0  # seconds the control API has moved time forward
         self.clock: Callable[[], float] = lambda: self._base_clock() + self.clock_offset
         self.faults = options.faults
+        if self.faults.webhook_delete_after is None:
+            self.faults.webhook_delete_after = self.webhook_delete_after
         self.rng = random.Random(options.seed)
         lifetime = options.token_lifetime
         self.tokens = TokenIssuer(
@@ -179,6 +187,8 @@ class Emulator:
         r.add_post("/_emulator/storefront", self._h_storefront)
         r.add_post("/_emulator/clock/advance", self._h_advance)
         r.add_get("/_emulator/tokens", self._h_tokens)
+        r.add_get("/_emulator/webhooks", self._h_subscriptions)
+        r.add_post("/_emulator/webhooks/delete", self._h_delete_subscriptions)
         self.add_platform_routes(app)
         app.cleanup_ctx.append(self._webhook_ctx)
         return app
@@ -341,6 +351,23 @@ class Emulator:
             return json_error(400, "seconds must be a non-negative number")
         self.clock_offset += float(seconds)
         return web.json_response({"now": self.clock()})
+
+    async def _h_subscriptions(self, request: web.Request) -> web.Response:
+        subs = self.webhooks.subscriptions.values()
+        return web.json_response(
+            {"subscriptions": [{"id": s.id, "topic": s.topic, "url": s.url} for s in subs]}
+        )
+
+    async def _h_delete_subscriptions(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        ids = body.get("ids", list(self.webhooks.subscriptions))
+        if not isinstance(ids, list) or not all(
+            isinstance(i, int) and not isinstance(i, bool) for i in ids
+        ):
+            return json_error(400, "ids must be a list of subscription ids")
+        deleted = sum(self.webhooks.unsubscribe(i) for i in ids)
+        self.webhooks.deleted += deleted
+        return web.json_response({"deleted": deleted})
 
     async def _h_tokens(self, request: web.Request) -> web.Response:
         return web.json_response({"issued": self.tokens.issued, "lifetime": self.tokens.lifetime})

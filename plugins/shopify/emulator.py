@@ -114,6 +114,7 @@ class ShopifyEmulator(Emulator):
 
     name = "shopify"
     token_lifetime = 86399.0  # the client-credentials grant's expires_in
+    webhook_delete_after = 1  # a delivery that failed its 8 tries over 4 h (shopify.md §5)
     token_prefix = "shpat_"
 
     def __init__(self, options: EmulatorOptions, *, clock: Callable[[], float] = time.time):

@@ -97,6 +97,8 @@ class ShoplineEmulator(Emulator):
 
     # -- the kit's hooks ---------------------------------------------------------------------
 
+    webhook_delete_after = 1  # a delivery that failed its 19 tries over 48 h (shopline.md §5)
+
     def make_bucket(self) -> LeakyBucket:
         """40 requests deep, 4 per second, per token; off for tests and unlimited plans."""
         enabled = self.options.rate_limit and self.options.plan not in UNLIMITED_PLANS
