@@ -17,7 +17,7 @@ import aiohttp
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent import ledger, peer_service
+from agent import ledger, peer_service, synclog
 from agent.catalogue import SkuRule
 from agent.channel import Channel
 from agent.clock import Clock
@@ -170,6 +170,8 @@ class Agent:
         )
         self.rules.on_change(self._rules_changed)
         self._main: asyncio.Task[None] | None = None
+        self._notes: set[asyncio.Task[None]] = set()  # sync-log rows being written
+        channel.credentials.on_renew = self._token_renewed
 
     # -- the path of a change ------------------------------------------------------------------
 
@@ -186,6 +188,23 @@ class Agent:
         """Answer another agent's call `name` from the holder of key `sender`, let in by the
         door (`agent.transport.admit`)."""
         return await peer_service.serve(self, sender, name, body)
+
+    def _token_renewed(self, reason: str, expires_in: float | None) -> None:
+        """A channel token was granted: one sync-log row, so an owner sees renewals happen."""
+        kind = self.channel.credentials.kind
+        valid = "" if expires_in is None else f", valid {expires_in / 3600:.1f} h"
+        why = {"first": "first token", "expiring": "renewed ahead of expiry"}.get(
+            reason, "renewed after the platform refused the old one"
+        )
+        message = f"{kind}: {why}{valid}"
+
+        async def note() -> None:
+            async with self.db.transaction() as session:
+                synclog.record(session, "token_renewed", self.clock.now(), message=message)
+
+        task = asyncio.get_running_loop().create_task(note())
+        self._notes.add(task)
+        task.add_done_callback(self._notes.discard)
 
     def alerts(self) -> list[dict[str, Any]]:
         """What an owner must act on now, beyond the sync log's rows: `{kind, message, ...}`
@@ -224,6 +243,7 @@ class Agent:
     async def stop(self) -> None:
         """Stop every task and wait for each (a cancelled write is resent on the next start,
         with its key)."""
+        await asyncio.gather(*self._notes, return_exceptions=True)
         await self.replicator.stop()
         tasks = [t for t in (self._main, self.join_import.task, self.importer.task) if t]
         for task in tasks:

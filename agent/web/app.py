@@ -259,7 +259,13 @@ async def _subscribe(app: web.Application) -> None:
     """Register webhooks at our public URL and keep them registered."""
     settings = app[keys.SETTINGS]
     url = f"{settings.public_url}/webhooks/{settings.channel}"
-    await keep_subscribed(app[keys.CHANNEL], url, clock=app[keys.CLOCK], shop=settings.domain)
+    await keep_subscribed(
+        app[keys.CHANNEL],
+        url,
+        clock=app[keys.CLOCK],
+        shop=settings.domain,
+        interval=settings.webhook_check_interval,
+    )
 
 
 async def _healthz(request: web.Request) -> web.Response:

@@ -42,6 +42,7 @@ KINDS = [
     "reject",
     "joined",
     "import",
+    "token_renewed",
 ]
 
 
