@@ -65,7 +65,17 @@ async def test_each_problem_is_one_failed_check_naming_the_fix(
                         client_secret="wrong")  # fmt: skip
     assert not wrong["token"].ok
     assert "client_secret" in wrong["token"].detail
+    assert "invalid_client" in wrong["token"].detail or "Client authentication" in (
+        wrong["token"].detail
+    )
     assert "wrong" not in wrong["token"].detail
+    stranger = await check(tmp_path, "shopify", api_url=url, client_id="another-app",
+                           client_secret="emulator-secret")  # fmt: skip
+    assert not stranger["token"].ok
+    assert "Oauth error app_not_installed: The application is not installed on this shop." in (
+        stranger["token"].detail
+    )
+    assert "<" not in stranger["token"].detail  # the page's text, not its markup
     static = await check(tmp_path, "shopify", api_url=url, access_token="shpat_no",
                          webhook_secret="s")  # fmt: skip
     assert static["token"].ok and not static["shop"].ok
@@ -110,6 +120,11 @@ async def test_a_shopline_app_missing_a_scope_is_told_which(
     static = await check(tmp_path, "shopline", api_url=url, access_token="emulator-token",
                          webhook_secret="s")  # fmt: skip
     assert static["scopes"].ok and static["scopes"].detail.startswith("not checked:")
+    refused = await check(tmp_path, "shopline", api_url=url, app_key="emulator-client-id",
+                          app_secret="not-the-secret")  # fmt: skip
+    assert not refused["token"].ok
+    assert "HTTP 401, sign verification failed" in refused["token"].detail
+    assert "not-the-secret" not in refused["token"].detail
 
 
 async def test_an_unreachable_public_url_is_one_failed_line(

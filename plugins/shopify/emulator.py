@@ -101,8 +101,19 @@ def _max_cost_message(cost: int) -> str:
 
 
 def _oauth_error(code: str, description: str) -> web.Response:
-    # RFC 6749 §5.2 error body; Shopify's exact wording and status are unverified.
+    # RFC 6749 §5.2's body, which Shopify's token endpoint answers for a bad code grant
+    # ({"error":"invalid_request","error_description":...}, HTTP 400, seen in client issues);
+    # the codes for a wrong client secret or grant type are RFC 6749's (unverified for Shopify).
     return web.json_response({"error": code, "error_description": description}, status=400)
+
+
+def _app_not_installed() -> web.Response:
+    # A client id that no app installed on this shop has: Shopify answers HTTP 400 "Oauth error
+    # app_not_installed: The application is not installed on this shop." (community.shopify.dev
+    # t/33287, 2026); that it comes as an HTML page, not JSON, is unverified.
+    text = "Oauth error app_not_installed: The application is not installed on this shop."
+    return web.Response(status=400, text=f"<html><body><p>{text}</p></body></html>",
+                        content_type="text/html")  # fmt: skip
 
 
 def _rest_time(ts: float) -> str:
@@ -189,7 +200,9 @@ class ShopifyEmulator(Emulator):
         client_id, secret = str(fields.get("client_id", "")), str(fields.get("client_secret", ""))
         good_id = hmac.compare_digest(client_id.encode(), self.options.client_id.encode())
         good_secret = hmac.compare_digest(secret.encode(), self.options.webhook_secret.encode())
-        if not (good_id and good_secret):
+        if not good_id:
+            return _app_not_installed()
+        if not good_secret:
             return _oauth_error("invalid_client", "Client authentication failed")
         token, _expires_at = self.tokens.issue()
         return web.json_response(

@@ -541,9 +541,12 @@ class ShoplineEmulator(Emulator):
         good_key = hmac.compare_digest(appkey.encode(), self.options.client_id.encode())
         good_sign = hmac.compare_digest(request.headers.get("sign", "").encode(), expected.encode())
         if not (timestamp.isdigit() and good_key and good_sign):
-            # The body shape of a refusal is unverified; the SDK reads code/i18nCode/message.
+            # The official SDK decodes a refusal's body as {"code": <string>, "message", "errors"}
+            # (client/check_response_error.go; its refresh test: HTTP 500 {"code": "500",
+            # "i18nCode": "error", "message": "error"}), while a success carries "code": 200, a
+            # number. The status, i18nCode and wording of a bad signature are unverified.
             return web.json_response(
-                {"code": 401, "i18nCode": "SIGN_ERROR", "message": "sign verification failed"},
+                {"code": "401", "i18nCode": "SIGN_ERROR", "message": "sign verification failed"},
                 status=401,
             )
         token, expires_at = self.tokens.issue()
