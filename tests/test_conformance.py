@@ -277,17 +277,23 @@ def mutant(kind: str, **options: Any) -> ChannelHarness:
     emulator = acme.emulator("acme")
     name = f"acme-{kind}"
     broken = type(f"Broken{base.__name__}", (base,), {"name": name, **MUTANTS[kind][0](base)})
+    plugin = _plugin(broken, emulator)
+    return ChannelHarness(name, page_size=25, options={**FAST, **options}, plugins=[plugin])
+
+
+def _plugin(channel: type[Channel], emulator: Any) -> object:
+    """A plugin registering `channel`, and `emulator` under the channel's name."""
 
     class Plugin:
         @hookimpl
         def register_channels(self, register: Callable[[type[Channel]], None]) -> None:
-            register(broken)
+            register(channel)
 
         @hookimpl
         def register_emulators(self, register: Callable[[str, Any], None]) -> None:
-            register(name, emulator)
+            register(channel.name, emulator)
 
-    return ChannelHarness(name, page_size=25, options={**FAST, **options}, plugins=[Plugin()])
+    return Plugin()
 
 
 @pytest.mark.parametrize("kind", sorted(MUTANTS))
@@ -321,18 +327,8 @@ def test_the_suite_fails_for_a_channel_that_never_renews_its_token() -> None:
         self.credentials.renewed = renewed
 
     broken = type("NeverRenews", (base,), {"name": "shopify-frozen", "start": start})
-    emulator = shopify.registry().emulator("shopify")
-
-    class Plugin:
-        @hookimpl
-        def register_channels(self, register: Callable[[type[Channel]], None]) -> None:
-            register(broken)
-
-        @hookimpl
-        def register_emulators(self, register: Callable[[str, Any], None]) -> None:
-            register("shopify-frozen", emulator)
-
-    harness = dataclasses.replace(shopify, name="shopify-frozen", plugins=[Plugin()])
+    plugin = _plugin(broken, shopify.registry().emulator("shopify"))
+    harness = dataclasses.replace(shopify, name="shopify-frozen", plugins=[plugin])
     check = ChannelConformance().test_a_token_that_expires_mid_run_is_renewed
     with pytest.raises(AssertionError, match="after the token expired, a call failed"):
         check(harness)

@@ -11,8 +11,6 @@ deliveries): the agent's next check, every `webhook_check_interval`, creates the
 from __future__ import annotations
 
 import asyncio
-import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,64 +18,36 @@ from typing import Any
 import aiohttp
 import pytest
 
-from agent.demo import Process, free_port
+from agent.demo import Shop, init_agent
 
 HOURS = 30
 SKUS = 5
 CHECK_INTERVAL = 2.0  # seconds between the agent's subscription checks, for this test
 CREDENTIALS = {
-    "shopify": ["client_id=emulator-client-id", "client_secret=emulator-secret", "bulk=false"],
-    "shopline": ["app_key=emulator-client-id", "app_secret=emulator-secret"],
-    "pisell": ["access_token=emulator-token", "webhook_secret=emulator-secret"],
+    "shopify": ("client_id=emulator-client-id", "client_secret=emulator-secret", "bulk=false"),
+    "shopline": ("app_key=emulator-client-id", "app_secret=emulator-secret"),
+    "pisell": ("access_token=emulator-token", "webhook_secret=emulator-secret"),
 }
 # renewals over 30 h, one each time the token expired: Shopify at 24 h; SHOPLINE at 10, 20, 30 h
 RENEWALS = {"shopify": 1, "shopline": 3, "pisell": 0}
 TOPICS = {"shopify": 6, "shopline": 6, "pisell": 3}  # the subscriptions each channel makes
 
 
-class Run:
-    """One emulator process, one agent process and an HTTP session to both."""
+class Run(Shop):
+    """One emulator process and one agent process (the demo's), with an app's credentials."""
 
     def __init__(self, workdir: Path, channel: str) -> None:
-        self.channel = channel
-        self.domain = f"thirty-{channel}.example.com"
-        self.data = workdir / self.domain
-        self.emu_port, self.agent_port = free_port(), free_port()
-        logs = workdir / "logs"
-        self.emulator = Process(
-            "emulator",
-            ["emulator", channel, "--port", str(self.emu_port), "--shop", self.domain,
-             "--skus", str(SKUS), "--seed", "30"],
-            logs / "emulator.log",
-        )  # fmt: skip
-        self.agent = Process("agent", ["run", "--data-dir", str(self.data)], logs / "agent.log")
+        super().__init__(0, channel, workdir, SKUS)
         self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
-        self.token = ""
-
-    @property
-    def emu_url(self) -> str:
-        return f"http://127.0.0.1:{self.emu_port}"
-
-    @property
-    def agent_url(self) -> str:
-        return f"http://127.0.0.1:{self.agent_port}"
 
     async def start(self) -> None:
         await self.emulator.start()
-        listen = f"127.0.0.1:{self.agent_port}"
-        args = ["init", "--data-dir", str(self.data), "--domain", self.domain, "--json",
-                "--listen", listen, "--public-url", f"http://{listen}", "--channel", self.channel,
-                "--channel-option", f"api_url={self.emu_url}"]  # fmt: skip
-        for option in CREDENTIALS[self.channel]:
-            args += ["--channel-option", option]
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "agent.cli", *args,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        # init's checks pass against the emulator, or it writes nothing and fails
+        self.token = await init_agent(
+            self.data_dir, self.domain, self.agent_port, self.channel, self.emu_url,
+            credentials=CREDENTIALS[self.channel],
         )  # fmt: skip
-        out, err = await proc.communicate()
-        assert proc.returncode == 0, err.decode()  # init's checks pass against the emulator
-        self.token = json.loads(out)["admin_token"]
-        config = self.data / "shopsync.toml"
+        config = self.data_dir / "shopsync.toml"
         text = config.read_text().replace(
             "webhook_check_interval = 3600.0", f"webhook_check_interval = {CHECK_INTERVAL}", 1
         )
@@ -85,8 +55,7 @@ class Run:
         await self.agent.start()
 
     async def stop(self) -> None:
-        await self.agent.stop()
-        await self.emulator.stop()
+        await super().stop()
         await self.http.close()
 
     async def emu(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:

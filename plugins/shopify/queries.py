@@ -67,30 +67,22 @@ LOCATIONS = "query Locations { locations(first: 250) { nodes { id name isActive 
 PRIMARY_LOCATION = "query PrimaryLocation { location { id name isActive } }"
 PRIMARY_LOCATION_COST = 1
 
-READ = """
-query ReadLevels($ids: [ID!]!, $loc: ID!) {
-  nodes(ids: $ids) {
-    ... on InventoryItem {
-      id tracked
-      inventoryLevel(locationId: $loc) { quantities(names: ["available"]) { name quantity } }
-    }
-  }
-}
-"""
+
+def _items_query(name: str, extra: str = "") -> str:
+    """Inventory items by id with their available count at `$loc` (and `extra` fields)."""
+    return (
+        f"query {name}($ids: [ID!]!, $loc: ID!) {{\n  nodes(ids: $ids) {{\n"
+        "    ... on InventoryItem {\n      id tracked\n"
+        '      inventoryLevel(locationId: $loc) { quantities(names: ["available"]) '
+        f"{{ name quantity }} }}\n      {extra}\n    }}\n  }}\n}}\n"
+    )
+
+
+READ = _items_query("ReadLevels")
 
 
 # Items by id with their variant (SKU, title, creation time): what a product webhook names.
-LOOKUP = """
-query LookupItems($ids: [ID!]!, $loc: ID!) {
-  nodes(ids: $ids) {
-    ... on InventoryItem {
-      id tracked
-      inventoryLevel(locationId: $loc) { quantities(names: ["available"]) { name quantity } }
-      variant { id sku displayName createdAt }
-    }
-  }
-}
-"""
+LOOKUP = _items_query("LookupItems", "variant { id sku displayName createdAt }")
 LOOKUP_SIZE = 200  # 2 + 200 x 4 = 802 points, as a page
 
 
