@@ -17,7 +17,7 @@ import aiohttp
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent import ledger, peer_service
+from agent import ledger, peer_service, synclog
 from agent.alerts import Alerts, AlertSettings
 from agent.catalogue import SkuRule
 from agent.channel import Channel
@@ -37,6 +37,7 @@ from agent.roster import Roster
 from agent.rules import Allocate, ShopRules
 from agent.syncmode import SyncMode
 from agent.transport import Transport
+from agent.webhook_health import Refusals
 
 __all__ = ["Agent", "Tuning"]
 
@@ -50,6 +51,7 @@ class Tuning:
     public_url: str
     coalesce: float = 0.005  # seconds a webhook waits for others to share its read
     reconcile_interval: float = 300.0  # seconds between full passes over the shop
+    catalogue_min_interval: float = 300.0  # seconds between passes that webhooks ask for
     pull_interval: float = 2.0  # seconds between pulls from each peer while they bring news
     sku_rule: SkuRule = dataclasses.field(default_factory=SkuRule)
     alert_interval: float | None = None  # seconds between looks at the alerts; None: on demand
@@ -96,6 +98,7 @@ class Agent:
         self.db, self.identity, self.channel, self.clock = db, identity, channel, clock
         self.tuning = tuning
         self.metrics = metrics or Metrics()
+        self.refusals = Refusals(clock)  # webhooks refused for their signature
         call = transport.call
         self.mode = SyncMode(db)
         self.roster = Roster(
@@ -121,6 +124,7 @@ class Agent:
             allocate=self.rules.decide,
             coalesce=tuning.coalesce,
             reconcile_interval=tuning.reconcile_interval,
+            catalogue_min_interval=tuning.catalogue_min_interval,
             on_local_events=self._local_events,
             rng=rng,
             sku_rule=tuning.sku_rule,
@@ -175,6 +179,7 @@ class Agent:
             clock=clock,
             decide=self.rules.decide,
             import_progress=lambda: self.importer.progress(with_report=False),
+            webhook_refusals=self.refusals.alert,
             settings=alert_settings,
         )
         self.notifier = Notifier(
@@ -185,6 +190,8 @@ class Agent:
         self.metrics.attach(self)
         self._main: asyncio.Task[None] | None = None
         self._watch: list[asyncio.Task[None]] = []
+        self._notes: set[asyncio.Task[None]] = set()  # sync-log rows being written
+        channel.credentials.on_renew = self._token_renewed
 
     # -- the path of a change ------------------------------------------------------------------
 
@@ -206,6 +213,23 @@ class Agent:
         """Answer another agent's call `name` from the holder of key `sender`, let in by the
         door (`agent.transport.admit`)."""
         return await peer_service.serve(self, sender, name, body)
+
+    def _token_renewed(self, reason: str, expires_in: float | None) -> None:
+        """A channel token was granted: one sync-log row, so an owner sees renewals happen."""
+        kind = self.channel.credentials.kind
+        valid = "" if expires_in is None else f", valid {expires_in / 3600:.1f} h"
+        why = {"first": "first token", "expiring": "renewed ahead of expiry"}.get(
+            reason, "renewed after the platform refused the old one"
+        )
+        message = f"{kind}: {why}{valid}"
+
+        async def note() -> None:
+            async with self.db.transaction() as session:
+                synclog.record(session, "token_renewed", self.clock.now(), message=message)
+
+        task = asyncio.get_running_loop().create_task(note())
+        self._notes.add(task)
+        task.add_done_callback(self._notes.discard)
 
     # -- life ----------------------------------------------------------------------------------
 
@@ -243,6 +267,7 @@ class Agent:
     async def stop(self) -> None:
         """Stop every task and wait for each (a cancelled write is resent on the next start,
         with its key)."""
+        await asyncio.gather(*self._notes, return_exceptions=True)
         await self.replicator.stop()
         tasks = [t for t in (self._main, self.join_import.task, self.importer.task) if t]
         tasks += self._watch

@@ -12,12 +12,14 @@ Kinds: `oversold` (a pool below zero), `low_stock` (a pool at or below the thres
 its SKU, `[alerts] low_stock`; off by default), `write_failing` (the platform refused the
 latest write of a SKU and the shop still shows another count than the rules say),
 `peer_unreachable` (a member unanswered for longer than `peer_grace`), `import_stuck` (an
-import with no progress for `import_stall`).
+import with no progress for `import_stall`), `webhooks_refused` (a run of the platform's
+webhooks refused for their signature, `agent.webhook_health.Refusals`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -42,6 +44,7 @@ KINDS: dict[str, str] = {
     "write_failing": "the platform refused the latest write of a product's count",
     "peer_unreachable": "a member of the group has not answered for a while",
     "import_stuck": "an import has made no progress for a while",
+    "webhooks_refused": "the platform's webhooks are refused for their signature (the secret)",
 }
 FAILED_WRITES_WINDOW = 24 * 3600.0  # refused writes older than this are no longer looked at
 
@@ -105,10 +108,13 @@ class Alerts:
         clock: Clock,
         decide: Callable[[str, int], Decision],
         import_progress: Callable[[], Any],
+        webhook_refusals: Callable[[], dict[str, Any] | None] | None = None,
         settings: AlertSettings | None = None,
     ) -> None:
         self.db, self.clock, self.decide = db, clock, decide
         self.import_progress = import_progress
+        self.webhook_refusals = webhook_refusals
+        self._poked = asyncio.Event()
         self.settings = settings or AlertSettings()
         self.listeners: list[Listener] = []
         self._import_seen: tuple[int, float] | None = None  # (done, since) while running
@@ -123,16 +129,23 @@ class Alerts:
         held = await self.db.get_state("alerts", {})
         return sorted((Alert(**a) for a in held.values()), key=lambda a: (a.first_seen, a.key))
 
+    def poke(self) -> None:
+        """Look again soon (something that raises or clears an alert just happened)."""
+        self._poked.set()
+
     async def run(self, interval: float) -> None:
-        """Evaluate every `interval` seconds until cancelled (a failure is logged, not fatal)."""
+        """Evaluate every `interval` seconds, or at once when poked, until cancelled (a
+        failure is logged, not fatal)."""
         while True:
+            self._poked.clear()
             try:
                 await self.evaluate()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("alerts_failed", error=repr(exc))
-            await self.clock.sleep(interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poked.wait(), timeout=interval)
 
     async def evaluate(self) -> list[Alert]:
         """Open the alerts whose condition holds now, clear the rest; the open ones."""
@@ -223,6 +236,9 @@ class Alerts:
                         _link("/log", peer=domain),
                     )
                 )
+        refused = self.webhook_refusals() if self.webhook_refusals else None
+        if refused:
+            alerts.append(Alert("webhooks_refused", "", refused["message"], "/log?kind=alert"))
         stuck = await self._import_stuck(now)
         if stuck:
             alerts.append(Alert("import_stuck", "", stuck, "/import"))

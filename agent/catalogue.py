@@ -12,7 +12,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from agent.channel import Item
 from agent.models import ItemRow
 
-__all__ = ["CatalogueChange", "Index", "SkuRule", "classify", "sync_catalogue"]
+__all__ = ["CatalogueChange", "Index", "SkuRule", "classify", "sync_catalogue", "sync_items"]
 
 DUPLICATE = "duplicate"
 NO_SKU = "no_sku"
@@ -97,15 +97,49 @@ async def sync_catalogue(
     like a new item; items that vanished from the shop are marked gone, not deleted, so the
     log still names them.
     """
+    return await _sync(session, listed, now, rule or SkuRule(), looked_up=None)
+
+
+async def sync_items(
+    session: AsyncSession,
+    found: Sequence[Item],
+    looked_up: Sequence[str],
+    now: float,
+    *,
+    rule: SkuRule | None = None,
+) -> tuple[CatalogueChange, list[ItemRow]]:
+    """Bring the rows of the `looked_up` items in line with what the shop said of them
+    (`found`; a looked-up id not found is gone). Other items stay as they are, except that
+    a SKU a found item now shares, or no longer shares, with one of them makes that one a
+    duplicate or a synced item again. Returns what changed and the rows it wrote."""
+    return await _sync(session, found, now, rule or SkuRule(), looked_up=set(looked_up))
+
+
+async def _sync(
+    session: AsyncSession,
+    listed: Sequence[Item],
+    now: float,
+    rule: SkuRule,
+    *,
+    looked_up: set[str] | None,
+) -> tuple[CatalogueChange, list[ItemRow]]:
     change = CatalogueChange()
     existing = {row.item_id: row for row in await session.exec(select(ItemRow))}
-    rule = rule or SkuRule()
     keyed = [(it.item_id, rule(it.sku)) for it in listed]
-    verdict = classify(keyed)
-    seen = set()
+    seen = {item_id for item_id, _ in keyed}
+    # a lookup leaves the rest of the shop as it was: those items still hold their SKUs
+    others = (
+        []
+        if looked_up is None
+        else [
+            (item_id, row.sku)
+            for item_id, row in existing.items()
+            if item_id not in seen and item_id not in looked_up and row.excluded != GONE
+        ]
+    )
+    verdict = classify([*keyed, *others])
     rows = []
     for item, (_, sku) in zip(listed, keyed, strict=True):
-        seen.add(item.item_id)
         excluded = verdict[item.item_id]
         row = existing.get(item.item_id)
         if row is None:
@@ -125,17 +159,32 @@ async def sync_catalogue(
             if row.sku != sku:
                 change.changed_sku.append(item.item_id)
                 row.sku, row.published = sku, None
-            if row.excluded != excluded:
-                if excluded:
-                    change.newly_excluded.append((item.item_id, excluded))
-                if row.excluded is not None and excluded is None:
-                    row.published = None  # joins sync afresh, like a new item
-                row.excluded = excluded
+            _set_excluded(row, excluded, change)
             row.title = item.title or row.title
             row.updated_at = now
         rows.append(row)
-    for item_id, row in existing.items():
-        if item_id not in seen and row.excluded != GONE:
+    for item_id, _sku in others:
+        row = existing[item_id]
+        if row.excluded != verdict[item_id]:
+            _set_excluded(row, verdict[item_id], change)
+            row.updated_at = now
+            rows.append(row)
+    gone = set(existing) - seen if looked_up is None else looked_up - seen
+    for item_id in sorted(gone):
+        row = existing.get(item_id)
+        if row is not None and row.excluded != GONE:
             row.excluded = GONE
             change.gone.append(item_id)
+            if looked_up is not None:  # (a full pass returns the listed rows only, as before)
+                rows.append(row)
     return change, rows
+
+
+def _set_excluded(row: ItemRow, excluded: str | None, change: CatalogueChange) -> None:
+    if row.excluded == excluded:
+        return
+    if excluded:
+        change.newly_excluded.append((row.item_id, excluded))
+    if row.excluded is not None and excluded is None:
+        row.published = None  # joins sync afresh, like a new item
+    row.excluded = excluded

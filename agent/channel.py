@@ -130,6 +130,9 @@ class WebhookHint:
     item_ids: tuple[str, ...] = ()
     skus: tuple[str, ...] = ()
     delivery_id: str = ""
+    # The catalogue changed (a product was created or edited): the core looks up `item_ids`
+    # (`Channel.lookup`, debounced) for new items and changed SKUs, or, when the hint names
+    # none, runs a full pass, at most one per `catalogue_min_interval`.
     catalogue_changed: bool = False
     # (item_id, count) pairs the webhook claims. Never turned into events; the core only uses
     # them to skip re-reading an item that the webhook shows unchanged (e.g. the echo of its
@@ -268,6 +271,18 @@ class Channel(abc.ABC):
     @abc.abstractmethod
     async def read(self, item_ids: Sequence[str]) -> dict[str, int | None]:
         """Fresh absolute counts for `item_ids`, batched; None for an id the shop lacks."""
+
+    async def lookup(self, item_ids: Sequence[str]) -> list[Item] | None:
+        """These items as `list_items` would list them (SKU, title, creation time, count),
+        fresh from the platform and batched; an id the shop no longer has is left out.
+
+        The core calls it, debounced, for the items a product webhook names and for ids it
+        does not know yet, instead of a pass over the whole catalogue: a merchant who
+        bulk-edits a thousand products then costs a thousand items' reads, not a thousand
+        passes. Return None when the platform cannot look items up by id; the core then
+        falls back to a full pass, at most one per `catalogue_min_interval`.
+        """
+        return None
 
     @abc.abstractmethod
     async def write(self, writes: Sequence[Write], *, key: str) -> list[WriteResult]:

@@ -9,11 +9,14 @@ import os
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 from urllib.parse import quote
 
 from agent import __version__, rules_cli
 from agent.channel import ConfigError
+
+if TYPE_CHECKING:
+    from agent.channel import Check
 
 __all__ = ["main"]
 
@@ -42,8 +45,9 @@ def _print_json(value: Any) -> None:
 async def cmd_init(args: argparse.Namespace) -> int:
     from agent.clock import SystemClock
     from agent.config import Settings
-    from agent.identity import init_agent
+    from agent.identity import check_new, init_agent
     from agent.plugins import Registry, make_plugin_manager
+    from agent.shopcheck import ChecksFailed, check_shop
 
     options: dict[str, str] = {}
     for raw in args.channel_option or []:
@@ -61,7 +65,19 @@ async def cmd_init(args: argparse.Namespace) -> int:
         channel_options=options,
         database_url=args.database_url or "",
     )
-    result = await init_agent(settings, Registry(make_plugin_manager()), SystemClock())
+    registry = Registry(make_plugin_manager())
+    if not getattr(args, "no_check", False):
+        check_new(settings, registry)  # bad settings: exit 2 before reaching anything
+        checks = await check_shop(settings, registry, clock=SystemClock())
+        _print_checks(checks, file=sys.stderr if args.json else sys.stdout)
+        failed = [c.name for c in checks if not c.ok]
+        if failed:
+            raise ChecksFailed(
+                f"nothing was written: {len(failed)} check(s) failed ({', '.join(failed)}, "
+                "above); fix them and run init again, or add --no-check to create the agent "
+                "as it is (then `shopsync check` until every line is ok)"
+            )
+    result = await init_agent(settings, registry, SystemClock())
     if args.json:
         _print_json(dict(result))
     else:
@@ -109,7 +125,6 @@ async def cmd_run(args: argparse.Namespace) -> int:
 async def cmd_check(args: argparse.Namespace) -> int:
     from agent.clock import SystemClock
     from agent.config import load_settings
-    from agent.console import clean
     from agent.plugins import Registry, make_plugin_manager
     from agent.shopcheck import check_shop
 
@@ -117,9 +132,18 @@ async def cmd_check(args: argparse.Namespace) -> int:
     checks = await check_shop(settings, Registry(make_plugin_manager()), clock=SystemClock())
     if args.json:
         _print_json([{"check": c.name, "ok": c.ok, "detail": c.detail} for c in checks])
-    for check in [] if args.json else checks:
-        print(clean(f"{'ok' if check.ok else 'FAIL':<4}  {check.name}: {check.detail}"))
+    else:
+        _print_checks(checks)
     return 0 if all(check.ok for check in checks) else 1
+
+
+def _print_checks(checks: list[Check], file: TextIO | None = None) -> None:
+    """One line per check: `ok    name: detail` or `FAIL  name: detail`."""
+    from agent.console import clean
+
+    for check in checks:
+        line = f"{'ok' if check.ok else 'FAIL':<4}  {check.name}: {check.detail}"
+        print(clean(line), file=file or sys.stdout)
 
 
 async def cmd_status(args: argparse.Namespace) -> int:
@@ -425,6 +449,8 @@ async def cmd_emulator(args: argparse.Namespace) -> int:
         raise ConfigError("--locations must be at least 1")
     if args.token_lifetime is not None and args.token_lifetime <= 0:
         raise ConfigError("--token-lifetime must be a positive number of seconds")
+    if args.webhook_delete_after is not None and args.webhook_delete_after < 0:
+        raise ConfigError("--webhook-delete-after must be 0 (never) or more")
     for name in ("webhook_duplicate", "webhook_drop"):
         if not 0 <= getattr(args, name) <= 1:
             raise ConfigError(f"--{name.replace('_', '-')} is a probability between 0 and 1")
@@ -445,6 +471,7 @@ async def cmd_emulator(args: argparse.Namespace) -> int:
             webhook_duplicate=args.webhook_duplicate,
             webhook_drop=args.webhook_drop,
             webhook_reorder=args.webhook_reorder,
+            webhook_delete_after=args.webhook_delete_after,
         ),
     )
     factory = Registry(make_plugin_manager()).emulator(args.channel)
@@ -514,6 +541,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channel-option", action="append", metavar="NAME=VALUE")
     p.add_argument("--database-url", help="postgresql://… (default: SQLite in the data dir)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument(
+        "--no-check",
+        action="store_true",
+        help="create the agent without checking the shop and public_url first",
+    )
 
     p = command("run", cmd_run, "run the agent in the foreground")
     data_dir(p)
@@ -638,6 +670,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--webhook-duplicate", type=float, default=0.0, metavar="P")
     p.add_argument("--webhook-drop", type=float, default=0.0, metavar="P")
     p.add_argument("--webhook-reorder", action="store_true")
+    p.add_argument(
+        "--webhook-delete-after",
+        type=int,
+        metavar="N",
+        help="delete a subscription after N deliveries failed every retry (default: the "
+        "platform's, 1 for Shopify and SHOPLINE; 0: never)",
+    )
     p.add_argument("--no-rate-limit", action="store_true")
     p.add_argument("--seed", type=int)
 
@@ -670,6 +709,7 @@ def main(argv: list[str] | None = None) -> int:
     from agent.client import AdminError
     from agent.rules import RuleError
     from agent.runner import StartupError
+    from agent.shopcheck import ChecksFailed
     from agent.synclog import configure_logging
 
     args = build_parser().parse_args(argv)
@@ -679,6 +719,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, RuleError) as exc:
         _fail(f"shopsync: error: {exc}")
         return EXIT_USAGE
+    except ChecksFailed as exc:
+        _fail(f"shopsync: error: {exc}")
+        return 1
     except (AdminError, StartupError) as exc:
         _fail(f"shopsync: {'error: ' if isinstance(exc, StartupError) else ''}{exc}")
         return 1

@@ -202,6 +202,11 @@ class Settings:
     channel_options: dict[str, Any]
     database_url: str = ""
     reconcile_interval: float = 300.0
+    # seconds between the starts of two full catalogue passes that webhooks ask for (the
+    # periodic one and an admin's run regardless); product webhooks are looked up instead
+    catalogue_min_interval: float = 300.0
+    # seconds between checks that the platform still holds the webhook subscriptions
+    webhook_check_interval: float = 3600.0
     coalesce_ms: float = 5.0
     sku_trim: bool = False
     sku_case_fold: bool = False
@@ -246,6 +251,10 @@ class Settings:
             self.database_url = "postgresql+asyncpg://" + self.database_url.split("://", 1)[1]
         if not self.reconcile_interval > 0:  # also refuses NaN
             raise ConfigError("reconcile_interval must be positive")
+        if not self.catalogue_min_interval >= 0:
+            raise ConfigError("catalogue_min_interval must be 0 or more (seconds)")
+        if not self.webhook_check_interval > 0:
+            raise ConfigError("webhook_check_interval must be positive (seconds)")
         if not self.coalesce_ms >= 0:
             raise ConfigError("coalesce_ms must be 0 or more")
         if not self.log_retention_days >= 0:  # also refuses NaN
@@ -263,6 +272,8 @@ def write_settings(settings: Settings) -> Path:
             "admin_token": settings.admin_token,
             "database_url": settings.database_url,
             "reconcile_interval": settings.reconcile_interval,
+            "catalogue_min_interval": settings.catalogue_min_interval,
+            "webhook_check_interval": settings.webhook_check_interval,
             "coalesce_ms": settings.coalesce_ms,
             "sku_trim": settings.sku_trim,
             "sku_case_fold": settings.sku_case_fold,
@@ -354,6 +365,8 @@ def load_settings(data_dir: str | Path) -> Settings:
             channel_options=dict(channel.get("options", {})),
             database_url=str(agent.get("database_url", "")),
             reconcile_interval=_number(agent, "reconcile_interval", 300.0),
+            catalogue_min_interval=_number(agent, "catalogue_min_interval", 300.0),
+            webhook_check_interval=_number(agent, "webhook_check_interval", 3600.0),
             coalesce_ms=_number(agent, "coalesce_ms", 5.0),
             sku_trim=_flag(agent, "sku_trim"),
             sku_case_fold=_flag(agent, "sku_case_fold"),

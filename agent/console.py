@@ -120,6 +120,7 @@ def print_status(status: dict[str, Any]) -> None:
         ("sync", _mode(status)),
         ("alerts", _alerts(status.get("alerts", []))),
     ]
+    rows += [("ALERT", str(alert.get("message", ""))) for alert in status.get("alerts") or []][:5]
     for name, value in rows:
         table.add_row(name, _text(value))
     console.print(table)

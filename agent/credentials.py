@@ -46,6 +46,9 @@ class Credentials(abc.ABC):
     """What a channel authenticates with. `kind` names the scheme for operators (never secrets)."""
 
     kind: str = "static"
+    # Told of every grant: (reason "first" | "expiring" | "rejected", seconds it is valid or
+    # None). The core sets it to note renewals in the sync log; a plugin never needs to.
+    on_renew: Callable[[str, float | None], None] | None = None
 
     @abc.abstractmethod
     async def token(self) -> str:
@@ -151,3 +154,5 @@ class RenewingToken(Credentials):
         log.info(
             "token_renewed", shop=self._shop, kind=self.kind, reason=reason, expires_in=expires_in
         )
+        if self.on_renew is not None:
+            self.on_renew(reason, expires_in)

@@ -103,10 +103,21 @@ async def _run_cli(*args: str) -> dict[str, Any]:
     return json.loads(out.decode().strip().splitlines()[-1])
 
 
+#: How demo agents authenticate at their emulators: the emulators' static token.
+STATIC_CREDENTIALS = ("access_token=emulator-token", "webhook_secret=emulator-secret")
+
+
 async def init_agent(
-    data_dir: Path, domain: str, agent_port: int, channel: str, emu_url: str
+    data_dir: Path,
+    domain: str,
+    agent_port: int,
+    channel: str,
+    emu_url: str,
+    credentials: tuple[str, ...] = STATIC_CREDENTIALS,
 ) -> str:
-    """`shopsync init` for the agent of an emulated shop on loopback; its admin token."""
+    """`shopsync init` for the agent of an emulated shop on loopback (its checks run against
+    the emulator, which must be up); its admin token. `credentials` are NAME=VALUE options."""
+    options = [arg for option in credentials for arg in ("--channel-option", option)]
     init = await _run_cli(
         "init",
         "--data-dir",
@@ -121,10 +132,7 @@ async def init_agent(
         channel,
         "--channel-option",
         f"api_url={emu_url}",
-        "--channel-option",
-        "access_token=emulator-token",
-        "--channel-option",
-        "webhook_secret=emulator-secret",
+        *options,
         "--json",
     )
     return str(init["admin_token"])

@@ -20,7 +20,7 @@ from agent.db import Database
 from agent.models import Identity
 from agent.plugins import Registry
 
-__all__ = ["InitResult", "init_agent", "make_private_dir", "prepare_run"]
+__all__ = ["InitResult", "check_new", "init_agent", "make_private_dir", "prepare_run"]
 
 log = structlog.get_logger(__name__)
 
@@ -35,13 +35,7 @@ async def init_agent(settings: Settings, registry: Registry, clock: Clock) -> In
 
     Refuses to overwrite an existing agent: its key and epoch are its identity in the group.
     """
-    settings.admin_token = settings.admin_token or secrets.token_urlsafe(32)
-    settings.validate()
-    cls = registry.channel(settings.channel)
-    cls.settings_class.from_options(settings.channel_options)  # fail before writing anything
-    config_path = settings.data_dir / CONFIG_NAME
-    if config_path.exists() or settings.key_path.exists():
-        raise ConfigError(f"{settings.data_dir} already holds an agent; choose another --data-dir")
+    check_new(settings, registry)
     make_private_dir(settings.data_dir)
     db = Database(settings.db_url)
     umask = os.umask(0o077)  # the SQLite file is created by the first connection
@@ -76,6 +70,18 @@ async def init_agent(settings: Settings, registry: Registry, clock: Clock) -> In
         fingerprint=signing.fingerprint(public),
         config=str(path),
     )
+
+
+def check_new(settings: Settings, registry: Registry) -> None:
+    """Every setting of a new agent valid, and its data directory free (ConfigError naming
+    the first problem); makes the admin token if there is none. Writes nothing."""
+    settings.admin_token = settings.admin_token or secrets.token_urlsafe(32)
+    settings.validate()
+    cls = registry.channel(settings.channel)
+    cls.settings_class.from_options(settings.channel_options)  # fail before writing anything
+    config_path = settings.data_dir / CONFIG_NAME
+    if config_path.exists() or settings.key_path.exists():
+        raise ConfigError(f"{settings.data_dir} already holds an agent; choose another --data-dir")
 
 
 def make_private_dir(path: Path) -> None:

@@ -30,7 +30,7 @@ from agent.db import Database
 from agent.ledger import NewEvent
 from agent.models import EventRow, Identity
 from agent.observation import Effects, Item, observe, observe_counts
-from agent.scheduler import Scheduler
+from agent.scheduler import CATALOGUE_MIN_INTERVAL, LOOKUP_WINDOW, Scheduler
 from agent.sweep import Sweep
 from agent.writes import Allocate, Writes
 
@@ -49,7 +49,8 @@ class ReconcilerStatus:
     idle: bool  # nothing queued or in flight, catalogue passes included (`is_idle`)
     ready: bool  # started: pending writes resumed, the loop serving
     last_reconcile: float | None  # when the last full catalogue pass ended
-    stats: dict[str, int]  # reads, read_ids, writes, write_rows, events, echoes_skipped
+    stats: dict[str, int]  # reads, read_ids, writes, write_rows, events, echoes_skipped,
+    # lookups, lookup_ids, passes
 
 
 class Reconciler:
@@ -65,6 +66,8 @@ class Reconciler:
         allocate: Allocate,
         coalesce: float = 0.005,
         reconcile_interval: float = 300.0,
+        catalogue_min_interval: float = CATALOGUE_MIN_INTERVAL,
+        lookup_window: float = LOOKUP_WINDOW,
         on_local_events: Callable[[list[EventRow]], None] | None = None,
         max_inflight: int = 4,
         rng: random.Random | None = None,
@@ -92,6 +95,9 @@ class Reconciler:
             read=self._read,
             write=lambda skus: self.writes.plan(skus),
             sweep=lambda: self.sweep.run(),
+            lookup=lambda causes: self.sweep.lookup(causes),
+            catalogue_min_interval=catalogue_min_interval,
+            lookup_window=lookup_window,
         )
         self.writes = Writes(
             db=db,
@@ -135,7 +141,7 @@ class Reconciler:
         self.scheduler.pool_changed(list(self.scheduler.index.sku_item))
 
     def request_reconcile(self) -> None:
-        """Ask for a full catalogue reconciliation soon."""
+        """Ask for a full catalogue reconciliation now."""
         self.scheduler.request_reconcile()
 
     def target_for(self, sku: str, pool: int) -> int:
@@ -233,8 +239,8 @@ class Reconciler:
         stats["reads"] += 1
         stats["read_ids"] += len(ids)
         observations = {i: c for i, c in counts.items() if c is not None}
-        if len(observations) < len(ids):
-            self.scheduler.catalogue_due = True  # an item vanished or moved: look again
+        # an item vanished or moved: look it up (a pass if the channel cannot)
+        self.scheduler.look_up((i for i in ids if counts.get(i) is None), "read")
         await self._observe(observations, causes)
 
     async def _observe(self, counts: dict[str, int], causes: dict[str, str] | str) -> None:

@@ -2,6 +2,9 @@
 
 Hints and pool changes queue work; a dispatch, after a short coalescing pause, starts reads and
 writes in batches on items no other read or write holds (`busy`), within their own slots.
+Product webhooks and ids not known yet queue lookups, gathered for `lookup_window` seconds and
+sent together; a full catalogue pass they cannot replace runs at most once per
+`catalogue_min_interval` (asked-for passes — at start, periodic, by an admin — run at once).
 """
 
 from __future__ import annotations
@@ -19,11 +22,15 @@ from agent.clock import Clock
 from agent.models import EventRow
 from agent.observation import Effects
 
-__all__ = ["READS_IN_FLIGHT", "Scheduler"]
+__all__ = ["CATALOGUE_MIN_INTERVAL", "LOOKUP_WINDOW", "READS_IN_FLIGHT", "Scheduler"]
 
 log = structlog.get_logger(__name__)
 
 READS_IN_FLIGHT = 2
+#: Seconds between the start of one full catalogue pass and one that hints ask for.
+CATALOGUE_MIN_INTERVAL = 300.0
+#: Seconds product webhooks gather before their items are looked up together.
+LOOKUP_WINDOW = 2.0
 
 Job = Coroutine[Any, Any, None]
 
@@ -33,7 +40,8 @@ class Scheduler:
 
     It starts three kinds of work, given as coroutine functions: `read(ids, causes)` on items
     it claimed, `write(skus)` on the items of SKUs it claimed (the write pipeline releases
-    them), and `sweep()`, a pass over the whole catalogue (which calls `sweep_ended`).
+    them), `sweep()`, a pass over the whole catalogue (which calls `sweep_ended`), and
+    `lookup(causes)`, which looks claimed items up at the platform (False: it cannot).
     """
 
     def __init__(
@@ -49,6 +57,9 @@ class Scheduler:
         read: Callable[[list[str], dict[str, str]], Job],
         write: Callable[[list[str]], Job],
         sweep: Callable[[], Job],
+        lookup: Callable[[dict[str, str]], Coroutine[Any, Any, bool]],
+        catalogue_min_interval: float = CATALOGUE_MIN_INTERVAL,
+        lookup_window: float = LOOKUP_WINDOW,
     ) -> None:
         self.clock = clock
         self.channel = channel
@@ -58,9 +69,13 @@ class Scheduler:
         self.max_inflight = max_inflight
         self.on_local_events = on_local_events
         self._read_items, self._write_skus, self._sweep = read, write, sweep
+        self._look_up = lookup
+        self.catalogue_min_interval = catalogue_min_interval
+        self.lookup_window = lookup_window
         self.index = Index()
         self.pending_reads: dict[str, str] = {}  # item_id -> cause
         self.pending_skus: set[str] = set()
+        self.pending_lookups: dict[str, str] = {}  # item_id -> cause
         self.busy: set[str] = set()
         self.last_touch: dict[str, float] = {}  # item_id -> monotonic time of last observation
         self.seen: dict[str, int] = {}  # item_id -> published count, to spot webhook echoes
@@ -72,20 +87,28 @@ class Scheduler:
             "write_rows": 0,
             "events": 0,
             "echoes_skipped": 0,
+            "lookups": 0,
+            "lookup_ids": 0,
+            "passes": 0,
             # rows by the platform's answer: ok, conflict, error, unknown
             "rows_ok": 0,
             "rows_conflict": 0,
             "rows_error": 0,
             "rows_unknown": 0,
         }
-        # set when an item is not where the index says: a catalogue pass at the next dispatch
+        # a pass hints ask for (a catalogue change no lookup can settle): at most one per
+        # `catalogue_min_interval`; `_pass_asked` is one asked for by name, run at once
         self.catalogue_due = False
+        self._pass_asked = False
+        self._last_pass_at = float("-inf")
+        self._lookups_since: float | None = None
+        self._looking_up = False
         self.ready = asyncio.Event()
         self._reconciling = False
         self._inflight = 0
         self._reading = 0
         self._last_write_at = float("-inf")
-        self._timer: asyncio.Task[None] | None = None
+        self._timers: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
         self._tasks: dict[asyncio.Task[None], None] = {}  # in creation order
 
@@ -105,21 +128,34 @@ class Scheduler:
             and item_id not in self.pending_reads
         }
         self.stats["echoes_skipped"] += len(unchanged)
+        lookups: list[str] = []
         for hinted in hint.item_ids:
-            if hinted in unchanged:
+            if hint.catalogue_changed:
+                lookups.append(hinted)  # a product edit: its SKU or title may have changed
+            elif hinted in unchanged:
                 continue
-            if hinted in self.index.item_sku:
+            elif hinted in self.index.item_sku:
                 self.pending_reads[hinted] = hint.topic
             elif hinted not in self.index.excluded:
-                self.catalogue_due = True  # an item we do not know yet
-        for raw in hint.skus:
+                lookups.append(hinted)  # an item we do not know yet
+        for raw in () if hint.catalogue_changed and hint.item_ids else hint.skus:
             rule_sku = self.sku_rule(raw)
             item_id = self.index.sku_item.get(rule_sku) if rule_sku else None
             if item_id is not None:
                 self.pending_reads[item_id] = hint.topic
-        if hint.catalogue_changed:
+        if hint.catalogue_changed and not hint.item_ids:
             self.catalogue_due = True
+        self.look_up(lookups, hint.topic)
         self._wake.set()
+
+    def look_up(self, item_ids: Iterable[str], cause: str) -> None:
+        """Queue lookups of these items (new, changed or vanished), sent together once the
+        first has waited `lookup_window` seconds."""
+        for item_id in item_ids:
+            self.pending_lookups.setdefault(item_id, cause)
+        if self.pending_lookups and self._lookups_since is None:
+            self._lookups_since = self.clock.monotonic()
+            self._wake_later(self.lookup_window, "lookup")
 
     def pool_changed(self, skus: Iterable[str]) -> None:
         """Pools of `skus` moved (remote events, import): queue writes of their targets."""
@@ -141,8 +177,8 @@ class Scheduler:
         return sorted(wanted)
 
     def request_reconcile(self) -> None:
-        """Ask for a full catalogue reconciliation soon."""
-        self.catalogue_due = True
+        """Ask for a full catalogue reconciliation now (not held by the minimum interval)."""
+        self._pass_asked = True
         self._wake.set()
 
     def requeue(self, causes: Mapping[str, str]) -> None:
@@ -151,15 +187,22 @@ class Scheduler:
             self.pending_reads.setdefault(item_id, cause)
 
     def is_idle(self) -> bool:
-        """No read, write or catalogue work queued or in flight."""
+        """No read, write, lookup or catalogue work queued or in flight (a pass that waits
+        for the minimum interval is scheduled work, like the periodic one, not queued)."""
         return not (
             self.pending_reads
             or self.pending_skus
+            or self.pending_lookups
             or self.busy
             or self._inflight
-            or self.catalogue_due
+            or self._pass_asked
+            or (self.catalogue_due and self._pass_wait() <= 0)
             or self._reconciling
         )
+
+    def _pass_wait(self) -> float:
+        """Seconds until a pass that hints ask for may start."""
+        return self._last_pass_at + self.catalogue_min_interval - self.clock.monotonic()
 
     # -- results -----------------------------------------------------------------------------
 
@@ -201,8 +244,8 @@ class Scheduler:
 
     async def close(self) -> None:
         """Cancel background work and wait for it to end."""
-        if self._timer is not None:
-            self._tasks[self._timer] = None
+        for timer in self._timers.values():
+            self._tasks[timer] = None
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -223,10 +266,17 @@ class Scheduler:
             log.error("reconcile_task_failed", error=repr(task.exception()))
 
     def _dispatch(self) -> None:
-        if self.catalogue_due and not self._reconciling:
-            self.catalogue_due = False
-            self._reconciling = True
-            self.spawn(self._sweep())
+        if (self._pass_asked or self.catalogue_due) and not self._reconciling:
+            wait = 0.0 if self._pass_asked else self._pass_wait()
+            if wait <= 0:
+                self.catalogue_due = self._pass_asked = False
+                self._reconciling = True
+                self._last_pass_at = self.clock.monotonic()
+                self.stats["passes"] += 1
+                self.spawn(self._sweep())
+            else:
+                self._wake_later(wait, "catalogue")
+        self._dispatch_lookups()
         budget = self.channel.budget
         # reads and writes have their own slots, so a storm of webhooks (reads) never starves
         # the writes that publish the group's counts
@@ -259,12 +309,58 @@ class Scheduler:
                 break
             wait = self._write_gap(len(skus))
             if wait > 0:  # gather more rows into the next call rather than spend the budget
-                self._wake_later(wait)
+                self._wake_later(wait, "write")
                 break
             self._last_write_at = self.clock.monotonic()
             self.pending_skus.difference_update(skus)
             self.claim([self.index.sku_item[s] for s in skus])
             self.spawn(self._write_skus(skus))
+
+    def _dispatch_lookups(self) -> None:
+        """Look up what waited `lookup_window`, in a read slot, unless a pass is listing the
+        shop (its lookups wait for it to end)."""
+        if (
+            not self.pending_lookups
+            or self._looking_up
+            or self._reconciling
+            or self._reading >= READS_IN_FLIGHT
+        ):
+            return
+        since = self._lookups_since if self._lookups_since is not None else float("-inf")
+        wait = since + self.lookup_window - self.clock.monotonic()
+        if wait > 0:
+            self._wake_later(wait, "lookup")
+            return
+        ids = [i for i in self.pending_lookups if i not in self.busy]
+        self._lookups_since = None
+        if not ids:
+            self.look_up((), "")  # all busy: wait another window
+            return
+        causes = {i: self.pending_lookups.pop(i) for i in ids}
+        self.look_up((), "")  # what stays (busy items) waits another window
+        self.claim(ids)
+        self._reading += 1
+        self._looking_up = True
+        self.spawn(self._lookup(causes))
+
+    async def _lookup(self, causes: dict[str, str]) -> None:
+        ids = list(causes)
+        try:
+            if await self._look_up(causes):
+                self.stats["lookups"] += 1
+                self.stats["lookup_ids"] += len(ids)
+            else:
+                self.catalogue_due = True  # the channel cannot look up: a (held) full pass
+        except Exception as exc:  # any failure: look them up again later
+            log.warning("lookup_failed", error=str(exc), ids=len(ids))
+            await self.clock.sleep(1.0)
+            for item_id, cause in causes.items():
+                self.pending_lookups.setdefault(item_id, cause)
+            self.look_up((), "")
+        finally:
+            self._reading -= 1
+            self._looking_up = False
+            self.release(ids)
 
     def _write_gap(self, rows: int) -> float:
         """Seconds to hold a write call that is not full, so that calls never spend more than
@@ -275,15 +371,17 @@ class Scheduler:
         gap = 2 * budget.write_cost / budget.restore_rate
         return max(0.0, self._last_write_at + gap - self.clock.monotonic())
 
-    def _wake_later(self, seconds: float) -> None:
-        if self._timer is not None and not self._timer.done():
+    def _wake_later(self, seconds: float, name: str) -> None:
+        """Dispatch again in `seconds`, unless a wake-up of that `name` is set already."""
+        timer = self._timers.get(name)
+        if timer is not None and not timer.done():
             return
 
         async def later() -> None:
             await self.clock.sleep(seconds)
             self._wake.set()
 
-        self._timer = asyncio.create_task(later())
+        self._timers[name] = asyncio.create_task(later())
 
     async def _periodic(self) -> None:
         while True:

@@ -1,7 +1,9 @@
 """The catalogue sweep: list the whole shop, sync the item table, observe every count (DESIGN §5).
 
-It runs at start, periodically, and whenever the catalogue looks changed, so that a lost
-webhook costs at most one cycle.
+It runs at start, periodically, and when the catalogue looks changed in a way a lookup cannot
+settle (at most one such pass per `catalogue_min_interval`), so that a lost webhook costs at
+most one cycle. Items that product webhooks name, and ids the agent does not know, are looked
+up instead (`Sweep.lookup`): a bulk edit of a thousand products costs a thousand items' reads.
 """
 
 from __future__ import annotations
@@ -10,21 +12,22 @@ import dataclasses
 from collections.abc import Awaitable, Callable
 
 import structlog
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from agent import synclog
-from agent.catalogue import SkuRule, sync_catalogue
-from agent.channel import Channel
+from agent.catalogue import SkuRule, sync_catalogue, sync_items
+from agent.channel import Channel, Item
 from agent.clock import Clock
 from agent.db import Database
-from agent.models import Identity
+from agent.models import Identity, ItemRow
 from agent.scheduler import Scheduler
 
 __all__ = ["Sweep"]
 
 log = structlog.get_logger(__name__)
 
-#: Applies fresh counts of busy items in one unit of work, all with one cause.
-Observe = Callable[[dict[str, int], str], Awaitable[None]]
+#: Applies fresh counts of busy items in one unit of work, with one cause or one per item.
+Observe = Callable[[dict[str, int], dict[str, str] | str], Awaitable[None]]
 
 
 @dataclasses.dataclass(eq=False, kw_only=True)
@@ -56,32 +59,8 @@ class Sweep:
             now = self.clock.now()
             async with self.db.transaction() as session:
                 change, rows = await sync_catalogue(session, listed, now, rule=self.sku_rule)
-                for item_id, why in change.newly_excluded:
-                    row = next(r for r in rows if r.item_id == item_id)
-                    synclog.record(
-                        session,
-                        "excluded",
-                        now,
-                        sku=row.sku,
-                        message=f"{why}: item {item_id} is not synced",
-                    )
-            for row in rows:
-                sched.index.put(row)
-            counts = {
-                it.item_id: it.available for it in listed if it.item_id in sched.index.item_sku
-            }
-            ids = list(counts)
-            never = float("-inf")
-            for start in range(0, len(ids), 500):
-                # the listing is a snapshot from before `started`: an item read or written
-                # since then (even while earlier chunks were processed) knows better
-                chunk = [
-                    i
-                    for i in ids[start : start + 500]
-                    if i not in sched.busy and sched.last_touch.get(i, never) < started
-                ]
-                with sched.holding(chunk):
-                    await self.observe({i: counts[i] for i in chunk}, "reconcile")
+                _log_excluded(session, change.newly_excluded, rows, now)
+            await self._settle(listed, rows, started)
             self.last_reconcile = self.clock.now()
             self.last_listing = listed_at
             log.info(
@@ -93,3 +72,75 @@ class Sweep:
             )
         finally:
             sched.sweep_ended()
+
+    async def lookup(self, causes: dict[str, str]) -> bool:
+        """Look these (claimed) items up at the platform, sync their rows and observe their
+        counts, each with its cause; False when the channel cannot look items up (the caller
+        falls back to a full pass)."""
+        item_ids = list(causes)
+        started = self.clock.monotonic()
+        found = await self.channel.lookup(item_ids)
+        if found is None:
+            return False
+        wanted = set(item_ids)
+        found = [item for item in found if item.item_id in wanted]
+        now = self.clock.now()
+        async with self.db.transaction() as session:
+            change, rows = await sync_items(session, found, item_ids, now, rule=self.sku_rule)
+            _log_excluded(session, change.newly_excluded, rows, now)
+        # the items were claimed for this lookup: their counts are as fresh as any read's
+        await self._settle(found, rows, started, claimed=causes)
+        log.info(
+            "looked_up",
+            shop=self.identity.domain,
+            items=len(item_ids),
+            new=len(change.new),
+            gone=len(change.gone),
+        )
+        return True
+
+    async def _settle(
+        self,
+        listed: list[Item],
+        rows: list[ItemRow],
+        started: float,
+        *,
+        claimed: dict[str, str] | None = None,
+    ) -> None:
+        """Index `rows`, then observe the listed counts of synced items, 500 per unit of work.
+
+        The listing is a snapshot from before `started`: an item read or written since then
+        (even while earlier chunks were processed) knows better, unless this caller holds it
+        (`claimed`, with each item's cause)."""
+        sched = self.scheduler
+        for row in rows:
+            sched.index.put(row)
+        counts = {it.item_id: it.available for it in listed if it.item_id in sched.index.item_sku}
+        ids = list(counts)
+        never = float("-inf")
+        for start in range(0, len(ids), 500):
+            if claimed is not None:
+                await self.observe({i: counts[i] for i in ids[start : start + 500]}, claimed)
+                continue
+            chunk = [
+                i
+                for i in ids[start : start + 500]
+                if i not in sched.busy and sched.last_touch.get(i, never) < started
+            ]
+            with sched.holding(chunk):
+                await self.observe({i: counts[i] for i in chunk}, "reconcile")
+
+
+def _log_excluded(
+    session: AsyncSession, excluded: list[tuple[str, str]], rows: list[ItemRow], now: float
+) -> None:
+    """One sync-log row per item newly left out of the sync, saying why."""
+    by_id = {row.item_id: row for row in rows}
+    for item_id, why in excluded:
+        synclog.record(
+            session,
+            "excluded",
+            now,
+            sku=by_id[item_id].sku,
+            message=f"{why}: item {item_id} is not synced",
+        )

@@ -61,6 +61,7 @@ KINDS: dict[str, str] = {
     "maintenance_on": "maintenance mode on (changes held)",
     "maintenance_off": "maintenance mode off",
     "rules": "stock rules changed",
+    "token_renewed": "the platform granted the agent a new access token",
     "alert": "an alert opened (oversold, low stock, write failing, peer unreachable…)",
     "alert_cleared": "an alert cleared: its condition no longer holds",
     "notification": "a notification (webhook, e-mail) delivered, retried or given up",

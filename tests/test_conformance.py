@@ -7,6 +7,7 @@ entry points, exactly as an agent finds them; nothing here imports a plugin.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -184,6 +185,32 @@ def _deduplicating(base: type[Any]) -> dict[str, Any]:
     return {"list_items": list_items}
 
 
+def _subscribes_once(base: type[Any]) -> dict[str, Any]:
+    """Subscribes at start and then trusts the subscription to live forever."""
+
+    async def subscribe(self: Any, callback_url: str) -> None:
+        if getattr(self, "_subscribed", False):
+            return
+        await base.subscribe(self, callback_url)
+        self._subscribed = True
+
+    return {"subscribe": subscribe}
+
+
+def _greedy_pages(base: type[Any]) -> dict[str, Any]:
+    """Asks for pages of 100 where the platform serves at most 25."""
+
+    async def list_items(self: Any) -> AsyncIterator[Item]:
+        cursor = "0"
+        while cursor:
+            page = await self._call("GET", "/v1/items", params={"limit": "100", "cursor": cursor})
+            for row in page["items"]:
+                yield Item(str(row["id"]), row["sku"], row["available"], 0.0, row["title"])
+            cursor = page["next_cursor"]
+
+    return {"list_items": list_items}
+
+
 def _unpaced(base: type[Any]) -> dict[str, Any]:
     """Ignores its rate budget and lets the platform refuse (then retries the 429s)."""
 
@@ -230,6 +257,16 @@ MUTANTS: dict[str, tuple[Callable[[type[Any]], dict[str, Any]], str, str]] = {
         "test_a_burst_larger_than_the_rate_budget_is_paced_not_refused",
         "refused by the rate limit",
     ),
+    "subscribes-once": (
+        _subscribes_once,
+        "test_a_subscription_the_platform_deleted_is_created_again",
+        r"re-created \[\], not \['stock.changed'\]",
+    ),
+    "greedy-pages": (
+        _greedy_pages,
+        "test_lists_every_item_of_a_catalogue_larger_than_one_page",
+        "the listing failed: .*limit must be 1..25",
+    ),
 }
 
 
@@ -240,17 +277,23 @@ def mutant(kind: str, **options: Any) -> ChannelHarness:
     emulator = acme.emulator("acme")
     name = f"acme-{kind}"
     broken = type(f"Broken{base.__name__}", (base,), {"name": name, **MUTANTS[kind][0](base)})
+    plugin = _plugin(broken, emulator)
+    return ChannelHarness(name, page_size=25, options={**FAST, **options}, plugins=[plugin])
+
+
+def _plugin(channel: type[Channel], emulator: Any) -> object:
+    """A plugin registering `channel`, and `emulator` under the channel's name."""
 
     class Plugin:
         @hookimpl
         def register_channels(self, register: Callable[[type[Channel]], None]) -> None:
-            register(broken)
+            register(channel)
 
         @hookimpl
         def register_emulators(self, register: Callable[[str, Any], None]) -> None:
-            register(name, emulator)
+            register(channel.name, emulator)
 
-    return ChannelHarness(name, page_size=25, options={**FAST, **options}, plugins=[Plugin()])
+    return Plugin()
 
 
 @pytest.mark.parametrize("kind", sorted(MUTANTS))
@@ -267,3 +310,26 @@ def test_the_blind_channel_is_otherwise_sound_so_its_failure_is_the_lost_sale() 
     # Without the race the blind channel passes, so the failure above is the lost sale and
     # not a broken test double.
     ChannelConformance().test_a_write_retried_after_a_lost_answer_is_applied_once(mutant("blind"))
+
+
+def test_the_suite_fails_for_a_channel_that_never_renews_its_token() -> None:
+    # The classic bug of the 24 h tokens: one grant at start, kept forever. A Shopify channel
+    # with its renewal taken out must fail the token test once the platform's clock has moved.
+    shopify = HARNESSES["shopify-app"]
+    base = shopify.channel_class()
+
+    async def start(self: Any) -> None:
+        await base.start(self)
+
+        async def renewed(rejected: str) -> str | None:
+            return None  # no renewal from here on: the first grant is kept forever
+
+        self.credentials.renewed = renewed
+
+    broken = type("NeverRenews", (base,), {"name": "shopify-frozen", "start": start})
+    plugin = _plugin(broken, shopify.registry().emulator("shopify"))
+    harness = dataclasses.replace(shopify, name="shopify-frozen", plugins=[plugin])
+    check = ChannelConformance().test_a_token_that_expires_mid_run_is_renewed
+    with pytest.raises(AssertionError, match="after the token expired, a call failed"):
+        check(harness)
+    check(shopify)  # and the real one passes the same test

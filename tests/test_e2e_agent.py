@@ -133,6 +133,7 @@ def test_init_writes_private_files_and_prints_json(tmp_path: Path) -> None:
         "--channel-option",
         "webhook_secret=s",
         "--json",
+        "--no-check",  # no shop at api_url: this test is about the files
     )
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)

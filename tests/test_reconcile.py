@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
 
 import pytest
@@ -29,7 +30,7 @@ async def core(sqlite_db, memshop, clock) -> AsyncIterator[Reconciler]:
 
 
 @contextlib.asynccontextmanager
-async def _running(db, shop: MemShop, clock) -> AsyncIterator[Reconciler]:  # type: ignore[no-untyped-def]
+async def _running(db, shop: MemShop, clock, **tuning: float) -> AsyncIterator[Reconciler]:  # type: ignore[no-untyped-def]
     """A reconciler serving (settled after its start) for the length of the block; then it
     stops as an agent's shutdown (or a crash) stops it: outcomes of writes in flight unknown."""
     async with db.sessions() as session:
@@ -42,6 +43,7 @@ async def _running(db, shop: MemShop, clock) -> AsyncIterator[Reconciler]:  # ty
         allocate=lambda sku, pool: max(0, pool),
         coalesce=0,
         reconcile_interval=10**9,
+        **tuning,  # type: ignore[arg-type]
     )
     main = asyncio.create_task(reconciler.run())
     try:
@@ -314,3 +316,66 @@ async def test_after_an_import_only_the_maintenance_it_turned_on_ends_on_start(
     await importer.restore()
     assert (await importer.maintenance())["on"] is stays_on
     assert importer.mode.held_back is stays_on  # held: the shop's own changes wait
+
+
+async def test_product_webhooks_are_looked_up_together_and_start_no_catalogue_pass(
+    sqlite_db, memshop: MemShop, clock
+) -> None:
+    memshop.lookups = []
+    for n in range(300):
+        memshop.add(f"p{n}", f"P-{n}", 5)
+    async with _running(sqlite_db, memshop, clock) as r:
+        passes = r.status().stats["passes"]
+        memshop.items["p7"] = dataclasses.replace(memshop.items["p7"], sku="P-RENAMED")
+        memshop.items["p8"] = dataclasses.replace(memshop.items["p8"], sku="P-9")  # p9's SKU
+        memshop.add("new", "NEW-1", 4)
+        for n in range(300):  # a bulk edit: one webhook per product
+            r.hint(WebhookHint("products/update", item_ids=(f"p{n}",), catalogue_changed=True))
+        r.hint(WebhookHint("products/create", item_ids=("new",), catalogue_changed=True))
+        await settle(r)
+        assert r.status().stats["passes"] == passes
+        assert [len(ids) for ids in memshop.lookups] == [301]  # one lookup, all ids
+        assert memshop.reads == 0
+        async with sqlite_db.sessions() as s:
+            rows = {i.item_id: (i.sku, i.excluded) for i in await s.exec(select(ItemRow))}
+        assert rows["p7"] == ("P-RENAMED", None)
+        assert rows["p8"] == ("P-9", "duplicate") and rows["p9"] == ("P-9", "duplicate")
+        assert rows["p10"] == ("P-10", None)
+        assert await _pool(r, "NEW-1") == 4
+        assert await _pool(r, "P-RENAMED") == 5
+
+
+async def test_an_item_that_vanished_is_looked_up_and_marked_gone(
+    sqlite_db, memshop: MemShop, clock
+) -> None:
+    memshop.lookups = []
+    memshop.add("i1", "A-1", 10)
+    memshop.add("i2", "B-2", 5)
+    async with _running(sqlite_db, memshop, clock) as r:
+        del memshop.items["i2"], memshop.counts["i2"]
+        r.hint(WebhookHint("inventory_levels/update", item_ids=("i2",)))
+        await settle(r)
+        assert memshop.lookups == [["i2"]]
+        async with sqlite_db.sessions() as s:
+            row = (await s.exec(select(ItemRow).where(ItemRow.item_id == "i2"))).one()
+        assert row.excluded == "gone"
+
+
+async def test_catalogue_passes_that_webhooks_ask_for_are_held_to_the_minimum_interval(
+    sqlite_db, memshop: MemShop, clock
+) -> None:
+    memshop.add("i1", "A-1", 10)  # a channel that cannot look items up (lookups None)
+    async with _running(sqlite_db, memshop, clock, catalogue_min_interval=10**6) as r:
+        passes = r.status().stats["passes"]
+        for _ in range(50):  # a storm of product webhooks right after the start's pass
+            r.hint(WebhookHint("products/update", item_ids=("i1",), catalogue_changed=True))
+            await asyncio.sleep(0.001)
+        await settle(r)
+        assert r.status().stats["passes"] == passes  # held: the start's pass was just now
+        clock.advance(10**6)
+        r.hint(WebhookHint("products/update", catalogue_changed=True))
+        await settle(r)
+        assert r.status().stats["passes"] == passes + 1  # one pass for the whole storm
+        r.request_reconcile()  # an admin's (or the periodic) pass is not held
+        await settle(r)
+        assert r.status().stats["passes"] == passes + 2

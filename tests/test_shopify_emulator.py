@@ -542,6 +542,12 @@ async def test_client_credentials_accept_a_json_body_and_refuse_a_wrong_secret_o
     assert (await wrong.json())["error"] == "invalid_client"
     other = await grant(client, grant_type="password")
     assert (await other.json())["error"] == "unsupported_grant_type"
+    # a client id of no app installed here: Shopify's error page, not JSON
+    stranger = await grant(client, client_id="someone-else")
+    assert stranger.status == 400
+    assert "Oauth error app_not_installed: The application is not installed on this shop." in (
+        await stranger.text()
+    )
 
 
 async def test_token_lifetime_is_configurable(aiohttp_client: Any) -> None:

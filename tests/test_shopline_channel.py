@@ -405,9 +405,9 @@ def test_resolution_refuses_to_decide_when_both_outcomes_fit():
 # -- pacing -------------------------------------------------------------------------------------
 
 
-async def test_a_burst_of_60_reads_is_paced_below_the_platform_limit(make_shop: MakeShop):
+async def test_a_burst_of_45_reads_is_paced_below_the_platform_limit(make_shop: MakeShop):
     shop = await make_shop(rate_limit=True)
-    await asyncio.gather(*(shop.channel.read([shop.item()]) for _ in range(60)))
+    await asyncio.gather(*(shop.channel.read([shop.item()]) for _ in range(45)))
     assert shop.emulator.bucket.refused == 0
     assert shop.emulator.stats["throttled"] == 0
 
@@ -415,7 +415,7 @@ async def test_a_burst_of_60_reads_is_paced_below_the_platform_limit(make_shop: 
 async def test_without_pacing_the_same_burst_would_be_throttled(make_shop: MakeShop):
     # The control for the test above: a channel paced too fast does meet 429s (and recovers).
     shop = await make_shop(rate_limit=True, rate="1000", burst="1000")
-    counts = await asyncio.gather(*(shop.channel.read([shop.item()]) for _ in range(60)))
+    counts = await asyncio.gather(*(shop.channel.read([shop.item()]) for _ in range(45)))
     assert shop.emulator.bucket.refused > 0
     assert all(count == {shop.item(): 100} for count in counts)
 

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import time
 import urllib.parse
 from typing import Any
 
@@ -138,19 +139,39 @@ async def test_limit_above_250_is_refused(aiohttp_client):
     assert ok.status == 200
 
 
-async def test_burst_of_40_then_429_without_headers_then_recovery(aiohttp_client):
+async def test_a_burst_of_40_is_queued_then_429_without_headers_then_recovery(aiohttp_client):
     clock = FakeClock()
-    client = await start(aiohttp_client, make(rate_limit=True, clock=clock))
+    emulator = make(rate_limit=True, clock=clock)
+    waits: list[float] = []
+
+    async def wait(seconds: float) -> None:  # the clock stands still: record the queue's waits
+        waits.append(seconds)
+
+    emulator.queue_wait = wait
+    client = await start(aiohttp_client, emulator)
     for _ in range(40):
         assert (await client.get(API + "locations/list.json", headers=AUTH)).status == 200
+    # the first runs at once, each later one when those queued ahead have leaked out at 4/s
+    assert [0.0, *waits] == [n / 4 for n in range(40)]
     resp = await client.get(API + "locations/list.json", headers=AUTH)
-    assert resp.status == 429
+    assert resp.status == 429  # the bucket holds 40: no room to queue
     assert await resp.json() == {"errors": "Too many request"}
     assert "Retry-After" not in resp.headers
     assert not [name for name in resp.headers if "ratelimit" in name.lower()]
     clock.t += 0.25  # one request drains at 4/s
     assert (await client.get(API + "locations/list.json", headers=AUTH)).status == 200
+    assert waits[-1] == 39 / 4
     assert (await client.get(API + "locations/list.json", headers=AUTH)).status == 429
+
+
+async def test_queued_requests_run_at_4_per_second(aiohttp_client):
+    client = await start(aiohttp_client, make(rate_limit=True))
+    started = time.monotonic()
+    statuses = await asyncio.gather(
+        *(client.get(API + "locations/list.json", headers=AUTH) for _ in range(9))
+    )
+    assert {r.status for r in statuses} == {200}
+    assert time.monotonic() - started >= 8 / 4 - 0.1  # the ninth waited for eight ahead
 
 
 async def test_enterprise_plan_and_switch_have_no_rate_limit(aiohttp_client):
@@ -440,7 +461,10 @@ async def test_a_refresh_with_a_wrong_sign_or_app_key_is_refused(aiohttp_client)
     for kw in ({"secret": "wrong"}, {"appkey": "other-app"}):
         resp = await refresh(client, **kw)
         assert resp.status == 401
-        assert (await resp.json())["code"] == 401
+        refusal = await resp.json()
+        # as the SDK's error decoder reads it: code as text, a message, no data
+        assert (refusal["code"], "data" in refusal) == ("401", False)
+        assert refusal["message"]
     lifetime = await start(aiohttp_client, make(token_lifetime=5))
     body = await (await refresh(lifetime)).json()
     assert (await (await lifetime.get("/_emulator/tokens")).json()) == {"issued": 1, "lifetime": 5}

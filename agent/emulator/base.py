@@ -11,6 +11,14 @@ control API (a contract other tools depend on) is the same for every platform:
 | POST /_emulator/products | {"sku", "available"} | a new product variant |
 | GET /_emulator/inventory | | {"A-1": 38, ...} |
 
+Webhook subscriptions: GET /_emulator/webhooks ({"subscriptions": [{"id", "topic", "url"}]}),
+POST /_emulator/webhooks/delete {"ids": [...]} or {} for all (as the platform deletes them
+after deliveries that keep failing; answers {"deleted": n}).
+
+Extras: POST /_emulator/products/update {"skus": [...]} or {"sku", "new_sku"?}, with an
+optional "title": an admin's (bulk) product edit; each product sends the platform's product
+webhook (Shopify and SHOPLINE `products/update`; Pisell has no product topic), counts stay.
+
 Extras: GET /_emulator/items, GET /_emulator/writes, GET /_emulator/stats,
 POST /_emulator/orders/{id}/cancel, POST /_emulator/refunds {"order_id"},
 POST /_emulator/faults {...Faults fields}, POST /_emulator/storefront {"open": bool},
@@ -76,6 +84,8 @@ class Emulator:
     # How long a granted token lives unless `EmulatorOptions.token_lifetime` says otherwise.
     token_lifetime: float = 86400.0
     token_prefix: str = ""
+    # Deliveries that fail every retry before the platform deletes the subscription (0: never).
+    webhook_delete_after: int = 0
 
     def __init__(self, options: EmulatorOptions, *, clock: Callable[[], float] = time.time):
         self.options = options
@@ -83,6 +93,8 @@ class Emulator:
         self.clock_offset = 0.0  # seconds the control API has moved time forward
         self.clock: Callable[[], float] = lambda: self._base_clock() + self.clock_offset
         self.faults = options.faults
+        if self.faults.webhook_delete_after is None:
+            self.faults.webhook_delete_after = self.webhook_delete_after
         self.rng = random.Random(options.seed)
         lifetime = options.token_lifetime
         self.tokens = TokenIssuer(
@@ -122,6 +134,9 @@ class Emulator:
 
     def on_product(self, variant: Variant) -> None:
         """Emit the platform's product-created webhook."""
+
+    def on_product_update(self, variant: Variant) -> None:
+        """Emit the platform's product-updated webhook (a product edit in the admin)."""
 
     # -- helpers for platform handlers -------------------------------------------------------
 
@@ -164,6 +179,7 @@ class Emulator:
         r.add_post("/_emulator/inventory", self._h_edit)
         r.add_get("/_emulator/inventory", self._h_inventory)
         r.add_post("/_emulator/products", self._h_product)
+        r.add_post("/_emulator/products/update", self._h_product_update)
         r.add_get("/_emulator/items", self._h_items)
         r.add_get("/_emulator/writes", self._h_writes)
         r.add_get("/_emulator/stats", self._h_stats)
@@ -171,6 +187,8 @@ class Emulator:
         r.add_post("/_emulator/storefront", self._h_storefront)
         r.add_post("/_emulator/clock/advance", self._h_advance)
         r.add_get("/_emulator/tokens", self._h_tokens)
+        r.add_get("/_emulator/webhooks", self._h_subscriptions)
+        r.add_post("/_emulator/webhooks/delete", self._h_delete_subscriptions)
         self.add_platform_routes(app)
         app.cleanup_ctx.append(self._webhook_ctx)
         return app
@@ -265,6 +283,25 @@ class Emulator:
         variant = self.store.add_product(sku.strip(), available, title=title)
         return web.json_response(self._item_json(variant), status=201)
 
+    async def _h_product_update(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        skus = body.get("skus", [body.get("sku")])
+        title, new_sku = body.get("title"), body.get("new_sku")
+        if not isinstance(skus, list) or not skus or not all(isinstance(s, str) for s in skus):
+            return json_error(400, "skus must be a non-empty list of strings (or give sku)")
+        if title is not None and not isinstance(title, str):
+            return json_error(400, "title must be a string")
+        if new_sku is not None and (not isinstance(new_sku, str) or len(skus) != 1):
+            return json_error(400, "new_sku must be a string, with one sku")
+        try:
+            variants = [self.store.find_sku(sku) for sku in skus]  # all known before any edit
+        except UnknownSku as exc:
+            return json_error(404, f"unknown sku {exc.args[0]}")
+        for variant in variants:
+            self.store.edit_product(variant.sku, title=title, new_sku=new_sku)
+            self.on_product_update(variant)
+        return web.json_response({"updated": len(variants)})
+
     def _item_json(self, variant: Variant) -> dict[str, Any]:
         return dataclasses.asdict(variant)
 
@@ -314,6 +351,23 @@ class Emulator:
             return json_error(400, "seconds must be a non-negative number")
         self.clock_offset += float(seconds)
         return web.json_response({"now": self.clock()})
+
+    async def _h_subscriptions(self, request: web.Request) -> web.Response:
+        subs = self.webhooks.subscriptions.values()
+        return web.json_response(
+            {"subscriptions": [{"id": s.id, "topic": s.topic, "url": s.url} for s in subs]}
+        )
+
+    async def _h_delete_subscriptions(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        ids = body.get("ids", list(self.webhooks.subscriptions))
+        if not isinstance(ids, list) or not all(
+            isinstance(i, int) and not isinstance(i, bool) for i in ids
+        ):
+            return json_error(400, "ids must be a list of subscription ids")
+        deleted = sum(self.webhooks.unsubscribe(i) for i in ids)
+        self.webhooks.deleted += deleted
+        return web.json_response({"deleted": deleted})
 
     async def _h_tokens(self, request: web.Request) -> web.Response:
         return web.json_response({"issued": self.tokens.issued, "lifetime": self.tokens.lifetime})

@@ -50,6 +50,22 @@ class LeakyBucket:
         self.refused += 1
         return False
 
+    def reserve(self, cost: float) -> float | None:
+        """Queue a request of `cost` units, as SHOPLINE's bucket does: None (a refusal, counted)
+        when the bucket is full; else the seconds until what is queued ahead of it has leaked
+        out and it runs (0 for an empty bucket)."""
+        if not self.enabled:
+            self.taken += cost
+            return 0.0
+        available = self.available()
+        if available < cost:
+            self.refused += 1
+            return None
+        ahead = self.capacity - available
+        self._level -= cost
+        self.taken += cost
+        return ahead / self.restore_rate
+
     def refund(self, units: float) -> None:
         """Give back units charged in advance but not spent (Shopify's actual < requested)."""
         if units > 0:

@@ -16,10 +16,11 @@ class Faults:
     `webhook_drop`, and, with `webhook_reorder`, sent in shuffled order within a batch.
     API faults: the next `fail_requests` platform API calls answer `fail_status`; the next
     `timeout_after_apply` writes are applied and then the connection is dropped, so the client
-    never learns the outcome. Platform behaviour that tests switch on: after
+    never learns the outcome. Platform behaviour, on by default as the platform has it: after
     `webhook_delete_after` deliveries to a subscription failed every retry (a success resets
     the count), the subscription is deleted, as Shopify does after one (8 tries over 4 h)
-    and SHOPLINE after one (19 over 48 h); 0 keeps it forever.
+    and SHOPLINE after one (19 over 48 h); None takes the platform's figure
+    (`Emulator.webhook_delete_after`), 0 keeps it forever.
     """
 
     webhook_delay: float = 0.0
@@ -29,7 +30,7 @@ class Faults:
     fail_requests: int = 0
     fail_status: int = 503
     timeout_after_apply: int = 0
-    webhook_delete_after: int = 0
+    webhook_delete_after: int | None = None
 
     def update(self, values: dict[str, object]) -> None:
         """Set the named fields; unknown names or wrong types raise ValueError."""
@@ -66,6 +67,8 @@ class EmulatorOptions:
     # nothing and their names sort before it, as a shop's warehouses often do.
     locations: int = 1
     plan: str = "standard"
+    # The access scopes the app was granted, comma-separated; None: all that shopsync needs.
+    scopes: str | None = None
     initial_available: int = 100
     rate_limit: bool = True
     seed: int | None = None

@@ -105,6 +105,18 @@ class Store:
             self._changed(variant, 0, available, "product")
         return variant
 
+    def edit_product(
+        self, sku: str, *, title: str | None = None, new_sku: str | None = None
+    ) -> Variant:
+        """An admin's edit of a product in the back office (title, SKU); counts stay."""
+        variant = self.find_sku(sku)
+        if title is not None:
+            variant.title = title
+        if new_sku is not None:
+            variant.sku = new_sku
+        variant.updated_at = self._clock()
+        return variant
+
     def find_sku(self, sku: str) -> Variant:
         """The first variant with `sku` (duplicates exist on purpose; first created wins)."""
         for variant in self.variants.values():

@@ -123,7 +123,10 @@ class ChannelConformance:
                 for sku, count in edited.items():
                     await shop.edit(sku, count)
                 expected = await shop.inventory()
-                items = [item async for item in shop.channel.list_items()]
+                try:
+                    items = [item async for item in shop.channel.list_items()]
+                except Exception as exc:  # e.g. a page larger than the platform's maximum
+                    raise AssertionError(f"the listing failed: {exc}") from exc
                 now = time.time()
             listed = [item.sku for item in items]
             assert len(items) == size, f"listed {len(items)} items of {size}"
@@ -348,16 +351,43 @@ class ChannelConformance:
                 # (a static one does not expire), while the channel's own clock stands still,
                 # so only the platform's 401 can tell the channel.
                 await shop.advance_clock(40 * 86400)
-                counts = await shop.channel.read([item.item_id])
-                [result] = await shop.channel.write(
-                    [Write(item.item_id, item.available, item.available - 1)], key="expired-1"
-                )
+                try:
+                    counts = await shop.channel.read([item.item_id])
+                    [result] = await shop.channel.write(
+                        [Write(item.item_id, item.available, item.available - 1)], key="expired-1"
+                    )
+                except Exception as exc:
+                    raise AssertionError(f"after the token expired, a call failed: {exc}") from exc
                 held = (await shop.inventory())[sku]
             assert counts == {item.item_id: item.available}, (
                 f"after the token expired, read() gave {counts}, not {item.available}"
             )
             assert result.status == "ok", f"after the token expired, a write got {result}"
             assert held == item.available - 1, f"the shop holds {held}, not {item.available - 1}"
+
+        run(scenario, channel_under_test)
+
+    # -- webhooks kept alive ------------------------------------------------------------------
+
+    def test_a_subscription_the_platform_deleted_is_created_again(
+        self, channel_under_test: ChannelHarness
+    ) -> None:
+        async def scenario(h: ChannelHarness) -> None:
+            async with h.open(skus=1) as shop:
+                url = "https://agent.example.com/webhooks/" + h.name
+                await shop.channel.subscribe(url)
+                first = sorted(s["topic"] for s in await shop.subscriptions() if s["url"] == url)
+                await shop.channel.subscribe(url)  # idempotent: nothing twice
+                again = sorted(s["topic"] for s in await shop.subscriptions() if s["url"] == url)
+                deleted = await shop.delete_subscriptions()  # deliveries kept failing
+                await shop.channel.subscribe(url)  # the core calls it again every hour
+                healed = sorted(s["topic"] for s in await shop.subscriptions() if s["url"] == url)
+            assert first, "subscribe() created no subscription"
+            assert again == first, f"a second subscribe() made {again}, not {first}"
+            assert deleted == len(first)
+            assert healed == first, (
+                f"after the platform deleted them, subscribe() re-created {healed}, not {first}"
+            )
 
         run(scenario, channel_under_test)
 

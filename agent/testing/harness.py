@@ -223,6 +223,14 @@ class ShopUnderTest:
         """Move the emulator's clock `seconds` forward (tokens expire on it)."""
         await self._call("POST", "/_emulator/clock/advance", {"seconds": seconds})
 
+    async def subscriptions(self) -> list[dict[str, Any]]:
+        """The shop's webhook subscriptions: id, topic, url."""
+        return (await self._call("GET", "/_emulator/webhooks"))["subscriptions"]
+
+    async def delete_subscriptions(self) -> int:
+        """Delete every subscription, as a platform does after failed deliveries."""
+        return (await self._call("POST", "/_emulator/webhooks/delete", {}))["deleted"]
+
     async def faults(self, **values: Any) -> dict[str, Any]:
         """Arm faults (``timeout_after_apply=1``...) or switch ``rate_limit``."""
         return await self._call("POST", "/_emulator/faults", values)

@@ -221,6 +221,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
             public_url=settings.public_url,
             coalesce=settings.coalesce_ms / 1000,
             reconcile_interval=settings.reconcile_interval,
+            catalogue_min_interval=settings.catalogue_min_interval,
             sku_rule=SkuRule(trim=settings.sku_trim, fold_case=settings.sku_case_fold),
             alert_interval=ALERT_INTERVAL,
         ),
@@ -263,7 +264,13 @@ async def _subscribe(app: web.Application) -> None:
     """Register webhooks at our public URL and keep them registered."""
     settings = app[keys.SETTINGS]
     url = f"{settings.public_url}/webhooks/{settings.channel}"
-    await keep_subscribed(app[keys.CHANNEL], url, clock=app[keys.CLOCK], shop=settings.domain)
+    await keep_subscribed(
+        app[keys.CHANNEL],
+        url,
+        clock=app[keys.CLOCK],
+        shop=settings.domain,
+        interval=settings.webhook_check_interval,
+    )
 
 
 async def _healthz(request: web.Request) -> web.Response:

@@ -6,6 +6,7 @@ import structlog
 from aiohttp import web
 
 from agent.channel import WebhookRejected
+from agent.shopcheck import probe_answer
 from agent.web import keys
 from agent.web.api import json_error
 from agent.web.bodies import BodyError, read_body
@@ -27,7 +28,17 @@ def create_webhook_app(parent: web.Application) -> web.Application:
     """The /webhooks sub-app (platform-signed, no admin token)."""
     app = web.Application()
     app.router.add_post("/{channel}", receive)
+    app.router.add_get("/{channel}", probe)
     return app
+
+
+async def probe(request: web.Request) -> web.Response:
+    """`shopsync check`'s question through `public_url`: is this the agent behind it?"""
+    settings = request.config_dict[keys.SETTINGS]
+    if request.match_info["channel"] != settings.channel:
+        return json_error(404, "unknown_channel", f"this agent serves {settings.channel!r}")
+    nonce = request.query.get("probe", "")
+    return web.json_response(probe_answer(settings.domain, settings.channel, nonce))
 
 
 async def receive(request: web.Request) -> web.Response:
@@ -51,6 +62,9 @@ async def receive(request: web.Request) -> web.Response:
         hint = cfg[keys.CHANNEL].verify_webhook(request.headers, body)
     except WebhookRejected as exc:
         metrics.webhooks.labels(result="rejected").inc()
+        if _signed(request):  # a signature that does not match: the secret, not a stranger
+            cfg[keys.AGENT].refusals.refused()
+            cfg[keys.AGENT].alerts.poke()
         log.warning("webhook_rejected", shop=settings.domain, reason=str(exc))
         return json_error(401, "bad_signature", str(exc))
     except (ValueError, RecursionError) as exc:  # signed but unreadable: not a retry case
@@ -62,5 +76,14 @@ async def receive(request: web.Request) -> web.Response:
         log.error("webhook_unreadable", shop=settings.domain, error=repr(exc)[:300])
         return json_error(400, "malformed", "the channel could not read this delivery")
     metrics.webhooks.labels(result="accepted").inc()
+    if cfg[keys.AGENT].refusals.accepted():
+        cfg[keys.AGENT].alerts.poke()
     cfg[keys.AGENT].reconciler.hint(hint)
     return web.json_response({"ok": True})
+
+
+def _signed(request: web.Request) -> bool:
+    """Whether a delivery carries a signature header at all (every platform's is named for
+    its HMAC or signature); an unsigned POST is a stranger's, which says nothing of the
+    webhook secret."""
+    return any("hmac" in name.lower() or "signature" in name.lower() for name in request.headers)

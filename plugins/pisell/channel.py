@@ -7,7 +7,7 @@ import dataclasses
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
@@ -172,27 +172,55 @@ class PisellChannel(Channel):
     async def list_items(self) -> AsyncIterator[Item]:
         """Every stock item with its level in the warehouse, 100 items and 2 level calls a page."""
         await self._ensure_ready()
-        assert self.warehouse_id is not None
         async for rows in self.client.pages(wire.PATHS["stock_items"]):
-            stock_items = []
-            for row in rows:
-                try:
-                    stock_items.append(wire.StockItem.from_wire(row))
-                except ValueError as exc:
-                    log.warning("pisell_bad_stock_item", error=str(exc))
-            for chunk in _chunks(stock_items, wire.MAX_LEVEL_SKUS):
-                levels = await self._levels([i.sku for i in chunk], self.warehouse_id)
-                for item in chunk:
-                    level = levels.get(item.sku)
-                    if level is None:
-                        continue  # not stocked in this warehouse: not an item of this shop
-                    yield Item(
+            for item in await self._stocked(rows):
+                yield item
+
+    async def lookup(self, item_ids: Sequence[str]) -> list[Item] | None:
+        """These items (`sku@warehouse` of this channel's warehouse) by SKU: their stock items
+        and levels, 50 SKUs a call."""
+        await self._ensure_ready()
+        skus = []
+        for item_id in dict.fromkeys(item_ids):
+            try:
+                sku, warehouse_id = wire.parse_item_id(item_id)
+            except ValueError:
+                continue
+            if warehouse_id == self.warehouse_id:
+                skus.append(sku)
+        found: list[Item] = []
+        for chunk in _chunks(skus, wire.MAX_LEVEL_SKUS):
+            params = {wire.Q_SKU: wire.csv(chunk)}
+            async for rows in self.client.pages(wire.PATHS["stock_items"], params):
+                found += await self._stocked(rows)
+        return found
+
+    async def _stocked(self, rows: list[dict[str, Any]]) -> list[Item]:
+        """The stock items of `rows` that the warehouse stocks, with their levels."""
+        assert self.warehouse_id is not None
+        stock_items = []
+        for row in rows:
+            try:
+                stock_items.append(wire.StockItem.from_wire(row))
+            except ValueError as exc:
+                log.warning("pisell_bad_stock_item", error=str(exc))
+        found = []
+        for chunk in _chunks(stock_items, wire.MAX_LEVEL_SKUS):
+            levels = await self._levels([i.sku for i in chunk], self.warehouse_id)
+            for item in chunk:
+                level = levels.get(item.sku)
+                if level is None:
+                    continue  # not stocked in this warehouse: not an item of this shop
+                found.append(
+                    Item(
                         item_id=wire.format_item_id(item.sku, self.warehouse_id),
                         sku=item.sku,
                         available=level.available,
                         created_at=self._created_at(item),
                         title=item.title,
                     )
+                )
+        return found
 
     async def read(self, item_ids: Sequence[str]) -> dict[str, int | None]:
         """Fresh counts, 50 SKUs a call; None for an id IS does not hold."""

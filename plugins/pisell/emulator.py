@@ -334,7 +334,15 @@ class PisellEmulator(Emulator):
         return self._page(request, rows)
 
     async def _h_webhooks(self, request: web.Request) -> web.Response:
-        return self._page(request, [(hid, h.to_wire()) for hid, h in self.hooks.items()])
+        return self._page(request, [(hid, h.to_wire()) for hid, h in self._live_hooks().items()])
+
+    def _live_hooks(self) -> dict[int, wire.Webhook]:
+        """The webhooks that still deliver: one whose deliveries the kit gave up on (it
+        deletes the subscriptions, as platforms do) is gone from the API as well."""
+        delivering = {sub.extra.get("webhook_id") for sub in self.webhooks.subscriptions.values()}
+        for hook_id in [h for h in self.hooks if h not in delivering]:
+            del self.hooks[hook_id]
+        return self.hooks
 
     # -- write handlers ----------------------------------------------------------------------
 
@@ -401,7 +409,7 @@ class PisellEmulator(Emulator):
             url, topics = wire.parse_webhook_request(await self._body(request))
         except ValueError as exc:
             return _api_error(400, wire.INVALID_REQUEST, str(exc))
-        if any(h.url == url for h in self.hooks.values()):
+        if any(h.url == url for h in self._live_hooks().values()):
             return _api_error(409, wire.DUPLICATE, "a webhook for this url exists")
         hook_id = next(self._hook_ids)
         hook = wire.Webhook(str(hook_id), url, tuple(topics))
@@ -416,7 +424,7 @@ class PisellEmulator(Emulator):
             hook_id = int(request.match_info["webhook_id"])
         except ValueError:
             hook_id = -1
-        hook = self.hooks.pop(hook_id, None)
+        hook = self._live_hooks().pop(hook_id, None)
         if hook is None:
             return _api_error(404, wire.NOT_FOUND, "no such webhook")
         for sub in list(self.webhooks.subscriptions.values()):

@@ -286,6 +286,26 @@ class ShopifyChannel(Channel):
                     result[item_id] = _available(node.get("inventoryLevel"))
         return result
 
+    async def lookup(self, item_ids: Sequence[str]) -> list[Item] | None:
+        """The items by id (what product webhooks name), 200 per call; untracked, unstocked
+        and unknown ones are left out."""
+        valid = [i for i in dict.fromkeys(item_ids) if _ITEM_GID.match(i)]
+        location = await self.location()
+        found: list[Item] = []
+        for start in range(0, len(valid), queries.LOOKUP_SIZE):
+            chunk = valid[start : start + queries.LOOKUP_SIZE]
+            variables = {"ids": chunk, "loc": location}
+            cost = queries.lookup_cost(len(chunk))
+            data = await self.client.call(queries.LOOKUP, variables, cost=cost)
+            for node in data.get("nodes") or []:
+                if not isinstance(node, dict) or not isinstance(node.get("variant"), dict):
+                    continue
+                inventory = {k: node.get(k) for k in ("id", "tracked", "inventoryLevel")}
+                item = _item({**node["variant"], "inventoryItem": inventory})
+                if item is not None:
+                    found.append(item)
+        return found
+
     # -- writing -------------------------------------------------------------------------------
 
     async def write(self, writes: Sequence[Write], *, key: str) -> list[WriteResult]:
@@ -451,19 +471,14 @@ class ShopifyChannel(Channel):
         return False
 
     async def check(self) -> list[Check]:
-        """The common checks, then the granted scopes and the location in use."""
+        """The common checks, then the granted scopes (asked of the API, so a static token's
+        too; also when listing failed, which a missing scope explains) and the location."""
         checks = await super().check()
+        if not any(c.name == "shop" and c.ok for c in checks):
+            return checks
+        checks.append(await self._check_scopes())
         if not all(c.ok for c in checks):
             return checks
-        granted = {s.strip() for s in self.credentials.scope.split(",") if s.strip()}
-        missing = [s for s in SCOPES if s not in granted]
-        if not granted:
-            checks.append(Check("scopes", True, f"not reported for this token; needs {SCOPES}"))
-        elif missing:
-            fix = "add them to the app's version in the Dev Dashboard and install it again"
-            checks.append(Check("scopes", False, f"missing {', '.join(missing)}: {fix}"))
-        else:
-            checks.append(Check("scopes", True, "granted: " + ", ".join(sorted(granted))))
         try:
             data = await self.client.call(queries.LOCATIONS, {}, cost=queries.LOCATIONS_COST)
             primary = await self.client.call(
@@ -490,6 +505,25 @@ class ShopifyChannel(Channel):
                 Check("location", True, f"{names[location]} ({location}), {role}, of {len(names)}")
             )
         return checks
+
+    async def _check_scopes(self) -> Check:
+        try:
+            data = await self.client.call(queries.ACCESS_SCOPES, {}, cost=2)
+        except ChannelError as exc:
+            return Check("scopes", False, str(exc))
+        install = data.get("currentAppInstallation") or {}
+        granted = {
+            s.get("handle")
+            for s in install.get("accessScopes") or []
+            if isinstance(s, dict) and isinstance(s.get("handle"), str)
+        }
+        # a write scope includes its read scope
+        granted |= {"read_" + s.removeprefix("write_") for s in granted if s.startswith("write_")}
+        missing = [s for s in SCOPES if s not in granted]
+        if missing:
+            fix = "add them to the app's version in the Dev Dashboard and install it again"
+            return Check("scopes", False, f"missing {', '.join(missing)}: {fix}")
+        return Check("scopes", True, "granted: " + ", ".join(s for s in SCOPES if s in granted))
 
 
 def _available(level: Any) -> int | None:

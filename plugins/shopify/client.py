@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -32,6 +33,8 @@ _FATAL_STATUS = {
     404: "Shopify answered 404: check api_url and api_version",
     423: "the shop is locked (HTTP 423)",
 }
+# The line of a token endpoint's error page that says what is wrong.
+_OAUTH_ERROR = re.compile(r"Oauth error [a-z_]+:[^<\n]*")
 _FATAL_CODES = {
     "ACCESS_DENIED": "Shopify denied access (ACCESS_DENIED): check the app's scopes",
     "SHOP_INACTIVE": "the shop is inactive (SHOP_INACTIVE)",
@@ -240,7 +243,8 @@ class ShopifyClient:
         if errors:
             for code, message in _FATAL_CODES.items():
                 if _has_code(body, code):
-                    raise ChannelError(message)
+                    said = _messages(errors)[:300]  # e.g. which scope the field requires
+                    raise ChannelError(f"{message} ({said})" if said else message)
             if _has_code(body, "MAX_COST_EXCEEDED"):
                 raise CostExceeded(_messages(errors))
             if _has_code(body, "INTERNAL_SERVER_ERROR"):
@@ -317,7 +321,10 @@ async def client_credentials_grant(
         detail = ""
         if isinstance(body, dict):
             detail = str(body.get("error_description") or body.get("error") or "")
-        detail = f", {detail}" if detail else ""
+        else:  # an error page: "Oauth error app_not_installed: The application is not ..."
+            said = _OAUTH_ERROR.search(text)
+            detail = said.group(0).strip() if said else ""
+        detail = f", {detail[:200]}" if detail else ""
         raise ChannelError(
             f"Shopify refused the client credentials (HTTP {status}{detail}): check client_id "
             "and client_secret, and that the app is installed on the shop"

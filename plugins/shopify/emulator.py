@@ -75,6 +75,19 @@ _STATUS_BODIES = {
 _UNAUTHORIZED = "[API] Invalid API key or access token (unrecognized login or wrong password)"
 # What a Dev Dashboard app is granted when it asks for the scopes shopsync needs (shopify.md §6).
 GRANTED_SCOPES = "read_inventory,write_inventory,read_products,read_orders,read_locations"
+# The scope each root field needs (a write scope includes its read scope); the others need none.
+FIELD_SCOPES = {
+    "productVariants": "read_products",
+    "productVariant": "read_products",
+    "nodes": "read_inventory",
+    "node": "read_inventory",
+    "inventoryItem": "read_inventory",
+    "location": "read_locations",
+    "locations": "read_locations",
+    "inventorySetQuantities": "write_inventory",
+    "inventoryAdjustQuantities": "write_inventory",
+    "inventoryActivate": "write_inventory",
+}
 _EVENT_NAMESPACE = uuid.UUID("8a1d6f0e-3c52-4d1b-9e4f-7b0c2a9d5e31")
 
 
@@ -88,8 +101,19 @@ def _max_cost_message(cost: int) -> str:
 
 
 def _oauth_error(code: str, description: str) -> web.Response:
-    # RFC 6749 §5.2 error body; Shopify's exact wording and status are unverified.
+    # RFC 6749 §5.2's body, which Shopify's token endpoint answers for a bad code grant
+    # ({"error":"invalid_request","error_description":...}, HTTP 400, seen in client issues);
+    # the codes for a wrong client secret or grant type are RFC 6749's (unverified for Shopify).
     return web.json_response({"error": code, "error_description": description}, status=400)
+
+
+def _app_not_installed() -> web.Response:
+    # A client id that no app installed on this shop has: Shopify answers HTTP 400 "Oauth error
+    # app_not_installed: The application is not installed on this shop." (community.shopify.dev
+    # t/33287, 2026); that it comes as an HTML page, not JSON, is unverified.
+    text = "Oauth error app_not_installed: The application is not installed on this shop."
+    return web.Response(status=400, text=f"<html><body><p>{text}</p></body></html>",
+                        content_type="text/html")  # fmt: skip
 
 
 def _rest_time(ts: float) -> str:
@@ -101,6 +125,7 @@ class ShopifyEmulator(Emulator):
 
     name = "shopify"
     token_lifetime = 86399.0  # the client-credentials grant's expires_in
+    webhook_delete_after = 1  # a delivery that failed its 8 tries over 4 h (shopify.md §5)
     token_prefix = "shpat_"
 
     def __init__(self, options: EmulatorOptions, *, clock: Callable[[], float] = time.time):
@@ -175,13 +200,15 @@ class ShopifyEmulator(Emulator):
         client_id, secret = str(fields.get("client_id", "")), str(fields.get("client_secret", ""))
         good_id = hmac.compare_digest(client_id.encode(), self.options.client_id.encode())
         good_secret = hmac.compare_digest(secret.encode(), self.options.webhook_secret.encode())
-        if not (good_id and good_secret):
+        if not good_id:
+            return _app_not_installed()
+        if not good_secret:
             return _oauth_error("invalid_client", "Client authentication failed")
         token, _expires_at = self.tokens.issue()
         return web.json_response(
             {
                 "access_token": token,
-                "scope": GRANTED_SCOPES,
+                "scope": self.granted_scopes,
                 "expires_in": int(self.tokens.lifetime),
             }
         )
@@ -255,6 +282,9 @@ class ShopifyEmulator(Emulator):
                 requested,
                 None,
             )
+        denied = self._denied(operation)
+        if denied is not None:
+            return self._reply({"data": None, "errors": [denied]}, requested, 0)
         is_mutation = operation.operation == OperationType.MUTATION
         if not is_mutation:
             self.stats["reads"] += 1
@@ -272,6 +302,28 @@ class ShopifyEmulator(Emulator):
         if result.errors:
             reply["errors"] = [e.formatted for e in result.errors]
         return self._reply(reply, requested, actual)
+
+    @property
+    def granted_scopes(self) -> str:
+        """The app's access scopes on this shop, comma-separated."""
+        scopes = self.options.scopes
+        return GRANTED_SCOPES if scopes is None else scopes
+
+    def _denied(self, operation: Any) -> dict[str, Any] | None:
+        """The ACCESS_DENIED error of the first root field whose scope was not granted."""
+        granted = {s.strip() for s in self.granted_scopes.split(",") if s.strip()}
+        granted |= {"read_" + s.removeprefix("write_") for s in granted if s.startswith("write_")}
+        for selection in operation.selection_set.selections:
+            name = getattr(getattr(selection, "name", None), "value", "")
+            needed = FIELD_SCOPES.get(name)
+            if needed is not None and needed not in granted:
+                return {
+                    "message": (
+                        f"Access denied for {name} field. Required access: `{needed}` access scope."
+                    ),
+                    "extensions": {"code": "ACCESS_DENIED", "requiredAccess": f"`{needed}`"},
+                }
+        return None
 
     def _reply(self, body: dict[str, Any], requested: int, actual: int | None) -> dict[str, Any]:
         body["extensions"] = {
@@ -399,29 +451,33 @@ class ShopifyEmulator(Emulator):
 
     def on_product(self, variant: Variant) -> None:
         """``products/create`` with its one variant."""
-        self.webhooks.emit(
-            "products/create",
-            {
-                "id": variant.product_id,
-                "title": variant.title,
-                "created_at": _rest_time(variant.created_at),
-                "updated_at": _rest_time(variant.updated_at),
-                "admin_graphql_api_id": gid("Product", variant.product_id),
-                "variants": [
-                    {
-                        "id": variant.variant_id,
-                        "product_id": variant.product_id,
-                        "sku": variant.sku,
-                        "title": "Default Title",
-                        "inventory_item_id": variant.inventory_item_id,
-                        "inventory_quantity": variant.available,
-                        "inventory_policy": "deny",
-                        "inventory_management": "shopify" if variant.tracked else None,
-                        "admin_graphql_api_id": gid("ProductVariant", variant.variant_id),
-                    }
-                ],
-            },
-        )
+        self.webhooks.emit("products/create", self._product_json(variant))
+
+    def on_product_update(self, variant: Variant) -> None:
+        """``products/update``, the same shape."""
+        self.webhooks.emit("products/update", self._product_json(variant))
+
+    def _product_json(self, variant: Variant) -> dict[str, Any]:
+        return {
+            "id": variant.product_id,
+            "title": variant.title,
+            "created_at": _rest_time(variant.created_at),
+            "updated_at": _rest_time(variant.updated_at),
+            "admin_graphql_api_id": gid("Product", variant.product_id),
+            "variants": [
+                {
+                    "id": variant.variant_id,
+                    "product_id": variant.product_id,
+                    "sku": variant.sku,
+                    "title": "Default Title",
+                    "inventory_item_id": variant.inventory_item_id,
+                    "inventory_quantity": variant.available,
+                    "inventory_policy": "deny",
+                    "inventory_management": "shopify" if variant.tracked else None,
+                    "admin_graphql_api_id": gid("ProductVariant", variant.variant_id),
+                }
+            ],
+        }
 
     @staticmethod
     def _line_json(line: dict[str, Any]) -> dict[str, Any]:

@@ -359,6 +359,10 @@ class QueryRoot:
     def node(self, info: GraphQLResolveInfo, id: str) -> dict[str, Any] | None:
         return self.graph.node_by_gid(id)
 
+    def currentAppInstallation(self, info: GraphQLResolveInfo) -> dict[str, Any]:
+        scopes = [s.strip() for s in self.emu.granted_scopes.split(",") if s.strip()]
+        return {"accessScopes": [{"handle": s, "description": s} for s in scopes]}
+
     def inventoryItem(self, info: GraphQLResolveInfo, id: str) -> dict[str, Any] | None:
         number = parse_gid(id, "InventoryItem")
         variant = self.emu.store.by_item.get(number) if number is not None else None

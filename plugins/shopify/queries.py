@@ -7,7 +7,10 @@ import json
 __all__ = [
     "BULK_POLL",
     "BULK_POLL_COST",
+    "ACCESS_SCOPES",
     "BULK_RUN",
+    "LOOKUP",
+    "LOOKUP_SIZE",
     "LOCATIONS",
     "LOCATIONS_COST",
     "PRIMARY_LOCATION",
@@ -19,6 +22,7 @@ __all__ = [
     "WEBHOOK_CREATE",
     "WRITE_COST",
     "bulk_variants_query",
+    "lookup_cost",
     "page_cost",
     "read_cost",
     "set_quantities",
@@ -54,22 +58,37 @@ def read_cost(count: int) -> int:
     return 3 * count
 
 
+# The app's granted scopes, whatever the token (a static one reports none itself).
+ACCESS_SCOPES = "query AccessScopes { currentAppInstallation { accessScopes { handle } } }"
+
 LOCATIONS = "query Locations { locations(first: 250) { nodes { id name isActive } } }"
 # `location` without an id is the shop's primary location (`Shop.primaryLocation` and REST's
 # `primary_location_id` are deprecated since 2024-04); `locations` sorts by name instead.
 PRIMARY_LOCATION = "query PrimaryLocation { location { id name isActive } }"
 PRIMARY_LOCATION_COST = 1
 
-READ = """
-query ReadLevels($ids: [ID!]!, $loc: ID!) {
-  nodes(ids: $ids) {
-    ... on InventoryItem {
-      id tracked
-      inventoryLevel(locationId: $loc) { quantities(names: ["available"]) { name quantity } }
-    }
-  }
-}
-"""
+
+def _items_query(name: str, extra: str = "") -> str:
+    """Inventory items by id with their available count at `$loc` (and `extra` fields)."""
+    return (
+        f"query {name}($ids: [ID!]!, $loc: ID!) {{\n  nodes(ids: $ids) {{\n"
+        "    ... on InventoryItem {\n      id tracked\n"
+        '      inventoryLevel(locationId: $loc) { quantities(names: ["available"]) '
+        f"{{ name quantity }} }}\n      {extra}\n    }}\n  }}\n}}\n"
+    )
+
+
+READ = _items_query("ReadLevels")
+
+
+# Items by id with their variant (SKU, title, creation time): what a product webhook names.
+LOOKUP = _items_query("LookupItems", "variant { id sku displayName createdAt }")
+LOOKUP_SIZE = 200  # 2 + 200 x 4 = 802 points, as a page
+
+
+def lookup_cost(count: int) -> int:
+    """Requested cost of one `LOOKUP` call for `count` ids."""
+    return 2 + count * _NODE_COST
 
 
 def variants_page() -> str:

@@ -285,6 +285,16 @@ type QueryRoot {
   webhookSubscriptions(
     first: Int, last: Int, after: String, before: String, topics: [WebhookSubscriptionTopic!]
   ): WebhookSubscriptionConnection!
+  currentAppInstallation: AppInstallation!
+}
+
+type AppInstallation {
+  accessScopes: [AccessScope!]!
+}
+
+type AccessScope {
+  handle: String!
+  description: String!
 }
 
 type Mutation {

@@ -51,6 +51,7 @@ from agent.channel import (
     Channel,
     ChannelError,
     ChannelSettings,
+    Check,
     ConfigError,
     Grant,
     Item,
@@ -93,6 +94,9 @@ _VERSION = re.compile(r"^v\d{8}$")
 _TIMESTAMP_RESOLUTION = 1.0  # SHOPLINE prints whole seconds
 # Each list endpoint's own page maximum: products 250, orders 100 (shopline.md §2).
 _PRODUCTS_PAGE = 250
+# What the channel calls need: products and levels read, levels written, orders read (to
+# resolve an adjust whose outcome is unknown).
+SCOPES = ("read_products", "read_inventory", "write_inventory", "read_orders")
 _ORDERS_PAGE = 100
 
 
@@ -106,7 +110,9 @@ class ShoplineSettings(ChannelSettings):
     (starting from ``access_token`` when given); `webhook_secret` defaults to ``app_secret``,
     which SHOPLINE signs an app's webhooks with;
     `location_id` defaults to the store's default location; `rate` and `burst` pace our own
-    requests (SHOPLINE: 4 per second, 40 at once); `clock_skew` bounds how far SHOPLINE's clock
+    requests (SHOPLINE drains 4 per second and queues up to 40, so a call sent into a deep
+    queue waits there: a burst of 10 keeps that wait under 2.5 s of the `timeout`);
+    `clock_skew` bounds how far SHOPLINE's clock
     may be from ours when an unknown write outcome is resolved from order timestamps.
     """
 
@@ -121,7 +127,7 @@ class ShoplineSettings(ChannelSettings):
     retry_base: float = 0.5
     max_retries: int = 8
     rate: float = 4.0
-    burst: int = 40
+    burst: int = 10
     clock_skew: float = 1.0
 
     def __post_init__(self) -> None:
@@ -304,22 +310,52 @@ class ShoplineChannel(Channel):
                     listed.append(
                         _Listed(str(item_id), variant_id, sku, created_at, _title(product, variant))
                     )
-            for chunk in _chunks(listed, 50):
-                for entry in chunk:
-                    self._catalogue[entry.item_id] = (entry.variant_id, entry.sku)
-                levels = await self._levels([entry.item_id for entry in chunk])
-                for entry in chunk:
-                    observation = levels.get(entry.item_id)
-                    if observation is None:
-                        log.info("shopline_item_not_stocked", item_id=entry.item_id, sku=entry.sku)
-                        continue
-                    yield Item(
-                        item_id=entry.item_id,
-                        sku=entry.sku,
-                        available=observation.count,
-                        created_at=entry.created_at,
-                        title=entry.title,
+            async for item in self._stocked(listed):
+                yield item
+
+    async def _stocked(self, listed: list[_Listed]) -> AsyncIterator[Item]:
+        """The listed items stocked at the location, with their counts (50 per levels call)."""
+        for chunk in _chunks(listed, 50):
+            for entry in chunk:
+                self._catalogue[entry.item_id] = (entry.variant_id, entry.sku)
+            levels = await self._levels([entry.item_id for entry in chunk])
+            for entry in chunk:
+                observation = levels.get(entry.item_id)
+                if observation is None:
+                    log.info("shopline_item_not_stocked", item_id=entry.item_id, sku=entry.sku)
+                    continue
+                yield Item(
+                    item_id=entry.item_id,
+                    sku=entry.sku,
+                    available=observation.count,
+                    created_at=entry.created_at,
+                    title=entry.title,
+                )
+
+    async def lookup(self, item_ids: Sequence[str]) -> list[Item] | None:
+        """The items by id (what product webhooks name): `inventory_items.json` (250 ids a
+        call) for SKU and creation time, then their levels (50 a call). The titles stay as the
+        last full pass listed them (inventory items carry none)."""
+        ids = [i for i in dict.fromkeys(str(i) for i in item_ids) if _DIGITS.match(i)]
+        listed: list[_Listed] = []
+        for chunk in _chunks(ids, _PRODUCTS_PAGE):
+            resp = await self.client.get("inventory_items", {"ids": ",".join(chunk)})
+            body = resp.body if isinstance(resp.body, dict) else {}
+            for row in body.get("inventory_items") or []:
+                if not isinstance(row, dict) or not row.get("id"):
+                    continue
+                created = row.get("created_at")
+                variant_id = str(row["variant_id"]) if row.get("variant_id") else None
+                listed.append(
+                    _Listed(
+                        str(row["id"]),
+                        variant_id,
+                        row.get("sku") or None,
+                        parse_time(created)[0] if created else 0.0,
+                        "",
                     )
+                )
+        return [item async for item in self._stocked(listed)]
 
     async def read(self, item_ids: Sequence[str]) -> dict[str, int | None]:
         """Counts at the location, 50 ids per call; None for ids the location lacks."""
@@ -501,6 +537,29 @@ class ShoplineChannel(Channel):
             location_id=self.location_id or self.options.location_id,
             known_count=known,
         )
+
+    async def check(self) -> list[Check]:
+        """The common checks, then the scopes an app token was granted with. SHOPLINE has no
+        call that reports a static (private app) token's scopes: that line says so, and a
+        call missing its scope is refused with HTTP 403, which the error names."""
+        checks = await super().check()
+        if not any(c.name == "shop" and c.ok for c in checks):
+            return checks
+        granted = {s.strip() for s in self.credentials.scope.split(",") if s.strip()}
+        granted |= {"read_" + s[6:] for s in granted if s.startswith("write_")}
+        missing = [s for s in SCOPES if s not in granted]
+        if self.credentials.kind == "static":
+            detail = (
+                "not checked: SHOPLINE reports scopes only with app tokens; needs "
+                + ", ".join(SCOPES)
+            )
+            checks.append(Check("scopes", True, detail))
+        elif missing:
+            fix = "grant them to the app in the SHOPLINE Developer Center and install it again"
+            checks.append(Check("scopes", False, f"missing {', '.join(missing)}: {fix}"))
+        else:
+            checks.append(Check("scopes", True, "granted: " + ", ".join(SCOPES)))
+        return checks
 
     async def subscribe(self, callback_url: str) -> None:
         """Create the webhooks of `webhooks.TOPICS` at `callback_url` that do not exist yet.

@@ -156,11 +156,13 @@ async def refresh_grant(
         body = None
     data = body.get("data") if isinstance(body, dict) else None
     token = data.get("accessToken") if isinstance(data, dict) else None
-    accepted = status == 200 and isinstance(body, dict) and body.get("code") == 200
+    # success says "code": 200 (a number in the SDK's TokenResponse); refusals say it as text
+    accepted = status == 200 and isinstance(body, dict) and str(body.get("code")) == "200"
     if not accepted or not isinstance(token, str) or not token:
         detail = ""
         if isinstance(body, dict):
-            detail = str(body.get("message") or body.get("i18nCode") or "")
+            said = body.get("message") or body.get("errors") or body.get("i18nCode") or ""
+            detail = str(said)[:200]
         raise ChannelError(
             f"SHOPLINE refused to refresh the app token (HTTP {status}, {detail or 'no detail'})"
             ": check app_key and app_secret, and that the app is installed in the store"

@@ -6,7 +6,9 @@ header on every answer, ids as strings of 19+ digits, cursor pagination through 
 ``link`` header with an opaque ``page_info`` (filters ignored when it is present), one default
 location, inventory levels read 50 items at a time, ``set`` and ``adjust`` (whose answer spells
 the timestamp ``update_at``) with neither compare-and-set nor idempotency, a 40-deep leaky
-bucket draining 4 requests per second answered by a bare 429, orders, webhook CRUD and signed
+bucket draining 4 requests per second that queues a request while it has room (it runs when
+those ahead of it have leaked out) and refuses it with a bare 429 when full (REST flow-control
+page, v20270301), orders, webhook CRUD and signed
 deliveries (hex HMAC-SHA256, seven ``X-Shopline-*`` headers). Timestamps print whole seconds in
 +08:00, as SHOPLINE's do.
 
@@ -20,6 +22,7 @@ one. Not checked (unverified): how far ``timestamp`` may be from SHOPLINE's cloc
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import hashlib
 import hmac
@@ -88,9 +91,13 @@ class ShoplineEmulator(Emulator):
         self.merchant_id = str(2_000_000_000 + int(digest[8:14], 16))
         self._traces = itertools.count(1)
         self._refund_ids = itertools.count(1)
+        # how a queued request waits its turn (tests with a frozen clock record it instead)
+        self.queue_wait: Callable[[float], Awaitable[None]] = asyncio.sleep
         self.restocks: dict[int, tuple[str, float, int]] = {}  # order -> (cause, at, refund id)
 
     # -- the kit's hooks ---------------------------------------------------------------------
+
+    webhook_delete_after = 1  # a delivery that failed its 19 tries over 48 h (shopline.md §5)
 
     def make_bucket(self) -> LeakyBucket:
         """40 requests deep, 4 per second, per token; off for tests and unlimited plans."""
@@ -136,6 +143,10 @@ class ShoplineEmulator(Emulator):
     def on_product(self, variant: Variant) -> None:
         """`products/create` with the product and its variants."""
         self.webhooks.emit("products/create", self._product_json(variant.product_id))
+
+    def on_product_update(self, variant: Variant) -> None:
+        """`products/update` with the product and its variants."""
+        self.webhooks.emit("products/update", self._product_json(variant.product_id))
 
     def _item_json(self, variant: Variant) -> dict[str, Any]:
         return {**super()._item_json(variant), "item_id": shopline_id(variant.inventory_item_id)}
@@ -270,13 +281,25 @@ class ShoplineEmulator(Emulator):
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         if scheme != "Bearer" or not self.token_valid(token):
             raise ApiError(401, "[API] Invalid API key or access token")
-        if not self.bucket.try_take(1):
+        wait = self.bucket.reserve(1)
+        if wait is None:
             self.stats["throttled"] += 1
             raise ApiError(429, "Too many request")
+        if wait > 0:
+            await self.queue_wait(wait)  # queued in the bucket behind earlier requests
+        needed = _scope_for(request)  # 403 per the status-code page; its wording is unverified
+        if needed is not None and needed not in self.granted_scopes():
+            raise ApiError(403, f"[API] This action requires merchant approval for {needed} scope.")
         failure = self.take_injected_failure()
         if failure is not None:
             raise ApiError(failure, "Service temporarily unavailable")
         return await handler(request)
+
+    def granted_scopes(self) -> set[str]:
+        """The app's access scopes (a write scope includes its read scope)."""
+        raw = GRANTED_SCOPES if self.options.scopes is None else self.options.scopes
+        granted = {s.strip() for s in raw.split(",") if s.strip()}
+        return granted | {"read_" + s[6:] for s in granted if s.startswith("write_")}
 
     def _variant_of(self, body: dict[str, Any]) -> Variant:
         """The variant of a write body's inventory item at our location (400/404/422)."""
@@ -518,9 +541,12 @@ class ShoplineEmulator(Emulator):
         good_key = hmac.compare_digest(appkey.encode(), self.options.client_id.encode())
         good_sign = hmac.compare_digest(request.headers.get("sign", "").encode(), expected.encode())
         if not (timestamp.isdigit() and good_key and good_sign):
-            # The body shape of a refusal is unverified; the SDK reads code/i18nCode/message.
+            # The official SDK decodes a refusal's body as {"code": <string>, "message", "errors"}
+            # (client/check_response_error.go; its refresh test: HTTP 500 {"code": "500",
+            # "i18nCode": "error", "message": "error"}), while a success carries "code": 200, a
+            # number. The status, i18nCode and wording of a bad signature are unverified.
             return web.json_response(
-                {"code": 401, "i18nCode": "SIGN_ERROR", "message": "sign verification failed"},
+                {"code": "401", "i18nCode": "SIGN_ERROR", "message": "sign verification failed"},
                 status=401,
             )
         token, expires_at = self.tokens.issue()
@@ -534,7 +560,7 @@ class ShoplineEmulator(Emulator):
                 "data": {
                     "accessToken": token,
                     "expireTime": expire_time.isoformat(timespec="milliseconds"),
-                    "scope": GRANTED_SCOPES,
+                    "scope": GRANTED_SCOPES if self.options.scopes is None else self.options.scopes,
                 },
             }
         )
@@ -561,3 +587,17 @@ class ShoplineEmulator(Emulator):
         r.add_get(p + "{webhook_id:\\d+}/webhooks.json", self._api_webhook_get)
         r.add_put(p + "{webhook_id:\\d+}/webhooks.json", self._api_webhook_update)
         r.add_delete(p + "{webhook_id:\\d+}/webhooks.json", self._api_webhook_delete)
+
+
+def _scope_for(request: web.Request) -> str | None:
+    """The scope an Open API call needs (shopline.md: products, inventory, orders)."""
+    path = request.path
+    if "/inventory_levels/" in path and request.method == "POST":
+        return "write_inventory"
+    if "/inventory_levels" in path or "/inventory_items" in path:
+        return "read_inventory"
+    if "/products/" in path:
+        return "read_products"
+    if path.endswith("/orders.json"):
+        return "read_orders"
+    return None

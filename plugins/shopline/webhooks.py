@@ -68,7 +68,8 @@ def hint_from_payload(
     `inventory_levels/update` names its inventory item, unless it is at another location or
     reports the very count the channel last saw (the echo of our own write: re-reading it
     would find nothing new). Orders and refunds name SKUs, since their variant ids are not
-    the channel's item ids. Product topics say the catalogue changed.
+    the channel's item ids. Product topics say the catalogue changed and name their variants'
+    inventory items, which the core looks up.
     """
     body = payload if isinstance(payload, dict) else {}
     if topic == "inventory_levels/update":
@@ -93,8 +94,19 @@ def hint_from_payload(
         )
         return WebhookHint(topic, skus=skus, delivery_id=delivery_id)
     if topic.startswith("products/"):
-        skus = _skus(body.get("variants"), lambda variant: variant.get("sku"))
-        return WebhookHint(topic, skus=skus, delivery_id=delivery_id, catalogue_changed=True)
+        variants = [v for v in body.get("variants") or [] if isinstance(v, dict)]
+        items = tuple(
+            dict.fromkeys(
+                str(v["inventory_item_id"])
+                for v in variants
+                if isinstance(v.get("inventory_item_id"), str | int)
+                and not isinstance(v.get("inventory_item_id"), bool)
+            )
+        )
+        skus = _skus(variants, lambda variant: variant.get("sku"))
+        return WebhookHint(
+            topic, item_ids=items, skus=skus, delivery_id=delivery_id, catalogue_changed=True
+        )
     return WebhookHint(topic, delivery_id=delivery_id)
 
 

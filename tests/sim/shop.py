@@ -218,6 +218,16 @@ class SimChannel(Channel):
         for item in await self.shop.call(listing):
             yield item
 
+    async def lookup(self, item_ids: Sequence[str]) -> list[Item] | None:
+        def found() -> list[Item]:
+            items = self.shop.items
+            return [
+                Item(i.item_id, i.sku, i.count, i.created_at, i.item_id)
+                for i in (items[item_id] for item_id in item_ids if item_id in items)
+            ]
+
+        return await self.shop.call(found)
+
     async def read(self, item_ids: Sequence[str]) -> dict[str, int | None]:
         def counts() -> dict[str, int | None]:
             items = self.shop.items

@@ -36,6 +36,7 @@ class MemShop:
         self.drop_after_apply = 0  # next N write calls: apply, then raise (outcome unknown)
         self.before_apply: Callable[[], None] | None = None  # e.g. a sale racing the write
         self.reads = 0
+        self.lookups: list[list[str]] | None = None  # None: the channel cannot look items up
         self.clock = 0.0
 
     def add(self, item_id: str, sku: str | None, count: int, created: float | None = None) -> None:
@@ -60,6 +61,16 @@ class MemChannel(Channel):
     async def list_items(self) -> AsyncIterator[Item]:
         for item_id, item in list(self.shop.items.items()):
             yield dataclasses.replace(item, available=self.shop.counts[item_id])
+
+    async def lookup(self, item_ids: Sequence[str]) -> list[Item] | None:
+        if self.shop.lookups is None:
+            return None
+        self.shop.lookups.append(list(item_ids))
+        return [
+            dataclasses.replace(self.shop.items[i], available=self.shop.counts[i])
+            for i in item_ids
+            if i in self.shop.items
+        ]
 
     async def read(self, item_ids: Sequence[str]) -> dict[str, int | None]:
         self.shop.reads += 1

@@ -109,10 +109,12 @@ class AcmeEmulator(Emulator):
         if refused is not None:
             return refused
         try:
-            limit = min(MAX_PAGE, max(1, int(request.query.get("limit", MAX_PAGE))))
+            limit = int(request.query.get("limit", MAX_PAGE))
             cursor = int(request.query.get("cursor", "0"))
         except ValueError:
             return _error(400, "limit and cursor are integers")
+        if not 1 <= limit <= MAX_PAGE:  # refused, as the platforms do, never quietly clamped
+            return _error(400, f"limit must be 1..{MAX_PAGE}")
         self.stats["reads"] += 1
         # Ids only grow, so "after id N" is a cursor that stays stable under inserts.
         rest = sorted(v for v in self.store.by_item if v > cursor)
