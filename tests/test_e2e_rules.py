@@ -214,7 +214,9 @@ async def test_a_burst_below_the_threshold_leaves_the_last_units_to_the_priority
         assert series['shopsync_webhooks_total{result="accepted"}'] >= 1
         assert series['shopsync_alerts_open{kind="oversold"}'] == 0
         assert series["shopsync_import_running"] == 0 and series["shopsync_import_total"] >= 0
+        assert series['shopsync_platform_requests_total{outcome="requests"}'] >= 1  # Shopify
         assert 'shopsync_platform_requests_total{outcome="throttled"}' in series
+        assert 0 <= series["shopsync_rate_budget_ratio"] <= 1
 
 
 async def _scrape(shop: ShopHandle) -> dict[str, float]:

@@ -470,6 +470,16 @@ class ShopifyChannel(Channel):
         """Shopify's Admin API cannot close a storefront."""
         return False
 
+    def stats(self) -> dict[str, float]:
+        """The client's counters and its cost bucket, for `/metrics`."""
+        c = self.client
+        return {
+            "requests": c.requests,
+            "throttled": c.throttled,
+            "retries": c.retries,
+            "budget": c.budget(),
+        }
+
     async def check(self) -> list[Check]:
         """The common checks, then the granted scopes (asked of the API, so a static token's
         too; also when listing failed, which a missing scope explains) and the location."""

@@ -103,6 +103,8 @@ class ShopifyClient:
         self._learned = asyncio.Event()
         self._probe: int | None = None
         self.throttled = 0  # THROTTLED answers seen, for tests and metrics
+        self.requests = 0  # HTTP requests sent (every attempt), for metrics
+        self.retries = 0  # attempts repeated after a transient failure, for metrics
 
     # -- pacing --------------------------------------------------------------------------------
 
@@ -152,6 +154,10 @@ class ShopifyClient:
         """Seconds before retry `attempt`: exponential from `retry_base`, with jitter."""
         return min(_MAX_BACKOFF, self.retry_base * 2**attempt) * (0.5 + self.rng.random())
 
+    def budget(self) -> float:
+        """The cost bucket's level as this client last knew it, 0 (empty) to 1 (full)."""
+        return max(0.0, min(1.0, self.available() / self.maximum)) if self.maximum else 0.0
+
     # -- calls ---------------------------------------------------------------------------------
 
     async def call(
@@ -171,6 +177,7 @@ class ShopifyClient:
             await self._pace(cost, ticket)
             try:
                 token = await self.credentials.token()
+                self.requests += 1
                 body = await self._post(payload, ticket, token)
                 return self._data(body)
             except _Unauthorized:
@@ -199,6 +206,7 @@ class ShopifyClient:
                     "shopify_retry", attempt=attempt + 1, reason=str(exc), delay=round(delay, 3)
                 )
                 attempt += 1
+                self.retries += 1
                 await self.clock.sleep(delay)
             finally:
                 self._inflight.pop(ticket, None)
