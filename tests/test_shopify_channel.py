@@ -467,7 +467,12 @@ async def test_without_location_id_the_channel_works_at_the_primary_location(
     channel = make_channel(api_url, http, bulk=False)
     await channel.start()
     assert await channel.location() == "gid://shopify/Location/1"
-    assert len(await collect(channel)) == 5
+    items = {item.sku: item for item in await collect(channel)}
+    assert len(items) == 5
+    before = items["SKU-00002"].available
+    emulator.store.purchase([("SKU-00002", 3)])  # a sale at the primary location
+    read = await channel.read([items["SKU-00002"].item_id])
+    assert read == {items["SKU-00002"].item_id: before - 3}  # the agent sees it
     configured = make_channel(api_url, http, bulk=False, location_id="2")
     await configured.start()
     assert await configured.location() == "gid://shopify/Location/2"
