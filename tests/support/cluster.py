@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import aiohttp
 
 from agent.demo import Process, Shop
 
-__all__ = ["Cluster", "ShopHandle"]
+__all__ = ["Cluster", "SharedCluster", "ShopHandle"]
 
 
 class ShopHandle:
@@ -168,6 +169,39 @@ class Cluster:
             last = (counts, pools)
             await asyncio.sleep(0.2)
         raise AssertionError(f"shops did not converge: {last}")
+
+
+class SharedCluster:
+    """One test module's group of shops, formed when a test first asks for it and handed on
+    from test to test, so that the module forms it once instead of once per test.
+
+    Every test is handed the group idle (`Cluster.wait_idle`), as a fresh one would be; a
+    test that failed, left an agent stopped, or used the group up (`discard`) has it formed
+    anew for the next test. The tests sharing a group keep apart by using SKUs of their own.
+    """
+
+    def __init__(self, form: Callable[[], Awaitable[Cluster]]) -> None:
+        self._form = form
+        self.cluster: Cluster | None = None
+
+    async def get(self) -> Cluster:
+        if self.cluster is not None and not all(_running(s) for s in self.cluster.shops):
+            await self.discard()
+        if self.cluster is None:
+            self.cluster = await self._form()
+        await self.cluster.wait_idle()
+        return self.cluster
+
+    async def discard(self) -> None:
+        """Stop the group's processes; the next `get` forms a new group."""
+        cluster, self.cluster = self.cluster, None
+        if cluster is not None:
+            await cluster.__aexit__(None, None, None)
+
+
+def _running(shop: ShopHandle) -> bool:
+    proc = shop.shop.agent.proc
+    return proc is not None and proc.returncode is None
 
 
 async def _import_done(shop: ShopHandle) -> bool:
