@@ -172,9 +172,10 @@ class Shop:
         return f"http://127.0.0.1:{self.agent_port}"
 
     async def start(self) -> None:
-        await self.emulator.start()
-        self.token = await init_agent(
-            self.data_dir, self.domain, self.agent_port, self.channel, self.emu_url
+        # `shopsync init` does not reach the shop: it runs while the emulator starts
+        _, self.token = await asyncio.gather(
+            self.emulator.start(),
+            init_agent(self.data_dir, self.domain, self.agent_port, self.channel, self.emu_url),
         )
         await self.agent.start()
 
