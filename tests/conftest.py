@@ -15,13 +15,13 @@ import pytest_asyncio
 from agent.db import Database
 from agent.models import Identity
 from tests.support.clock import FastClock
+from tests.support.cluster import CALL_REPORT
 from tests.support.head_start import HeadStart
 from tests.support.live import Live
 from tests.support.memchannel import MemChannel, MemShop
 
 PG_ADMIN = os.environ.get("SHOPSYNC_TEST_PG", "postgresql://127.0.0.1:5432/test")
 HEAD_STARTS = pytest.StashKey[dict[str, HeadStart]]()
-CALL_REPORT = pytest.StashKey[pytest.TestReport]()
 
 
 def _has_head_starts(item: pytest.Item) -> bool:
@@ -48,17 +48,12 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
-    """Keep each test's outcome on it, for the fixtures that hand a shared group on (`passed`)."""
+    """Keep each test's outcome on it, for the fixtures that hand a shared group on
+    (`tests.support.cluster.SharedCluster`)."""
     report = yield
     if report.when == "call":
         item.stash[CALL_REPORT] = report
     return report
-
-
-def passed(node: pytest.Item) -> bool:
-    """Whether the test `node` ran and passed (asked by its fixtures' teardown)."""
-    report = node.stash.get(CALL_REPORT, None)
-    return report is not None and report.passed
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -157,7 +152,7 @@ async def settle(reconciler, timeout: float = 10.0) -> None:  # type: ignore[no-
     raise AssertionError(f"reconciler did not settle: {reconciler.status()}")
 
 
-__all__ = ["MemChannel", "passed", "settle"]
+__all__ = ["MemChannel", "settle"]
 
 
 @pytest.fixture(scope="module")

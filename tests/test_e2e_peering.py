@@ -14,8 +14,7 @@ import pytest_asyncio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.signing import fingerprint, load_private_key, public_key_b64, sign_request
-from tests.conftest import passed
-from tests.support.cluster import Cluster, SharedCluster, ShopHandle
+from tests.support.cluster import Cluster, SharedCluster, ShopHandle, shared_fixtures
 
 # Every test here runs on the module's event loop, where the shared trio's processes live.
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -39,28 +38,15 @@ async def _form_trio(workdir: Path) -> Cluster:
     return cluster
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def trios(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[SharedCluster]:
-    shared = SharedCluster(lambda: _form_trio(tmp_path_factory.mktemp("trio")))
-    try:
-        yield shared
-    finally:
-        await shared.discard()
+# trio: three shops in one group, idle: a (master), b joined a, c joined b
+group, trio = shared_fixtures("trio", _form_trio)
 
 
 @pytest_asyncio.fixture(loop_scope="module")
-async def trio(trios: SharedCluster, request: pytest.FixtureRequest) -> AsyncIterator[Cluster]:
-    """Three shops in one group, idle: a (master), b joined a, c joined b."""
-    yield await trios.get()
-    if not passed(request.node):
-        await trios.discard()
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def trio_to_spend(trios: SharedCluster) -> AsyncIterator[Cluster]:
+async def trio_to_spend(group: SharedCluster) -> AsyncIterator[Cluster]:
     """The trio, for a test that changes it for good (a shop leaves): discarded after it."""
-    yield await trios.get()
-    await trios.discard()
+    yield await group.get()
+    await group.discard()
 
 
 async def test_join_accept_import_then_sales_in_both_directions(tmp_path: Path) -> None:
