@@ -28,7 +28,7 @@ class HeadStart:
         out = Path(self._dir.name)
         self._stdout, self._stderr = out / "stdout", out / "stderr"
         with self._stdout.open("w") as stdout, self._stderr.open("w") as stderr:
-            # nice (and `_yield_cpu`): the tests in the foreground keep first call on the CPU
+            # nice: the tests in the foreground keep first call on the CPU
             self.proc = subprocess.Popen(
                 ["nice", "-n", "10", *argv],
                 cwd=cwd,
@@ -37,7 +37,6 @@ class HeadStart:
                 stderr=stderr,
                 start_new_session=True,  # its own process group: a kill reaches its workers
             )
-        _yield_cpu(self.proc.pid)
 
     def result(self, timeout: float) -> subprocess.CompletedProcess[str]:
         """Wait for the command (killing it after `timeout` seconds) and return its output."""
@@ -58,15 +57,3 @@ class HeadStart:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
-
-
-def _yield_cpu(pid: int) -> None:
-    """Give the new session of `pid` the lowest CPU priority. Linux schedules each session as
-    one group ("autogroup") beside the others, and `nice` ranks a process only within its
-    group: alone in its new session, the command would take a whole group's share of the CPU
-    from the agents the tests wait on, whatever its nice. The group's own nice, set here,
-    ranks the group. Without autogroups (or off Linux) there is nothing to set."""
-    try:
-        Path(f"/proc/{pid}/autogroup").write_text("19")
-    except OSError:
-        pass
