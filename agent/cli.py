@@ -706,11 +706,8 @@ def main(argv: list[str] | None = None) -> int:
     """
     import structlog
 
-    from agent.client import AdminError
+    from agent.logsetup import configure_logging
     from agent.rules import RuleError
-    from agent.runner import StartupError
-    from agent.shopcheck import ChecksFailed
-    from agent.synclog import configure_logging
 
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level)
@@ -719,11 +716,14 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, RuleError) as exc:
         _fail(f"shopsync: error: {exc}")
         return EXIT_USAGE
-    except ChecksFailed as exc:
+    # the admin client, the checks and the server are imported by the commands that use them,
+    # not here (an `except` clause is evaluated only when an exception reaches it)
+    except _loaded(("agent.shopcheck", "ChecksFailed")) as exc:
         _fail(f"shopsync: error: {exc}")
         return 1
-    except (AdminError, StartupError) as exc:
-        _fail(f"shopsync: {'error: ' if isinstance(exc, StartupError) else ''}{exc}")
+    except _loaded(("agent.client", "AdminError"), ("agent.runner", "StartupError")) as exc:
+        startup = _loaded(("agent.runner", "StartupError"))
+        _fail(f"shopsync: {'error: ' if isinstance(exc, startup) else ''}{exc}")
         return 1
     except KeyboardInterrupt:
         return 130
@@ -735,6 +735,14 @@ def main(argv: list[str] | None = None) -> int:
         structlog.get_logger(__name__).debug("command_failed", exc_info=exc)
         _fail(f"shopsync: error: {type(exc).__name__}: {exc}")
         return 1
+
+
+def _loaded(*names: tuple[str, str]) -> tuple[type[Exception], ...]:
+    """The exception classes `module.name` of the modules imported so far: a command that never
+    loaded a module cannot have raised its error (an empty tuple matches nothing)."""
+    return tuple(
+        getattr(sys.modules[module], name) for module, name in names if module in sys.modules
+    )
 
 
 def _fail(message: str) -> None:

@@ -8,20 +8,25 @@ import json
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from agent.models import StateEntry
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 __all__ = ["Database", "Work", "alembic_config", "read_state", "write_state"]
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+#: The newest migration's revision. A database already there is not handed to Alembic at
+#: start: loading Alembic only to find nothing to do was most of the database's share of an
+#: agent's start-up. A new migration changes it (tests/test_storage.py holds it to Alembic's).
+SCHEMA_HEAD = "0002"
 T = TypeVar("T")
 #: A unit of work: plain (synchronous) SQLAlchemy Core statements on one connection, inside
 #: one transaction. `Database.run` runs it whole, without a trip to the event loop between
@@ -31,6 +36,8 @@ Work = Callable[[Connection], T]
 
 def alembic_config() -> Config:
     """An Alembic config pointing at the packaged migrations (no alembic.ini needed)."""
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     return cfg
@@ -150,7 +157,11 @@ class Database:
     async def upgrade(self) -> None:
         """Bring the schema to the newest migration (idempotent)."""
 
-        def run(sync_conn) -> None:
+        def run(sync_conn: Connection) -> None:
+            if _schema_version(sync_conn) == SCHEMA_HEAD:
+                return
+            from alembic import command
+
             cfg = alembic_config()
             cfg.attributes["connection"] = sync_conn
             command.upgrade(cfg, "head")
@@ -165,6 +176,14 @@ class Database:
             self._worker.shutdown(wait=True)
         if self._work_engine is not None:
             self._work_engine.dispose()
+
+
+def _schema_version(conn: Connection) -> str | None:
+    """The revision Alembic recorded in this database (None: none, or not exactly one)."""
+    if not inspect(conn).has_table("alembic_version"):
+        return None
+    versions = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+    return versions[0] if len(versions) == 1 else None
 
 
 def sqlite_work_engine(url: str) -> Engine:

@@ -181,7 +181,7 @@ class Shop:
         return f"http://127.0.0.1:{self.agent_port}"
 
     async def start(self) -> None:
-        await self.emulator.start()
+        await self.emulator.start()  # `shopsync init` checks the shop: it must be up first
         self.token = await init_agent(
             self.data_dir, self.domain, self.agent_port, self.channel, self.emu_url
         )

@@ -1,12 +1,10 @@
-"""The persisted sync log (data for admins) and the structlog set-up (output for operators)."""
+"""The persisted sync log (data for admins); the structlog set-up (output for operators) is
+`agent.logsetup`."""
 
 from __future__ import annotations
 
-import logging
-import sys
 from typing import Any
 
-import structlog
 from sqlalchemy import Connection
 from sqlmodel import col, delete, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -15,16 +13,7 @@ from agent.db import Database
 from agent.models import LogEntry
 from agent.sql import Tx
 
-__all__ = [
-    "KINDS",
-    "configure_logging",
-    "entry",
-    "entry_json",
-    "insert",
-    "prune",
-    "query_log",
-    "record",
-]
+__all__ = ["KINDS", "entry", "entry_json", "insert", "prune", "query_log", "record"]
 
 MAX_PAGE = 1000
 
@@ -66,31 +55,6 @@ KINDS: dict[str, str] = {
     "alert_cleared": "an alert cleared: its condition no longer holds",
     "notification": "a notification (webhook, e-mail) delivered, retried or given up",
 }
-
-
-def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
-    """structlog: pretty on a terminal, JSON lines otherwise. Called once, by the CLI."""
-    if json is None:
-        json = not sys.stderr.isatty()
-    renderer: Any = (
-        structlog.processors.JSONRenderer()
-        if json
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
-    )
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
-        ),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=True,
-    )
 
 
 async def prune(db: Database, before: float, *, batch: int = 5000) -> int:

@@ -15,6 +15,7 @@ import pytest_asyncio
 from agent.db import Database
 from agent.models import Identity
 from tests.support.clock import FastClock
+from tests.support.cluster import CALL_REPORT
 from tests.support.head_start import HeadStart
 from tests.support.live import Live
 from tests.support.memchannel import MemChannel, MemShop
@@ -43,6 +44,16 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     for module, tests in names.items():
         started.update(module.head_starts(tests))  # type: ignore[attr-defined]
     session.config.stash[HEAD_STARTS] = started
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """Keep each test's outcome on it, for the fixtures that hand a shared group on
+    (`tests.support.cluster.SharedCluster`)."""
+    report = yield
+    if report.when == "call":
+        item.stash[CALL_REPORT] = report
+    return report
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

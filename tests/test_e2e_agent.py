@@ -11,11 +11,12 @@ import os
 import stat
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.cluster import Cluster, ShopHandle
+from tests.support.cluster import Cluster, ShopHandle, shared_fixtures
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -28,8 +29,23 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     )
 
 
+shared = pytest.mark.asyncio(loop_scope="module")  # the tests on the module's one agent
+
+
+async def _form_solo(workdir: Path) -> Cluster:
+    cluster = Cluster(workdir, 1, skus=50)
+    await cluster.__aenter__()
+    return cluster
+
+
+# solo: one agent and its shop of 50 SKUs, idle, shared by the tests marked `shared`: they
+# read, or change SKUs no other of them touches (SKU-00001 and 2; SKU-00011 to 20)
+group, solo = shared_fixtures("solo", _form_solo)
+
+
 @pytest.fixture
-async def solo(tmp_path: Path):  # type: ignore[no-untyped-def]
+async def own_solo(tmp_path: Path) -> AsyncIterator[Cluster]:
+    """One agent and its shop of 50 SKUs, for a test that sells every SKU."""
     async with Cluster(tmp_path, 1, skus=50) as cluster:
         yield cluster
 
@@ -38,6 +54,7 @@ async def _events(shop: ShopHandle) -> int:
     return int((await shop.get("/api/status"))["events"])
 
 
+@shared
 async def test_purchases_and_manual_edits_become_events_in_the_sync_log(solo: Cluster) -> None:
     shop = solo.shops[0]
     assert await shop.buy("SKU-00001", 2)
@@ -56,6 +73,7 @@ async def test_purchases_and_manual_edits_become_events_in_the_sync_log(solo: Cl
     assert (await shop.pools())["SKU-00001"] == 98
 
 
+@shared
 async def test_bad_webhook_signature_is_refused_with_401_and_changes_nothing(
     solo: Cluster,
 ) -> None:
@@ -79,8 +97,9 @@ async def test_bad_webhook_signature_is_refused_with_401_and_changes_nothing(
 
 
 async def test_burst_of_500_purchases_on_50_skus_ends_with_pools_equal_to_the_shop(
-    solo: Cluster,
+    own_solo: Cluster,
 ) -> None:
+    solo = own_solo
     shop = solo.shops[0]
     skus = sorted(await shop.inventory())
     _, stats0 = await shop.emu("GET", "/_emulator/stats")
@@ -96,9 +115,10 @@ async def test_burst_of_500_purchases_on_50_skus_ends_with_pools_equal_to_the_sh
     assert stats1["throttled"] - stats0["throttled"] <= 3
 
 
+@shared
 async def test_agent_killed_during_a_burst_loses_nothing(solo: Cluster) -> None:
     shop = solo.shops[0]
-    skus = sorted(await shop.inventory())[:10]
+    skus = sorted(await shop.inventory())[10:20]  # SKU-00011 to 20: this test's own
     first = asyncio.gather(*(shop.buy(skus[i % 10]) for i in range(100)))
     await asyncio.sleep(0.05)
     await shop.kill_agent()
@@ -233,6 +253,7 @@ def test_bad_arguments_get_one_clear_line_and_exit_2(
     assert not (tmp_path / "d" / "shopsync.toml").exists()
 
 
+@shared
 async def test_status_json_reports_the_shop(solo: Cluster) -> None:
     shop = solo.shops[0]
     out = cli("status", "--data-dir", str(shop.data_dir), "--json")
@@ -243,6 +264,7 @@ async def test_status_json_reports_the_shop(solo: Cluster) -> None:
     assert shop.domain in out.stdout
 
 
+@shared
 async def test_pools_page_through_a_search_in_sku_order(solo: Cluster) -> None:
     shop = solo.shops[0]
     everything = await shop.get("/api/pools")

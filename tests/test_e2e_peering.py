@@ -6,23 +6,47 @@ import asyncio
 import json
 import random
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.signing import fingerprint, load_private_key, public_key_b64, sign_request
-from tests.support.cluster import Cluster, ShopHandle
+from tests.support.cluster import Cluster, SharedCluster, ShopHandle, shared_fixtures
+
+# Every test here runs on the module's event loop, where the shared trio's processes live.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+# The trio's SKUs, each used by one test only: SKU-00001…10 the concurrent purchases (and the
+# forged requests, which only read SKU-00001), 11…15 the killed peer, 16…19 the peer down for
+# the burst, 20 and 21 the pause, 22 the third shop's sale. Every test starts them at 100.
+TRIO_SKUS = 22
 
 
-@pytest.fixture
-async def trio(tmp_path: Path):  # type: ignore[no-untyped-def]
-    async with Cluster(tmp_path, 3, skus=10) as cluster:
+async def _form_trio(workdir: Path) -> Cluster:
+    cluster = Cluster(workdir, 3, skus=TRIO_SKUS)
+    await cluster.__aenter__()
+    try:
         a, b, c = cluster.shops
         await cluster.join(b, a)
         await cluster.join(c, b)  # the third shop asks any member: b introduces it to a
-        await cluster.wait_idle()
-        yield cluster
+    except BaseException:
+        await cluster.__aexit__(None, None, None)
+        raise
+    return cluster
+
+
+# trio: three shops in one group, idle: a (master), b joined a, c joined b
+group, trio = shared_fixtures("trio", _form_trio)
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def trio_to_spend(group: SharedCluster) -> AsyncIterator[Cluster]:
+    """The trio, for a test that changes it for good (a shop leaves): discarded after it."""
+    yield await group.get()
+    await group.discard()
 
 
 async def test_join_accept_import_then_sales_in_both_directions(tmp_path: Path) -> None:
@@ -59,9 +83,9 @@ async def test_third_shop_joins_through_any_member_and_all_connect(trio: Cluster
     for shop in trio.shops:
         peers = {p["domain"] for p in (await shop.get("/api/peers"))["peers"]}
         assert peers == {s.domain for s in trio.shops} - {shop.domain}
-    assert await c.buy("SKU-00004", 4)
+    assert await c.buy("SKU-00022", 4)
     counts = await trio.converged()
-    assert counts["SKU-00004"] == 96
+    assert counts["SKU-00022"] == 96
     await trio.until(lambda: _all_caught_up(trio), what="events behind = 0")
 
 
@@ -76,6 +100,7 @@ async def _all_caught_up(cluster: Cluster) -> bool:
 async def test_concurrent_purchases_across_three_shops_are_all_counted(trio: Cluster) -> None:
     rng = random.Random(4)
     skus = [f"SKU-{n:05d}" for n in range(1, 11)]
+    others = {s: n for s, n in (await trio.shops[0].inventory()).items() if s not in skus}
     orders = [(rng.choice(trio.shops), rng.choice(skus)) for _ in range(200)]
     results = await asyncio.gather(*(shop.buy(sku) for shop, sku in orders))
     bought: dict[str, int] = {}
@@ -84,22 +109,24 @@ async def test_concurrent_purchases_across_three_shops_are_all_counted(trio: Clu
     assert sum(bought.values()) == 200
     await trio.converged()
     for shop in trio.shops:
-        assert await shop.inventory() == {s: 100 - bought.get(s, 0) for s in skus}
+        assert await shop.inventory() == {**others, **{s: 100 - bought.get(s, 0) for s in skus}}
 
 
 async def test_peer_killed_mid_stream_converges_with_nothing_lost_or_doubled(
     trio: Cluster,
 ) -> None:
     a, b, c = trio.shops
-    sales = asyncio.gather(*(rs.buy(f"SKU-{1 + i % 5:05d}") for i, rs in enumerate([a, b, c] * 30)))
+    sales = asyncio.gather(
+        *(rs.buy(f"SKU-{11 + i % 5:05d}") for i, rs in enumerate([a, b, c] * 30))
+    )
     await asyncio.sleep(0.1)
     await b.kill_agent()
     assert all(await sales)
     for i in range(15):  # b's shop keeps selling while its agent is dead
-        assert await b.buy(f"SKU-{1 + i % 5:05d}")
+        assert await b.buy(f"SKU-{11 + i % 5:05d}")
     await b.start_agent()
     counts = await trio.converged()
-    assert sum(100 - counts[f"SKU-{n:05d}"] for n in range(1, 6)) == 105
+    assert sum(100 - counts[f"SKU-{n:05d}"] for n in range(11, 16)) == 105
 
 
 async def test_peer_down_for_the_whole_burst_catches_up_even_with_the_origin_down(
@@ -108,15 +135,15 @@ async def test_peer_down_for_the_whole_burst_catches_up_even_with_the_origin_dow
     a, b, c = trio.shops
     await c.stop_agent()
     for i in range(20):
-        assert await a.buy(f"SKU-{1 + i % 4:05d}")
+        assert await a.buy(f"SKU-{16 + i % 4:05d}")
     # a's events reach b; then a goes away too, before c is back
-    for n in range(1, 5):  # every one of a's sales, not only the first SKU's
+    for n in range(16, 20):  # every one of a's sales, not only the first SKU's
         await trio.until(lambda n=n: _has_pool(b, f"SKU-{n:05d}", 95), what="b has a's sales")
     await a.stop_agent()
     await c.start_agent()
-    await trio.until(lambda: _has_pool(c, "SKU-00001", 95), what="c caught up from b")
+    await trio.until(lambda: _has_pool(c, "SKU-00016", 95), what="c caught up from b")
     await trio.until(
-        lambda: _shows(c, {f"SKU-{n:05d}": 95 for n in range(1, 5)}),
+        lambda: _shows(c, {f"SKU-{n:05d}": 95 for n in range(16, 20)}),
         what="c's shop shows a's sales",
     )
     await a.start_agent()
@@ -215,7 +242,21 @@ async def test_a_pending_request_never_receives_data(tmp_path: Path) -> None:
         assert status == 404 and body["error"] == "no_request"
 
 
-async def test_a_member_cannot_join_another_group_before_leaving(trio: Cluster) -> None:
+async def test_pause_holds_sync_and_resume_sends_what_happened(trio: Cluster) -> None:
+    a, _, c = trio.shops
+    await c.post("/api/pause")
+    assert await c.buy("SKU-00020", 6)
+    assert await a.buy("SKU-00021", 2)
+    await asyncio.sleep(1.5)
+    assert (await a.pools())["SKU-00020"] == 100  # c's sale is held back
+    assert (await c.inventory())["SKU-00021"] == 100  # a's sale did not reach c
+    await c.post("/api/resume")
+    counts = await trio.converged()
+    assert counts["SKU-00020"] == 94 and counts["SKU-00021"] == 98
+
+
+async def test_a_member_cannot_join_another_group_before_leaving(trio_to_spend: Cluster) -> None:
+    trio = trio_to_spend  # c leaves the group: the trio is formed anew for any later test
     a, _, c = trio.shops
     status, body = await c.api("POST", "/api/join", {"target": a.agent_url})
     assert status == 409 and "leave" in body["message"]
@@ -227,16 +268,3 @@ async def test_a_member_cannot_join_another_group_before_leaving(trio: Cluster) 
 async def _peer_state(shop: ShopHandle, domain: str, state: str) -> bool:
     peers = {p["domain"]: p["state"] for p in (await shop.get("/api/peers"))["peers"]}
     return peers.get(domain) == state
-
-
-async def test_pause_holds_sync_and_resume_sends_what_happened(trio: Cluster) -> None:
-    a, _, c = trio.shops
-    await c.post("/api/pause")
-    assert await c.buy("SKU-00007", 6)
-    assert await a.buy("SKU-00008", 2)
-    await asyncio.sleep(1.5)
-    assert (await a.pools())["SKU-00007"] == 100  # c's sale is held back
-    assert (await c.inventory())["SKU-00008"] == 100  # a's sale did not reach c
-    await c.post("/api/resume")
-    counts = await trio.converged()
-    assert counts["SKU-00007"] == 94 and counts["SKU-00008"] == 98

@@ -36,6 +36,14 @@ async def test_migrations_create_every_table_and_are_idempotent(db_url: str) -> 
     assert version == [("0002",)]
 
 
+def test_the_schema_head_the_agent_checks_at_start_is_alembics() -> None:
+    from alembic.script import ScriptDirectory
+
+    from agent.db import SCHEMA_HEAD, alembic_config
+
+    assert ScriptDirectory.from_config(alembic_config()).get_heads() == [SCHEMA_HEAD]
+
+
 async def test_the_schema_is_exactly_what_the_models_declare(db_url: str) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext

@@ -7,7 +7,6 @@ from typing import Any
 
 from agent.hookspecs import hookimpl
 from plugins.pisell.channel import PisellChannel
-from plugins.pisell.emulator import PisellEmulator
 
 
 @hookimpl
@@ -19,4 +18,12 @@ def register_channels(register: Callable[[type[PisellChannel]], None]) -> None:
 @hookimpl
 def register_emulators(register: Callable[[str, Callable[[Any], Any]], None]) -> None:
     """Register the Pisell emulator: `factory(options)` builds its aiohttp app."""
-    register("pisell", lambda options: PisellEmulator(options).build_app())
+    register("pisell", _emulator)
+
+
+def _emulator(options: Any) -> Any:
+    """The emulator's app. Imported here, not at the top: an agent (`shopsync run`, `init`)
+    loads every plugin and never needs an emulator."""
+    from plugins.pisell.emulator import PisellEmulator
+
+    return PisellEmulator(options).build_app()

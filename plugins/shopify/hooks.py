@@ -9,7 +9,6 @@ from aiohttp import web
 
 from agent.hookspecs import hookimpl
 from plugins.shopify.channel import ShopifyChannel
-from plugins.shopify.emulator import ShopifyEmulator
 
 
 @hookimpl
@@ -21,4 +20,12 @@ def register_channels(register: Callable[[type[ShopifyChannel]], None]) -> None:
 @hookimpl
 def register_emulators(register: Callable[[str, Callable[[Any], web.Application]], None]) -> None:
     """Register the Shopify Admin API emulator under the name ``shopify``."""
-    register("shopify", lambda options: ShopifyEmulator(options).build_app())
+    register("shopify", _emulator)
+
+
+def _emulator(options: Any) -> Any:
+    """The emulator's app. Imported here, not at the top: an agent (`shopsync run`, `init`)
+    loads every plugin and never needs an emulator."""
+    from plugins.shopify.emulator import ShopifyEmulator
+
+    return ShopifyEmulator(options).build_app()

@@ -7,7 +7,6 @@ from typing import Any
 
 from agent.hookspecs import hookimpl
 from plugins.shopline.channel import ShoplineChannel
-from plugins.shopline.emulator import ShoplineEmulator
 
 
 @hookimpl
@@ -19,4 +18,12 @@ def register_channels(register: Callable[[type[ShoplineChannel]], None]) -> None
 @hookimpl
 def register_emulators(register: Callable[[str, Callable[[Any], Any]], None]) -> None:
     """Register the SHOPLINE emulator: ``factory(options)`` builds its aiohttp app."""
-    register("shopline", lambda options: ShoplineEmulator(options).build_app())
+    register("shopline", _emulator)
+
+
+def _emulator(options: Any) -> Any:
+    """The emulator's app. Imported here, not at the top: an agent (`shopsync run`, `init`)
+    loads every plugin and never needs an emulator."""
+    from plugins.shopline.emulator import ShoplineEmulator
+
+    return ShoplineEmulator(options).build_app()

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
+import pytest_asyncio
 
 from agent.demo import Process, Shop
 
-__all__ = ["Cluster", "ShopHandle"]
+__all__ = ["CALL_REPORT", "Cluster", "SharedCluster", "ShopHandle", "shared_fixtures"]
+
+#: Where tests/conftest.py keeps each test's outcome (its "call" report), for `SharedCluster`.
+CALL_REPORT = pytest.StashKey[pytest.TestReport]()
 
 
 class ShopHandle:
@@ -168,6 +175,73 @@ class Cluster:
             last = (counts, pools)
             await asyncio.sleep(0.2)
         raise AssertionError(f"shops did not converge: {last}")
+
+
+class SharedCluster:
+    """One test module's group of shops, formed when a test first asks for it and handed on
+    from test to test, so that the module forms it once instead of once per test.
+
+    Every test is handed the group idle (`Cluster.wait_idle`), as a fresh one would be; a
+    test that failed, left an agent stopped, or used the group up (`discard`) has it formed
+    anew for the next test. A module's fixture lends it to each test (`lent`). The tests
+    sharing a group keep apart by using SKUs of their own.
+    """
+
+    def __init__(self, form: Callable[[], Awaitable[Cluster]]) -> None:
+        self._form = form
+        self.cluster: Cluster | None = None
+
+    async def __aenter__(self) -> SharedCluster:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.discard()
+
+    async def get(self) -> Cluster:
+        if self.cluster is not None and not all(_running(s) for s in self.cluster.shops):
+            await self.discard()
+        if self.cluster is None:
+            self.cluster = await self._form()
+        await self.cluster.wait_idle()
+        return self.cluster
+
+    @contextlib.asynccontextmanager
+    async def lent(self, test: pytest.Item) -> AsyncIterator[Cluster]:
+        """The group, for the fixture of `test`: handed on after it if the test passed."""
+        yield await self.get()
+        report = test.stash.get(CALL_REPORT, None)
+        if report is None or not report.passed:
+            await self.discard()
+
+    async def discard(self) -> None:
+        """Stop the group's processes; the next `get` forms a new group."""
+        cluster, self.cluster = self.cluster, None
+        if cluster is not None:
+            await cluster.__aexit__(None, None, None)
+
+
+def shared_fixtures(name: str, form: Callable[[Path], Awaitable[Cluster]]) -> tuple[Any, Any]:
+    """The two fixtures of a module's shared group, to assign to the module's names `group`
+    and NAME: `group`, the module's `SharedCluster` (formed by `form(workdir)`); NAME, the
+    group lent to one test. The tests that use them run on the module's event loop, where the
+    group lives (`pytest.mark.asyncio(loop_scope="module")`)."""
+
+    @pytest_asyncio.fixture(scope="module", loop_scope="module", name="group")
+    async def group(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[SharedCluster]:
+        async with SharedCluster(lambda: form(tmp_path_factory.mktemp(name))) as shared:
+            yield shared
+
+    @pytest_asyncio.fixture(loop_scope="module", name=name)
+    async def lend(group: SharedCluster, request: pytest.FixtureRequest) -> AsyncIterator[Cluster]:
+        async with group.lent(request.node) as cluster:
+            yield cluster
+
+    return group, lend
+
+
+def _running(shop: ShopHandle) -> bool:
+    proc = shop.shop.agent.proc
+    return proc is not None and proc.returncode is None
 
 
 async def _import_done(shop: ShopHandle) -> bool:
