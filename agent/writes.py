@@ -245,9 +245,9 @@ class Writes:
 
         effects, unknown = await self.db.run(work)
         stats = self.scheduler.stats
-        for result in results:
-            key = f"rows_{result.status}"
-            stats[key] = stats.get(key, 0) + 1
+        for result in results:  # rows by the platform's answer (the batch's `key` stays)
+            answered = f"rows_{result.status}"
+            stats[answered] = stats.get(answered, 0) + 1
         done.update(effects.written)
         if retried:
             for write, result in zip(writes, results, strict=True):
