@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlencode
 
@@ -153,16 +153,14 @@ class Alerts:
             now = self.clock.now()
             found = {a.key: a for a in await self._conditions(now)}
             held = {k: Alert(**a) for k, a in (await self.db.get_state("alerts", {})).items()}
-            opened = [
-                dataclasses.replace(a, first_seen=now) for k, a in found.items() if k not in held
-            ]
-            cleared = [a for k, a in held.items() if k not in found]
+            # an alert still open keeps the time it was first seen; a new one is seen now
             current = {
-                k: dataclasses.replace(a, first_seen=held[k].first_seen) if k in held else a
+                k: dataclasses.replace(a, first_seen=held[k].first_seen if k in held else now)
                 for k, a in found.items()
             }
-            current.update({a.key: a for a in opened})
-            if opened or cleared or current != held:
+            opened = [a for k, a in current.items() if k not in held]
+            cleared = [a for k, a in held.items() if k not in current]
+            if current != held:
                 await self._save(current, opened, cleared, now)
         if opened or cleared:
             for listener in self.listeners:
@@ -311,11 +309,3 @@ def _duration(seconds: float) -> str:
         if seconds >= size:
             return f"{seconds // size} {unit}"
     return f"{seconds} s"
-
-
-def counts(alerts: Iterable[Alert]) -> dict[str, int]:
-    """How many alerts of each kind."""
-    out: dict[str, int] = {}
-    for alert in alerts:
-        out[alert.kind] = out.get(alert.kind, 0) + 1
-    return out

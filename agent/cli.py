@@ -9,14 +9,11 @@ import os
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TextIO
+from typing import Any, NoReturn, TextIO
 from urllib.parse import quote
 
 from agent import __version__, rules_cli
-from agent.channel import ConfigError
-
-if TYPE_CHECKING:
-    from agent.channel import Check
+from agent.channel import Check, ConfigError
 
 __all__ = ["main"]
 
@@ -37,6 +34,15 @@ def _data_dir(args: argparse.Namespace) -> Path:
 
 def _print_json(value: Any) -> None:
     print(json.dumps(value, sort_keys=False), flush=True)
+
+
+def _show(args: argparse.Namespace, answer: Any, printer: Callable[[Any], None]) -> int:
+    """The agent's `answer` as JSON with `--json`, else for a person by `printer`; exit 0."""
+    if args.json:
+        _print_json(answer)
+    else:
+        printer(answer)
+    return 0
 
 
 # -- commands ---------------------------------------------------------------------------------
@@ -147,21 +153,12 @@ def _print_checks(checks: list[Check], file: TextIO | None = None) -> None:
 
 
 async def cmd_status(args: argparse.Namespace) -> int:
-    from agent.client import AdminClient
-    from agent.config import load_settings
     from agent.console import print_status
 
-    status = await AdminClient(load_settings(_data_dir(args))).get("/api/status")
-    if args.json:
-        _print_json(status)
-    else:
-        print_status(status)
-    return 0
+    return _show(args, await _client(args).get("/api/status"), print_status)
 
 
 async def cmd_log(args: argparse.Namespace) -> int:
-    from agent.client import AdminClient
-    from agent.config import load_settings
     from agent.console import print_log
     from agent.synclog import KINDS
 
@@ -169,7 +166,7 @@ async def cmd_log(args: argparse.Namespace) -> int:
         raise ConfigError(f"unknown kind {args.kind!r}; one of: {', '.join(KINDS)}")
     since, until = _moment(args.since, "--since"), _moment(args.until, "--until")
     fmt = "json" if args.json else args.format
-    client = AdminClient(load_settings(_data_dir(args)))
+    client = _client(args)
     params = {"sku": args.sku, "kind": args.kind, "peer": args.peer, "since": since, "until": until}
     # a time range means all of it, unless --limit says otherwise
     limit = args.limit if args.limit is not None else (None if since is not None else 50)
@@ -231,12 +228,7 @@ def _moment(value: str | None, flag: str) -> float | None:
 async def cmd_explain(args: argparse.Namespace) -> int:
     from agent.console import print_account
 
-    answer = await _client(args).get("/api/explain", sku=args.sku)
-    if args.json:
-        _print_json(answer)
-    else:
-        print_account(answer)
-    return 0
+    return _show(args, await _client(args).get("/api/explain", sku=args.sku), print_account)
 
 
 async def cmd_notify(args: argparse.Namespace) -> int:
@@ -247,8 +239,8 @@ async def cmd_notify(args: argparse.Namespace) -> int:
         results = (await client.post("/api/notify/test"))["results"]
         if args.json:
             _print_json(results)
-        for r in [] if args.json else results:
-            print(clean(f"{'ok' if r['ok'] else 'FAIL':<4}  {r['channel']}: {r['detail']}"))
+        else:  # the same lines as `shopsync check`: one per channel
+            _print_checks([Check(r["channel"], r["ok"], r["detail"]) for r in results])
         return 0 if all(r["ok"] for r in results) else 1
     view = await client.get("/api/notify")
     if args.json:
@@ -295,12 +287,7 @@ async def cmd_join(args: argparse.Namespace) -> int:
 async def cmd_requests(args: argparse.Namespace) -> int:
     from agent.console import print_requests
 
-    requests = (await _client(args).get("/api/requests"))["requests"]
-    if args.json:
-        _print_json(requests)
-    else:
-        print_requests(requests)
-    return 0
+    return _show(args, (await _client(args).get("/api/requests"))["requests"], print_requests)
 
 
 def _decision(args: argparse.Namespace, verdict: str) -> tuple[str, dict[str, str]]:
@@ -367,12 +354,7 @@ async def cmd_simple(args: argparse.Namespace) -> int:
 async def cmd_duplicates(args: argparse.Namespace) -> int:
     from agent.console import print_duplicates
 
-    report = await _client(args).get("/api/duplicates")
-    if args.json:
-        _print_json(report)
-    else:
-        print_duplicates(report)
-    return 0
+    return _show(args, await _client(args).get("/api/duplicates"), print_duplicates)
 
 
 async def cmd_import(args: argparse.Namespace) -> int:

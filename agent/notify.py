@@ -18,13 +18,13 @@ SMTP (`aiosmtplib`), with STARTTLS or TLS and a login when configured.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import hashlib
 import hmac
 import json
 import secrets
-from collections.abc import Iterable
 from email.message import EmailMessage
 from typing import Any
 
@@ -280,15 +280,16 @@ def _public(message: dict[str, Any]) -> dict[str, Any]:
 def _subject(message: dict[str, Any]) -> str:
     if message["event"] == "test":
         return f"[shopsync] test notification from {message['shop']}"
-    parts = _counts("opened", message["opened"]) + _counts("cleared", message["cleared"])
-    return f"[shopsync] {message['shop']}: {', '.join(parts)}"
+    return f"[shopsync] {message['shop']}: {_summary(message)}"
 
 
-def _counts(verb: str, alerts: Iterable[dict[str, Any]]) -> list[str]:
-    kinds: dict[str, int] = {}
-    for a in alerts:
-        kinds[a["kind"]] = kinds.get(a["kind"], 0) + 1
-    return [f"{n} {kind.replace('_', ' ')} {verb}" for kind, n in kinds.items()]
+def _summary(message: dict[str, Any]) -> str:
+    """How many alerts of each kind opened and cleared: "1 oversold opened, 2 … cleared"."""
+    parts = []
+    for verb in ("opened", "cleared"):
+        kinds = collections.Counter(a["kind"] for a in message[verb])
+        parts += [f"{n} {kind.replace('_', ' ')} {verb}" for kind, n in kinds.items()]
+    return ", ".join(parts)
 
 
 def _text(message: dict[str, Any]) -> str:
@@ -304,13 +305,7 @@ def _text(message: dict[str, Any]) -> str:
 
 
 def _entry(message: dict[str, Any], now: float, outcome: str) -> dict[str, Any]:
-    what = (
-        "test"
-        if message["event"] == "test"
-        else ", ".join(
-            _counts("opened", message["opened"]) + _counts("cleared", message["cleared"])
-        )
-    )
+    what = "test" if message["event"] == "test" else _summary(message)
     return synclog.entry("notification", now, message=f"{message['channel']} ({what}): {outcome}")
 
 

@@ -138,7 +138,6 @@ class Replicator:
         refusal logged; then EventsRefused says why.
         """
         now = self.clock.now()
-        changed: set[str] = set()
         keys = await self.roster.origin_keys()
         own = self.own_stream()
 
@@ -153,13 +152,12 @@ class Replicator:
             return None
 
         refused: list[tuple[EventRow, str]] = []
-
         applied: list[EventRow] = []
 
         def work(conn: Connection) -> Vector:
             new = ledger.apply(conn, events, now, admit, refused)
             applied[:] = new
-            changed.update(e.sku for e in new)
+            changed = {e.sku for e in new}
             entries = []
             if new:
                 entries.append(
@@ -183,10 +181,10 @@ class Replicator:
             return ledger.vector(conn)
 
         vector = await self.db.run(work)
-        if applied and self.on_applied is not None:
-            self.on_applied(applied, now)
-        if changed:
-            self.on_pool_change(changed)
+        if applied:
+            if self.on_applied is not None:
+                self.on_applied(applied, now)
+            self.on_pool_change({e.sku for e in applied})
         if refused:
             log.warning("events_refused", peer=peer, events=len(refused), reason=refused[0][1])
             raise EventsRefused([reason for _, reason in refused], vector)

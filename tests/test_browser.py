@@ -608,6 +608,13 @@ async def test_the_log_shows_local_times_and_exports_what_the_filter_matches(
     expected = (await agents.api(a, "GET", "/api/log?kind=introduce&limit=1000"))["entries"]
     assert [int(r["id"]) for r in rows] == [e["id"] for e in expected]
     assert {r["kind"] for r in rows} == {"introduce"}
+    # a kind the agent never writes: one clear line, no live tail, no export
+    await page.goto(a.agent_url + "/log?kind=writes")
+    await expect(page.get_by_role("alert")).to_contain_text("unknown kind 'writes'; one of:")
+    await expect(page.locator("#synclog[data-stream]")).to_have_count(0)
+    await expect(page.locator("#export")).to_have_count(0)
+    refused = await page.request.get(a.agent_url + "/log/export?kind=writes&format=csv")
+    assert refused.status == 400 and "unknown kind" in await refused.text()
     await context.close()
 
 

@@ -19,6 +19,7 @@ import aiohttp
 import pytest
 
 from agent.demo import Shop, init_agent
+from tests.support.cluster import ShopHandle
 
 HOURS = 30
 SKUS = 5
@@ -59,14 +60,10 @@ class Run(Shop):
         await self.http.close()
 
     async def emu(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        async with self.http.request(method, self.emu_url + path, json=body) as resp:
-            return resp.status, await resp.json(content_type=None)
+        return await ShopHandle(self, self.http).emu(method, path, body)
 
     async def api(self, path: str) -> Any:
-        headers = {"Authorization": f"Bearer {self.token}"}
-        async with self.http.get(self.agent_url + path, headers=headers) as resp:
-            assert resp.status == 200, await resp.text()
-            return await resp.json()
+        return await ShopHandle(self, self.http).get(path)
 
     async def settled(self, timeout: float = 30) -> dict[str, int]:
         """Until the agent's pool equals the shop's count for every SKU; returns the counts."""

@@ -41,6 +41,8 @@ def _filters(request: web.Request) -> tuple[dict[str, str], dict[str, Any], str]
             params[name] = parse_utc(form[name])
         except ValueError:
             error = f"'{name}' must be a date and time like 2024-05-01T12:00 (UTC)"
+    if form["kind"] and form["kind"] not in synclog.KINDS:  # the page, its tail, its export
+        error = f"unknown kind {form['kind']!r}; one of: {', '.join(synclog.KINDS)}"
     return form, params, error
 
 
