@@ -200,7 +200,8 @@ class Writes:
 
         The answer to a retry of a write whose first answer was lost may be the platform's
         replay of that first answer, with the count of that moment: a sale since then is not
-        in it. So each row a retry settled as ``ok`` is read afresh.
+        in it. So each row a retry settled as ``ok`` or ``conflict`` is read afresh (a
+        conflict's count is then only the change up to that moment).
         """
         now = self.clock.now()
         held = frozenset(done)
@@ -249,9 +250,9 @@ class Writes:
             answered = f"rows_{result.status}"
             stats[answered] = stats.get(answered, 0) + 1
         done.update(effects.written)
-        if retried:
+        if retried:  # a replayed answer tells the count of its first moment: look again
             for write, result in zip(writes, results, strict=True):
-                if result.status == "ok" and write.item_id in done - held:
+                if result.status in ("ok", "conflict") and write.item_id in done - held:
                     effects.read.setdefault(write.item_id, "retried write")
         self.scheduler.settle(effects)
         for failed in effects.failed:

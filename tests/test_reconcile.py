@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import pytest
 import pytest_asyncio
 from sqlmodel import func, select
 
 from agent import ledger
-from agent.channel import WebhookHint
+from agent.channel import WebhookHint, Write, WriteResult
 from agent.importer import Importer
 from agent.models import EventRow, Identity, ItemRow, LogEntry, PendingWrite
 from agent.reconcile import Reconciler
@@ -113,6 +113,36 @@ async def test_cas_conflict_is_counted_as_a_sale_not_overwritten(
     async with core.db.sessions() as s:
         kinds = [e.kind for e in await s.exec(select(LogEntry).order_by(LogEntry.id))]
     assert "write_conflict" in kinds
+
+
+async def test_a_replayed_conflict_is_read_again_so_a_later_change_is_not_lost(
+    core: Reconciler, memshop: MemShop
+) -> None:
+    # The group sold 12 of the shop's 10 (pool -2: the shop must show 0). The write meets a
+    # sale of the last 10 units (a conflict at 0, which is what the shop should show anyway);
+    # its answer is lost; before the retry, whose answer is the platform's replay of that
+    # conflict, the shop is restocked by 5 and that webhook is lost too. The replay says 0, the
+    # shop shows 5: only a fresh read after the replay finds the restock.
+    memshop.before_apply = lambda: memshop.sell("i1", 10)
+    memshop.drop_after_apply = 1
+    send, calls = core.channel.write, 0
+
+    async def write(writes: Sequence[Write], *, key: str) -> list[WriteResult]:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            memshop.counts["i1"] += 5
+        return await send(writes, key=key)
+
+    core.channel.write = write  # type: ignore[method-assign]
+    await _remote_delta(core, "A-1", -12)
+    await settle(core)
+    assert calls >= 2  # the answer was lost, the batch sent again
+    # pool: 10 - 12 (remote) - 10 (the racing sale) + 5 (the restock) = -7: the shop shows 0
+    assert await _pool(core, "A-1") == -7
+    assert memshop.counts["i1"] == 0
+    local = [e.delta for e in await _events(core) if e.origin == "a.example.com" and e.delta]
+    assert local == [-10, 5]
 
 
 async def test_write_with_unknown_outcome_is_retried_with_same_key_and_applied_once(
