@@ -197,10 +197,13 @@ class Agent:
 
     def _local_events(self, rows: list[EventRow]) -> None:
         self.metrics.events.inc(len(rows))
+        self.reconciler.writes.carry(rows)
         self.replicator.notify_local()
 
     def _applied(self, events: list[EventRow], now: float) -> None:
-        """Peers' events just applied: how long each took from its origin to here."""
+        """Peers' events just applied: the writes they cause will name them, and how long each
+        took from its origin to here is measured."""
+        self.reconciler.writes.carry(events)
         for event in events:
             self.metrics.propagation.labels(origin=event.origin).observe(max(0.0, now - event.at))
 

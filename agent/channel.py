@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 # For plugins, which import only this contract: JSON from a webhook body, bounded in depth and
 # failing with JSONError (a ValueError, answered 400) on invalid UTF-8, invalid JSON or nesting.
+from agent.causes import cause_of
 from agent.credentials import Credentials, Grant, RenewingToken, StaticToken
 from agent.jsonsafe import JSONError
 from agent.jsonsafe import loads as parse_json
@@ -33,6 +34,7 @@ __all__ = [
     "RateBudget",
     "RenewingToken",
     "StaticToken",
+    "order_reference",
     "parse_json",
     "WebhookHint",
     "WebhookRejected",
@@ -138,6 +140,24 @@ class WebhookHint:
     # them to skip re-reading an item that the webhook shows unchanged (e.g. the echo of its
     # own write), which halves the platform calls a burst costs.
     counts: tuple[tuple[str, int], ...] = ()
+    # The order the webhook is about, as the platform names it ("#1042", or its id for a
+    # refund): the sync log says "order #1042 at shop2" rather than a topic.
+    reference: str = ""
+
+    @property
+    def cause(self) -> str:
+        """The cause of the changes this webhook tells of (`agent.causes`)."""
+        return cause_of(self.topic, self.reference)
+
+
+def order_reference(name: Any, order_id: Any) -> str:
+    """How a webhook's order is named in the sync log: its name ("#1042") when the payload
+    has one, else its id; "" when neither is usable (a plugin helper for `WebhookHint`)."""
+    if isinstance(name, str) and name.strip():
+        return name.strip()
+    if isinstance(order_id, (int, str)) and not isinstance(order_id, bool) and str(order_id):
+        return str(order_id)
+    return ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -12,35 +12,15 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from agent.causes import in_words
 from agent.db import Database
 from agent.group_rules import RuleBook
 from agent.ledger import INTRODUCE, Pool, pools
 from agent.sql import Tx
 
-__all__ = ["RECENT", "Account", "account", "in_words"]
+__all__ = ["RECENT", "Account", "account"]
 
 RECENT = 20  # the latest events an account lists
-
-
-def in_words(cause: str) -> str:
-    """An event's cause (the platform's webhook topic, or how the agent found the change), as
-    an owner would say it."""
-    words = cause.lower()
-    if "refund" in words:
-        return "a refund"
-    if "order" in words and ("cancel" in words or "delete" in words):
-        return "a cancelled order"
-    if "order" in words:
-        return "an order"
-    if "inventory" in words or "stock" in words:
-        return "a stock edit (in the shop's admin, or by an app)"
-    if "product" in words:
-        return "a product created or changed"
-    if words == "during write":
-        return "a sale while the agent was writing the count"
-    if words in ("read", "reconcile", "resync", ""):
-        return "found by a full pass over the shop (no webhook told of it)"
-    return cause
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 from sqlalchemy import Connection
 
 from agent import ledger, synclog
+from agent.causes import logged
 from agent.ledger import INTRODUCE, NewEvent
 from agent.models import EventRow
 from agent.sql import Tx, marks
@@ -148,7 +149,7 @@ def observe_counts(
                 before=before,
                 delta=event.delta,
                 after=obs,
-                message=cause,
+                message=logged(cause),
             )
         )
     if 0 < len(introduced) <= 20:

@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 
 from agent.catalogue import Index, SkuRule
+from agent.causes import prefer
 from agent.channel import Channel, WebhookHint
 from agent.clock import Clock
 from agent.models import EventRow
@@ -129,23 +130,24 @@ class Scheduler:
         }
         self.stats["echoes_skipped"] += len(unchanged)
         lookups: list[str] = []
+        reads, cause = self.pending_reads, hint.cause
         for hinted in hint.item_ids:
             if hint.catalogue_changed:
                 lookups.append(hinted)  # a product edit: its SKU or title may have changed
             elif hinted in unchanged:
                 continue
             elif hinted in self.index.item_sku:
-                self.pending_reads[hinted] = hint.topic
+                reads[hinted] = prefer(reads.get(hinted), cause)
             elif hinted not in self.index.excluded:
                 lookups.append(hinted)  # an item we do not know yet
         for raw in () if hint.catalogue_changed and hint.item_ids else hint.skus:
             rule_sku = self.sku_rule(raw)
             item_id = self.index.sku_item.get(rule_sku) if rule_sku else None
             if item_id is not None:
-                self.pending_reads[item_id] = hint.topic
+                reads[item_id] = prefer(reads.get(item_id), cause)
         if hint.catalogue_changed and not hint.item_ids:
             self.catalogue_due = True
-        self.look_up(lookups, hint.topic)
+        self.look_up(lookups, cause)
         self._wake.set()
 
     def look_up(self, item_ids: Iterable[str], cause: str) -> None:

@@ -11,25 +11,26 @@ import dataclasses
 import json
 import random
 import uuid
-from collections.abc import Callable, Sequence, Set
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence, Set
+from typing import Any, ClassVar
 
 import structlog
 from sqlalchemy import Connection
 from sqlmodel import select as orm_select
 
 from agent import ledger, observation, synclog
+from agent.causes import in_words
 from agent.channel import Channel, ChannelError, Write, WriteResult
 from agent.clock import Clock
 from agent.db import Database
 from agent.ledger import NewEvent
-from agent.models import Identity, PendingWrite
+from agent.models import EventRow, Identity, PendingWrite
 from agent.observation import Append, Effects, Item, load_items, save_items
 from agent.rules import Decision
 from agent.scheduler import Scheduler
 from agent.sql import Tx
 
-__all__ = ["Allocate", "Writes"]
+__all__ = ["Allocate", "Carried", "Reason", "Writes"]
 
 log = structlog.get_logger(__name__)
 
@@ -50,8 +51,18 @@ class Writes:
     append: Append
     scheduler: Scheduler
     oversold: set[str] = dataclasses.field(default_factory=set)  # SKUs logged as oversold
-    # item -> the rules that decided the count in flight to it (for its `write` log row)
-    why: dict[str, str] = dataclasses.field(default_factory=dict)
+    # item -> why the count in flight to it is written (for its `write` log row)
+    why: dict[str, Reason] = dataclasses.field(default_factory=dict)
+    # SKU -> the changes applied since its last plan (what its next `write` row carries)
+    carried: dict[str, Carried] = dataclasses.field(default_factory=dict)
+
+    def carry(self, events: Iterable[EventRow]) -> None:
+        """Changes just applied to pools (this shop's or a peer's): the next write of their
+        SKUs carries them, and its log row names them ("order #1042 at shop2 (-1)")."""
+        known = self.scheduler.index.sku_item
+        for event in events:
+            if event.sku in known:
+                self.carried.setdefault(event.sku, Carried()).add(event)
 
     def target_for(self, sku: str, pool: int) -> int:
         """What to publish for a pool count (the allocate hook; never below zero)."""
@@ -72,8 +83,14 @@ class Writes:
         key = str(uuid.uuid4())
         now = self.clock.now()
         oversold = frozenset(self.oversold)
+        # the changes applied so far are in the pools `work` reads: this plan carries them
+        carried = {
+            item_id: c
+            for item_id, sku in zip(claimed, skus, strict=True)
+            if (c := self.carried.pop(sku, None))
+        }
 
-        reasons: dict[str, str] = {}
+        rules: dict[str, str] = {}
 
         def work(conn: Connection) -> tuple[list[Write], set[str], set[str]]:
             writes: list[Write] = []
@@ -103,7 +120,7 @@ class Writes:
                 target, why = self.decide(row.sku, pool.value)
                 if target != row.published:
                     writes.append(Write(item_id, row.published, target))
-                    reasons[item_id] = why
+                    rules[item_id] = why
                 elif row.cutover_pending:
                     row.cutover_pending = False  # the shop already shows the group's count
                     cut.append(row)
@@ -126,7 +143,9 @@ class Writes:
             log.warning("oversold", shop=self.identity.domain, sku=sku)
         self.oversold = (self.oversold | short) - enough
         written = {w.item_id for w in writes}
-        self.why.update((i, reasons[i]) for i in written if reasons.get(i))
+        here = self.identity.domain
+        for item_id in written:
+            self.why[item_id] = Reason.of(rules.get(item_id, ""), carried.get(item_id), here)
         sched.writing.update((w.item_id, w.target) for w in writes)
         sched.release([i for i in claimed if i not in written], task_done=not writes)
         if writes:
@@ -222,7 +241,7 @@ class Writes:
                 effects.written.append(write.item_id)
                 effects.touched.append(write.item_id)
                 state = row.state()
-                why = self.why.pop(write.item_id, "")
+                why = self.why.pop(write.item_id, None) or Reason()
                 event = _fold_result(entries, effects, row, write, result, now, why)
                 if row.state() != state:
                     changed.append(row)
@@ -272,11 +291,11 @@ def _fold_result(
     write: Write,
     result: WriteResult,
     now: float,
-    why: str = "",
+    why: Reason,
 ) -> NewEvent | None:
     """One row's write result: the item's new published count, its log entries (a `write`
-    row names the rules that decided its count, `why`), and the event if the shop moved at
-    the same moment."""
+    row says `why`: the rules that decided its count and the changes it carries), and the
+    event if the shop moved at the same moment."""
     sku = row.sku
     assert sku is not None
     if result.status == "ok":
@@ -291,7 +310,8 @@ def _fold_result(
                 before=write.expected,
                 delta=write.target - write.expected,
                 after=write.target,
-                message=why,
+                peer=why.peer,
+                message=why.message,
             )
         )
         if after != write.target:  # the shop moved at the same moment: a local sale
@@ -338,6 +358,60 @@ def _fold_result(
     )
     effects.failed.append((sku, result.message))
     return None
+
+
+@dataclasses.dataclass(slots=True)
+class Carried:
+    """The changes a SKU's next write carries: the first few by name, the rest counted."""
+
+    SHOWN: ClassVar[int] = 3
+
+    shown: list[EventRow] = dataclasses.field(default_factory=list)
+    more: int = 0
+    more_delta: int = 0
+
+    def add(self, event: EventRow) -> None:
+        if len(self.shown) < self.SHOWN:
+            self.shown.append(event)
+        else:
+            self.more += 1
+            self.more_delta += event.delta
+
+    def origins(self) -> set[str]:
+        return {e.origin for e in self.shown}
+
+    def words(self, here: str) -> str:
+        """ "order #1042 at shop2 (-1), refund of order 77 here (+1) and 4 more changes (-6)"."""
+        said = ", ".join(_said(e, here) for e in self.shown)
+        if self.more:
+            said += f" and {self.more} more change{'s' if self.more != 1 else ''} "
+            said += f"({self.more_delta:+d})"
+        return said
+
+
+def _said(event: EventRow, here: str) -> str:
+    where = "here" if event.origin == here else f"at {event.origin}"
+    if event.kind == ledger.INTRODUCE:
+        return f"created {where} with {event.count}"
+    return f"{in_words(event.cause)} {where} ({event.delta:+d})"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Reason:
+    """Why a count is written: the rules that decided it, and the changes it carries (their
+    shop is the row's `peer` when they all come from one)."""
+
+    message: str = ""
+    peer: str | None = None
+
+    @classmethod
+    def of(cls, rules: str, carried: Carried | None, here: str) -> Reason:
+        if carried is None:
+            return cls(rules)
+        said = carried.words(here)
+        origins = carried.origins() - {here}
+        peer = next(iter(origins)) if len(origins) == 1 and not carried.more else None
+        return cls(f"{rules} · {said}" if rules else said, peer)
 
 
 def _dump(writes: Sequence[Write], done: Set[str]) -> str:

@@ -74,8 +74,15 @@ async def test_a_buffer_and_a_priority_shop_share_the_last_units(pair: Cluster) 
     await _shows(pair, {a: 6, b: 6}, "6 everywhere (above every threshold)")
     assert await b.buy(SKU, 2)
     await _shows(pair, {a: 4, b: 0}, "b's buffer to hold back 4")
+    # each write says why: the rule that decided it, and the sale it carries (b's own here;
+    # at a, b's sale by its shop, in words, not the platform's topic)
     writes = (await b.get(f"/api/log?kind=write&sku={SKU}&limit=20"))["entries"]
-    assert "buffer 5: publishing 0 of 4" in [e["message"] for e in writes], writes
+    said = [e["message"] for e in writes if e["message"].startswith("buffer 5: publishing 0 of 4")]
+    assert said and " here (-2)" in said[0], writes
+    writes = (await a.get(f"/api/log?kind=write&sku={SKU}&limit=20"))["entries"]
+    carried = [e for e in writes if f"at {b.domain} (-2)" in e["message"]]
+    assert carried and carried[0]["peer"] == b.domain, writes
+    assert "/" not in carried[0]["message"], carried  # no raw topic ("orders/create")
     # down to the last units: the priority shop shows what is left, the others nothing
     assert await a.buy(SKU, 1)
 

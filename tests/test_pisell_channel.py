@@ -311,6 +311,7 @@ async def test_webhook_with_a_good_signature_names_the_item(shop: Shop, clock: F
     order = wire.order_event(9, "2", "1", [("SKU-00002", 1), ("SKU-00003", 2)])
     hint = shop.channel.verify_webhook(*delivery(wire.TOPIC_ORDER_IMPORTED, order, clock.t))
     assert hint.skus == ("SKU-00002", "SKU-00003") and hint.item_ids == ()
+    assert hint.cause == f"{wire.TOPIC_ORDER_IMPORTED} 9"  # the order's id, for the sync log
     other = shop.channel.verify_webhook(*delivery("sync_record.failed", {"x": 1}, clock.t))
     assert other.item_ids == () and other.skus == ()
 

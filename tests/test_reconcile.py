@@ -317,6 +317,48 @@ async def test_remote_event_applied_twice_counts_once(core: Reconciler) -> None:
     assert await _pool(core, "A-1") == 8
 
 
+async def test_a_write_names_the_changes_it_carries_and_their_shop(core: Reconciler) -> None:
+    def event(seq: int, delta: int, cause: str) -> EventRow:
+        origin = "shop2.example"
+        return EventRow(
+            origin=origin, epoch="ep", seq=seq, sku="A-1", kind="change", delta=delta, cause=cause
+        )
+
+    events = [event(1, -2, "orders/create #1042"), event(2, 1, "refunds/create 450789469")]
+    for e in events:
+        async with core.db.sessions.begin() as s:
+            assert await ledger.apply_event(s, e, 0)
+    core.writes.carry(events)
+    core.pool_changed(["A-1"])
+    await settle(core)
+    async with core.db.sessions() as s:
+        rows = list(await s.exec(select(LogEntry).where(LogEntry.kind == "write")))
+    assert [(r.sku, r.before, r.after, r.peer, r.message) for r in rows] == [
+        (
+            "A-1",
+            10,
+            9,
+            "shop2.example",
+            "order #1042 at shop2.example (-2), refund of order 450789469 at shop2.example (+1)",
+        )
+    ]
+    assert core.writes.carried == {}  # named once: the next write of A-1 starts afresh
+
+
+async def test_an_order_webhook_names_the_change_whatever_came_first(
+    core: Reconciler, memshop: MemShop
+) -> None:
+    memshop.sell("i1", 1)
+    core.hint(WebhookHint("inventory_levels/update", item_ids=("i1",)))
+    core.hint(WebhookHint("orders/create", skus=("A-1",), reference="#1042"))
+    core.hint(WebhookHint("inventory_levels/update", item_ids=("i1",)))
+    await settle(core)
+    async with core.db.sessions() as s:
+        rows = list(await s.exec(select(LogEntry).where(LogEntry.kind == "change")))
+    assert [(r.delta, r.message) for r in rows] == [(-1, "order #1042 (orders/create)")]
+    assert (await _events(core))[-1].cause == "orders/create #1042"  # signed into the event
+
+
 async def _importer(core: Reconciler) -> Importer:
     mode = SyncMode(core.db)
     await mode.load()

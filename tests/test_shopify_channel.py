@@ -312,7 +312,9 @@ async def test_topics_map_to_item_ids_and_skus(
     item = f"gid://shopify/InventoryItem/{variant.inventory_item_id}"
     assert hints["inventory_levels/update"].item_ids == (item,)
     assert hints["orders/create"].skus == ("SKU-00002",)
+    assert hints["orders/create"].cause == f"orders/create {order['name']}"  # "#1001"
     assert hints["refunds/create"].skus == ("SKU-00002",)
+    assert hints["refunds/create"].cause == f"refunds/create {order['id']}"  # the order's id
     created = hints["products/create"]
     new_item = emulator.store.find_sku("NEW-7").inventory_item_id
     assert created.catalogue_changed

@@ -425,7 +425,8 @@ async def test_without_pacing_the_same_burst_would_be_throttled(make_shop: MakeS
 
 async def test_webhook_signature_hex_and_base64_accepted_bad_rejected(make_shop: MakeShop):
     shop = await make_shop()
-    body = json.dumps({"line_items": [{"sku": "A-1", "quantity": 1}]}).encode()
+    order = {"id": "2105", "name": "test1001", "line_items": [{"sku": "A-1", "quantity": 1}]}
+    body = json.dumps(order).encode()
     for encoding in ("hex", "base64"):
         headers = {
             "X-Shopline-Hmac-Sha256": signed(body, encoding=encoding),
@@ -434,6 +435,7 @@ async def test_webhook_signature_hex_and_base64_accepted_bad_rejected(make_shop:
         }
         hint = shop.channel.verify_webhook(headers, body)
         assert (hint.topic, hint.skus, hint.delivery_id) == ("orders/create", ("A-1",), "d1")
+        assert hint.cause == "orders/create test1001"  # the order's name, for the sync log
     bad = {"X-Shopline-Hmac-Sha256": signed(body, secret="other"), "X-Shopline-Topic": "x"}
     with pytest.raises(WebhookRejected):
         shop.channel.verify_webhook(bad, body)

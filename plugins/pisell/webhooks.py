@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from agent.channel import WebhookHint, WebhookRejected, parse_json
+from agent.channel import WebhookHint, WebhookRejected, order_reference, parse_json
 from plugins.pisell import wire
 
 __all__ = ["header", "verify"]
@@ -53,13 +53,17 @@ def verify(
     topic = (header(headers, wire.H_WEBHOOK_TOPIC) or "").strip()
     delivery_id = (header(headers, wire.H_WEBHOOK_EVENT_ID) or "").strip()
     try:
-        skus, warehouse = wire.event_skus(topic, parse_json(body))
+        payload = parse_json(body)
+        skus, warehouse = wire.event_skus(topic, payload)
     except ValueError as exc:  # signed but unreadable (JSONError included): a 400, not a 401
         raise ValueError(f"malformed {topic or 'webhook'} payload: {exc}") from None
     if warehouse is not None and warehouse_id is not None and warehouse != warehouse_id:
         return WebhookHint(topic=topic, delivery_id=delivery_id)
     if topic == wire.TOPIC_ORDER_IMPORTED:
-        return WebhookHint(topic=topic, skus=tuple(skus), delivery_id=delivery_id)
+        reference = order_reference(None, payload.get("order_id"))
+        return WebhookHint(
+            topic=topic, skus=tuple(skus), delivery_id=delivery_id, reference=reference
+        )
     item_ids: tuple[str, ...] = ()
     if warehouse is not None:
         item_ids = tuple(wire.format_item_id(sku, warehouse) for sku in skus)

@@ -9,7 +9,7 @@ import hmac
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from agent.channel import WebhookHint, WebhookRejected, parse_json
+from agent.channel import WebhookHint, WebhookRejected, order_reference, parse_json
 
 __all__ = ["header", "hint_for", "signature", "verify"]
 
@@ -85,6 +85,7 @@ def hint_for(
             item_ids=_item_ids(line.get("inventory_item_id") for line in lines),
             skus=_skus(line.get("sku") for line in lines),
             delivery_id=delivery_id,
+            reference=order_reference(payload.get("name"), payload.get("id")),
         )
     if topic == "refunds/create":
         lines = [r.get("line_item") for r in _dicts(payload.get("refund_line_items"))]
@@ -92,6 +93,7 @@ def hint_for(
             topic,
             skus=_skus(line.get("sku") for line in lines if isinstance(line, dict)),
             delivery_id=delivery_id,
+            reference=order_reference(None, payload.get("order_id")),
         )
     if topic in ("products/create", "products/update"):
         variants = _dicts(payload.get("variants"))

@@ -9,7 +9,7 @@ import hmac
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from agent.channel import WebhookHint, WebhookRejected, parse_json
+from agent.channel import WebhookHint, WebhookRejected, order_reference, parse_json
 
 __all__ = ["TOPICS", "hint_from_payload", "signature_matches", "verify"]
 
@@ -86,13 +86,15 @@ def hint_from_payload(
         return WebhookHint(topic, item_ids=(item_id,), delivery_id=delivery_id)
     if topic in ("orders/create", "orders/cancelled"):
         skus = _skus(body.get("line_items"), lambda line: line.get("sku"))
-        return WebhookHint(topic, skus=skus, delivery_id=delivery_id)
+        reference = order_reference(body.get("name"), body.get("id"))
+        return WebhookHint(topic, skus=skus, delivery_id=delivery_id, reference=reference)
     if topic == "refunds/create":
         skus = _skus(
             body.get("refund_line_items"),
             lambda line: (line.get("line_item") or {}).get("sku"),
         )
-        return WebhookHint(topic, skus=skus, delivery_id=delivery_id)
+        reference = order_reference(None, body.get("order_id"))
+        return WebhookHint(topic, skus=skus, delivery_id=delivery_id, reference=reference)
     if topic.startswith("products/"):
         variants = [v for v in body.get("variants") or [] if isinstance(v, dict)]
         items = tuple(
