@@ -180,6 +180,7 @@ class Agent:
             decide=self.rules.decide,
             import_progress=lambda: self.importer.progress(with_report=False),
             webhook_refusals=self.refusals.alert,
+            credentials_failing=lambda: channel.credentials.failing,
             settings=alert_settings,
         )
         self.notifier = Notifier(

@@ -13,7 +13,9 @@ its SKU, `[alerts] low_stock`; off by default), `write_failing` (the platform re
 latest write of a SKU and the shop still shows another count than the rules say),
 `peer_unreachable` (a member unanswered for longer than `peer_grace`), `import_stuck` (an
 import with no progress for `import_stall`), `webhooks_refused` (a run of the platform's
-webhooks refused for their signature, `agent.webhook_health.Refusals`).
+webhooks refused for their signature, `agent.webhook_health.Refusals`), `credentials_failing`
+(the platform refused the channel's credentials and renewing did not help; it clears on the
+next call the platform accepts, `agent.credentials.Credentials.failing`).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ KINDS: dict[str, str] = {
     "peer_unreachable": "a member of the group has not answered for a while",
     "import_stuck": "an import has made no progress for a while",
     "webhooks_refused": "the platform's webhooks are refused for their signature (the secret)",
+    "credentials_failing": "the platform refuses the shop's credentials (token or app secrets)",
 }
 FAILED_WRITES_WINDOW = 24 * 3600.0  # refused writes older than this are no longer looked at
 
@@ -109,11 +112,13 @@ class Alerts:
         decide: Callable[[str, int], Decision],
         import_progress: Callable[[], Any],
         webhook_refusals: Callable[[], dict[str, Any] | None] | None = None,
+        credentials_failing: Callable[[], str | None] | None = None,
         settings: AlertSettings | None = None,
     ) -> None:
         self.db, self.clock, self.decide = db, clock, decide
         self.import_progress = import_progress
         self.webhook_refusals = webhook_refusals
+        self.credentials_failing = credentials_failing
         self._poked = asyncio.Event()
         self.settings = settings or AlertSettings()
         self.listeners: list[Listener] = []
@@ -237,6 +242,9 @@ class Alerts:
         refused = self.webhook_refusals() if self.webhook_refusals else None
         if refused:
             alerts.append(Alert("webhooks_refused", "", refused["message"], "/log?kind=alert"))
+        refusal = self.credentials_failing() if self.credentials_failing else None
+        if refusal:
+            alerts.append(Alert("credentials_failing", "", refusal, "/log?kind=alert"))
         stuck = await self._import_stuck(now)
         if stuck:
             alerts.append(Alert("import_stuck", "", stuck, "/import"))

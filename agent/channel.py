@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 # failing with JSONError (a ValueError, answered 400) on invalid UTF-8, invalid JSON or nesting.
 from agent.causes import cause_of
 from agent.credentials import Credentials, Grant, RenewingToken, StaticToken
+from agent.errors import ChannelError, CredentialsRefused
 from agent.jsonsafe import JSONError
 from agent.jsonsafe import loads as parse_json
 
@@ -25,6 +26,7 @@ __all__ = [
     "ChannelSettings",
     "Check",
     "ConfigError",
+    "CredentialsRefused",
     "Credentials",
     "Grant",
     "Item",
@@ -45,10 +47,6 @@ __all__ = [
 
 class ConfigError(ValueError):
     """A setting is missing or malformed; the message says which and why."""
-
-
-class ChannelError(RuntimeError):
-    """The platform refused a call for a reason a retry will not fix (auth, scope, bad input)."""
 
 
 class WebhookRejected(Exception):

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from agent.errors import CredentialsRefused
+
 if TYPE_CHECKING:
     from agent.clock import Clock
 
@@ -49,6 +51,22 @@ class Credentials(abc.ABC):
     # Told of every grant: (reason "first" | "expiring" | "rejected", seconds it is valid or
     # None). The core sets it to note renewals in the sync log; a plugin never needs to.
     on_renew: Callable[[str, float | None], None] | None = None
+    # Why the platform refuses these credentials now (None while it accepts them): the
+    # channel's client says so on a final refusal (`refused`) and on the next accepted call
+    # (`accepted`); the core raises the `credentials_failing` alert from it.
+    failing: str | None = None
+
+    def refused(self, message: str) -> None:
+        """The platform refused these credentials, and renewing (if any) did not help."""
+        if self.failing != message:
+            log.warning("credentials_refused", kind=self.kind, error=message)
+        self.failing = message
+
+    def accepted(self) -> None:
+        """The platform accepted a call made with these credentials."""
+        if self.failing is not None:
+            log.info("credentials_accepted", kind=self.kind)
+            self.failing = None
 
     @abc.abstractmethod
     async def token(self) -> str:
@@ -140,7 +158,11 @@ class RenewingToken(Credentials):
         return self._grant.token
 
     async def _renew(self, reason: str) -> None:
-        grant = await self._fetch()
+        try:
+            grant = await self._fetch()
+        except CredentialsRefused as exc:  # the secrets, not a transient fault
+            self.refused(str(exc))
+            raise
         now = self._clock.now()
         self._grant = grant
         self.renewals += 1

@@ -1,7 +1,10 @@
-"""A run of webhooks refused for their signature is an alert, until a valid one arrives.
+"""A run of webhooks refused for their signature is an alert, until a valid one arrives; so
+are credentials the platform refuses, until it accepts them again.
 
 An agent whose webhook secret is not the platform's refuses every delivery; it still
 reconciles on its periodic passes, so without an alert the owner would see a calm overview.
+An agent whose token the platform refuses (the app uninstalled, the token revoked) can neither
+read nor write the shop; its sync log would fill with failures no one looks at.
 """
 
 from __future__ import annotations
@@ -97,3 +100,39 @@ async def test_refused_signatures_are_an_alert_until_a_valid_webhook_arrives(
 
 async def _no_alerts(shop: ShopHandle) -> bool:
     return (await shop.get("/api/status"))["alerts"] == []
+
+
+async def test_refused_credentials_are_an_alert_until_the_platform_accepts_them(
+    solo: Cluster,
+) -> None:
+    shop = solo.shops[0]
+    sku = sorted(await shop.inventory())[0]
+    assert (await shop.emu("POST", "/_emulator/credentials", {"revoked": True})) == (
+        200,
+        {"revoked": True},
+    )
+    assert await shop.buy(sku)  # the sale's webhook makes the agent read: refused
+
+    async def alerts() -> list[dict[str, str]]:
+        return list((await shop.get("/api/alerts"))["alerts"])
+
+    async def raised() -> bool:
+        return [a["kind"] for a in await alerts()] == ["credentials_failing"]
+
+    await solo.until(raised, timeout=30, what="the refused credentials to raise an alert")
+    [alert] = await alerts()
+    assert "Shopify refused the access token (HTTP 401)" in alert["message"], alert
+    assert "credentials failing" in await overview(shop)
+    text = shopsync("status", "--data-dir", str(shop.data_dir))
+    assert "credentials_failing" in text.stdout or "credentials failing" in text.stdout
+    logged = (await shop.get("/api/log?kind=alert&limit=5"))["entries"]
+    assert any("credentials_failing" in e["message"] for e in logged), logged
+
+    # the merchant installs the app again: the next call goes through and the alert clears
+    assert (await shop.emu("POST", "/_emulator/credentials", {"revoked": False}))[0] == 200
+    assert await shop.buy(sku)
+    await solo.until(lambda: _no_alerts(shop), timeout=30, what="the alert to clear")
+    pools = await shop.pools()
+    assert pools[sku] == (await shop.inventory())[sku]  # both sales counted, nothing lost
+    code, body = await shop.emu("POST", "/_emulator/credentials", {"revoked": "yes"})
+    assert code == 400 and "revoked must be true or false" in json.dumps(body)

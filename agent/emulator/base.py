@@ -24,7 +24,9 @@ POST /_emulator/orders/{id}/cancel, POST /_emulator/refunds {"order_id"},
 POST /_emulator/faults {...Faults fields}, POST /_emulator/storefront {"open": bool},
 POST /_emulator/clock/advance {"seconds"} (the emulator's time, which expires tokens, jumps
 forward; answers {"now"}), GET /_emulator/tokens ({"issued", "lifetime"}: tokens granted so far
-and their lifetime).
+and their lifetime), POST /_emulator/credentials {"revoked": bool} (the merchant uninstalls the
+app or revokes its token: every token, the static one included, and every token grant is
+refused with the platform's answer until revoked is false again; answers {"revoked"}).
 """
 
 from __future__ import annotations
@@ -102,6 +104,7 @@ class Emulator:
             self.token_lifetime if lifetime is None else lifetime,
             prefix=self.token_prefix,
         )
+        self.revoked = False  # POST /_emulator/credentials: every token and grant refused
         self.store = Store(clock=self.clock)
         self.store.seed(options.skus, available=options.initial_available)
         self.bucket = self.make_bucket()
@@ -150,6 +153,8 @@ class Emulator:
 
     def token_valid(self, token: str) -> bool:
         """Whether `token` opens the API: the static one, or a granted one not yet expired."""
+        if self.revoked:
+            return False
         static = hmac.compare_digest(token.encode(), self.options.token.encode())
         return static or self.tokens.valid(token)
 
@@ -187,6 +192,7 @@ class Emulator:
         r.add_post("/_emulator/storefront", self._h_storefront)
         r.add_post("/_emulator/clock/advance", self._h_advance)
         r.add_get("/_emulator/tokens", self._h_tokens)
+        r.add_post("/_emulator/credentials", self._h_credentials)
         r.add_get("/_emulator/webhooks", self._h_subscriptions)
         r.add_post("/_emulator/webhooks/delete", self._h_delete_subscriptions)
         self.add_platform_routes(app)
@@ -368,6 +374,14 @@ class Emulator:
         deleted = sum(self.webhooks.unsubscribe(i) for i in ids)
         self.webhooks.deleted += deleted
         return web.json_response({"deleted": deleted})
+
+    async def _h_credentials(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        revoked = body.get("revoked")
+        if not isinstance(revoked, bool):
+            return json_error(400, "revoked must be true or false")
+        self.revoked = revoked
+        return web.json_response({"revoked": revoked})
 
     async def _h_tokens(self, request: web.Request) -> web.Response:
         return web.json_response({"issued": self.tokens.issued, "lifetime": self.tokens.lifetime})

@@ -30,7 +30,14 @@ from typing import Any
 
 import pytest
 
-from agent.channel import ChannelSettings, ConfigError, RateBudget, WebhookRejected, Write
+from agent.channel import (
+    ChannelSettings,
+    ConfigError,
+    CredentialsRefused,
+    RateBudget,
+    WebhookRejected,
+    Write,
+)
 from agent.testing.counting import CountingModel
 from agent.testing.harness import ChannelHarness
 
@@ -364,6 +371,28 @@ class ChannelConformance:
             )
             assert result.status == "ok", f"after the token expired, a write got {result}"
             assert held == item.available - 1, f"the shop holds {held}, not {item.available - 1}"
+
+        run(scenario, channel_under_test)
+
+    def test_refused_credentials_are_told_until_a_call_is_accepted(
+        self, channel_under_test: ChannelHarness
+    ) -> None:
+        async def scenario(h: ChannelHarness) -> None:
+            async with h.open(skus=1) as shop:
+                [item] = (await shop.list_by_sku()).values()
+                await shop.revoke()  # every token and grant refused, renewed or not
+                try:
+                    await shop.channel.read([item.item_id])
+                except CredentialsRefused:
+                    pass
+                else:
+                    raise AssertionError("a read with revoked credentials did not fail")
+                failing = shop.channel.credentials.failing
+                assert failing, "the refusal was not told to the core (credentials.refused)"
+                await shop.revoke(False)
+                await shop.channel.read([item.item_id])
+                after = shop.channel.credentials.failing
+                assert after is None, f"an accepted call left credentials failing: {after}"
 
         run(scenario, channel_under_test)
 

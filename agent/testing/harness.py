@@ -223,6 +223,10 @@ class ShopUnderTest:
         """Move the emulator's clock `seconds` forward (tokens expire on it)."""
         await self._call("POST", "/_emulator/clock/advance", {"seconds": seconds})
 
+    async def revoke(self, revoked: bool = True) -> None:
+        """Refuse every token and grant (the app uninstalled), or accept them again."""
+        await self._call("POST", "/_emulator/credentials", {"revoked": revoked})
+
     async def subscriptions(self) -> list[dict[str, Any]]:
         """The shop's webhook subscriptions: id, topic, url."""
         return (await self._call("GET", "/_emulator/webhooks"))["subscriptions"]

@@ -109,7 +109,7 @@ class PisellChannel(Channel):
             max_retries=settings.max_retries, bucket=self.budget.bucket,
             restore_rate=self.budget.restore_rate,
         )  # fmt: skip
-        self.client = PisellClient(http, config, clock)
+        self.client = PisellClient(http, config, clock, credentials=self.credentials)
         self.warehouse_id: str | None = settings.warehouse_id or None
         self.tz: dt.tzinfo | None = None
         self._ready = asyncio.Lock()

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import structlog
 
-from agent.channel import ChannelError
+from agent.channel import ChannelError, Credentials, CredentialsRefused, StaticToken
 from plugins.pisell import wire
 
 if TYPE_CHECKING:
@@ -141,7 +141,7 @@ class PisellClient:
     Every call is paced by `Pacer`. A 429 waits `Retry-After`; a 5xx, a timeout or a dropped
     connection is retried with exponential backoff and jitter, sending the *same body bytes and
     idempotency key*, up to `max_retries` times, then raises `PisellUnavailable`. 401 and 403
-    raise `ChannelError`; other refusals raise `PisellRefused`.
+    raise `CredentialsRefused`; other refusals raise `PisellRefused`.
     """
 
     def __init__(
@@ -151,9 +151,13 @@ class PisellClient:
         clock: Clock,
         *,
         rng: random.Random | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         self.http = http
         self.config = config
+        # told of refusals and acceptances (the core's credentials alert); Pisell's tokens are
+        # static, so nothing is renewed
+        self.credentials = credentials or StaticToken(config.access_token)
         self.clock = clock
         self.rng = rng or random.Random()
         self.pacer = Pacer(clock, config.bucket, config.restore_rate)
@@ -234,11 +238,14 @@ class PisellClient:
             envelope = wire.Envelope(False, status, "not a Pisell envelope", None, None)
         if status in (401, 403):
             # The server's message may echo what we sent; keep it out of errors and logs.
-            raise ChannelError(
+            refused = (
                 f"Pisell refused the credentials (HTTP {status}, {envelope.error_code}) on {path}:"
                 " check access_token, client_id and client_secret"
             )
+            self.credentials.refused(refused)
+            raise CredentialsRefused(refused)
         if 200 <= status < 300 and envelope.ok:
+            self.credentials.accepted()
             return envelope
         if envelope.code == 429 or envelope.code >= 500:
             return None  # a server error wrapped in a 2xx envelope: no definite answer either

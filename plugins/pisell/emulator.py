@@ -186,7 +186,7 @@ class PisellEmulator(Emulator):
             return _api_error(401, wire.UNAUTHORIZED, "Timestamp must be unix seconds")
         if skew > wire.SIGN_SKEW_SECONDS:
             return _api_error(401, wire.UNAUTHORIZED, "Timestamp is too far from server time")
-        if not hmac.compare_digest(token.encode(), self.options.token.encode()):
+        if self.revoked or not hmac.compare_digest(token.encode(), self.options.token.encode()):
             return _api_error(403, wire.FORBIDDEN, "the access token is not bound to this shop")
         # The client secret is the access token (Pisell issues both; the emulator one).
         expected = wire.sign(stamp, client_id, self.options.token)

@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import structlog
 
-from agent.channel import ChannelError, Credentials, Grant
+from agent.channel import ChannelError, Credentials, CredentialsRefused, Grant
 from agent.clock import Clock
 
 __all__ = ["CostExceeded", "ShopifyClient", "ShopifyUnavailable", "client_credentials_grant"]
@@ -179,14 +179,15 @@ class ShopifyClient:
                 token = await self.credentials.token()
                 self.requests += 1
                 body = await self._post(payload, ticket, token)
+                self.credentials.accepted()
                 return self._data(body)
             except _Unauthorized:
                 # A 401 is answered before anything runs: renew once and send the same bytes.
                 fresh = None if renewed else await self.credentials.renewed(token)
                 if fresh is None:
-                    raise ChannelError(
-                        _UNAUTHORIZED.get(self.credentials.kind, _UNAUTHORIZED["static"])
-                    ) from None
+                    refused = _UNAUTHORIZED.get(self.credentials.kind, _UNAUTHORIZED["static"])
+                    self.credentials.refused(refused)
+                    raise CredentialsRefused(refused) from None
                 renewed = True
                 log.info("shopify_token_refused", retry=True)
             except _Throttled:
@@ -333,7 +334,7 @@ async def client_credentials_grant(
             said = _OAUTH_ERROR.search(text)
             detail = said.group(0).strip() if said else ""
         detail = f", {detail[:200]}" if detail else ""
-        raise ChannelError(
+        raise CredentialsRefused(
             f"Shopify refused the client credentials (HTTP {status}{detail}): check client_id "
             "and client_secret, and that the app is installed on the shop"
         )

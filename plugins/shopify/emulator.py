@@ -200,7 +200,7 @@ class ShopifyEmulator(Emulator):
         client_id, secret = str(fields.get("client_id", "")), str(fields.get("client_secret", ""))
         good_id = hmac.compare_digest(client_id.encode(), self.options.client_id.encode())
         good_secret = hmac.compare_digest(secret.encode(), self.options.webhook_secret.encode())
-        if not good_id:
+        if not good_id or self.revoked:
             return _app_not_installed()
         if not good_secret:
             return _oauth_error("invalid_client", "Client authentication failed")

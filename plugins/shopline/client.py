@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import structlog
 
-from agent.channel import ChannelError, Credentials, Grant
+from agent.channel import ChannelError, Credentials, CredentialsRefused, Grant
 from agent.clock import Clock
 
 __all__ = [
@@ -163,7 +163,7 @@ async def refresh_grant(
         if isinstance(body, dict):
             said = body.get("message") or body.get("errors") or body.get("i18nCode") or ""
             detail = str(said)[:200]
-        raise ChannelError(
+        raise CredentialsRefused(
             f"SHOPLINE refused to refresh the app token (HTTP {status}, {detail or 'no detail'})"
             ": check app_key and app_secret, and that the app is installed in the store"
         )
@@ -280,6 +280,13 @@ class ShoplineClient:
             if fresh is not None:
                 log.info("shopline_token_refused", endpoint=endpoint, retry=True)
                 resp = await self._send_once(method, endpoint, params, body, fresh)
+        if resp.status == 401:
+            self.credentials.refused(
+                f"SHOPLINE refused the access token (HTTP 401) on {endpoint}: check "
+                "access_token (or app_key and app_secret), and that the app is installed"
+            )
+        elif resp.status < 500 and resp.status != 429:
+            self.credentials.accepted()
         return resp
 
     async def _send_once(
@@ -321,6 +328,11 @@ class ShoplineClient:
         if resp.status < 300:
             return
         detail = _errors_text(resp.body)
+        if resp.status == 401:  # still refused after a renewal (`_send`)
+            raise CredentialsRefused(
+                f"SHOPLINE refused {method} {endpoint}: HTTP 401, {_FATAL[401]} "
+                f"({detail or 'no detail'})"
+            )
         if resp.status in _FATAL:
             raise ChannelError(
                 f"SHOPLINE refused {method} {endpoint}: HTTP {resp.status}, "

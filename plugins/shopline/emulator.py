@@ -540,7 +540,7 @@ class ShoplineEmulator(Emulator):
         appkey = request.headers.get("appkey", "")
         good_key = hmac.compare_digest(appkey.encode(), self.options.client_id.encode())
         good_sign = hmac.compare_digest(request.headers.get("sign", "").encode(), expected.encode())
-        if not (timestamp.isdigit() and good_key and good_sign):
+        if not (timestamp.isdigit() and good_key and good_sign) or self.revoked:
             # The official SDK decodes a refusal's body as {"code": <string>, "message", "errors"}
             # (client/check_response_error.go; its refresh test: HTTP 500 {"code": "500",
             # "i18nCode": "error", "message": "error"}), while a success carries "code": 200, a

@@ -24,6 +24,7 @@ from agent.channel import (
     ChannelError,
     ChannelSettings,
     ConfigError,
+    CredentialsRefused,
     Item,
     RateBudget,
     WebhookHint,
@@ -123,9 +124,14 @@ class AcmeChannel(Channel):
                     answer = await resp.json(content_type=None)
                     if resp.status == 429:
                         wait = float(resp.headers.get("Retry-After", wait))
+                    elif resp.status == 401:  # told to the core: its credentials alert
+                        refused = f"Acme refused the access token on {path}: check access_token"
+                        self.credentials.refused(refused)
+                        raise CredentialsRefused(refused)
                     elif resp.status < 500:
                         if resp.status >= 400:
                             raise ChannelError(f"Acme {method} {path}: {resp.status} {answer}")
+                        self.credentials.accepted()
                         return answer
             except (aiohttp.ClientError, TimeoutError, ValueError):
                 pass  # outcome unknown; the idempotency key makes the retry safe

@@ -84,7 +84,8 @@ class AcmeEmulator(Emulator):
         if failure is not None:
             return _error(failure, "injected failure")
         expected = f"Bearer {self.options.token}".encode()
-        if not hmac.compare_digest(request.headers.get("Authorization", "").encode(), expected):
+        given = request.headers.get("Authorization", "").encode()
+        if self.revoked or not hmac.compare_digest(given, expected):
             return _error(401, "bad token")
         if not self.bucket.try_take(1):
             self.stats["throttled"] += 1
