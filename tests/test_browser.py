@@ -7,7 +7,8 @@ log without reloading, finds a duplicate, and is refused without a session or a 
 Chromium comes from Debian (`apt-get install chromium`), installed when it is missing, in the
 background from the moment the tests are collected; `python -m tests.test_browser` does only
 that, for a Makefile or CI step. With
-SHOPSYNC_SCREENSHOTS=1 the tests also write docs/overview.png and docs/sync-log.png.
+SHOPSYNC_SCREENSHOTS=1 the tests also write docs/overview.png and docs/sync-log.png, and at a
+phone's width docs/phone-overview.png and docs/phone-log.png.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import asyncio
 import csv
 import io
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -29,7 +31,10 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 
+from agent.clock import SystemClock
 from agent.demo import Shop
+from agent.signing import fingerprint, generate_keypair, public_key_b64
+from agent.transport import signed_request
 from agent.web.pages import session
 from tests.support.head_start import HeadStart
 
@@ -393,30 +398,175 @@ async def test_import_progress_moves_live_to_done(agents: Agents) -> None:
     await context.close()
 
 
-async def test_pages_fit_a_phone_and_every_field_has_a_label(agents: Agents) -> None:
+PHONE = {"width": 390, "height": 844}
+DESK = {"width": 1280, "height": 800}
+
+# What does not fit a page `width` wide: the page wider, a cell or button outside it, a .scroll
+# box that has to scroll; on a phone (`stacked`) a table whose rows are not stacked or whose
+# cells do not name their column; at a desk a table that is not one any more.
+MISFITS = """([width, stacked]) => {
+  const found = [];
+  const shown = el => el.getClientRects().length > 0;
+  const named = el => {
+    const table = el.closest('table');
+    const where = !table ? '' : ` in ${table.id ? '#' + table.id : table.caption?.textContent}`;
+    return `${el.tagName.toLowerCase()} "${el.textContent.trim().slice(0, 30)}"${where}`;
+  };
+  const page = document.documentElement.scrollWidth;
+  if (page > width) found.push(`the page is ${page} px wide`);
+  for (const el of document.querySelectorAll('td, th, button')) {
+    const box = el.getBoundingClientRect();
+    if (shown(el) && (box.left < 0 || box.right > width))
+      found.push(`${named(el)} spans ${Math.round(box.left)}-${Math.round(box.right)} px`);
+  }
+  for (const box of document.querySelectorAll('.scroll'))
+    if (stacked && box.scrollWidth > box.clientWidth)
+      found.push(`${named(box.querySelector('table') || box)} scrolls sideways`);
+  for (const table of document.querySelectorAll('table')) {
+    const rows = [...table.querySelectorAll('tbody tr, tfoot tr')];
+    const tabular = rows.filter(tr => getComputedStyle(tr).display === 'table-row');
+    if (!stacked) {
+      if (tabular.length < rows.length) found.push(`${named(table)} is not a table`);
+      continue;
+    }
+    if (tabular.length || !table.classList.contains('stack-on-phone'))
+      found.push(`${named(table)} does not stack its rows`);
+    if (table.tHead && shown(table.tHead)) found.push(`${named(table)} shows its head row`);
+    for (const cell of table.querySelectorAll('tbody td, tbody th, tfoot td, tfoot th')) {
+      const label = getComputedStyle(cell, '::before').content;
+      if (shown(cell) && (!cell.dataset.label || label !== JSON.stringify(cell.dataset.label)))
+        found.push(`${named(cell)} does not name its column`);
+    }
+  }
+  return found;
+}"""
+
+UNLABELLED = """() => [...document.querySelectorAll('input:not([type=hidden]), select')]
+    .filter(el => !el.labels.length && !el.getAttribute('aria-label'))
+    .map(el => el.name)"""
+
+
+async def _fits(page: Page, viewport: dict[str, int]) -> None:
+    """Assert that the page fits `viewport`'s width (MISFITS) and every field has a label."""
+    width = viewport["width"]
+    where = f"{page.url} at {width} px"
+    assert await page.evaluate(MISFITS, [width, width < 640]) == [], where
+    assert await page.evaluate(UNLABELLED) == [], where
+
+
+async def _ask_to_join(agents: Agents, shop: Shop, domain: str) -> str:
+    """A join request at `shop` from an outsider's agent (a new key) for `domain`; its key."""
+    key = generate_keypair()
+    public = public_key_b64(key)
+    body = {
+        "domain": domain,
+        "agent_url": f"https://stock-sync-agent.{domain}/shopsync",
+        "public_key": public,
+        "nonce": secrets.token_urlsafe(24),
+    }
+    status, answer = await signed_request(
+        agents.http,
+        "POST",
+        shop.agent_url + "/peer/join",
+        json_body=body,
+        private_key=key,
+        key_id=fingerprint(public),
+        audience=(await agents.api(shop, "GET", "/api/status"))["fingerprint"],
+        clock=SystemClock(),
+    )
+    assert status == 202, answer
+    return fingerprint(public)
+
+
+async def _with_a_duplicate(agents: Agents) -> None:
+    """An item of A that shares its SKU with another (the duplicates test makes one too)."""
     a = agents.a
-    context, page = await agents.logged_in(a, viewport={"width": 375, "height": 740})
-    explain = "/explain?sku=" + (await agents.skus(a))[0]
-    for path in (
-        "/",
-        "/requests",
-        "/log",
-        "/products",
-        "/rules",
-        "/duplicates",
-        "/import",
-        explain,
-    ):
-        await page.goto(a.agent_url + path)
-        width = await page.evaluate("document.documentElement.scrollWidth")
-        assert width <= 375, (path, width)
-        unlabelled = await page.evaluate(
-            """() => [...document.querySelectorAll('input:not([type=hidden]), select')]
-                 .filter(el => !el.labels.length && !el.getAttribute('aria-label'))
-                 .map(el => el.name)"""
-        )
-        assert unlabelled == [], (path, unlabelled)
-    await context.close()
+    if (await agents.api(a, "GET", "/api/status"))["excluded"]:
+        return
+    body = {"sku": (await agents.skus(a))[0], "available": 5, "title": "Its double"}
+    await agents.emulator(a, "/_emulator/products", body)
+    await agents.api(a, "POST", "/api/reconcile")
+
+    async def found() -> bool:
+        status = await agents.api(a, "GET", "/api/status")
+        return bool(status["excluded"] and status["idle"])
+
+    await agents.wait_for("A to find the duplicate", found)
+
+
+async def _count_unheard(agents: Agents, shop: Shop, sku: str, available: int) -> int:
+    """Set `sku`'s count on `shop`'s platform without its agent hearing of it (the webhook is
+    dropped), as a change not read yet; return the count it had."""
+    async with agents.http.get(shop.emu_url + "/_emulator/inventory") as resp:
+        had = int((await resp.json())[sku])
+    await agents.emulator(shop, "/_emulator/faults", {"webhook_drop": 1.0})
+    try:
+        await agents.emulator(shop, "/_emulator/inventory", {"sku": sku, "available": available})
+    finally:
+        await agents.emulator(shop, "/_emulator/faults", {"webhook_drop": 0.0})
+    return had
+
+
+async def test_pages_fit_a_phone_and_every_field_has_a_label(agents: Agents) -> None:
+    """Every page at a phone's width and a desk's: nothing off-screen, tables stacked on the
+    phone, including a join request's buttons, a row the live log adds and a dry run's report."""
+    a = agents.a
+    await _in_group(agents)
+    await _with_a_duplicate(agents)
+    skus = await agents.skus(a)
+    rules = (await agents.api(a, "GET", "/api/rules"))["rules"]
+    unbound = {"max": 10_000}  # above every count: a rule of a product that changes nothing
+    own = {**rules, "skus": {**rules.get("skus", {}), skus[3]: unbound}}
+    await agents.api(a, "POST", "/api/rules", {"rules": own})
+    asking = "a-shop-with-a-rather-long-domain-name.example.com"
+    key = await _ask_to_join(agents, a, asking)
+    unread = skus[5]  # a count the dry run's report lists as one an import would write
+    had = await _count_unheard(agents, a, unread, 1)
+    try:
+        for viewport in (DESK, PHONE):  # the phone last: its log shows the request rejected
+            phone = viewport is PHONE
+            context, page = await agents.logged_in(a, viewport=viewport)
+            for path in (
+                "/",
+                "/requests",
+                "/products",
+                f"/rules?sku={skus[0]}",
+                "/duplicates",
+                f"/explain?sku={skus[2]}",
+                "/import",
+            ):
+                await page.goto(a.agent_url + path)
+                await _fits(page, viewport)
+                if phone and path == "/":
+                    await screenshot(page, "phone-overview")
+            await page.get_by_role("button", name="Start import").click()  # a dry run
+            await expect(page.locator("#dry-run table")).to_contain_text(unread)
+            await _fits(page, viewport)
+            await page.goto(a.agent_url + "/requests")
+            row = page.locator("#requests tbody tr", has_text=asking)
+            await expect(row.get_by_role("button", name=f"Reject {asking}")).to_be_visible()
+            await page.goto(a.agent_url + "/log")
+            await expect(page.locator("#synclog[data-live='1']")).to_have_count(1)
+            if phone:  # a row the live tail adds
+                await agents.api(a, "POST", f"/api/requests/{asking}/reject", {"fingerprint": key})
+                fresh = page.locator("#synclog-rows tr.fresh", has_text=asking)
+                await expect(fresh).to_have_count(1, timeout=WAIT_MS)
+                await screenshot(page, "phone-log")
+            await _fits(page, viewport)
+            if phone:
+                await page.goto(a.agent_url + "/products")
+                heights = await page.locator("#products tbody tr").evaluate_all(
+                    "rows => rows.map(r => r.getBoundingClientRect().height)"
+                )
+                # a product in four lines and a button (207 px as seven cells one under another)
+                assert heights and max(heights) <= 160, heights
+            await context.close()
+    finally:
+        await agents.emulator(a, "/_emulator/inventory", {"sku": unread, "available": had})
+        await agents.api(a, "POST", "/api/rules", {"rules": rules})
+        waiting = (await agents.api(a, "GET", "/api/requests"))["requests"]
+        if any(r["fingerprint"] == key for r in waiting):
+            await agents.api(a, "POST", f"/api/requests/{asking}/reject", {"fingerprint": key})
 
 
 async def test_rules_are_set_tested_and_cleared_from_the_rules_page(agents: Agents) -> None:
