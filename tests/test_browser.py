@@ -370,6 +370,12 @@ async def _in_group(agents: Agents) -> None:
 async def test_import_progress_moves_live_to_done(agents: Agents) -> None:
     b = agents.b
     await _in_group(agents)
+    # one count the import must write (a change at b's shop the agent has not heard of): were
+    # b's counts all the group's already, the import would have nothing to write and be done
+    # before the page shows
+    async with agents.http.get(b.emu_url + "/_emulator/inventory") as resp:
+        sku, shown = sorted((await resp.json()).items())[0]
+    await _count_unheard(agents, b, sku, shown + 7)
     context, page = await agents.logged_in(b)
     await page.goto(b.agent_url + "/import")
     await page.get_by_role("button", name="Start import").click()  # dry run: report only
