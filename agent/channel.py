@@ -36,6 +36,7 @@ __all__ = [
     "RateBudget",
     "RenewingToken",
     "StaticToken",
+    "client_stats",
     "order_reference",
     "parse_json",
     "WebhookHint",
@@ -146,6 +147,16 @@ class WebhookHint:
     def cause(self) -> str:
         """The cause of the changes this webhook tells of (`agent.causes`)."""
         return cause_of(self.topic, self.reference)
+
+
+def client_stats(client: Any, budget: float) -> dict[str, float]:
+    """`Channel.stats()` of a client that counts `requests`, `throttled` and `retries`."""
+    return {
+        "requests": client.requests,
+        "throttled": client.throttled,
+        "retries": client.retries,
+        "budget": budget,
+    }
 
 
 def order_reference(name: Any, order_id: Any) -> str:

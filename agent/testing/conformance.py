@@ -396,6 +396,24 @@ class ChannelConformance:
 
         run(scenario, channel_under_test)
 
+    def test_the_clients_counters_count_requests_and_retries(
+        self, channel_under_test: ChannelHarness
+    ) -> None:
+        async def scenario(h: ChannelHarness) -> None:
+            async with h.open(skus=1) as shop:
+                [item] = (await shop.list_by_sku()).values()
+                before = shop.channel.stats()
+                if not before:  # optional: a channel that reports nothing has no /metrics rows
+                    return
+                await shop.faults(fail_requests=1, fail_status=503)
+                await shop.channel.read([item.item_id])
+                after = shop.channel.stats()
+            assert after["requests"] >= before["requests"] + 2, (before, after)
+            assert after["retries"] >= before["retries"] + 1, (before, after)
+            assert 0.0 <= after["budget"] <= 1.0, after
+
+        run(scenario, channel_under_test)
+
     # -- webhooks kept alive ------------------------------------------------------------------
 
     def test_a_subscription_the_platform_deleted_is_created_again(

@@ -21,6 +21,7 @@ from agent.channel import (
     WebhookHint,
     Write,
     WriteResult,
+    client_stats,
 )
 from plugins.pisell import webhooks, wire
 from plugins.pisell.client import ClientConfig, PisellClient, PisellRefused, PisellUnavailable
@@ -315,6 +316,11 @@ class PisellChannel(Channel):
             headers, body, secret=self.options.webhook_secret, now=self.clock.now(),
             warehouse_id=self.warehouse_id,
         )  # fmt: skip
+
+    def stats(self) -> dict[str, float]:
+        """The client's counters and its copy of the rate bucket, for `/metrics`."""
+        c = self.client
+        return client_stats(c, c.pacer.left())
 
     async def subscribe(self, callback_url: str) -> None:
         """Make sure one webhook at `callback_url` carries every topic the channel needs."""

@@ -103,6 +103,11 @@ class Pacer:
                     return ticket
                 await self.clock.sleep(wait)
 
+    def left(self) -> float:
+        """The share of the bucket left now, 0 (empty: requests wait) to 1 (full)."""
+        self._refill()
+        return max(0.0, min(1.0, self.level / self.capacity)) if self.capacity > 0 else 0.0
+
     def release(self, ticket: int) -> None:
         """The request of `ticket` is answered (or failed)."""
         self._in_flight.discard(ticket)
@@ -161,6 +166,7 @@ class PisellClient:
         self.clock = clock
         self.rng = rng or random.Random()
         self.pacer = Pacer(clock, config.bucket, config.restore_rate)
+        self.requests = self.throttled = self.retries = 0  # since start, for `/metrics`
 
     def _headers(self, key: str | None, has_body: bool) -> dict[str, str]:
         cfg = self.config
@@ -190,6 +196,7 @@ class PisellClient:
         failures = 0
         while True:
             ticket = await self.pacer.acquire()
+            self.requests += 1
             headers = self._headers(key, payload is not None)  # re-signed: a fresh Timestamp
             try:
                 async with self.http.request(
@@ -210,6 +217,7 @@ class PisellClient:
                     return envelope
                 reason = f"HTTP {status}"
                 if status == 429:
+                    self.throttled += 1
                     retry_after = answer_headers.get(wire.H_RETRY_AFTER, "1")
                     self.pacer.pause(self._retry_after(retry_after))
             finally:
@@ -223,6 +231,7 @@ class PisellClient:
                 )
             log.info("pisell_call_retry", method=method, path=path, reason=reason,
                      attempt=failures)  # fmt: skip
+            self.retries += 1
             if reason != "HTTP 429":  # a 429 waits in the pacer instead
                 await self.clock.sleep(self._backoff(failures))
 

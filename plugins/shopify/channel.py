@@ -25,6 +25,7 @@ from agent.channel import (
     WebhookHint,
     Write,
     WriteResult,
+    client_stats,
 )
 from plugins.shopify import queries, webhooks
 from plugins.shopify.client import (
@@ -473,12 +474,7 @@ class ShopifyChannel(Channel):
     def stats(self) -> dict[str, float]:
         """The client's counters and its cost bucket, for `/metrics`."""
         c = self.client
-        return {
-            "requests": c.requests,
-            "throttled": c.throttled,
-            "retries": c.retries,
-            "budget": c.budget(),
-        }
+        return client_stats(c, c.budget())
 
     async def check(self) -> list[Check]:
         """The common checks, then the granted scopes (asked of the API, so a static token's

@@ -60,6 +60,7 @@ from agent.channel import (
     WebhookHint,
     Write,
     WriteResult,
+    client_stats,
 )
 from plugins.shopline import webhooks
 from plugins.shopline.client import (
@@ -537,6 +538,11 @@ class ShoplineChannel(Channel):
             location_id=self.location_id or self.options.location_id,
             known_count=known,
         )
+
+    def stats(self) -> dict[str, float]:
+        """The client's counters and its pacing bucket, for `/metrics`."""
+        c = self.client
+        return client_stats(c, c.pacer.left())
 
     async def check(self) -> list[Check]:
         """The common checks, then the scopes an app token was granted with. SHOPLINE has no

@@ -229,6 +229,11 @@ class Pacer:
         self._leak()
         self._fill = max(self._fill, self.burst)
 
+    def left(self) -> float:
+        """The share of the bucket free now, 0 (full: requests wait) to 1 (empty)."""
+        self._leak()
+        return max(0.0, 1.0 - (self._fill + self._in_flight) / self.burst)
+
 
 class ShoplineClient:
     """Calls `{api_url}/admin/openapi/{version}/{endpoint}.json` paced, authenticated and retried.
@@ -263,6 +268,7 @@ class ShoplineClient:
         self.max_retries = max_retries
         self.pacer = Pacer(rate, burst, clock)
         self.rng = rng or random.Random()
+        self.requests = self.throttled = self.retries = 0  # since start, for `/metrics`
 
     def url(self, endpoint: str) -> str:
         """The full URL of `endpoint` (given without `.json`)."""
@@ -304,6 +310,7 @@ class ShoplineClient:
             "Accept": "application/json",
         }
         await self.pacer.acquire()
+        self.requests += 1
         try:
             sent = self.clock.now()
             async with self.http.request(
@@ -343,6 +350,7 @@ class ShoplineClient:
         )
 
     def _backoff(self, attempt: int) -> float:
+        self.retries += 1  # asked only before a retry
         return min(_MAX_BACKOFF, self.retry_base * 2**attempt) * self.rng.uniform(0.5, 1.5)
 
     async def get(self, endpoint: str, params: Mapping[str, Any] | None = None) -> Response:
@@ -358,6 +366,7 @@ class ShoplineClient:
                     return resp
                 if resp.status == 429:
                     self.pacer.throttled()
+                    self.throttled += 1
                 reason = f"http_{resp.status}"
             if attempt == self.max_retries:
                 break
@@ -387,6 +396,7 @@ class ShoplineClient:
                     self._check("POST", endpoint, resp)
                     return resp
                 self.pacer.throttled()
+                self.throttled += 1
                 reason = "http_429"
             if attempt == self.max_retries:
                 break

@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 __all__ = ["HeadStart"]
@@ -47,6 +48,22 @@ class HeadStart:
         return subprocess.CompletedProcess(
             self.argv, self.proc.returncode, self._stdout.read_text(), self._stderr.read_text()
         )
+
+    def output_until(self, marker: str, timeout: float) -> str | None:
+        """The output so far once it holds `marker` (a command that keeps running), or None
+        if the command ended or `timeout` seconds passed first."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self._stdout.read_text()
+            if marker in text:
+                return text
+            if self.proc.poll() is not None:
+                return None
+            time.sleep(0.2)
+        return None
+
+    def stderr(self) -> str:
+        return self._stderr.read_text()
 
     def stop(self) -> None:
         """Kill the command if it still runs and remove its output files."""
