@@ -171,6 +171,7 @@ class Shop:
             workdir / "logs" / f"{self.domain}.agent.log",
         )
         self.token = ""
+        self.config_extra = ""  # appended to its shopsync.toml before its agent first starts
 
     @property
     def emu_url(self) -> str:
@@ -185,6 +186,9 @@ class Shop:
         self.token = await init_agent(
             self.data_dir, self.domain, self.agent_port, self.channel, self.emu_url
         )
+        if self.config_extra:
+            with (self.data_dir / "shopsync.toml").open("a") as config:
+                config.write(self.config_extra)
         await self.agent.start()
 
     async def stop(self) -> None:

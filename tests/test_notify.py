@@ -5,86 +5,44 @@ receiver and a real SMTP server (aiosmtpd) on loopback, and from a real agent pr
 from __future__ import annotations
 
 import asyncio
-import email
-import json
 import os
 import sys
 from collections.abc import AsyncIterator, Iterator
-from email.message import Message
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
-from aiohttp import ClientSession, web
-from aiosmtpd.controller import Controller
+from aiohttp import ClientSession
 
 from agent.alerts import Alert
 from agent.db import Database
-from agent.demo import free_port
-from agent.notify import MAX_ATTEMPTS, Notifier, NotifySettings, verify
+from agent.notify import MAX_ATTEMPTS, Notifier, NotifySettings
 from tests.support.clock import StillClock
 from tests.support.cluster import Cluster
+from tests.support.notify_sinks import (
+    SECRET,
+    Receiver,
+    Sink,
+    notify_table,
+    receiving,
+    smtp_sink,
+)
 
-SECRET = "receiver-secret-0123456789"
 OVERSOLD = Alert("oversold", "SKU-1", "SKU-1: the group's count is -1", "/explain?sku=SKU-1")
 LOW = Alert("low_stock", "SKU-2", "SKU-2: 2 left (low-stock threshold 3)", "/explain?sku=SKU-2")
 
 
-class Receiver:
-    """An HTTP endpoint that checks each message's signature and answers from a script."""
-
-    def __init__(self) -> None:
-        self.messages: list[dict[str, Any]] = []
-        self.answers: list[int] = []  # statuses to answer first; then 200
-        self.refused = 0
-        self.url = ""
-
-    async def handle(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        stamp = request.headers.get("X-Shopsync-Timestamp", "")
-        signature = request.headers.get("X-Shopsync-Signature", "")
-        if not verify(SECRET, stamp, body, signature, now=float(stamp or 0)):
-            self.refused += 1
-            return web.json_response({"error": "bad signature"}, status=401)
-        status = self.answers.pop(0) if self.answers else 200
-        if status == 200:
-            self.messages.append(json.loads(body))
-        return web.json_response({}, status=status)
-
-
-class Sink:
-    """An SMTP server's handler that keeps every message."""
-
-    def __init__(self) -> None:
-        self.messages: list[Message] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append(email.message_from_bytes(envelope.content))
-        return "250 OK"
-
-
 @pytest_asyncio.fixture
 async def receiver() -> AsyncIterator[Receiver]:
-    found = Receiver()
-    app = web.Application()
-    app.router.add_post("/hook", found.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    found.url = f"http://127.0.0.1:{port}/hook"
-    yield found
-    await runner.cleanup()
+    async with receiving() as found:
+        yield found
 
 
 @pytest.fixture
 def smtp() -> Iterator[tuple[Sink, int]]:
-    sink, port = Sink(), free_port()
-    controller = Controller(sink, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield sink, port
-    controller.stop()
+    with smtp_sink() as found:
+        yield found
 
 
 def _settings(receiver: Receiver, port: int, **changes: Any) -> NotifySettings:
@@ -249,10 +207,7 @@ async def test_an_agent_notifies_a_low_stock_alert_as_it_opens_and_clears(
         await shop.stop_agent()
         config = shop.data_dir / "shopsync.toml"
         config.write_text(
-            config.read_text()
-            + f'\n[alerts]\nlow_stock = 3\n\n[notify]\nwebhook_url = "{receiver.url}"\n'
-            f'webhook_secret = "{SECRET}"\nemail_to = "owner@example.com"\n'
-            f'smtp_host = "127.0.0.1"\nsmtp_port = {port}\nsmtp_security = "none"\n'
+            config.read_text() + "\n[alerts]\nlow_stock = 3\n" + notify_table(receiver, port)
         )
         await shop.start_agent()
         code, out, err = await _shopsync(shop.data_dir, "notify", "test")
