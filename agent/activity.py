@@ -88,6 +88,10 @@ class LatencyRing:
         for s in seconds:
             slot.add(s * 1000.0)
 
+    def since(self, now: float) -> float:
+        """The time the latencies held at `now` go back to: the start, or the ring's length."""
+        return max(self.started, (int(now // 60) - len(self._slots) + 1) * 60.0)
+
     def _held(self, first: int, last: int) -> list[_Minute]:
         return [s for s in self._slots if s is not None and first <= s.minute <= last]
 
@@ -155,7 +159,7 @@ async def recent(db: Database, ring: LatencyRing, now: float, hours: int) -> dic
         "hours": hours,
         "since": first * 60.0,
         "now": now,
-        "latency_since": ring.started,
+        "latency_since": ring.since(now),
         "totals": {
             "local": sum(local.values()),
             "received": sum(received.values()),

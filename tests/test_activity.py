@@ -38,6 +38,8 @@ def test_the_ring_forgets_minutes_older_than_it_holds() -> None:
     ring.observe(NOW + 5 * 60, [0.09])  # takes the oldest minute's slot
     assert set(ring.minutes(MINUTE, MINUTE + 5)) == {MINUTE + 4, MINUTE + 5}
     assert ring.overall(MINUTE, MINUTE) == (0, None, None)
+    assert ring.since(NOW + 5 * 60) == (MINUTE + 1) * 60  # what it holds goes back to there
+    assert LatencyRing(started=NOW, minutes=5).since(NOW) == NOW  # or to its start
 
 
 def test_a_received_batch_says_how_many_events_were_new() -> None:

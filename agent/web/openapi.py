@@ -183,8 +183,8 @@ SCHEMAS: dict[str, Schema] = {
             "now": NUM,
             "latency_since": {
                 **NUM,
-                "description": "Unix time the agent started: latency is measured in memory, "
-                "so none before it (and at most the last 6 hours)",
+                "description": "Unix time the latencies go back to: they are kept in memory, "
+                "so the agent's start, or 6 hours ago when it has run longer",
             },
             "totals": _obj(
                 {

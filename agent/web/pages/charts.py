@@ -191,7 +191,7 @@ def latency_chart(activity: dict[str, Any]) -> Chart:
     received from peers, on a log scale (a partition's minutes beside loopback's ms)."""
     hours, totals = activity["hours"], activity["totals"]
     measured = (
-        f"since the agent started ({_utc(activity['latency_since'])})"
+        f"since {_utc(activity['latency_since'])}"
         if activity["latency_since"] > activity["since"]
         else f"in the last {_plural(hours, 'hour')}"
     )
