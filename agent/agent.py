@@ -18,6 +18,7 @@ import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent import ledger, peer_service, synclog
+from agent.activity import LatencyRing
 from agent.alerts import Alerts, AlertSettings
 from agent.catalogue import SkuRule
 from agent.channel import Channel
@@ -98,6 +99,7 @@ class Agent:
         self.db, self.identity, self.channel, self.clock = db, identity, channel, clock
         self.tuning = tuning
         self.metrics = metrics or Metrics()
+        self.latency = LatencyRing(started=clock.now())  # per minute, for the overview
         self.refusals = Refusals(clock)  # webhooks refused for their signature
         call = transport.call
         self.mode = SyncMode(db)
@@ -205,8 +207,10 @@ class Agent:
         """Peers' events just applied: the writes they cause will name them, and how long each
         took from its origin to here is measured."""
         self.reconciler.writes.carry(events)
-        for event in events:
-            self.metrics.propagation.labels(origin=event.origin).observe(max(0.0, now - event.at))
+        seconds = [max(0.0, now - event.at) for event in events]
+        for event, took in zip(events, seconds, strict=True):
+            self.metrics.propagation.labels(origin=event.origin).observe(took)
+        self.latency.observe(now, seconds)
 
     def _rules_changed(self) -> None:
         """What a shop publishes may have changed: plan every SKU again (only those whose

@@ -165,7 +165,7 @@ class Replicator:
                         kind,
                         now,
                         peer=peer,
-                        message=f"{len(new)} new of {len(events)} events, {len(changed)} SKUs",
+                        message=synclog.received_message(len(new), len(events), len(changed)),
                     )
                 )
             if refused:

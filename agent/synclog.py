@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from sqlalchemy import Connection
@@ -13,7 +14,17 @@ from agent.db import Database
 from agent.models import LogEntry
 from agent.sql import Tx
 
-__all__ = ["KINDS", "entry", "entry_json", "insert", "prune", "query_log", "record"]
+__all__ = [
+    "KINDS",
+    "entry",
+    "entry_json",
+    "insert",
+    "prune",
+    "query_log",
+    "received_count",
+    "received_message",
+    "record",
+]
 
 MAX_PAGE = 1000
 
@@ -55,6 +66,20 @@ KINDS: dict[str, str] = {
     "alert_cleared": "an alert cleared: its condition no longer holds",
     "notification": "a notification (webhook, e-mail) delivered, retried or given up",
 }
+
+
+_RECEIVED = re.compile(r"(\d+) new of \d+ events")
+
+
+def received_message(new: int, total: int, skus: int) -> str:
+    """The message of a `batch_received` entry: how many of the batch's events were new."""
+    return f"{new} new of {total} events, {skus} SKUs"
+
+
+def received_count(message: str) -> int:
+    """The new events a `batch_received` entry's message counts (0 for any other text)."""
+    found = _RECEIVED.match(message)
+    return int(found.group(1)) if found else 0
 
 
 async def prune(db: Database, before: float, *, batch: int = 5000) -> int:

@@ -641,6 +641,15 @@ async def test_a_products_sku_explains_its_count_term_by_term(agents: Agents) ->
     await expect(account.locator("tfoot")).to_contain_text("the sum of the terms above")
     await expect(page.locator("#shows tr", has_text=b.domain)).to_contain_text(str(before - 2))
     await expect(page.locator("#recent tbody tr", has_text=b.domain).first).to_contain_text("-2")
+    # the count over time: a step line that ends at the pool, and the same in words
+    chart = page.locator("#history-chart")
+    await expect(chart.get_by_role("img", name="The count over time")).to_be_visible()
+    await expect(chart.locator("#history-summary")).to_contain_text(
+        f"The count is {before - 2} now"
+    )
+    history = (await agents.api(a, "GET", f"/api/explain?sku={sku}"))["history"]
+    assert [p["pool"] for p in history[-2:]] == [before, before - 2]
+    await screenshot(page, "explain")
     await context.close()
 
 
@@ -650,6 +659,7 @@ async def test_an_oversold_alert_is_the_same_at_every_member_and_clears(agents: 
     sku = (await agents.skus(a))[6]
     await agents.emulator(a, "/_emulator/inventory", {"sku": sku, "available": 1})
     await agents.wait_for("b to show the last unit", lambda: _pool_is(agents, b, sku, 1), 30)
+    before = [(await agents.api(s, "GET", "/api/activity"))["totals"] for s in (a, b)]
     order = {"line_items": [{"sku": sku, "quantity": 1}]}
     await asyncio.gather(*(agents.emulator(s, "/_emulator/orders", order) for s in (a, b)))
 
@@ -668,7 +678,17 @@ async def test_an_oversold_alert_is_the_same_at_every_member_and_clears(agents: 
         await page.goto(shop.agent_url + "/")
         alert = page.locator("#alerts li.alert[data-kind='oversold']")
         await expect(alert.get_by_role("link", name=message)).to_be_visible()
+        # the activity chart counts the two sales: each made at one member, received at the other
+        made, got = (before[0 if shop is a else 1][k] + 1 for k in ("local", "received"))
+        changes = f"{made} change{'s' if made != 1 else ''}"
+        await expect(page.locator("#changes-chart").get_by_role("img")).to_be_visible()
+        await expect(page.locator("#changes-summary")).to_contain_text(
+            f"{changes} made here and {got} received from peers in the last 3 hours"
+        )
+        await expect(page.locator("#latency-summary")).to_contain_text("p50")
         assert await page.evaluate("document.documentElement.scrollWidth") <= width
+        if shop is a:
+            await screenshot(page, "overview")
         pages.append((context, page, shop))
     status = await asyncio.to_thread(
         subprocess.run,

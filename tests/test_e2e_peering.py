@@ -21,8 +21,9 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 # The trio's SKUs, each used by one test only: SKU-00001…10 the concurrent purchases (and the
 # forged requests, which only read SKU-00001), 11…15 the killed peer, 16…19 the peer down for
-# the burst, 20 and 21 the pause, 22 the third shop's sale. Every test starts them at 100.
-TRIO_SKUS = 22
+# the burst, 20 and 21 the pause, 22 the third shop's sale, 23 the activity. Every test starts
+# them at 100.
+TRIO_SKUS = 23
 
 
 async def _form_trio(workdir: Path) -> Cluster:
@@ -253,6 +254,39 @@ async def test_pause_holds_sync_and_resume_sends_what_happened(trio: Cluster) ->
     await c.post("/api/resume")
     counts = await trio.converged()
     assert counts["SKU-00020"] == 94 and counts["SKU-00021"] == 98
+
+
+async def test_activity_counts_changes_made_and_received_and_their_latency(trio: Cluster) -> None:
+    a, b, c = trio.shops
+    await trio.wait_idle()
+    before = [(await s.get("/api/activity"))["totals"] for s in trio.shops]
+    for left in (99, 98, 97):  # one sale at a time: each its own change
+        assert await b.buy("SKU-00023")
+
+        async def counted(want: int = left) -> bool:
+            return (await b.pools())["SKU-00023"] == want
+
+        await trio.until(counted, what=f"b to count {left}")
+    assert (await trio.converged())["SKU-00023"] == 97
+    await trio.wait_idle()
+    answers = [await s.get("/api/activity") for s in trio.shops]
+    after = [answer["totals"] for answer in answers]
+
+    def grew(key: str) -> list[int]:
+        return [now[key] - then[key] for now, then in zip(after, before, strict=True)]
+
+    assert grew("local") == [0, 3, 0]  # made at b
+    assert grew("received") == [3, 0, 3]  # and applied once at each other member
+    assert grew("latency_events") == [3, 0, 3]
+    for answer in (answers[0], answers[2]):
+        measured = [m for m in answer["minutes"] if m["latency_max_ms"] is not None]
+        assert measured and all(
+            0 <= m["latency_p50_ms"] <= m["latency_max_ms"] for m in measured
+        ), answer
+        assert sum(m["received"] for m in answer["minutes"]) == answer["totals"]["received"]
+    for shop in (a, c):  # the count over time, as each member holds it, ends at the pool
+        history = (await shop.get("/api/explain?sku=SKU-00023"))["history"]
+        assert [p["pool"] for p in history][-4:] == [100, 99, 98, 97], history
 
 
 async def test_a_member_cannot_join_another_group_before_leaving(trio_to_spend: Cluster) -> None:

@@ -179,6 +179,18 @@ async def test_log_limit_must_be_1_to_1000(agent: ShopHandle) -> None:
 
 
 @shared
+async def test_activity_hours_must_be_1_to_24(agent: ShopHandle) -> None:
+    for hours in ("0", "25", "-3", "three", "1.5", "99999999999999999999"):
+        status, body = await agent.api("GET", f"/api/activity?hours={hours}")
+        assert status == 400, hours
+        assert body["error"] == "bad_parameter" and body["message"], (hours, body)
+    for hours, want in (("1", 1), ("24", 24), ("", 3)):
+        status, body = await agent.api("GET", f"/api/activity?hours={hours}")
+        assert status == 200 and body["hours"] == want, hours
+        assert body["since"] == (body["now"] // 60 - want * 60 + 1) * 60
+
+
+@shared
 async def test_accept_and_reject_send_the_domain_whole(agent: ShopHandle) -> None:
     for command, domain in (("accept", "a/b.example.com?x=1"), ("reject", "../status")):
         out = shopsync(command, domain, data_dir=agent.data_dir)

@@ -10,7 +10,7 @@ from aiohttp import web
 from sqlalchemy import func
 from sqlmodel import col, select
 
-from agent import __version__, alerts, explain, jsonsafe, ledger, synclog
+from agent import __version__, activity, alerts, explain, jsonsafe, ledger, synclog
 from agent.duplicates import duplicates_report
 from agent.importer import ImportError_
 from agent.models import EventRow, ItemRow, PeerRow, PendingWrite, PoolRow
@@ -50,6 +50,7 @@ def create_api_app(parent: web.Application) -> web.Application:
     app.router.add_get("/log", get_log)
     app.router.add_get("/pools", get_pools)
     app.router.add_get("/explain", get_explain)
+    app.router.add_get("/activity", get_activity)
     app.router.add_get("/alerts", get_alerts)
     app.router.add_get("/notify", get_notify)
     app.router.add_post("/notify/test", post_notify_test)
@@ -236,6 +237,17 @@ async def get_explain(request: web.Request) -> web.Response:
     if found is None:
         return json_error(404, "unknown_sku", f"no shop of the group has told this one of {sku}")
     return web.json_response(found.to_wire())
+
+
+async def get_activity(request: web.Request) -> web.Response:
+    """`?hours=N` (1-24, default 3): per minute, this shop's changes, the events received
+    from peers, and their propagation latency (measured in memory since the agent started)."""
+    hours = _int_param(request, "hours", 3)
+    if hours is None or not 1 <= hours <= activity.MAX_HOURS:
+        raise bad_request("bad_parameter", f"hours must be 1-{activity.MAX_HOURS}")
+    agent = request.config_dict[keys.AGENT]
+    found = await activity.recent(agent.db, agent.latency, agent.clock.now(), hours)
+    return web.json_response(found)
 
 
 async def get_pools(request: web.Request) -> web.Response:

@@ -176,6 +176,40 @@ SCHEMAS: dict[str, Schema] = {
         {"shop": STR, "publishes": INT, "why": STR, "rules": STR, "override": _null(STR)},
         description="what one member publishes of a SKU, the rule that decided, its rules",
     ),
+    "Activity": _obj(
+        {
+            "hours": {**INT, "description": "the window asked for"},
+            "since": {**NUM, "description": "Unix time the window's first minute starts"},
+            "now": NUM,
+            "latency_since": {
+                **NUM,
+                "description": "Unix time the latencies go back to: they are kept in memory, "
+                "so the agent's start, or 6 hours ago when it has run longer",
+            },
+            "totals": _obj(
+                {
+                    "local": INT,
+                    "received": INT,
+                    "latency_events": INT,
+                    "latency_p50_ms": _null(NUM),
+                    "latency_max_ms": _null(NUM),
+                },
+                description="the same figures over the whole window",
+            ),
+            "minutes": _list(
+                _obj(
+                    {
+                        "at": {**NUM, "description": "Unix time the minute starts"},
+                        "local": {**INT, "description": "changes seen at this shop"},
+                        "received": {**INT, "description": "events received from peers"},
+                        "latency_p50_ms": _null(NUM),
+                        "latency_max_ms": _null(NUM),
+                    }
+                ),
+                description="oldest first; a minute with nothing in it is left out",
+            ),
+        }
+    ),
     "Account": _obj(
         {
             "sku": STR,
@@ -215,6 +249,12 @@ SCHEMAS: dict[str, Schema] = {
                 description="what each member shows of the pool under its rules, and why",
             ),
             "adds_up": {**BOOL, "description": "base + every change + earlier = pool"},
+            "history": _list(
+                _obj({"at": NUM, "pool": INT}),
+                description="the pool after each of the latest 500 events, oldest first, "
+                "worked back from the pool (so the last is the pool); when the first listed "
+                "event is a change, a first point gives the pool before it",
+            ),
         }
     ),
     "JoinRequest": _obj(
@@ -441,6 +481,17 @@ ADMIN_PATHS: dict[str, dict[str, Any]] = {
             _ref("Account"),
             errors={"400": "sku is missing or too long.", "404": "No shop told of this SKU."},
             params=[_query("sku", STR, "the SKU (required)")],
+        )
+    },
+    "/api/activity": {
+        "get": _admin(
+            "Per minute of the last hours: this shop's changes (sync log `change` rows), the "
+            "events received from peers (`batch_received` rows), and the p50 and max of their "
+            "propagation latency, from the origin's change to applied here (in memory: since "
+            "the agent started).",
+            _ref("Activity"),
+            errors={"400": "hours is not an integer from 1 to 24."},
+            params=[_query("hours", _blank({**INT, "minimum": 1, "maximum": 24}), "default 3")],
         )
     },
     "/api/pools": {

@@ -8,6 +8,7 @@ from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
+from agent.web.pages import charts
 from agent.web.pages.backend import Api, ApiError
 from agent.web.pages.render import redirect, render
 from agent.web.pages.session import page
@@ -42,14 +43,15 @@ async def _form(request: web.Request) -> dict[str, str]:
 
 @page
 async def overview(request: web.Request) -> web.StreamResponse:
-    """This shop, its group, maintenance and import state, and recent alerts."""
+    """This shop, its group, maintenance and import state, recent alerts and activity."""
     api = Api(request)
-    status, peers, pending, alerts, notify = await asyncio.gather(
+    status, peers, pending, alerts, notify, activity = await asyncio.gather(
         api.get("/status"),
         api.get("/peers"),
         api.get("/requests"),
         api.get("/alerts"),
         api.get("/notify"),
+        api.get("/activity", hours=ACTIVITY_HOURS),
     )
     return render(
         request,
@@ -62,9 +64,12 @@ async def overview(request: web.Request) -> web.StreamResponse:
         kinds=alerts["kinds"],
         notify=notify,
         maintenance=_maintenance_state(status),
+        changes_chart=charts.changes_chart(activity),
+        latency_chart=charts.latency_chart(activity),
     )
 
 
+ACTIVITY_HOURS = 3  # the overview's charts
 ALERTS_SHOWN = 5  # of each kind; the rest are counted
 
 
