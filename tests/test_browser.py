@@ -37,6 +37,7 @@ from agent.signing import fingerprint, generate_keypair, public_key_b64
 from agent.transport import signed_request
 from agent.web.pages import session
 from tests.support.head_start import HeadStart
+from tests.support.notify_sinks import Receiver, Sink, notify_table, receiving, smtp_sink
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
@@ -84,10 +85,19 @@ def ensure_chromium(started: HeadStart | None = None) -> str:
 
 
 class Agents:
-    """The two shops, an HTTP session for their APIs and emulators, and the browser."""
+    """The shops, an HTTP session for their APIs and emulators, the browser, and where A's
+    notifications go (a webhook receiver and an SMTP sink on loopback)."""
 
-    def __init__(self, a: Shop, b: Shop, http: aiohttp.ClientSession, browser: Browser) -> None:
-        self.a, self.b, self.http, self.browser = a, b, http, browser
+    def __init__(
+        self,
+        shops: list[Shop],
+        http: aiohttp.ClientSession,
+        browser: Browser,
+        told: tuple[Receiver, Sink],
+    ) -> None:
+        self.a, self.b, self.c = shops  # C joins A's group only for the three-shop account
+        self.http, self.browser = http, browser
+        self.receiver, self.sink = told
 
     async def api(self, shop: Shop, method: str, path: str, body: Any = None) -> Any:
         headers = {"Authorization": f"Bearer {shop.token}"}
@@ -138,24 +148,28 @@ async def _ready(agents: Agents, shop: Shop) -> bool:
 async def agents(
     tmp_path_factory: pytest.TempPathFactory, head_started: dict[str, HeadStart]
 ) -> AsyncIterator[Agents]:
-    """Shops A and B (emulator + agent processes each), not yet in a group, and Chromium."""
+    """Shops A, B and C (emulator + agent processes each), not yet in a group, and Chromium;
+    A notifies its alerts by webhook and e-mail."""
     chromium = ensure_chromium(head_started.get("chromium"))
     workdir = tmp_path_factory.mktemp("browser")
-    shops = [Shop(i, "shopify", workdir, 8) for i in range(2)]
-    async with (
-        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http,
-        async_playwright() as playwright,
-    ):
-        browser = await playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        try:
-            await asyncio.gather(*(s.start() for s in shops))
-            agents = Agents(shops[0], shops[1], http, browser)
-            for shop in shops:
-                await agents.wait_for(f"{shop.domain} ready", lambda s=shop: _ready(agents, s))
-            yield agents
-        finally:
-            await browser.close()  # closes the live tails before the agents stop
-            await asyncio.gather(*(s.stop() for s in shops))
+    shops = [Shop(i, "shopify", workdir, 8) for i in range(3)]
+    with smtp_sink() as (sink, port):
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http,
+            async_playwright() as playwright,
+            receiving() as receiver,
+        ):
+            shops[0].config_extra = notify_table(receiver, port)
+            browser = await playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+            try:
+                await asyncio.gather(*(s.start() for s in shops))
+                agents = Agents(shops, http, browser, (receiver, sink))
+                for shop in shops:
+                    await agents.wait_for(f"{shop.domain} ready", lambda s=shop: _ready(agents, s))
+                yield agents
+            finally:
+                await browser.close()  # closes the live tails before the agents stop
+                await asyncio.gather(*(s.stop() for s in shops))
 
 
 async def screenshot(page: Page, name: str) -> None:
@@ -365,6 +379,20 @@ async def _in_group(agents: Agents) -> None:
         return (await agents.api(b, "GET", "/api/import"))["state"] == "done"
 
     await agents.wait_for("B's import", imported)
+
+
+async def _with_c(agents: Agents) -> None:
+    """C in A's group too, its import done."""
+    a, c = agents.a, agents.c
+    peers = (await agents.api(a, "GET", "/api/peers"))["peers"]
+    if c.domain not in {p["domain"] for p in peers}:
+        await agents.api(c, "POST", "/api/join", {"target": a.agent_url})
+        await agents.api(a, "POST", f"/api/requests/{c.domain}/accept")
+
+    async def imported() -> bool:
+        return (await agents.api(c, "GET", "/api/import"))["state"] == "done"
+
+    await agents.wait_for("C's import", imported, 30)
 
 
 async def test_import_progress_moves_live_to_done(agents: Agents) -> None:
@@ -623,32 +651,44 @@ async def test_rules_are_set_tested_and_cleared_from_the_rules_page(agents: Agen
 
 
 async def test_a_products_sku_explains_its_count_term_by_term(agents: Agents) -> None:
-    a, b = agents.a, agents.b
+    a, b, c = agents.a, agents.b, agents.c
     await _in_group(agents)
+    await _with_c(agents)
     sku = (await agents.skus(a))[4]
     await agents.wait_for("b to count as a does", lambda: _same_pool(agents, sku))
     before = await _pool(agents, a, sku)
-    await agents.emulator(b, "/_emulator/orders", {"line_items": [{"sku": sku, "quantity": 2}]})
-    await agents.wait_for("b's sale to reach a", lambda: _pool_is(agents, a, sku, before - 2))
+    # a change at each of the three shops, one after the other
+    for shop, sold, after in ((b, 2, before - 2), (c, 1, before - 3), (a, 1, before - 4)):
+        order = {"line_items": [{"sku": sku, "quantity": sold}]}
+        await agents.emulator(shop, "/_emulator/orders", order)
+        await agents.wait_for(
+            f"{shop.domain}'s sale to reach a", lambda n=after: _pool_is(agents, a, sku, n)
+        )
     context, page = await agents.logged_in(a, viewport={"width": 1280, "height": 900})
     await page.goto(a.agent_url + f"/products?q={sku}")
     await page.get_by_role("link", name=sku, exact=True).click()
     await expect(page.get_by_role("heading", level=2).first).to_have_text(
-        f"{sku}: the group's count is {before - 2}"
+        f"{sku}: the group's count is {before - 4}"
     )
     account = page.locator("#account")
     await expect(account.locator("tr", has_text=b.domain)).to_contain_text("-2")
+    await expect(account.locator("tr", has_text=c.domain)).to_contain_text("-1")
+    await expect(account.locator("tr", has_text=a.domain).filter(has_text="-1")).to_have_count(1)
     await expect(account.locator("tfoot")).to_contain_text("the sum of the terms above")
-    await expect(page.locator("#shows tr", has_text=b.domain)).to_contain_text(str(before - 2))
+    for shop in (a, b, c):  # what each member shows of the pool
+        await expect(page.locator("#shows tr", has_text=shop.domain)).to_contain_text(
+            str(before - 4)
+        )
     await expect(page.locator("#recent tbody tr", has_text=b.domain).first).to_contain_text("-2")
+    await expect(page.locator("#recent tbody tr", has_text=c.domain).first).to_contain_text("-1")
     # the count over time: a step line that ends at the pool, and the same in words
     chart = page.locator("#history-chart")
     await expect(chart.get_by_role("img", name="The count over time")).to_be_visible()
     await expect(chart.locator("#history-summary")).to_contain_text(
-        f"The count is {before - 2} now"
+        f"The count is {before - 4} now"
     )
     history = (await agents.api(a, "GET", f"/api/explain?sku={sku}"))["history"]
-    assert [p["pool"] for p in history[-2:]] == [before, before - 2]
+    assert [p["pool"] for p in history[-4:]] == [before, before - 2, before - 3, before - 4]
     await screenshot(page, "explain")
     await context.close()
 
@@ -672,6 +712,7 @@ async def test_an_oversold_alert_is_the_same_at_every_member_and_clears(agents: 
 
     await agents.wait_for("the same oversold alert at both", oversold_everywhere, 30)
     message = f"{sku}: the group's count is -1 (1 sold more than there was)"
+    await agents.wait_for("a's notification of it", lambda: _told(agents, "opened", sku), 30)
     pages = []
     for shop, width in ((a, 1280), (b, 390)):  # a desk and a phone
         context, page = await agents.logged_in(shop, viewport={"width": width, "height": 800})
@@ -707,12 +748,29 @@ async def test_an_oversold_alert_is_the_same_at_every_member_and_clears(agents: 
         return not left
 
     await agents.wait_for("the alert to clear at both", cleared, 30)
+    await agents.wait_for("a's notification it cleared", lambda: _told(agents, "cleared", sku), 30)
+    assert agents.receiver.refused == 0  # every message signed with the shared secret
     for context, page, shop in pages:
         await page.goto(shop.agent_url + "/")
         await expect(page.locator("#no-alerts")).to_be_visible()
         log = await agents.api(shop, "GET", f"/api/log?sku={sku}&kind=alert_cleared")
         assert log["entries"][0]["message"] == f"oversold: cleared: {message}"
         await context.close()
+
+
+async def _told(agents: Agents, verb: str, sku: str) -> bool:
+    """A's webhook receiver and mailbox both got a message saying `sku`'s oversold alert
+    `verb` (opened or cleared)."""
+    hooked = any(
+        (a["kind"], a["subject"]) == ("oversold", sku)
+        for m in agents.receiver.messages
+        for a in m.get(verb, [])
+    )
+    mailed = any(
+        f"oversold {verb}" in (m["Subject"] or "") and sku in str(m.get_payload())
+        for m in agents.sink.messages
+    )
+    return hooked and mailed
 
 
 async def test_products_show_titles_sort_by_change_and_filter_mismatches(agents: Agents) -> None:
