@@ -31,12 +31,13 @@ refused with the platform's answer until revoked is false again; answers {"revok
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hmac
 import json
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -46,6 +47,8 @@ from agent.emulator.options import EmulatorOptions
 from agent.emulator.store import ShortStock, Store, UnknownSku, Variant
 from agent.emulator.tokens import TokenIssuer
 from agent.emulator.webhooks import WebhookSender
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 __all__ = ["Emulator", "json_error"]
 
@@ -176,7 +179,7 @@ class Emulator:
 
     def build_app(self) -> web.Application:
         """The aiohttp app: control routes, platform routes, webhook delivery on its lifetime."""
-        app = web.Application(client_max_size=64 * 1024**2)
+        app = web.Application(client_max_size=64 * 1024**2, middlewares=[self._slow_api])
         r = app.router
         r.add_post("/_emulator/orders", self._h_order)
         r.add_post("/_emulator/orders/{order_id}/cancel", self._h_cancel)
@@ -198,6 +201,13 @@ class Emulator:
         self.add_platform_routes(app)
         app.cleanup_ctx.append(self._webhook_ctx)
         return app
+
+    @web.middleware
+    async def _slow_api(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """The `api_delay` fault: a slow platform (never the `/_emulator` control API)."""
+        if self.faults.api_delay > 0 and not request.path.startswith("/_emulator"):
+            await asyncio.sleep(self.faults.api_delay)
+        return await handler(request)
 
     async def _webhook_ctx(self, app: web.Application):
         await self.webhooks.start()

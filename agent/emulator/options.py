@@ -16,11 +16,12 @@ class Faults:
     `webhook_drop`, and, with `webhook_reorder`, sent in shuffled order within a batch.
     API faults: the next `fail_requests` platform API calls answer `fail_status`; the next
     `timeout_after_apply` writes are applied and then the connection is dropped, so the client
-    never learns the outcome. Platform behaviour, on by default as the platform has it: after
-    `webhook_delete_after` deliveries to a subscription failed every retry (a success resets
-    the count), the subscription is deleted, as Shopify does after one (8 tries over 4 h)
-    and SHOPLINE after one (19 over 48 h); None takes the platform's figure
-    (`Emulator.webhook_delete_after`), 0 keeps it forever.
+    never learns the outcome; every platform API answer waits `api_delay` seconds (a slow
+    platform; the `/_emulator` control API is never slowed). Platform behaviour, on by default
+    as the platform has it: after `webhook_delete_after` deliveries to a subscription failed
+    every retry (a success resets the count), the subscription is deleted, as Shopify does
+    after one (8 tries over 4 h) and SHOPLINE after one (19 over 48 h); None takes the
+    platform's figure (`Emulator.webhook_delete_after`), 0 keeps it forever.
     """
 
     webhook_delay: float = 0.0
@@ -30,6 +31,7 @@ class Faults:
     fail_requests: int = 0
     fail_status: int = 503
     timeout_after_apply: int = 0
+    api_delay: float = 0.0
     webhook_delete_after: int | None = None
 
     def update(self, values: dict[str, object]) -> None:
