@@ -56,11 +56,13 @@ class Credentials(abc.ABC):
     # (`accepted`); the core raises the `credentials_failing` alert from it.
     failing: str | None = None
 
-    def refused(self, message: str) -> None:
-        """The platform refused these credentials, and renewing (if any) did not help."""
+    def refused(self, message: str) -> CredentialsRefused:
+        """The platform refused these credentials, and renewing (if any) did not help; returns
+        the error for the client to raise (`raise credentials.refused(message)`)."""
         if self.failing != message:
             log.warning("credentials_refused", kind=self.kind, error=message)
         self.failing = message
+        return CredentialsRefused(message)
 
     def accepted(self) -> None:
         """The platform accepted a call made with these credentials."""
@@ -161,8 +163,7 @@ class RenewingToken(Credentials):
         try:
             grant = await self._fetch()
         except CredentialsRefused as exc:  # the secrets, not a transient fault
-            self.refused(str(exc))
-            raise
+            raise self.refused(str(exc)) from None
         now = self._clock.now()
         self._grant = grant
         self.renewals += 1

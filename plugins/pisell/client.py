@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import structlog
 
-from agent.channel import ChannelError, Credentials, CredentialsRefused, StaticToken
+from agent.channel import ChannelError, Credentials, StaticToken
 from plugins.pisell import wire
 
 if TYPE_CHECKING:
@@ -247,12 +247,10 @@ class PisellClient:
             envelope = wire.Envelope(False, status, "not a Pisell envelope", None, None)
         if status in (401, 403):
             # The server's message may echo what we sent; keep it out of errors and logs.
-            refused = (
+            raise self.credentials.refused(
                 f"Pisell refused the credentials (HTTP {status}, {envelope.error_code}) on {path}:"
                 " check access_token, client_id and client_secret"
             )
-            self.credentials.refused(refused)
-            raise CredentialsRefused(refused)
         if 200 <= status < 300 and envelope.ok:
             self.credentials.accepted()
             return envelope

@@ -186,8 +186,7 @@ class ShopifyClient:
                 fresh = None if renewed else await self.credentials.renewed(token)
                 if fresh is None:
                     refused = _UNAUTHORIZED.get(self.credentials.kind, _UNAUTHORIZED["static"])
-                    self.credentials.refused(refused)
-                    raise CredentialsRefused(refused) from None
+                    raise self.credentials.refused(refused) from None
                 renewed = True
                 log.info("shopify_token_refused", retry=True)
             except _Throttled:

@@ -286,12 +286,7 @@ class ShoplineClient:
             if fresh is not None:
                 log.info("shopline_token_refused", endpoint=endpoint, retry=True)
                 resp = await self._send_once(method, endpoint, params, body, fresh)
-        if resp.status == 401:
-            self.credentials.refused(
-                f"SHOPLINE refused the access token (HTTP 401) on {endpoint}: check "
-                "access_token (or app_key and app_secret), and that the app is installed"
-            )
-        elif resp.status < 500 and resp.status != 429:
+        if resp.status != 401 and resp.status < 500 and resp.status != 429:
             self.credentials.accepted()
         return resp
 
@@ -336,9 +331,10 @@ class ShoplineClient:
             return
         detail = _errors_text(resp.body)
         if resp.status == 401:  # still refused after a renewal (`_send`)
-            raise CredentialsRefused(
+            raise self.credentials.refused(
                 f"SHOPLINE refused {method} {endpoint}: HTTP 401, {_FATAL[401]} "
-                f"({detail or 'no detail'})"
+                f"({detail or 'no detail'}): check access_token (or app_key and app_secret), "
+                "and that the app is installed"
             )
         if resp.status in _FATAL:
             raise ChannelError(

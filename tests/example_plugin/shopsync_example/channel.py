@@ -24,7 +24,6 @@ from agent.channel import (
     ChannelError,
     ChannelSettings,
     ConfigError,
-    CredentialsRefused,
     Item,
     RateBudget,
     WebhookHint,
@@ -125,9 +124,9 @@ class AcmeChannel(Channel):
                     if resp.status == 429:
                         wait = float(resp.headers.get("Retry-After", wait))
                     elif resp.status == 401:  # told to the core: its credentials alert
-                        refused = f"Acme refused the access token on {path}: check access_token"
-                        self.credentials.refused(refused)
-                        raise CredentialsRefused(refused)
+                        raise self.credentials.refused(
+                            f"Acme refused the access token on {path}: check access_token"
+                        )
                     elif resp.status < 500:
                         if resp.status >= 400:
                             raise ChannelError(f"Acme {method} {path}: {resp.status} {answer}")
