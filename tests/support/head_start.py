@@ -71,6 +71,12 @@ class HeadStart:
         self._dir.cleanup()
 
     def _kill(self) -> None:
+        """SIGTERM first, so that a command that started processes of its own (the demo) stops
+        them; SIGKILL what is left after 10 s."""
         if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
