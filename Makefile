@@ -29,12 +29,16 @@ demo: $(APP_STAMP)
 # The suite starts a few hundred `shopsync` processes: `compileall` compiles the sources once
 # so that none of them compiles them again (they would where PYTHONDONTWRITEBYTECODE is set).
 # Unchanged files are only checked; the bytecode goes to the ignored __pycache__ directories.
+# Two workers (one per core, at most two: the timing tests are sized for that), each test
+# module on one worker so that its shared shops form once (tests/support/cluster.py).
+PYTEST_WORKERS ?= --numprocesses auto --maxprocesses 2 --dist loadfile
+
 test: $(STAMP)
 	$(BIN)/ruff check agent plugins tests bench
 	$(BIN)/ruff format --check agent plugins tests bench
 	$(BIN)/mypy
 	$(BIN)/python -m compileall -q agent plugins tests
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(PYTEST_WORKERS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check --fix agent plugins tests bench

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -16,12 +19,35 @@ from agent.db import Database
 from agent.models import Identity
 from tests.support.clock import FastClock
 from tests.support.cluster import CALL_REPORT
-from tests.support.head_start import HeadStart
+from tests.support.head_start import HeadStart, stop_all
 from tests.support.live import Live
 from tests.support.memchannel import MemChannel, MemShop
 
 PG_ADMIN = os.environ.get("SHOPSYNC_TEST_PG", "postgresql://127.0.0.1:5432/test")
 HEAD_STARTS = pytest.StashKey[dict[str, HeadStart]]()
+#: Where this run's head starts keep their traces, shared by the xdist workers.
+RUN_DIR = pytest.StashKey[Path]()
+RUN_DIR_OPTION = "shopsync_head_starts"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is None:  # the xdist controller, or a run without workers
+        config.stash[RUN_DIR] = Path(tempfile.mkdtemp(prefix="shopsync-head-starts-"))
+    else:
+        config.stash[RUN_DIR] = Path(workerinput[RUN_DIR_OPTION])
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:  # type: ignore[no-untyped-def]
+    """xdist, in the controller: every worker gets the run's head-start directory."""
+    node.workerinput[RUN_DIR_OPTION] = str(node.config.stash[RUN_DIR])
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The controller (or the only process) stops what still runs, once every test is done."""
+    if getattr(config, "workerinput", None) is None and RUN_DIR in config.stash:
+        stop_all(config.stash[RUN_DIR])
 
 
 def _has_head_starts(item: pytest.Item) -> bool:
@@ -29,20 +55,29 @@ def _has_head_starts(item: pytest.Item) -> bool:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that wait on a head start run last: the started work gets the whole suite's time."""
+    """Tests that wait on a head start run last: the started work gets the whole suite's time.
+    Two tests with one node id are refused: xdist hands tests out by node id, so it would run
+    one of them and report the rest as never collected."""
+    counts = Counter(item.nodeid for item in items)
+    twice = sorted(nodeid for nodeid, n in counts.items() if n > 1)
+    if twice:
+        raise pytest.UsageError(f"tests with the same node id (xdist would run one): {twice}")
     items.sort(key=_has_head_starts)  # stable: the order within each part is kept
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Start what each module's `head_starts(names)` asks for, given its collected tests."""
+    """Start what each module's `head_starts(names)` asks for, given its collected tests;
+    under xdist, the first worker to claim a command starts it and the others share it."""
     if session.config.option.collectonly:
         return
     names: dict[object, set[str]] = {}
     for item in filter(_has_head_starts, session.items):
         names.setdefault(item.module, set()).add(item.originalname)  # type: ignore[attr-defined]
+    run_dir = session.config.stash[RUN_DIR]
     started: dict[str, HeadStart] = {}
     for module, tests in names.items():
-        started.update(module.head_starts(tests))  # type: ignore[attr-defined]
+        for name, command in module.head_starts(tests).items():  # type: ignore[attr-defined]
+            started[name] = HeadStart.claim(run_dir, name, command)
     session.config.stash[HEAD_STARTS] = started
 
 
@@ -54,11 +89,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     if report.when == "call":
         item.stash[CALL_REPORT] = report
     return report
-
-
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    for head_start in session.config.stash.get(HEAD_STARTS, {}).values():
-        head_start.stop()
 
 
 @pytest.fixture(scope="session")

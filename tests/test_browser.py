@@ -36,7 +36,7 @@ from agent.demo import Shop
 from agent.signing import fingerprint, generate_keypair, public_key_b64
 from agent.transport import signed_request
 from agent.web.pages import session
-from tests.support.head_start import HeadStart
+from tests.support.head_start import Command, HeadStart
 from tests.support.notify_sinks import Receiver, Sink, notify_table, receiving, smtp_sink
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
@@ -60,13 +60,12 @@ INSTALL = (
 APT_ENV = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
 
 
-def _install() -> HeadStart:
-    return HeadStart(["sh", "-c", INSTALL], cwd=DOCS.parent, env=APT_ENV)
+INSTALL_COMMAND = Command(["sh", "-c", INSTALL], cwd=DOCS.parent, env=APT_ENV)
 
 
-def head_starts(tests: set[str]) -> dict[str, HeadStart]:
+def head_starts(tests: set[str]) -> dict[str, Command]:
     """Install Chromium at collection when it is missing, beside the tests before these."""
-    return {} if shutil.which("chromium") else {"chromium": _install()}
+    return {} if shutil.which("chromium") else {"chromium": INSTALL_COMMAND}
 
 
 def ensure_chromium(started: HeadStart | None = None) -> str:
@@ -74,7 +73,12 @@ def ensure_chromium(started: HeadStart | None = None) -> str:
     found = shutil.which("chromium")
     if found:
         return found
-    install = (started or _install()).result(timeout=900)
+    if started is not None:
+        install = started.result(timeout=900)
+    else:
+        install = subprocess.run(
+            INSTALL_COMMAND.argv, env=APT_ENV, capture_output=True, text=True, timeout=900
+        )
     found = shutil.which("chromium")
     if not found:
         pytest.fail(

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import sys
@@ -15,7 +16,7 @@ from pathlib import Path
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.head_start import HeadStart
+from tests.support.head_start import Command, HeadStart
 
 
 def _running_in(workdir: Path) -> list[int]:
@@ -72,13 +73,14 @@ SERIES = {
 }
 
 
-def head_starts(tests: set[str]) -> dict[str, HeadStart]:
+def head_starts(tests: set[str]) -> dict[str, Command]:
     """The demo runs from collection on, beside the other tests (it mostly waits on its shops)."""
     if "test_the_demo_converges_and_says_where_its_shops_live" not in tests:
         return {}
-    workdir = tempfile.mkdtemp(prefix="shopsync-demo-test-")
+    # made by the demo: under xdist every worker asks, and only one of them starts it
+    workdir = os.path.join(tempfile.gettempdir(), f"shopsync-demo-test-{secrets.token_hex(6)}")
     argv = [sys.executable, "-m", "agent.cli", "demo", "--workdir", workdir, *DEMO_ARGS]
-    return {"demo": HeadStart(argv, cwd=Path(__file__).resolve().parents[1], env=_env())}
+    return {"demo": Command(argv, cwd=Path(__file__).resolve().parents[1], env=_env())}
 
 
 def _env() -> dict[str, str]:
@@ -102,7 +104,7 @@ async def test_the_demo_converges_and_says_where_its_shops_live(
     else:
         found = await asyncio.to_thread(started.output_until, STOPS, 300)
         assert found is not None, started.stderr()[-2000:]
-        text, pid = found, started.proc.pid
+        text, pid = found, started.pid
         tmp_path = Path(started.argv[started.argv.index("--workdir") + 1])
     summary = json.loads(next(line for line in text.splitlines() if line.startswith("{")))
     assert summary["converged"] is True and summary["shops"] == 3 and summary["skus"] == 8

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.head_start import HeadStart
+from tests.support.head_start import Command, HeadStart
 
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = 300
@@ -51,12 +51,12 @@ def _sim(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
     )
 
 
-def head_starts(tests: set[str]) -> dict[str, HeadStart]:
+def head_starts(tests: set[str]) -> dict[str, Command]:
     """The 300 seeds, started at collection when their test is among those collected."""
     if "test_three_hundred_seeds_lose_and_double_nothing" not in tests:
         return {}
     argv = [sys.executable, "-m", "tests.sim", *SUITE_SEEDS]
-    return {"sim-seeds": HeadStart(argv, cwd=ROOT, env=ENV)}
+    return {"sim-seeds": Command(argv, cwd=ROOT, env=ENV)}
 
 
 def _summary(run: subprocess.CompletedProcess[str]) -> dict:
