@@ -74,6 +74,8 @@ def test_three_hundred_seeds_lose_and_double_nothing(head_started: dict[str, Hea
         assert faults.get(kind, 0) > 0, f"no {kind} was injected: {faults}"
     assert any(k.startswith("partition_") for k in faults)
     assert faults.get("write_timeout_after_apply", 0) > 0 and faults.get("join", 0) > 0
+    # owners changed their shops' stock rules and the group's priority shop mid-storm
+    assert faults.get("rules_shop", 0) > 0 and faults.get("rules_priority", 0) > 0
     # the byzantine member tried every attack, and every one that arrived was refused
     from tests.sim.byzantine import ATTACKS
 

@@ -6,10 +6,11 @@ import asyncio
 import contextlib
 import heapq
 import itertools
+import random
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from agent.rules import Priority, RuleError
+from agent.rules import Priority, RuleError, ShopRules, rules_from_wire
 from tests.sim.node import Node
 from tests.sim.runtime import Crashed
 
@@ -198,6 +199,23 @@ async def storm(world: World, duration: float, joiner: str | None) -> None:
     for _ in range(rr.choice((0, 0, 1, 2))):
         line.at(rr.uniform(start, end), priority)
 
+    async def shop_rules() -> None:
+        """A member's owner changes its shop's stock rules, mid-storm: stored in its config
+        first (what a restart starts from), then taken by the agent and told to the group."""
+        live = [m for m in world.members if world.nodes[m].alive and not world.nodes[m].importing]
+        if not live:
+            return
+        node = world.nodes[rr.choice(live)]
+        node.shop_rules = rules = draw_rules(rr)
+        world.count("rules_shop")
+        world.trace("shop_rules", node=node.domain, rules=rules.to_wire())
+        assert node.agent is not None
+        with contextlib.suppress(RuleError, asyncio.CancelledError, Crashed):
+            await node.spawn(node.agent.rules.set_shop_rules(rules), awaited=True)
+
+    for _ in range(rr.choice((0, 0, 1, 2))):
+        line.at(rr.uniform(start, end), shop_rules)
+
     if world.byzantine is not None:
         byz = world.byzantine
         for _ in range(byz.rng.randint(3, 12)):
@@ -287,3 +305,26 @@ async def _quiet(world: World, since: float, vector_of: Any) -> bool:
     # and holds the same rules records (a change lost on the way comes with a pull)
     held = [n.agent.rules.wire() for n in nodes if n.agent is not None]
     return all(h == held[0] for h in held)
+
+
+def draw_rules(rng: random.Random) -> ShopRules:
+    """A shop's stock rules: none in half the shops, else some of each kind, maybe one
+    override by pattern and one by SKU."""
+    if rng.random() < 0.5:
+        return ShopRules()
+
+    def some(*values: Any) -> Any:
+        return rng.choice((None, *values))
+
+    raw: dict[str, Any] = {
+        "buffer": some(0, 1, 2, 3),
+        "percent": some(50, 80, 100),
+        "plus": some(1, 2),
+        "max": some(2, 5, 10),
+    }
+    skus: dict[str, Any] = {}
+    if rng.random() < 0.3:
+        skus["SKU-00*"] = {"max": rng.randint(0, 3)}
+    if rng.random() < 0.3:
+        skus[f"SKU-{rng.randint(1, 12):03d}"] = {"buffer": rng.randint(0, 2)}
+    return rules_from_wire({**{k: v for k, v in raw.items() if v is not None}, "skus": skus})

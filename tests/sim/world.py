@@ -30,7 +30,6 @@ from agent import ledger
 from agent.ledger import Snapshot
 from agent.models import JoinRequest, PoolRow
 from agent.roster import PeerError
-from agent.rules import ShopRules, rules_from_wire
 from tests.sim import checker, plan
 from tests.sim.byzantine import Byzantine
 from tests.sim.net import NetFaults, Network
@@ -94,7 +93,8 @@ class World:
         # the byzantine member and its attacks, from a stream of their own as well
         self.byz_rng = random.Random(seed ^ 0xB12A)
         self.byzantine: Byzantine | None = None
-        # each shop's stock rules and the group's priority changes, from a stream of their own
+        # each shop's stock rules, their changes and the group's priority changes, from a
+        # stream of their own
         self.rules_rng = random.Random(seed ^ 0x2E1E5)
 
     # -- tracing -------------------------------------------------------------------------------
@@ -158,7 +158,7 @@ class World:
             rng=self.rng,
             transport=self.network.transport(domain),
             trace=self.trace,
-            shop_rules=draw_rules(self.rules_rng),
+            shop_rules=plan.draw_rules(self.rules_rng),
         )
         node.on_install = self._installed
         node.on_commit = self._commit_kill
@@ -404,29 +404,6 @@ def _request(other: Node, direction: str, nonce: str, now: float) -> JoinRequest
         nonce=nonce,
         received_at=now,
     )
-
-
-def draw_rules(rng: random.Random) -> ShopRules:
-    """A shop's stock rules: none in half the shops, else some of each kind, maybe one
-    override by pattern and one by SKU."""
-    if rng.random() < 0.5:
-        return ShopRules()
-
-    def some(*values: Any) -> Any:
-        return rng.choice((None, *values))
-
-    raw: dict[str, Any] = {
-        "buffer": some(0, 1, 2, 3),
-        "percent": some(50, 80, 100),
-        "plus": some(1, 2),
-        "max": some(2, 5, 10),
-    }
-    skus: dict[str, Any] = {}
-    if rng.random() < 0.3:
-        skus["SKU-00*"] = {"max": rng.randint(0, 3)}
-    if rng.random() < 0.3:
-        skus[f"SKU-{rng.randint(1, 12):03d}"] = {"buffer": rng.randint(0, 2)}
-    return rules_from_wire({**{k: v for k, v in raw.items() if v is not None}, "skus": skus})
 
 
 def _idle(node: Node) -> bool:
