@@ -55,7 +55,8 @@ def _has_head_starts(item: pytest.Item) -> bool:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that wait on a head start run last: the started work gets the whole suite's time.
+    """Tests that wait on a head start go last: in one process the started work then gets the
+    whole suite's time (xdist's `loadfile` hands modules out largest first instead).
     Two tests with one node id are refused: xdist hands tests out by node id, so it would run
     one of them and report the rest as never collected."""
     counts = Counter(item.nodeid for item in items)

@@ -76,8 +76,14 @@ def ensure_chromium(started: HeadStart | None = None) -> str:
     if started is not None:
         install = started.result(timeout=900)
     else:
+        command = INSTALL_COMMAND
         install = subprocess.run(
-            INSTALL_COMMAND.argv, env=APT_ENV, capture_output=True, text=True, timeout=900
+            command.argv,
+            cwd=command.cwd,
+            env=command.env,
+            capture_output=True,
+            text=True,
+            timeout=900,
         )
     found = shutil.which("chromium")
     if not found:
@@ -123,8 +129,7 @@ class Agents:
 
     async def skus(self, shop: Shop) -> list[str]:
         """The SKUs in `shop`'s emulator, sorted."""
-        async with self.http.get(shop.emu_url + "/_emulator/inventory") as resp:
-            return sorted(await resp.json())
+        return sorted(await self.skus_shown(shop))
 
     async def wait_for(self, what: str, check: Any, timeout: float = 15.0) -> Any:
         """Poll the async `check` until it returns something truthy."""

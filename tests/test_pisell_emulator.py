@@ -422,3 +422,19 @@ async def test_faults_force_a_429_and_a_5xx(api: Any) -> None:
     assert (await api.get(P["shops"], headers=signed())).status == 200
     resp = await api.post("/_emulator/faults", json={"latency": -1})
     assert resp.status == 400
+
+
+async def test_a_bad_fault_is_refused_and_sets_none_of_its_request(api: Any) -> None:
+    before = await (await api.post("/_emulator/faults", json={})).json()
+    for bad in (
+        {"fail_requests": 2, "api_delay": -1},  # the good field first: it must not stick
+        {"fail_requests": 2, "api_delay": float("nan")},  # sent as JSON's NaN
+        {"fail_requests": 2, "webhook_delay": float("inf")},
+        {"fail_requests": 2, "rate_limit": "no"},
+        {"rate_limit": False, "nonsense": 1},
+    ):
+        resp = await api.post("/_emulator/faults", json=bad)
+        assert resp.status == 400, bad
+        assert "error" in await resp.json()
+        assert await (await api.post("/_emulator/faults", json={})).json() == before, bad
+    assert (await api.get(P["shops"], headers=signed())).status == 200  # no fault took

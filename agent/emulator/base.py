@@ -21,7 +21,8 @@ webhook (Shopify and SHOPLINE `products/update`; Pisell has no product topic), c
 
 Extras: GET /_emulator/items, GET /_emulator/writes, GET /_emulator/stats,
 POST /_emulator/orders/{id}/cancel, POST /_emulator/refunds {"order_id"},
-POST /_emulator/faults {...Faults fields}, POST /_emulator/storefront {"open": bool},
+POST /_emulator/faults {...Faults fields, "rate_limit": bool} (all or nothing: one bad value
+is a 400 that sets none of them), POST /_emulator/storefront {"open": bool},
 POST /_emulator/clock/advance {"seconds"} (the emulator's time, which expires tokens, jumps
 forward; answers {"now"}), GET /_emulator/tokens ({"issued", "lifetime"}: tokens granted so far
 and their lifetime), POST /_emulator/credentials {"revoked": bool} (the merchant uninstalls the
@@ -340,15 +341,14 @@ class Emulator:
 
     async def _h_faults(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
-        if "rate_limit" in body:
-            value = body.pop("rate_limit")
-            if not isinstance(value, bool):
-                return json_error(400, "rate_limit must be true or false")
-            self.bucket.enabled = value
+        rate_limit = body.pop("rate_limit", self.bucket.enabled)
+        if not isinstance(rate_limit, bool):
+            return json_error(400, "rate_limit must be true or false")
         try:
-            self.faults.update(body)
+            self.faults.update(body)  # all or nothing
         except ValueError as exc:
             return json_error(400, str(exc))
+        self.bucket.enabled = rate_limit
         state = {**dataclasses.asdict(self.faults), "rate_limit": self.bucket.enabled}
         return web.json_response(state)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 __all__ = ["EmulatorOptions", "Faults"]
 
@@ -35,7 +36,8 @@ class Faults:
     webhook_delete_after: int | None = None
 
     def update(self, values: dict[str, object]) -> None:
-        """Set the named fields; unknown names or wrong types raise ValueError."""
+        """Set the named fields, all or none: unknown names or wrong types raise ValueError
+        before anything is set."""
         fields = {f.name: f for f in dataclasses.fields(self)}
         for name, value in values.items():
             if name not in fields:
@@ -47,8 +49,14 @@ class Faults:
             elif isinstance(current, int):
                 if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                     raise ValueError(f"fault {name} must be a non-negative integer")
-            elif not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+            elif (
+                not isinstance(value, int | float)
+                or isinstance(value, bool)
+                or not math.isfinite(value)  # JSON's NaN and Infinity parse as floats
+                or value < 0
+            ):
                 raise ValueError(f"fault {name} must be a non-negative number")
+        for name, value in values.items():
             setattr(self, name, value)
 
 

@@ -286,7 +286,8 @@ class ShoplineClient:
             if fresh is not None:
                 log.info("shopline_token_refused", endpoint=endpoint, retry=True)
                 resp = await self._send_once(method, endpoint, params, body, fresh)
-        if resp.status != 401 and resp.status < 500 and resp.status != 429:
+        # accepted; a 401 still here is refused where it is raised (`_check`)
+        if resp.status < 500 and resp.status not in (401, 429):
             self.credentials.accepted()
         return resp
 

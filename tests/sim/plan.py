@@ -7,7 +7,7 @@ import contextlib
 import heapq
 import itertools
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from agent.rules import Priority, RuleError, ShopRules, rules_from_wire
@@ -182,19 +182,28 @@ async def storm(world: World, duration: float, joiner: str | None) -> None:
 
     rr = world.rules_rng
 
+    def owner() -> Node | None:
+        """The member whose owner acts now: a live one, not importing (None: there is none)."""
+        live = [m for m in world.members if world.nodes[m].alive and not world.nodes[m].importing]
+        return world.nodes[rr.choice(live)] if live else None
+
+    async def through_agent(node: Node, change: Coroutine[Any, Any, Any]) -> None:
+        """An owner's change, made through the agent: refused, or cut short by a crash, is an
+        outcome the checker judges, not a failure of the run."""
+        with contextlib.suppress(RuleError, asyncio.CancelledError, Crashed):
+            await node.spawn(change, awaited=True)
+
     async def priority() -> None:
         """A member's owner sets (or lifts) the group's priority shop, mid-storm."""
-        live = [m for m in world.members if world.nodes[m].alive and not world.nodes[m].importing]
-        if not live:
+        node = owner()
+        if node is None:
             return
-        node = world.nodes[rr.choice(live)]
         target = rr.choice([None, *world.members])
         choice = None if target is None else Priority(target, rr.randint(0, 3))
         world.count("rules_priority")
         world.trace("priority", node=node.domain, shop=target)
         assert node.agent is not None
-        with contextlib.suppress(RuleError, asyncio.CancelledError, Crashed):
-            await node.spawn(node.agent.rules.set_priority(choice), awaited=True)
+        await through_agent(node, node.agent.rules.set_priority(choice))
 
     for _ in range(rr.choice((0, 0, 1, 2))):
         line.at(rr.uniform(start, end), priority)
@@ -202,16 +211,14 @@ async def storm(world: World, duration: float, joiner: str | None) -> None:
     async def shop_rules() -> None:
         """A member's owner changes its shop's stock rules, mid-storm: stored in its config
         first (what a restart starts from), then taken by the agent and told to the group."""
-        live = [m for m in world.members if world.nodes[m].alive and not world.nodes[m].importing]
-        if not live:
+        node = owner()
+        if node is None:
             return
-        node = world.nodes[rr.choice(live)]
         node.shop_rules = rules = draw_rules(rr)
         world.count("rules_shop")
         world.trace("shop_rules", node=node.domain, rules=rules.to_wire())
         assert node.agent is not None
-        with contextlib.suppress(RuleError, asyncio.CancelledError, Crashed):
-            await node.spawn(node.agent.rules.set_shop_rules(rules), awaited=True)
+        await through_agent(node, node.agent.rules.set_shop_rules(rules))
 
     for _ in range(rr.choice((0, 0, 1, 2))):
         line.at(rr.uniform(start, end), shop_rules)

@@ -24,7 +24,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -52,18 +51,13 @@ class HeadStart:
 
     @classmethod
     def claim(cls, run_dir: Path, name: str, command: Command) -> HeadStart:
-        """The command `name` of this run: started here if no other worker started it."""
+        """The command `name` of this run: started here, under a supervisor, unless another
+        worker claimed it first."""
         directory = run_dir / name
         try:
             directory.mkdir()
         except FileExistsError:
             return cls(directory)
-        return cls.start(command, directory)
-
-    @classmethod
-    def start(cls, command: Command, directory: Path | None = None) -> HeadStart:
-        """Start `command` now, under a supervisor, keeping its traces in `directory`."""
-        directory = directory or Path(tempfile.mkdtemp(prefix="shopsync-head-start-"))
         _write(directory / "argv", json.dumps(command.argv))
         proc = subprocess.Popen(
             [sys.executable, str(Path(__file__).resolve()), str(directory), *command.argv],
