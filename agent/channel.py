@@ -32,6 +32,7 @@ __all__ = [
     "Item",
     "JSONError",
     "Journal",
+    "Level",
     "MemoryJournal",
     "RateBudget",
     "RenewingToken",
@@ -60,7 +61,7 @@ class Item:
 
     `item_id` is the id the plugin reads and writes by (for Shopify the InventoryItem gid).
     `sku` is None or "" when the item has none. `created_at` is epoch seconds (the platform's
-    creation time of the variant), used for first-created-wins.
+    creation time of the variant), used for first-created-wins. `stamp`: as `Level.stamp`.
     """
 
     item_id: str
@@ -68,6 +69,7 @@ class Item:
     available: int
     created_at: float
     title: str = ""
+    stamp: float | None = None  # the platform's time of the count's last change (`Level`)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -103,6 +105,23 @@ class WriteResult:
     status: WriteStatus
     available: int | None = None
     message: str = ""
+    # ``ok``: the platform's time of the item's last change as it answered (`Level.stamp`),
+    # when the plugin can tell it; None otherwise
+    stamp: float | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Level:
+    """An item's count at the platform, and the platform's time of its last change.
+
+    `stamp` is the platform's own clock (epoch seconds, at whatever resolution it keeps:
+    Shopify's are whole seconds), the same clock as a level webhook's `WebhookHint.stamp` and
+    a write's `WriteResult.stamp`; None when the platform does not say. With stamps the core
+    can take a level webhook's count without reading the item (DESIGN §5, stamped levels).
+    """
+
+    count: int | None
+    stamp: float | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -125,7 +144,8 @@ class RateBudget:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class WebhookHint:
-    """What a verified platform webhook says changed: a hint, never a count to trust."""
+    """What a verified platform webhook says changed: a hint. Its counts are taken only with
+    a stamp that proves them newer than what the core knows (`stamp`); else they are read."""
 
     topic: str
     item_ids: tuple[str, ...] = ()
@@ -135,13 +155,23 @@ class WebhookHint:
     # (`Channel.lookup`, debounced) for new items and changed SKUs, or, when the hint names
     # none, runs a full pass, at most one per `catalogue_min_interval`.
     catalogue_changed: bool = False
-    # (item_id, count) pairs the webhook claims. Never turned into events; the core only uses
-    # them to skip re-reading an item that the webhook shows unchanged (e.g. the echo of its
-    # own write), which halves the platform calls a burst costs.
+    # (item_id, count) pairs the webhook claims. Without a `stamp` they never become events:
+    # the core only uses them to skip re-reading an item that the webhook shows unchanged (e.g.
+    # the echo of its own write), which halves the platform calls a burst costs.
     counts: tuple[tuple[str, int], ...] = ()
     # The order the webhook is about, as the platform names it ("#1042", or its id for a
     # refund): the sync log says "order #1042 at shop2" rather than a topic.
     reference: str = ""
+    # The platform's time of the change the hint tells of (`Level.stamp`), when the payload
+    # says it. With `counts`: a count whose stamp is newer than everything the core knows of
+    # the item is taken as a fresh count, without a read; an older one is dropped; one of the
+    # same moment that differs is read. Without (an order): the order's time, so that an order
+    # told after its level webhook was taken does not wait for it.
+    stamp: float | None = None
+    # The platform also sends a stamped level webhook for every count this hint tells of
+    # changing (Shopify: an order's `inventory_levels/update`): the core waits for it rather
+    # than reading, and reads only if it has not come within `LEVEL_GRACE` seconds.
+    levels_follow: bool = False
 
     @property
     def cause(self) -> str:
@@ -300,6 +330,12 @@ class Channel(abc.ABC):
     @abc.abstractmethod
     async def read(self, item_ids: Sequence[str]) -> dict[str, int | None]:
         """Fresh absolute counts for `item_ids`, batched; None for an id the shop lacks."""
+
+    async def read_levels(self, item_ids: Sequence[str]) -> dict[str, Level]:
+        """`read`, with the platform's time of each item's last change where it says it (the
+        core reads through this; a plugin whose platform stamps its levels overrides it)."""
+        counts = await self.read(item_ids)
+        return {item_id: Level(count) for item_id, count in counts.items()}
 
     async def lookup(self, item_ids: Sequence[str]) -> list[Item] | None:
         """These items as `list_items` would list them (SKU, title, creation time, count),

@@ -73,7 +73,11 @@ class Effects:
     unit runs in the database thread, which never touches the reconciler's state)."""
 
     touched: list[str] = dataclasses.field(default_factory=list)
+    observed: list[str] = dataclasses.field(default_factory=list)  # counts seen, not written
     seen: dict[str, int] = dataclasses.field(default_factory=dict)
+    # item_id -> (platform stamp, published count) of a touched item whose new state came with
+    # the platform's stamp; a touched item not here has an unknown stamp
+    known: dict[str, tuple[float, int]] = dataclasses.field(default_factory=dict)
     plan: set[str] = dataclasses.field(default_factory=set)  # SKUs to write again
     read: dict[str, str] = dataclasses.field(default_factory=dict)  # item_id -> cause
     written: list[str] = dataclasses.field(default_factory=list)  # rows settled
@@ -112,9 +116,18 @@ def observe_counts(
     causes: dict[str, str] | str,
     now: float,
     append: Append,
+    *,
+    stamps: dict[str, float | None] | None = None,
+    expect: dict[str, int] | None = None,
 ) -> Effects:
     """Apply fresh counts of items in one unit of work: their events, log and published
-    counts; returns what the reconciler's memory must learn of it."""
+    counts; returns what the reconciler's memory must learn of it.
+
+    `stamps`: the platform's time of each count (`Level.stamp`), kept as the item's known
+    state. `expect`: counts taken from level webhooks, each valid only while the item still
+    publishes the count the agent's stamped knowledge belongs to; an item that moved since
+    (a path without a stamp) is read instead.
+    """
     done = Effects()
     rows = load_items(conn, counts)
     pools = ledger.pools(conn, (r.sku for r in rows.values() if r.sku))
@@ -126,8 +139,15 @@ def observe_counts(
         row = rows.get(item_id)
         if row is None or row.excluded is not None or not row.sku:
             continue
-        done.touched.append(item_id)
         cause = causes if isinstance(causes, str) else causes.get(item_id, "read")
+        if expect is not None and row.published != expect.get(item_id):
+            done.read[item_id] = cause
+            continue
+        done.touched.append(item_id)
+        done.observed.append(item_id)
+        stamp = stamps.get(item_id) if stamps is not None else None
+        if stamp is not None:
+            done.known[item_id] = (stamp, obs)
         before, state = row.published, row.state()
         event = observe(row, obs, pools.get(row.sku), cause)
         if row.state() != state:

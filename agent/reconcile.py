@@ -30,7 +30,7 @@ from agent.db import Database
 from agent.ledger import NewEvent
 from agent.models import EventRow, Identity
 from agent.observation import Effects, Item, observe, observe_counts
-from agent.scheduler import CATALOGUE_MIN_INTERVAL, LOOKUP_WINDOW, Scheduler
+from agent.scheduler import CATALOGUE_MIN_INTERVAL, LOOKUP_WINDOW, Scheduler, Told
 from agent.sweep import Sweep
 from agent.writes import Allocate, Writes
 
@@ -93,6 +93,7 @@ class Reconciler:
             max_inflight=max_inflight,
             on_local_events=on_local_events,
             read=self._read,
+            take=self._take,
             write=lambda skus: self.writes.plan(skus),
             sweep=lambda: self.sweep.run(),
             lookup=lambda causes: self.sweep.lookup(causes),
@@ -227,9 +228,9 @@ class Reconciler:
     # -- observing -----------------------------------------------------------------------------
 
     async def _read(self, ids: list[str], causes: dict[str, str]) -> None:
-        """Read claimed items and observe their counts."""
+        """Read claimed items and observe their counts (with the platform's stamps)."""
         try:
-            counts = await self.channel.read(ids)
+            levels = await self.channel.read_levels(ids)
         except Exception as exc:  # any failure: retry the reads later
             log.warning("read_failed", shop=self.identity.domain, error=str(exc), ids=len(ids))
             await self.clock.sleep(1.0 + self.rng.random())
@@ -238,19 +239,39 @@ class Reconciler:
         stats = self.scheduler.stats
         stats["reads"] += 1
         stats["read_ids"] += len(ids)
-        observations = {i: c for i, c in counts.items() if c is not None}
+        gone = [i for i in ids if i not in levels or levels[i].count is None]
+        counts = {i: c for i, level in levels.items() if (c := level.count) is not None}
+        stamps = {i: levels[i].stamp for i in counts}
         # an item vanished or moved: look it up (a pass if the channel cannot)
-        self.scheduler.look_up((i for i in ids if counts.get(i) is None), "read")
-        await self._observe(observations, causes)
+        self.scheduler.look_up(gone, "read")
+        await self._observe(counts, causes, stamps=stamps)
 
-    async def _observe(self, counts: dict[str, int], causes: dict[str, str] | str) -> None:
+    async def _take(self, taken: dict[str, Told]) -> None:
+        """Take stamped counts of level webhooks as fresh observations (no platform call)."""
+        counts = {i: t.count for i, t in taken.items()}
+        causes = {i: t.cause for i, t in taken.items()}
+        stamps: dict[str, float | None] = {i: t.stamp for i, t in taken.items()}
+        await self._observe(
+            counts, causes, stamps=stamps, expect={i: t.expect for i, t in taken.items()}
+        )
+
+    async def _observe(
+        self,
+        counts: dict[str, int],
+        causes: dict[str, str] | str,
+        *,
+        stamps: dict[str, float | None] | None = None,
+        expect: dict[str, int] | None = None,
+    ) -> None:
         """Apply fresh counts of busy items in one unit of work."""
         if not counts:
             return
         now = self.clock.now()
 
         def work(conn: Connection) -> Effects:
-            return observe_counts(conn, counts, causes, now, self._append)
+            return observe_counts(
+                conn, counts, causes, now, self._append, stamps=stamps, expect=expect
+            )
 
         self.scheduler.settle(await self.db.run(work))
 

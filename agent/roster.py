@@ -42,6 +42,16 @@ OWN_RECORD = "me"  # agent_state key of this agent's own signed member record
 MAX_RECORDS = 1000  # member records taken from one list
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Listed:
+    """What the roster's directory holds of one member row."""
+
+    domain: str
+    state: str
+    public_key: str  # base64, as stored
+    key: Ed25519PublicKey
+
+
 class PeerError(Exception):
     """A peering step cannot be done; `status` is the HTTP status to answer with."""
 
@@ -106,6 +116,10 @@ class Roster:
         self.key_id = fingerprint(identity.public_key)
         self._me: Member | None = None
         self._keys: dict[str, Ed25519PublicKey] | None = None  # origin -> key, while unchanged
+        # key id -> the member row's domain, state and key, while the rows are unchanged: what
+        # every peer request asks (whose key, is it live), without a trip to the database
+        self._directory: dict[str, _Listed] | None = None
+        self._generation = 0  # moves on every `forget`: a load begun before it is not kept
         self._refusals: set[tuple[str, str]] = set()  # member refusals logged once each
         self._listeners: list[Listener] = []
 
@@ -123,6 +137,23 @@ class Roster:
     def forget(self) -> None:
         """Member rows changed or went away: the keys are read again when next asked."""
         self._keys = None
+        self._directory = None
+        self._generation += 1
+
+    async def _listed(self) -> dict[str, _Listed]:
+        """Every member row by key id (loaded once per change of the rows)."""
+        directory = self._directory
+        if directory is None:
+            generation = self._generation
+            query = "SELECT fingerprint, domain, state, public_key FROM peer"
+            rows = await self.db.read(lambda conn: Tx(conn).rows(query))
+            directory = {
+                fp: _Listed(domain, state, public_key, load_public_key_b64(public_key))
+                for fp, domain, state, public_key in rows
+            }
+            if generation == self._generation:  # no change committed while it loaded
+                self._directory = directory
+        return directory
 
     # -- this agent ----------------------------------------------------------------------------
 
@@ -213,11 +244,10 @@ class Roster:
 
     async def member_key(self, key_id: str) -> Ed25519PublicKey | None:
         """The key of the live member whose key id is `key_id` (every peer request asks)."""
-        query = "SELECT state, public_key FROM peer WHERE fingerprint = ? LIMIT 1"
-        row = await self.db.read(lambda conn: Tx(conn).one(query, (key_id,)))
-        if row is None or row[0] not in LIVE:
+        listed = (await self._listed()).get(key_id)
+        if listed is None or listed.state not in LIVE:
             return None
-        return load_public_key_b64(row[1])
+        return listed.key
 
     async def is_member(self, key_id: str) -> bool:
         return await self.member_key(key_id) is not None
@@ -386,7 +416,9 @@ class Roster:
     async def heard_from(self, key_id: str, record: Any = None, *, strict: bool = False) -> str:
         """A member's call arrived, maybe with its own record: fold that record in (the
         sender speaks for itself only) and return the sender's domain."""
-        sender = await self.sender(key_id)
+        sender = (await self._listed()).get(key_id)
+        if sender is None:
+            raise PeerError(403, "not_a_member", "unknown sender")
         if isinstance(record, dict):
             member = parse_member(record)
             if member.domain != sender.domain or member.public_key != sender.public_key:

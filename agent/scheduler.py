@@ -5,12 +5,21 @@ writes in batches on items no other read or write holds (`busy`), within their o
 Product webhooks and ids not known yet queue lookups, gathered for `lookup_window` seconds and
 sent together; a full catalogue pass they cannot replace runs at most once per
 `catalogue_min_interval` (asked-for passes — at start, periodic, by an admin — run at once).
+
+Stamped levels (DESIGN §5): a level webhook that carries the platform's time of its change is
+judged against the newest stamped state the agent knows of the item (`known`: from a read, a
+write's answer or an earlier level). Older: dropped. Of the same moment: nothing new if the
+count is the same, else read (two changes in one tick of the platform's clock). Newer: its
+count is a fresh observation, taken without a read. Without a known stamp it is read, as any
+hint. An order webhook whose level follows (`WebhookHint.levels_follow`) waits for that level
+and reads only if none has come within `LEVEL_GRACE` seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -23,7 +32,15 @@ from agent.clock import Clock
 from agent.models import EventRow
 from agent.observation import Effects
 
-__all__ = ["CATALOGUE_MIN_INTERVAL", "LOOKUP_WINDOW", "READS_IN_FLIGHT", "Scheduler"]
+__all__ = [
+    "CATALOGUE_MIN_INTERVAL",
+    "LEVEL_GRACE",
+    "LOOKUP_WINDOW",
+    "READS_IN_FLIGHT",
+    "STAMP_AHEAD",
+    "Scheduler",
+    "Told",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -32,8 +49,30 @@ READS_IN_FLIGHT = 2
 CATALOGUE_MIN_INTERVAL = 300.0
 #: Seconds product webhooks gather before their items are looked up together.
 LOOKUP_WINDOW = 2.0
+#: Seconds an order webhook waits for the level webhook of its change before its items are read.
+LEVEL_GRACE = 2.0
+#: Seconds a level's stamp may be ahead of this agent's clock and still be taken: a stamp far
+#: in the future (a forged webhook, a platform clock gone wrong) is read instead, so it can
+#: never make the real webhooks that follow look stale.
+STAMP_AHEAD = 300.0
 
 Job = Coroutine[Any, Any, None]
+
+
+@dataclasses.dataclass(slots=True)
+class Told:
+    """A stamped count a level webhook told of an item, waiting for the item to be free.
+
+    `ambiguous`: another webhook told a different count of the same moment (read instead).
+    `expect`: the published count the agent's stamped knowledge of the item belongs to (set
+    when the count is taken; the unit of work takes it only if the item still publishes it).
+    """
+
+    count: int
+    stamp: float
+    cause: str
+    ambiguous: bool = False
+    expect: int = 0
 
 
 class Scheduler:
@@ -56,6 +95,7 @@ class Scheduler:
         max_inflight: int,
         on_local_events: Callable[[list[EventRow]], None] | None,
         read: Callable[[list[str], dict[str, str]], Job],
+        take: Callable[[dict[str, Told]], Job],
         write: Callable[[list[str]], Job],
         sweep: Callable[[], Job],
         lookup: Callable[[dict[str, str]], Coroutine[Any, Any, bool]],
@@ -70,6 +110,7 @@ class Scheduler:
         self.max_inflight = max_inflight
         self.on_local_events = on_local_events
         self._read_items, self._write_skus, self._sweep = read, write, sweep
+        self._take_levels = take
         self._look_up = lookup
         self.catalogue_min_interval = catalogue_min_interval
         self.lookup_window = lookup_window
@@ -81,6 +122,10 @@ class Scheduler:
         self.last_touch: dict[str, float] = {}  # item_id -> monotonic time of last observation
         self.seen: dict[str, int] = {}  # item_id -> published count, to spot webhook echoes
         self.writing: dict[str, int] = {}  # item_id -> target of the write in flight
+        # item_id -> (platform stamp, published count): the newest stamped state known of it
+        self.known: dict[str, tuple[float, int]] = {}
+        self.pending_levels: dict[str, Told] = {}  # stamped counts waiting for their item
+        self.awaiting: dict[str, tuple[float, str]] = {}  # item_id -> (read at, order cause)
         self.stats = {
             "reads": 0,
             "read_ids": 0,
@@ -88,6 +133,8 @@ class Scheduler:
             "write_rows": 0,
             "events": 0,
             "echoes_skipped": 0,
+            "levels_taken": 0,  # stamped level webhooks taken as counts, without a read
+            "levels_dropped": 0,  # stamped level webhooks older than what was known
             "lookups": 0,
             "lookup_ids": 0,
             "passes": 0,
@@ -116,7 +163,9 @@ class Scheduler:
     # -- inputs ------------------------------------------------------------------------------
 
     def hint(self, hint: WebhookHint) -> None:
-        """A verified webhook: queue fresh reads of what it names."""
+        """A verified webhook: queue fresh reads of what it names (or its stamped counts)."""
+        stamped = hint.stamp is not None and hint.stamp <= self.clock.now() + STAMP_AHEAD
+        told = self._tell(hint) if stamped and hint.counts else set()
         unchanged = {
             item_id
             for item_id, count in hint.counts
@@ -130,25 +179,54 @@ class Scheduler:
         }
         self.stats["echoes_skipped"] += len(unchanged)
         lookups: list[str] = []
-        reads, cause = self.pending_reads, hint.cause
+        cause = hint.cause
         for hinted in hint.item_ids:
             if hint.catalogue_changed:
                 lookups.append(hinted)  # a product edit: its SKU or title may have changed
-            elif hinted in unchanged:
+            elif hinted in unchanged or hinted in told:
                 continue
             elif hinted in self.index.item_sku:
-                reads[hinted] = prefer(reads.get(hinted), cause)
+                self._read_or_await(hinted, cause, hint)
             elif hinted not in self.index.excluded:
                 lookups.append(hinted)  # an item we do not know yet
         for raw in () if hint.catalogue_changed and hint.item_ids else hint.skus:
             rule_sku = self.sku_rule(raw)
             item_id = self.index.sku_item.get(rule_sku) if rule_sku else None
             if item_id is not None:
-                reads[item_id] = prefer(reads.get(item_id), cause)
+                self._read_or_await(item_id, cause, hint)
         if hint.catalogue_changed and not hint.item_ids:
             self.catalogue_due = True
         self.look_up(lookups, cause)
         self._wake.set()
+
+    def _tell(self, hint: WebhookHint) -> set[str]:
+        """Hold the stamped counts of a level webhook for their items (the newest per item);
+        returns the items it told of."""
+        assert hint.stamp is not None
+        told: set[str] = set()
+        for item_id, count in hint.counts:
+            if item_id not in self.index.item_sku:
+                continue  # not an item we sync (yet): the hint's other handling applies
+            told.add(item_id)
+            held = self.pending_levels.get(item_id)
+            if held is None or hint.stamp > held.stamp:
+                self.pending_levels[item_id] = Told(count, hint.stamp, hint.cause)
+            elif hint.stamp == held.stamp and count != held.count:
+                held.ambiguous = True
+        return told
+
+    def _read_or_await(self, item_id: str, cause: str, hint: WebhookHint) -> None:
+        """Queue a read of an item a hint names; or, when the platform sends the item's level
+        itself, wait `LEVEL_GRACE` for it (the order's cause goes to whatever observes it)."""
+        if not hint.levels_follow or item_id in self.pending_reads:
+            self.pending_reads[item_id] = prefer(self.pending_reads.get(item_id), cause)
+            return
+        known = self.known.get(item_id)
+        if hint.stamp is not None and known is not None and known[0] >= hint.stamp:
+            return  # a level of the order's moment or later was taken already
+        due, queued = self.awaiting.get(item_id, (self.clock.monotonic() + LEVEL_GRACE, None))
+        self.awaiting[item_id] = (due, prefer(queued, cause))
+        self._wake_later(LEVEL_GRACE, "awaiting")
 
     def look_up(self, item_ids: Iterable[str], cause: str) -> None:
         """Queue lookups of these items (new, changed or vanished), sent together once the
@@ -193,6 +271,8 @@ class Scheduler:
         for the minimum interval is scheduled work, like the periodic one, not queued)."""
         return not (
             self.pending_reads
+            or self.pending_levels
+            or self.awaiting
             or self.pending_skus
             or self.pending_lookups
             or self.busy
@@ -213,6 +293,13 @@ class Scheduler:
         touched = self.clock.monotonic()
         for item_id in done.touched:
             self.last_touch[item_id] = touched
+            stamped = done.known.get(item_id)
+            if stamped is None:
+                self.known.pop(item_id, None)  # moved by what carried no stamp: read to know
+            else:
+                self.known[item_id] = stamped
+        for item_id in done.observed:
+            self.awaiting.pop(item_id, None)  # what an order webhook waited for has come
         for item_id in done.written:
             self.writing.pop(item_id, None)
         self.seen.update(done.seen)
@@ -279,6 +366,7 @@ class Scheduler:
             else:
                 self._wake_later(wait, "catalogue")
         self._dispatch_lookups()
+        self._dispatch_levels()
         budget = self.channel.budget
         # reads and writes have their own slots, so a storm of webhooks (reads) never starves
         # the writes that publish the group's counts
@@ -317,6 +405,60 @@ class Scheduler:
             self.pending_skus.difference_update(skus)
             self.claim([self.index.sku_item[s] for s in skus])
             self.spawn(self._write_skus(skus))
+
+    def _dispatch_levels(self) -> None:
+        """Judge the held level webhooks of free items: drop, read, or take (one unit of work
+        for all taken); and read the items whose orders waited `LEVEL_GRACE` in vain."""
+        now = self.clock.monotonic()
+        for item_id, (due, cause) in list(self.awaiting.items()):
+            if due <= now:
+                del self.awaiting[item_id]
+                self.pending_reads[item_id] = prefer(self.pending_reads.get(item_id), cause)
+        if self.awaiting:
+            first = min(due for due, _ in self.awaiting.values())
+            self._wake_later(first - now, "awaiting")
+        if not self.pending_levels:
+            return
+        taken: dict[str, Told] = {}
+        for item_id in [i for i in self.pending_levels if i not in self.busy]:
+            told = self.pending_levels.pop(item_id)
+            if item_id in self.pending_reads:
+                continue  # a read is queued: it sees this change and any after it
+            verdict = self._judge(item_id, told)
+            if verdict == "take":
+                waited = self.awaiting.pop(item_id, None)
+                told.cause = prefer(waited[1] if waited else None, told.cause)
+                taken[item_id] = told
+            elif verdict == "read":
+                waited = self.awaiting.pop(item_id, None)
+                cause = prefer(waited[1] if waited else None, told.cause)
+                self.pending_reads[item_id] = cause
+            else:
+                self.stats["levels_dropped"] += 1
+        if taken:
+            self.stats["levels_taken"] += len(taken)
+            self.claim(taken)
+            self.spawn(self._take(taken))
+
+    def _judge(self, item_id: str, told: Told) -> str:
+        """ "take", "read" or "drop" a stamped count, against what is known of the item."""
+        known = self.known.get(item_id)
+        if known is None:  # no stamped state to compare with: as an unstamped hint
+            unchanged = self.seen.get(item_id) == told.count and not told.ambiguous
+            return "drop" if unchanged else "read"
+        stamp, count = known
+        if told.stamp < stamp:
+            return "drop"  # older than what the agent saw or wrote since
+        if told.ambiguous or told.stamp == stamp:
+            return "drop" if told.count == count and not told.ambiguous else "read"
+        told.expect = count
+        return "take"
+
+    async def _take(self, taken: dict[str, Told]) -> None:
+        try:
+            await self._take_levels(taken)
+        finally:
+            self.release(taken)
 
     def _dispatch_lookups(self) -> None:
         """Look up what waited `lookup_window`, in a read slot, unless a pass is listing the

@@ -27,7 +27,8 @@ __all__ = ["Sweep"]
 log = structlog.get_logger(__name__)
 
 #: Applies fresh counts of busy items in one unit of work, with one cause or one per item.
-Observe = Callable[[dict[str, int], dict[str, str] | str], Awaitable[None]]
+#: `Reconciler._observe`: counts, their causes, and (keyword `stamps`) their platform stamps.
+Observe = Callable[..., Awaitable[None]]
 
 
 @dataclasses.dataclass(eq=False, kw_only=True)
@@ -115,12 +116,17 @@ class Sweep:
         sched = self.scheduler
         for row in rows:
             sched.index.put(row)
-        counts = {it.item_id: it.available for it in listed if it.item_id in sched.index.item_sku}
+        synced = [it for it in listed if it.item_id in sched.index.item_sku]
+        counts = {it.item_id: it.available for it in synced}
+        stamps = {it.item_id: it.stamp for it in synced}
         ids = list(counts)
         never = float("-inf")
         for start in range(0, len(ids), 500):
             if claimed is not None:
-                await self.observe({i: counts[i] for i in ids[start : start + 500]}, claimed)
+                chunk = ids[start : start + 500]
+                await self.observe(
+                    {i: counts[i] for i in chunk}, claimed, stamps={i: stamps[i] for i in chunk}
+                )
                 continue
             chunk = [
                 i
@@ -128,7 +134,9 @@ class Sweep:
                 if i not in sched.busy and sched.last_touch.get(i, never) < started
             ]
             with sched.holding(chunk):
-                await self.observe({i: counts[i] for i in chunk}, "reconcile")
+                await self.observe(
+                    {i: counts[i] for i in chunk}, "reconcile", stamps={i: stamps[i] for i in chunk}
+                )
 
 
 def _log_excluded(

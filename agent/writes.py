@@ -247,6 +247,9 @@ class Writes:
                     changed.append(row)
                 if row.published is not None and result.status == "ok":
                     effects.seen[write.item_id] = row.published
+                    if result.stamp is not None and not retried:
+                        # the platform's time of this state: older level webhooks are dropped
+                        effects.known[write.item_id] = (result.stamp, row.published)
                 if event is not None:
                     new_events.append(event)
             tx = Tx(conn)

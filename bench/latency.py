@@ -63,7 +63,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rate", type=float, default=50.0, help="sales/s of the Plus runs")
     p.add_argument("--seconds", type=float, help="length of each step (default 20, quick 5)")
     p.add_argument("--skus", type=int, default=1000, help="catalogue of the Plus/Standard runs")
-    p.add_argument("--rates", help="Standard plan steps (default 10,20,50,100,200; quick 10,20)")
+    p.add_argument(
+        "--rates", help="Standard plan steps (default 10,20,50,100,200,400; quick 20,100,200,400)"
+    )
     p.add_argument("--sizes", help="large catalogues (default 100000; quick 2000)")
     p.add_argument(
         "--parts", default="floor,plus,standard,sizes", help="which parts to run (comma-separated)"
@@ -73,7 +75,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.seconds = args.seconds or (4.0 if args.quick else 20.0)
     args.rates = [
-        float(r) for r in (args.rates or ("10,20" if args.quick else "10,20,50,100,200")).split(",")
+        float(r)
+        for r in (args.rates or ("20,100,200,400" if args.quick else "10,20,50,100,200,400")).split(
+            ","
+        )
     ]
     args.sizes = [int(s) for s in (args.sizes or ("2000" if args.quick else "100000")).split(",")]
     args.parts = {s.strip() for s in args.parts.split(",")}
@@ -171,6 +176,13 @@ class Group:
             for a, b in zip(agents0, agents1, strict=True)
         )
         cpu = sum(u.cpu_s - c for u, c in zip(usage, cpu0, strict=True))
+
+        def moved(name: str) -> int:
+            return sum(
+                b["stats"].get(name, 0) - a["stats"].get(name, 0)
+                for a, b in zip(agents0, agents1, strict=True)
+            )
+
         figures.update(
             rate=rate,
             achieved_rate=round(achieved, 1),
@@ -180,6 +192,9 @@ class Group:
                 b["throttled"] - a["throttled"] for a, b in zip(stats0, stats1, strict=True)
             ),
             write_calls=calls,
+            # platform reads per sale (a sale's own level webhook is taken without one)
+            read_ids_per_sale=round(moved("read_ids") / len(sales), 2),
+            levels_taken=moved("levels_taken"),
             rows_per_write=round(rows / calls, 2) if calls else None,
             agent_cpu_s=round(cpu, 2),
             agent_cpu_ms_per_sale=round(1000 * cpu / len(sales), 1),

@@ -111,7 +111,16 @@ async def test_refused_credentials_are_an_alert_until_the_platform_accepts_them(
         200,
         {"revoked": True},
     )
-    assert await shop.buy(sku)  # the sale's webhook makes the agent read: refused
+    before = (await shop.pools())[sku]
+    # the sale is counted from its level webhook, without a call to the platform
+    assert await shop.buy(sku)
+
+    async def counted() -> bool:
+        return (await shop.pools())[sku] == before - 1
+
+    await solo.until(counted, timeout=30, what="the sale to be counted")
+    # the agent's next call to the platform (here a re-read an admin asks for) is refused
+    assert (await shop.post("/api/resync", {"skus": [sku]}))["queued"] == [sku]
 
     async def alerts() -> list[dict[str, str]]:
         return list((await shop.get("/api/alerts"))["alerts"])

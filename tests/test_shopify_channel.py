@@ -13,7 +13,7 @@ import pytest
 import structlog
 from multidict import CIMultiDict
 
-from agent.channel import ChannelError, ConfigError, WebhookRejected, Write
+from agent.channel import ChannelError, ConfigError, Level, WebhookRejected, Write
 from agent.clock import SystemClock
 from agent.emulator import EmulatorOptions, LeakyBucket
 from plugins.shopify.channel import KEY_NAMESPACE, ShopifyChannel, ShopifySettings
@@ -171,6 +171,25 @@ async def test_write_sets_the_count_and_reports_it(
     assert [w.key for w in emulator.store.write_log] == ["batch-1"]
 
 
+async def test_reads_and_writes_carry_the_level_time_that_level_webhooks_carry(
+    api_url: str, http: aiohttp.ClientSession, emulator: ShopifyEmulator
+) -> None:
+    channel = make_channel(api_url, http)
+    variant = emulator.store.find_sku("SKU-00001")
+    item = f"gid://shopify/InventoryItem/{variant.inventory_item_id}"
+    emulator.clock = lambda: 1_800_000_000.75  # type: ignore[method-assign]
+    emulator.store._clock = emulator.clock
+    emulator.store.purchase([("SKU-00001", 1)])
+    level = (await channel.read_levels([item]))[item]
+    assert level == Level(variant.available, 1_800_000_000.0)  # whole seconds, as Shopify
+    emulator.clock = lambda: 1_800_000_002.2  # type: ignore[method-assign]
+    emulator.store._clock = emulator.clock
+    [result] = await channel.write([Write(item, variant.available, 3)], key=str(uuid.uuid4()))
+    assert (result.status, result.available, result.stamp) == ("ok", 3, 1_800_000_002.0)
+    items = [i async for i in channel.list_items() if i.item_id == item]
+    assert [(i.available, i.stamp) for i in items] == [(3, 1_800_000_002.0)]
+
+
 async def test_write_after_a_concurrent_purchase_is_a_conflict_and_keeps_the_sale(
     api_url: str, http: aiohttp.ClientSession, emulator: ShopifyEmulator
 ) -> None:
@@ -311,6 +330,11 @@ async def test_topics_map_to_item_ids_and_skus(
         hints.setdefault(hint.topic, hint)
     item = f"gid://shopify/InventoryItem/{variant.inventory_item_id}"
     assert hints["inventory_levels/update"].item_ids == (item,)
+    # the level's count and its time, in whole seconds as Shopify's REST timestamps; an order
+    # says its level follows (the agent waits for it rather than reading)
+    level = hints["inventory_levels/update"]
+    assert level.counts and level.stamp is not None and level.stamp == int(level.stamp)
+    assert hints["orders/create"].levels_follow and hints["orders/create"].stamp is not None
     assert hints["orders/create"].skus == ("SKU-00002",)
     assert hints["orders/create"].cause == f"orders/create {order['name']}"  # "#1001"
     assert hints["refunds/create"].skus == ("SKU-00002",)

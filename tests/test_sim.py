@@ -76,6 +76,16 @@ def test_three_hundred_seeds_lose_and_double_nothing(head_started: dict[str, Hea
     assert faults.get("write_timeout_after_apply", 0) > 0 and faults.get("join", 0) > 0
     # owners changed their shops' stock rules and the group's priority shop mid-storm
     assert faults.get("rules_shop", 0) > 0 and faults.get("rules_priority", 0) > 0
+    # shops whose platform stamps its levels: level webhooks taken as counts and stale ones
+    # dropped, among lost, late and duplicated ones
+    for kind in (
+        "webhook_level",
+        "webhook_order",
+        "webhook_day_late",
+        "levels_taken",
+        "levels_dropped",
+    ):
+        assert faults.get(kind, 0) > 0, f"no {kind}: {faults}"
     # the byzantine member tried every attack, and every one that arrived was refused
     from tests.sim.byzantine import ATTACKS
 
@@ -96,7 +106,7 @@ def test_a_seed_replays_the_same_trace() -> None:
 
 
 @pytest.mark.parametrize(
-    "mutation", ["double_apply", "absolute", "trust_any_signature", "no_audience"]
+    "mutation", ["double_apply", "absolute", "trust_any_signature", "no_audience", "stale_level"]
 )
 def test_a_broken_build_is_caught_within_the_suite_seeds(mutation: str) -> None:
     run = _sim("--seeds", str(SEEDS), "--mutate", mutation, "--stop-on-fail")

@@ -20,6 +20,7 @@ from agent.channel import (
     ConfigError,
     Grant,
     Item,
+    Level,
     RateBudget,
     RenewingToken,
     WebhookHint,
@@ -274,7 +275,12 @@ class ShopifyChannel(Channel):
 
     async def read(self, item_ids: Sequence[str]) -> dict[str, int | None]:
         """Fresh `available` counts, 250 ids per call; unknown, unstocked, untracked → None."""
-        result: dict[str, int | None] = dict.fromkeys(item_ids)
+        levels = await self.read_levels(item_ids)
+        return {item_id: level.count for item_id, level in levels.items()}
+
+    async def read_levels(self, item_ids: Sequence[str]) -> dict[str, Level]:
+        """Fresh `available` counts with their level's `updatedAt`, 250 ids per call."""
+        result: dict[str, Level] = dict.fromkeys(item_ids, Level(None))
         valid = [i for i in result if _ITEM_GID.match(i)]
         location = await self.location()
         for start in range(0, len(valid), MAX_BATCH):
@@ -284,7 +290,9 @@ class ShopifyChannel(Channel):
             )
             for item_id, node in zip(chunk, data.get("nodes") or [], strict=False):
                 if isinstance(node, dict) and node.get("tracked", True):
-                    result[item_id] = _available(node.get("inventoryLevel"))
+                    level = node.get("inventoryLevel")
+                    stamp = level.get("updatedAt") if isinstance(level, dict) else None
+                    result[item_id] = Level(_available(level), webhooks.parse_stamp(stamp))
         return result
 
     async def lookup(self, item_ids: Sequence[str]) -> list[Item] | None:
@@ -392,7 +400,7 @@ class ShopifyChannel(Channel):
                     general.append(error)
             if not errors and group is None:
                 return unknown("no group")
-            after = _quantities_after(group)
+            after, stamps = _quantities_after(group), _stamps_after(group)
             remaining = []
             for row, i in enumerate(pending):
                 write = writes[i]
@@ -406,7 +414,8 @@ class ShopifyChannel(Channel):
                     results[i] = WriteResult(write.item_id, "error", message=message)
                 elif group is not None:
                     available = after.get(write.item_id, write.target)
-                    results[i] = WriteResult(write.item_id, "ok", available=available)
+                    stamp = stamps.get(write.item_id)
+                    results[i] = WriteResult(write.item_id, "ok", available=available, stamp=stamp)
                 else:
                     remaining.append(i)
             if remaining and by_row:
@@ -432,6 +441,7 @@ class ShopifyChannel(Channel):
                 ],
             }
         }
+        variables["loc"] = location
         if self._change_from:
             variables["key"] = key
         return variables
@@ -547,9 +557,11 @@ def _item(node: dict[str, Any]) -> Item | None:
     inventory = node.get("inventoryItem")
     if not isinstance(inventory, dict) or not inventory.get("tracked", True):
         return None
-    available = _available(inventory.get("inventoryLevel"))
+    level = inventory.get("inventoryLevel")
+    available = _available(level)
     if available is None:
         return None
+    stamp = webhooks.parse_stamp(level.get("updatedAt")) if isinstance(level, dict) else None
     title = str(node.get("displayName") or "")
     title = title.removesuffix(" - Default Title")  # single-variant products
     return Item(
@@ -558,6 +570,7 @@ def _item(node: dict[str, Any]) -> Item | None:
         available=available,
         created_at=_epoch(node.get("createdAt")),
         title=title,
+        stamp=stamp,
     )
 
 
@@ -594,6 +607,21 @@ def _quantities_after(group: Any) -> dict[str, int]:
         after = change.get("quantityAfterChange")
         if isinstance(item, dict) and isinstance(after, int):
             out[item.get("id", "")] = after
+    return out
+
+
+def _stamps_after(group: Any) -> dict[str, float]:
+    """Each changed item's level `updatedAt` as the write's answer gives it."""
+    out: dict[str, float] = {}
+    if not isinstance(group, dict):
+        return out
+    for change in group.get("changes") or []:
+        item = change.get("item") if isinstance(change, dict) else None
+        if not isinstance(item, dict) or not isinstance(item.get("inventoryLevel"), dict):
+            continue
+        stamp = webhooks.parse_stamp(item["inventoryLevel"].get("updatedAt"))
+        if stamp is not None and isinstance(item.get("id"), str):
+            out[item["id"]] = stamp
     return out
 
 

@@ -116,8 +116,8 @@ def _app_not_installed() -> web.Response:
                         content_type="text/html")  # fmt: skip
 
 
-def _rest_time(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds")
+def _rest_time(ts: float, timespec: str = "milliseconds") -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec=timespec)
 
 
 class ShopifyEmulator(Emulator):
@@ -411,7 +411,8 @@ class ShopifyEmulator(Emulator):
                 "inventory_item_id": item,
                 "location_id": LOCATION_ID,
                 "available": after,
-                "updated_at": _rest_time(variant.updated_at or self.clock()),
+                # whole seconds, as Shopify's REST timestamps (shopify.md §5)
+                "updated_at": _rest_time(int(variant.updated_at or self.clock()), "seconds"),
                 "admin_graphql_api_id": f"{level}?inventory_item_id={item}",
             },
         )
@@ -438,7 +439,7 @@ class ShopifyEmulator(Emulator):
             "id": order["id"] + 1,
             "order_id": order["id"],
             "restock": True,
-            "created_at": _rest_time(self.clock()),
+            "created_at": _rest_time(self.clock(), "seconds"),
             "refund_line_items": refund_lines,
         }
         if cause == "cancel":
@@ -497,7 +498,7 @@ class ShopifyEmulator(Emulator):
             "id": order["id"],
             "admin_graphql_api_id": gid("Order", order["id"]),
             "name": order["name"],
-            "created_at": _rest_time(order["created_at"]),
-            "cancelled_at": _rest_time(cancelled) if cancelled else None,
+            "created_at": _rest_time(order["created_at"], "seconds"),
+            "cancelled_at": _rest_time(cancelled, "seconds") if cancelled else None,
             "line_items": [self._line_json(line) for line in order["line_items"]],
         }

@@ -89,6 +89,13 @@ def iso(ts: float) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def level_time(ts: float) -> str:
+    """An inventory level's time as Shopify gives it: whole seconds (two changes of one
+    second share it, which the agent must tell apart by reading)."""
+    moment = dt.datetime.fromtimestamp(int(ts), dt.UTC)
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
 def _cursor(number: int) -> str:
     raw = json.dumps({"last_id": number, "last_value": str(number)}).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -283,7 +290,7 @@ class Graph:
                     "id": f"{gid('InventoryQuantity', v.inventory_item_id)}?name={n}",
                     "name": n,
                     "quantity": values.get(n, 0),
-                    "updatedAt": iso(v.updated_at),
+                    "updatedAt": level_time(v.updated_at),
                 }
                 for n in names
             ]
@@ -295,7 +302,7 @@ class Graph:
             "location": self.location_obj(),
             "item": lambda info: self.item(v),
             "createdAt": iso(v.created_at),
-            "updatedAt": iso(v.updated_at),
+            "updatedAt": level_time(v.updated_at),
         }
 
     def subscription(self, sub: Subscription) -> dict[str, Any]:

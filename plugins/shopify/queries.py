@@ -44,7 +44,7 @@ def _variant_fields(location: str) -> str:
     return (
         "id sku displayName createdAt inventoryItem { id tracked "
         f"inventoryLevel(locationId: {location}) "
-        '{ quantities(names: ["available"]) { name quantity } } }'
+        '{ updatedAt quantities(names: ["available"]) { name quantity } } }'
     )
 
 
@@ -73,7 +73,7 @@ def _items_query(name: str, extra: str = "") -> str:
     return (
         f"query {name}($ids: [ID!]!, $loc: ID!) {{\n  nodes(ids: $ids) {{\n"
         "    ... on InventoryItem {\n      id tracked\n"
-        '      inventoryLevel(locationId: $loc) { quantities(names: ["available"]) '
+        '      inventoryLevel(locationId: $loc) { updatedAt quantities(names: ["available"]) '
         f"{{ name quantity }} }}\n      {extra}\n    }}\n  }}\n}}\n"
     )
 
@@ -126,15 +126,20 @@ def uses_change_from(api_version: str) -> bool:
 def set_quantities(api_version: str) -> str:
     """The compare-and-set write; the idempotency key is the `$key` variable from 2026-01."""
     if uses_change_from(api_version):
-        head = "mutation SetQuantities($input: InventorySetQuantitiesInput!, $key: String!)"
+        head = (
+            "mutation SetQuantities($input: InventorySetQuantitiesInput!, $key: String!, $loc: ID!)"
+        )
         field = "inventorySetQuantities(input: $input) @idempotent(key: $key)"
     else:
-        head = "mutation SetQuantities($input: InventorySetQuantitiesInput!)"
+        head = "mutation SetQuantities($input: InventorySetQuantitiesInput!, $loc: ID!)"
         field = "inventorySetQuantities(input: $input)"
+    # each changed item's level as it stands after the write: its `updatedAt` is the stamp
+    # that level webhooks are judged against (`WriteResult.stamp`)
     return (
         f"{head} {{\n  {field} {{\n"
         "    inventoryAdjustmentGroup {\n"
-        "      id changes { name delta quantityAfterChange item { id } }\n    }\n"
+        "      id changes { name delta quantityAfterChange\n"
+        "        item { id inventoryLevel(locationId: $loc) { updatedAt } } }\n    }\n"
         "    userErrors { field message code }\n  }\n}"
     )
 

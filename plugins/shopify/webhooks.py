@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
@@ -11,7 +12,7 @@ from typing import Any
 
 from agent.channel import WebhookHint, WebhookRejected, order_reference, parse_json
 
-__all__ = ["header", "hint_for", "signature", "verify"]
+__all__ = ["header", "hint_for", "parse_stamp", "signature", "verify"]
 
 _ITEM_GID = "gid://shopify/InventoryItem/{}"
 _LOCATION_GID = "gid://shopify/Location/{}"
@@ -27,6 +28,20 @@ def header(headers: Mapping[str, str], name: str) -> str | None:
         if key.lower() == lowered:
             return candidate
     return None
+
+
+def parse_stamp(value: Any) -> float | None:
+    """A Shopify timestamp (ISO 8601 with an offset, REST or GraphQL) as epoch seconds; None
+    for anything else (a level without a usable stamp is read, never trusted)."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        return None  # Shopify always gives the offset; a naive time is not Shopify's
+    return moment.timestamp()
 
 
 def signature(secret: str, body: bytes) -> str:
@@ -77,7 +92,12 @@ def hint_for(
             if items and isinstance(available, int) and not isinstance(available, bool)
             else ()
         )
-        return WebhookHint(topic, item_ids=items, delivery_id=delivery_id, counts=counts)
+        stamp = parse_stamp(payload.get("updated_at")) if counts else None
+        return WebhookHint(
+            topic, item_ids=items, delivery_id=delivery_id, counts=counts, stamp=stamp
+        )
+    # Every change of a level, an order's included, is also an `inventory_levels/update`
+    # with its count and time (shopify.md §5): the core waits for that rather than reading.
     if topic in ("orders/create", "orders/cancelled"):
         lines = _dicts(payload.get("line_items"))
         return WebhookHint(
@@ -86,6 +106,8 @@ def hint_for(
             skus=_skus(line.get("sku") for line in lines),
             delivery_id=delivery_id,
             reference=order_reference(payload.get("name"), payload.get("id")),
+            levels_follow=True,
+            stamp=parse_stamp(payload.get("cancelled_at") or payload.get("created_at")),
         )
     if topic == "refunds/create":
         lines = [r.get("line_item") for r in _dicts(payload.get("refund_line_items"))]
@@ -94,6 +116,8 @@ def hint_for(
             skus=_skus(line.get("sku") for line in lines if isinstance(line, dict)),
             delivery_id=delivery_id,
             reference=order_reference(None, payload.get("order_id")),
+            levels_follow=True,
+            stamp=parse_stamp(payload.get("created_at")),
         )
     if topic in ("products/create", "products/update"):
         variants = _dicts(payload.get("variants"))

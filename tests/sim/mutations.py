@@ -8,7 +8,9 @@ A mutation replaces one rule of the core for the length of a run, in this proces
 - ``trust_any_signature``: every proof is taken on its word (`agent.trust.signed_by` always
   says yes): the byzantine member's forged events and member records get in;
 - ``no_audience``: a signature is good at any agent, not only the one it names: requests the
-  byzantine member received are taken when it replays them elsewhere.
+  byzantine member received are taken when it replays them elsewhere;
+- ``stale_level``: a level webhook's count is taken whatever its stamp, as if webhooks came
+  in order: a late one, older than what the agent read or wrote since, moves the count back.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import structlog
 
 from agent import ledger, observation, signing, trust
 from agent.models import EventRow
+from agent.scheduler import Scheduler, Told
 
 if TYPE_CHECKING:
     from tests.sim.world import World
@@ -79,6 +82,18 @@ def _fresh_for_anyone(p: Any, *, now: float, audience: str, max_skew: int, not_b
     _real_check_fresh(p, now=now, audience=p.audience, max_skew=max_skew, not_before=not_before)
 
 
+_real_judge = Scheduler._judge
+
+
+def _judge_in_order(self: Scheduler, item_id: str, told: Told) -> str:
+    """Take every level the agent has stamped knowledge to compare with, old or new."""
+    known = self.known.get(item_id)
+    if known is None:
+        return _real_judge(self, item_id, told)
+    told.expect = known[1]
+    return "take"
+
+
 MUTATIONS = {
     "double_apply": [(ledger, "apply", _apply_twice)],
     "absolute": [
@@ -87,6 +102,7 @@ MUTATIONS = {
     ],
     "trust_any_signature": [(trust, "signed_by", _signed_by_anyone)],
     "no_audience": [(signing, "_check_fresh", _fresh_for_anyone)],
+    "stale_level": [(Scheduler, "_judge", _judge_in_order)],
 }
 
 

@@ -26,7 +26,7 @@ from agent.models import Identity
 from agent.rules import ShopRules, decide
 from agent.transport import Transport
 from tests.sim.runtime import Crashed, InlineDatabase, VirtualClock
-from tests.sim.shop import SimChannel, SimShop
+from tests.sim.shop import SimChannel, SimShop, Told
 
 __all__ = ["Node", "url_of"]
 
@@ -192,10 +192,17 @@ class Node:
         if not awaited and task.exception() is not None:
             self.errors.append(f"task failed: {task.exception()!r}")
 
-    def hint(self, item_id: str, topic: str) -> None:
-        """A platform webhook reaches the agent (if it is up)."""
-        if self.alive and self.agent is not None:
+    def hint(self, item_id: str, topic: str, told: Told | None = None) -> None:
+        """A platform webhook reaches the agent (if it is up): a level with its count and
+        stamp, an order whose level follows, or (a platform that stamps nothing) a topic."""
+        if not self.alive or self.agent is None:
+            return
+        if told is None:
             created = topic == "products/create"
-            self.agent.reconciler.hint(
-                WebhookHint(topic, item_ids=(item_id,), catalogue_changed=created)
-            )
+            hint = WebhookHint(topic, item_ids=(item_id,), catalogue_changed=created)
+        elif told.count is not None:
+            counts = ((item_id, told.count),)
+            hint = WebhookHint(topic, item_ids=(item_id,), counts=counts, stamp=told.stamp)
+        else:
+            hint = WebhookHint(topic, item_ids=(item_id,), stamp=told.stamp, levels_follow=True)
+        self.agent.reconciler.hint(hint)

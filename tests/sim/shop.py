@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 import random
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
@@ -20,13 +21,15 @@ from agent.channel import (
     Channel,
     ChannelSettings,
     Item,
+    Level,
     RateBudget,
     WebhookHint,
     Write,
     WriteResult,
 )
+from tests.sim.runtime import EPOCH
 
-__all__ = ["PlatformError", "ShopItem", "SimChannel", "SimShop"]
+__all__ = ["PlatformError", "ShopItem", "SimChannel", "SimShop", "Told"]
 
 
 class PlatformError(Exception):
@@ -48,6 +51,16 @@ class ShopItem:
     created_at: float
     window_open: bool = False
     closable: bool = True
+    stamp: float | None = None  # the platform's time of the last change (its clock's ticks)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Told:
+    """What a webhook of a shop that stamps its levels says beyond its topic: a level's count
+    and stamp, or (an order) the stamp of its change and that its level follows."""
+
+    stamp: float
+    count: int | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -79,12 +92,12 @@ class SimShop:
         rng: random.Random,
         *,
         trace: Callable[..., None],
-        on_change: Callable[[SimShop, str, str], None],
+        on_change: Callable[[SimShop, str, str, Told | None], None],
     ) -> None:
         self.domain = domain
         self.rng = rng
         self.trace = trace
-        self.on_change = on_change  # (shop, item_id, topic): the platform's webhook
+        self.on_change = on_change  # (shop, item_id, topic, told): the platform's webhook
         self.items: dict[str, ShopItem] = {}
         self.by_sku: dict[str, str] = {}
         self.applied: dict[str, list[WriteResult]] = {}  # idempotency key -> results
@@ -92,6 +105,13 @@ class SimShop:
         self.faults = Faults()
         self.counters: dict[str, int] = {}
         self.latency: tuple[float, float] = (0.002, 0.05)
+        # the tick of the platform's clock for level stamps (Shopify: 1 s); None: a platform
+        # that stamps nothing and sends one webhook per change (the agent reads each)
+        self.stamp_step: float | None = None
+
+    def _stamp(self, now: float) -> float | None:
+        step = self.stamp_step
+        return None if step is None else math.floor(round(now / step, 9)) * step
 
     def count(self, name: str) -> None:
         self.counters[name] = self.counters.get(name, 0) + 1
@@ -101,17 +121,29 @@ class SimShop:
     def add_item(self, sku: str, count: int, now: float, *, window: bool, closable: bool) -> str:
         """A new product (variant) with `sku`; returns its item id."""
         item_id = f"{self.domain}/{len(self.items) + 1}"
-        self.items[item_id] = ShopItem(item_id, sku, count, now, window, closable)
+        stamp = self._stamp(now)
+        self.items[item_id] = ShopItem(item_id, sku, count, now, window, closable, stamp)
         self.by_sku[sku] = item_id
         self.trace("product", shop=self.domain, sku=sku, count=count)
-        self.on_change(self, item_id, "products/create")
+        self.on_change(self, item_id, "products/create", None)
         return item_id
 
     def _change(self, item: ShopItem, delta: int, kind: str, now: float) -> None:
         item.count += delta
+        item.stamp = self._stamp(now)
         self.changes.append(Change(now, self.domain, item.sku, delta, kind, item.window_open))
         self.trace(kind, shop=self.domain, sku=item.sku, delta=delta, count=item.count)
-        self.on_change(self, item.item_id, f"orders/{kind}")
+        if item.stamp is None:
+            self.on_change(self, item.item_id, f"orders/{kind}", None)
+            return
+        if kind != "edit":  # an order (or its refund) is told, and so is its level
+            self.on_change(self, item.item_id, f"orders/{kind}", Told(item.stamp))
+        self._level_changed(item)
+
+    def _level_changed(self, item: ShopItem) -> None:
+        """The level webhook: the count and its stamp (a stamping platform), else the topic."""
+        told = None if item.stamp is None else Told(item.stamp, item.count)
+        self.on_change(self, item.item_id, "inventory_levels/update", told)
 
     def purchase(self, sku: str, n: int, now: float) -> bool:
         """A storefront purchase of `n`; refused (and not counted) when the shop shows fewer."""
@@ -147,11 +179,12 @@ class SimShop:
                 results.append(WriteResult(w.item_id, "conflict", available=item.count))
             else:
                 item.count = w.target
+                item.stamp = self._stamp(EPOCH + asyncio.get_running_loop().time())
                 if item.closable:
                     item.window_open = False
                 self.trace("write", shop=self.domain, sku=item.sku, count=item.count)
-                self.on_change(self, item.item_id, "inventory_levels/update")
-                results.append(WriteResult(w.item_id, "ok", available=w.target))
+                self._level_changed(item)
+                results.append(WriteResult(w.item_id, "ok", available=w.target, stamp=item.stamp))
         self.applied[key] = results
         return results
 
@@ -211,7 +244,7 @@ class SimChannel(Channel):
     async def list_items(self) -> AsyncIterator[Item]:
         def listing() -> list[Item]:
             return [
-                Item(i.item_id, i.sku, i.count, i.created_at, i.item_id)
+                Item(i.item_id, i.sku, i.count, i.created_at, i.item_id, i.stamp)
                 for i in self.shop.items.values()
             ]
 
@@ -222,7 +255,7 @@ class SimChannel(Channel):
         def found() -> list[Item]:
             items = self.shop.items
             return [
-                Item(i.item_id, i.sku, i.count, i.created_at, i.item_id)
+                Item(i.item_id, i.sku, i.count, i.created_at, i.item_id, i.stamp)
                 for i in (items[item_id] for item_id in item_ids if item_id in items)
             ]
 
@@ -234,6 +267,16 @@ class SimChannel(Channel):
             return {i: (items[i].count if i in items else None) for i in item_ids}
 
         return await self.shop.call(counts)
+
+    async def read_levels(self, item_ids: Sequence[str]) -> dict[str, Level]:
+        def levels() -> dict[str, Level]:
+            items = self.shop.items
+            return {
+                i: (Level(items[i].count, items[i].stamp) if i in items else Level(None))
+                for i in item_ids
+            }
+
+        return await self.shop.call(levels)
 
     async def write(self, writes: Sequence[Write], *, key: str) -> list[WriteResult]:
         batch = list(writes)

@@ -35,7 +35,7 @@ from tests.sim.byzantine import Byzantine
 from tests.sim.net import NetFaults, Network
 from tests.sim.node import Node, url_of
 from tests.sim.runtime import Crashed, Deadlock, VirtualLoop, migrated_template, scratch_dir
-from tests.sim.shop import Faults, SimShop
+from tests.sim.shop import Faults, SimShop, Told
 
 __all__ = ["Result", "World", "run_seed"]
 
@@ -96,6 +96,11 @@ class World:
         # each shop's stock rules, their changes and the group's priority changes, from a
         # stream of their own
         self.rules_rng = random.Random(seed ^ 0x2E1E5)
+        # how each shop's platform stamps its levels, from a stream of its own, and which old
+        # webhooks come again once all is quiet
+        self.level_rng = random.Random(seed ^ 0x1E7E1)
+        self.late_rng = random.Random(seed ^ 0x1A7E)
+        self.delivered: list[tuple[str, str, str, Told | None]] = []
 
     # -- tracing -------------------------------------------------------------------------------
 
@@ -119,7 +124,7 @@ class World:
 
     # -- webhooks ------------------------------------------------------------------------------
 
-    def webhook(self, shop: SimShop, item_id: str, topic: str) -> None:
+    def webhook(self, shop: SimShop, item_id: str, topic: str, told: Told | None) -> None:
         """The platform sends a webhook for a change: maybe lost, late, or twice."""
         drop, dup, late = self.hook_faults
         if self.rng.random() < drop:
@@ -135,11 +140,25 @@ class World:
                 self.count("webhook_late")
                 delay = self.rng.uniform(1.0, 8.0)
             self.webhooks_in_flight += 1
-            loop.call_later(delay, self._deliver_hook, shop.domain, item_id, topic)
+            loop.call_later(delay, self._deliver_hook, shop.domain, item_id, topic, told)
 
-    def _deliver_hook(self, domain: str, item_id: str, topic: str) -> None:
+    def replay_old_webhooks(self, most: int = 6) -> int:
+        """Deliver again, now, up to `most` webhooks delivered before (the platform's very
+        late duplicates); returns how many."""
+        old = self.delivered
+        picked = self.late_rng.sample(old, min(most, len(old)))
+        for domain, item_id, topic, told in picked:
+            self.count("webhook_day_late")
+            self.trace("day_late", shop=domain, item=item_id, topic=topic)
+            self.nodes[domain].hint(item_id, topic, told)
+        return len(picked)
+
+    def _deliver_hook(self, domain: str, item_id: str, topic: str, told: Told | None) -> None:
+        self.delivered.append((domain, item_id, topic, told))
         self.webhooks_in_flight -= 1
-        self.nodes[domain].hint(item_id, topic)
+        if told is not None:
+            self.count("webhook_level" if told.count is not None else "webhook_order")
+        self.nodes[domain].hint(item_id, topic, told)
 
     # -- set-up --------------------------------------------------------------------------------
 
@@ -149,6 +168,8 @@ class World:
 
     async def _add_node(self, domain: str, template: Any, directory: Any) -> Node:
         shop = SimShop(domain, self.rng, trace=self.trace, on_change=self.webhook)
+        # how the shop's platform stamps its levels (None: it does not; the agent reads)
+        shop.stamp_step = self.level_rng.choice((None, 1.0, 1.0, 0.05))
         path = directory / f"{domain}.db"
         shutil.copy(template, path)
         node = Node(
@@ -299,6 +320,11 @@ class World:
         if not quiet:
             problems.append(f"the group did not go quiet in {CALM_LIMIT:.0f}s")
         problems += await checker.check(self)
+        for node in self.nodes.values():  # what the live agents made of stamped levels
+            if node.agent is not None:
+                stats = node.agent.reconciler.scheduler.stats
+                for name in ("levels_taken", "levels_dropped"):
+                    self.count(name, stats[name])
         for domain in sorted(self.shops):
             for item in self.shops[domain].items.values():
                 self.trace("final", shop=domain, sku=item.sku, count=item.count)

@@ -12,6 +12,7 @@ from agent.channel import (
     Channel,
     ChannelSettings,
     Item,
+    Level,
     RateBudget,
     WebhookHint,
     WebhookRejected,
@@ -38,6 +39,26 @@ class MemShop:
         self.reads = 0
         self.lookups: list[list[str]] | None = None  # None: the channel cannot look items up
         self.clock = 0.0
+        # a platform that stamps its levels (`Level.stamp`): each item's time of its last
+        # change, on `tick`, the shop's clock, which the test moves; None: no stamps at all
+        self.stamps: dict[str, float] | None = None
+        self.tick = 100.0
+
+    def stamp(self, item_id: str) -> float | None:
+        return None if self.stamps is None else self.stamps.get(item_id, 0.0)
+
+    def level_hint(self, item_id: str) -> WebhookHint:
+        """The level webhook of the item's last change (count and stamp), as sent now."""
+        return WebhookHint(
+            "inventory_levels/update",
+            item_ids=(item_id,),
+            counts=((item_id, self.counts[item_id]),),
+            stamp=self.stamp(item_id),
+        )
+
+    def _moved(self, item_id: str) -> None:
+        if self.stamps is not None:
+            self.stamps[item_id] = self.tick
 
     def add(self, item_id: str, sku: str | None, count: int, created: float | None = None) -> None:
         self.clock += 1
@@ -47,6 +68,7 @@ class MemShop:
 
     def sell(self, item_id: str, n: int = 1) -> None:
         self.counts[item_id] -= n
+        self._moved(item_id)
 
 
 class MemChannel(Channel):
@@ -60,7 +82,9 @@ class MemChannel(Channel):
 
     async def list_items(self) -> AsyncIterator[Item]:
         for item_id, item in list(self.shop.items.items()):
-            yield dataclasses.replace(item, available=self.shop.counts[item_id])
+            yield dataclasses.replace(
+                item, available=self.shop.counts[item_id], stamp=self.shop.stamp(item_id)
+            )
 
     async def lookup(self, item_ids: Sequence[str]) -> list[Item] | None:
         if self.shop.lookups is None:
@@ -76,6 +100,12 @@ class MemChannel(Channel):
         self.shop.reads += 1
         return {i: self.shop.counts.get(i) for i in item_ids}
 
+    async def read_levels(self, item_ids: Sequence[str]) -> dict[str, Level]:
+        counts = await self.read(item_ids)
+        return {
+            i: Level(c, self.shop.stamp(i) if c is not None else None) for i, c in counts.items()
+        }
+
     async def write(self, writes: Sequence[Write], *, key: str) -> list[WriteResult]:
         if key in self.shop.applied_keys:
             return self.shop.applied_keys[key]
@@ -89,8 +119,10 @@ class MemChannel(Channel):
                 results.append(WriteResult(w.item_id, "conflict", available=have))
                 continue
             self.shop.counts[w.item_id] = w.target
+            self.shop._moved(w.item_id)
             self.shop.write_log.append((key, w.item_id, have, w.target))
-            results.append(WriteResult(w.item_id, "ok", available=w.target))
+            stamp = self.shop.stamp(w.item_id)
+            results.append(WriteResult(w.item_id, "ok", available=w.target, stamp=stamp))
         self.shop.applied_keys[key] = results
         if self.shop.drop_after_apply > 0:
             self.shop.drop_after_apply -= 1
