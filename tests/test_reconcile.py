@@ -451,3 +451,30 @@ async def test_catalogue_passes_that_webhooks_ask_for_are_held_to_the_minimum_in
         r.request_reconcile()  # an admin's (or the periodic) pass is not held
         await settle(r)
         assert r.status().stats["passes"] == passes + 2
+
+
+async def test_writes_go_at_once_far_from_the_limit_and_coalesce_at_it(
+    sqlite_db, memshop: MemShop, clock
+) -> None:  # type: ignore[no-untyped-def]
+    from agent.channel import RateBudget
+
+    for n in range(8):
+        memshop.add(f"i{n}", f"S-{n}", 50)
+    async with _running(sqlite_db, memshop, clock) as core:
+        # a big bucket: each remote change is written on its own, without waiting
+        for n in range(4):
+            await _remote_delta(core, f"S-{n}", -1)
+            await settle(core)
+        assert core.stats["writes"] == 4 and core.stats["write_rows"] == 4
+        # a small bucket (one call at once, one more every 100 s): the next changes, arriving
+        # together, share a call instead of spending the budget row by row
+        core.channel.budget = RateBudget(
+            40, 0.2, max_write_batch=250, max_read_batch=250, write_cost=10
+        )
+        core.scheduler._credits, core.scheduler._credits_at = 1.0, core.clock.monotonic()
+        for n in range(8):
+            await _remote_delta(core, f"S-{n}", -2)
+        await settle(core)
+        assert core.stats["write_rows"] == 12
+        assert core.stats["writes"] - 4 <= 2, core.stats
+        assert [memshop.counts[f"i{n}"] for n in range(8)] == [47] * 4 + [48] * 4
