@@ -241,6 +241,9 @@ async def test_a_channel_journal_survives_a_reopen_and_drops_only_orphans(db_url
         await journal.delete("batch-1")
         await journal.delete("batch-1")  # forgetting twice is fine
         assert await journal.get("batch-1") is None
+        await journal.put("batch-3", {"0:9": {}})  # a note made since the start goes as well
+        await journal.delete("batch-3")
+        assert await journal.get("batch-3") is None
     finally:
         await db.dispose()
 
