@@ -50,7 +50,7 @@ class Tuning:
     """How an agent presents and paces itself (from its config; the simulation sets its own)."""
 
     public_url: str
-    coalesce: float = 0.001  # seconds a dispatch waits for more hints and changes to batch
+    coalesce: float = 0.005  # seconds a webhook waits for others to share its read
     reconcile_interval: float = 300.0  # seconds between full passes over the shop
     catalogue_min_interval: float = 300.0  # seconds between passes that webhooks ask for
     pull_interval: float = 2.0  # seconds between pulls from each peer while they bring news

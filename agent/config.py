@@ -207,7 +207,7 @@ class Settings:
     catalogue_min_interval: float = 300.0
     # seconds between checks that the platform still holds the webhook subscriptions
     webhook_check_interval: float = 3600.0
-    coalesce_ms: float = 1.0
+    coalesce_ms: float = 5.0
     sku_trim: bool = False
     sku_case_fold: bool = False
     log_retention_days: float = 90.0  # sync-log entries older than this are pruned; 0 keeps all
@@ -367,7 +367,7 @@ def load_settings(data_dir: str | Path) -> Settings:
             reconcile_interval=_number(agent, "reconcile_interval", 300.0),
             catalogue_min_interval=_number(agent, "catalogue_min_interval", 300.0),
             webhook_check_interval=_number(agent, "webhook_check_interval", 3600.0),
-            coalesce_ms=_number(agent, "coalesce_ms", 1.0),
+            coalesce_ms=_number(agent, "coalesce_ms", 5.0),
             sku_trim=_flag(agent, "sku_trim"),
             sku_case_fold=_flag(agent, "sku_case_fold"),
             log_retention_days=_number(agent, "log_retention_days", 90.0),

@@ -36,6 +36,7 @@ __all__ = [
     "CATALOGUE_MIN_INTERVAL",
     "LEVEL_GRACE",
     "LOOKUP_WINDOW",
+    "QUICK_PAUSE",
     "READS_IN_FLIGHT",
     "STAMP_AHEAD",
     "Scheduler",
@@ -49,6 +50,8 @@ READS_IN_FLIGHT = 2
 CATALOGUE_MIN_INTERVAL = 300.0
 #: Seconds product webhooks gather before their items are looked up together.
 LOOKUP_WINDOW = 2.0
+#: Seconds a dispatch with no read to gather waits for more level webhooks and pool changes.
+QUICK_PAUSE = 0.001
 #: Seconds an order webhook waits for the level webhook of its change before its items are read.
 LEVEL_GRACE = 2.0
 #: Seconds a level's stamp may be ahead of this agent's clock and still be taken: a stamp far
@@ -328,8 +331,11 @@ class Scheduler:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            if self.coalesce > 0:
-                await self.clock.sleep(self.coalesce)  # let a burst of hints gather
+            # reads wait `coalesce` for a burst of hints to share them (a platform that limits
+            # requests counts each); taken levels and writes only a moment (credits pace writes)
+            pause = self.coalesce if self.pending_reads else min(self.coalesce, QUICK_PAUSE)
+            if pause > 0:
+                await self.clock.sleep(pause)
             self._dispatch()
 
     async def close(self) -> None:
@@ -367,7 +373,6 @@ class Scheduler:
             else:
                 self._wake_later(wait, "catalogue")
         self._dispatch_lookups()
-        self._dispatch_levels()
         budget = self.channel.budget
         # reads and writes have their own slots, so a storm of webhooks (reads) never starves
         # the writes that publish the group's counts
@@ -406,6 +411,12 @@ class Scheduler:
             self.pending_skus.difference_update(skus)
             self.claim([self.index.sku_item[s] for s in skus])
             self.spawn(self._write_skus(skus))
+        # last: the reads that judging levels queues wait for the next dispatch, so that a
+        # burst's reads gather for `coalesce` into shared calls
+        reads = len(self.pending_reads)
+        self._dispatch_levels()
+        if len(self.pending_reads) > reads:
+            self._wake.set()
 
     def _dispatch_levels(self) -> None:
         """Judge the held level webhooks of free items: drop, read, or take (one unit of work
