@@ -58,6 +58,10 @@ def in_words(cause: str) -> str:
         return "a product created or changed"
     if cause == "during write":
         return "a sale while the agent was writing the count"
+    if cause == "write conflict":
+        return "a change in the shop just before the agent wrote the count"
+    if cause == "retried write":
+        return "found on a re-read after a write whose answer was lost"
     if words in ("read", "reconcile", "resync", ""):
         return "found by a full pass over the shop (no webhook told of it)"
     return cause

@@ -385,7 +385,7 @@ class Scheduler:
                         break
             if not ids:
                 break
-            causes = {i: self.pending_reads.pop(i) for i in ids}
+            causes = {i: self._read_cause(i) for i in ids}
             self.claim(ids)
             self._reading += 1
             self.spawn(self._read(causes))
@@ -471,6 +471,13 @@ class Scheduler:
             await self._take_levels(taken)
         finally:
             self.release(taken)
+
+    def _read_cause(self, item_id: str) -> str:
+        """The cause a read of a queued item observes with: an order that waits for the item's
+        level is what a read for any other reason (a write conflict) finds too."""
+        cause = self.pending_reads.pop(item_id)
+        waited = self.awaiting.get(item_id)
+        return cause if waited is None else prefer(waited[1], cause)
 
     def _dispatch_lookups(self) -> None:
         """Look up what waited `lookup_window`, in a read slot, unless a pass is listing the

@@ -19,6 +19,8 @@ from agent.causes import cause_of, in_words, logged, prefer
         ("inventory_levels/update", "a stock edit (in the shop's admin, or by an app)"),
         ("products/update", "a product created or changed"),
         ("during write", "a sale while the agent was writing the count"),
+        ("write conflict", "a change in the shop just before the agent wrote the count"),
+        ("retried write", "found on a re-read after a write whose answer was lost"),
         ("read", "found by a full pass over the shop (no webhook told of it)"),
         ("something else", "something else"),
     ],
