@@ -400,7 +400,7 @@ class ShopifyChannel(Channel):
                     general.append(error)
             if not errors and group is None:
                 return unknown("no group")
-            after, stamps = _quantities_after(group), _stamps_after(group)
+            after, stamps = _after(group)
             remaining = []
             for row, i in enumerate(pending):
                 write = writes[i]
@@ -596,33 +596,27 @@ def _row_index(field: Any) -> int | None:
     return None
 
 
-def _quantities_after(group: Any) -> dict[str, int]:
-    out: dict[str, int] = {}
+def _after(group: Any) -> tuple[dict[str, int], dict[str, float]]:
+    """Each changed item's `available` after the write, and its level's `updatedAt` then
+    (the stamp older level webhooks are judged against), from one adjustment group."""
+    counts: dict[str, int] = {}
+    stamps: dict[str, float] = {}
     if not isinstance(group, dict):
-        return out
+        return counts, stamps
     for change in group.get("changes") or []:
         if not isinstance(change, dict) or change.get("name") != "available":
             continue
-        item = change.get("item") or {}
-        after = change.get("quantityAfterChange")
-        if isinstance(item, dict) and isinstance(after, int):
-            out[item.get("id", "")] = after
-    return out
-
-
-def _stamps_after(group: Any) -> dict[str, float]:
-    """Each changed item's level `updatedAt` as the write's answer gives it."""
-    out: dict[str, float] = {}
-    if not isinstance(group, dict):
-        return out
-    for change in group.get("changes") or []:
-        item = change.get("item") if isinstance(change, dict) else None
-        if not isinstance(item, dict) or not isinstance(item.get("inventoryLevel"), dict):
+        item = change.get("item")
+        if not isinstance(item, dict) or not isinstance(item.get("id"), str):
             continue
-        stamp = webhooks.parse_stamp(item["inventoryLevel"].get("updatedAt"))
-        if stamp is not None and isinstance(item.get("id"), str):
-            out[item["id"]] = stamp
-    return out
+        after = change.get("quantityAfterChange")
+        if isinstance(after, int):
+            counts[item["id"]] = after
+        level = item.get("inventoryLevel")
+        stamp = webhooks.parse_stamp(level.get("updatedAt")) if isinstance(level, dict) else None
+        if stamp is not None:
+            stamps[item["id"]] = stamp
+    return counts, stamps
 
 
 def _describe(error: dict[str, Any]) -> str:
