@@ -431,6 +431,8 @@ async def cmd_emulator(args: argparse.Namespace) -> int:
         raise ConfigError("--locations must be at least 1")
     if args.token_lifetime is not None and args.token_lifetime <= 0:
         raise ConfigError("--token-lifetime must be a positive number of seconds")
+    if args.webhook_parallel < 1:
+        raise ConfigError("--webhook-parallel must be 1 (one at a time, in order) or more")
     if args.webhook_delete_after is not None and args.webhook_delete_after < 0:
         raise ConfigError("--webhook-delete-after must be 0 (never) or more")
     for name in ("webhook_duplicate", "webhook_drop"):
@@ -454,6 +456,7 @@ async def cmd_emulator(args: argparse.Namespace) -> int:
             webhook_drop=args.webhook_drop,
             webhook_reorder=args.webhook_reorder,
             webhook_delete_after=args.webhook_delete_after,
+            webhook_parallel=args.webhook_parallel,
         ),
     )
     factory = Registry(make_plugin_manager()).emulator(args.channel)
@@ -652,6 +655,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--webhook-duplicate", type=float, default=0.0, metavar="P")
     p.add_argument("--webhook-drop", type=float, default=0.0, metavar="P")
     p.add_argument("--webhook-reorder", action="store_true")
+    p.add_argument(
+        "--webhook-parallel",
+        type=int,
+        default=8,
+        metavar="N",
+        help="deliveries in flight at once, as the platforms send them (default 8; 1: one at "
+        "a time, in order)",
+    )
     p.add_argument(
         "--webhook-delete-after",
         type=int,

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import json
 from typing import Any
 
 import pytest
@@ -471,13 +472,49 @@ async def test_order_refund_and_product_emit_their_topics(client: Any, aiohttp_s
     await client.post(f"/_emulator/orders/{order_ids[1]}/cancel")
     await client.post("/_emulator/products", json={"sku": "NEW-1", "available": 4})
     await wait_for(got, 5)
-    topics = [h["X-Shopify-Topic"] for h, _ in got]
+    topics = sorted(h["X-Shopify-Topic"] for h, _ in got)  # several in flight: any order
     assert topics == [
-        "orders/create", "orders/create", "refunds/create", "orders/cancelled", "products/create"
+        "orders/cancelled", "orders/create", "orders/create", "products/create", "refunds/create"
     ]  # fmt: skip
-    assert b'"restock_type":"return"' in got[2][1]
-    assert b'"restock_type":"cancel"' in got[3][1]
-    assert b'"sku":"NEW-1"' in got[4][1]
+    bodies = {h["X-Shopify-Topic"]: body for h, body in got}
+    assert b'"restock_type":"return"' in bodies["refunds/create"]
+    assert b'"restock_type":"cancel"' in bodies["orders/cancelled"]
+    assert b'"sku":"NEW-1"' in bodies["products/create"]
+
+
+@pytest.mark.parametrize("parallel", [1, 3])
+async def test_deliveries_in_flight_at_once_are_capped_by_webhook_parallel(
+    client: Any, emulator: ShopifyEmulator, aiohttp_server: Any, parallel: int
+) -> None:
+    """Several deliveries are under way at once, as Shopify sends them, up to the fault's
+    figure; with 1 they go one at a time, in the order the changes were made."""
+    in_flight, most, got = 0, 0, []
+    release = asyncio.Event()
+
+    async def hook(request: web.Request) -> web.Response:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        got.append(json.loads(await request.read())["available"])
+        if in_flight >= parallel or len(got) >= 7:
+            release.set()  # hold each answer until the emulator has sent all it may
+        await release.wait()
+        in_flight -= 1
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    server = await aiohttp_server(app)
+    await subscribe(client, "INVENTORY_LEVELS_UPDATE", str(server.make_url("/hook")))
+    faults = await client.post("/_emulator/faults", json={"webhook_parallel": parallel})
+    assert (await faults.json())["webhook_parallel"] == parallel
+    for available in range(7):
+        await client.post("/_emulator/inventory", json={"sku": "SKU-00001", "available": available})
+    await wait_for(got, 7)
+    assert most == parallel
+    assert sorted(got) == list(range(7))
+    if parallel == 1:
+        assert got == list(range(7))
 
 
 async def test_short_order_gets_409_and_changes_nothing(

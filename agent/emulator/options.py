@@ -22,7 +22,10 @@ class Faults:
     as the platform has it: after `webhook_delete_after` deliveries to a subscription failed
     every retry (a success resets the count), the subscription is deleted, as Shopify does
     after one (8 tries over 4 h) and SHOPLINE after one (19 over 48 h); None takes the
-    platform's figure (`Emulator.webhook_delete_after`), 0 keeps it forever.
+    platform's figure (`Emulator.webhook_delete_after`), 0 keeps it forever. Up to
+    `webhook_parallel` deliveries are in flight at once, as the platforms send them (Shopify
+    documents out-of-order delivery): two webhooks queued together may land in either order.
+    1 sends them one at a time, in the order they were made.
     """
 
     webhook_delay: float = 0.0
@@ -34,6 +37,7 @@ class Faults:
     timeout_after_apply: int = 0
     api_delay: float = 0.0
     webhook_delete_after: int | None = None
+    webhook_parallel: int = 8
 
     def update(self, values: dict[str, object]) -> None:
         """Set the named fields, all or none: unknown names or wrong types raise ValueError

@@ -76,6 +76,8 @@ class WebhookSender:
         self._session: aiohttp.ClientSession | None = None
         self.stats = {"sent": 0, "delivered": 0, "failed": 0, "dropped": 0, "duplicated": 0}
         self._failures: dict[int, int] = {}  # subscription -> deliveries failed in a row
+        self._in_flight = 0  # first tries under way (`Faults.webhook_parallel` at most)
+        self._slot_freed = asyncio.Event()
         self.deleted = 0  # subscriptions deleted after failed deliveries
 
     # -- subscriptions -----------------------------------------------------------------------
@@ -145,8 +147,21 @@ class WebhookSender:
                 delay = self.rng.uniform(0, self.faults.webhook_delay)
                 if delay > 0 or self.faults.webhook_reorder:
                     self._spawn(self._deliver(delivery, delay))
-                else:
+                elif self.faults.webhook_parallel <= 1:
                     await self._deliver(delivery, 0.0)
+                else:  # several in flight, as the platforms send them: they may land out of order
+                    while self._in_flight >= self.faults.webhook_parallel:
+                        await self._slot_freed.wait()
+                        self._slot_freed.clear()
+                    self._in_flight += 1
+                    self._spawn(self._deliver_in_slot(delivery))
+
+    async def _deliver_in_slot(self, delivery: Delivery) -> None:
+        try:
+            await self._deliver(delivery, 0.0)
+        finally:
+            self._in_flight -= 1
+            self._slot_freed.set()
 
     def _count_failure(self, sub_id: int) -> None:
         """A delivery failed every retry: delete its subscription after enough of them."""
