@@ -544,6 +544,10 @@ class Scheduler:
             return 0.0
         return (1.0 - credits) / rate
 
+    def refund_write(self) -> None:
+        """A write dispatched by `_dispatch` found nothing to send: give its credit back."""
+        self._credits += 1.0
+
     def _wake_later(self, seconds: float, name: str) -> None:
         """Dispatch again in `seconds`, unless a wake-up of that `name` is set already."""
         timer = self._timers.get(name)

@@ -147,6 +147,8 @@ class Writes:
         for item_id in written:
             self.why[item_id] = Reason.of(rules.get(item_id, ""), carried.get(item_id), here)
         sched.writing.update((w.item_id, w.target) for w in writes)
+        if not writes:
+            sched.refund_write()  # nothing to send: the call's credit was not spent
         sched.release([i for i in claimed if i not in written], task_done=not writes)
         if writes:
             await self._send(key, writes, done=set())
