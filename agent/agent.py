@@ -201,7 +201,7 @@ class Agent:
     def _local_events(self, rows: list[EventRow]) -> None:
         self.metrics.events.inc(len(rows))
         self.reconciler.writes.carry(rows)
-        self.replicator.notify_local()
+        self.replicator.notify_local(rows)
 
     def _applied(self, events: list[EventRow], now: float) -> None:
         """Peers' events just applied: the writes they cause will name them, and how long each

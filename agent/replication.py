@@ -11,11 +11,12 @@ hours gets everything when it returns, from whoever is up.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import random
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import aiohttp
@@ -87,6 +88,8 @@ class Replicator:
         self.rng = rng or random.Random()
         self.links: dict[str, PeerLink] = {}
         self.contacts: dict[str, tuple[str, float]] = {}  # peer -> (acked noted, when)
+        # own events as committed, without a gap in seq: a push of the newest needs no read
+        self._recent: collections.deque[EventRow] = collections.deque(maxlen=BATCH)
         self.mode = mode  # running, paused, importing or maintenance: asked, never set here
         mode.on_release(self.wake_all)
         roster.on_change(self.ensure_link)
@@ -116,8 +119,14 @@ class Replicator:
         elif link is not None:
             await self.links.pop(peer.domain).stop()
 
-    def notify_local(self) -> None:
-        """New local events: wake every link to push them."""
+    def notify_local(self, rows: Iterable[EventRow] = ()) -> None:
+        """New local events (`rows`, just committed): wake every link to push them."""
+        recent = self._recent
+        for row in sorted(rows, key=lambda r: r.seq):
+            last = recent[-1] if recent else None
+            if last is not None and (row.epoch != last.epoch or row.seq != last.seq + 1):
+                recent.clear()  # kept only while it runs without a gap
+            recent.append(row)
         if not self.mode.sending_own:
             return
         for link in self.links.values():
@@ -255,7 +264,12 @@ class Replicator:
         log.warning("own_stream_behind", peer=peer, held=mine.get(own, 0), theirs=theirs[own])
 
     async def own_events_after(self, seq: int, limit: int = BATCH) -> list[EventRow]:
+        """This agent's events after `seq` in its current stream, at most `limit`: from the
+        ones just committed when they reach back that far, else from the database."""
         origin, epoch = self.own_stream()
+        recent = self._recent
+        if recent and recent[0].epoch == epoch and recent[0].seq <= seq + 1 < recent[-1].seq + 1:
+            return [e for e in recent if e.seq > seq][:limit]
         return await self.db.read(lambda conn: ledger.events_after(conn, origin, epoch, seq, limit))
 
     # -- bookkeeping ---------------------------------------------------------------------------

@@ -28,11 +28,19 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
-from sqlalchemy import event
+from sqlalchemy import Connection, event
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from agent.db import Database, T, Work, _in_transaction, _sqlite_pragmas, sqlite_work_engine
+from agent.db import (
+    Database,
+    T,
+    Work,
+    _Connections,
+    _in_transaction,
+    _sqlite_pragmas,
+    sqlite_work_engine,
+)
 
 __all__ = [
     "EPOCH",
@@ -152,6 +160,8 @@ class InlineDatabase(Database):
         self.sessions = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
         self._work_engine = sqlite_work_engine(self.url)
         self._worker = None
+        self._local = _Connections()  # the one (inline) thread's connection, kept as the core's
+        self._opened: list[Connection] = []
         self.dead = False  # the agent was killed: it commits nothing more
         self.after_commit: Callable[[], None] | None = None  # may kill the agent (raise Crashed)
 
@@ -159,7 +169,7 @@ class InlineDatabase(Database):
         """A unit of work runs inline, at once: it never yields to the loop, so it commits
         whole between two scheduler steps (or not at all)."""
         assert self._work_engine is not None
-        return _in_transaction(self._work_engine, work, write)
+        return _in_transaction(self._work_engine, work, write, self._local, self._opened)
 
     async def run(self, work: Work[T]) -> T:
         """The core's unit of work; a killed agent's never starts, and a kill may land right
