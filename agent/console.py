@@ -260,14 +260,41 @@ def print_duplicates(report: dict[str, Any]) -> None:
 
 
 def print_preflight(report: dict[str, Any], *, dry_run: bool) -> None:
-    """The import's pre-flight report."""
+    """The import's pre-flight report: what the run does, SKU by SKU."""
+    from agent.importer import IMPORT_MODES  # local: the other commands need none of it
+
+    mode = report.get("mode", "join")
     console.print(
-        f"{report['items']} items in the shop; [bold]{report['skus_to_write']} counts to change[/]"
+        f"[bold]{'Re-import' if mode == 'reimport' else 'Import'}[/]: {IMPORT_MODES[mode]}"
+    )
+    counted = report.get("counted", [])
+    if counted:
+        console.print(
+            f"[bold]{report['changes_to_count']} changes in this shop to count[/] "
+            "(the group's count follows in every shop):"
+        )
+    for row in counted[:15]:
+        console.print(
+            f"  {_safe(row['sku'])}: shop shows {_safe(row['shop'])}, last seen "
+            f"{_safe(row['last_seen'])} ({row['change']:+d}): group {_safe(row['group_before'])}"
+            f" → {_safe(row['group_after'])}"
+        )
+    if report.get("changes_to_count", 0) > 15:
+        console.print(f"  … and {report['changes_to_count'] - 15} more")
+    console.print(
+        f"{report['items']} items in the shop; [bold]{report['skus_to_write']} counts to write "
+        "here[/]"
     )
     for row in report["to_change"][:15]:
         console.print(f"  {_safe(row['sku'])}: {_safe(row['shop'])} → {_safe(row['target'])}")
     if report["skus_to_write"] > 15:
         console.print(f"  … and {report['skus_to_write'] - 15} more")
+    if report.get("not_synced_yet_count"):
+        console.print(
+            f"{report['not_synced_yet_count']} items the agent has not taken up yet (the next "
+            "catalogue pass does; the import leaves them): "
+            + _safe(", ".join(report["not_synced_yet"][:20]))
+        )
     console.print(
         f"{report['duplicate_skus']} duplicate SKUs, {report['no_sku_items']} items "
         f"without SKU (not synced: see shopsync duplicates)"

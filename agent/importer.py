@@ -26,11 +26,19 @@ from agent.models import ItemRow, PoolRow
 from agent.reconcile import Reconciler
 from agent.syncmode import SyncMode
 
-__all__ = ["Importer", "ImportError_"]
+__all__ = ["IMPORT_MODES", "Importer", "ImportError_"]
 
 log = structlog.get_logger(__name__)
 
 EXAMPLES = 1000  # rows of each kind shown in a report; totals are always complete
+
+#: What each kind of import does with the shop's own counts, in the words the CLI and page use.
+IMPORT_MODES = {
+    "join": "this shop takes the group's counts: its own counts are replaced",
+    "reimport": "this shop's changes are counted first: a count that moved since the agent "
+    "last saw it is this shop's own change (as a sale is) and moves the group's count in "
+    "every shop; then this shop is set to the group's counts",
+}
 
 
 class ImportError_(Exception):
@@ -119,15 +127,28 @@ class Importer:
     # -- the pre-flight report -------------------------------------------------------------------
 
     async def preflight(self, pools: dict[str, int] | None = None) -> dict[str, Any]:
-        """What an import of `pools` (default: this agent's) would do; changes nothing."""
+        """What an import would do, SKU by SKU; changes nothing.
+
+        With `pools` (a join: the master's counts), this shop takes the group's counts: its
+        own are replaced (`mode` "join"). Without (an admin's re-import on a member, `mode`
+        "reimport"), the run re-reads every item it syncs and counts a count that moved since
+        the agent last saw it as this shop's own change, as it would count a sale, so the
+        group's count moves with it in every shop (`counted`); then it writes the group's
+        count where the shop shows another (`to_change`: the count after that).
+        """
         listed = [item async for item in self.channel.list_items()]
         keyed = [(it.item_id, self.sku_rule(it.sku)) for it in listed]
         verdict = classify(keyed)
-        if pools is None:
-            async with self.db.sessions() as session:
-                rows = await session.exec(select(PoolRow))
-                pools = {p.sku: p.value for p in rows if p.value is not None}
+        joining = pools is not None
+        rows: dict[str, ItemRow] = {}
+        async with self.db.sessions() as session:
+            if pools is None:
+                held = await session.exec(select(PoolRow))
+                pools = {p.sku: value for p in held if (value := p.value) is not None}
+                rows = {r.item_id: r for r in await session.exec(select(ItemRow))}
         to_change: list[dict[str, Any]] = []
+        counted: list[dict[str, Any]] = []
+        not_yet: list[str] = []
         dupes: dict[str, list[dict[str, str]]] = {}
         no_sku: list[dict[str, str]] = []
         here: set[str] = set()
@@ -141,8 +162,31 @@ class Importer:
                 dupes.setdefault(sku, []).append({"item_id": item_id, "title": item.title})
                 continue
             here.add(sku)
-            if sku in pools:
-                target = self.reconciler.target_for(sku, pools[sku])
+            group = pools.get(sku)
+            if not joining:
+                row = rows.get(item_id)
+                if row is None or row.excluded is not None or row.sku != sku:
+                    not_yet.append(sku)  # the next catalogue pass takes it up, not the import
+                    continue
+                if row.published is not None and not row.cutover_pending:
+                    change = item.available - row.published
+                    if change and group is not None:
+                        counted.append(
+                            {
+                                "sku": sku,
+                                "item_id": item_id,
+                                "shop": item.available,
+                                "last_seen": row.published,
+                                "change": change,
+                                "group_before": group,
+                                "group_after": group + change,
+                            }
+                        )
+                        group += change
+                elif group is None:
+                    group = item.available  # a SKU new to the group: this shop introduces it
+            if group is not None:
+                target = self.reconciler.target_for(sku, group)
                 if target != item.available:
                     to_change.append(
                         {"sku": sku, "item_id": item_id, "shop": item.available, "target": target}
@@ -150,9 +194,14 @@ class Importer:
         missing = sorted(set(pools) - here - set(dupes))
         only_here = sorted(here - set(pools))
         return {
+            "mode": "join" if joining else "reimport",
             "items": len(listed),
             "skus_to_write": len(to_change),
             "to_change": sorted(to_change, key=lambda r: str(r["sku"]))[:EXAMPLES],
+            "changes_to_count": len(counted),
+            "counted": sorted(counted, key=lambda r: str(r["sku"]))[:EXAMPLES],
+            "not_synced_yet": sorted(not_yet)[:EXAMPLES],
+            "not_synced_yet_count": len(not_yet),
             "duplicates": [{"sku": s, "items": v} for s, v in sorted(dupes.items())][:EXAMPLES],
             "duplicate_skus": len(dupes),
             "no_sku": no_sku[:EXAMPLES],

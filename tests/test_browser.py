@@ -416,6 +416,8 @@ async def test_import_progress_moves_live_to_done(agents: Agents) -> None:
     await page.goto(b.agent_url + "/import")
     await page.get_by_role("button", name="Start import").click()  # dry run: report only
     await expect(page.locator("#dry-run")).to_contain_text("SKUs whose count would be written")
+    # a member's re-import: what it does with this shop's own counts is said before it runs
+    await expect(page.locator("#dry-run")).to_contain_text("this shop's changes are counted first")
     assert (await agents.api(b, "GET", "/api/import"))["state"] == "done"  # nothing started
 
     # A slow platform (every API answer 2 s late): the import re-reads every item after the

@@ -211,3 +211,60 @@ async def test_resync_rereads_and_rewrites_a_doubted_count(tmp_path: Path) -> No
         assert out.returncode == 1 and "NOPE" in out.stdout
         out = cli("resync", "--data-dir", str(shop.data_dir))
         assert out.returncode == 2
+
+
+async def test_a_reimport_does_what_its_dry_run_says_sku_by_sku(tmp_path: Path) -> None:
+    """A re-import on a member counts the shop's changes the agent missed as the shop's own
+    (they reach every shop), then writes the group's counts: the dry run says so per SKU,
+    and the run does exactly that."""
+    async with Cluster(tmp_path, 2, skus=5) as cluster:
+        master, member = cluster.shops
+        await cluster.join(member, master)
+        await cluster.wait_idle()
+        out = cli("rules", "set", "max=90", "--data-dir", str(member.data_dir))
+        assert out.returncode == 0, out.stderr
+        await cluster.until(lambda: _shows(member, "SKU-00004", 90), what="the cap applied")
+        pools_before = await master.pools()
+        # changes the member's agent misses (their webhooks are lost)
+        await member.emu("POST", "/_emulator/faults", {"webhook_drop": 1.0})
+        await member.edit("SKU-00002", 61)  # a stock count: 29 fewer than the 90 shown
+        await member.edit("SKU-00003", 95)  # 5 more, above the cap: the cap is written back
+        await asyncio.sleep(0.3)
+        await member.emu("POST", "/_emulator/faults", {"webhook_drop": 0.0})
+        shop_before = await member.inventory()
+        assert (shop_before["SKU-00002"], shop_before["SKU-00003"]) == (61, 95)
+
+        out = cli("import", "--data-dir", str(member.data_dir), "--dry-run")
+        assert out.returncode == 0, out.stderr
+        assert "this shop's changes are counted first" in out.stdout
+        assert "SKU-00002: shop shows 61, last seen 90 (-29): group 100 → 71" in out.stdout
+        out = cli("import", "--data-dir", str(member.data_dir), "--dry-run", "--json")
+        assert out.returncode == 0, out.stderr
+        report = json.loads(out.stdout)["report"]
+        assert report["mode"] == "reimport"
+        counted = {r["sku"]: r for r in report["counted"]}
+        assert {s: (r["change"], r["group_after"]) for s, r in counted.items()} == {
+            "SKU-00002": (-29, 71),
+            "SKU-00003": (5, 105),
+        }
+        writes = {r["sku"]: r["target"] for r in report["to_change"]}
+        # 71 is under the cap: this shop shows the group's count; 105 is over it
+        assert writes == {"SKU-00002": 71, "SKU-00003": 90}
+
+        out = cli("import", "--data-dir", str(member.data_dir), "--json")
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["state"] == "done"
+        await cluster.wait_idle()
+        member_shop, master_shop = await member.inventory(), await master.inventory()
+        master_pools = await master.pools()
+        for sku, pool in pools_before.items():
+            assert pool is not None
+            group = counted[sku]["group_after"] if sku in counted else pool
+            assert master_pools[sku] == group, sku
+            assert master_shop[sku] == group, sku  # the master has no rules
+            assert pool == 100
+            assert member_shop[sku] == writes.get(sku, shop_before[sku]), sku
+
+
+async def _shows(shop: ShopHandle, sku: str, count: int) -> bool:
+    return (await shop.inventory()).get(sku) == count

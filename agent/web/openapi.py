@@ -283,9 +283,26 @@ SCHEMAS: dict[str, Schema] = {
     ),
     "Preflight": _obj(
         {
+            "mode": {"enum": ["join", "reimport"]},
             "items": INT,
             "skus_to_write": INT,
             "to_change": _list(_obj({"sku": STR, "item_id": STR, "shop": INT, "target": INT})),
+            "changes_to_count": INT,
+            "counted": _list(
+                _obj(
+                    {
+                        "sku": STR,
+                        "item_id": STR,
+                        "shop": INT,
+                        "last_seen": INT,
+                        "change": INT,
+                        "group_before": INT,
+                        "group_after": INT,
+                    }
+                )
+            ),
+            "not_synced_yet": _list(STR),
+            "not_synced_yet_count": INT,
             "duplicates": _list(_obj({"sku": STR, "items": _list(ITEM)})),
             "duplicate_skus": INT,
             "no_sku": _list(ITEM),
@@ -295,7 +312,10 @@ SCHEMAS: dict[str, Schema] = {
             "only_here": _list(STR),
             "only_here_count": INT,
         },
-        description="What an import would change; lists hold at most 1000 rows, counts are full.",
+        description="What an import does, SKU by SKU (`mode`: a join replaces this shop's counts "
+        "with the group's; a re-import first counts this shop's changes since the agent last "
+        "saw them, `counted`, then writes `to_change`); lists hold at most 1000 rows, counts "
+        "are full.",
     ),
     "ImportProgress": _obj(
         {

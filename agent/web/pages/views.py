@@ -8,6 +8,7 @@ from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
+from agent.importer import IMPORT_MODES
 from agent.web.pages import charts
 from agent.web.pages.backend import Api, ApiError
 from agent.web.pages.render import redirect, render
@@ -280,6 +281,7 @@ async def _import_view(
         progress=progress,
         maintenance="on" if progress.get("maintenance") else "off",
         dry_run_report=dry_run_report,
+        import_modes=IMPORT_MODES,
     )
 
 
