@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
 
+from sqlalchemy import Connection
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from agent.channel import Item
 from agent.models import ItemRow
+from agent.sql import Tx
 
-__all__ = ["CatalogueChange", "Index", "SkuRule", "classify", "sync_catalogue", "sync_items"]
+__all__ = [
+    "CatalogueChange",
+    "CatalogueRow",
+    "Index",
+    "SkuRule",
+    "classify",
+    "sync_catalogue",
+    "sync_items",
+]
 
 DUPLICATE = "duplicate"
 NO_SKU = "no_sku"
@@ -47,6 +59,17 @@ def classify(items: Iterable[tuple[str, str | None]]) -> dict[str, str | None]:
     }
 
 
+class _Keyed(Protocol):
+    """What the index needs of an item's row (an `ItemRow` or a `CatalogueRow`)."""
+
+    @property
+    def item_id(self) -> str: ...
+    @property
+    def sku(self) -> str | None: ...
+    @property
+    def excluded(self) -> str | None: ...
+
+
 @dataclasses.dataclass(slots=True)
 class Index:
     """In-memory map between synced items and SKUs (rebuilt from the item table)."""
@@ -62,7 +85,7 @@ class Index:
             index.put(row)
         return index
 
-    def put(self, row: ItemRow) -> None:
+    def put(self, row: _Keyed) -> None:
         """Record `row`, replacing what was known of its item."""
         self.drop(row.item_id)
         if row.excluded is None and row.sku:
@@ -88,43 +111,75 @@ class CatalogueChange:
     gone: list[str] = dataclasses.field(default_factory=list)
 
 
-async def sync_catalogue(
-    session: AsyncSession, listed: Sequence[Item], now: float, *, rule: SkuRule | None = None
-) -> tuple[CatalogueChange, list[ItemRow]]:
-    """Bring the item table in line with a full listing; returns what changed and all rows.
+@dataclasses.dataclass(slots=True)
+class CatalogueRow:
+    """An item as a catalogue sync leaves it: what the index and the sync log need."""
 
-    An item whose SKU changed starts afresh (published None), so its new SKU is first seen
+    item_id: str
+    sku: str | None
+    excluded: str | None
+
+
+@dataclasses.dataclass(slots=True)
+class _Held:
+    """An item row as the table holds it, and what a sync changes of it."""
+
+    item_id: str
+    sku: str | None
+    title: str
+    excluded: str | None
+    changed: bool = False
+    fresh: bool = False  # published is set to NULL: the item is first seen again
+
+    def row(self) -> CatalogueRow:
+        return CatalogueRow(self.item_id, self.sku, self.excluded)
+
+
+def sync_catalogue(
+    listed: Sequence[Item], now: float, *, rule: SkuRule | None = None
+) -> Callable[[Connection], tuple[CatalogueChange, list[CatalogueRow]]]:
+    """A unit of work that brings the item table in line with a full listing; it returns
+    what changed and the listed items' rows.
+
+    An item whose SKU changed starts afresh (published NULL), so its new SKU is first seen
     like a new item; items that vanished from the shop are marked gone, not deleted, so the
-    log still names them.
+    log still names them. Only rows that change are written: a pass over a catalogue that
+    did not change writes nothing, and holds the database's write lock only to read it.
     """
-    return await _sync(session, listed, now, rule or SkuRule(), looked_up=None)
+    return functools.partial(_sync, listed=listed, now=now, rule=rule or SkuRule(), looked_up=None)
 
 
-async def sync_items(
-    session: AsyncSession,
+def sync_items(
     found: Sequence[Item],
     looked_up: Sequence[str],
     now: float,
     *,
     rule: SkuRule | None = None,
-) -> tuple[CatalogueChange, list[ItemRow]]:
-    """Bring the rows of the `looked_up` items in line with what the shop said of them
-    (`found`; a looked-up id not found is gone). Other items stay as they are, except that
-    a SKU a found item now shares, or no longer shares, with one of them makes that one a
-    duplicate or a synced item again. Returns what changed and the rows it wrote."""
-    return await _sync(session, found, now, rule or SkuRule(), looked_up=set(looked_up))
+) -> Callable[[Connection], tuple[CatalogueChange, list[CatalogueRow]]]:
+    """A unit of work that brings the rows of the `looked_up` items in line with what the
+    shop said of them (`found`; a looked-up id not found is gone). Other items stay as they
+    are, except that a SKU a found item now shares, or no longer shares, with one of them
+    makes that one a duplicate or a synced item again. It returns what changed and the rows
+    it wrote."""
+    return functools.partial(
+        _sync, listed=found, now=now, rule=rule or SkuRule(), looked_up=set(looked_up)
+    )
 
 
-async def _sync(
-    session: AsyncSession,
+def _sync(
+    conn: Connection,
+    *,
     listed: Sequence[Item],
     now: float,
     rule: SkuRule,
-    *,
     looked_up: set[str] | None,
-) -> tuple[CatalogueChange, list[ItemRow]]:
+) -> tuple[CatalogueChange, list[CatalogueRow]]:
+    tx = Tx(conn)
     change = CatalogueChange()
-    existing = {row.item_id: row for row in await session.exec(select(ItemRow))}
+    existing = {
+        r[0]: _Held(r[0], r[1], r[2] or "", r[3])
+        for r in tx.rows("SELECT item_id, sku, title, excluded FROM item")
+    }
     keyed = [(it.item_id, rule(it.sku)) for it in listed]
     seen = {item_id for item_id, _ in keyed}
     # a lookup leaves the rest of the shop as it was: those items still hold their SKUs
@@ -132,59 +187,71 @@ async def _sync(
         []
         if looked_up is None
         else [
-            (item_id, row.sku)
-            for item_id, row in existing.items()
-            if item_id not in seen and item_id not in looked_up and row.excluded != GONE
+            (item_id, held.sku)
+            for item_id, held in existing.items()
+            if item_id not in seen and item_id not in looked_up and held.excluded != GONE
         ]
     )
     verdict = classify([*keyed, *others])
-    rows = []
+    rows: list[CatalogueRow] = []
+    new: list[tuple[Any, ...]] = []
+    touched: list[_Held] = []
     for item, (_, sku) in zip(listed, keyed, strict=True):
         excluded = verdict[item.item_id]
-        row = existing.get(item.item_id)
-        if row is None:
-            row = ItemRow(
-                item_id=item.item_id,
-                sku=sku,
-                title=item.title,
-                created_at=item.created_at,
-                excluded=excluded,
-                updated_at=now,
-            )
-            session.add(row)
+        held = existing.get(item.item_id)
+        if held is None:
+            created = float(item.created_at)
+            new.append((item.item_id, sku, item.title, created, excluded, float(now)))
             change.new.append(item.item_id)
             if excluded:
                 change.newly_excluded.append((item.item_id, excluded))
-        else:
-            if row.sku != sku:
-                change.changed_sku.append(item.item_id)
-                row.sku, row.published = sku, None
-            _set_excluded(row, excluded, change)
-            row.title = item.title or row.title
-            row.updated_at = now
-        rows.append(row)
+            rows.append(CatalogueRow(item.item_id, sku, excluded))
+            continue
+        if held.sku != sku:
+            change.changed_sku.append(item.item_id)
+            held.sku, held.fresh, held.changed = sku, True, True
+        _set_excluded(held, excluded, change)
+        if item.title and item.title != held.title:
+            held.title, held.changed = item.title, True
+        if held.changed:
+            touched.append(held)
+        rows.append(held.row())
     for item_id, _sku in others:
-        row = existing[item_id]
-        if row.excluded != verdict[item_id]:
-            _set_excluded(row, verdict[item_id], change)
-            row.updated_at = now
-            rows.append(row)
+        held = existing[item_id]
+        if held.excluded != verdict[item_id]:
+            _set_excluded(held, verdict[item_id], change)
+            touched.append(held)
+            rows.append(held.row())
     gone = set(existing) - seen if looked_up is None else looked_up - seen
     for item_id in sorted(gone):
-        row = existing.get(item_id)
-        if row is not None and row.excluded != GONE:
-            row.excluded = GONE
+        held_gone = existing.get(item_id)
+        if held_gone is not None and held_gone.excluded != GONE:
+            held_gone.excluded, held_gone.changed = GONE, True
+            touched.append(held_gone)
             change.gone.append(item_id)
             if looked_up is not None:  # (a full pass returns the listed rows only, as before)
-                rows.append(row)
+                rows.append(held_gone.row())
+    tx.many(
+        "INSERT INTO item (item_id, sku, title, published, created_at, excluded, "
+        "cutover_pending, updated_at) VALUES (?, ?, ?, NULL, ?, ?, FALSE, ?)",
+        new,
+    )
+    tx.many(
+        "UPDATE item SET sku = ?, title = ?, excluded = ?, updated_at = ? WHERE item_id = ?",
+        ((h.sku, h.title, h.excluded, float(now), h.item_id) for h in touched),
+    )
+    tx.many(
+        "UPDATE item SET published = NULL WHERE item_id = ?",
+        ((h.item_id,) for h in touched if h.fresh),
+    )
     return change, rows
 
 
-def _set_excluded(row: ItemRow, excluded: str | None, change: CatalogueChange) -> None:
-    if row.excluded == excluded:
+def _set_excluded(held: _Held, excluded: str | None, change: CatalogueChange) -> None:
+    if held.excluded == excluded:
         return
     if excluded:
-        change.newly_excluded.append((row.item_id, excluded))
-    if row.excluded is not None and excluded is None:
-        row.published = None  # joins sync afresh, like a new item
-    row.excluded = excluded
+        change.newly_excluded.append((held.item_id, excluded))
+    if held.excluded is not None and excluded is None:
+        held.fresh = True  # joins sync afresh, like a new item
+    held.excluded, held.changed = excluded, True

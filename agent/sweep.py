@@ -12,14 +12,14 @@ import dataclasses
 from collections.abc import Awaitable, Callable
 
 import structlog
-from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlalchemy import Connection
 
 from agent import synclog
-from agent.catalogue import SkuRule, sync_catalogue, sync_items
+from agent.catalogue import CatalogueChange, CatalogueRow, SkuRule, sync_catalogue, sync_items
 from agent.channel import Channel, Item
 from agent.clock import Clock
 from agent.db import Database
-from agent.models import Identity, ItemRow
+from agent.models import Identity
 from agent.scheduler import Scheduler
 
 __all__ = ["Sweep"]
@@ -29,6 +29,8 @@ log = structlog.get_logger(__name__)
 #: Applies fresh counts of busy items in one unit of work, with one cause or one per item.
 #: `Reconciler._observe`: counts, their causes, and (keyword `stamps`) their platform stamps.
 Observe = Callable[..., Awaitable[None]]
+#: A catalogue sync's unit of work: what changed, and the rows it leaves.
+CatalogueSync = Callable[[Connection], tuple[CatalogueChange, list[CatalogueRow]]]
 
 
 @dataclasses.dataclass(eq=False, kw_only=True)
@@ -58,9 +60,9 @@ class Sweep:
             return
         try:
             now = self.clock.now()
-            async with self.db.transaction() as session:
-                change, rows = await sync_catalogue(session, listed, now, rule=self.sku_rule)
-                _log_excluded(session, change.newly_excluded, rows, now)
+            change, rows = await self.db.run(
+                _logged(sync_catalogue(listed, now, rule=self.sku_rule), now)
+            )
             await self._settle(listed, rows, started)
             self.last_reconcile = self.clock.now()
             self.last_listing = listed_at
@@ -86,9 +88,9 @@ class Sweep:
         wanted = set(item_ids)
         found = [item for item in found if item.item_id in wanted]
         now = self.clock.now()
-        async with self.db.transaction() as session:
-            change, rows = await sync_items(session, found, item_ids, now, rule=self.sku_rule)
-            _log_excluded(session, change.newly_excluded, rows, now)
+        change, rows = await self.db.run(
+            _logged(sync_items(found, item_ids, now, rule=self.sku_rule), now)
+        )
         # the items were claimed for this lookup: their counts are as fresh as any read's
         await self._settle(found, rows, started, claimed=causes)
         log.info(
@@ -103,7 +105,7 @@ class Sweep:
     async def _settle(
         self,
         listed: list[Item],
-        rows: list[ItemRow],
+        rows: list[CatalogueRow],
         started: float,
         *,
         claimed: dict[str, str] | None = None,
@@ -139,16 +141,25 @@ class Sweep:
                 )
 
 
-def _log_excluded(
-    session: AsyncSession, excluded: list[tuple[str, str]], rows: list[ItemRow], now: float
-) -> None:
-    """One sync-log row per item newly left out of the sync, saying why."""
-    by_id = {row.item_id: row for row in rows}
-    for item_id, why in excluded:
-        synclog.record(
-            session,
-            "excluded",
-            now,
-            sku=by_id[item_id].sku,
-            message=f"{why}: item {item_id} is not synced",
+def _logged(sync: CatalogueSync, now: float) -> CatalogueSync:
+    """The catalogue sync `sync`, with one sync-log row per item it newly left out of the
+    sync, saying why, in the same unit of work."""
+
+    def work(conn: Connection) -> tuple[CatalogueChange, list[CatalogueRow]]:
+        change, rows = sync(conn)
+        by_id = {row.item_id: row for row in rows}
+        synclog.insert(
+            conn,
+            [
+                synclog.entry(
+                    "excluded",
+                    now,
+                    sku=by_id[item_id].sku,
+                    message=f"{why}: item {item_id} is not synced",
+                )
+                for item_id, why in change.newly_excluded
+            ],
         )
+        return change, rows
+
+    return work

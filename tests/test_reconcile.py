@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import sys
 from collections.abc import AsyncIterator, Sequence
 
 import pytest
@@ -478,3 +479,19 @@ async def test_writes_go_at_once_far_from_the_limit_and_coalesce_at_it(
         assert core.stats["write_rows"] == 12
         assert core.stats["writes"] - 4 <= 2, core.stats
         assert [memshop.counts[f"i{n}"] for n in range(8)] == [47] * 4 + [48] * 4
+
+
+async def test_queues_that_held_a_whole_catalogue_start_afresh_once_drained(
+    sqlite_db, memshop: MemShop, clock
+) -> None:  # type: ignore[no-untyped-def]
+    """Every SKU is planned at start and a resync queues all: once those drain, a dispatch
+    walks only what is queued, not the slots the whole catalogue once took (CPython never
+    shrinks a set's or a dict's table; at 100,000 SKUs each dispatch walked megabytes)."""
+    for i in range(5000):
+        memshop.add(f"i{i}", f"S-{i}", 3)
+    async with _running(sqlite_db, memshop, clock) as reconciler:
+        reconciler.scheduler.resync()
+        await settle(reconciler, timeout=60)
+        sched = reconciler.scheduler
+        for queue in (sched.pending_skus, sched.pending_reads):
+            assert not queue and sys.getsizeof(queue) == sys.getsizeof(type(queue)())
