@@ -117,7 +117,7 @@ class Replicator:
     def tasks(self) -> list[asyncio.Task[None]]:
         """The links' tasks (by peer), then the one writing peers' answers, if running."""
         tasks = [link.task for _, link in sorted(self.links.items()) if link.task]
-        return tasks + [t for t in (self._flusher,) if t is not None and not t.done()]
+        return tasks + [t for t in (self._flusher,) if t is not None]
 
     async def ensure_link(self, peer: PeerRow) -> None:
         """Start (or stop) the link to `peer` according to its state."""
@@ -322,7 +322,10 @@ class Replicator:
 
     async def _flush_later(self) -> None:
         await self.clock.sleep(CONTACT_FLUSH)
-        await self.flush_contacts()
+        try:
+            await self.flush_contacts()
+        except Exception as exc:  # notes only: the next answers are noted again
+            log.warning("peer_contact_not_written", error=repr(exc))
 
     async def flush_contacts(self) -> None:
         """Write the answers noted and not yet written (at stop, and `CONTACT_FLUSH` after
