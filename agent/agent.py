@@ -267,7 +267,7 @@ class Agent:
     def tasks(self) -> list[asyncio.Task[Any]]:
         """Every task the agent runs, in the order a crash stops them."""
         tasks: list[asyncio.Task[Any]] = [] if self._main is None else [self._main]
-        tasks += self.replicator.tasks()
+        tasks += [link.task for _, link in sorted(self.replicator.links.items()) if link.task]
         tasks += self.reconciler.tasks()
         tasks += [t for t in (self.join_import.task, self.importer.task) if t is not None]
         return tasks + self._watch

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import dataclasses
 import json
 import random
 import uuid
@@ -42,7 +41,6 @@ __all__ = ["EventsRefused", "Replicator", "behind"]
 log = structlog.get_logger(__name__)
 
 CONTACT_REFRESH = 10.0  # seconds between writes of an unchanged peer contact
-CONTACT_FLUSH = 0.5  # seconds a peer's answer waits to be written with the others
 IDLE_PULL_FACTOR = 4  # a pull that keeps finding nothing waits up to 4 times pull_interval
 BATCH = 500
 
@@ -90,8 +88,6 @@ class Replicator:
         self.rng = rng or random.Random()
         self.links: dict[str, PeerLink] = {}
         self.contacts: dict[str, tuple[str, float]] = {}  # peer -> (acked noted, when)
-        self._notes: dict[str, _Note] = {}  # answers not yet written (`record_contact`)
-        self._flusher: asyncio.Task[None] | None = None
         # own events as committed, without a gap in seq: a push of the newest needs no read
         self._recent: collections.deque[EventRow] = collections.deque(maxlen=BATCH)
         self.mode = mode  # running, paused, importing or maintenance: asked, never set here
@@ -109,15 +105,6 @@ class Replicator:
         for link in list(self.links.values()):
             await link.stop()
         self.links.clear()
-        if self._flusher is not None:
-            self._flusher.cancel()
-            await asyncio.gather(self._flusher, return_exceptions=True)
-        await self.flush_contacts()
-
-    def tasks(self) -> list[asyncio.Task[None]]:
-        """The links' tasks (by peer), then the one writing peers' answers, if running."""
-        tasks = [link.task for _, link in sorted(self.links.items()) if link.task]
-        return tasks + [t for t in (self._flusher,) if t is not None]
 
     async def ensure_link(self, peer: PeerRow) -> None:
         """Start (or stop) the link to `peer` according to its state."""
@@ -290,98 +277,47 @@ class Replicator:
     async def record_contact(
         self, domain: str, *, acked: Vector | None = None, error: str = "", sent: str = ""
     ) -> None:
-        """Note a peer's answer (its vector) or failure, and a batch sent.
+        """Note a peer's answer (its vector) or failure, and a batch sent, in one transaction.
 
-        A failure is written at once. An answer waits up to `CONTACT_FLUSH` seconds, gathered
-        with the others into one transaction (a push to each peer per sale was a transaction
-        each); a pull every few seconds mostly brings the vector already noted: that is
-        written again only every `CONTACT_REFRESH` seconds (the "last contact" an admin sees).
+        A pull every few seconds mostly brings the vector already noted: that is written again
+        only every `CONTACT_REFRESH` seconds (the "last contact" an admin sees).
         """
         wire = None if acked is None else json.dumps(vector_to_wire(acked))
-        if error:
-            # the failure is the newest news: an answer noted before it must not clear it
-            held = self._notes.pop(domain, None)
-            await self._write_contacts({domain: _Note(wire, held.sent if held else [], error)})
-            return
         noted = self.contacts.get(domain)
         if (
             not sent
-            and domain not in self._notes
+            and not error
             and noted is not None
             and noted[0] == wire
             and self.clock.monotonic() - noted[1] < CONTACT_REFRESH
         ):
             return
         self.contacts.pop(domain, None)
-        note = self._notes.setdefault(domain, _Note())
-        note.wire = wire or note.wire
-        if sent:
-            note.sent.append(sent)
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush_later())
-
-    async def _flush_later(self) -> None:
-        await self.clock.sleep(CONTACT_FLUSH)
-        try:
-            await self.flush_contacts()
-        except Exception as exc:  # notes only: the next answers are noted again
-            log.warning("peer_contact_not_written", error=repr(exc))
-
-    async def flush_contacts(self) -> None:
-        """Write the answers noted and not yet written (at stop, and `CONTACT_FLUSH` after
-        the first of them)."""
-        notes, self._notes = self._notes, {}
-        if notes:
-            await self._write_contacts(notes)
-
-    async def _write_contacts(self, notes: dict[str, _Note]) -> None:
         now = self.clock.now()
 
-        def work(conn: Connection) -> list[str]:
+        def work(conn: Connection) -> bool:
             tx = Tx(conn)
-            entries = []
-            answered = []
-            for domain, note in notes.items():
-                entries += [
-                    synclog.entry("batch_sent", now, peer=domain, message=sent)
-                    for sent in note.sent
-                ]
-                row = tx.one("SELECT last_error FROM peer WHERE domain = ?", (domain,))
-                if row is None:
-                    continue
-                if note.error:
-                    if row[0] != note.error:
-                        entries.append(
-                            synclog.entry(
-                                "peer_unreachable", now, peer=domain, message=note.error[:300]
-                            )
-                        )
-                    tx.run("UPDATE peer SET last_error = ? WHERE domain = ?", (note.error, domain))
-                    continue
+            entries = [synclog.entry("batch_sent", now, peer=domain, message=sent)] if sent else []
+            row = tx.one("SELECT last_error FROM peer WHERE domain = ?", (domain,))
+            if row is not None and error:
+                if row[0] != error:
+                    entries.append(
+                        synclog.entry("peer_unreachable", now, peer=domain, message=error[:300])
+                    )
+                tx.run("UPDATE peer SET last_error = ? WHERE domain = ?", (error, domain))
+            elif row is not None:
                 if row[0]:
                     entries.append(synclog.entry("peer_reconnected", now, peer=domain))
                 tx.run(
                     "UPDATE peer SET last_error = '', last_contact = ?, acked = COALESCE(?, acked) "
                     "WHERE domain = ?",
-                    (float(now), note.wire, domain),
+                    (float(now), wire, domain),
                 )
-                answered.append(domain)
             synclog.insert(conn, entries)
-            return answered
+            return row is not None and not error
 
-        for domain in await self.db.run(work):
-            wire = notes[domain].wire
-            if wire is not None:
-                self.contacts[domain] = (wire, self.clock.monotonic())
-
-
-@dataclasses.dataclass(slots=True)
-class _Note:
-    """A peer's contact to write: its vector (wire form), the batches sent, or a failure."""
-
-    wire: str | None = None
-    sent: list[str] = dataclasses.field(default_factory=list)
-    error: str = ""
+        if await self.db.run(work) and wire is not None:
+            self.contacts[domain] = (wire, self.clock.monotonic())
 
 
 class PeerRefused(Exception):
