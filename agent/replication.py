@@ -268,7 +268,7 @@ class Replicator:
         ones just committed when they reach back that far, else from the database."""
         origin, epoch = self.own_stream()
         recent = self._recent
-        if recent and recent[0].epoch == epoch and recent[0].seq <= seq + 1 < recent[-1].seq + 1:
+        if recent and recent[0].epoch == epoch and recent[0].seq <= seq + 1 <= recent[-1].seq:
             return [e for e in recent if e.seq > seq][:limit]
         return await self.db.read(lambda conn: ledger.events_after(conn, origin, epoch, seq, limit))
 

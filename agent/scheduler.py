@@ -336,7 +336,7 @@ class Scheduler:
             self._wake.clear()
             # reads wait `coalesce` for a burst of hints to share them (a platform that limits
             # requests counts each); taken levels and writes go at once (credits pace writes)
-            pause = self.coalesce if self.pending_reads else min(self.coalesce, QUICK_PAUSE)
+            pause = self.coalesce if self.pending_reads else QUICK_PAUSE
             if pause > 0:
                 await self.clock.sleep(pause)
             self._dispatch()
