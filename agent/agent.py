@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import random
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -36,6 +37,7 @@ from agent.reconcile import Reconciler
 from agent.replication import Replicator
 from agent.roster import Roster
 from agent.rules import Allocate, ShopRules
+from agent.snapshots import PAGE_SIZE, Spool
 from agent.syncmode import SyncMode
 from agent.transport import Transport
 from agent.webhook_health import Refusals
@@ -56,6 +58,8 @@ class Tuning:
     pull_interval: float = 2.0  # seconds between pulls from each peer while they bring news
     sku_rule: SkuRule = dataclasses.field(default_factory=SkuRule)
     alert_interval: float | None = None  # seconds between looks at the alerts; None: on demand
+    spool_dir: Path | None = None  # where snapshots for joiners are spooled; None: a temp dir
+    snapshot_page_size: int = PAGE_SIZE  # pools per page of a snapshot sent to a joiner
 
 
 class Agent:
@@ -103,6 +107,7 @@ class Agent:
         self.refusals = Refusals(clock)  # webhooks refused for their signature
         call = transport.call
         self.mode = SyncMode(db)
+        self.spool = Spool(tuning.spool_dir, clock, page_size=tuning.snapshot_page_size, rng=rng)
         self.roster = Roster(
             db=db,
             identity=identity,
@@ -250,6 +255,7 @@ class Agent:
         """Start from the database: the mode and own record it had, the shop's loop, an
         interrupted import or join resumed, and the links to the peers (unless importing)."""
         await self.mode.load()
+        self.spool.clear()  # a joiner resuming a download from a previous run asks anew
         await self.roster.load(paused=self.mode.paused)
         await self.rules.load()
         await self._sign_own_backlog()
@@ -285,6 +291,7 @@ class Agent:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.reconciler.close()
+        self.spool.close()
 
     async def _sign_own_backlog(self) -> None:
         """Events made before events were signed get their proof now (the agent's own only:

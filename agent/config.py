@@ -19,6 +19,7 @@ from agent.channel import ConfigError
 from agent.notify import NotifySettings
 from agent.rules import RuleError, ShopRules, rules_from_wire
 from agent.secrets_file import SharedSecretFile, read_private
+from agent.wire import MAX_PAGE as MAX_SNAPSHOT_PAGE
 
 __all__ = [
     "CONFIG_NAME",
@@ -49,6 +50,14 @@ def _number(section: dict[str, Any], name: str, default: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"{name} must be a number, got {value!r}")
     return float(value)
+
+
+def _whole(section: dict[str, Any], name: str, default: int) -> int:
+    """A whole-number setting; 2.5, a string or a bool is refused naming the setting."""
+    value = section.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name} must be a whole number, got {value!r}")
+    return value
 
 
 def _flag(section: dict[str, Any], name: str) -> bool:
@@ -212,6 +221,7 @@ class Settings:
     sku_case_fold: bool = False
     log_retention_days: float = 90.0  # sync-log entries older than this are pruned; 0 keeps all
     metrics_token: str = ""  # bearer token of /metrics; empty: the admin token
+    snapshot_page_size: int = 5000  # pools per page of the snapshot a joiner downloads from here
     rules: ShopRules = dataclasses.field(default_factory=ShopRules)  # [rules]: what to publish
     alerts: AlertSettings = dataclasses.field(default_factory=AlertSettings)  # [alerts]
     notify: NotifySettings = dataclasses.field(default_factory=NotifySettings)  # [notify]
@@ -259,6 +269,8 @@ class Settings:
             raise ConfigError("coalesce_ms must be 0 or more")
         if not self.log_retention_days >= 0:  # also refuses NaN
             raise ConfigError("log_retention_days must be 0 (keep everything) or more")
+        if not 1 <= self.snapshot_page_size <= MAX_SNAPSHOT_PAGE:
+            raise ConfigError(f"snapshot_page_size must be from 1 to {MAX_SNAPSHOT_PAGE} pools")
         return self
 
 
@@ -279,6 +291,7 @@ def write_settings(settings: Settings) -> Path:
             "sku_case_fold": settings.sku_case_fold,
             "log_retention_days": settings.log_retention_days,
             "metrics_token": settings.metrics_token,
+            "snapshot_page_size": settings.snapshot_page_size,
         },
         "channel": {"name": settings.channel, "options": dict(settings.channel_options)},
     }
@@ -372,6 +385,7 @@ def load_settings(data_dir: str | Path) -> Settings:
             sku_case_fold=_flag(agent, "sku_case_fold"),
             log_retention_days=_number(agent, "log_retention_days", 90.0),
             metrics_token=str(agent.get("metrics_token", "")),
+            snapshot_page_size=_whole(agent, "snapshot_page_size", 5000),
             rules=rules,
             alerts=alerts,
             notify=notify,

@@ -318,7 +318,7 @@ async def follow_import(client: Any, *, quiet: bool) -> dict[str, Any]:
     )
 
     columns = (
-        TextColumn("import"),
+        TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[rate]}/s"),
@@ -330,12 +330,23 @@ async def follow_import(client: Any, *, quiet: bool) -> dict[str, Any]:
         task = bar.add_task("import", total=None, rate="0")
         while True:
             state = await client.get("/api/import")
-            bar.update(
-                task,
-                total=state["total"] or None,
-                completed=state["done"],
-                rate=f"{state['rate']:.0f}",
-            )
+            snapshot = state.get("snapshot")
+            if snapshot:  # a join still downloading the master's snapshot: its pages
+                bar.update(
+                    task,
+                    description="snapshot pages",
+                    total=snapshot["pages"] or None,
+                    completed=snapshot["pages_done"],
+                    rate="-",
+                )
+            else:
+                bar.update(
+                    task,
+                    description="import",
+                    total=state["total"] or None,
+                    completed=state["done"],
+                    rate=f"{state['rate']:.0f}",
+                )
             if state.get("state") != "running":
                 return state
             await asyncio.sleep(0.5)

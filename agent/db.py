@@ -17,17 +17,26 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from agent.models import StateEntry
+from agent.sql import Tx
 
 if TYPE_CHECKING:
     from alembic.config import Config
 
-__all__ = ["Database", "Work", "alembic_config", "read_state", "write_state"]
+__all__ = [
+    "Database",
+    "Work",
+    "alembic_config",
+    "drop_state",
+    "put_state",
+    "read_state",
+    "write_state",
+]
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 #: The newest migration's revision. A database already there is not handed to Alembic at
 #: start: loading Alembic only to find nothing to do was most of the database's share of an
 #: agent's start-up. A new migration changes it (tests/test_storage.py holds it to Alembic's).
-SCHEMA_HEAD = "0002"
+SCHEMA_HEAD = "0003"
 T = TypeVar("T")
 #: A unit of work: plain (synchronous) SQLAlchemy Core statements on one connection, inside
 #: one transaction. `Database.run` runs it whole, without a trip to the event loop between
@@ -83,6 +92,20 @@ async def write_state(session: AsyncSession, key: str, value: Any) -> None:
         session.add(StateEntry(key=key, value=json.dumps(value)))
     else:
         row.value = json.dumps(value)
+
+
+def put_state(conn: Connection, key: str, value: Any) -> None:
+    """`write_state` in a unit of work (`Database.run`)."""
+    Tx(conn).run(
+        'INSERT INTO agent_state ("key", "value") VALUES (?, ?) '
+        'ON CONFLICT ("key") DO UPDATE SET "value" = excluded."value"',
+        (key, json.dumps(value)),
+    )
+
+
+def drop_state(conn: Connection, key: str) -> None:
+    """Forget a piece of agent state in a unit of work (no error if it is not there)."""
+    Tx(conn).run('DELETE FROM agent_state WHERE "key" = ?', (key,))
 
 
 class Database:

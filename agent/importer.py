@@ -26,10 +26,12 @@ from agent.models import ItemRow, PoolRow
 from agent.reconcile import Reconciler
 from agent.syncmode import SyncMode
 
-__all__ = ["IMPORT_MODES", "Importer", "ImportError_"]
+__all__ = ["IMPORT_MODES", "SNAPSHOT_DOWNLOAD", "Importer", "ImportError_"]
 
 log = structlog.get_logger(__name__)
 
+#: agent_state key of a join's snapshot download: which snapshot, how many pages, the next.
+SNAPSHOT_DOWNLOAD = "snapshot_download"
 EXAMPLES = 1000  # rows of each kind shown in a report; totals are always complete
 
 #: What each kind of import does with the shop's own counts, in the words the CLI and page use.
@@ -322,6 +324,13 @@ class Importer:
         end = state.get("finished_at") or self.clock.now()
         rate = done / (end - started) if started and end > started and done else 0.0
         eta = remaining / rate if rate and remaining else (0.0 if not remaining else None)
+        download = await self.db.get_state(SNAPSHOT_DOWNLOAD, None)
+        if download is not None and state.get("phase") == "snapshot":
+            state["snapshot"] = {
+                "pages_done": download["next"],
+                "pages": download["pages"],
+                "pools": download["pool_count"],
+            }
         return {
             **state,
             "done": done,

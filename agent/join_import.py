@@ -10,24 +10,35 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import aiohttp
 import structlog
+from sqlalchemy import Connection
 from sqlmodel import select
 
 from agent import ledger, synclog
 from agent.clock import Clock
-from agent.db import Database, read_state, write_state
-from agent.importer import Importer
-from agent.ledger import Snapshot
-from agent.models import Identity, PoolRow
+from agent.db import Database, drop_state, put_state, read_state, write_state
+from agent.importer import SNAPSHOT_DOWNLOAD, Importer
+from agent.ledger import Pool, SnapshotHead
+from agent.models import Identity, PoolRow, StateEntry
 from agent.reconcile import Reconciler
 from agent.replication import Replicator
 from agent.roster import Roster
 from agent.syncmode import SyncMode
 from agent.transport import PeerCaller
-from agent.wire import snapshot_from_wire
+from agent.wire import (
+    MAX_PAGE,
+    event_from_wire,
+    event_to_wire,
+    pools_from_wire,
+    snapshot_from_wire,
+    snapshot_head_from_wire,
+    vector_from_wire,
+    vector_to_wire,
+)
 
 __all__ = ["JoinImport"]
 
@@ -60,8 +71,9 @@ class JoinImport:
         self.replicator = replicator
         self.reconciler = reconciler
         self.task: asyncio.Task[None] | None = None
-        #: Told of a snapshot just before it is installed (the simulation's shops watch).
-        self.before_install: list[Callable[[Snapshot], None]] = []
+        #: Told of a snapshot's SKUs just before it is installed (the
+        #: simulation's shops watch).
+        self.before_install: list[Callable[[set[str]], None]] = []
 
     @property
     def importing(self) -> bool:
@@ -93,37 +105,107 @@ class JoinImport:
             skus = set(await session.exec(select(PoolRow.sku)))
         self.task = asyncio.create_task(self._after_install(state["master"], report, skus))
 
-    async def _fetch(self, domain: str, agent_url: str) -> Snapshot:
-        """The master's snapshot, asked again (backing off) until one arrives whole."""
+    async def _download(self, domain: str, agent_url: str) -> SnapshotHead:
+        """The master's snapshot staged in this agent's database; its head. Asked again
+        (backing off) until it is all here; a download a crash cut short goes on at its next
+        page, unless the master no longer keeps that snapshot."""
         delay = 0.2
-        audience = await self.roster.audience(domain)
         while True:
             try:
-                status, answer = await self.call(agent_url, audience, "POST", "/peer/snapshot", {})
-                if status == 200:
-                    return snapshot_from_wire(answer)
-                error = f"snapshot answered {status}: {answer.get('error')}"
+                return await self._download_once(domain, agent_url)
             except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
                 error = str(exc)
             log.info("snapshot_retry", peer=domain, error=error)
             await self.clock.sleep(delay)
             delay = min(30.0, delay * 2)
 
+    async def _download_once(self, domain: str, agent_url: str) -> SnapshotHead:
+        audience = await self.roster.audience(domain)
+        download = await self.db.get_state(SNAPSHOT_DOWNLOAD, None)
+        if download is None or download.get("master") != domain:
+            download = await self._begin(domain, agent_url, audience)
+        elif download["next"]:
+            await self._note(
+                domain,
+                f"snapshot download resumed at page {download['next'] + 1} of "
+                f"{download['pages']} ({download['pool_count']} SKUs)",
+            )
+        while download["next"] < download["pages"]:
+            number = download["next"]
+            body = {"snapshot": download["snapshot"], "page": number}
+            status, answer = await self.call(
+                agent_url, audience, "POST", "/peer/snapshot_page", body
+            )
+            if status == 410:  # the master restarted, or kept it too long: a new snapshot
+                await self.db.run(_forget_download)
+                raise ValueError(f"page {number}: {answer.get('message', 'snapshot gone')}")
+            if status != 200:
+                raise ValueError(f"page {number} answered {status}: {answer.get('error')}")
+            pools = pools_from_wire(answer.get("pools"), MAX_PAGE)
+            download = {**download, "next": number + 1}
+            await self.db.run(partial(_stage_page, pools, download))
+        staged = await self.db.read(ledger.staged_count)
+        if staged != download["pool_count"]:
+            await self.db.run(_forget_download)
+            raise ValueError(f"{staged} pools arrived, not the {download['pool_count']} announced")
+        return SnapshotHead(
+            vector=vector_from_wire(download["vector"]),
+            extra=[event_from_wire(e) for e in download["extra_events"]],
+        )
+
+    async def _begin(self, domain: str, agent_url: str, audience: str) -> dict[str, Any]:
+        """Ask for a new snapshot; its download's state, stored with nothing staged yet (or,
+        from a master of a release before paging, with the whole snapshot staged)."""
+        status, answer = await self.call(
+            agent_url, audience, "POST", "/peer/snapshot", {"paged": True}
+        )
+        if status != 200:
+            raise ValueError(f"snapshot answered {status}: {answer.get('error')}")
+        if "snapshot" in answer:
+            head, snapshot_id, pages, count = snapshot_head_from_wire(answer)
+            whole: list[Pool] = []
+        else:  # the whole snapshot in one answer
+            snap = snapshot_from_wire(answer)
+            head = SnapshotHead(vector=snap.vector, extra=snap.extra)
+            snapshot_id, pages, count = "", 0, len(snap.pools)
+            whole = snap.pools
+        download = {
+            "master": domain,
+            "snapshot": snapshot_id,
+            "pages": pages,
+            "next": 0,
+            "pool_count": count,
+            "vector": vector_to_wire(head.vector),
+            "extra_events": [event_to_wire(e) for e in head.extra],
+        }
+
+        def begin(conn: Connection) -> None:
+            ledger.discard_staged(conn)
+            _stage_page(whole, download, conn)
+
+        await self.db.run(begin)
+        log.info("snapshot_download", peer=domain, pages=pages, pools=count)
+        return download
+
+    async def _note(self, master: str, message: str) -> None:
+        async with self.db.transaction() as session:
+            synclog.record(session, "import", self.clock.now(), peer=master, message=message)
+
     async def _import_from(self, domain: str, agent_url: str) -> None:
         """Take the master's snapshot as this agent's base, then sync live (DESIGN §8)."""
-        snap = await self._fetch(domain, agent_url)
+        head = await self._download(domain, agent_url)
         delay = 0.2
         while True:
             try:  # the pre-flight lists the shop: a 429/5xx must not end the import
                 await self.importer.hold_for_import()
-                counts = {p.sku: p.base + p.deltas for p in snap.pools if p.base is not None}
+                counts = await self.db.read(ledger.staged_counts)
                 report = await self.importer.preflight(counts)
                 break
             except Exception as exc:
                 log.warning("preflight_retry", peer=domain, error=str(exc))
                 await self.clock.sleep(delay)
                 delay = min(30.0, delay * 2)
-        skus = await self.install(snap, domain, report)
+        skus = await self.install(head, domain, report)
         await self._after_install(domain, report, skus)
 
     async def _after_install(
@@ -136,21 +218,27 @@ class JoinImport:
         self.reconciler.request_reconcile()  # items the group lacks are introduced as new
 
     async def install(
-        self, snap: Snapshot, master: str, report: dict[str, Any] | None = None
+        self, head: SnapshotHead, master: str, report: dict[str, Any] | None = None
     ) -> set[str]:
-        """Replace this agent's solo ledger by the master's snapshot, in one transaction.
+        """Replace this agent's solo ledger by the master's snapshot (staged), in one
+        transaction.
 
         The same transaction notes in the import's state that the snapshot is installed (with
         the pre-flight `report`), so that a restart goes on from here instead of installing a
         snapshot again.
         """
-        for listener in self.before_install:
-            listener(snap)
+        if self.before_install:
+            group = await self.db.read(ledger.staged_skus)
+            for listener in self.before_install:
+                listener(group)
         now = self.clock.now()
         async with self.db.transaction() as session:
             skus, epoch = await ledger.install_snapshot(
-                session, snap, self.identity, now, self.roster.sign_event
+                session, head, self.identity, now, self.roster.sign_event
             )
+            download = await session.get(StateEntry, SNAPSHOT_DOWNLOAD)
+            if download is not None:
+                await session.delete(download)
             synclog.record(
                 session,
                 "import",
@@ -163,3 +251,14 @@ class JoinImport:
             await write_state(session, "import_report", report or {})
         self.identity.epoch = epoch
         return skus
+
+
+def _stage_page(pools: list[Pool], download: dict[str, Any], conn: Connection) -> None:
+    """A page of the snapshot staged, with the download's progress, in one unit of work."""
+    ledger.stage(conn, pools)
+    put_state(conn, SNAPSHOT_DOWNLOAD, download)
+
+
+def _forget_download(conn: Connection) -> None:
+    ledger.discard_staged(conn)
+    drop_state(conn, SNAPSHOT_DOWNLOAD)

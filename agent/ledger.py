@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 from sqlalchemy import Connection
@@ -48,11 +48,20 @@ __all__ = [
     "get_pool",
     "events_after",
     "get_pools",
+    "install",
     "install_snapshot",
     "load_vector",
     "pools",
     "save_pools",
+    "SnapshotHead",
+    "discard_staged",
+    "pool_pages",
     "snapshot",
+    "snapshot_head",
+    "stage",
+    "staged_count",
+    "staged_counts",
+    "staged_skus",
     "unsigned_own",
     "vector",
 ]
@@ -96,6 +105,15 @@ class Pool:
     def value(self) -> int | None:
         """The pool count, or None while no introduce has been seen."""
         return None if self.base is None else self.base + self.deltas
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SnapshotHead:
+    """A snapshot but its pools: the vector the pools count, and the events held beyond it
+    (arrived ahead of a gap: not yet folded, and still owed to whoever lacks them)."""
+
+    vector: Vector
+    extra: list[EventRow]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -436,8 +454,14 @@ def snapshot(conn: Connection) -> Snapshot:
     committed meanwhile is in all three or in none (a vector that counted it over pools that
     lack it would leave the joiner one sale short for good).
     """
+    held = [p for page in pool_pages(conn, 10**9) for p in page]
+    head = snapshot_head(conn)
+    return Snapshot(pools=held, vector=head.vector, extra=head.extra)
+
+
+def snapshot_head(conn: Connection) -> SnapshotHead:
+    """The vector and the events held beyond it (in the same read transaction as the pools)."""
     tx = Tx(conn)
-    held = [Pool(*row) for row in tx.rows(f"SELECT {_POOL_COLUMNS} FROM pool")]
     entries = vector(conn)
     extra: list[EventRow] = []
     for (origin, epoch), seq in entries.items():
@@ -445,14 +469,66 @@ def snapshot(conn: Connection) -> Snapshot:
     for origin, epoch in tx.rows("SELECT DISTINCT origin, epoch FROM event"):
         if (origin, epoch) not in entries:  # a stream whose first events are missing
             extra += events_after(conn, origin, epoch, 0, 10**9)
-    return Snapshot(pools=held, vector=entries, extra=extra)
+    return SnapshotHead(vector=entries, extra=extra)
+
+
+def pool_pages(conn: Connection, size: int) -> Iterator[list[Pool]]:
+    """Every pool in SKU order, `size` at a time (keyset pages: memory stays flat). In one
+    read transaction the pages are one consistent snapshot."""
+    tx = Tx(conn)
+    query = f"SELECT {_POOL_COLUMNS} FROM pool ORDER BY sku LIMIT ?"
+    rows = tx.rows(query, (size,))
+    while rows:
+        yield [Pool(*row) for row in rows]
+        if len(rows) < size:
+            return
+        query = f"SELECT {_POOL_COLUMNS} FROM pool WHERE sku > ? ORDER BY sku LIMIT ?"
+        rows = tx.rows(query, (rows[-1][0], size))
+
+
+# -- a joiner's side: the snapshot staged a page at a time, then installed ------------------
+
+_STAGED_COLUMNS = "sku, base, base_created, base_origin, deltas"
+
+
+def stage(conn: Connection, page: Iterable[Pool]) -> None:
+    """Keep a page of the master's snapshot until it is installed (`incoming_pool`). A SKU
+    already staged is kept as it was: the install checks the count the master announced."""
+    Tx(conn).many(
+        f"INSERT INTO incoming_pool ({_STAGED_COLUMNS}) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT (sku) DO NOTHING",
+        ((p.sku, p.base, _float(p.base_created), p.base_origin, p.deltas) for p in page),
+    )
+
+
+def discard_staged(conn: Connection) -> None:
+    """Forget a download that will not be installed (or start one afresh)."""
+    Tx(conn).run("DELETE FROM incoming_pool")
+
+
+def staged_count(conn: Connection) -> int:
+    """How many pools are staged."""
+    row = Tx(conn).one("SELECT COUNT(*) FROM incoming_pool")
+    return int(row[0]) if row else 0
+
+
+def staged_skus(conn: Connection) -> set[str]:
+    """The staged snapshot's SKUs."""
+    return {row[0] for row in Tx(conn).rows("SELECT sku FROM incoming_pool")}
+
+
+def staged_counts(conn: Connection) -> dict[str, int]:
+    """The staged snapshot's count of every SKU that has one (for the import's pre-flight)."""
+    query = "SELECT sku, base + deltas FROM incoming_pool WHERE base IS NOT NULL"
+    return {sku: int(value) for sku, value in Tx(conn).rows(query)}
 
 
 def install(
-    conn: Connection, snap: Snapshot, identity: Identity, now: float, sign: Signer
+    conn: Connection, head: SnapshotHead, identity: Identity, now: float, sign: Signer
 ) -> tuple[set[str], str]:
-    """Replace this agent's ledger by `snap`; returns the snapshot's SKUs and the agent's new
-    epoch.
+    """Replace this agent's ledger by the staged snapshot (its pools in `incoming_pool`, the
+    rest in `head`); returns the snapshot's SKUs and the agent's new epoch. The staged pools
+    are moved, not copied: the table is empty afterwards.
 
     A new epoch starts: the shop's events from before are not the group's. Items of a SKU the
     group knows wait for their cut-over write (unless excluded). A SKU only this shop has is
@@ -463,17 +539,23 @@ def install(
     tx = Tx(conn)
     own = {
         sku: (base + deltas)
-        for sku, base, deltas in tx.rows("SELECT sku, base, deltas FROM pool")
-        if base is not None
+        for sku, base, deltas in tx.rows(
+            "SELECT sku, base, deltas FROM pool "
+            "WHERE base IS NOT NULL AND sku NOT IN (SELECT sku FROM incoming_pool)"
+        )
     }
     for table in ("event", "pool", "vector"):
         tx.run(f"DELETE FROM {table}")
-    save_pools(conn, (dataclasses.replace(p, updated_at=now) for p in snap.pools))
-    _save_vector(conn, snap.vector)
-    tx.many(_INSERT_EVENT, (event_values(e) for e in snap.extra))  # held, not applied again
+    tx.run(
+        f"INSERT INTO pool ({_POOL_COLUMNS}) SELECT {_STAGED_COLUMNS}, ? FROM incoming_pool",
+        (float(now),),
+    )
+    discard_staged(conn)
+    _save_vector(conn, head.vector)
+    tx.many(_INSERT_EVENT, (event_values(e) for e in head.extra))  # held, not applied again
     epoch = uuid.uuid4().hex[:16]
     tx.run("UPDATE identity SET epoch = ? WHERE id = 1", (epoch,))
-    skus = {p.sku for p in snap.pools}
+    skus = {row[0] for row in tx.rows("SELECT sku FROM pool")}
     updates, introduced = [], []
     for item_id, sku, published, excluded, created in tx.rows(
         "SELECT item_id, sku, published, excluded, created_at FROM item ORDER BY item_id"
@@ -491,7 +573,7 @@ def install(
 
 
 async def install_snapshot(
-    session: AsyncSession, snap: Snapshot, identity: Identity, now: float, sign: Signer
+    session: AsyncSession, head: SnapshotHead, identity: Identity, now: float, sign: Signer
 ) -> tuple[set[str], str]:
     """`install` in the session's transaction."""
-    return await _on_session(session, lambda conn: install(conn, snap, identity, now, sign))
+    return await _on_session(session, lambda conn: install(conn, head, identity, now, sign))

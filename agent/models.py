@@ -8,6 +8,7 @@ from sqlmodel import Field, SQLModel
 __all__ = [
     "EventRow",
     "Identity",
+    "IncomingPool",
     "ItemRow",
     "JoinRequest",
     "LogEntry",
@@ -65,6 +66,22 @@ class PoolRow(SQLModel, table=True):
     def value(self) -> int | None:
         """The pool count, or None while no introduce has been seen."""
         return None if self.base is None else self.base + self.deltas
+
+
+class IncomingPool(SQLModel, table=True):
+    """A pool of the master's snapshot, received during a join and not yet installed.
+
+    A joiner downloads the snapshot a page at a time into this table (each page committed
+    with the download's progress, so a killed download resumes at the next page), then
+    installs it as its base in one transaction that empties the table (DESIGN §8).
+    """
+
+    __tablename__ = "incoming_pool"
+    sku: str = Field(primary_key=True)
+    base: int | None = None
+    base_created: float | None = None
+    base_origin: str | None = None
+    deltas: int = 0
 
 
 class EventRow(SQLModel, table=True):

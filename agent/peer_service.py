@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from agent import ledger
 from agent.replication import EventsRefused
 from agent.roster import PeerError
+from agent.snapshots import SnapshotGone
 from agent.transport import key_from_json_body
 from agent.wire import (
     event_from_wire,
@@ -129,11 +130,28 @@ async def pull(agent: Agent, sender: str, body: dict[str, Any]) -> dict[str, Any
     }
 
 
-async def snapshot(agent: Agent, sender: str, _body: dict[str, Any]) -> dict[str, Any]:
+async def snapshot(agent: Agent, sender: str, body: dict[str, Any]) -> dict[str, Any]:
+    """`{"paged": true}`: the head of a snapshot spooled for the joiner to take page by page;
+    `{}` (what releases before paging ask): the whole snapshot in one answer."""
     await _syncing(agent, sender)
-    snap = await agent.db.read(ledger.snapshot)
     members = [agent.roster.me(), *await agent.roster.members_wire()]
+    if body.get("paged") is True:
+        return {**await agent.spool.make(agent.db), "members": members}
+    snap = await agent.db.read(ledger.snapshot)
     return {**snapshot_to_wire(snap), "members": members}
+
+
+async def snapshot_page(agent: Agent, sender: str, body: dict[str, Any]) -> dict[str, Any]:
+    """`{"snapshot": id, "page": n}`: page n (from 0) of a spooled snapshot's pools."""
+    await _syncing(agent, sender)
+    snapshot_id, number = body.get("snapshot"), body.get("page")
+    if not isinstance(snapshot_id, str) or isinstance(number, bool) or not isinstance(number, int):
+        raise PeerError(400, "bad_request", "give the snapshot's id and a page number")
+    try:
+        pools = agent.spool.page(snapshot_id, number)
+    except SnapshotGone as exc:
+        raise PeerError(410, "snapshot_gone", f"{exc}: ask for a new snapshot") from None
+    return {"snapshot": snapshot_id, "page": number, "pools": pools}
 
 
 ROUTES: dict[str, Handler] = {
@@ -145,4 +163,5 @@ ROUTES: dict[str, Handler] = {
     "events": events,
     "pull": pull,
     "snapshot": snapshot,
+    "snapshot_page": snapshot_page,
 }

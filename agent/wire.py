@@ -9,20 +9,25 @@ from __future__ import annotations
 from typing import Any
 
 from agent import ledger, trust
-from agent.ledger import Pool, Snapshot, Vector
+from agent.ledger import Pool, Snapshot, SnapshotHead, Vector
 from agent.models import EventRow
 
 __all__ = [
+    "MAX_PAGE",
     "MAX_VECTOR",
     "event_from_wire",
     "event_to_wire",
+    "pool_to_wire",
+    "pools_from_wire",
     "snapshot_from_wire",
+    "snapshot_head_from_wire",
     "snapshot_to_wire",
     "vector_from_wire",
     "vector_to_wire",
 ]
 
 MAX_VECTOR = 4096  # (origin, epoch) entries a peer's vector may carry
+MAX_PAGE = 50_000  # pools a page of a snapshot may carry (about 3.5 MB of JSON)
 
 
 def _text(value: Any, what: str, limit: int) -> str:
@@ -104,11 +109,18 @@ def vector_from_wire(raw: Any) -> Vector:
     return out
 
 
+def pool_to_wire(p: Pool) -> list[Any]:
+    """`[sku, base, base_created, base_origin, deltas]`."""
+    return [p.sku, p.base, p.base_created, p.base_origin, p.deltas]
+
+
 def snapshot_to_wire(snap: Snapshot) -> dict[str, Any]:
     """`{"pools": [[sku, base, base_created, base_origin, deltas], …], "vector": …,
-    "extra_events": […]}`: the form every release since the first has sent."""
+    "extra_events": […]}`: the whole snapshot in one answer, the form every release since the
+    first has sent (a paged snapshot sends the same parts apart: `snapshot_head_from_wire`,
+    `pools_from_wire`)."""
     return {
-        "pools": [[p.sku, p.base, p.base_created, p.base_origin, p.deltas] for p in snap.pools],
+        "pools": [pool_to_wire(p) for p in snap.pools],
         "vector": vector_to_wire(snap.vector),
         "extra_events": [event_to_wire(e) for e in snap.extra],
     }
@@ -124,6 +136,33 @@ def _pool_from_wire(raw: Any) -> Pool:
         base_created=None if created is None else _number(created, "pool base_created"),
         base_origin=None if origin is None else _text(origin, "pool origin", trust.MAX_DOMAIN),
         deltas=_int(deltas, "pool deltas"),
+    )
+
+
+def pools_from_wire(raw: Any, most: int) -> list[Pool]:
+    """A list of at most `most` pools; ValueError on anything malformed."""
+    if not isinstance(raw, list) or len(raw) > most:
+        raise ValueError(f"a page of pools is a list of at most {most}")
+    return [_pool_from_wire(p) for p in raw]
+
+
+def snapshot_head_from_wire(raw: Any) -> tuple[SnapshotHead, str, int, int]:
+    """A paged snapshot's head: (vector and extra events, its id, pages, pools)."""
+    if not isinstance(raw, dict):
+        raise ValueError("a snapshot head is an object")
+    extra = raw.get("extra_events", [])
+    if not isinstance(extra, list):
+        raise ValueError("a snapshot's extra_events is a list")
+    head = SnapshotHead(
+        vector=vector_from_wire(raw.get("vector")),
+        extra=[event_from_wire(e) for e in extra],
+    )
+    snapshot_id = _text(raw.get("snapshot"), "snapshot id", 64)
+    return (
+        head,
+        snapshot_id,
+        _int(raw.get("pages"), "pages", low=0),
+        _int(raw.get("pool_count"), "pool_count", low=0),
     )
 
 

@@ -290,9 +290,10 @@ async def form_group(
 ) -> list[dict[str, float]]:
     """Node 2 joins node 1, node 3 joins node 2, …; returns each joiner's import timings.
 
-    `snapshot_s` runs from the accept to the joiner's import state `done` (the master's
-    snapshot fetched and installed); `cutover_s` from there until the joiner is idle and its
-    shop shows the group's count for every SKU (the cut-over writes at the platform's rate).
+    `snapshot_s` runs from the accept until the master's snapshot is the joiner's base (its
+    import leaves the phase `snapshot`: downloaded, the pre-flight's listing of the joiner's
+    shop, installed); `cutover_s` from there until the joiner is idle and its shop shows the
+    group's count for every SKU (the cut-over writes at the platform's rate).
     """
     timings = []
     for joiner, master in zip(nodes[1:], nodes, strict=False):
@@ -305,8 +306,9 @@ async def form_group(
         )
         deadline = started + timeout
         while True:
-            state = (await joiner.status(http)).get("import", {}).get("state")
-            if state == "done":
+            progress = (await joiner.status(http)).get("import", {})
+            state = progress.get("state")
+            if state == "done" or (state == "running" and progress.get("phase") != "snapshot"):
                 break
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{joiner.domain} did not finish importing (state {state})")

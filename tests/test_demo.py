@@ -20,12 +20,16 @@ from tests.support.head_start import Command, HeadStart
 
 
 def _running_in(workdir: Path) -> list[int]:
-    """Processes whose command line names `workdir` (the demo's agents and emulators)."""
+    """Processes whose command line names `workdir` (the demo's agents and emulators). The
+    test kit's supervisor of a head-started demo names it too, and ends a moment after the
+    demo (once it noted the demo's exit status): it is not one of the demo's."""
     found = []
     for proc in Path("/proc").iterdir():
         try:
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
+            continue
+        if "head_start.py" in cmdline:
             continue
         if proc.name.isdigit() and str(workdir) in cmdline:
             found.append(int(proc.name))

@@ -268,3 +268,37 @@ async def test_a_reimport_does_what_its_dry_run_says_sku_by_sku(tmp_path: Path) 
 
 async def _shows(shop: ShopHandle, sku: str, count: int) -> bool:
     return (await shop.inventory()).get(sku) == count
+
+
+async def _downloaded(shop: ShopHandle, pages: int) -> bool:
+    snapshot = (await shop.get("/api/import")).get("snapshot")
+    return snapshot is not None and snapshot["pages_done"] >= pages
+
+
+async def test_a_join_killed_while_downloading_the_snapshot_resumes_at_its_next_page(
+    tmp_path: Path,
+) -> None:
+    async with Cluster(tmp_path, 2, skus=2000) as cluster:
+        master, joiner = cluster.shops
+        await master.stop_agent()
+        config = master.data_dir / "shopsync.toml"
+        text = config.read_text()
+        assert "snapshot_page_size = 5000" in text  # what `shopsync init` wrote
+        config.write_text(text.replace("snapshot_page_size = 5000", "snapshot_page_size = 4"))
+        await master.start_agent()
+        await joiner.post("/api/join", {"target": master.agent_url})
+        await master.post(f"/api/requests/{joiner.domain}/accept")
+        await cluster.until(lambda: _downloaded(joiner, 20), what="the download", timeout=60)
+        await joiner.kill_agent()
+        await master.edit("SKU-00007", 61)  # after the cut: it comes by replication
+        await joiner.start_agent()
+        await cluster.until(lambda: _done(joiner), what="the import to finish", timeout=120)
+        counts = await cluster.converged(timeout=120)
+        assert counts == {**dict.fromkeys(await master.inventory(), 100), "SKU-00007": 61}
+        assert await joiner.inventory() == counts
+        log = (await joiner.get("/api/log?kind=import&limit=50"))["entries"]
+        resumed = [e["message"] for e in log if "resumed" in e["message"]]
+        assert len(resumed) == 1, log
+        page = int(resumed[0].split("resumed at page ")[1].split()[0])
+        assert 21 <= page <= 500, resumed  # where it stopped, not page 1 again
+        assert resumed[0].endswith("of 500 (2000 SKUs)")

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import stat
+from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from sqlmodel import select
 
 from agent import ledger, synclog
 from agent.db import Database
 from agent.journal import StateJournal
-from agent.ledger import NewEvent
+from agent.ledger import NewEvent, Pool
 from agent.models import (
     EventRow,
     Identity,
@@ -20,6 +23,9 @@ from agent.models import (
     PendingWrite,
     VectorEntry,
 )
+from agent.snapshots import SnapshotGone, Spool
+from agent.wire import pools_from_wire
+from tests.support.clock import FastClock
 
 
 async def test_migrations_create_every_table_and_are_idempotent(db_url: str) -> None:
@@ -33,7 +39,8 @@ async def test_migrations_create_every_table_and_are_idempotent(db_url: str) -> 
     finally:
         await db.dispose()
     assert {"identity", "item", "pool", "event", "vector", "pending_write", "sync_log"} <= names
-    assert version == [("0002",)]
+    assert "incoming_pool" in names  # 0003: a joiner's snapshot, staged page by page
+    assert version == [("0003",)]
 
 
 def test_the_schema_head_the_agent_checks_at_start_is_alembics() -> None:
@@ -133,6 +140,61 @@ async def test_local_events_get_consecutive_seqs_and_move_pool_and_vector(
 
 def _seq_proof(event: EventRow) -> str:
     return f"proof of {event.seq}"
+
+
+async def test_a_spooled_snapshot_is_one_cut_served_a_page_at_a_time(
+    database: Database, tmp_path: Path
+) -> None:
+    async with database.sessions.begin() as s:
+        me = (await s.exec(select(Identity))).one()
+        new = [NewEvent(sku, "introduce", count=10, item_created=1.0) for sku in "GFEDCBA"]
+        await ledger.append_local(s, me, new, 1.0, _seq_proof)
+    clock = FastClock()
+    spool = Spool(tmp_path / "spool", clock, page_size=3, keep=600.0)
+    head = await spool.make(database)
+    async with database.sessions.begin() as s:  # a sale after the cut
+        await ledger.append_local(s, me, [NewEvent("A", "change", delta=-4)], 2.0, _seq_proof)
+    snapshot = head["snapshot"]
+    assert (head["pages"], head["pool_count"]) == (3, 7)
+    assert head["vector"] == [["a.example.com", "e1", 7]]  # the sale's seq 8 is not in it
+    pages = [pools_from_wire(spool.page(snapshot, n), 3) for n in range(3)]
+    assert [len(page) for page in pages] == [3, 3, 1]
+    pools = [p for page in pages for p in page]
+    assert [p.sku for p in pools] == list("ABCDEFG")  # SKU order: keyset pages
+    assert {p.value for p in pools} == {10}  # A before its sale
+    (spooled,) = (tmp_path / "spool").iterdir()
+    assert stat.S_IMODE(spooled.stat().st_mode) == 0o600
+    with pytest.raises(ValueError, match="page 3 is not in 0…2"):
+        spool.page(snapshot, 3)
+    with pytest.raises(SnapshotGone):
+        spool.page("0123456789abcdef", 0)
+    clock.advance(601)  # a joiner that did not come back within `keep`: it starts again
+    with pytest.raises(SnapshotGone):
+        spool.page(snapshot, 0)
+    assert list((tmp_path / "spool").iterdir()) == []
+
+
+async def test_a_staged_snapshot_installs_as_the_base_and_leaves_nothing_staged(
+    database: Database,
+) -> None:
+    async with database.sessions.begin() as s:
+        me = (await s.exec(select(Identity))).one()
+        own = [NewEvent(sku, "introduce", count=5, item_created=1.0) for sku in ("A", "Z")]
+        await ledger.append_local(s, me, own, 1.0, _seq_proof)
+    group = [Pool("A", 40, 0.5, "m.example.com", -3), Pool("B", None, None, None, -1)]
+    await database.run(lambda conn: ledger.stage(conn, group[:1]))
+    await database.run(lambda conn: ledger.stage(conn, group))  # a page again: kept once
+    assert await database.read(ledger.staged_counts) == {"A": 37}
+    head = ledger.SnapshotHead(vector={("m.example.com", "e9"): 12}, extra=[])
+    skus, epoch = await database.run(lambda conn: ledger.install(conn, head, me, 3.0, _seq_proof))
+    assert skus == {"A", "B"} and epoch != "e1"
+    async with database.sessions() as s:
+        pools = await ledger.get_pools(s, ["A", "B", "Z"])
+        vector = await ledger.load_vector(s)
+    assert pools["A"].value == 37 and pools["B"].value is None
+    assert "Z" not in pools  # no item of this shop holds Z: nothing to introduce
+    assert vector == {("m.example.com", "e9"): 12}
+    assert await database.read(ledger.staged_count) == 0
 
 
 async def test_a_local_event_never_takes_a_seq_already_stored(database: Database) -> None:

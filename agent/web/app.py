@@ -224,6 +224,8 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
             catalogue_min_interval=settings.catalogue_min_interval,
             sku_rule=SkuRule(trim=settings.sku_trim, fold_case=settings.sku_case_fold),
             alert_interval=ALERT_INTERVAL,
+            spool_dir=settings.data_dir / "spool",
+            snapshot_page_size=settings.snapshot_page_size,
         ),
         shop_rules=settings.rules,
         alert_settings=settings.alerts,

@@ -332,8 +332,20 @@ SCHEMAS: dict[str, Schema] = {
             "eta_seconds": _null(NUM),
             "dry_run_report": _null(_ref("Preflight")),
             "maintenance": BOOL,
+            "snapshot": _obj(
+                {"pages_done": INT, "pages": INT, "pools": INT},
+                description="A join downloading the master's snapshot: pages so far.",
+            ),
         },
-        optional=("phase", "reason", "master", "started_at", "writing_started", "finished_at"),
+        optional=(
+            "phase",
+            "reason",
+            "master",
+            "started_at",
+            "writing_started",
+            "finished_at",
+            "snapshot",
+        ),
     ),
     "Maintenance": _obj(
         {"on": BOOL, "auto": BOOL, "since": NUM, "storefront_closed": BOOL},
@@ -837,16 +849,40 @@ PEER_PATHS: dict[str, Any] = {
         ),
     ),
     "/peer/snapshot": _peer(
-        "Pools, vector and held events, read in one transaction, and the member list.",
-        {"type": "object"},
-        _obj(
-            {
-                "pools": _list(_ref("PoolRow")),
-                "vector": _ref("Vector"),
-                "extra_events": _list(_ref("Event")),
-                "members": _list(_ref("Member")),
-            }
-        ),
+        "A snapshot for a joiner: pools, vector and held events, read in one transaction, and "
+        'the member list. With `{"paged": true}` the pools are spooled and the answer is the '
+        "head (`snapshot` id, `pages`, `pool_count`), the pools then taken a page at a time "
+        "(`/peer/snapshot_page`); with `{}` (releases before paging) every pool in the answer.",
+        _obj({"paged": BOOL}, optional=("paged",)),
+        {
+            "oneOf": [
+                _obj(
+                    {
+                        "snapshot": STR,
+                        "pages": INT,
+                        "pool_count": INT,
+                        "vector": _ref("Vector"),
+                        "extra_events": _list(_ref("Event")),
+                        "members": _list(_ref("Member")),
+                    }
+                ),
+                _obj(
+                    {
+                        "pools": _list(_ref("PoolRow")),
+                        "vector": _ref("Vector"),
+                        "extra_events": _list(_ref("Event")),
+                        "members": _list(_ref("Member")),
+                    }
+                ),
+            ]
+        },
+    ),
+    "/peer/snapshot_page": _peer(
+        "Page `page` (from 0) of a spooled snapshot's pools, in SKU order; 410 `snapshot_gone` "
+        "once the master no longer keeps it (restarted, or an hour passed): ask for a new one.",
+        _obj({"snapshot": STR, "page": INT}),
+        _obj({"snapshot": STR, "page": INT, "pools": _list(_ref("PoolRow"))}),
+        errors={"410": "That snapshot is no longer kept here (`snapshot_gone`)."},
     ),
 }
 

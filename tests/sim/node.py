@@ -21,7 +21,6 @@ from sqlmodel import select
 from agent import signing
 from agent.agent import Agent, Tuning
 from agent.channel import WebhookHint
-from agent.ledger import Snapshot
 from agent.models import Identity
 from agent.rules import ShopRules, decide
 from agent.transport import Transport
@@ -32,6 +31,7 @@ __all__ = ["Node", "url_of"]
 
 PULL_INTERVAL = 2.0
 RECONCILE_INTERVAL = 10.0
+SNAPSHOT_PAGE = 3  # pools per page: a join downloads several pages, and a crash may cut it short
 
 
 def url_of(domain: str) -> str:
@@ -70,7 +70,7 @@ class Node:
         self.errors: list[str] = []
         self.db: InlineDatabase | None = None
         self.agent: Agent | None = None  # while up
-        self.on_install: Callable[[Node, Snapshot], None] | None = None
+        self.on_install: Callable[[Node, set[str]], None] | None = None
         self.on_commit: Callable[[Node], None] | None = None  # may kill the agent right there
         self._main: asyncio.Task[None] | None = None
         self._tasks: dict[asyncio.Task[Any], None] = {}  # insertion-ordered
@@ -129,6 +129,8 @@ class Node:
                 coalesce=0.005,
                 reconcile_interval=RECONCILE_INTERVAL,
                 pull_interval=PULL_INTERVAL,
+                spool_dir=self.path.with_suffix(".spool"),
+                snapshot_page_size=SNAPSHOT_PAGE,  # a join takes several pages: cut short
             ),
             shop_rules=self.shop_rules,
             rng=self.rng,
@@ -138,10 +140,10 @@ class Node:
         self.trace("start", node=self.domain)
         await agent.start()
 
-    def _installing(self, snap: Snapshot) -> None:
+    def _installing(self, group: set[str]) -> None:
         if self.on_install is not None:
-            self.on_install(self, snap)
-        self.trace("installed", node=self.domain, skus=len(snap.pools))
+            self.on_install(self, group)
+        self.trace("installed", node=self.domain, skus=len(group))
 
     def _committed(self) -> None:
         if self.on_commit is not None:

@@ -27,7 +27,6 @@ from typing import Any
 from sqlmodel import delete
 
 from agent import ledger
-from agent.ledger import Snapshot
 from agent.models import JoinRequest, PoolRow
 from agent.roster import PeerError
 from tests.sim import checker, plan
@@ -214,10 +213,10 @@ class World:
         self.bases[sku] = (domain, count)
         self.shops[domain].add_item(sku, count, self.now_wall(), window=False, closable=True)
 
-    def _installed(self, node: Node, snap: Snapshot) -> None:
-        """A joiner installs its snapshot: its items of group SKUs are old stock until their
-        cut-over write; its own new SKUs were counted from their creation."""
-        group = {p.sku for p in snap.pools}
+    def _installed(self, node: Node, group: set[str]) -> None:
+        """A joiner installs its snapshot (of the `group` SKUs): its items of group SKUs are
+        old stock until their cut-over write; its own new SKUs were counted from their
+        creation."""
         for item in node.shop.items.values():
             if item.sku in group:
                 item.window_open, item.closable = True, True

@@ -49,6 +49,15 @@ function followImport() {
         set("import-total", p.total ?? "—");
         set("import-rate", p.rate === null || p.rate === undefined ? "—" : Number(p.rate).toFixed(1));
         set("import-eta", duration(p.eta_seconds));
+        const snap = document.getElementById("import-snapshot");
+        if (snap) {
+          snap.hidden = !p.snapshot;
+          if (p.snapshot) {
+            set("import-snapshot-pages", p.snapshot.pages_done);
+            set("import-snapshot-total", p.snapshot.pages);
+            set("import-snapshot-pools", p.snapshot.pools);
+          }
+        }
       }
     } catch (e) { /* the agent restarts or the network blinks: try again */ }
     setTimeout(tick, 1000);

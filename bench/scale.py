@@ -1,0 +1,215 @@
+"""Scale benchmark, the snapshot part: a join's snapshot at 100,000 and 1,000,000 SKUs.
+
+For each size, two SQLite databases made by the agent's migrations: a master holding N pools
+(and a vector) and a joiner holding its own solo ledger of the same N SKUs (pools and items,
+as after its first reconciliation). Then the joiner takes the master's snapshot, as a join
+does, in a child process of its own (`--child`) so that its peak RSS is the snapshot's alone:
+
+- **paged** (what agents do now): the master spools the snapshot in one read transaction
+  (`agent.snapshots.Spool`), each page goes through its JSON wire form into the joiner's
+  `incoming_pool` in its own unit of work, then the pre-flight's read of the staged counts
+  and the install (`ledger.install`), in one transaction;
+- **whole** (what releases before paging did, and what a master of an earlier release still
+  answers): the snapshot read and sent as one JSON document, parsed whole, then installed.
+
+Master and joiner run in the one child process, without the HTTP hop (one signed request per
+page, about 1 ms of each side's CPU on this machine, is left out). Figures per size and mode:
+seconds to spool, to transfer, to install, in all; the child's peak RSS over its baseline.
+The rest of the Scale issue's bench (joins of emulated shops of these sizes, 1,000,000-SKU
+reconciliation, compaction) is not here yet.
+
+    .venv/bin/python bench/scale.py [--quick] [--sizes 100000,1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from the root
+
+from bench._harness import emit_json, out
+
+MODES = ("paged", "whole")
+MASTER_JOINER = ("master", "joiner")
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="20,000 and 100,000 SKUs")
+    p.add_argument("--sizes", help="catalogue sizes (default 100000,1000000)")
+    p.add_argument("--child", nargs=3, metavar=("MODE", "SKUS", "DIR"), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    default = "20000,100000" if args.quick else "100000,1000000"
+    args.sizes = [int(s) for s in (args.sizes or default).split(",")]
+    return args
+
+
+# -- the child: one size, one mode ---------------------------------------------------------------
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _open(workdir: Path) -> tuple[Any, Any]:
+    from agent.db import Database
+
+    return tuple(Database(f"sqlite+aiosqlite:///{workdir / role}.db") for role in MASTER_JOINER)
+
+
+async def _fill(skus: int, workdir: Path) -> None:
+    """The master's and the joiner's databases, migrated and filled (in a child of its own:
+    what filling them costs is not the snapshot's)."""
+    from agent.sql import Tx
+
+    names = [f"SKU-{i:07d}" for i in range(skus)]
+    for role, db in zip(MASTER_JOINER, _open(workdir), strict=True):
+        await db.upgrade()
+
+        def fill(conn: Any, role: str = role) -> None:
+            tx = Tx(conn)
+            tx.run(
+                "INSERT INTO identity (id, domain, epoch, public_key, created_at) "
+                "VALUES (1, ?, 'e1', 'k', 0)",
+                (f"{role}.example.com",),
+            )
+            count = 100 if role == "master" else 80
+            tx.many(
+                "INSERT INTO pool (sku, base, base_created, base_origin, deltas, updated_at) "
+                "VALUES (?, ?, 1.0, ?, ?, 1.0)",
+                ((sku, count, f"{role}.example.com", -(i % 7)) for i, sku in enumerate(names)),
+            )
+            tx.run(
+                "INSERT INTO vector (origin, epoch, seq) VALUES (?, 'e1', ?)",
+                (f"{role}.example.com", skus),
+            )
+            if role == "joiner":
+                tx.many(
+                    "INSERT INTO item (item_id, sku, title, published, created_at, "
+                    "cutover_pending, updated_at) VALUES (?, ?, '', 80, 1.0, 0, 1.0)",
+                    ((f"gid://shopify/InventoryItem/{i}", sku) for i, sku in enumerate(names)),
+                )
+
+        await db.run(fill)
+        await db.dispose()
+
+
+async def _child(mode: str, skus: int, workdir: Path) -> dict[str, Any]:
+    from agent import ledger
+    from agent.clock import SystemClock
+    from agent.models import Identity
+    from agent.snapshots import Spool
+    from agent.wire import (
+        MAX_PAGE,
+        pools_from_wire,
+        snapshot_from_wire,
+        snapshot_head_from_wire,
+        snapshot_to_wire,
+    )
+
+    master, joiner = _open(workdir)
+    me = Identity(id=1, domain="joiner.example.com", epoch="e1", public_key="k", created_at=0)
+    base = _rss_mb()
+    started = time.perf_counter()
+    if mode == "paged":
+        spool = Spool(workdir / "spool", SystemClock())
+        answer = json.loads(json.dumps(await spool.make(master)))
+        spooled = time.perf_counter()
+        head, snapshot_id, pages, _count = snapshot_head_from_wire(answer)
+        for number in range(pages):
+            wire = json.dumps({"pools": spool.page(snapshot_id, number)})
+            page = pools_from_wire(json.loads(wire)["pools"], MAX_PAGE)
+            await joiner.run(lambda conn, page=page: ledger.stage(conn, page))
+        spool.close()
+    else:
+        wire = json.dumps(snapshot_to_wire(await master.read(ledger.snapshot)))
+        spooled = time.perf_counter()
+        snap = snapshot_from_wire(json.loads(wire))
+        del wire
+        head = ledger.SnapshotHead(vector=snap.vector, extra=snap.extra)
+        await joiner.run(lambda conn: ledger.stage(conn, snap.pools))
+        del snap
+    transferred = time.perf_counter()
+    counts = await joiner.read(ledger.staged_counts)  # what the pre-flight reads
+    installed, _epoch = await joiner.run(
+        lambda conn: ledger.install(conn, head, me, 2.0, lambda _e: "")
+    )
+    done = time.perf_counter()
+    assert len(counts) == len(installed) == skus, (len(counts), len(installed))
+    await master.dispose()
+    await joiner.dispose()
+    return {
+        "spool_s": round(spooled - started, 2),
+        "transfer_s": round(transferred - spooled, 2),
+        "install_s": round(done - transferred, 2),
+        "total_s": round(done - started, 2),
+        "rss_mb": round(_rss_mb() - base, 1),
+    }
+
+
+# -- the parent: a child per size and mode --------------------------------------------------------
+
+
+def _short(n: int) -> str:
+    return f"{n // 1_000_000}m" if n % 1_000_000 == 0 else f"{n // 1000}k"
+
+
+def main() -> None:
+    args = parse()
+    if args.child:
+        mode, skus, directory = args.child
+        if mode == "fill":
+            asyncio.run(_fill(int(skus), Path(directory)))
+        else:
+            print(json.dumps(asyncio.run(_child(mode, int(skus), Path(directory)))))
+        return
+    rows: list[tuple[int, str, dict[str, Any]]] = []
+    for skus in args.sizes:
+        for mode in MODES:
+            with tempfile.TemporaryDirectory(prefix="shopsync-scale-") as tmp:
+                out.print(f"{mode} snapshot of {skus:,} SKUs …")
+                for step in ("fill", mode):
+                    child = subprocess.run(
+                        [sys.executable, __file__, "--child", step, str(skus), tmp],
+                        capture_output=True,
+                        text=True,
+                        check=False,
+                    )
+                    if child.returncode != 0:
+                        break
+            if child.returncode != 0:
+                out.print(f"[red]{mode} at {skus:,} failed[/]: {child.stderr[-2000:]}")
+                rows.append((skus, mode, {}))
+                continue
+            rows.append((skus, mode, json.loads(child.stdout.strip().splitlines()[-1])))
+    table = Table(title="A join's snapshot (master and joiner in one child process, no HTTP)")
+    for col in ("SKUs", "mode", "spool s", "transfer s", "install s", "total s", "peak RSS MB"):
+        table.add_column(col, justify="right")
+    for skus, mode, f in rows:
+        keys = ("spool_s", "transfer_s", "install_s", "total_s", "rss_mb")
+        table.add_row(f"{skus:,}", mode, *(str(f.get(k, "failed")) for k in keys))
+    out.print(table)
+    figures: dict[str, Any] = {"sizes": args.sizes}
+    for skus, mode, f in rows:
+        tag = _short(skus)
+        prefix = "snapshot" if mode == "paged" else "whole_snapshot"
+        figures[f"{prefix}_s_{tag}"] = f.get("total_s")
+        figures[f"{prefix}_rss_mb_{tag}"] = f.get("rss_mb")
+        if mode == "paged":
+            figures[f"snapshot_install_s_{tag}"] = f.get("install_s")
+    emit_json("scale", figures)
+
+
+if __name__ == "__main__":
+    main()
