@@ -16,14 +16,13 @@ from typing import Any
 import aiohttp
 import structlog
 from sqlalchemy import Connection
-from sqlmodel import select
 
 from agent import ledger, synclog
 from agent.clock import Clock
 from agent.db import Database, drop_state, put_state, read_state, write_state
 from agent.importer import SNAPSHOT_DOWNLOAD, Importer
 from agent.ledger import Pool, SnapshotHead
-from agent.models import Identity, PoolRow, StateEntry
+from agent.models import Identity, StateEntry
 from agent.reconcile import Reconciler
 from agent.replication import Replicator
 from agent.roster import Roster
@@ -101,9 +100,7 @@ class JoinImport:
             return
         self.mode.begin_import()
         report = await self.db.get_state("import_report", None)
-        async with self.db.sessions() as session:
-            skus = set(await session.exec(select(PoolRow.sku)))
-        self.task = asyncio.create_task(self._after_install(state["master"], report, skus))
+        self.task = asyncio.create_task(self._after_install(state["master"], report))
 
     async def _download(self, domain: str, agent_url: str) -> SnapshotHead:
         """The master's snapshot staged in this agent's database; its head. Asked again
@@ -194,23 +191,23 @@ class JoinImport:
     async def _import_from(self, domain: str, agent_url: str) -> None:
         """Take the master's snapshot as this agent's base, then sync live (DESIGN §8)."""
         head = await self._download(domain, agent_url)
+        report = await self._preflight(domain)
+        await self.install(head, domain, report)
+        await self._after_install(domain, report)
+
+    async def _preflight(self, domain: str) -> dict[str, Any]:
+        """The import's pre-flight against the staged snapshot's counts."""
         delay = 0.2
         while True:
             try:  # the pre-flight lists the shop: a 429/5xx must not end the import
                 await self.importer.hold_for_import()
-                counts = await self.db.read(ledger.staged_counts)
-                report = await self.importer.preflight(counts)
-                break
+                return await self.importer.preflight(await self.db.read(ledger.staged_counts))
             except Exception as exc:
                 log.warning("preflight_retry", peer=domain, error=str(exc))
                 await self.clock.sleep(delay)
                 delay = min(30.0, delay * 2)
-        skus = await self.install(head, domain, report)
-        await self._after_install(domain, report, skus)
 
-    async def _after_install(
-        self, domain: str, report: dict[str, Any] | None, skus: set[str]
-    ) -> None:
+    async def _after_install(self, domain: str, report: dict[str, Any] | None) -> None:
         """The snapshot is this agent's base: sync live, and write the cut-over counts."""
         self.mode.end_import()
         await self.replicator.start()
@@ -219,7 +216,7 @@ class JoinImport:
 
     async def install(
         self, head: SnapshotHead, master: str, report: dict[str, Any] | None = None
-    ) -> set[str]:
+    ) -> int:
         """Replace this agent's solo ledger by the master's snapshot (staged), in one
         transaction.
 
@@ -233,7 +230,7 @@ class JoinImport:
                 listener(group)
         now = self.clock.now()
         async with self.db.transaction() as session:
-            skus, epoch = await ledger.install_snapshot(
+            pools, epoch = await ledger.install_snapshot(
                 session, head, self.identity, now, self.roster.sign_event
             )
             download = await session.get(StateEntry, SNAPSHOT_DOWNLOAD)
@@ -244,13 +241,13 @@ class JoinImport:
                 "import",
                 now,
                 peer=master,
-                message=f"snapshot of {len(skus)} SKUs taken as this shop's base",
+                message=f"snapshot of {pools} SKUs taken as this shop's base",
             )
             state = await read_state(session, "import", {})
             await write_state(session, "import", {**state, "installed": True})
             await write_state(session, "import_report", report or {})
         self.identity.epoch = epoch
-        return skus
+        return pools
 
 
 def _stage_page(pools: list[Pool], download: dict[str, Any], conn: Connection) -> None:

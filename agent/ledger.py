@@ -525,10 +525,11 @@ def staged_counts(conn: Connection) -> dict[str, int]:
 
 def install(
     conn: Connection, head: SnapshotHead, identity: Identity, now: float, sign: Signer
-) -> tuple[set[str], str]:
+) -> tuple[int, str]:
     """Replace this agent's ledger by the staged snapshot (its pools in `incoming_pool`, the
-    rest in `head`); returns the snapshot's SKUs and the agent's new epoch. The staged pools
-    are moved, not copied: the table is empty afterwards.
+    rest in `head`); returns how many pools the snapshot has and the agent's new epoch. The
+    staged pools are moved, not copied: the table is empty afterwards. Set-wise statements
+    only, nothing per SKU in memory: the same at a million SKUs as at ten.
 
     A new epoch starts: the shop's events from before are not the group's. Items of a SKU the
     group knows wait for their cut-over write (unless excluded). A SKU only this shop has is
@@ -537,13 +538,15 @@ def install(
     neither kind forget their published count and are introduced when next read.
     """
     tx = Tx(conn)
-    own = {
-        sku: (base + deltas)
-        for sku, base, deltas in tx.rows(
-            "SELECT sku, base, deltas FROM pool "
-            "WHERE base IS NOT NULL AND sku NOT IN (SELECT sku FROM incoming_pool)"
-        )
-    }
+    # items of SKUs only this shop has, synced and counted: introduced with their pool's count
+    # (the first item of a SKU by id; another item of it is of neither kind)
+    only_here = tx.rows(
+        "SELECT i.item_id, i.sku, i.published, i.created_at, p.base + p.deltas FROM item i "
+        "JOIN pool p ON p.sku = i.sku WHERE p.base IS NOT NULL AND i.excluded IS NULL "
+        "AND i.published IS NOT NULL "
+        "AND i.sku NOT IN (SELECT sku FROM incoming_pool) ORDER BY i.item_id"
+    )
+    pools = staged_count(conn)
     for table in ("event", "pool", "vector"):
         tx.run(f"DELETE FROM {table}")
     tx.run(
@@ -555,25 +558,26 @@ def install(
     tx.many(_INSERT_EVENT, (event_values(e) for e in head.extra))  # held, not applied again
     epoch = uuid.uuid4().hex[:16]
     tx.run("UPDATE identity SET epoch = ? WHERE id = 1", (epoch,))
-    skus = {row[0] for row in tx.rows("SELECT sku FROM pool")}
-    updates, introduced = [], []
-    for item_id, sku, published, excluded, created in tx.rows(
-        "SELECT item_id, sku, published, excluded, created_at FROM item ORDER BY item_id"
-    ):
-        if sku in skus:
-            updates.append((published, excluded is None, item_id))
-        elif sku in own and excluded is None and published is not None:
-            updates.append((published, False, item_id))
-            introduced.append(NewEvent(sku, INTRODUCE, count=own.pop(sku), item_created=created))
-        else:
-            updates.append((None, False, item_id))
-    tx.many("UPDATE item SET published = ?, cutover_pending = ? WHERE item_id = ?", updates)
-    append(conn, _Stream(identity.domain, epoch), introduced, now, sign)
-    return skus, epoch
+    tx.run(
+        "UPDATE item SET cutover_pending = (excluded IS NULL) WHERE sku IN (SELECT sku FROM pool)"
+    )
+    tx.run(
+        "UPDATE item SET published = NULL, cutover_pending = FALSE "
+        "WHERE sku IS NULL OR sku NOT IN (SELECT sku FROM pool)"
+    )
+    introduced: dict[str, NewEvent] = {}
+    kept = []
+    for item_id, sku, published, created, count in only_here:
+        if sku not in introduced:
+            introduced[sku] = NewEvent(sku, INTRODUCE, count=count, item_created=created)
+            kept.append((published, item_id))
+    tx.many("UPDATE item SET published = ? WHERE item_id = ?", kept)
+    append(conn, _Stream(identity.domain, epoch), list(introduced.values()), now, sign)
+    return pools, epoch
 
 
 async def install_snapshot(
     session: AsyncSession, head: SnapshotHead, identity: Identity, now: float, sign: Signer
-) -> tuple[set[str], str]:
+) -> tuple[int, str]:
     """`install` in the session's transaction."""
     return await _on_session(session, lambda conn: install(conn, head, identity, now, sign))

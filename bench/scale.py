@@ -141,12 +141,12 @@ async def _child(mode: str, skus: int, workdir: Path) -> dict[str, Any]:
         await joiner.run(lambda conn: ledger.stage(conn, snap.pools))
         del snap
     transferred = time.perf_counter()
-    counts = await joiner.read(ledger.staged_counts)  # what the pre-flight reads
+    counted = len(await joiner.read(ledger.staged_counts))  # what the pre-flight reads
     installed, _epoch = await joiner.run(
         lambda conn: ledger.install(conn, head, me, 2.0, lambda _e: "")
     )
     done = time.perf_counter()
-    assert len(counts) == len(installed) == skus, (len(counts), len(installed))
+    assert counted == installed == skus, (counted, installed)
     await master.dispose()
     await joiner.dispose()
     return {

@@ -17,6 +17,7 @@ from agent.ledger import NewEvent, Pool
 from agent.models import (
     EventRow,
     Identity,
+    ItemRow,
     JoinRequest,
     LogEntry,
     PeerRow,
@@ -179,21 +180,27 @@ async def test_a_staged_snapshot_installs_as_the_base_and_leaves_nothing_staged(
 ) -> None:
     async with database.sessions.begin() as s:
         me = (await s.exec(select(Identity))).one()
-        own = [NewEvent(sku, "introduce", count=5, item_created=1.0) for sku in ("A", "Z")]
+        own = [NewEvent(sku, "introduce", count=5, item_created=1.0) for sku in "AYZ"]
         await ledger.append_local(s, me, own, 1.0, _seq_proof)
+        for item_id, sku, excluded in (("i1", "A", None), ("i2", "Z", None), ("i3", "Y", "x")):
+            s.add(ItemRow(item_id=item_id, sku=sku, published=5, excluded=excluded))
     group = [Pool("A", 40, 0.5, "m.example.com", -3), Pool("B", None, None, None, -1)]
     await database.run(lambda conn: ledger.stage(conn, group[:1]))
     await database.run(lambda conn: ledger.stage(conn, group))  # a page again: kept once
     assert await database.read(ledger.staged_counts) == {"A": 37}
     head = ledger.SnapshotHead(vector={("m.example.com", "e9"): 12}, extra=[])
-    skus, epoch = await database.run(lambda conn: ledger.install(conn, head, me, 3.0, _seq_proof))
-    assert skus == {"A", "B"} and epoch != "e1"
+    pools, epoch = await database.run(lambda conn: ledger.install(conn, head, me, 3.0, _seq_proof))
+    assert pools == 2 and epoch != "e1"
     async with database.sessions() as s:
-        pools = await ledger.get_pools(s, ["A", "B", "Z"])
+        held = await ledger.get_pools(s, ["A", "B", "Y", "Z"])
         vector = await ledger.load_vector(s)
-    assert pools["A"].value == 37 and pools["B"].value is None
-    assert "Z" not in pools  # no item of this shop holds Z: nothing to introduce
-    assert vector == {("m.example.com", "e9"): 12}
+        items = {i.item_id: (i.published, i.cutover_pending) for i in await s.exec(select(ItemRow))}
+    assert held["A"].value == 37 and held["B"].value is None
+    assert held["Z"].value == 5  # only this shop has Z: introduced to the group in the new epoch
+    assert "Y" not in held  # its one item is excluded: nothing to introduce
+    assert vector == {("m.example.com", "e9"): 12, ("a.example.com", epoch): 1}
+    # the group's SKU waits for its cut-over write; Z stays as it was; Y is read afresh
+    assert items == {"i1": (5, True), "i2": (5, False), "i3": (None, False)}
     assert await database.read(ledger.staged_count) == 0
 
 
