@@ -211,6 +211,20 @@ async def test_forged_stale_replayed_and_non_member_requests_are_refused(trio: C
     async with http.post(a.agent_url + "/peer/pull", data=raw, headers=headers) as resp:
         assert resp.status == 200
     assert await post(raw, headers, "/peer/pull") == 401  # the same request replayed
+    # a member's snapshot: its head, then its one page; a snapshot not kept here is 410
+    raw, headers = _signed(member_key, "/peer/snapshot", {"paged": True}, audience=to_a)
+    async with http.post(a.agent_url + "/peer/snapshot", data=raw, headers=headers) as resp:
+        assert resp.status == 200
+        head = await resp.json()
+    assert head["pool_count"] == len(await a.pools()) and head["pages"] == 1
+    page = {"snapshot": head["snapshot"], "page": 0}
+    raw, headers = _signed(member_key, "/peer/snapshot_page", page, audience=to_a)
+    async with http.post(a.agent_url + "/peer/snapshot_page", data=raw, headers=headers) as resp:
+        assert resp.status == 200
+        assert len((await resp.json())["pools"]) == head["pool_count"]
+    gone = {"snapshot": "0123456789abcdef", "page": 0}
+    signed = _signed(member_key, "/peer/snapshot_page", gone, audience=to_a)
+    assert await post(*signed, "/peer/snapshot_page") == 410
     moved = _signed(member_key, "/peer/state", {}, audience=to_a)
     assert await post(*moved, "/peer/events") == 401  # signed for another path
     await asyncio.sleep(0.2)
@@ -229,6 +243,8 @@ async def test_a_pending_request_never_receives_data(tmp_path: Path) -> None:
         for path, body in (
             ("/peer/pull", {"have": []}),
             ("/peer/snapshot", {}),
+            ("/peer/snapshot", {"paged": True}),
+            ("/peer/snapshot_page", {"snapshot": "0123456789abcdef", "page": 0}),
             ("/peer/events", {"events": []}),
         ):
             raw, headers = _signed(key, path, body, audience=to_master)
