@@ -62,6 +62,8 @@ def in_words(cause: str) -> str:
         return "a change in the shop just before the agent wrote the count"
     if cause == "retried write":
         return "found on a re-read after a write whose answer was lost"
+    if cause == "while_out":
+        return "changes made while out of the group, counted on joining again"
     if words in ("read", "reconcile", "resync", ""):
         return "found by a full pass over the shop (no webhook told of it)"
     return cause

@@ -100,11 +100,21 @@ async def cmd_run(args: argparse.Namespace) -> int:
     from agent.identity import prepare_run
     from agent.plugins import make_plugin_manager
     from agent.runner import StartupError, serve
-    from agent.web.app import create_app
+    from agent.standby import hold
+    from agent.web.app import create_app, database_error
 
     settings = load_settings(_data_dir(args))
     prepare_run(settings)
     host, port = parse_listen(settings.listen)
+
+    def waiting(why: str) -> None:
+        print(f"standby: {why}", flush=True)
+
+    try:  # one active agent per shop database: a second one waits here (agent/standby.py)
+        lock = await hold(settings.db_url, settings.data_dir, waiting)
+    except Exception as exc:  # unreachable, refused, a URL the driver refuses
+        raise database_error(settings, exc) from exc
+    watching = asyncio.create_task(lock.watch(_lock_lost))
     app = create_app(settings, pm=make_plugin_manager())
     started = False
 
@@ -125,7 +135,23 @@ async def cmd_run(args: argparse.Namespace) -> int:
             f"the agent could not start: {type(exc).__name__}: {exc}; check the [channel] "
             f"options in {settings.data_dir / CONFIG_NAME} and that the platform is reachable"
         ) from exc
+    finally:
+        watching.cancel()
+        await lock.release()
     return 0
+
+
+def _lock_lost(reason: str) -> None:
+    """The database no longer answers on the lock's session: a standby may hold the lock by
+    now. Stop at once, as a kill -9 would (every unit of work is committed before it is
+    acknowledged), rather than write beside it."""
+    print(
+        f"error: lost the lock on this shop's database ({reason}); stopping so that a standby "
+        "can take over. Start the agent again once the database answers.",
+        file=sys.stderr,
+        flush=True,
+    )
+    os._exit(75)
 
 
 async def cmd_check(args: argparse.Namespace) -> int:
@@ -270,7 +296,8 @@ def _client(args: argparse.Namespace):
 async def cmd_join(args: argparse.Namespace) -> int:
     from agent.console import clean
 
-    result = await _client(args).post("/api/join", {"target": args.target})
+    body = {"target": args.target, "while_out": args.while_out}
+    result = await _client(args).post("/api/join", body)
     if args.json:
         _print_json(result)
     else:
@@ -572,6 +599,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("join", cmd_join, "ask another shop's agent to let this shop join its group")
     data_dir(p)
     p.add_argument("target", help="the other shop's domain, or its agent URL")
+    p.add_argument(
+        "--while-out",
+        choices=("count", "discard"),
+        default="count",
+        help="joining the group this shop left before: count the changes it made while out "
+        "(sales, edits) into the group's counts (default), or discard them",
+    )
     p.add_argument("--json", action="store_true")
 
     p = command("requests", cmd_requests, "list pending join requests")

@@ -281,6 +281,19 @@ def print_preflight(report: dict[str, Any], *, dry_run: bool) -> None:
         )
     if report.get("changes_to_count", 0) > 15:
         console.print(f"  … and {report['changes_to_count'] - 15} more")
+    discarded = report.get("discarded", [])
+    if discarded:
+        console.print(
+            f"[bold]{report['discarded_count']} changes made while out of the group are "
+            "discarded[/] (joined with --while-out discard: the group's count wins):"
+        )
+    for row in discarded[:15]:
+        console.print(
+            f"  {_safe(row['sku'])}: {row['change']:+d} since it left, not counted; "
+            f"the group's {_safe(row['group_before'])} is written"
+        )
+    if report.get("discarded_count", 0) > 15:
+        console.print(f"  … and {report['discarded_count'] - 15} more")
     console.print(
         f"{report['items']} items in the shop; [bold]{report['skus_to_write']} counts to write "
         "here[/]"

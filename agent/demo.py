@@ -114,10 +114,14 @@ async def init_agent(
     channel: str,
     emu_url: str,
     credentials: tuple[str, ...] = STATIC_CREDENTIALS,
+    database_url: str = "",
 ) -> str:
     """`shopsync init` for the agent of an emulated shop on loopback (its checks run against
-    the emulator, which must be up); its admin token. `credentials` are NAME=VALUE options."""
+    the emulator, which must be up); its admin token. `credentials` are NAME=VALUE options;
+    `database_url` a PostgreSQL database instead of SQLite in the data directory."""
     options = [arg for option in credentials for arg in ("--channel-option", option)]
+    if database_url:
+        options += ["--database-url", database_url]
     init = await _run_cli(
         "init",
         "--data-dir",
@@ -172,6 +176,7 @@ class Shop:
         )
         self.token = ""
         self.config_extra = ""  # appended to its shopsync.toml before its agent first starts
+        self.database_url = ""  # PostgreSQL instead of SQLite in the data directory
 
     @property
     def emu_url(self) -> str:
@@ -184,7 +189,12 @@ class Shop:
     async def start(self) -> None:
         await self.emulator.start()  # `shopsync init` checks the shop: it must be up first
         self.token = await init_agent(
-            self.data_dir, self.domain, self.agent_port, self.channel, self.emu_url
+            self.data_dir,
+            self.domain,
+            self.agent_port,
+            self.channel,
+            self.emu_url,
+            database_url=self.database_url,
         )
         if self.config_extra:
             with (self.data_dir / "shopsync.toml").open("a") as config:

@@ -26,17 +26,35 @@ from agent.models import ItemRow, PoolRow
 from agent.reconcile import Reconciler
 from agent.syncmode import SyncMode
 
-__all__ = ["IMPORT_MODES", "SNAPSHOT_DOWNLOAD", "Importer", "ImportError_"]
+__all__ = [
+    "IMPORT_MODES",
+    "JOIN_OPTIONS",
+    "LEFT_GROUP",
+    "SNAPSHOT_DOWNLOAD",
+    "WHILE_OUT_CHOICES",
+    "Importer",
+    "ImportError_",
+]
 
 log = structlog.get_logger(__name__)
 
 #: agent_state key of a join's snapshot download: which snapshot, how many pages, the next.
 SNAPSHOT_DOWNLOAD = "snapshot_download"
+#: agent_state key of where this agent's own stream stood when it left a group, and who was in
+#: it: the changes after that are what it did while out, if it joins that group again.
+LEFT_GROUP = "left_group"
+#: agent_state key of the owner's choices for the join requested last (`while_out`).
+JOIN_OPTIONS = "join_options"
+#: What a shop joining its group again does with the changes it made while out of it.
+WHILE_OUT_CHOICES = ("count", "discard")
 EXAMPLES = 1000  # rows of each kind shown in a report; totals are always complete
 
 #: What each kind of import does with the shop's own counts, in the words the CLI and page use.
 IMPORT_MODES = {
     "join": "this shop takes the group's counts: its own counts are replaced",
+    "rejoin": "this shop was in this group before: the changes it made while out of it "
+    "(sales, edits) are counted first, as sales are, and move the group's count in every "
+    "shop; then this shop takes the group's counts",
     "reimport": "this shop's changes are counted first: a count that moved since the agent "
     "last saw it is this shop's own change (as a sale is) and moves the group's count in "
     "every shop; then this shop is set to the group's counts",
@@ -128,7 +146,13 @@ class Importer:
 
     # -- the pre-flight report -------------------------------------------------------------------
 
-    async def preflight(self, pools: dict[str, int] | None = None) -> dict[str, Any]:
+    async def preflight(
+        self,
+        pools: dict[str, int] | None = None,
+        *,
+        while_out: dict[str, int] | None = None,
+        count_while_out: bool = True,
+    ) -> dict[str, Any]:
         """What an import would do, SKU by SKU; changes nothing.
 
         With `pools` (a join: the master's counts), this shop takes the group's counts: its
@@ -137,6 +161,10 @@ class Importer:
         the agent last saw it as this shop's own change, as it would count a sale, so the
         group's count moves with it in every shop (`counted`); then it writes the group's
         count where the shop shows another (`to_change`: the count after that).
+
+        `while_out` (a join into the group this shop left before: its changes since, by SKU)
+        are counted the same way (`mode` "rejoin"), or with `count_while_out` False listed as
+        what the join discards (`discarded`).
         """
         listed = [item async for item in self.channel.list_items()]
         keyed = [(it.item_id, self.sku_rule(it.sku)) for it in listed]
@@ -150,6 +178,7 @@ class Importer:
                 rows = {r.item_id: r for r in await session.exec(select(ItemRow))}
         to_change: list[dict[str, Any]] = []
         counted: list[dict[str, Any]] = []
+        discarded: list[dict[str, Any]] = []
         not_yet: list[str] = []
         dupes: dict[str, list[dict[str, str]]] = {}
         no_sku: list[dict[str, str]] = []
@@ -187,6 +216,22 @@ class Importer:
                         group += change
                 elif group is None:
                     group = item.available  # a SKU new to the group: this shop introduces it
+            elif while_out and group is not None and sku in while_out:
+                change = while_out[sku]
+                moved = {
+                    "sku": sku,
+                    "item_id": item_id,
+                    "shop": item.available,
+                    "last_seen": item.available - change,  # its count when it left
+                    "change": change,
+                    "group_before": group,
+                    "group_after": group + change,
+                }
+                if count_while_out:
+                    counted.append(moved)
+                    group += change
+                else:
+                    discarded.append(moved)
             if group is not None:
                 target = self.reconciler.target_for(sku, group)
                 if target != item.available:
@@ -196,7 +241,14 @@ class Importer:
         missing = sorted(set(pools) - here - set(dupes))
         only_here = sorted(here - set(pools))
         return {
-            "mode": "join" if joining else "reimport",
+            "mode": "reimport"
+            if not joining
+            else "rejoin"
+            if while_out is not None and count_while_out
+            else "join",
+            "while_out": None if while_out is None else "count" if count_while_out else "discard",
+            "discarded": sorted(discarded, key=lambda r: str(r["sku"]))[:EXAMPLES],
+            "discarded_count": len(discarded),
             "items": len(listed),
             "skus_to_write": len(to_change),
             "to_change": sorted(to_change, key=lambda r: str(r["sku"]))[:EXAMPLES],

@@ -16,13 +16,15 @@ from typing import Any
 import aiohttp
 import structlog
 from sqlalchemy import Connection
+from sqlmodel import select
 
 from agent import ledger, synclog
+from agent.causes import logged
 from agent.clock import Clock
 from agent.db import Database, drop_state, put_state, read_state, write_state
-from agent.importer import SNAPSHOT_DOWNLOAD, Importer
+from agent.importer import JOIN_OPTIONS, LEFT_GROUP, SNAPSHOT_DOWNLOAD, Importer
 from agent.ledger import Pool, SnapshotHead
-from agent.models import Identity, StateEntry
+from agent.models import EventRow, Identity, StateEntry
 from agent.reconcile import Reconciler
 from agent.replication import Replicator
 from agent.roster import Roster
@@ -195,13 +197,38 @@ class JoinImport:
         await self.install(head, domain, report)
         await self._after_install(domain, report)
 
+    async def _rejoin(self, master: str) -> tuple[int | None, bool]:
+        """For a shop joining the group it left before (the master was a member then, and
+        this agent's stream is the one it had): the seq its stream stood at when it left, and
+        whether the owner chose to count the changes made since (the default) or discard
+        them. (None, False) for any other join."""
+        left = await self.db.get_state(LEFT_GROUP, None)
+        if (
+            not isinstance(left, dict)
+            or left.get("epoch") != self.identity.epoch
+            or master not in left.get("members", [])
+        ):
+            return None, False
+        options = await self.db.get_state(JOIN_OPTIONS, {})
+        return int(left.get("seq", 0)), options.get("while_out", "count") == "count"
+
     async def _preflight(self, domain: str) -> dict[str, Any]:
-        """The import's pre-flight against the staged snapshot's counts."""
+        """The import's pre-flight against the staged snapshot's counts (and, joining the
+        group this shop left, the changes it made while out)."""
+        since, count = await self._rejoin(domain)
+        while_out = None
+        if since is not None:
+            own = (self.identity.domain, self.identity.epoch)
+            while_out = await self.db.read(lambda conn: ledger.changes_since(conn, *own, since))
         delay = 0.2
         while True:
             try:  # the pre-flight lists the shop: a 429/5xx must not end the import
                 await self.importer.hold_for_import()
-                return await self.importer.preflight(await self.db.read(ledger.staged_counts))
+                return await self.importer.preflight(
+                    await self.db.read(ledger.staged_counts),
+                    while_out=while_out,
+                    count_while_out=count,
+                )
             except Exception as exc:
                 log.warning("preflight_retry", peer=domain, error=str(exc))
                 await self.clock.sleep(delay)
@@ -228,11 +255,43 @@ class JoinImport:
             group = await self.db.read(ledger.staged_skus)
             for listener in self.before_install:
                 listener(group)
+        since, count = await self._rejoin(master)
         now = self.clock.now()
         async with self.db.transaction() as session:
             pools, epoch = await ledger.install_snapshot(
-                session, head, self.identity, now, self.roster.sign_event
+                session,
+                head,
+                self.identity,
+                now,
+                self.roster.sign_event,
+                carry_since=since if count else None,
             )
+            left = await session.get(StateEntry, LEFT_GROUP)
+            if left is not None:  # in a group again: a later leave notes where it stood
+                await session.delete(left)
+            carried = list(
+                await session.exec(
+                    select(EventRow).where(
+                        EventRow.origin == self.identity.domain,
+                        EventRow.epoch == epoch,
+                        EventRow.cause == ledger.WHILE_OUT,
+                    )
+                )
+            )
+            held = await ledger.get_pools(session, [e.sku for e in carried])
+            for event in carried:  # each in the log, as the change of this shop it is
+                pool = held.get(event.sku)
+                after = None if pool is None else pool.value
+                synclog.record(
+                    session,
+                    "change",
+                    now,
+                    sku=event.sku,
+                    before=None if after is None else after - event.delta,
+                    delta=event.delta,
+                    after=after,
+                    message=logged(event.cause),
+                )
             download = await session.get(StateEntry, SNAPSHOT_DOWNLOAD)
             if download is not None:
                 await session.delete(download)

@@ -31,6 +31,7 @@ from agent.sql import Tx, marks
 
 __all__ = [
     "INTRODUCE",
+    "WHILE_OUT",
     "Admit",
     "NewEvent",
     "Pool",
@@ -42,6 +43,7 @@ __all__ = [
     "apply",
     "apply_event",
     "apply_events",
+    "changes_since",
     "event_of",
     "event_values",
     "base_wins",
@@ -56,6 +58,7 @@ __all__ = [
     "SnapshotHead",
     "discard_staged",
     "pool_pages",
+    "pools_of",
     "snapshot",
     "snapshot_head",
     "stage",
@@ -69,6 +72,8 @@ __all__ = [
 CHUNK = 500  # values per IN (…): well under every driver's limit on bound parameters
 
 INTRODUCE = "introduce"
+#: The cause of a change a shop made while out of the group, counted when it joined again.
+WHILE_OUT = "while_out"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -193,6 +198,16 @@ def pools(conn: Connection, skus: Iterable[str]) -> dict[str, Pool]:
         for row in tx.rows(query, chunk):
             out[row[0]] = Pool(*row)
     return out
+
+
+def pools_of(conn: Connection, skus: Iterable[str]) -> set[str]:
+    """Which of `skus` have a pool."""
+    tx = Tx(conn)
+    found: set[str] = set()
+    for chunk in _chunks(set(skus)):
+        query = f"SELECT sku FROM pool WHERE sku IN ({marks(len(chunk))})"
+        found.update(row[0] for row in tx.rows(query, chunk))
+    return found
 
 
 def save_pools(conn: Connection, changed: Iterable[Pool]) -> None:
@@ -523,8 +538,24 @@ def staged_counts(conn: Connection) -> dict[str, int]:
     return {sku: int(value) for sku, value in Tx(conn).rows(query)}
 
 
+def changes_since(conn: Connection, origin: str, epoch: str, seq: int) -> dict[str, int]:
+    """The sum of the changes (not introduces) of stream (origin, epoch) after `seq`, by SKU;
+    SKUs whose changes add up to nothing are left out."""
+    rows = Tx(conn).rows(
+        "SELECT sku, SUM(delta) FROM event WHERE origin = ? AND epoch = ? AND seq > ? "
+        "AND kind <> ? GROUP BY sku",
+        (origin, epoch, seq, INTRODUCE),
+    )
+    return {sku: int(total) for sku, total in rows if total}
+
+
 def install(
-    conn: Connection, head: SnapshotHead, identity: Identity, now: float, sign: Signer
+    conn: Connection,
+    head: SnapshotHead,
+    identity: Identity,
+    now: float,
+    sign: Signer,
+    carry_since: int | None = None,
 ) -> tuple[int, str]:
     """Replace this agent's ledger by the staged snapshot (its pools in `incoming_pool`, the
     rest in `head`); returns how many pools the snapshot has and the agent's new epoch. The
@@ -536,15 +567,26 @@ def install(
     introduced to the group at once, with the count its own pool held: the shop's true stock,
     which may be more than it showed (its stock rules may have held units back). Items of
     neither kind forget their published count and are introduced when next read.
+
+    With `carry_since` (a shop that was a member before, left, and joins again counting what
+    it did while out): the changes of this agent's own stream after that seq are carried
+    into the new epoch as changes, for the snapshot's SKUs, so they move the group's counts
+    as the sales they are. Without, the group's counts win (SKUs only this shop has keep
+    their count either way).
     """
     tx = Tx(conn)
+    carried = (
+        {}
+        if carry_since is None
+        else changes_since(conn, identity.domain, identity.epoch, carry_since)
+    )
     # items of SKUs only this shop has, synced and counted: introduced with their pool's count
     # (the first item of a SKU by id; another item of it is of neither kind)
     only_here = tx.rows(
         "SELECT i.item_id, i.sku, i.published, i.created_at, p.base + p.deltas FROM item i "
         "JOIN pool p ON p.sku = i.sku WHERE p.base IS NOT NULL AND i.excluded IS NULL "
         "AND i.published IS NOT NULL "
-        "AND i.sku NOT IN (SELECT sku FROM incoming_pool) ORDER BY i.item_id"
+        "AND NOT EXISTS (SELECT 1 FROM incoming_pool g WHERE g.sku = i.sku) ORDER BY i.item_id"
     )
     pools = staged_count(conn)
     for table in ("event", "pool", "vector"):
@@ -558,12 +600,15 @@ def install(
     tx.many(_INSERT_EVENT, (event_values(e) for e in head.extra))  # held, not applied again
     epoch = uuid.uuid4().hex[:16]
     tx.run("UPDATE identity SET epoch = ? WHERE id = 1", (epoch,))
+    # (NOT) EXISTS, not (NOT) IN: PostgreSQL hashes a NOT IN list only while it fits in
+    # work_mem, and at a million SKUs would compare every item with every pool
     tx.run(
-        "UPDATE item SET cutover_pending = (excluded IS NULL) WHERE sku IN (SELECT sku FROM pool)"
+        "UPDATE item SET cutover_pending = (excluded IS NULL) "
+        "WHERE EXISTS (SELECT 1 FROM pool p WHERE p.sku = item.sku)"
     )
     tx.run(
         "UPDATE item SET published = NULL, cutover_pending = FALSE "
-        "WHERE sku IS NULL OR sku NOT IN (SELECT sku FROM pool)"
+        "WHERE NOT EXISTS (SELECT 1 FROM pool p WHERE p.sku = item.sku)"
     )
     introduced: dict[str, NewEvent] = {}
     kept = []
@@ -572,12 +617,24 @@ def install(
             introduced[sku] = NewEvent(sku, INTRODUCE, count=count, item_created=created)
             kept.append((published, item_id))
     tx.many("UPDATE item SET published = ? WHERE item_id = ?", kept)
-    append(conn, _Stream(identity.domain, epoch), list(introduced.values()), now, sign)
+    new = list(introduced.values())
+    new += [
+        NewEvent(sku, "change", delta=carried[sku], cause=WHILE_OUT)
+        for sku in sorted(pools_of(conn, carried))
+    ]
+    append(conn, _Stream(identity.domain, epoch), new, now, sign)
     return pools, epoch
 
 
 async def install_snapshot(
-    session: AsyncSession, head: SnapshotHead, identity: Identity, now: float, sign: Signer
+    session: AsyncSession,
+    head: SnapshotHead,
+    identity: Identity,
+    now: float,
+    sign: Signer,
+    carry_since: int | None = None,
 ) -> tuple[int, str]:
     """`install` in the session's transaction."""
-    return await _on_session(session, lambda conn: install(conn, head, identity, now, sign))
+    return await _on_session(
+        session, lambda conn: install(conn, head, identity, now, sign, carry_since)
+    )

@@ -29,10 +29,11 @@ from agent import synclog, trust
 from agent.clock import Clock
 from agent.db import Database, write_state
 from agent.discovery import DiscoveryError, resolve_target
+from agent.importer import JOIN_OPTIONS, LEFT_GROUP, WHILE_OUT_CHOICES
 from agent.join_import import JoinImport
 from agent.joins import MAX_PENDING, REQUEST_TTL
 from agent.membership import LIVE, Member, admission_from_wire, judge
-from agent.models import Identity, JoinRequest, PeerRow
+from agent.models import Identity, JoinRequest, PeerRow, VectorEntry
 from agent.replication import Replicator
 from agent.roster import OWN_RECORD, PeerError, Roster, parse_member, write_peer
 from agent.signing import SigningError, fingerprint, load_public_key_b64
@@ -89,8 +90,14 @@ class Peering:
 
     # -- the joiner ----------------------------------------------------------------------------
 
-    async def send_join(self, target: str) -> dict[str, Any]:
-        """Send a join request to the agent of `target` (agent URL or shop domain)."""
+    async def send_join(self, target: str, *, while_out: str = "count") -> dict[str, Any]:
+        """Send a join request to the agent of `target` (agent URL or shop domain).
+
+        `while_out` matters if this shop joins the group it left before: "count" the changes
+        it made while out (sales, edits) into the group's counts, or "discard" them (the
+        group's counts win)."""
+        if while_out not in WHILE_OUT_CHOICES:
+            raise PeerError(400, "bad_while_out", "while_out must be count or discard")
         if await self.roster.in_group():
             raise PeerError(
                 409,
@@ -114,6 +121,7 @@ class Peering:
         nonce = secrets.token_urlsafe(24)
         now = self.clock.now()
         async with self.db.transaction() as session:
+            await write_state(session, JOIN_OPTIONS, {"while_out": while_out})
             await session.exec(delete(JoinRequest).where(col(JoinRequest.direction) == "outgoing"))
             session.add(
                 JoinRequest(
@@ -279,6 +287,17 @@ class Peering:
         told = await self._tell_all()
         await self.replicator.stop()
         async with self.db.transaction() as session:
+            members = [p.domain for p in await session.exec(select(PeerRow))]
+            own = await session.get(VectorEntry, (self.identity.domain, self.identity.epoch))
+            # where this shop's own stream stands: what it does from here is "while out", if
+            # it ever joins this group again (agent.join_import)
+            left = {
+                "at": self.clock.now(),
+                "epoch": self.identity.epoch,
+                "seq": 0 if own is None else own.seq,
+                "members": members,
+            }
+            await write_state(session, LEFT_GROUP, left)
             await session.exec(delete(PeerRow))
             synclog.record(
                 session,

@@ -26,11 +26,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import resource
 import subprocess
 import sys
 import tempfile
 import time
+from argparse import SUPPRESS
 from pathlib import Path
 from typing import Any
 
@@ -42,16 +44,28 @@ from bench._harness import emit_json, out
 
 MODES = ("paged", "whole")
 MASTER_JOINER = ("master", "joiner")
+ENGINES = ("sqlite", "postgresql")
+#: The PostgreSQL server the bench makes its databases on (trust auth on this machine).
+PG_ADMIN = os.environ.get("SHOPSYNC_BENCH_PG", "postgresql://127.0.0.1:5432/test")
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="20,000 and 100,000 SKUs")
     p.add_argument("--sizes", help="catalogue sizes (default 100000,1000000)")
-    p.add_argument("--child", nargs=3, metavar=("MODE", "SKUS", "DIR"), help=argparse.SUPPRESS)
+    p.add_argument(
+        "--engines",
+        default="sqlite,postgresql",
+        help="databases to run on (default both; PostgreSQL from $SHOPSYNC_BENCH_PG, "
+        "skipped when it cannot be reached)",
+    )
+    p.add_argument("--child", nargs=4, metavar=("STEP", "SKUS", "DIR", "ENGINE"), help=SUPPRESS)
     args = p.parse_args(argv)
     default = "20000,100000" if args.quick else "100000,1000000"
     args.sizes = [int(s) for s in (args.sizes or default).split(",")]
+    args.engines = [e.strip() for e in args.engines.split(",")]
+    if not set(args.engines) <= set(ENGINES):
+        p.error(f"--engines: choose from {', '.join(ENGINES)}")
     return args
 
 
@@ -62,19 +76,59 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _open(workdir: Path) -> tuple[Any, Any]:
+def _pg_name(workdir: Path, role: str) -> str:
+    return f"shopsync_scale_{workdir.name.replace('-', '_')}_{role}".lower()
+
+
+def _urls(workdir: Path, engine: str) -> list[str]:
+    if engine == "sqlite":
+        return [f"sqlite+aiosqlite:///{workdir / role}.db" for role in MASTER_JOINER]
+    base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    return [f"{base}/{_pg_name(workdir, role)}" for role in MASTER_JOINER]
+
+
+def _open(workdir: Path, engine: str) -> tuple[Any, Any]:
     from agent.db import Database
 
-    return tuple(Database(f"sqlite+aiosqlite:///{workdir / role}.db") for role in MASTER_JOINER)
+    master, joiner = (Database(url) for url in _urls(workdir, engine))
+    return master, joiner
 
 
-async def _fill(skus: int, workdir: Path) -> None:
+async def _pg(workdir: Path, statement: str) -> None:
+    """CREATE or DROP the run's two PostgreSQL databases."""
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_ADMIN)
+    try:
+        for role in MASTER_JOINER:
+            name = _pg_name(workdir, role)
+            await conn.execute(statement.format(name=f'"{name}"'))
+    finally:
+        await conn.close()
+
+
+def _pg_reachable() -> bool:
+    try:
+        asyncio.run(_pg_ping())
+    except Exception:  # any failure to connect: the PostgreSQL rows are skipped, and said so
+        return False
+    return True
+
+
+async def _pg_ping() -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_ADMIN, timeout=5)
+    await conn.close()
+
+
+async def _fill(skus: int, workdir: Path, engine: str) -> None:
     """The master's and the joiner's databases, migrated and filled (in a child of its own:
     what filling them costs is not the snapshot's)."""
     from agent.sql import Tx
 
     names = [f"SKU-{i:07d}" for i in range(skus)]
-    for role, db in zip(MASTER_JOINER, _open(workdir), strict=True):
+    for role, db in zip(MASTER_JOINER, _open(workdir, engine), strict=True):
         await db.upgrade()
 
         def fill(conn: Any, role: str = role) -> None:
@@ -97,7 +151,7 @@ async def _fill(skus: int, workdir: Path) -> None:
             if role == "joiner":
                 tx.many(
                     "INSERT INTO item (item_id, sku, title, published, created_at, "
-                    "cutover_pending, updated_at) VALUES (?, ?, '', 80, 1.0, 0, 1.0)",
+                    "cutover_pending, updated_at) VALUES (?, ?, '', 80, 1.0, FALSE, 1.0)",
                     ((f"gid://shopify/InventoryItem/{i}", sku) for i, sku in enumerate(names)),
                 )
 
@@ -105,7 +159,7 @@ async def _fill(skus: int, workdir: Path) -> None:
         await db.dispose()
 
 
-async def _child(mode: str, skus: int, workdir: Path) -> dict[str, Any]:
+async def _child(mode: str, skus: int, workdir: Path, engine: str) -> dict[str, Any]:
     from agent import ledger
     from agent.clock import SystemClock
     from agent.models import Identity
@@ -118,7 +172,7 @@ async def _child(mode: str, skus: int, workdir: Path) -> dict[str, Any]:
         snapshot_to_wire,
     )
 
-    master, joiner = _open(workdir)
+    master, joiner = _open(workdir, engine)
     me = Identity(id=1, domain="joiner.example.com", epoch="e1", public_key="k", created_at=0)
     base = _rss_mb()
     started = time.perf_counter()
@@ -165,44 +219,60 @@ def _short(n: int) -> str:
     return f"{n // 1_000_000}m" if n % 1_000_000 == 0 else f"{n // 1000}k"
 
 
+def _run(engine: str, skus: int, mode: str) -> dict[str, Any]:
+    """Fill two fresh databases, then take the snapshot, each in a child process."""
+    with tempfile.TemporaryDirectory(prefix="shopsync-scale-") as tmp:
+        workdir = Path(tmp)
+        if engine == "postgresql":
+            asyncio.run(_pg(workdir, "CREATE DATABASE {name}"))
+        try:
+            for step in ("fill", mode):
+                child = subprocess.run(
+                    [sys.executable, __file__, "--child", step, str(skus), tmp, engine],
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                )
+                if child.returncode != 0:
+                    out.print(f"[red]{engine} {mode} at {skus:,} failed[/]: {child.stderr[-2000:]}")
+                    return {}
+        finally:
+            if engine == "postgresql":
+                asyncio.run(_pg(workdir, "DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    figures: dict[str, Any] = json.loads(child.stdout.strip().splitlines()[-1])
+    return figures
+
+
 def main() -> None:
     args = parse()
     if args.child:
-        mode, skus, directory = args.child
-        if mode == "fill":
-            asyncio.run(_fill(int(skus), Path(directory)))
+        step, skus, directory, engine = args.child
+        if step == "fill":
+            asyncio.run(_fill(int(skus), Path(directory), engine))
         else:
-            print(json.dumps(asyncio.run(_child(mode, int(skus), Path(directory)))))
+            print(json.dumps(asyncio.run(_child(step, int(skus), Path(directory), engine))))
         return
-    rows: list[tuple[int, str, dict[str, Any]]] = []
-    for skus in args.sizes:
-        for mode in MODES:
-            with tempfile.TemporaryDirectory(prefix="shopsync-scale-") as tmp:
-                out.print(f"{mode} snapshot of {skus:,} SKUs …")
-                for step in ("fill", mode):
-                    child = subprocess.run(
-                        [sys.executable, __file__, "--child", step, str(skus), tmp],
-                        capture_output=True,
-                        text=True,
-                        check=False,
-                    )
-                    if child.returncode != 0:
-                        break
-            if child.returncode != 0:
-                out.print(f"[red]{mode} at {skus:,} failed[/]: {child.stderr[-2000:]}")
-                rows.append((skus, mode, {}))
-                continue
-            rows.append((skus, mode, json.loads(child.stdout.strip().splitlines()[-1])))
+    engines = list(args.engines)
+    if "postgresql" in engines and not _pg_reachable():
+        out.print(f"[yellow]PostgreSQL at {PG_ADMIN} cannot be reached: its rows are skipped[/]")
+        engines.remove("postgresql")
+    rows: list[tuple[str, int, str, dict[str, Any]]] = []
+    for engine in engines:
+        for skus in args.sizes:
+            for mode in MODES:
+                out.print(f"{engine}: {mode} snapshot of {skus:,} SKUs …")
+                rows.append((engine, skus, mode, _run(engine, skus, mode)))
     table = Table(title="A join's snapshot (master and joiner in one child process, no HTTP)")
-    for col in ("SKUs", "mode", "spool s", "transfer s", "install s", "total s", "peak RSS MB"):
+    columns = ("database", "SKUs", "mode", "spool s", "transfer s", "install s", "total s")
+    for col in (*columns, "peak RSS MB"):
         table.add_column(col, justify="right")
-    for skus, mode, f in rows:
+    for engine, skus, mode, f in rows:
         keys = ("spool_s", "transfer_s", "install_s", "total_s", "rss_mb")
-        table.add_row(f"{skus:,}", mode, *(str(f.get(k, "failed")) for k in keys))
+        table.add_row(engine, f"{skus:,}", mode, *(str(f.get(k, "failed")) for k in keys))
     out.print(table)
-    figures: dict[str, Any] = {"sizes": args.sizes}
-    for skus, mode, f in rows:
-        tag = _short(skus)
+    figures: dict[str, Any] = {"sizes": args.sizes, "engines": engines}
+    for engine, skus, mode, f in rows:
+        tag = _short(skus) + ("" if engine == "sqlite" else "_pg")
         prefix = "snapshot" if mode == "paged" else "whole_snapshot"
         figures[f"{prefix}_s_{tag}"] = f.get("total_s")
         figures[f"{prefix}_rss_mb_{tag}"] = f.get("rss_mb")

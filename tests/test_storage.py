@@ -412,3 +412,36 @@ async def test_a_peers_contact_is_noted_and_its_failures_logged_once(database: D
     assert kinds == ["peer_unreachable", "batch_sent", "peer_reconnected"]
     assert peer is not None and peer.last_error == "" and peer.last_contact is not None
     assert peer.acked == '[["a.example.com", "e1", 3]]'
+
+
+async def test_an_install_carries_the_changes_made_since_a_seq_into_the_new_epoch(
+    database: Database,
+) -> None:
+    async with database.sessions.begin() as s:
+        me = (await s.exec(select(Identity))).one()
+        before = [NewEvent("A", "introduce", count=9, item_created=1.0)]
+        before.append(NewEvent("A", "change", delta=-2))  # seq 2: the group counted it
+        await ledger.append_local(s, me, before, 1.0, _seq_proof)
+        out = [NewEvent("A", "change", delta=-3), NewEvent("B", "change", delta=4)]
+        out += [NewEvent("A", "change", delta=1), NewEvent("C", "change", delta=5)]
+        await ledger.append_local(s, me, out, 2.0, _seq_proof)  # seqs 3-6: while out
+    assert await database.read(lambda c: ledger.changes_since(c, "a.example.com", "e1", 2)) == {
+        "A": -2,
+        "B": 4,
+        "C": 5,
+    }
+    group = [Pool("A", 50, 0.5, "m.example.com", 0), Pool("B", 20, 0.5, "m.example.com", -1)]
+    await database.run(lambda conn: ledger.stage(conn, group))
+    head = ledger.SnapshotHead(vector={("m.example.com", "e9"): 3}, extra=[])
+    _, epoch = await database.run(
+        lambda conn: ledger.install(conn, head, me, 3.0, _seq_proof, carry_since=2)
+    )
+    async with database.sessions() as s:
+        held = await ledger.get_pools(s, ["A", "B", "C"])
+        carried = list(await s.exec(select(EventRow).where(EventRow.epoch == epoch)))
+    assert (held["A"].value, held["B"].value) == (48, 23)  # the group's counts moved
+    assert "C" not in held  # not the group's SKU (and no item of it here): nothing to carry
+    assert sorted((e.sku, e.delta, e.cause) for e in carried) == [
+        ("A", -2, ledger.WHILE_OUT),
+        ("B", 4, ledger.WHILE_OUT),
+    ]

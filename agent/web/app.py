@@ -120,10 +120,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     except Exception as exc:  # unreachable, refused, not a database, a URL the driver refuses
         if db is not None:
             await db.dispose()
-        raise StartupError(
-            f"cannot open the database {_database_name(settings)}: {_reason(exc)}; "
-            + _database_fix(settings)
-        ) from exc
+        raise database_error(settings, exc) from exc
     if identity is None:
         await db.dispose()
         raise StartupError(
@@ -135,6 +132,14 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     app[keys.IDENTITY] = identity
     yield
     await db.dispose()
+
+
+def database_error(settings: Settings, exc: BaseException) -> StartupError:
+    """The one-line start-up error of a database that cannot be opened (nor locked)."""
+    return StartupError(
+        f"cannot open the database {_database_name(settings)}: {_reason(exc)}; "
+        + _database_fix(settings)
+    )
 
 
 def _database_name(settings: Settings) -> str:

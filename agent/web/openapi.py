@@ -56,6 +56,20 @@ def _ref(name: str) -> Schema:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+#: A change of this shop's that an import counts (or, joining again, discards).
+COUNTED = _obj(
+    {
+        "sku": STR,
+        "item_id": STR,
+        "shop": INT,
+        "last_seen": INT,
+        "change": INT,
+        "group_before": INT,
+        "group_after": INT,
+    }
+)
+
+
 def _tuple(*items: Schema) -> Schema:
     return {"type": "array", "prefixItems": list(items), "minItems": len(items), "items": False}
 
@@ -283,24 +297,12 @@ SCHEMAS: dict[str, Schema] = {
     ),
     "Preflight": _obj(
         {
-            "mode": {"enum": ["join", "reimport"]},
+            "mode": {"enum": ["join", "rejoin", "reimport"]},
             "items": INT,
             "skus_to_write": INT,
             "to_change": _list(_obj({"sku": STR, "item_id": STR, "shop": INT, "target": INT})),
             "changes_to_count": INT,
-            "counted": _list(
-                _obj(
-                    {
-                        "sku": STR,
-                        "item_id": STR,
-                        "shop": INT,
-                        "last_seen": INT,
-                        "change": INT,
-                        "group_before": INT,
-                        "group_after": INT,
-                    }
-                )
-            ),
+            "counted": _list(COUNTED),
             "not_synced_yet": _list(STR),
             "not_synced_yet_count": INT,
             "duplicates": _list(_obj({"sku": STR, "items": _list(ITEM)})),
@@ -311,6 +313,9 @@ SCHEMAS: dict[str, Schema] = {
             "missing_here_count": INT,
             "only_here": _list(STR),
             "only_here_count": INT,
+            "while_out": _null({"enum": ["count", "discard"]}),
+            "discarded": _list(COUNTED),
+            "discarded_count": INT,
         },
         description="What an import does, SKU by SKU (`mode`: a join replaces this shop's counts "
         "with the group's; a re-import first counts this shop's changes since the agent last "
@@ -564,8 +569,20 @@ ADMIN_PATHS: dict[str, dict[str, Any]] = {
                 }
             ),
             status=("202",),
-            body=_obj({"target": {"type": "string", "pattern": r"\S"}}),
+            body=_obj(
+                {
+                    "target": {"type": "string", "pattern": r"\S"},
+                    "while_out": {
+                        "enum": ["count", "discard"],
+                        "description": "Joining the group this shop left before: count the "
+                        "changes it made while out into the group's counts (default), or "
+                        "discard them.",
+                    },
+                },
+                optional=("while_out",),
+            ),
             errors={
+                "400": "The target or `while_out` is malformed.",
                 "409": "This shop is already in a group: leave it first.",
                 "502": "The target could not be found, reached, or refused the request.",
             },

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -101,16 +101,27 @@ class ShopHandle:
 class Cluster:
     """N shops on one platform; `join(a, b)` makes shop a join b's group with b's accept."""
 
-    def __init__(self, workdir: Path, n: int, *, skus: int = 10, channel: str = "shopify"):
+    def __init__(
+        self,
+        workdir: Path,
+        n: int,
+        *,
+        skus: int = 10,
+        channel: str = "shopify",
+        database_urls: Sequence[str] = (),
+    ):
         self.workdir = workdir
         self.specs = [(i, channel) for i in range(n)]
         self.skus = skus
+        self.database_urls = database_urls  # shop i's PostgreSQL database, if given
         self.shops: list[ShopHandle] = []
         self.http: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Cluster:
         self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         shops = [Shop(i, ch, self.workdir, self.skus) for i, ch in self.specs]
+        for shop, url in zip(shops, self.database_urls, strict=False):
+            shop.database_url = url
         try:
             await asyncio.gather(*(s.start() for s in shops))
         except BaseException:
