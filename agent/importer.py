@@ -19,7 +19,7 @@ from sqlmodel import col, select
 
 from agent import synclog
 from agent.catalogue import SkuRule, classify
-from agent.channel import Channel
+from agent.channel import Channel, Item
 from agent.clock import Clock
 from agent.db import Database
 from agent.models import ItemRow, PoolRow
@@ -166,10 +166,11 @@ class Importer:
         are counted the same way (`mode` "rejoin"), or with `count_while_out` False listed as
         what the join discards (`discarded`).
         """
-        listed = [item async for item in self.channel.list_items()]
+        joining = pools is not None
+        known = await self._known_items() if joining else None
+        listed = known if known is not None else [it async for it in self.channel.list_items()]
         keyed = [(it.item_id, self.sku_rule(it.sku)) for it in listed]
         verdict = classify(keyed)
-        joining = pools is not None
         rows: dict[str, ItemRow] = {}
         async with self.db.sessions() as session:
             if pools is None:
@@ -265,6 +266,24 @@ class Importer:
             "only_here": only_here[:EXAMPLES],
             "only_here_count": len(only_here),
         }
+
+    async def _known_items(self) -> list[Item] | None:
+        """The shop's items as this agent knows them, if it knows every one: a full catalogue
+        pass has ended since it started, and every synced item's count has been read (webhooks
+        and passes keep them current since). None otherwise: the shop is listed.
+
+        A join's pre-flight takes these instead of listing the shop again. At 100,000 items a
+        listing took 20 s of the join's 70 (a bulk operation on Shopify takes longer), while
+        the cut-over writes need no listing to be exact: each is compare-and-set against the
+        count the agent last saw, and one that meets another count is read again.
+        """
+        if self.reconciler.last_reconcile is None:
+            return None
+        async with self.db.sessions() as session:
+            rows = list(await session.exec(select(ItemRow)))
+        if any(r.published is None and r.excluded is None for r in rows):
+            return None
+        return [Item(r.item_id, r.sku, r.published or 0, r.created_at, title=r.title) for r in rows]
 
     # -- running ---------------------------------------------------------------------------------
 

@@ -307,25 +307,31 @@ async def get_pools(request: web.Request) -> web.Response:
             if order == "changed":
                 matched.sort(key=lambda name: -(counts.get(name, (None, 0.0))[1] or 0.0))
         page = matched[offset:] if limit is None else matched[offset : offset + limit]
-        pools_q, items_q = select(PoolRow), select(ItemRow).where(kept)
+        # columns, not ORM objects: the whole catalogue (no limit) is 100,000 rows and more
+        pools_q = select(PoolRow.sku, PoolRow.base, PoolRow.deltas, PoolRow.updated_at)
+        items_q = select(ItemRow.sku, ItemRow.published, ItemRow.item_id, ItemRow.title)
+        items_q = items_q.where(kept)
         if limit is not None:  # at most MAX_POOLS_PAGE names: read only their rows
             pools_q = pools_q.where(col(PoolRow.sku).in_(page))
             items_q = items_q.where(col(ItemRow.sku).in_(page))
-        pools = {p.sku: p for p in await session.exec(only(pools_q, PoolRow.sku))}
-        items = {i.sku: i for i in await session.exec(only(items_q, ItemRow.sku))}
+        pools = {
+            name: (None if base is None else base + deltas, at)
+            for name, base, deltas, at in await session.exec(only(pools_q, PoolRow.sku))
+        }
+        items = {row[0]: row[1:] for row in await session.exec(only(items_q, ItemRow.sku))}
     out = []
     for name in page:
-        pool, item = pools.get(name), items.get(name)
-        value = None if pool is None else pool.value
+        value, at = pools.get(name, (None, None))
+        published, item_id, title = items.get(name, (None, None, None))
         out.append(
             {
                 "sku": name,
                 "pool": value,
-                "published": None if item is None else item.published,
+                "published": published,
                 "target": None if value is None else agent.rules.decide(name, value).count,
-                "item_id": None if item is None else item.item_id,
-                "title": None if item is None else item.title,
-                "updated_at": None if pool is None else pool.updated_at,
+                "item_id": item_id,
+                "title": title,
+                "updated_at": at,
             }
         )
     return web.json_response({"pools": out, "total": len(matched)})
