@@ -193,33 +193,32 @@ class JoinImport:
     async def _import_from(self, domain: str, agent_url: str) -> None:
         """Take the master's snapshot as this agent's base, then sync live (DESIGN §8)."""
         head = await self._download(domain, agent_url)
-        report = await self._preflight(domain)
+        report = await self._preflight(domain, head)
         await self.install(head, domain, report)
         await self._after_install(domain, report)
 
-    async def _rejoin(self, master: str) -> tuple[int | None, bool]:
+    async def _rejoin(self, master: str) -> bool | None:
         """For a shop joining the group it left before (the master was a member then, and
-        this agent's stream is the one it had): the seq its stream stood at when it left, and
-        whether the owner chose to count the changes made since (the default) or discard
-        them. (None, False) for any other join."""
+        this agent's stream is the one it had): whether the owner chose to count the changes
+        the group lacks (the default) or discard them. None for any other join."""
         left = await self.db.get_state(LEFT_GROUP, None)
         if (
             not isinstance(left, dict)
             or left.get("epoch") != self.identity.epoch
             or master not in left.get("members", [])
         ):
-            return None, False
+            return None
         options = await self.db.get_state(JOIN_OPTIONS, {})
-        return int(left.get("seq", 0)), options.get("while_out", "count") == "count"
+        return bool(options.get("while_out", "count") == "count")
 
-    async def _preflight(self, domain: str) -> dict[str, Any]:
+    async def _preflight(self, domain: str, head: SnapshotHead) -> dict[str, Any]:
         """The import's pre-flight against the staged snapshot's counts (and, joining the
-        group this shop left, the changes it made while out)."""
-        since, count = await self._rejoin(domain)
+        group this shop left, the changes of its own that the group lacks)."""
+        count = await self._rejoin(domain)
         while_out = None
-        if since is not None:
+        if count is not None:
             own = (self.identity.domain, self.identity.epoch)
-            while_out = await self.db.read(lambda conn: ledger.changes_since(conn, *own, since))
+            while_out = await self.db.read(lambda conn: ledger.group_lacks(conn, own, head))
         delay = 0.2
         while True:
             try:  # the pre-flight lists the shop: a 429/5xx must not end the import
@@ -227,7 +226,7 @@ class JoinImport:
                 return await self.importer.preflight(
                     await self.db.read(ledger.staged_counts),
                     while_out=while_out,
-                    count_while_out=count,
+                    count_while_out=bool(count),
                 )
             except Exception as exc:
                 log.warning("preflight_retry", peer=domain, error=str(exc))
@@ -255,7 +254,7 @@ class JoinImport:
             group = await self.db.read(ledger.staged_skus)
             for listener in self.before_install:
                 listener(group)
-        since, count = await self._rejoin(master)
+        count = await self._rejoin(master)
         now = self.clock.now()
         async with self.db.transaction() as session:
             pools, epoch = await ledger.install_snapshot(
@@ -264,7 +263,7 @@ class JoinImport:
                 self.identity,
                 now,
                 self.roster.sign_event,
-                carry_since=since if count else None,
+                carry=bool(count),
             )
             left = await session.get(StateEntry, LEFT_GROUP)
             if left is not None:  # in a group again: a later leave notes where it stood

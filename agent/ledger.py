@@ -43,7 +43,7 @@ __all__ = [
     "apply",
     "apply_event",
     "apply_events",
-    "changes_since",
+    "group_lacks",
     "event_of",
     "event_values",
     "base_wins",
@@ -538,15 +538,22 @@ def staged_counts(conn: Connection) -> dict[str, int]:
     return {sku: int(value) for sku, value in Tx(conn).rows(query)}
 
 
-def changes_since(conn: Connection, origin: str, epoch: str, seq: int) -> dict[str, int]:
-    """The sum of the changes (not introduces) of stream (origin, epoch) after `seq`, by SKU;
-    SKUs whose changes add up to nothing are left out."""
-    rows = Tx(conn).rows(
-        "SELECT sku, SUM(delta) FROM event WHERE origin = ? AND epoch = ? AND seq > ? "
-        "AND kind <> ? GROUP BY sku",
-        (origin, epoch, seq, INTRODUCE),
+def group_lacks(conn: Connection, stream: tuple[str, str], head: SnapshotHead) -> dict[str, int]:
+    """This agent's own changes (not introduces) of `stream` that a group's snapshot does not
+    count, summed by SKU (SKUs whose changes add up to nothing are left out): those after
+    the snapshot's vector entry for the stream, but for any it holds beyond it (`extra`).
+    For a shop joining its group again: what it did while out, and what it made before it
+    left but never got to send."""
+    seq = head.vector.get(stream, 0)
+    held = {e.seq for e in head.extra if (e.origin, e.epoch) == stream}
+    total: dict[str, int] = {}
+    query = (
+        "SELECT sku, seq, delta FROM event WHERE origin = ? AND epoch = ? AND seq > ? AND kind <> ?"
     )
-    return {sku: int(total) for sku, total in rows if total}
+    for sku, number, delta in Tx(conn).rows(query, (*stream, seq, INTRODUCE)):
+        if number not in held:
+            total[sku] = total.get(sku, 0) + delta
+    return {sku: delta for sku, delta in total.items() if delta}
 
 
 def install(
@@ -555,7 +562,7 @@ def install(
     identity: Identity,
     now: float,
     sign: Signer,
-    carry_since: int | None = None,
+    carry: bool = False,
 ) -> tuple[int, str]:
     """Replace this agent's ledger by the staged snapshot (its pools in `incoming_pool`, the
     rest in `head`); returns how many pools the snapshot has and the agent's new epoch. The
@@ -568,18 +575,14 @@ def install(
     which may be more than it showed (its stock rules may have held units back). Items of
     neither kind forget their published count and are introduced when next read.
 
-    With `carry_since` (a shop that was a member before, left, and joins again counting what
-    it did while out): the changes of this agent's own stream after that seq are carried
-    into the new epoch as changes, for the snapshot's SKUs, so they move the group's counts
-    as the sales they are. Without, the group's counts win (SKUs only this shop has keep
-    their count either way).
+    With `carry` (a shop that was a member before, left, and joins again counting what it did
+    while out): the changes of this agent's own stream that the snapshot does not count
+    (`group_lacks`) are carried into the new epoch as changes, for the snapshot's SKUs, so
+    they move the group's counts as the sales they are. Without, the group's counts win
+    (SKUs only this shop has keep their count either way).
     """
     tx = Tx(conn)
-    carried = (
-        {}
-        if carry_since is None
-        else changes_since(conn, identity.domain, identity.epoch, carry_since)
-    )
+    carried = group_lacks(conn, (identity.domain, identity.epoch), head) if carry else {}
     # items of SKUs only this shop has, synced and counted: introduced with their pool's count
     # (the first item of a SKU by id; another item of it is of neither kind)
     only_here = tx.rows(
@@ -632,9 +635,7 @@ async def install_snapshot(
     identity: Identity,
     now: float,
     sign: Signer,
-    carry_since: int | None = None,
+    carry: bool = False,
 ) -> tuple[int, str]:
     """`install` in the session's transaction."""
-    return await _on_session(
-        session, lambda conn: install(conn, head, identity, now, sign, carry_since)
-    )
+    return await _on_session(session, lambda conn: install(conn, head, identity, now, sign, carry))

@@ -33,7 +33,7 @@ from agent.importer import JOIN_OPTIONS, LEFT_GROUP, WHILE_OUT_CHOICES
 from agent.join_import import JoinImport
 from agent.joins import MAX_PENDING, REQUEST_TTL
 from agent.membership import LIVE, Member, admission_from_wire, judge
-from agent.models import Identity, JoinRequest, PeerRow, VectorEntry
+from agent.models import Identity, JoinRequest, PeerRow
 from agent.replication import Replicator
 from agent.roster import OWN_RECORD, PeerError, Roster, parse_member, write_peer
 from agent.signing import SigningError, fingerprint, load_public_key_b64
@@ -288,15 +288,10 @@ class Peering:
         await self.replicator.stop()
         async with self.db.transaction() as session:
             members = [p.domain for p in await session.exec(select(PeerRow))]
-            own = await session.get(VectorEntry, (self.identity.domain, self.identity.epoch))
-            # where this shop's own stream stands: what it does from here is "while out", if
-            # it ever joins this group again (agent.join_import)
-            left = {
-                "at": self.clock.now(),
-                "epoch": self.identity.epoch,
-                "seq": 0 if own is None else own.seq,
-                "members": members,
-            }
+            # which group this shop left, and with which stream of its own: if it joins that
+            # group again, the changes of that stream the group lacks are what it did while
+            # out (and what it never got to send): agent.join_import
+            left = {"at": self.clock.now(), "epoch": self.identity.epoch, "members": members}
             await write_state(session, LEFT_GROUP, left)
             await session.exec(delete(PeerRow))
             synclog.record(

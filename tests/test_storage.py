@@ -414,7 +414,7 @@ async def test_a_peers_contact_is_noted_and_its_failures_logged_once(database: D
     assert peer.acked == '[["a.example.com", "e1", 3]]'
 
 
-async def test_an_install_carries_the_changes_made_since_a_seq_into_the_new_epoch(
+async def test_an_install_carries_the_own_changes_the_group_lacks_into_the_new_epoch(
     database: Database,
 ) -> None:
     async with database.sessions.begin() as s:
@@ -422,26 +422,27 @@ async def test_an_install_carries_the_changes_made_since_a_seq_into_the_new_epoc
         before = [NewEvent("A", "introduce", count=9, item_created=1.0)]
         before.append(NewEvent("A", "change", delta=-2))  # seq 2: the group counted it
         await ledger.append_local(s, me, before, 1.0, _seq_proof)
+        never_sent = [NewEvent("A", "change", delta=-1), NewEvent("B", "change", delta=-7)]
         out = [NewEvent("A", "change", delta=-3), NewEvent("B", "change", delta=4)]
         out += [NewEvent("A", "change", delta=1), NewEvent("C", "change", delta=5)]
-        await ledger.append_local(s, me, out, 2.0, _seq_proof)  # seqs 3-6: while out
-    assert await database.read(lambda c: ledger.changes_since(c, "a.example.com", "e1", 2)) == {
-        "A": -2,
-        "B": 4,
-        "C": 5,
-    }
+        rows = await ledger.append_local(s, me, never_sent + out, 2.0, _seq_proof)
+    held_beyond = rows[1]  # seq 4 (B -7): the master holds it ahead of a gap at seq 3
     group = [Pool("A", 50, 0.5, "m.example.com", 0), Pool("B", 20, 0.5, "m.example.com", -1)]
+    head = ledger.SnapshotHead(
+        vector={("m.example.com", "e9"): 3, ("a.example.com", "e1"): 2}, extra=[held_beyond]
+    )
+    lacks = await database.read(lambda c: ledger.group_lacks(c, ("a.example.com", "e1"), head))
+    assert lacks == {"A": -3, "B": 4, "C": 5}  # seqs 3, 5-8: not 1-2 (counted) nor 4 (held)
     await database.run(lambda conn: ledger.stage(conn, group))
-    head = ledger.SnapshotHead(vector={("m.example.com", "e9"): 3}, extra=[])
     _, epoch = await database.run(
-        lambda conn: ledger.install(conn, head, me, 3.0, _seq_proof, carry_since=2)
+        lambda conn: ledger.install(conn, head, me, 3.0, _seq_proof, carry=True)
     )
     async with database.sessions() as s:
         held = await ledger.get_pools(s, ["A", "B", "C"])
         carried = list(await s.exec(select(EventRow).where(EventRow.epoch == epoch)))
-    assert (held["A"].value, held["B"].value) == (48, 23)  # the group's counts moved
+    assert (held["A"].value, held["B"].value) == (47, 23)  # the group's counts moved
     assert "C" not in held  # not the group's SKU (and no item of it here): nothing to carry
     assert sorted((e.sku, e.delta, e.cause) for e in carried) == [
-        ("A", -2, ledger.WHILE_OUT),
+        ("A", -3, ledger.WHILE_OUT),
         ("B", 4, ledger.WHILE_OUT),
     ]
