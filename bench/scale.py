@@ -1,4 +1,4 @@
-"""Scale benchmark, the snapshot part: a join's snapshot at 100,000 and 1,000,000 SKUs.
+"""Scale benchmark: a join's snapshot at 100,000 and 1,000,000 SKUs, and one agent at 1,000,000.
 
 For each size, two SQLite databases made by the agent's migrations: a master holding N pools
 (and a vector) and a joiner holding its own solo ledger of the same N SKUs (pools and items,
@@ -15,8 +15,10 @@ does, in a child process of its own (`--child`) so that its peak RSS is the snap
 Master and joiner run in the one child process, without the HTTP hop (one signed request per
 page, about 1 ms of each side's CPU on this machine, is left out). Figures per size and mode:
 seconds to spool, to transfer, to install, in all; the child's peak RSS over its baseline.
-The rest of the Scale issue's bench (joins of emulated shops of these sizes, 1,000,000-SKU
-reconciliation, compaction) is not here yet.
+Then one real agent and its emulated Shopify shop (processes, SQLite, `--agent-sizes`, default
+1,000,000; quick 20,000): start and first full pass, a second full pass (time and platform
+API requests), and the agent's peak RSS (`rss_mb_1m`). Joins of emulated shops of these sizes
+and compaction are not here yet.
 
     .venv/bin/python bench/scale.py [--quick] [--sizes 100000,1000000]
 """
@@ -59,10 +61,17 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         help="databases to run on (default both; PostgreSQL from $SHOPSYNC_BENCH_PG, "
         "skipped when it cannot be reached)",
     )
+    p.add_argument(
+        "--agent-sizes",
+        help="catalogues one real agent and emulator run through (default 1000000; quick "
+        "20000; 0: none)",
+    )
     p.add_argument("--child", nargs=4, metavar=("STEP", "SKUS", "DIR", "ENGINE"), help=SUPPRESS)
     args = p.parse_args(argv)
     default = "20000,100000" if args.quick else "100000,1000000"
     args.sizes = [int(s) for s in (args.sizes or default).split(",")]
+    agents = args.agent_sizes or ("20000" if args.quick else "1000000")
+    args.agent_sizes = [int(s) for s in agents.split(",") if int(s) > 0]
     args.engines = [e.strip() for e in args.engines.split(",")]
     if not set(args.engines) <= set(ENGINES):
         p.error(f"--engines: choose from {', '.join(ENGINES)}")
@@ -243,6 +252,47 @@ def _run(engine: str, skus: int, mode: str) -> dict[str, Any]:
     return figures
 
 
+async def _agent_part(skus: int) -> dict[str, Any]:
+    """One emulated Shopify shop of `skus` items and its agent (real processes, SQLite): the
+    agent's start and first full pass, its peak RSS, then one more full pass: its time and the
+    platform API requests it made."""
+    import aiohttp
+
+    from bench._harness import Node, post_json, proc_usage, wait_idle
+
+    with tempfile.TemporaryDirectory(prefix="shopsync-scale-agent-") as tmp:
+        node = Node(Path(tmp), 0, skus=skus, available=100, plan="plus")
+        timeout = aiohttp.ClientTimeout(total=900)
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            try:
+                started = time.monotonic()
+                await node.start(timeout=300)
+                if await wait_idle(http, [node], 600 + skus * 0.005) is None:
+                    raise RuntimeError("the first full pass did not end")
+                first = time.monotonic() - started
+                before = (await node.status(http))["last_reconcile"]
+                stats0 = await node.emu_stats(http)
+                passed = time.monotonic()
+                await post_json(http, f"{node.agent_url}/api/reconcile", token=node.token)
+                for _ in range(int(600 + skus * 0.005) * 5):  # polled every 0.2 s
+                    if (await node.status(http))["last_reconcile"] != before:
+                        break
+                    await asyncio.sleep(0.2)
+                else:
+                    raise RuntimeError("the second full pass did not end")
+                again = time.monotonic() - passed
+                stats1 = await node.emu_stats(http)
+                usage = proc_usage(node.agent_pid)
+            finally:
+                await node.stop()
+    return {
+        "first_pass_s": round(first, 1),
+        "reconcile_s": round(again, 1),
+        "reconcile_requests": stats1["requests"] - stats0["requests"],
+        "rss_mb": round(usage.peak_rss_mb, 1),
+    }
+
+
 def main() -> None:
     args = parse()
     if args.child:
@@ -278,6 +328,22 @@ def main() -> None:
         figures[f"{prefix}_rss_mb_{tag}"] = f.get("rss_mb")
         if mode == "paged":
             figures[f"snapshot_install_s_{tag}"] = f.get("install_s")
+    if args.agent_sizes:
+        agents = Table(title="One agent and its emulated shop (real processes, SQLite, Plus plan)")
+        for col in ("SKUs", "start + first pass s", "full pass s", "API requests", "peak RSS MB"):
+            agents.add_column(col, justify="right")
+        for skus in args.agent_sizes:
+            out.print(f"one agent with {skus:,} SKUs …")
+            f = asyncio.run(_agent_part(skus))
+            tag = _short(skus)
+            figures |= {
+                f"first_pass_s_{tag}": f["first_pass_s"],
+                f"reconcile_s_{tag}": f["reconcile_s"],
+                f"reconcile_requests_{tag}": f["reconcile_requests"],
+                f"rss_mb_{tag}": f["rss_mb"],
+            }
+            agents.add_row(f"{skus:,}", *(str(f[k]) for k in f))
+        out.print(agents)
     emit_json("scale", figures)
 
 
