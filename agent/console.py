@@ -259,6 +259,14 @@ def print_duplicates(report: dict[str, Any]) -> None:
         )
 
 
+def _first_rows(lines: list[str], total: int, shown: int = 15) -> None:
+    """The first `shown` of a report's rows, then how many more there are of `total`."""
+    for line in lines[:shown]:
+        console.print(line)
+    if total > shown:
+        console.print(f"  … and {total - shown} more")
+
+
 def print_preflight(report: dict[str, Any], *, dry_run: bool) -> None:
     """The import's pre-flight report: what the run does, SKU by SKU."""
     from agent.importer import IMPORT_MODES  # local: the other commands need none of it
@@ -273,35 +281,40 @@ def print_preflight(report: dict[str, Any], *, dry_run: bool) -> None:
             f"[bold]{report['changes_to_count']} changes in this shop to count[/] "
             "(the group's count follows in every shop):"
         )
-    for row in counted[:15]:
-        console.print(
+    _first_rows(
+        [
             f"  {_safe(row['sku'])}: shop shows {_safe(row['shop'])}, last seen "
             f"{_safe(row['last_seen'])} ({row['change']:+d}): group {_safe(row['group_before'])}"
             f" → {_safe(row['group_after'])}"
-        )
-    if report.get("changes_to_count", 0) > 15:
-        console.print(f"  … and {report['changes_to_count'] - 15} more")
+            for row in counted
+        ],
+        report.get("changes_to_count", 0),
+    )
     discarded = report.get("discarded", [])
     if discarded:
         console.print(
             f"[bold]{report['discarded_count']} changes made while out of the group are "
             "discarded[/] (joined with --while-out discard: the group's count wins):"
         )
-    for row in discarded[:15]:
-        console.print(
+    _first_rows(
+        [
             f"  {_safe(row['sku'])}: {row['change']:+d} since it left, not counted; "
             f"the group's {_safe(row['group_before'])} is written"
-        )
-    if report.get("discarded_count", 0) > 15:
-        console.print(f"  … and {report['discarded_count'] - 15} more")
+            for row in discarded
+        ],
+        report.get("discarded_count", 0),
+    )
     console.print(
         f"{report['items']} items in the shop; [bold]{report['skus_to_write']} counts to write "
         "here[/]"
     )
-    for row in report["to_change"][:15]:
-        console.print(f"  {_safe(row['sku'])}: {_safe(row['shop'])} → {_safe(row['target'])}")
-    if report["skus_to_write"] > 15:
-        console.print(f"  … and {report['skus_to_write'] - 15} more")
+    _first_rows(
+        [
+            f"  {_safe(row['sku'])}: {_safe(row['shop'])} → {_safe(row['target'])}"
+            for row in report["to_change"]
+        ],
+        report["skus_to_write"],
+    )
     if report.get("not_synced_yet_count"):
         console.print(
             f"{report['not_synced_yet_count']} items the agent has not taken up yet (the next "

@@ -40,8 +40,8 @@ log = structlog.get_logger(__name__)
 
 #: agent_state key of a join's snapshot download: which snapshot, how many pages, the next.
 SNAPSHOT_DOWNLOAD = "snapshot_download"
-#: agent_state key of where this agent's own stream stood when it left a group, and who was in
-#: it: the changes after that are what it did while out, if it joins that group again.
+#: agent_state key of the group this agent left (its members) and the stream of its own it had
+#: then: joining that group again, the changes of that stream the group lacks are counted.
 LEFT_GROUP = "left_group"
 #: agent_state key of the owner's choices for the join requested last (`while_out`).
 JOIN_OPTIONS = "join_options"
@@ -241,13 +241,11 @@ class Importer:
                     )
         missing = sorted(set(pools) - here - set(dupes))
         only_here = sorted(here - set(pools))
+        choice = None if while_out is None else "count" if count_while_out else "discard"
+        mode = "reimport" if not joining else "rejoin" if choice == "count" else "join"
         return {
-            "mode": "reimport"
-            if not joining
-            else "rejoin"
-            if while_out is not None and count_while_out
-            else "join",
-            "while_out": None if while_out is None else "count" if count_while_out else "discard",
+            "mode": mode,
+            "while_out": choice,
             "discarded": sorted(discarded, key=lambda r: str(r["sku"]))[:EXAMPLES],
             "discarded_count": len(discarded),
             "items": len(listed),

@@ -37,28 +37,27 @@ __all__ = [
     "Pool",
     "Signer",
     "Snapshot",
+    "SnapshotHead",
     "Vector",
     "append",
     "append_local",
     "apply",
     "apply_event",
     "apply_events",
-    "group_lacks",
+    "base_wins",
+    "discard_staged",
     "event_of",
     "event_values",
-    "base_wins",
-    "get_pool",
     "events_after",
+    "get_pool",
     "get_pools",
+    "group_lacks",
     "install",
     "install_snapshot",
     "load_vector",
+    "pool_pages",
     "pools",
     "save_pools",
-    "SnapshotHead",
-    "discard_staged",
-    "pool_pages",
-    "pools_of",
     "snapshot",
     "snapshot_head",
     "stage",
@@ -198,16 +197,6 @@ def pools(conn: Connection, skus: Iterable[str]) -> dict[str, Pool]:
         for row in tx.rows(query, chunk):
             out[row[0]] = Pool(*row)
     return out
-
-
-def pools_of(conn: Connection, skus: Iterable[str]) -> set[str]:
-    """Which of `skus` have a pool."""
-    tx = Tx(conn)
-    found: set[str] = set()
-    for chunk in _chunks(set(skus)):
-        query = f"SELECT sku FROM pool WHERE sku IN ({marks(len(chunk))})"
-        found.update(row[0] for row in tx.rows(query, chunk))
-    return found
 
 
 def save_pools(conn: Connection, changed: Iterable[Pool]) -> None:
@@ -591,7 +580,7 @@ def install(
         "AND i.published IS NOT NULL "
         "AND NOT EXISTS (SELECT 1 FROM incoming_pool g WHERE g.sku = i.sku) ORDER BY i.item_id"
     )
-    pools = staged_count(conn)
+    staged = staged_count(conn)
     for table in ("event", "pool", "vector"):
         tx.run(f"DELETE FROM {table}")
     tx.run(
@@ -623,10 +612,10 @@ def install(
     new = list(introduced.values())
     new += [
         NewEvent(sku, "change", delta=carried[sku], cause=WHILE_OUT)
-        for sku in sorted(pools_of(conn, carried))
+        for sku in sorted(pools(conn, carried))  # the snapshot's SKUs among them
     ]
     append(conn, _Stream(identity.domain, epoch), new, now, sign)
-    return pools, epoch
+    return staged, epoch
 
 
 async def install_snapshot(

@@ -97,7 +97,9 @@ class Peering:
         it made while out (sales, edits) into the group's counts, or "discard" them (the
         group's counts win)."""
         if while_out not in WHILE_OUT_CHOICES:
-            raise PeerError(400, "bad_while_out", "while_out must be count or discard")
+            raise PeerError(
+                400, "bad_while_out", "while_out must be count or discard (default count)"
+            )
         if await self.roster.in_group():
             raise PeerError(
                 409,

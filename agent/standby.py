@@ -27,12 +27,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import structlog
 from sqlalchemy.engine import make_url
 
 __all__ = ["LOCK_KEY", "ShopLock", "hold"]
-
-log = structlog.get_logger(__name__)
 
 #: The advisory lock's key: "shopsync" as a signed 64-bit integer. One agent per database.
 LOCK_KEY = int.from_bytes(b"shopsync", "big", signed=True)

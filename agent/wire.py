@@ -146,17 +146,21 @@ def pools_from_wire(raw: Any, most: int) -> list[Pool]:
     return [_pool_from_wire(p) for p in raw]
 
 
-def snapshot_head_from_wire(raw: Any) -> tuple[SnapshotHead, str, int, int]:
-    """A paged snapshot's head: (vector and extra events, its id, pages, pools)."""
+def _head_from_wire(raw: Any) -> SnapshotHead:
+    """The vector and extra events of a snapshot, whole or paged."""
     if not isinstance(raw, dict):
-        raise ValueError("a snapshot head is an object")
+        raise ValueError("a snapshot is an object")
     extra = raw.get("extra_events", [])
     if not isinstance(extra, list):
         raise ValueError("a snapshot's extra_events is a list")
-    head = SnapshotHead(
-        vector=vector_from_wire(raw.get("vector")),
-        extra=[event_from_wire(e) for e in extra],
+    return SnapshotHead(
+        vector=vector_from_wire(raw.get("vector")), extra=[event_from_wire(e) for e in extra]
     )
+
+
+def snapshot_head_from_wire(raw: Any) -> tuple[SnapshotHead, str, int, int]:
+    """A paged snapshot's head: (vector and extra events, its id, pages, pools)."""
+    head = _head_from_wire(raw)
     snapshot_id = _text(raw.get("snapshot"), "snapshot id", 64)
     return (
         head,
@@ -168,13 +172,8 @@ def snapshot_head_from_wire(raw: Any) -> tuple[SnapshotHead, str, int, int]:
 
 def snapshot_from_wire(raw: Any) -> Snapshot:
     """Parse a master's snapshot; ValueError on anything malformed."""
-    if not isinstance(raw, dict):
-        raise ValueError("a snapshot is an object")
-    pools, extra = raw.get("pools"), raw.get("extra_events", [])
-    if not isinstance(pools, list) or not isinstance(extra, list):
-        raise ValueError("a snapshot's pools and extra_events are lists")
-    return Snapshot(
-        pools=[_pool_from_wire(p) for p in pools],
-        vector=vector_from_wire(raw.get("vector")),
-        extra=[event_from_wire(e) for e in extra],
-    )
+    head = _head_from_wire(raw)
+    pools = raw.get("pools")
+    if not isinstance(pools, list):
+        raise ValueError("a snapshot's pools are a list")
+    return Snapshot(pools=[_pool_from_wire(p) for p in pools], vector=head.vector, extra=head.extra)

@@ -71,6 +71,11 @@ async def test_a_shop_that_left_and_joins_again_counts_or_discards_what_it_did_w
         await joiner.edit("SKU-00003", 110)  # a stocktake while out: +10
         assert await master.buy("SKU-00002", 2)  # the group sells meanwhile
         await cluster.wait_idle()
+        for bad in ("maybe", 1, None):  # refused in words, and no request is sent
+            body = {"target": master.agent_url, "while_out": bad}
+            status, answer = await joiner.api("POST", "/api/join", body)
+            assert (status, answer["error"]) == (400, "bad_while_out"), answer
+        assert (await master.get("/api/requests"))["requests"] == []
         if while_out == "count":  # the default, through the API
             await joiner.post("/api/join", {"target": master.agent_url})
         else:  # the owner's choice, through the CLI
