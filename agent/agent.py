@@ -24,6 +24,7 @@ from agent.alerts import Alerts, AlertSettings
 from agent.catalogue import SkuRule
 from agent.channel import Channel
 from agent.clock import Clock
+from agent.compaction import DEFAULT_HORIZON, DEFAULT_INTERVAL, Compactor
 from agent.db import Database
 from agent.group_rules import RuleBook
 from agent.importer import Importer
@@ -60,6 +61,9 @@ class Tuning:
     alert_interval: float | None = None  # seconds between looks at the alerts; None: on demand
     spool_dir: Path | None = None  # where snapshots for joiners are spooled; None: a temp dir
     snapshot_page_size: int = PAGE_SIZE  # pools per page of a snapshot sent to a joiner
+    compaction_interval: float = DEFAULT_INTERVAL  # seconds between compactions; 0: none
+    history_horizon: float = DEFAULT_HORIZON  # seconds out of touch before a member is left
+    # out of compaction's floor (it re-imports when it returns)
 
 
 class Agent:
@@ -149,6 +153,7 @@ class Agent:
             mode=self.mode,
             pull_interval=tuning.pull_interval,
             rng=rng,
+            on_history_folded=lambda peer, url: self.join_import.rebase(peer, url),
         )
         self.importer = Importer(
             db=db,
@@ -168,6 +173,16 @@ class Agent:
             importer=self.importer,
             replicator=self.replicator,
             reconciler=self.reconciler,
+        )
+        self.compactor = Compactor(
+            db=db,
+            identity=identity,
+            clock=clock,
+            mode=self.mode,
+            interval=tuning.compaction_interval,
+            horizon=tuning.history_horizon,
+            importing=lambda: self.join_import.importing,
+            snapshots=self.spool.held,
         )
         self.joins = JoinDesk(db=db, identity=identity, clock=clock, call=call, roster=self.roster)
         self.peering = Peering(
@@ -197,6 +212,7 @@ class Agent:
         self.rules.on_change(self._rules_changed)
         self.metrics.attach(self)
         self._main: asyncio.Task[None] | None = None
+        self._compaction: asyncio.Task[None] | None = None
         self._watch: list[asyncio.Task[None]] = []
         self._notes: set[asyncio.Task[None]] = set()  # sync-log rows being written
         channel.credentials.on_renew = self._token_renewed
@@ -264,6 +280,8 @@ class Agent:
         await self.join_import.resume()
         if not self.join_import.importing:
             await self.replicator.start()
+        if self.tuning.compaction_interval > 0:
+            self._compaction = asyncio.create_task(self.compactor.run(), name="compaction")
         if self.tuning.alert_interval:
             self._watch = [
                 asyncio.create_task(self.alerts.run(self.tuning.alert_interval), name="alerts"),
@@ -275,7 +293,16 @@ class Agent:
         tasks: list[asyncio.Task[Any]] = [] if self._main is None else [self._main]
         tasks += [link.task for _, link in sorted(self.replicator.links.items()) if link.task]
         tasks += self.reconciler.tasks()
-        tasks += [t for t in (self.join_import.task, self.importer.task) if t is not None]
+        tasks += [
+            t
+            for t in (
+                self.join_import.task,
+                self.join_import.rebasing,
+                self.importer.task,
+                self._compaction,
+            )
+            if t is not None
+        ]
         return tasks + self._watch
 
     async def stop(self) -> None:
@@ -283,7 +310,17 @@ class Agent:
         with its key)."""
         await asyncio.gather(*self._notes, return_exceptions=True)
         await self.replicator.stop()
-        tasks = [t for t in (self._main, self.join_import.task, self.importer.task) if t]
+        tasks = [
+            t
+            for t in (
+                self._main,
+                self.join_import.task,
+                self.join_import.rebasing,
+                self.importer.task,
+                self._compaction,
+            )
+            if t
+        ]
         tasks += self._watch
         for task in tasks:
             task.cancel()

@@ -222,6 +222,8 @@ class Settings:
     log_retention_days: float = 90.0  # sync-log entries older than this are pruned; 0 keeps all
     metrics_token: str = ""  # bearer token of /metrics; empty: the admin token
     snapshot_page_size: int = 5000  # pools per page of the snapshot a joiner downloads from here
+    compaction_interval: float = 60.0  # seconds between compactions of history; 0: none
+    history_horizon_days: float = 7.0  # a member out of touch longer re-imports on return
     rules: ShopRules = dataclasses.field(default_factory=ShopRules)  # [rules]: what to publish
     alerts: AlertSettings = dataclasses.field(default_factory=AlertSettings)  # [alerts]
     notify: NotifySettings = dataclasses.field(default_factory=NotifySettings)  # [notify]
@@ -271,6 +273,10 @@ class Settings:
             raise ConfigError("log_retention_days must be 0 (keep everything) or more")
         if not 1 <= self.snapshot_page_size <= MAX_SNAPSHOT_PAGE:
             raise ConfigError(f"snapshot_page_size must be from 1 to {MAX_SNAPSHOT_PAGE} pools")
+        if not self.compaction_interval >= 0:
+            raise ConfigError("compaction_interval must be 0 (never compact) or more (seconds)")
+        if not self.history_horizon_days > 0:
+            raise ConfigError("history_horizon_days must be a positive number of days")
         return self
 
 
@@ -292,6 +298,8 @@ def write_settings(settings: Settings) -> Path:
             "log_retention_days": settings.log_retention_days,
             "metrics_token": settings.metrics_token,
             "snapshot_page_size": settings.snapshot_page_size,
+            "compaction_interval": settings.compaction_interval,
+            "history_horizon_days": settings.history_horizon_days,
         },
         "channel": {"name": settings.channel, "options": dict(settings.channel_options)},
     }
@@ -386,6 +394,8 @@ def load_settings(data_dir: str | Path) -> Settings:
             log_retention_days=_number(agent, "log_retention_days", 90.0),
             metrics_token=str(agent.get("metrics_token", "")),
             snapshot_page_size=_whole(agent, "snapshot_page_size", 5000),
+            compaction_interval=_number(agent, "compaction_interval", 60.0),
+            history_horizon_days=_number(agent, "history_horizon_days", 7.0),
             rules=rules,
             alerts=alerts,
             notify=notify,

@@ -108,7 +108,11 @@ def print_status(status: dict[str, Any]) -> None:
         ("key", status["fingerprint"]),
         ("items", f"{status['items']} synced, {status['excluded']} excluded"),
         ("skus", str(status["skus"])),
-        ("events", str(status["events"])),
+        (
+            "events",
+            f"{status['events']} held"
+            + (f", {status['compacted']} folded since start" if status.get("compacted") else ""),
+        ),
         (
             "work",
             "idle"
@@ -437,7 +441,8 @@ def print_account(account: dict[str, Any]) -> None:
         terms.add_row(
             "earlier",
             f"{account['earlier']:+d}",
-            "folded in before this shop held the events (the counts it took over when it joined)",
+            "folded in: history every member held (compacted), or the counts this shop took "
+            "over when it joined",
         )
     total = "= pool" if account["adds_up"] else "≠ pool: the ledger does not add up, report it"
     terms.add_row("", str(pool), total)

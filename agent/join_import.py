@@ -45,6 +45,8 @@ __all__ = ["JoinImport"]
 
 log = structlog.get_logger(__name__)
 
+REBASE = "rebase"  # state: a member's re-import after history it lacked was folded
+
 
 class JoinImport:
     """Takes the master's snapshot as this agent's base, then hands over to the importer."""
@@ -72,6 +74,7 @@ class JoinImport:
         self.replicator = replicator
         self.reconciler = reconciler
         self.task: asyncio.Task[None] | None = None
+        self.rebasing: asyncio.Task[None] | None = None
         #: Told of a snapshot's SKUs just before it is installed (the
         #: simulation's shops watch).
         self.before_install: list[Callable[[set[str]], None]] = []
@@ -80,6 +83,55 @@ class JoinImport:
     def importing(self) -> bool:
         """True from the welcome until the master's snapshot is this agent's base."""
         return self.task is not None and not self.task.done()
+
+    def rebase(self, domain: str, agent_url: str) -> None:
+        """Re-import the group's counts from `domain`'s snapshot while staying a member: every
+        peer has folded events this agent lacks (it was away longer than the horizon, or its
+        database came back from an old backup). Sync goes on meanwhile; nothing this agent
+        holds beyond the snapshot is lost (`ledger.rebase`). Once at a time; resumed after a
+        crash (`resume`)."""
+        if self.importing or (self.rebasing is not None and not self.rebasing.done()):
+            return
+        self.rebasing = asyncio.create_task(self._rebase(domain, agent_url), name="rebase")
+
+    async def _rebase(self, domain: str, agent_url: str) -> None:
+        if await self.db.get_state(REBASE, None) is None:
+            now = self.clock.now()
+
+            def begin(conn: Connection) -> None:
+                put_state(conn, REBASE, {"peer": domain, "url": agent_url})
+                synclog.insert(
+                    conn,
+                    [
+                        synclog.entry(
+                            "history_folded",
+                            now,
+                            peer=domain,
+                            message="every member has folded history this shop lacks (it was "
+                            "out of touch longer than the history horizon, or restored from "
+                            f"an old backup): re-importing the group's counts from {domain}",
+                        )
+                    ],
+                )
+
+            await self.db.run(begin)
+        log.warning("history_folded", peer=domain)
+        head = await self._download(domain, agent_url)
+        now = self.clock.now()
+
+        def install(conn: Connection) -> None:
+            pools, kept = ledger.rebase(conn, head, now)
+            drop_state(conn, SNAPSHOT_DOWNLOAD)
+            drop_state(conn, REBASE)
+            message = (
+                f"re-imported: {domain}'s snapshot of {pools} SKUs is this shop's base; "
+                f"{kept} changes held here that it did not count were kept and counted"
+            )
+            synclog.insert(conn, [synclog.entry("import", now, peer=domain, message=message)])
+
+        await self.db.run(install)
+        self.replicator.forget_gaps()
+        self.reconciler.replan()  # the counts changed: publish them everywhere they differ
 
     def start(self, domain: str, agent_url: str) -> None:
         """Take the master's snapshot in the background (also to resume one after a crash)."""
@@ -93,6 +145,10 @@ class JoinImport:
         never taken again: since the install, the shop's own sales are events of the new base,
         and a second install would drop those not yet sent. The join goes on from the install.
         """
+        rebase = await self.db.get_state(REBASE, None)
+        if isinstance(rebase, dict):
+            self.rebase(rebase["peer"], rebase["url"])
+            return
         state = await self.db.get_state("import", {})
         if state.get("phase") != "snapshot" or not state.get("master_url"):
             return

@@ -47,8 +47,10 @@ __all__ = [
     "base_wins",
     "discard_staged",
     "event_of",
+    "compact",
     "event_values",
     "events_after",
+    "folded",
     "get_pool",
     "get_pools",
     "group_lacks",
@@ -57,6 +59,7 @@ __all__ = [
     "load_vector",
     "pool_pages",
     "pools",
+    "rebase",
     "save_pools",
     "snapshot",
     "snapshot_head",
@@ -580,16 +583,7 @@ def install(
         "AND i.published IS NOT NULL "
         "AND NOT EXISTS (SELECT 1 FROM incoming_pool g WHERE g.sku = i.sku) ORDER BY i.item_id"
     )
-    staged = staged_count(conn)
-    for table in ("event", "pool", "vector"):
-        tx.run(f"DELETE FROM {table}")
-    tx.run(
-        f"INSERT INTO pool ({_POOL_COLUMNS}) SELECT {_STAGED_COLUMNS}, ? FROM incoming_pool",
-        (float(now),),
-    )
-    discard_staged(conn)
-    _save_vector(conn, head.vector)
-    tx.many(_INSERT_EVENT, (event_values(e) for e in head.extra))  # held, not applied again
+    staged = _replace_by_staged(conn, head, now)
     epoch = uuid.uuid4().hex[:16]
     tx.run("UPDATE identity SET epoch = ? WHERE id = 1", (epoch,))
     # (NOT) EXISTS, not (NOT) IN: PostgreSQL hashes a NOT IN list only while it fits in
@@ -616,6 +610,106 @@ def install(
     ]
     append(conn, _Stream(identity.domain, epoch), new, now, sign)
     return staged, epoch
+
+
+def _replace_by_staged(conn: Connection, head: SnapshotHead, now: float) -> int:
+    """This agent's events, pools and vector replaced by the staged snapshot (moved out of
+    `incoming_pool`) and its head; returns how many pools it has."""
+    tx = Tx(conn)
+    staged = staged_count(conn)
+    for table in ("event", "pool", "vector"):
+        tx.run(f"DELETE FROM {table}")
+    tx.run(
+        f"INSERT INTO pool ({_POOL_COLUMNS}) SELECT {_STAGED_COLUMNS}, ? FROM incoming_pool",
+        (float(now),),
+    )
+    discard_staged(conn)
+    _take_head(conn, head)
+    return staged
+
+
+def _take_head(conn: Connection, head: SnapshotHead) -> None:
+    """The vector and held events of a snapshot whose pools were just installed. What the
+    pools count but this agent holds no event of is folded: every seq up to the vector, and
+    every pool's deltas but those of the events held beyond it (`extra`)."""
+    tx = Tx(conn)
+    _save_vector(conn, head.vector)
+    tx.run("UPDATE vector SET folded = seq")
+    tx.many(_INSERT_EVENT, (event_values(e) for e in head.extra))  # held, not applied again
+    tx.run("UPDATE pool SET folded = deltas")
+    held: dict[str, int] = {}
+    for event in head.extra:
+        if event.kind != INTRODUCE:
+            held[event.sku] = held.get(event.sku, 0) + event.delta
+    tx.many("UPDATE pool SET folded = folded - ? WHERE sku = ?", ((d, k) for k, d in held.items()))
+
+
+def rebase(conn: Connection, head: SnapshotHead, now: float) -> tuple[int, int]:
+    """Take a member's snapshot (staged, like a joiner's) as this agent's base while it stays
+    a member of the group with its own stream: for a shop that lacks events every member
+    has folded (away longer than the horizon, or restored from an old backup). Returns how
+    many pools the snapshot has and how many held events it kept.
+
+    Nothing is lost or counted twice: every event this agent holds that the snapshot does not
+    count (beyond its vector, and not among its `extra`) is kept, with its identity, and
+    folded into the snapshot's pools; the rest is in the snapshot. The epoch stays: this
+    shop's changes not yet sent are still its stream's next seqs, which the group expects.
+    """
+    tx = Tx(conn)
+    counted = {(e.origin, e.epoch, e.seq) for e in head.extra}
+    keep: list[EventRow] = []
+    for origin, epoch in tx.rows("SELECT DISTINCT origin, epoch FROM event"):
+        after = head.vector.get((origin, epoch), 0)
+        keep += [
+            e
+            for e in events_after(conn, origin, epoch, after, 10**9)
+            if (e.origin, e.epoch, e.seq) not in counted
+        ]
+    staged = _replace_by_staged(conn, head, now)
+    apply(conn, keep, now)
+    return staged, len(keep)
+
+
+# -- compaction: history every member holds, folded into its pools ----------------------------
+
+
+def folded(conn: Connection) -> Vector:
+    """Per stream, the highest seq whose events this agent no longer holds (streams with
+    none left out)."""
+    query = "SELECT origin, epoch, folded FROM vector WHERE folded > 0"
+    return {(o, e): int(s) for o, e, s in Tx(conn).rows(query)}
+
+
+def compact(conn: Connection, floor: Vector, most: int) -> int:
+    """Drop the events of each stream up to `floor` (never beyond what this agent holds
+    without a gap), at most `most` of them; returns how many were dropped. Their deltas stay
+    in the pools (`folded` notes them); the stream's `folded` mark moves up."""
+    tx = Tx(conn)
+    held = vector(conn)
+    done = folded(conn)
+    dropped = 0
+    for stream in sorted(floor):
+        start = done.get(stream, 0)
+        upto = min(floor[stream], held.get(stream, 0), start + most - dropped)
+        if upto <= start:
+            continue
+        where = "WHERE origin = ? AND epoch = ? AND seq <= ?"
+        args = (*stream, upto)
+        sums = tx.rows(
+            "SELECT sku, SUM(CASE WHEN kind <> ? THEN delta ELSE 0 END), COUNT(*) "
+            f"FROM event {where} GROUP BY sku",
+            (INTRODUCE, *args),
+        )
+        tx.many(
+            "UPDATE pool SET folded = folded + ? WHERE sku = ?",
+            ((int(total), sku) for sku, total, _ in sums if total),
+        )
+        tx.run(f"DELETE FROM event {where}", args)
+        tx.run("UPDATE vector SET folded = ? WHERE origin = ? AND epoch = ?", (upto, *stream))
+        dropped += sum(int(n) for _, _, n in sums)
+        if dropped >= most:
+            break
+    return dropped
 
 
 async def install_snapshot(

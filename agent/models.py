@@ -52,7 +52,11 @@ class ItemRow(SQLModel, table=True):
 
 
 class PoolRow(SQLModel, table=True):
-    """The group's count of one SKU: base (from the first-created introduce) + sum of deltas."""
+    """The group's count of one SKU: base (from the first-created introduce) + sum of deltas.
+
+    `folded` is the part of `deltas` whose events this agent no longer holds (compacted, or
+    counted in a snapshot it took): `deltas` is always `folded` plus its held events' deltas.
+    """
 
     __tablename__ = "pool"
     sku: str = Field(primary_key=True)
@@ -61,6 +65,9 @@ class PoolRow(SQLModel, table=True):
     base_origin: str | None = None
     deltas: int = 0
     updated_at: float = 0.0
+    folded: int = Field(
+        default=0, sa_column=Column(BigInteger, nullable=False, default=0, server_default="0")
+    )
 
     @property
     def value(self) -> int | None:
@@ -105,7 +112,9 @@ class EventRow(SQLModel, table=True):
 
 
 class VectorEntry(SQLModel, table=True):
-    """Per (origin, epoch), the highest seq held without gaps.
+    """Per (origin, epoch), the highest seq held without gaps, and the highest whose events
+    this agent no longer keeps (`folded`: compacted, or counted in a snapshot it took), which
+    it cannot send to a peer that lacks them.
 
     Keyed by epoch as well as origin, so that events of an origin's earlier epoch (before its
     database was wiped and restored) are still pulled and applied exactly once.
@@ -115,6 +124,9 @@ class VectorEntry(SQLModel, table=True):
     origin: str = Field(primary_key=True)
     epoch: str = Field(primary_key=True)
     seq: int = Field(default=0, sa_type=BigInteger)
+    folded: int = Field(
+        default=0, sa_column=Column(BigInteger, nullable=False, default=0, server_default="0")
+    )
 
 
 class PendingWrite(SQLModel, table=True):

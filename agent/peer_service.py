@@ -120,11 +120,12 @@ async def events(agent: Agent, sender: str, body: dict[str, Any]) -> dict[str, A
 async def pull(agent: Agent, sender: str, body: dict[str, Any]) -> dict[str, Any]:
     await _syncing(agent, sender, body.get("member"))
     have = vector_from_wire(body.get("have", []))
-    found, more, mine = await agent.replicator.pull_answer(have)
+    answer = await agent.replicator.pull_answer(have)
     return {
-        "events": [event_to_wire(e) for e in found],
-        "more": more,
-        "vector": vector_to_wire(mine),
+        "events": [event_to_wire(e) for e in answer.events],
+        "more": answer.more,
+        "vector": vector_to_wire(answer.vector),
+        "folded": vector_to_wire(answer.folded),
         "members": [agent.roster.me(), *await agent.roster.members_wire()],
         "rules": agent.rules.wire(),
     }
@@ -138,6 +139,7 @@ async def snapshot(agent: Agent, sender: str, body: dict[str, Any]) -> dict[str,
     if body.get("paged") is True:
         return {**await agent.spool.make(agent.db), "members": members}
     snap = await agent.db.read(ledger.snapshot)
+    agent.spool.sent_whole(snap.vector)
     return {**snapshot_to_wire(snap), "members": members}
 
 

@@ -226,16 +226,19 @@ class Peering:
                 message=f"accepted into a group of {len(members) + 1}",
             )
             joining = (request.domain, request.agent_url)
+            # the import is noted with the membership, in one transaction: an agent killed
+            # right after it takes the snapshot on restart, never runs as a member without
+            # the group's base (its own history from before would count as the group's)
+            state = {
+                "state": "running",
+                "phase": "snapshot",
+                "master": joining[0],
+                "master_url": joining[1],
+                "started_at": now,
+            }
+            await write_state(session, "import", state)
         self.roster.adopt(me)
         self.roster.forget()
-        state = {
-            "state": "running",
-            "phase": "snapshot",
-            "master": joining[0],
-            "master_url": joining[1],
-            "started_at": self.clock.now(),
-        }
-        await self.db.set_state("import", state)
         self.join_import.start(*joining)
         return self._confirmation(request)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import json
 import random
 import uuid
@@ -36,13 +37,14 @@ from agent.syncmode import SyncMode
 from agent.transport import PeerCaller
 from agent.wire import event_from_wire, event_to_wire, vector_from_wire, vector_to_wire
 
-__all__ = ["EventsRefused", "Replicator", "behind"]
+__all__ = ["EventsRefused", "PullAnswer", "Replicator", "behind"]
 
 log = structlog.get_logger(__name__)
 
 CONTACT_REFRESH = 10.0  # seconds between writes of an unchanged peer contact
 IDLE_PULL_FACTOR = 4  # a pull that keeps finding nothing waits up to 4 times pull_interval
 BATCH = 500
+AWAY = 600.0  # seconds a peer is out of reach before a re-import stops waiting for it
 
 
 class EventsRefused(Exception):
@@ -75,6 +77,7 @@ class Replicator:
         mode: SyncMode,
         pull_interval: float = 2.0,
         rng: random.Random | None = None,
+        on_history_folded: Callable[[str, str], None] | None = None,
     ) -> None:
         self.db = db
         self.identity = identity
@@ -87,6 +90,12 @@ class Replicator:
         self.pull_interval = pull_interval
         self.rng = rng or random.Random()
         self.links: dict[str, PeerLink] = {}
+        self.folded_at: dict[str, Vector] = {}  # peer -> streams it folded beyond this agent
+        self.gaps: dict[tuple[str, str], float] = {}  # streams no peer may fill -> found when
+        self.answers: dict[str, tuple[float, Vector]] = {}  # peer -> its last pull answer
+        #: Told the peer (domain, URL) to re-import from when every peer folded history this
+        #: agent lacks.
+        self.on_history_folded = on_history_folded
         self.contacts: dict[str, tuple[str, float]] = {}  # peer -> (acked noted, when)
         # own events as committed, without a gap in seq: a push of the newest needs no read
         self._recent: collections.deque[EventRow] = collections.deque(maxlen=BATCH)
@@ -201,37 +210,107 @@ class Replicator:
 
     async def events_since(self, have: Vector, limit: int = BATCH) -> tuple[list[EventRow], bool]:
         """Events this agent holds beyond `have`, any origin, in seq order per origin."""
-        found, more, _ = await self.pull_answer(have, limit)
-        return found, more
+        answer = await self.pull_answer(have, limit)
+        return answer.events, answer.more
 
-    async def pull_answer(
-        self, have: Vector, limit: int = BATCH
-    ) -> tuple[list[EventRow], bool, Vector]:
+    async def pull_answer(self, have: Vector, limit: int = BATCH) -> PullAnswer:
         """What a peer pulling with vector `have` gets: the events this agent holds beyond it
-        (any origin, at most `limit`, in seq order per origin), whether more wait, and this
-        agent's vector, read in one session.
+        (any origin, at most `limit`, in seq order per origin), whether more wait, this
+        agent's vector, and the streams it cannot serve from `have` (their events up to the
+        `folded` seq are compacted here: the puller gets them elsewhere, or re-imports), read
+        in one session.
 
         One indexed range query per (origin, epoch) this agent knows: the cost follows the
         number of shops and of missing events, never the size of the catalogue or history.
         """
         held_back, own = self.mode.held_back, self.own_stream()
 
-        def work(conn: Connection) -> tuple[list[EventRow], bool, Vector]:
+        def work(conn: Connection) -> PullAnswer:
             out: list[EventRow] = []
             mine = ledger.vector(conn)
+            gone = ledger.folded(conn)
+            folded = {s: seq for s, seq in gone.items() if have.get(s, 0) < seq}
             for origin, epoch in sorted(mine):
                 if held_back and (origin, epoch) == own:
                     continue  # maintenance: this shop's own changes wait until it ends
+                if (origin, epoch) in folded:
+                    continue  # a gap the puller cannot fill from here
                 out.extend(
                     ledger.events_after(
                         conn, origin, epoch, have.get((origin, epoch), 0), limit - len(out) + 1
                     )
                 )
                 if len(out) > limit:
-                    return out[:limit], True, mine
-            return out, False, mine
+                    return PullAnswer(out[:limit], True, mine, folded)
+            return PullAnswer(out, False, mine, folded)
 
         return await self.db.read(work)
+
+    def after_pull(
+        self, peer: str, folded: Vector, theirs: Vector, mine: Vector
+    ) -> PeerLink | None:
+        """Note a pull answer from `peer`: its vector (`theirs`) and the streams it folded
+        (`folded`), judged against this agent's vector now (`mine`). Returns the link to
+        re-import from when a gap of this agent's can be filled by no peer (then every peer
+        that holds more of the stream folded it: it was away longer than the horizon, or
+        restored from an old backup), else None.
+
+        A peer may fill a gap unless it folded the stream beyond this agent's vector, or it
+        answered since the gap was found holding no more of the stream than this agent, or
+        it has been out of reach for longer than `AWAY`. Until each peer has said, the gap
+        waits (and the peers not yet heard since are asked at once)."""
+        now = self.clock.monotonic()
+        self.answers[peer] = (now, theirs)
+        beyond = {s: seq for s, seq in folded.items() if seq > mine.get(s, 0)}
+        if beyond:
+            self.folded_at[peer] = beyond
+        else:
+            self.folded_at.pop(peer, None)
+        for stream in beyond:
+            self.gaps.setdefault(stream, now)
+        for stream in list(self.gaps):
+            if not any(f.get(stream, 0) > mine.get(stream, 0) for f in self.folded_at.values()):
+                del self.gaps[stream]  # filled, or nobody says it is folded any more
+        for stream, since in sorted(self.gaps.items()):
+            unsure = [
+                link
+                for domain, link in self.links.items()
+                if not self._cannot_fill(domain, link, stream, since, mine, now)
+            ]
+            if not unsure:
+                sources = [d for d, f in self.folded_at.items() if f.get(stream, 0)]
+                source = peer if peer in sources else sources[0]
+                return self.links.get(source)
+            for link in unsure:  # ask them now rather than at their next pull
+                if link.domain != peer:
+                    link.next_pull = 0.0
+                    link.wake.set()
+        return None
+
+    def _cannot_fill(
+        self,
+        domain: str,
+        link: PeerLink,
+        stream: tuple[str, str],
+        since: float,
+        mine: Vector,
+        now: float,
+    ) -> bool:
+        if link.away_since is not None and now - link.away_since > AWAY:
+            return True
+        if self.folded_at.get(domain, {}).get(stream, 0) > mine.get(stream, 0):
+            return True
+        answered = self.answers.get(domain)
+        return (
+            answered is not None
+            and answered[0] >= since
+            and answered[1].get(stream, 0) <= mine.get(stream, 0)
+        )
+
+    def forget_gaps(self) -> None:
+        """After a re-import: what peers folded is judged afresh."""
+        self.folded_at.clear()
+        self.gaps.clear()
 
     def own_stream(self) -> tuple[str, str]:
         return (self.identity.domain, self.identity.epoch)
@@ -320,6 +399,16 @@ class Replicator:
             self.contacts[domain] = (wire, self.clock.monotonic())
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class PullAnswer:
+    """This agent's answer to a peer's pull (`Replicator.pull_answer`)."""
+
+    events: list[EventRow]
+    more: bool
+    vector: Vector
+    folded: Vector  # streams compacted beyond the puller's vector: not served from here
+
+
 class PeerRefused(Exception):
     """The peer answered, but refused (paused, not yet a member, bad request)."""
 
@@ -350,6 +439,7 @@ class PeerLink:
         self.failures = 0
         self.next_pull = 0.0
         self.quiet_pulls = 0  # pulls in a row that brought nothing
+        self.away_since: float | None = None  # monotonic time of the first failure in a row
 
     def start(self) -> None:
         self.task = asyncio.create_task(self.run(), name=f"peer-link:{self.domain}")
@@ -387,10 +477,13 @@ class PeerLink:
                     self.quiet_pulls = 0 if news else self.quiet_pulls + 1
                     self.next_pull = self.r.clock.monotonic() + self.pull_every()
                 self.failures = 0
+                self.away_since = None
             except (aiohttp.ClientError, TimeoutError, OSError, PeerRefused, ValueError) as exc:
                 self.quiet_pulls = 0
                 self.next_pull = 0.0  # back in touch: pull at once
                 self.failures += 1
+                if self.away_since is None:
+                    self.away_since = self.r.clock.monotonic()
                 if not getattr(exc, "expected", False):
                     await self.r.record_contact(self.domain, error=f"{type(exc).__name__}: {exc}")
                 delay = min(60.0, 0.25 * 2 ** min(self.failures, 8)) * (0.5 + self.r.rng.random())
@@ -463,6 +556,13 @@ class PeerLink:
                     await self.r.receive(events, self.domain, kind="batch_received")
                 except EventsRefused as exc:  # the rest was applied
                     raise PeerRefused(f"refused events from {self.domain}: {exc}") from None
+            folded = vector_from_wire(body.get("folded", []))
+            if folded or self.r.gaps:  # judged against this agent's vector now, not the one
+                # it asked with: what the peer folded, it may have acknowledged since
+                mine = await self.r.db.read(ledger.vector)
+            source = self.r.after_pull(self.domain, folded, theirs, mine)
+            if source is not None and self.r.on_history_folded is not None:
+                self.r.on_history_folded(source.domain, source.agent_url)
             await self.r.record_contact(self.domain, acked=theirs)
             self.acked_own = max(
                 self.acked_own, theirs.get((self.r.identity.domain, self.r.identity.epoch), 0)

@@ -47,6 +47,7 @@ class _Spooled:
     path: Path
     made: float
     offsets: list[int]  # where each page's line starts in the file
+    vector: ledger.Vector  # what the snapshot counts: the joiner pulls what is beyond it
 
 
 class Spool:
@@ -70,6 +71,7 @@ class Spool:
         self.most = most
         self._rng = rng or random.SystemRandom()
         self._spooled: dict[str, _Spooled] = {}
+        self._sent: list[tuple[float, ledger.Vector]] = []  # whole snapshots: when, vector
 
     def _dir(self) -> Path:
         if self._directory is None:
@@ -101,7 +103,7 @@ class Spool:
         except BaseException:
             path.unlink(missing_ok=True)
             raise
-        self._spooled[snapshot_id] = _Spooled(path, self.clock.now(), offsets)
+        self._spooled[snapshot_id] = _Spooled(path, self.clock.now(), offsets, head.vector)
         return {
             "snapshot": snapshot_id,
             "pages": len(offsets),
@@ -135,6 +137,20 @@ class Spool:
             pages.seek(spooled.offsets[number])
             page: list[Any] = json.loads(pages.readline())
             return page
+
+    def held(self) -> list[ledger.Vector]:
+        """The vectors of the snapshots kept for joiners (and of whole snapshots sent within
+        `keep`): each joiner will pull the events beyond its snapshot's, so compaction keeps
+        them (`agent.compaction`)."""
+        self._expire(self.most)
+        now = self.clock.now()
+        self._sent = [(made, v) for made, v in self._sent if now - made <= self.keep]
+        return [spooled.vector for spooled in self._spooled.values()] + [v for _, v in self._sent]
+
+    def sent_whole(self, vector: ledger.Vector) -> None:
+        """A whole snapshot (the form of releases before paging) was sent: its vector is
+        held like a spooled one's for `keep` seconds."""
+        self._sent = [*self._sent[-(self.most - 1) :], (self.clock.now(), vector)]
 
     def _expire(self, most: int) -> None:
         """Drop what is older than `keep`, and all but the newest `most`."""

@@ -44,6 +44,9 @@ KINDS: dict[str, str] = {
     "peer_unreachable": "a peer stopped answering",
     "peer_reconnected": "a peer answers again",
     "restored": "a peer holds more of this shop's changes than its database (a backup?)",
+    "member_away": "a member out of touch longer than the history horizon: history is folded "
+    "without it, and it re-imports when it returns",
+    "history_folded": "the group folded history this shop lacks: it re-imports the counts",
     "join_request": "a shop asked to join",
     "join_request_sent": "this shop asked to join a group",
     "join_request_expired": "a join request was not answered in time",

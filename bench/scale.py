@@ -17,8 +17,11 @@ page, about 1 ms of each side's CPU on this machine, is left out). Figures per s
 seconds to spool, to transfer, to install, in all; the child's peak RSS over its baseline.
 Then one real agent and its emulated Shopify shop (processes, SQLite, `--agent-sizes`, default
 1,000,000; quick 20,000): start and first full pass, a second full pass (time and platform
-API requests), and the agent's peak RSS (`rss_mb_1m`). Joins of emulated shops of these sizes
-and compaction are not here yet.
+API requests), and the agent's peak RSS (`rss_mb_1m`). And history (`--sales`, default
+1,000,000; quick 100,000): one agent's database of 10,000 SKUs takes that many sales as its
+events, a member acknowledging them, with history kept (as before compaction) or compacted
+every 20,000 sales: size on disk and snapshot time before and after (`db_mb_after_compaction`).
+Joins of emulated shops of these sizes are not here yet.
 
     .venv/bin/python bench/scale.py [--quick] [--sizes 100000,1000000]
 """
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import resource
@@ -45,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 from bench._harness import emit_json, out
 
 MODES = ("paged", "whole")
+HISTORY_MODES = ("kept", "compacted")
 MASTER_JOINER = ("master", "joiner")
 ENGINES = ("sqlite", "postgresql")
 #: The PostgreSQL server the bench makes its databases on (trust auth on this machine).
@@ -66,12 +71,19 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         help="catalogues one real agent and emulator run through (default 1000000; quick "
         "20000; 0: none)",
     )
+    p.add_argument(
+        "--sales",
+        type=int,
+        help="sales over 10,000 SKUs for the history part (default 1000000; quick 100000; 0: none)",
+    )
     p.add_argument("--child", nargs=4, metavar=("STEP", "SKUS", "DIR", "ENGINE"), help=SUPPRESS)
     args = p.parse_args(argv)
     default = "20000,100000" if args.quick else "100000,1000000"
-    args.sizes = [int(s) for s in (args.sizes or default).split(",")]
+    args.sizes = [int(s) for s in (args.sizes or default).split(",") if int(s) > 0]
     agents = args.agent_sizes or ("20000" if args.quick else "1000000")
     args.agent_sizes = [int(s) for s in agents.split(",") if int(s) > 0]
+    if args.sales is None:
+        args.sales = 100_000 if args.quick else 1_000_000
     args.engines = [e.strip() for e in args.engines.split(",")]
     if not set(args.engines) <= set(ENGINES):
         p.error(f"--engines: choose from {', '.join(ENGINES)}")
@@ -221,6 +233,116 @@ async def _child(mode: str, skus: int, workdir: Path, engine: str) -> dict[str, 
     }
 
 
+# -- history: a million sales over ten thousand SKUs, kept or compacted --------------------------
+
+HISTORY_SKUS = 10_000
+SALES_BATCH = 1_000  # sales per transaction (a busy shop's events arrive in such batches)
+COMPACT_EVERY = 20_000  # sales between two compaction passes (a minute of a very busy group)
+
+
+async def _history(mode: str, sales: int, workdir: Path, engine: str) -> dict[str, Any]:
+    """One agent's database: 10,000 SKUs introduced, then `sales` sales appended as its
+    events, a member acknowledging them as it goes. `kept`: nothing is compacted (what
+    agents did before); `compacted`: a compaction pass every 20,000 sales. Sizes on disk
+    before and after, the snapshot's time before and after, the compaction passes' time."""
+    import random
+
+    from agent import ledger
+    from agent.clock import SystemClock
+    from agent.compaction import Compactor
+    from agent.ledger import NewEvent
+    from agent.models import Identity
+    from agent.snapshots import Spool
+    from agent.sql import Tx
+    from agent.syncmode import SyncMode
+
+    db = _open(workdir, engine)[0]
+    await db.upgrade()
+    me = Identity(id=1, domain="a.example.com", epoch="e1", public_key="k", created_at=0)
+    own = ("a.example.com", "e1")
+    names = [f"SKU-{i:07d}" for i in range(HISTORY_SKUS)]
+
+    def setup(conn: Any) -> None:
+        tx = Tx(conn)
+        tx.run(
+            "INSERT INTO identity (id, domain, epoch, public_key, created_at) "
+            "VALUES (1, 'a.example.com', 'e1', 'k', 0)"
+        )
+        tx.run(
+            "INSERT INTO peer (domain, agent_url, public_key, fingerprint, state, changed_at, "
+            "joined_at, last_contact, last_error, acked, proof, admission) VALUES "
+            "('b.example.com', 'http://b', 'k', 'SHA256:b', 'active', 1, ?, ?, '', '[]', '', '')",
+            (time.time(), time.time()),
+        )
+        intro = [NewEvent(n, "introduce", count=10**6, item_created=1.0) for n in names]
+        ledger.append(conn, me, intro, 1.0, lambda _e: "")
+
+    def acked(conn: Any) -> None:  # the member acknowledges all it was sent
+        seq = ledger.vector(conn)[own]
+        Tx(conn).run("UPDATE peer SET acked = ?, last_contact = ?", (
+            json.dumps([[*own, seq]]), time.time()))  # fmt: skip
+
+    await db.run(setup)
+    await db.run(acked)
+    compactor = Compactor(db=db, identity=me, clock=SystemClock(), mode=SyncMode(db))
+    if mode == "compacted":
+        await compactor.compact()
+    size_before = await _db_mb(db, engine, workdir)
+    snap_before = await _snapshot_s(db, workdir, Spool)
+    rng = random.Random(1)
+    compact_s = 0.0
+    started = time.perf_counter()
+    for done in range(0, sales, SALES_BATCH):
+        batch = [NewEvent(rng.choice(names), "change", delta=-1) for _ in range(SALES_BATCH)]
+        await db.run(lambda conn, b=batch: ledger.append(conn, me, b, 2.0, lambda _e: ""))
+        if mode == "compacted" and (done + SALES_BATCH) % COMPACT_EVERY == 0:
+            await db.run(acked)
+            t = time.perf_counter()
+            await compactor.compact()
+            compact_s += time.perf_counter() - t
+    appended = time.perf_counter() - started
+    held = await db.read(lambda conn: Tx(conn).one("SELECT COUNT(*) FROM event")[0])
+    size_after = await _db_mb(db, engine, workdir)
+    snap_after = await _snapshot_s(db, workdir, Spool)
+    await db.dispose()
+    return {
+        "db_mb_before": size_before,
+        "db_mb_after": size_after,
+        "events_held": held,
+        "snapshot_s_before": snap_before,
+        "snapshot_s_after": snap_after,
+        "sales_per_s": round(sales / appended),
+        "compact_s": round(compact_s, 2),
+    }
+
+
+async def _db_mb(db: Any, engine: str, workdir: Path) -> float:
+    """The database's size on disk (SQLite: its file after a WAL checkpoint)."""
+    from agent.sql import Tx
+
+    if engine == "sqlite":
+        import sqlite3
+
+        with contextlib.closing(sqlite3.connect(workdir / "master.db")) as conn:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        files = [workdir / "master.db", workdir / "master.db-wal"]
+        return round(sum(f.stat().st_size for f in files if f.exists()) / 2**20, 1)
+    size = await db.read(lambda conn: Tx(conn).one("SELECT pg_database_size(current_database())"))
+    return round(size[0] / 2**20, 1)
+
+
+async def _snapshot_s(db: Any, workdir: Path, spool_class: Any) -> float:
+    """Seconds to spool a joiner's snapshot of the database."""
+    from agent.clock import SystemClock
+
+    spool = spool_class(workdir / "spool", SystemClock())
+    started = time.perf_counter()
+    await spool.make(db)
+    took = time.perf_counter() - started
+    spool.close()
+    return round(took, 2)
+
+
 # -- the parent: a child per size and mode --------------------------------------------------------
 
 
@@ -229,13 +351,14 @@ def _short(n: int) -> str:
 
 
 def _run(engine: str, skus: int, mode: str) -> dict[str, Any]:
-    """Fill two fresh databases, then take the snapshot, each in a child process."""
+    """Fill two fresh databases, then take the snapshot, each in a child process (or, for
+    a history mode, build and measure one database in one child)."""
     with tempfile.TemporaryDirectory(prefix="shopsync-scale-") as tmp:
         workdir = Path(tmp)
         if engine == "postgresql":
             asyncio.run(_pg(workdir, "CREATE DATABASE {name}"))
         try:
-            for step in ("fill", mode):
+            for step in ("fill", mode) if mode in MODES else (mode,):
                 child = subprocess.run(
                     [sys.executable, __file__, "--child", step, str(skus), tmp, engine],
                     capture_output=True,
@@ -299,6 +422,8 @@ def main() -> None:
         step, skus, directory, engine = args.child
         if step == "fill":
             asyncio.run(_fill(int(skus), Path(directory), engine))
+        elif step in HISTORY_MODES:
+            print(json.dumps(asyncio.run(_history(step, int(skus), Path(directory), engine))))
         else:
             print(json.dumps(asyncio.run(_child(step, int(skus), Path(directory), engine))))
         return
@@ -328,6 +453,33 @@ def main() -> None:
         figures[f"{prefix}_rss_mb_{tag}"] = f.get("rss_mb")
         if mode == "paged":
             figures[f"snapshot_install_s_{tag}"] = f.get("install_s")
+    if args.sales:
+        history = Table(
+            title=f"{args.sales:,} sales over {HISTORY_SKUS:,} SKUs: history kept or compacted "
+            f"(a pass every {COMPACT_EVERY:,} sales)"
+        )
+        columns = ("database", "history", "MB before", "MB after", "events held")
+        columns += ("snapshot s before", "snapshot s after", "sales/s", "compaction s")
+        for col in columns:
+            history.add_column(col, justify="right")
+        keys = ("db_mb_before", "db_mb_after", "events_held", "snapshot_s_before")
+        keys += ("snapshot_s_after", "sales_per_s", "compact_s")
+        for engine in engines:
+            for mode in HISTORY_MODES:
+                out.print(f"{engine}: {args.sales:,} sales, history {mode} …")
+                f = _run(engine, args.sales, mode)
+                history.add_row(engine, mode, *(str(f.get(k, "failed")) for k in keys))
+                tag = "" if engine == "sqlite" else "_pg"
+                if mode == "compacted":
+                    figures[f"db_mb_after_compaction{tag}"] = f.get("db_mb_after")
+                    figures[f"db_mb_before_sales{tag}"] = f.get("db_mb_before")
+                    figures[f"snapshot_s_after_compaction{tag}"] = f.get("snapshot_s_after")
+                    figures[f"compaction_s{tag}"] = f.get("compact_s")
+                else:
+                    figures[f"db_mb_history_kept{tag}"] = f.get("db_mb_after")
+                    figures[f"snapshot_s_history_kept{tag}"] = f.get("snapshot_s_after")
+        figures["sales"] = args.sales
+        out.print(history)
     if args.agent_sizes:
         agents = Table(title="One agent and its emulated shop (real processes, SQLite, Plus plan)")
         for col in ("SKUs", "start + first pass s", "full pass s", "API requests", "peak RSS MB"):

@@ -32,6 +32,15 @@ REGRESSION_SEEDS = [
     1099,  # the replayed answer of a retried write hid a sale made since its first attempt
     998,  # wait_for swallowed a cancel: a peer link outlived its agent (the run hung)
     1915,  # a kill right after the join's install: the restart installed again, losing a sale
+    49,  # a pull answer's folded mark judged against the vector the pull was sent with
+    598,  # a kill right after the welcome: a member without the group's snapshot (its history
+    # from before counted as the group's, and history folded before it was known was lost)
+    667,  # a joiner, not yet a member at the master (its welcome's answer lost), resumed a
+    # snapshot download after the master had folded history beyond the snapshot
+    618,  # out of touch with every member past the horizon, an agent folded its own changes
+    # that no member had yet: the group's counts were wrong for good
+    1767,  # a partition longer than the horizon: each side folded what the other lacked, and
+    # two members waited forever on each other to fill the gap
 ]
 
 
@@ -106,7 +115,15 @@ def test_a_seed_replays_the_same_trace() -> None:
 
 
 @pytest.mark.parametrize(
-    "mutation", ["double_apply", "absolute", "trust_any_signature", "no_audience", "stale_level"]
+    "mutation",
+    [
+        "double_apply",
+        "absolute",
+        "trust_any_signature",
+        "no_audience",
+        "stale_level",
+        "fold_unacked",
+    ],
 )
 def test_a_broken_build_is_caught_within_the_suite_seeds(mutation: str) -> None:
     run = _sim("--seeds", str(SEEDS), "--mutate", mutation, "--stop-on-fail")

@@ -22,6 +22,7 @@ from agent.models import (
     LogEntry,
     PeerRow,
     PendingWrite,
+    PoolRow,
     VectorEntry,
 )
 from agent.snapshots import SnapshotGone, Spool
@@ -41,7 +42,7 @@ async def test_migrations_create_every_table_and_are_idempotent(db_url: str) -> 
         await db.dispose()
     assert {"identity", "item", "pool", "event", "vector", "pending_write", "sync_log"} <= names
     assert "incoming_pool" in names  # 0003: a joiner's snapshot, staged page by page
-    assert version == [("0003",)]
+    assert version == [("0004",)]
 
 
 def test_the_schema_head_the_agent_checks_at_start_is_alembics() -> None:
@@ -96,6 +97,9 @@ async def test_a_database_of_the_previous_release_upgrades_and_keeps_its_rows(
                 "INSERT INTO join_request (domain, direction, agent_url, public_key, fingerprint,"
                 " nonce, received_at, state) VALUES ('c.example.com', 'incoming', 'http://c',"
                 " 'k', 'SHA256:c', 'n', 2.0, 'pending')",
+                "INSERT INTO pool (sku, base, base_created, base_origin, deltas, updated_at)"
+                " VALUES ('A', 10, 1.0, 'a.example.com', -2, 5.0)",
+                "INSERT INTO vector (origin, epoch, seq) VALUES ('a.example.com', 'e1', 1)",
             ):
                 await conn.execute(sa.text(sql))
         await db.upgrade()
@@ -103,8 +107,13 @@ async def test_a_database_of_the_previous_release_upgrades_and_keeps_its_rows(
             event = (await s.exec(select(EventRow))).one()
             peer = (await s.exec(select(PeerRow))).one()
             request = (await s.exec(select(JoinRequest))).one()
+            pool = (await s.exec(select(PoolRow))).one()
+            entry = (await s.exec(select(VectorEntry))).one()
     finally:
         await db.dispose()
+    # 0004: nothing folded yet, every count as it was
+    assert (pool.value, pool.deltas, pool.folded) == (8, -2, 0)
+    assert (entry.seq, entry.folded) == (1, 0)
     assert (event.seq, event.delta, event.proof) == (1, -2, "")  # signed at the agent's start
     assert (peer.domain, peer.state, peer.proof, peer.admission) == (
         "b.example.com",

@@ -144,6 +144,7 @@ async def status(request: web.Request) -> web.Response:
         "excluded": excluded,
         "skus": pools,
         "events": events,
+        "compacted": cfg[keys.AGENT].compactor.dropped,
         "vector": [{"origin": o, "epoch": e, "seq": s} for (o, e), s in sorted(vector.items())],
         "pending": {
             "reads": state.pending_reads,

@@ -231,6 +231,8 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
             alert_interval=ALERT_INTERVAL,
             spool_dir=settings.data_dir / "spool",
             snapshot_page_size=settings.snapshot_page_size,
+            compaction_interval=settings.compaction_interval,
+            history_horizon=settings.history_horizon_days * 86400,
         ),
         shop_rules=settings.rules,
         alert_settings=settings.alerts,

@@ -5,8 +5,10 @@ was created with plus every change the platforms accepted, except that a change 
 the model cannot know (made in a shop's old stock, before the agent's first write of the
 group's count there) may count or not — nothing else may differ. Besides:
 - every agent holds the same pools and the same version vector;
-- no event was applied twice: the agent that never installed a snapshot holds exactly the
-  pools its own event rows add up to, and every event id means the same change everywhere;
+- no event was applied twice: every agent's pools are exactly its folded part (history it
+  compacted, or took in a snapshot) plus its event rows, and every event id means the same
+  change everywhere;
+- compaction folded nothing a member lacked: no member had to re-import for it;
 - every shop shows what its stock rules and the group's rule make of the pool (with none:
   max(0, pool)) for every SKU it has, and every agent holds every shop's rules as that shop's
   owner set them, and the same group rule;
@@ -47,10 +49,13 @@ def reachable(deltas: list[int]) -> set[int]:
 
 async def _state(node: Any) -> dict[str, Any]:
     async with node.db.sessions() as session:
-        pools = {
-            p.sku: (p.base, p.base_created, p.base_origin, p.deltas)
-            for p in await session.exec(select(PoolRow))
-        }
+        rows = list(await session.exec(select(PoolRow)))
+        pools = {p.sku: (p.base, p.base_created, p.base_origin, p.deltas) for p in rows}
+        folded = {p.sku: p.folded for p in rows}
+        refolded = [
+            e.message
+            for e in await session.exec(select(LogEntry).where(LogEntry.kind == "history_folded"))
+        ]
         vector = await ledger.load_vector(session)
         events = list(await session.exec(select(EventRow)))
         oversold = {
@@ -62,6 +67,8 @@ async def _state(node: Any) -> dict[str, Any]:
         }
     return {
         "pools": pools,
+        "folded": folded,
+        "refolded": refolded,
         "vector": vector,
         "events": events,
         "oversold": oversold,
@@ -95,8 +102,16 @@ async def check(world: World) -> list[str]:
                 )
     problems += _same_events(states)
     problems += _members_true(world, states)
-    if world.origin_node is not None and world.origin_node in states:
-        problems += _rows_add_up(world.origin_node, states[world.origin_node])
+    for domain, state in states.items():
+        problems += _rows_add_up(domain, state)
+        # unless the run drew a short history horizon (then a member away longer re-imports,
+        # and that must be exact), no member is away that long, nor restored from a backup:
+        # a re-import because every peer folded history it lacked means some agent folded
+        # an event before every member held it
+        if world.horizon is None:
+            problems += [f"{domain} had to re-import: {m}" for m in state["refolded"]]
+        elif state["refolded"]:
+            world.count("reimported_after_horizon")
     problems += _model(world, ref["pools"])
     rule_problems, priority = _rules_held(nodes)
     problems += rule_problems
@@ -174,17 +189,19 @@ def _same_events(states: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def _rows_add_up(domain: str, state: dict[str, Any]) -> list[str]:
-    """Pools of the agent that never took a snapshot must be exactly its rows' sum."""
+    """Every agent's pools are exactly what it folded (compacted, or took in a snapshot)
+    plus the events it still holds."""
     deltas: dict[str, int] = defaultdict(int)
     for e in state["events"]:
         if e.kind != ledger.INTRODUCE:
             deltas[e.sku] += e.delta
     problems = []
     for sku, pool in state["pools"].items():
-        if pool[3] != deltas[sku]:
+        folded = state["folded"][sku]
+        if pool[3] != folded + deltas[sku]:
             problems.append(
-                f"{domain}: pool {sku} holds deltas {pool[3]}, its events add up to "
-                f"{deltas[sku]} (an event applied twice or lost)"
+                f"{domain}: pool {sku} holds deltas {pool[3]}, its folded part {folded} and "
+                f"its events {deltas[sku]} (an event applied twice or lost)"
             )
     return problems
 

@@ -10,7 +10,9 @@ A mutation replaces one rule of the core for the length of a run, in this proces
 - ``no_audience``: a signature is good at any agent, not only the one it names: requests the
   byzantine member received are taken when it replays them elsewhere;
 - ``stale_level``: a level webhook's count is taken whatever its stamp, as if webhooks came
-  in order: a late one, older than what the agent read or wrote since, moves the count back.
+  in order: a late one, older than what the agent read or wrote since, moves the count back;
+- ``fold_unacked``: compaction folds everything the agent holds, as if every member held it
+  too: an event a member still lacks is dropped.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from agent import ledger, observation, signing, trust
+from agent import compaction, ledger, observation, signing, trust
 from agent.models import EventRow
 from agent.scheduler import Scheduler, Told
 
@@ -94,6 +96,18 @@ def _judge_in_order(self: Scheduler, item_id: str, told: Told) -> str:
     return "take"
 
 
+_real_floor = compaction.floor
+
+
+def _floor_of_own(conn: Any, own_domain: str, now: float, horizon: float) -> Any:
+    """The compaction floor as if every member held what this agent holds: events are folded
+    while a member still lacks them."""
+    found = _real_floor(conn, own_domain, now, horizon)
+    if found is None:
+        return None
+    return compaction.Floor(ledger.vector(conn), found.away)
+
+
 MUTATIONS = {
     "double_apply": [(ledger, "apply", _apply_twice)],
     "absolute": [
@@ -103,6 +117,7 @@ MUTATIONS = {
     "trust_any_signature": [(trust, "signed_by", _signed_by_anyone)],
     "no_audience": [(signing, "_check_fresh", _fresh_for_anyone)],
     "stale_level": [(Scheduler, "_judge", _judge_in_order)],
+    "fold_unacked": [(compaction, "floor", _floor_of_own)],
 }
 
 

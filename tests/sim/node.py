@@ -21,6 +21,7 @@ from sqlmodel import select
 from agent import signing
 from agent.agent import Agent, Tuning
 from agent.channel import WebhookHint
+from agent.compaction import DEFAULT_HORIZON
 from agent.models import Identity
 from agent.rules import ShopRules, decide
 from agent.transport import Transport
@@ -32,6 +33,7 @@ __all__ = ["Node", "url_of"]
 PULL_INTERVAL = 2.0
 RECONCILE_INTERVAL = 10.0
 SNAPSHOT_PAGE = 3  # pools per page: a join downloads several pages, and a crash may cut it short
+COMPACTION_INTERVAL = 3.0
 
 
 def url_of(domain: str) -> str:
@@ -55,6 +57,8 @@ class Node:
     ) -> None:
         self.domain = domain
         self.shop_rules = shop_rules or ShopRules()  # its [rules], as its owner set them
+        self.compaction_interval = COMPACTION_INTERVAL  # virtual seconds (the world draws it)
+        self.history_horizon = DEFAULT_HORIZON  # a world may draw a short one
         self.path = path
         self.shop = shop
         self.rng = rng
@@ -131,6 +135,8 @@ class Node:
                 pull_interval=PULL_INTERVAL,
                 spool_dir=self.path.with_suffix(".spool"),
                 snapshot_page_size=SNAPSHOT_PAGE,  # a join takes several pages: cut short
+                compaction_interval=self.compaction_interval,
+                history_horizon=self.history_horizon,
             ),
             shop_rules=self.shop_rules,
             rng=self.rng,

@@ -180,6 +180,41 @@ async def storm(world: World, duration: float, joiner: str | None) -> None:
     for _ in range(rng.choice((0, 1, 2, 3))):
         line.at(rng.uniform(start, end), partition)
 
+    cr = world.compact_rng
+
+    def compact() -> None:
+        """A member compacts its history at a moment of the storm's choosing (beside its
+        periodic passes): mid-partition, mid-join, right before a crash."""
+        live = [world.nodes[m] for m in world.members if world.nodes[m].alive]
+        node = cr.choice(live) if live else None
+        if node is None or node.agent is None:
+            return
+        world.count("compact")
+        world.trace("compact", node=node.domain)
+        compactor = node.agent.compactor
+
+        async def fold() -> None:
+            world.count("compacted_in_storm", await compactor.compact())
+
+        node.spawn(fold())
+
+    for _ in range(cr.randint(1, 4)):
+        line.at(cr.uniform(start, end), compact)
+
+    def away() -> Awaitable[None] | None:
+        """A member goes down for longer than the (short) history horizon."""
+        live = [world.nodes[m] for m in world.members if world.nodes[m].up]
+        if len(live) < 2 or world.horizon is None:
+            return None
+        node = hr.choice(live)
+        world.count("away_past_horizon")
+        line.at(world.now() + world.horizon + hr.uniform(3.0, 10.0), lambda: restart(node))
+        return node.crash()
+
+    hr = world.horizon_rng
+    if world.horizon is not None:
+        line.at(hr.uniform(start, start + 0.3 * duration), away)
+
     rr = world.rules_rng
 
     def owner() -> Node | None:

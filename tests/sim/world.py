@@ -39,6 +39,7 @@ from tests.sim.shop import Faults, SimShop, Told
 __all__ = ["Result", "World", "run_seed"]
 
 CALM_LIMIT = 240.0  # virtual seconds the group gets to go quiet once the faults stop
+HORIZON = 12.0  # virtual seconds: the short history horizon some runs draw
 
 
 @dataclasses.dataclass
@@ -100,6 +101,13 @@ class World:
         self.level_rng = random.Random(seed ^ 0x1E7E1)
         self.late_rng = random.Random(seed ^ 0x1A7E)
         self.delivered: list[tuple[str, str, str, Told | None]] = []
+        # how often each agent compacts its history, and extra compactions at random moments
+        # of the storm, from a stream of their own
+        self.compact_rng = random.Random(seed ^ 0xF01D)
+        # in a quarter of the runs the history horizon is short, and one member is away
+        # longer: its peers fold history without it, and it re-imports when it returns
+        self.horizon_rng = random.Random(seed ^ 0x40121)
+        self.horizon: float | None = self.horizon_rng.choice((None, None, None, HORIZON))
 
     # -- tracing -------------------------------------------------------------------------------
 
@@ -180,6 +188,9 @@ class World:
             trace=self.trace,
             shop_rules=plan.draw_rules(self.rules_rng),
         )
+        node.compaction_interval = self.compact_rng.choice((1.0, 3.0, 10.0))
+        if self.horizon is not None:
+            node.history_horizon = self.horizon
         node.on_install = self._installed
         node.on_commit = self._commit_kill
         self.shops[domain] = shop
@@ -318,6 +329,11 @@ class World:
         problems = list(self.problems)
         if not quiet:
             problems.append(f"the group did not go quiet in {CALM_LIMIT:.0f}s")
+        else:  # quiet: every member holds every event, and may fold its whole history
+            for domain in self.members:
+                agent = self.nodes[domain].agent
+                if agent is not None:
+                    self.count("compacted_at_end", await agent.compactor.compact())
         problems += await checker.check(self)
         for node in self.nodes.values():  # what the live agents made of stamped levels
             if node.agent is not None:
