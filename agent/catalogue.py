@@ -22,8 +22,13 @@ __all__ = [
     "Index",
     "SkuRule",
     "classify",
+    "clear_listing",
+    "listed_counts",
+    "listed_rows",
+    "stage_listing",
     "sync_catalogue",
     "sync_items",
+    "sync_listing",
 ]
 
 DUPLICATE = "duplicate"
@@ -107,8 +112,11 @@ class CatalogueChange:
 
     new: list[str] = dataclasses.field(default_factory=list)
     changed_sku: list[str] = dataclasses.field(default_factory=list)
-    newly_excluded: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    newly_excluded: list[tuple[str, str, str | None]] = dataclasses.field(
+        default_factory=list
+    )  # (item_id, why, SKU)
     gone: list[str] = dataclasses.field(default_factory=list)
+    added: int = 0  # new items (a full pass counts them instead of listing them in `new`)
 
 
 @dataclasses.dataclass(slots=True)
@@ -203,17 +211,12 @@ def _sync(
             created = float(item.created_at)
             new.append((item.item_id, sku, item.title, created, excluded, float(now)))
             change.new.append(item.item_id)
+            change.added += 1
             if excluded:
-                change.newly_excluded.append((item.item_id, excluded))
+                change.newly_excluded.append((item.item_id, excluded, sku))
             rows.append(CatalogueRow(item.item_id, sku, excluded))
             continue
-        if held.sku != sku:
-            change.changed_sku.append(item.item_id)
-            held.sku, held.fresh, held.changed = sku, True, True
-        _set_excluded(held, excluded, change)
-        if item.title and item.title != held.title:
-            held.title, held.changed = item.title, True
-        if held.changed:
+        if _listed_again(held, sku, excluded, item.title, change):
             touched.append(held)
         rows.append(held.row())
     for item_id, _sku in others:
@@ -231,6 +234,26 @@ def _sync(
             change.gone.append(item_id)
             if looked_up is not None:  # (a full pass returns the listed rows only, as before)
                 rows.append(held_gone.row())
+    _write(tx, new, touched, now)
+    return change, rows
+
+
+def _listed_again(
+    held: _Held, sku: str | None, excluded: str | None, title: str, change: CatalogueChange
+) -> bool:
+    """An item the table holds, as the shop lists it now: True if its row changed."""
+    if held.sku != sku:
+        change.changed_sku.append(held.item_id)
+        held.sku, held.fresh, held.changed = sku, True, True
+    _set_excluded(held, excluded, change)
+    if title and title != held.title:
+        held.title, held.changed = title, True
+    return held.changed
+
+
+def _write(tx: Tx, new: list[tuple[Any, ...]], touched: list[_Held], now: float) -> None:
+    """Insert the new items' rows, write the changed ones (a changed SKU, or an item that
+    joins the sync again, starts afresh: its published count is forgotten)."""
     tx.many(
         "INSERT INTO item (item_id, sku, title, published, created_at, excluded, "
         "cutover_pending, updated_at) VALUES (?, ?, ?, NULL, ?, ?, FALSE, ?)",
@@ -244,14 +267,112 @@ def _sync(
         "UPDATE item SET published = NULL WHERE item_id = ?",
         ((h.item_id,) for h in touched if h.fresh),
     )
-    return change, rows
+
+
+# -- a full pass, a page at a time --------------------------------------------------------------
+
+SYNC_PAGE = 5000  # listed items per statement of a full pass's sync
+
+
+def stage_listing(conn: Connection, *, page: Sequence[Item], rule: SkuRule, first: bool) -> None:
+    """Keep a page of the shop's listing for the full pass that lists it (`first`: the pass's
+    first page, which forgets the previous pass's listing). An item listed twice counts once."""
+    tx = Tx(conn)
+    if first:
+        tx.run("DELETE FROM listing")
+    tx.many(
+        "INSERT INTO listing (item_id, sku, title, available, stamp, created_at) "
+        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (item_id) DO NOTHING",
+        (
+            (
+                it.item_id,
+                rule(it.sku),
+                it.title or "",
+                int(it.available),
+                None if it.stamp is None else float(it.stamp),
+                float(it.created_at),
+            )
+            for it in page
+        ),
+    )
+
+
+def clear_listing(conn: Connection) -> None:
+    """Forget the staged listing (the pass that made it has ended)."""
+    Tx(conn).run("DELETE FROM listing")
+
+
+def sync_listing(conn: Connection, *, now: float) -> CatalogueChange:
+    """`sync_catalogue` for the listing staged by `stage_listing`, a page at a time: the item
+    table in line with it (new items added, changed ones written, items no longer listed
+    marked gone), in one unit of work, holding one page of it in memory. New items are
+    counted (`added`), not listed."""
+    tx = Tx(conn)
+    change = CatalogueChange()
+    shared = "SELECT sku FROM listing WHERE sku IS NOT NULL GROUP BY sku HAVING COUNT(*) > 1"
+    duplicates = {row[0] for row in tx.rows(shared)}
+    query = (
+        "SELECT l.item_id, l.sku, l.title, l.created_at, i.item_id, i.sku, i.title, i.excluded "
+        "FROM listing l LEFT JOIN item i ON i.item_id = l.item_id WHERE l.item_id > ? "
+        "ORDER BY l.item_id LIMIT ?"
+    )
+    after = ""
+    while rows := tx.rows(query, (after, SYNC_PAGE)):
+        after = rows[-1][0]
+        new: list[tuple[Any, ...]] = []
+        touched: list[_Held] = []
+        for item_id, sku, title, created, held_id, held_sku, held_title, excluded in rows:
+            verdict = NO_SKU if not sku else DUPLICATE if sku in duplicates else None
+            if held_id is None:
+                new.append((item_id, sku, title, float(created), verdict, float(now)))
+                change.added += 1
+                if verdict:
+                    change.newly_excluded.append((item_id, verdict, sku))
+                continue
+            held = _Held(item_id, held_sku, held_title or "", excluded)
+            if _listed_again(held, sku, verdict, title, change):
+                touched.append(held)
+        _write(tx, new, touched, now)
+    gone = tx.rows(
+        "SELECT item_id FROM item i WHERE (i.excluded IS NULL OR i.excluded <> ?) "
+        "AND NOT EXISTS (SELECT 1 FROM listing l WHERE l.item_id = i.item_id) ORDER BY item_id",
+        (GONE,),
+    )
+    change.gone = [row[0] for row in gone]
+    tx.many(
+        "UPDATE item SET excluded = ?, updated_at = ? WHERE item_id = ?",
+        ((GONE, float(now), item_id) for item_id in change.gone),
+    )
+    return change
+
+
+def listed_rows(conn: Connection, *, after: str, limit: int) -> list[CatalogueRow]:
+    """The rows of the staged listing's items after `after`, in item order (for the index)."""
+    query = (
+        "SELECT i.item_id, i.sku, i.excluded FROM listing l JOIN item i ON i.item_id = l.item_id "
+        "WHERE l.item_id > ? ORDER BY l.item_id LIMIT ?"
+    )
+    return [CatalogueRow(*row) for row in Tx(conn).rows(query, (after, limit))]
+
+
+def listed_counts(
+    conn: Connection, *, after: str, limit: int
+) -> list[tuple[str, int, float | None]]:
+    """(item_id, available, stamp) of the staged listing's synced items after `after`, in
+    item order: the counts a full pass observes."""
+    query = (
+        "SELECT l.item_id, l.available, l.stamp FROM listing l JOIN item i "
+        "ON i.item_id = l.item_id WHERE i.excluded IS NULL AND l.item_id > ? "
+        "ORDER BY l.item_id LIMIT ?"
+    )
+    return [(r[0], int(r[1]), r[2]) for r in Tx(conn).rows(query, (after, limit))]
 
 
 def _set_excluded(held: _Held, excluded: str | None, change: CatalogueChange) -> None:
     if held.excluded == excluded:
         return
     if excluded:
-        change.newly_excluded.append((held.item_id, excluded))
+        change.newly_excluded.append((held.item_id, excluded, held.sku))
     if held.excluded is not None and excluded is None:
         held.fresh = True  # joins sync afresh, like a new item
     held.excluded, held.changed = excluded, True

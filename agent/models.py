@@ -11,6 +11,7 @@ __all__ = [
     "IncomingPool",
     "ItemRow",
     "JoinRequest",
+    "ListedItem",
     "LogEntry",
     "PeerRow",
     "PendingWrite",
@@ -73,6 +74,20 @@ class PoolRow(SQLModel, table=True):
     def value(self) -> int | None:
         """The pool count, or None while no introduce has been seen."""
         return None if self.base is None else self.base + self.deltas
+
+
+class ListedItem(SQLModel, table=True):
+    """An item of the shop's listing during a full catalogue pass: the pass stages the listing
+    here a page at a time and syncs the item table from it, so that no pass holds the whole
+    catalogue in memory (`agent.catalogue.stage_listing`). Emptied when the pass ends."""
+
+    __tablename__ = "listing"
+    item_id: str = Field(primary_key=True)
+    sku: str | None = None  # as the agent keys it (`SkuRule`)
+    title: str = ""
+    available: int = 0
+    stamp: float | None = None
+    created_at: float = 0.0
 
 
 class IncomingPool(SQLModel, table=True):

@@ -42,7 +42,7 @@ async def test_migrations_create_every_table_and_are_idempotent(db_url: str) -> 
         await db.dispose()
     assert {"identity", "item", "pool", "event", "vector", "pending_write", "sync_log"} <= names
     assert "incoming_pool" in names  # 0003: a joiner's snapshot, staged page by page
-    assert version == [("0004",)]
+    assert version == [("0005",)]
 
 
 def test_the_schema_head_the_agent_checks_at_start_is_alembics() -> None:
