@@ -279,6 +279,8 @@ async def storm(world: World, duration: float, joiner: str | None) -> None:
             asked.append(rng.choice(masters))
             world.count("join_attempt")
             ok = await world.join(node, asked[0])
+            if ok is None:
+                asked.clear()  # the request never reached the master: send it again
         else:  # the master's owner clicks accept again
             world.count("join_attempt")
             ok = await world.accept(node, asked[0])

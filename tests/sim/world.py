@@ -238,8 +238,9 @@ class World:
                 change.ambiguous = False
         self.count("join_installed")
 
-    async def join(self, node: Node, master: str) -> bool:
-        """`node` asks `master` to join (what `send_join` and `on_join_request` store)."""
+    async def join(self, node: Node, master: str) -> bool | None:
+        """`node` asks `master` to join (what `send_join` and `on_join_request` store); None
+        if the master went down before it stored the request (ask again, from the start)."""
         boss = self.nodes[master]
         assert node.db is not None and boss.db is not None
         nonce = f"{self.rng.getrandbits(128):032x}"
@@ -248,6 +249,8 @@ class World:
         async with node.db.transaction() as session:
             await session.exec(delete(JoinRequest).where(JoinRequest.direction == "outgoing"))  # type: ignore[call-overload]
             session.add(_request(boss, "outgoing", nonce, now))
+        if boss.db is None:  # the master went down meanwhile: the request was not stored
+            return None
         async with boss.db.transaction() as session:
             await session.exec(delete(JoinRequest).where(JoinRequest.domain == node.domain))  # type: ignore[call-overload]
             session.add(_request(node, "incoming", nonce, now))
