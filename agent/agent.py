@@ -181,7 +181,6 @@ class Agent:
             mode=self.mode,
             interval=tuning.compaction_interval,
             horizon=tuning.history_horizon,
-            importing=lambda: self.join_import.importing,
             snapshots=self.spool.held,
         )
         self.joins = JoinDesk(db=db, identity=identity, clock=clock, call=call, roster=self.roster)
@@ -293,35 +292,25 @@ class Agent:
         tasks: list[asyncio.Task[Any]] = [] if self._main is None else [self._main]
         tasks += [link.task for _, link in sorted(self.replicator.links.items()) if link.task]
         tasks += self.reconciler.tasks()
-        tasks += [
-            t
-            for t in (
-                self.join_import.task,
-                self.join_import.rebasing,
-                self.importer.task,
-                self._compaction,
-            )
-            if t is not None
-        ]
-        return tasks + self._watch
+        return tasks + self._jobs() + self._watch
+
+    def _jobs(self) -> list[asyncio.Task[Any]]:
+        """The tasks of the agent's long jobs that are running or ran: a join's import, a
+        re-import, an import, the compaction."""
+        jobs = (
+            self.join_import.task,
+            self.join_import.rebasing,
+            self.importer.task,
+            self._compaction,
+        )
+        return [t for t in jobs if t is not None]
 
     async def stop(self) -> None:
         """Stop every task and wait for each (a cancelled write is resent on the next start,
         with its key)."""
         await asyncio.gather(*self._notes, return_exceptions=True)
         await self.replicator.stop()
-        tasks = [
-            t
-            for t in (
-                self._main,
-                self.join_import.task,
-                self.join_import.rebasing,
-                self.importer.task,
-                self._compaction,
-            )
-            if t
-        ]
-        tasks += self._watch
+        tasks = [t for t in (self._main,) if t] + self._jobs() + self._watch
         for task in tasks:
             task.cancel()
         for task in tasks:

@@ -58,10 +58,12 @@ def classify(items: Iterable[tuple[str, str | None]]) -> dict[str, str | None]:
     """item_id → None (synced), "duplicate" (SKU shared in this shop) or "no_sku"."""
     pairs = list(items)
     counts = Counter(sku for _, sku in pairs if sku)
-    return {
-        item_id: (NO_SKU if not sku else DUPLICATE if counts[sku] > 1 else None)
-        for item_id, sku in pairs
-    }
+    return {item_id: _verdict(sku, counts[sku] > 1 if sku else False) for item_id, sku in pairs}
+
+
+def _verdict(sku: str | None, shared: bool) -> str | None:
+    """Why an item is not synced (no SKU, or one `shared` with another item), or None."""
+    return NO_SKU if not sku else DUPLICATE if shared else None
 
 
 class _Keyed(Protocol):
@@ -277,10 +279,9 @@ SYNC_PAGE = 5000  # listed items per statement of a full pass's sync
 def stage_listing(conn: Connection, *, page: Sequence[Item], rule: SkuRule, first: bool) -> None:
     """Keep a page of the shop's listing for the full pass that lists it (`first`: the pass's
     first page, which forgets the previous pass's listing). An item listed twice counts once."""
-    tx = Tx(conn)
     if first:
-        tx.run("DELETE FROM listing")
-    tx.many(
+        clear_listing(conn)
+    Tx(conn).many(
         "INSERT INTO listing (item_id, sku, title, available, stamp, created_at) "
         "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (item_id) DO NOTHING",
         (
@@ -322,7 +323,7 @@ def sync_listing(conn: Connection, *, now: float) -> CatalogueChange:
         new: list[tuple[Any, ...]] = []
         touched: list[_Held] = []
         for item_id, sku, title, created, held_id, held_sku, held_title, excluded in rows:
-            verdict = NO_SKU if not sku else DUPLICATE if sku in duplicates else None
+            verdict = _verdict(sku, sku in duplicates)
             if held_id is None:
                 new.append((item_id, sku, title, float(created), verdict, float(now)))
                 change.added += 1

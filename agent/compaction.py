@@ -22,6 +22,7 @@ Who holds compaction back:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from functools import partial
@@ -32,6 +33,7 @@ from sqlalchemy import Connection
 from agent import ledger, synclog
 from agent.clock import Clock
 from agent.db import Database
+from agent.importer import LEFT_GROUP
 from agent.ledger import Vector
 from agent.models import Identity
 from agent.sql import Tx
@@ -45,15 +47,15 @@ log = structlog.get_logger(__name__)
 DEFAULT_INTERVAL = 60.0  # seconds between compaction passes
 DEFAULT_HORIZON = 7 * 86400.0  # a member out of touch longer stops holding history back
 BATCH = 20_000  # events dropped per transaction (a pass never holds the write lock long)
-LEFT_GROUP = "left_group"  # the state entry of a shop that left (agent.importer's name)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
 class Floor:
     """What may be folded: per stream, the highest seq every member counted holds; and the
-    members left out for being away longer than the horizon."""
+    members left out for being away longer than the horizon (domain, last seen)."""
 
-    def __init__(self, seqs: Vector, away: list[tuple[str, float]]) -> None:
-        self.seqs, self.away = seqs, away
+    seqs: Vector
+    away: list[tuple[str, float]]
 
 
 def floor(conn: Connection, own_domain: str, now: float, horizon: float) -> Floor | None:
@@ -99,12 +101,10 @@ class Compactor:
         interval: float = DEFAULT_INTERVAL,
         horizon: float = DEFAULT_HORIZON,
         batch: int = BATCH,
-        importing: Callable[[], bool] = lambda: False,
         snapshots: Callable[[], list[Vector]] = list,
     ) -> None:
         self.db, self.identity, self.clock, self.mode = db, identity, clock, mode
         self.interval, self.horizon, self.batch = interval, horizon, batch
-        self.importing = importing
         #: The vectors of the snapshots kept for joiners (`Spool.held`): a joiner pulls what
         #: is beyond its snapshot, and may not be a member here yet (its welcome's answer
         #: lost, say), so its snapshot holds compaction back as a member would.
@@ -119,7 +119,7 @@ class Compactor:
 
     async def compact(self) -> int:
         """One pass: fold what every counted member holds; returns how many events went."""
-        if self.importing() or self.mode.importing:
+        if self.mode.importing:  # a join, until the master's snapshot is this agent's base
             return 0
         total = 0
         while True:

@@ -54,6 +54,7 @@ __all__ = [
     "get_pool",
     "get_pools",
     "group_lacks",
+    "held_beyond",
     "install",
     "install_snapshot",
     "load_vector",
@@ -468,15 +469,17 @@ def snapshot(conn: Connection) -> Snapshot:
 
 def snapshot_head(conn: Connection) -> SnapshotHead:
     """The vector and the events held beyond it (in the same read transaction as the pools)."""
-    tx = Tx(conn)
     entries = vector(conn)
-    extra: list[EventRow] = []
-    for (origin, epoch), seq in entries.items():
-        extra += events_after(conn, origin, epoch, seq, 10**9)
-    for origin, epoch in tx.rows("SELECT DISTINCT origin, epoch FROM event"):
-        if (origin, epoch) not in entries:  # a stream whose first events are missing
-            extra += events_after(conn, origin, epoch, 0, 10**9)
-    return SnapshotHead(vector=entries, extra=extra)
+    return SnapshotHead(vector=entries, extra=held_beyond(conn, entries))
+
+
+def held_beyond(conn: Connection, cut: Vector) -> list[EventRow]:
+    """Every event this agent holds beyond `cut` (a stream `cut` lacks: all of its events),
+    stream by stream in seq order."""
+    out: list[EventRow] = []
+    for origin, epoch in sorted(Tx(conn).rows("SELECT DISTINCT origin, epoch FROM event")):
+        out += events_after(conn, origin, epoch, cut.get((origin, epoch), 0), 10**9)
+    return out
 
 
 def pool_pages(conn: Connection, size: int) -> Iterator[list[Pool]]:
@@ -655,16 +658,8 @@ def rebase(conn: Connection, head: SnapshotHead, now: float) -> tuple[int, int]:
     folded into the snapshot's pools; the rest is in the snapshot. The epoch stays: this
     shop's changes not yet sent are still its stream's next seqs, which the group expects.
     """
-    tx = Tx(conn)
     counted = {(e.origin, e.epoch, e.seq) for e in head.extra}
-    keep: list[EventRow] = []
-    for origin, epoch in tx.rows("SELECT DISTINCT origin, epoch FROM event"):
-        after = head.vector.get((origin, epoch), 0)
-        keep += [
-            e
-            for e in events_after(conn, origin, epoch, after, 10**9)
-            if (e.origin, e.epoch, e.seq) not in counted
-        ]
+    keep = [e for e in held_beyond(conn, head.vector) if (e.origin, e.epoch, e.seq) not in counted]
     staged = _replace_by_staged(conn, head, now)
     apply(conn, keep, now)
     return staged, len(keep)

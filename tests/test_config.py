@@ -51,6 +51,10 @@ def test_an_older_file_without_the_setting_keeps_90_days(tmp_path: Path) -> None
         ("coalesce_ms", "true"),
         ("sku_trim", '"no"'),
         ("sku_case_fold", "1"),
+        ("compaction_interval", "-1"),
+        ("compaction_interval", '"hourly"'),
+        ("history_horizon_days", "0"),
+        ("history_horizon_days", "nan"),
     ],
 )
 def test_a_bad_setting_is_refused_with_its_name(tmp_path: Path, setting: str, value: str) -> None:

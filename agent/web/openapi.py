@@ -853,14 +853,20 @@ PEER_PATHS: dict[str, Any] = {
         _obj({"vector": _ref("Vector")}),
     ),
     "/peer/pull": _peer(
-        "Events beyond the sender's vector, from any origin, and the member list. The sender "
-        "may send its own record along.",
+        "Events beyond the sender's vector, from any origin (but for streams compacted beyond "
+        "it: `folded`), and the member list. The sender may send its own record along.",
         _obj({"have": _ref("Vector"), "member": _ref("Member")}, optional=("have", "member")),
         _obj(
             {
                 "events": _list(_ref("Event")),
                 "more": BOOL,
                 "vector": _ref("Vector"),
+                "folded": {
+                    **_ref("Vector"),
+                    "description": "streams this agent compacted beyond the sender's vector, "
+                    "up to the seq given: their events are not sent from here (an answer "
+                    "without it: nothing folded)",
+                },
                 "members": _list(_ref("Member")),
                 "rules": _list(RULES_RECORD),
             }

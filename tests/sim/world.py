@@ -73,7 +73,6 @@ class World:
         self.nodes: dict[str, Node] = {}
         self.members: list[str] = []  # the group, in joining order
         self.bases: dict[str, tuple[str, int]] = {}  # sku -> (shop where created, count)
-        self.origin_node: str | None = None  # the one agent that never installs a snapshot
         self.logged_errors: list[str] = []
         self.problems: list[str] = []  # found during the run (the checker adds the rest)
         self.webhooks_in_flight = 0
@@ -311,7 +310,6 @@ class World:
         for name in names:
             await self.nodes[name].start()
         self.members = [first.domain]
-        self.origin_node = first.domain
         await self._until(lambda: _idle(first), limit=30.0)
         for name in names[1:n_initial]:
             master = rng.choice(self.members)
