@@ -33,7 +33,7 @@ from sqlalchemy import Connection
 from agent import ledger, synclog
 from agent.clock import Clock
 from agent.db import Database
-from agent.importer import LEFT_GROUP
+from agent.importer import LEFT_GROUP, REBASE
 from agent.ledger import Vector
 from agent.models import Identity
 from agent.sql import Tx
@@ -62,7 +62,9 @@ def floor(conn: Connection, own_domain: str, now: float, horizon: float) -> Floo
     """The compaction floor, or None when nothing may be folded at all (in no group, or
     left one)."""
     tx = Tx(conn)
-    if tx.one('SELECT 1 FROM agent_state WHERE "key" = ?', (LEFT_GROUP,)) is not None:
+    held = tx.rows('SELECT 1 FROM agent_state WHERE "key" IN (?, ?)', (LEFT_GROUP, REBASE))
+    if held:  # left (a rejoin counts from the events), or re-importing (its snapshot must
+        # count all this agent folds: `ledger.rebase`)
         return None
     members = tx.rows(
         "SELECT domain, last_contact, joined_at, acked FROM peer "

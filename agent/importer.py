@@ -43,6 +43,8 @@ SNAPSHOT_DOWNLOAD = "snapshot_download"
 #: agent_state key of the group this agent left (its members) and the stream of its own it had
 #: then: joining that group again, the changes of that stream the group lacks are counted.
 LEFT_GROUP = "left_group"
+#: agent_state key of a member's re-import after history it lacked was folded everywhere.
+REBASE = "rebase"
 #: agent_state key of the owner's choices for the join requested last (`while_out`).
 JOIN_OPTIONS = "join_options"
 #: What a shop joining its group again does with the changes it made while out of it.

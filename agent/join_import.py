@@ -22,7 +22,7 @@ from agent import ledger, synclog
 from agent.causes import logged
 from agent.clock import Clock
 from agent.db import Database, drop_state, put_state, read_state, write_state
-from agent.importer import JOIN_OPTIONS, LEFT_GROUP, SNAPSHOT_DOWNLOAD, Importer
+from agent.importer import JOIN_OPTIONS, LEFT_GROUP, REBASE, SNAPSHOT_DOWNLOAD, Importer
 from agent.ledger import Pool, SnapshotHead
 from agent.models import EventRow, Identity, StateEntry
 from agent.reconcile import Reconciler
@@ -44,8 +44,6 @@ from agent.wire import (
 __all__ = ["JoinImport"]
 
 log = structlog.get_logger(__name__)
-
-REBASE = "rebase"  # state: a member's re-import after history it lacked was folded
 
 
 class JoinImport:
@@ -116,7 +114,21 @@ class JoinImport:
 
             await self.db.run(begin)
         log.warning("history_folded", peer=domain)
-        head = await self._download(domain, agent_url)
+        delay = 0.2
+        while True:
+            head = await self._download(domain, agent_url)
+            try:
+                await self._rebase_on(head, domain)
+                break
+            except ledger.StaleSnapshot as exc:  # older than what was folded here: anew
+                log.info("rebase_retry", peer=domain, error=str(exc))
+                await self.db.run(_forget_download)
+                await self.clock.sleep(delay)
+                delay = min(30.0, delay * 2)
+        self.replicator.forget_gaps()
+        self.reconciler.replan()  # the counts changed: publish them everywhere they differ
+
+    async def _rebase_on(self, head: SnapshotHead, domain: str) -> None:
         now = self.clock.now()
 
         def install(conn: Connection) -> None:
@@ -130,8 +142,6 @@ class JoinImport:
             synclog.insert(conn, [synclog.entry("import", now, peer=domain, message=message)])
 
         await self.db.run(install)
-        self.replicator.forget_gaps()
-        self.reconciler.replan()  # the counts changed: publish them everywhere they differ
 
     def start(self, domain: str, agent_url: str) -> None:
         """Take the master's snapshot in the background (also to resume one after a crash)."""

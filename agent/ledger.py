@@ -38,6 +38,7 @@ __all__ = [
     "Signer",
     "Snapshot",
     "SnapshotHead",
+    "StaleSnapshot",
     "Vector",
     "append",
     "append_local",
@@ -77,6 +78,10 @@ CHUNK = 500  # values per IN (…): well under every driver's limit on bound par
 INTRODUCE = "introduce"
 #: The cause of a change a shop made while out of the group, counted when it joined again.
 WHILE_OUT = "while_out"
+
+
+class StaleSnapshot(ValueError):
+    """A snapshot older than what this agent has folded: it cannot be its base (`rebase`)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -658,6 +663,10 @@ def rebase(conn: Connection, head: SnapshotHead, now: float) -> tuple[int, int]:
     folded into the snapshot's pools; the rest is in the snapshot. The epoch stays: this
     shop's changes not yet sent are still its stream's next seqs, which the group expects.
     """
+    gone = {s: seq for s, seq in folded(conn).items() if seq > head.vector.get(s, 0)}
+    if gone:  # events this agent folded (their deltas in its pools, their rows gone) that the
+        # snapshot does not count: taking it would lose them, and reuse their seqs
+        raise StaleSnapshot(f"the snapshot predates events folded here: {sorted(gone)[:3]}")
     counted = {(e.origin, e.epoch, e.seq) for e in head.extra}
     keep = [e for e in held_beyond(conn, head.vector) if (e.origin, e.epoch, e.seq) not in counted]
     staged = _replace_by_staged(conn, head, now)

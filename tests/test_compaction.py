@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from sqlmodel import select
 
 from agent import ledger
@@ -187,3 +188,18 @@ async def test_a_snapshot_kept_for_a_joiner_holds_compaction_at_its_vector(
     spool.clear()  # the joiner took it (or it expired): nothing holds them any more
     assert await compactor.compact() == 2
     spool.close()
+
+
+async def test_a_rebase_refuses_a_snapshot_older_than_what_was_folded_here(
+    database: Database,
+) -> None:
+    me = await _history(database)
+    own, b = ("a.example.com", "e1"), ("b.example.com", "e")
+    await _member(database, "b.example.com", {own: 4, b: 4}, NOW - 60)
+    assert await _compactor(database, me).compact() == 8  # own 1-4, b's 1-4: rows gone
+    before = await _state(database)
+    await database.run(lambda conn: ledger.stage(conn, [Pool("A", 20, 1.0, me.domain, -1)]))
+    head = ledger.SnapshotHead(vector={own: 2, b: 4}, extra=[])  # cut before own 3-4
+    with pytest.raises(ledger.StaleSnapshot):
+        await database.run(lambda conn: ledger.rebase(conn, head, 5.0))
+    assert await _state(database) == before  # nothing taken: own 3-4 would be lost for good
