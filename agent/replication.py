@@ -28,6 +28,7 @@ from sqlmodel import select
 from agent import ledger, synclog, trust
 from agent.clock import Clock
 from agent.db import Database
+from agent.folds import FoldClaims, Stream
 from agent.group_rules import RuleBook
 from agent.ledger import Vector
 from agent.models import EventRow, Identity, PeerRow
@@ -44,7 +45,6 @@ log = structlog.get_logger(__name__)
 CONTACT_REFRESH = 10.0  # seconds between writes of an unchanged peer contact
 IDLE_PULL_FACTOR = 4  # a pull that keeps finding nothing waits up to 4 times pull_interval
 BATCH = 500
-AWAY = 600.0  # seconds a peer is out of reach before a re-import stops waiting for it
 
 
 class EventsRefused(Exception):
@@ -90,9 +90,7 @@ class Replicator:
         self.pull_interval = pull_interval
         self.rng = rng or random.Random()
         self.links: dict[str, PeerLink] = {}
-        self.folded_at: dict[str, Vector] = {}  # peer -> streams it folded beyond this agent
-        self.gaps: dict[tuple[str, str], float] = {}  # streams no peer may fill -> found when
-        self.answers: dict[str, tuple[float, Vector]] = {}  # peer -> its last pull answer
+        self.claims = FoldClaims()  # what peers folded beyond this agent: when to re-import
         #: Told the peer (domain, URL) to re-import from when every peer folded history this
         #: agent lacks.
         self.on_history_folded = on_history_folded
@@ -248,69 +246,44 @@ class Replicator:
 
     def after_pull(
         self, peer: str, folded: Vector, theirs: Vector, mine: Vector
-    ) -> PeerLink | None:
+    ) -> tuple[PeerLink | None, tuple[tuple[str, Stream, int, str], ...]]:
         """Note a pull answer from `peer`: its vector (`theirs`) and the streams it folded
-        (`folded`), judged against this agent's vector now (`mine`). Returns the link to
-        re-import from when a gap of this agent's can be filled by no peer (then every peer
-        that holds more of the stream folded it: it was away longer than the horizon, or
-        restored from an old backup), else None.
+        (`folded`), judged against this agent's vector now (`mine`) by `FoldClaims`. Returns
+        the link to re-import from when a gap of this agent's can be filled by no peer and
+        the claim holds up (else None), and the claims newly found unbacked. The peers that
+        may still fill a gap are asked at once."""
+        away = {domain: link.away_since for domain, link in self.links.items()}
+        verdict = self.claims.heard(peer, folded, theirs, mine, away, self.clock.monotonic())
+        for domain in verdict.ask:  # ask them now rather than at their next pull
+            link = self.links[domain]
+            link.next_pull = 0.0
+            link.wake.set()
+        source = self.links.get(verdict.source) if verdict.source is not None else None
+        return source, verdict.disputed
 
-        A peer may fill a gap unless it folded the stream beyond this agent's vector, or it
-        answered since the gap was found holding no more of the stream than this agent, or
-        it has been out of reach for longer than `AWAY`. Until each peer has said, the gap
-        waits (and the peers not yet heard since are asked at once)."""
-        now = self.clock.monotonic()
-        self.answers[peer] = (now, theirs)
-        beyond = {s: seq for s, seq in folded.items() if seq > mine.get(s, 0)}
-        if beyond:
-            self.folded_at[peer] = beyond
-        else:
-            self.folded_at.pop(peer, None)
-        for stream in beyond:
-            self.gaps.setdefault(stream, now)
-        for stream in list(self.gaps):
-            if not any(f.get(stream, 0) > mine.get(stream, 0) for f in self.folded_at.values()):
-                del self.gaps[stream]  # filled, or nobody says it is folded any more
-        for stream, since in sorted(self.gaps.items()):
-            unsure = [
-                link
-                for domain, link in self.links.items()
-                if not self._cannot_fill(domain, link, stream, since, mine, now)
-            ]
-            if not unsure:
-                sources = [d for d, f in self.folded_at.items() if f.get(stream, 0)]
-                source = peer if peer in sources else sources[0]
-                return self.links.get(source)
-            for link in unsure:  # ask them now rather than at their next pull
-                if link.domain != peer:
-                    link.next_pull = 0.0
-                    link.wake.set()
-        return None
-
-    def _cannot_fill(
-        self,
-        domain: str,
-        link: PeerLink,
-        stream: tuple[str, str],
-        since: float,
-        mine: Vector,
-        now: float,
-    ) -> bool:
-        if link.away_since is not None and now - link.away_since > AWAY:
-            return True
-        if self.folded_at.get(domain, {}).get(stream, 0) > mine.get(stream, 0):
-            return True
-        answered = self.answers.get(domain)
-        return (
-            answered is not None
-            and answered[0] >= since
-            and answered[1].get(stream, 0) <= mine.get(stream, 0)
-        )
+    async def report_disputes(self, disputed: Iterable[tuple[str, Stream, int, str]]) -> None:
+        """Tell the owner, once per claim, of a fold no other member backs (`FoldClaims`)."""
+        now = self.clock.now()
+        entries = []
+        for peer, (origin, _epoch), seq, why in disputed:
+            log.warning("fold_disputed", peer=peer, origin=origin, seq=seq, why=why)
+            entries.append(
+                synclog.entry(
+                    "fold_disputed",
+                    now,
+                    peer=peer,
+                    message=f"{peer} says it folded {origin}'s changes up to #{seq}, which this "
+                    f"shop lacks, but {why}: not re-importing the group's counts on its word "
+                    "alone. If it is right (the members that held them left the group), leave "
+                    "the group and join again",
+                )
+            )
+        if entries:
+            await self.db.run(lambda conn: synclog.insert(conn, entries))
 
     def forget_gaps(self) -> None:
         """After a re-import: what peers folded is judged afresh."""
-        self.folded_at.clear()
-        self.gaps.clear()
+        self.claims.forget()
 
     def own_stream(self) -> tuple[str, str]:
         return (self.identity.domain, self.identity.epoch)
@@ -557,10 +530,12 @@ class PeerLink:
                 except EventsRefused as exc:  # the rest was applied
                     raise PeerRefused(f"refused events from {self.domain}: {exc}") from None
             folded = vector_from_wire(body.get("folded", []))
-            if folded or self.r.gaps:  # judged against this agent's vector now, not the one
+            if folded or self.r.claims.gaps:  # judged against this agent's vector now, not the one
                 # it asked with: what the peer folded, it may have acknowledged since
                 mine = await self.r.db.read(ledger.vector)
-            source = self.r.after_pull(self.domain, folded, theirs, mine)
+            source, disputed = self.r.after_pull(self.domain, folded, theirs, mine)
+            if disputed:
+                await self.r.report_disputes(disputed)
             if source is not None and self.r.on_history_folded is not None:
                 self.r.on_history_folded(source.domain, source.agent_url)
             await self.r.record_contact(self.domain, acked=theirs)

@@ -47,6 +47,8 @@ KINDS: dict[str, str] = {
     "member_away": "a member out of touch longer than the history horizon: history is folded "
     "without it, and it re-imports when it returns",
     "history_folded": "the group folded history this shop lacks: it re-imports the counts",
+    "fold_disputed": "a peer says it folded history this shop lacks, but no other member backs "
+    "it: no re-import on its word",
     "join_request": "a shop asked to join",
     "join_request_sent": "this shop asked to join a group",
     "join_request_expired": "a join request was not answered in time",

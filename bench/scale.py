@@ -16,8 +16,10 @@ Master and joiner run in the one child process, without the HTTP hop (one signed
 page, about 1 ms of each side's CPU on this machine, is left out). Figures per size and mode:
 seconds to spool, to transfer, to install, in all; the child's peak RSS over its baseline.
 Then one real agent and its emulated Shopify shop (processes, SQLite, `--agent-sizes`, default
-1,000,000; quick 20,000): start and first full pass, a second full pass (time and platform
-API requests), and the agent's peak RSS (`rss_mb_1m`). And history (`--sales`, default
+1,000,000; quick 20,000): start and first full pass, a second full pass (time, platform
+API requests, and the CPU the agent and the emulator spent on it: most of a pass's time is the
+emulator running the bulk query through graphql-core, which on Shopify is the platform's own
+time), and the agent's peak RSS (`rss_mb_1m`). And history (`--sales`, default
 1,000,000; quick 100,000): one agent's database of 10,000 SKUs takes that many sales as its
 events, a member acknowledging them, with history kept (as before compaction) or compacted
 every 20,000 sales: size on disk and snapshot time before and after (`db_mb_after_compaction`).
@@ -78,12 +80,19 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         help="sales over 10,000 SKUs for the history part (default 1000000; quick 100000; 0: none)",
     )
+    p.add_argument(
+        "--join-sizes",
+        help="catalogues of the joins of emulated shops: bench/import.py and bench/latency.py's "
+        "sizes part at each (default 100000; quick 20000; 0: none)",
+    )
     p.add_argument("--child", nargs=4, metavar=("STEP", "SKUS", "DIR", "ENGINE"), help=SUPPRESS)
     args = p.parse_args(argv)
     default = "20000,100000" if args.quick else "100000,1000000"
     args.sizes = [int(s) for s in (args.sizes or default).split(",") if int(s) > 0]
     agents = args.agent_sizes or ("20000" if args.quick else "1000000")
     args.agent_sizes = [int(s) for s in agents.split(",") if int(s) > 0]
+    joins = args.join_sizes or ("20000" if args.quick else "100000")
+    args.join_sizes = [int(s) for s in joins.split(",") if int(s) > 0]
     if args.sales is None:
         args.sales = 100_000 if args.quick else 1_000_000
     args.engines = [e.strip() for e in args.engines.split(",")]
@@ -368,6 +377,41 @@ def _short(n: int) -> str:
     return f"{n // 1_000_000}m" if n % 1_000_000 == 0 else f"{n // 1000}k"
 
 
+def _bench(name: str, *argv: str) -> dict[str, Any]:
+    """Run `bench/NAME.py ARGV` as a user would; its JSON line ({} if it failed)."""
+    bench = Path(__file__).resolve().parent / f"{name}.py"
+    child = subprocess.run(
+        [sys.executable, str(bench), *argv], capture_output=True, text=True, check=False
+    )
+    lines = child.stdout.strip().splitlines()
+    if child.returncode != 0 or not lines:
+        out.print(f"[red]bench/{name}.py {' '.join(argv)} failed[/]: {child.stderr[-2000:]}")
+        return {}
+    figures: dict[str, Any] = json.loads(lines[-1])
+    return figures
+
+
+def _join_part(skus: int) -> dict[str, Any]:
+    """A join of emulated shops of `skus` SKUs, twice: a shop taking over the master's counts
+    on the Standard plan (`bench/import.py`: time against the rate limit's minimum), then a
+    group of three formed by two joins and 50 sales/s through it (`bench/latency.py --parts
+    sizes`: snapshot install, cut-over, latency)."""
+    tag = _short(skus)
+    imported = _bench("import", "--skus", str(skus))
+    latency = _bench("latency", "--parts", "sizes", "--sizes", str(skus))
+    return {
+        "import_s": imported.get("import_s"),
+        "minimum_s": imported.get("minimum_s"),
+        "import_ratio": imported.get("ratio"),
+        "import_agent_cpu_s": imported.get("agent_import_cpu_s"),
+        "join_snapshot_s": latency.get(f"snapshot_s_{tag}"),
+        "cutover_s": latency.get(f"cutover_s_{tag}"),
+        "p50_ms": latency.get(f"p50_ms_{tag}"),
+        "p99_ms": latency.get(f"p99_ms_{tag}"),
+        "wrong_after_join": latency.get(f"wrong_after_join_{tag}"),
+    }
+
+
 def _run(engine: str, skus: int, mode: str) -> dict[str, Any]:
     """Fill two fresh databases, then take the snapshot, each in a child process (or, for
     a history mode, build and measure one database in one child)."""
@@ -413,6 +457,7 @@ async def _agent_part(skus: int) -> dict[str, Any]:
                 first = time.monotonic() - started
                 before = (await node.status(http))["last_reconcile"]
                 stats0 = await node.emu_stats(http)
+                cpu0 = proc_usage(node.agent_pid).cpu_s, proc_usage(node.emulator_pid).cpu_s
                 passed = time.monotonic()
                 await post_json(http, f"{node.agent_url}/api/reconcile", token=node.token)
                 for _ in range(int(600 + skus * 0.005) * 5):  # polled every 0.2 s
@@ -424,12 +469,15 @@ async def _agent_part(skus: int) -> dict[str, Any]:
                 again = time.monotonic() - passed
                 stats1 = await node.emu_stats(http)
                 usage = proc_usage(node.agent_pid)
+                emulator_cpu = proc_usage(node.emulator_pid).cpu_s - cpu0[1]
             finally:
                 await node.stop()
     return {
         "first_pass_s": round(first, 1),
         "reconcile_s": round(again, 1),
         "reconcile_requests": stats1["requests"] - stats0["requests"],
+        "reconcile_agent_cpu_s": round(usage.cpu_s - cpu0[0], 1),
+        "reconcile_emulator_cpu_s": round(emulator_cpu, 1),
         "rss_mb": round(usage.peak_rss_mb, 1),
     }
 
@@ -501,7 +549,9 @@ def main() -> None:
         out.print(history)
     if args.agent_sizes:
         agents = Table(title="One agent and its emulated shop (real processes, SQLite, Plus plan)")
-        for col in ("SKUs", "start + first pass s", "full pass s", "API requests", "peak RSS MB"):
+        columns = ("SKUs", "start + first pass s", "full pass s", "API requests")
+        columns += ("agent CPU s", "emulator CPU s", "peak RSS MB")
+        for col in columns:
             agents.add_column(col, justify="right")
         for skus in args.agent_sizes:
             out.print(f"one agent with {skus:,} SKUs …")
@@ -511,10 +561,26 @@ def main() -> None:
                 f"first_pass_s_{tag}": f["first_pass_s"],
                 f"reconcile_s_{tag}": f["reconcile_s"],
                 f"reconcile_requests_{tag}": f["reconcile_requests"],
+                f"reconcile_agent_cpu_s_{tag}": f["reconcile_agent_cpu_s"],
+                f"reconcile_emulator_cpu_s_{tag}": f["reconcile_emulator_cpu_s"],
                 f"rss_mb_{tag}": f["rss_mb"],
             }
             agents.add_row(f"{skus:,}", *(str(f[k]) for k in f))
         out.print(agents)
+    if args.join_sizes:
+        joins = Table(title="Joins of emulated shops (real processes, SQLite, loopback HTTP)")
+        columns = ("SKUs", "import s", "rate-limit minimum s", "ratio", "agent CPU s")
+        columns += ("snapshot s", "cut-over s", "50 sales/s p50 ms", "p99 ms", "wrong counts")
+        for col in columns:
+            joins.add_column(col, justify="right")
+        for skus in args.join_sizes:
+            out.print(f"joins at {skus:,} SKUs (bench/import.py, bench/latency.py) …")
+            f = _join_part(skus)
+            joins.add_row(f"{skus:,}", *(str(v) for v in f.values()))
+            tag = _short(skus)
+            figures |= {f"{k}_{tag}": v for k, v in f.items() if k != "join_snapshot_s"}
+            figures[f"join_snapshot_s_{tag}"] = f["join_snapshot_s"]
+        out.print(joins)
     emit_json("scale", figures)
 
 

@@ -718,6 +718,11 @@ async def test_an_oversold_alert_is_the_same_at_every_member_and_clears(agents: 
     sku = (await agents.skus(a))[6]
     await agents.emulator(a, "/_emulator/inventory", {"sku": sku, "available": 1})
     await agents.wait_for("b to show the last unit", lambda: _pool_is(agents, b, sku, 1), 30)
+
+    async def last_unit_on_sale() -> bool:  # b's write of it landed: both shops sell it
+        return (await agents.skus_shown(b))[sku] == 1
+
+    await agents.wait_for("b's shop to offer the last unit", last_unit_on_sale, 30)
     before = [(await agents.api(s, "GET", "/api/activity"))["totals"] for s in (a, b)]
     order = {"line_items": [{"sku": sku, "quantity": 1}]}
     await asyncio.gather(*(agents.emulator(s, "/_emulator/orders", order) for s in (a, b)))

@@ -25,7 +25,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -329,27 +329,20 @@ def test_deep_json_from_a_member_or_a_joiner_is_a_400(live: Live, trio: Cluster)
     assert status in (400, 401) and set(answer) == {"error", "message"}
 
 
-# -- joins -------------------------------------------------------------------------------------
+Handler = Callable[[web.Request], Awaitable[web.Response]]
 
 
-class Impostor:
-    """An outsider's agent: its own key and URL, claiming another shop's domain; it answers
-    the master's welcome as an attacker would, without the key that asked to join."""
+class FakeAgent:
+    """An attacker's HTTP server on loopback answering some /peer paths as it likes."""
 
-    def __init__(self) -> None:
-        self.key = Ed25519PrivateKey.generate()
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+    def __init__(self, port: int) -> None:
+        self.port = port
         self.runner: web.AppRunner | None = None
-        self.welcomed = 0
 
-    async def start(self, domain: str) -> None:
-        async def welcome(request: web.Request) -> web.Response:
-            self.welcomed += 1
-            return web.json_response({"confirmed": True, "domain": domain})
-
+    async def serve(self, routes: dict[str, Handler]) -> None:
         app = web.Application()
-        app.router.add_post("/peer/welcome", welcome)
+        for path, handler in routes.items():
+            app.router.add_post(path, handler)
         self.runner = web.AppRunner(app)
         await self.runner.setup()
         await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
@@ -357,6 +350,83 @@ class Impostor:
     async def stop(self) -> None:
         if self.runner is not None:
             await self.runner.cleanup()
+
+
+class LyingMember(FakeAgent):
+    """A compromised member's agent at its own URL: every pull answer says it folded (compacted)
+    more of its own stream than any member holds, to make the puller re-import the group's
+    counts from its snapshot."""
+
+    def __init__(self, port: int, vector: list[Any], folded: list[Any]) -> None:
+        super().__init__(port)
+        self.vector, self.folded = vector, folded
+        self.pulls = 0
+
+    async def start(self) -> None:
+        async def pull(request: web.Request) -> web.Response:
+            self.pulls += 1
+            answer = {"events": [], "more": False, "vector": self.vector, "folded": self.folded}
+            return web.json_response(answer)
+
+        async def push(request: web.Request) -> web.Response:
+            return web.json_response({"vector": self.vector})
+
+        await self.serve({"/peer/pull": pull, "/peer/events": push})
+
+
+def test_one_members_claim_of_folded_history_does_not_make_another_re_import(
+    live: Live, trio: Cluster
+) -> None:
+    a, b, c = trio.shops
+    before = snapshot(live, [a, b])
+    epoch, seq = stream(live, a, c)
+    status = run(live, c.get("/api/status"))
+    vector = [[v["origin"], v["epoch"], v["seq"]] for v in status["vector"]]
+    claim = [[c.domain, epoch, seq + 50]]
+    vector = [v for v in vector if (v[0], v[1]) != (c.domain, epoch)] + claim
+    run(live, c.stop_agent())
+    liar = LyingMember(int(c.agent_url.rsplit(":", 1)[1]), vector, claim)
+    run(live, liar.start())
+    try:
+
+        async def disputed() -> bool:
+            entries = (await a.get("/api/log?kind=fold_disputed&limit=10"))["entries"]
+            return any(e["peer"] == c.domain for e in entries)
+
+        run(live, trio.until(disputed, timeout=60, what="a's fold_disputed entry"))
+        entry = run(live, a.get("/api/log?kind=fold_disputed&limit=10"))["entries"][0]
+        assert f"up to #{seq + 50}" in entry["message"] and "no other member" in entry["message"]
+        assert liar.pulls >= 1
+        run(live, asyncio.sleep(2.0))  # pulls go on: still no re-import
+        for shop in (a, b):
+            kinds = run(live, shop.get("/api/log?kind=history_folded&limit=10"))["entries"]
+            assert kinds == [], kinds
+        assert snapshot(live, [a, b]) == before
+    finally:
+        run(live, liar.stop())
+        run(live, c.start_agent())
+    run(live, trio.wait_idle())
+
+
+# -- joins -------------------------------------------------------------------------------------
+
+
+class Impostor(FakeAgent):
+    """An outsider's agent: its own key and URL, claiming another shop's domain; it answers
+    the master's welcome as an attacker would, without the key that asked to join."""
+
+    def __init__(self) -> None:
+        super().__init__(free_port())
+        self.key = Ed25519PrivateKey.generate()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.welcomed = 0
+
+    async def start(self, domain: str) -> None:
+        async def welcome(request: web.Request) -> web.Response:
+            self.welcomed += 1
+            return web.json_response({"confirmed": True, "domain": domain})
+
+        await self.serve({"/peer/welcome": welcome})
 
 
 @pytest.fixture(scope="module")
