@@ -36,7 +36,7 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 #: The newest migration's revision. A database already there is not handed to Alembic at
 #: start: loading Alembic only to find nothing to do was most of the database's share of an
 #: agent's start-up. A new migration changes it (tests/test_storage.py holds it to Alembic's).
-SCHEMA_HEAD = "0005"
+SCHEMA_HEAD = "0006"
 T = TypeVar("T")
 #: A unit of work: plain (synchronous) SQLAlchemy Core statements on one connection, inside
 #: one transaction. `Database.run` runs it whole, without a trip to the event loop between

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Index, Text
+from sqlalchemy import BigInteger, Column, Index, Text, text
 from sqlmodel import Field, SQLModel
 
 __all__ = [
@@ -60,6 +60,15 @@ class PoolRow(SQLModel, table=True):
     """
 
     __tablename__ = "pool"
+    # the alerts' look at the low and oversold pools reads this, not the whole table
+    __table_args__ = (
+        Index(
+            "ix_pool_count",
+            text("(base + deltas)"),
+            sqlite_where=text("base IS NOT NULL"),
+            postgresql_where=text("base IS NOT NULL"),
+        ),
+    )
     sku: str = Field(primary_key=True)
     base: int | None = None
     base_created: float | None = None
