@@ -363,6 +363,12 @@ class Importer:
             )
         if (await self.maintenance()).get("auto"):
             await self.set_maintenance(False)
+        if state.get("reason") == "join":
+            # a full pass introduces the shop's items the group lacks as new SKUs, and any
+            # item created since the last one; after the cut-over writes, not beside them,
+            # where it would compete for the agent and the platform (at 100,000 SKUs, a
+            # listing and its bulk query against 400 write calls)
+            self.reconciler.request_reconcile()
 
     async def _pending_skus(self) -> set[str]:
         async with self.db.sessions() as session:

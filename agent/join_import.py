@@ -304,7 +304,6 @@ class JoinImport:
         self.mode.end_import()
         await self.replicator.start()
         await self.importer.start(reason="join", master=domain, report=report, mark=False)
-        self.reconciler.request_reconcile()  # items the group lacks are introduced as new
 
     async def install(
         self, head: SnapshotHead, master: str, report: dict[str, Any] | None = None
