@@ -77,6 +77,41 @@ async def test_the_schema_is_exactly_what_the_models_declare(db_url: str) -> Non
     assert diff == []
 
 
+async def test_the_imports_count_of_items_waiting_for_cut_over_uses_its_index(
+    db_url: str,
+) -> None:
+    from sqlmodel import col, func, select
+
+    from agent.models import ItemRow
+
+    db = Database(db_url)
+    query = select(func.count()).select_from(ItemRow).where(col(ItemRow.cutover_pending).is_(True))
+    try:
+        await db.upgrade()
+        async with db.engine.begin() as conn:
+            rows = [{"i": f"gid://v/{i}", "s": f"S{i:05d}", "p": i % 50 == 0} for i in range(3000)]
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO item (item_id, sku, title, created_at, cutover_pending, "
+                    "updated_at) VALUES (:i, :s, '', 0, :p, 0)"
+                ),
+                rows,
+            )
+            explain = "EXPLAIN QUERY PLAN " if db_url.startswith("sqlite") else "EXPLAIN "
+            await conn.execute(
+                sa.text("ANALYZE" if db_url.startswith("sqlite") else "ANALYZE item")
+            )
+            compiled = str(
+                query.compile(conn.sync_connection, compile_kwargs={"literal_binds": True})
+            )
+            plan = (await conn.execute(sa.text(explain + compiled))).all()
+            waiting = (await conn.execute(query)).scalar_one()
+    finally:
+        await db.dispose()
+    assert "ix_item_cutover" in " ".join(str(step) for step in plan), plan
+    assert waiting == 3000 // 50
+
+
 async def test_the_alerts_read_of_low_pools_uses_the_count_index(db_url: str) -> None:
     db = Database(db_url)
     query = "SELECT sku, base + deltas FROM pool WHERE base IS NOT NULL AND base + deltas <= 5"
