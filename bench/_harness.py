@@ -204,6 +204,12 @@ class Node:
         """The agent's `GET /api/status`."""
         return await get_json(http, f"{self.agent_url}/api/status", self.token)
 
+    async def import_progress(self, http: aiohttp.ClientSession) -> dict[str, Any]:
+        """The agent's `GET /api/import`: what the import's polls need, without the counts
+        over whole tables that `/api/status` makes (about 40 ms at 100,000 SKUs)."""
+        progress: dict[str, Any] = await get_json(http, f"{self.agent_url}/api/import", self.token)
+        return progress
+
     async def pools(self, http: aiohttp.ClientSession) -> dict[str, int | None]:
         """The agent's pool per SKU."""
         body = await get_json(http, f"{self.agent_url}/api/pools", self.token)
@@ -306,7 +312,7 @@ async def form_group(
         )
         deadline = started + timeout
         while True:
-            progress = (await joiner.status(http)).get("import", {})
+            progress = await joiner.import_progress(http)
             state = progress.get("state")
             if state == "done" or (state == "running" and progress.get("phase") != "snapshot"):
                 break

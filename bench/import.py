@@ -76,7 +76,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             )
             snapshot_s = None
             while True:
-                state = (await joiner.status(http)).get("import", {})
+                state = await joiner.import_progress(http)
                 if snapshot_s is None and state.get("phase") == "writing":
                     snapshot_s = time.monotonic() - started
                 if state.get("state") == "done":
