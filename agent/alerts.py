@@ -268,6 +268,10 @@ class Alerts:
         )
 
 
+#: The pools at or below a count (read through the index `ix_pool_count`, migration 0006).
+LOW_POOLS = "SELECT sku, base + deltas FROM pool WHERE base IS NOT NULL AND base + deltas <= ?"
+
+
 def _read(
     conn: Any, now: float, highest: int
 ) -> tuple[
@@ -278,13 +282,7 @@ def _read(
     """Pools worth a look, SKUs whose latest write was refused, and peers in error."""
     tx = Tx(conn)
     # every pool below zero, and the low ones (no threshold is higher than `highest`)
-    pools = [
-        (sku, int(value))
-        for sku, value in tx.rows(
-            "SELECT sku, base + deltas FROM pool WHERE base IS NOT NULL AND base + deltas <= ?",
-            (highest,),
-        )
-    ]
+    pools = [(sku, int(value)) for sku, value in tx.rows(LOW_POOLS, (highest,))]
     failing = tx.rows(
         "SELECT f.sku, i.published, p.base + p.deltas, f.message FROM sync_log f "
         "LEFT JOIN item i ON i.sku = f.sku AND i.excluded IS NULL "

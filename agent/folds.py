@@ -19,24 +19,34 @@ every other member away or gone), the one claim is taken, as the join took the m
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 from agent.ledger import Vector
 
-__all__ = ["AWAY", "FoldClaims", "Judgement", "Stream"]
+__all__ = ["AWAY", "Dispute", "FoldClaims", "Judgement", "Stream"]
 
 AWAY = 600.0  # seconds a peer is out of reach before a re-import stops waiting for it
 
 Stream = tuple[str, str]  # (origin, epoch)
 
 
+class Dispute(NamedTuple):
+    """A fold claim not acted on: who made it, of which stream, up to which seq, and why."""
+
+    peer: str
+    stream: Stream
+    seq: int
+    why: str
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Judgement:
     """What a pull answer decided: the peer to re-import from (or None), the peers to ask
-    now, and the claims newly found unbacked (peer, stream, seq, why)."""
+    now, and the claims newly found unbacked."""
 
     source: str | None = None
     ask: tuple[str, ...] = ()
-    disputed: tuple[tuple[str, Stream, int, str], ...] = ()
+    disputed: tuple[Dispute, ...] = ()
 
 
 @dataclasses.dataclass(slots=True)
@@ -61,7 +71,7 @@ class FoldClaims:
         (`theirs`), judged against this agent's vector now (`mine`). `away` maps every peer
         with a link to when it went out of reach (None: in reach); times are monotonic."""
         self.answers[peer] = (now, theirs)
-        disputed: list[tuple[str, Stream, int, str]] = []
+        disputed: list[Dispute] = []
         beyond: Vector = {}
         for stream, seq in folded.items():
             if seq <= mine.get(stream, 0):
@@ -113,13 +123,11 @@ class FoldClaims:
     def _claimants(self, stream: Stream, mine: Vector) -> list[str]:
         return [d for d, f in self.folded_at.items() if f.get(stream, 0) > mine.get(stream, 0)]
 
-    def _dispute(
-        self, peer: str, stream: Stream, seq: int, why: str
-    ) -> list[tuple[str, Stream, int, str]]:
+    def _dispute(self, peer: str, stream: Stream, seq: int, why: str) -> list[Dispute]:
         if (peer, stream) in self.disputed:
             return []
         self.disputed.add((peer, stream))
-        return [(peer, stream, seq, why)]
+        return [Dispute(peer, stream, seq, why)]
 
     def _cannot_fill(
         self,

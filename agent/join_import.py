@@ -46,6 +46,17 @@ __all__ = ["JoinImport"]
 log = structlog.get_logger(__name__)
 
 
+class _Backoff:
+    """The waits between a join's retries: 0.2 s, doubling, at most 30 s."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock, self.delay = clock, 0.2
+
+    async def wait(self) -> None:
+        await self.clock.sleep(self.delay)
+        self.delay = min(30.0, self.delay * 2)
+
+
 class JoinImport:
     """Takes the master's snapshot as this agent's base, then hands over to the importer."""
 
@@ -114,7 +125,7 @@ class JoinImport:
 
             await self.db.run(begin)
         log.warning("history_folded", peer=domain)
-        delay = 0.2
+        backoff = _Backoff(self.clock)
         while True:
             head = await self._download(domain, agent_url)
             try:
@@ -123,8 +134,7 @@ class JoinImport:
             except ledger.StaleSnapshot as exc:  # older than what was folded here: anew
                 log.info("rebase_retry", peer=domain, error=str(exc))
                 await self.db.run(_forget_download)
-                await self.clock.sleep(delay)
-                delay = min(30.0, delay * 2)
+                await backoff.wait()
         self.replicator.forget_gaps()
         self.reconciler.replan()  # the counts changed: publish them everywhere they differ
 
@@ -174,15 +184,14 @@ class JoinImport:
         """The master's snapshot staged in this agent's database; its head. Asked again
         (backing off) until it is all here; a download a crash cut short goes on at its next
         page, unless the master no longer keeps that snapshot."""
-        delay = 0.2
+        backoff = _Backoff(self.clock)
         while True:
             try:
                 return await self._download_once(domain, agent_url)
             except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
                 error = str(exc)
             log.info("snapshot_retry", peer=domain, error=error)
-            await self.clock.sleep(delay)
-            delay = min(30.0, delay * 2)
+            await backoff.wait()
 
     async def _download_once(self, domain: str, agent_url: str) -> SnapshotHead:
         audience = await self.roster.audience(domain)
@@ -285,7 +294,7 @@ class JoinImport:
         if count is not None:
             own = (self.identity.domain, self.identity.epoch)
             while_out = await self.db.read(lambda conn: ledger.group_lacks(conn, own, head))
-        delay = 0.2
+        backoff = _Backoff(self.clock)
         while True:
             try:  # the pre-flight lists the shop: a 429/5xx must not end the import
                 await self.importer.hold_for_import()
@@ -296,8 +305,7 @@ class JoinImport:
                 )
             except Exception as exc:
                 log.warning("preflight_retry", peer=domain, error=str(exc))
-                await self.clock.sleep(delay)
-                delay = min(30.0, delay * 2)
+                await backoff.wait()
 
     async def _after_install(self, domain: str, report: dict[str, Any] | None) -> None:
         """The snapshot is this agent's base: sync live, and write the cut-over counts."""

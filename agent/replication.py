@@ -28,7 +28,7 @@ from sqlmodel import select
 from agent import ledger, synclog, trust
 from agent.clock import Clock
 from agent.db import Database
-from agent.folds import FoldClaims, Stream
+from agent.folds import Dispute, FoldClaims
 from agent.group_rules import RuleBook
 from agent.ledger import Vector
 from agent.models import EventRow, Identity, PeerRow
@@ -246,7 +246,7 @@ class Replicator:
 
     def after_pull(
         self, peer: str, folded: Vector, theirs: Vector, mine: Vector
-    ) -> tuple[PeerLink | None, tuple[tuple[str, Stream, int, str], ...]]:
+    ) -> tuple[PeerLink | None, tuple[Dispute, ...]]:
         """Note a pull answer from `peer`: its vector (`theirs`) and the streams it folded
         (`folded`), judged against this agent's vector now (`mine`) by `FoldClaims`. Returns
         the link to re-import from when a gap of this agent's can be filled by no peer and
@@ -261,7 +261,7 @@ class Replicator:
         source = self.links.get(verdict.source) if verdict.source is not None else None
         return source, verdict.disputed
 
-    async def report_disputes(self, disputed: Iterable[tuple[str, Stream, int, str]]) -> None:
+    async def report_disputes(self, disputed: Iterable[Dispute]) -> None:
         """Tell the owner, once per claim, of a fold no other member backs (`FoldClaims`)."""
         now = self.clock.now()
         entries = []

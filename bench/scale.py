@@ -581,8 +581,7 @@ def main() -> None:
             f = _join_part(skus)
             joins.add_row(f"{skus:,}", *(str(v) for v in f.values()))
             tag = _short(skus)
-            figures |= {f"{k}_{tag}": v for k, v in f.items() if k != "join_snapshot_s"}
-            figures[f"join_snapshot_s_{tag}"] = f["join_snapshot_s"]
+            figures |= {f"{k}_{tag}": v for k, v in f.items()}
         out.print(joins)
     emit_json("scale", figures)
 

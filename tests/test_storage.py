@@ -77,6 +77,13 @@ async def test_the_schema_is_exactly_what_the_models_declare(db_url: str) -> Non
     assert diff == []
 
 
+async def _plan(conn: Any, sqlite: bool, table: str, sql: str) -> str:
+    """The engine's plan for `sql` (no parameters), after its statistics of `table`."""
+    await conn.execute(sa.text("ANALYZE" if sqlite else f"ANALYZE {table}"))
+    explain = "EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN "
+    return " ".join(str(step) for step in (await conn.execute(sa.text(explain + sql))).all())
+
+
 async def test_the_imports_count_of_items_waiting_for_cut_over_uses_its_index(
     db_url: str,
 ) -> None:
@@ -97,24 +104,20 @@ async def test_the_imports_count_of_items_waiting_for_cut_over_uses_its_index(
                 ),
                 rows,
             )
-            explain = "EXPLAIN QUERY PLAN " if db_url.startswith("sqlite") else "EXPLAIN "
-            await conn.execute(
-                sa.text("ANALYZE" if db_url.startswith("sqlite") else "ANALYZE item")
-            )
-            compiled = str(
-                query.compile(conn.sync_connection, compile_kwargs={"literal_binds": True})
-            )
-            plan = (await conn.execute(sa.text(explain + compiled))).all()
+            compiled = query.compile(conn.sync_connection, compile_kwargs={"literal_binds": True})
+            plan = await _plan(conn, db_url.startswith("sqlite"), "item", str(compiled))
             waiting = (await conn.execute(query)).scalar_one()
     finally:
         await db.dispose()
-    assert "ix_item_cutover" in " ".join(str(step) for step in plan), plan
+    assert "ix_item_cutover" in plan, plan
     assert waiting == 3000 // 50
 
 
 async def test_the_alerts_read_of_low_pools_uses_the_count_index(db_url: str) -> None:
+    from agent.alerts import LOW_POOLS
+
     db = Database(db_url)
-    query = "SELECT sku, base + deltas FROM pool WHERE base IS NOT NULL AND base + deltas <= 5"
+    query = LOW_POOLS.replace("?", "5")
     try:
         await db.upgrade()
         async with db.engine.begin() as conn:
@@ -123,16 +126,11 @@ async def test_the_alerts_read_of_low_pools_uses_the_count_index(db_url: str) ->
                 sa.text("INSERT INTO pool (sku, base, deltas, updated_at) VALUES (:s, :b, :d, 0)"),
                 rows,
             )
-            if db_url.startswith("sqlite"):
-                await conn.execute(sa.text("ANALYZE"))
-                plan = (await conn.execute(sa.text("EXPLAIN QUERY PLAN " + query))).all()
-            else:
-                await conn.execute(sa.text("ANALYZE pool"))
-                plan = (await conn.execute(sa.text("EXPLAIN " + query))).all()
+            plan = await _plan(conn, db_url.startswith("sqlite"), "pool", query)
             low = (await conn.execute(sa.text(query))).all()
     finally:
         await db.dispose()
-    assert "ix_pool_count" in " ".join(str(step) for step in plan), plan
+    assert "ix_pool_count" in plan, plan
     assert len(low) == 3000 // 100 * 5  # counts 100 down to 1: five of each hundred
 
 
