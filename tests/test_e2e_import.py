@@ -254,6 +254,19 @@ async def test_a_reimport_does_what_its_dry_run_says_sku_by_sku(tmp_path: Path) 
         out = cli("import", "--data-dir", str(member.data_dir), "--json")
         assert out.returncode == 0, out.stderr
         assert json.loads(out.stdout)["state"] == "done"
+        # the progress carries the run's report; a poll can leave it out (`report=0`)
+        progress = await member.get("/api/import")
+        assert {r["sku"] for r in progress["dry_run_report"]["to_change"]} == set(writes)
+        short = await member.get("/api/import?report=0")
+        assert short["dry_run_report"] is None
+        assert {k: v for k, v in short.items() if k != "dry_run_report"} == {
+            k: v for k, v in progress.items() if k != "dry_run_report"
+        }
+        status, body = await member.api("GET", "/api/import?report=maybe")
+        assert status == 400 and body == {
+            "error": "bad_parameter",
+            "message": "report must be 1 or 0",
+        }
         await cluster.wait_idle()
         member_shop, master_shop = await member.inventory(), await master.inventory()
         master_pools = await master.pools()

@@ -100,6 +100,15 @@ def _int_param(request: web.Request, name: str, default: int | None = None) -> i
     return value
 
 
+def _bool_param(request: web.Request, name: str, default: bool) -> bool:
+    raw = request.query.get(name, "")
+    if raw == "":
+        return default
+    if raw not in openapi.FLAG_WORDS:
+        raise bad_request("bad_parameter", f"{name} must be 1 or 0")
+    return raw in ("1", "true", "yes")
+
+
 def _float_param(request: web.Request, name: str) -> float | None:
     raw = request.query.get(name)
     if raw is None or raw == "":
@@ -271,10 +280,7 @@ async def get_pools(request: web.Request) -> web.Response:
     order = request.query.get("sort") or "sku"
     if order not in ("sku", "changed"):
         raise bad_request("bad_parameter", "sort must be sku or changed")
-    flag = request.query.get("mismatch", "")
-    if flag not in ("", "0", "1", "true", "false", "yes", "no"):
-        raise bad_request("bad_parameter", "mismatch must be 1 or 0")
-    mismatch = flag in ("1", "true", "yes")
+    mismatch = _bool_param(request, "mismatch", False)
     agent = request.config_dict[keys.AGENT]
     kept = col(ItemRow.excluded).is_(None)  # a SKU's duplicates are not its item
 
@@ -488,8 +494,11 @@ async def get_duplicates(request: web.Request) -> web.Response:
 
 
 async def get_import(request: web.Request) -> web.Response:
-    """Progress of the current or last import: done/total, rate, ETA, pre-flight report."""
-    return web.json_response(await request.config_dict[keys.AGENT].importer.progress())
+    """Progress of the current or last import: done/total, rate, ETA, pre-flight report
+    (`report=0` leaves the report out: a poll's answer stays small at any catalogue size)."""
+    with_report = _bool_param(request, "report", True)
+    progress = await request.config_dict[keys.AGENT].importer.progress(with_report=with_report)
+    return web.json_response(progress)
 
 
 async def post_import(request: web.Request) -> web.Response:

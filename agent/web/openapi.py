@@ -38,6 +38,11 @@ def _blank(schema: Schema) -> Schema:
     return {"anyOf": [schema, {"type": "string", "maxLength": 0}]}
 
 
+#: The words a yes/no query parameter takes (`?mismatch=1`, `?report=false`).
+FLAG_WORDS = ("1", "0", "true", "false", "yes", "no")
+FLAG = _blank({"enum": list(FLAG_WORDS)})
+
+
 def _list(items: Schema, **extra: Any) -> Schema:
     return {"type": "array", "items": items, **extra}
 
@@ -545,7 +550,7 @@ ADMIN_PATHS: dict[str, dict[str, Any]] = {
                 _query("sort", _blank({"enum": ["sku", "changed"]}), "order (default sku)"),
                 _query(
                     "mismatch",
-                    _blank({"enum": ["1", "0", "true", "false", "yes", "no"]}),
+                    FLAG,
                     "1: only SKUs whose shop shows another count than its rules say",
                 ),
                 _query("offset", _blank(INT64), "skip this many matching SKUs (default 0)"),
@@ -640,7 +645,12 @@ ADMIN_PATHS: dict[str, dict[str, Any]] = {
         "get": _admin("Duplicates, SKU-less items, SKUs missing here.", _ref("Duplicates"))
     },
     "/api/import": {
-        "get": _admin("Progress of the current or last import.", _ref("ImportProgress")),
+        "get": _admin(
+            "Progress of the current or last import.",
+            _ref("ImportProgress"),
+            errors={"400": "report is not 1 or 0."},
+            params=[_query("report", FLAG, "0: leave the pre-flight report out (default 1)")],
+        ),
         "post": _admin(
             "Start an import of the group's counts into this shop (202), or only report (200).",
             _obj({"dry_run": BOOL, "report": _ref("Preflight")}),
