@@ -30,7 +30,8 @@ demo: $(APP_STAMP)
 # so that none of them compiles them again (they would where PYTHONDONTWRITEBYTECODE is set).
 # Unchanged files are only checked; the bytecode goes to the ignored __pycache__ directories.
 # Two workers (one per core, at most two: the timing tests are sized for that), each test
-# module on one worker so that its shared shops form once (tests/support/cluster.py).
+# module on one worker so that its shared shops form once (tests/support/cluster.py). The 25
+# slowest tests are listed at the end, to keep the suite under its 10 minutes.
 PYTEST_WORKERS ?= --numprocesses auto --maxprocesses 2 --dist loadfile
 
 test: $(STAMP)
@@ -38,7 +39,7 @@ test: $(STAMP)
 	$(BIN)/ruff format --check agent plugins tests bench
 	$(BIN)/mypy
 	$(BIN)/python -m compileall -q agent plugins tests
-	$(BIN)/python -m pytest -q $(PYTEST_WORKERS)
+	$(BIN)/python -m pytest -q --durations=25 $(PYTEST_WORKERS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check --fix agent plugins tests bench

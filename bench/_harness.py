@@ -24,6 +24,7 @@ from rich.console import Console
 from agent.demo import Process, free_port, init_agent
 
 __all__ = [
+    "PG_ADMIN",
     "Node",
     "ProcUsage",
     "converged",
@@ -33,6 +34,8 @@ __all__ = [
     "get_json",
     "out",
     "percentile",
+    "pg_databases",
+    "pg_reachable",
     "post_json",
     "proc_usage",
     "wait_idle",
@@ -41,6 +44,9 @@ __all__ = [
 # tables: stdout, before the one JSON line; wide enough for the tables when piped to a file
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, highlight=False)  # progress: stderr, so stdout stays tidy
+
+#: The PostgreSQL server the benchmarks' PostgreSQL rows use (a database it may create in).
+PG_ADMIN = os.environ.get("SHOPSYNC_BENCH_PG", "postgresql://127.0.0.1:5432/test")
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 # Children run in their own session (Ctrl-C does not reach them): kill any left at exit.
@@ -110,6 +116,48 @@ async def post_json(
         return answer
 
 
+async def pg_reachable() -> bool:
+    """Whether `PG_ADMIN` answers (a benchmark skips its PostgreSQL rows, and says so, if not)."""
+    import asyncpg
+
+    try:
+        conn = await asyncpg.connect(PG_ADMIN, timeout=5)
+    except Exception:  # any failure to connect
+        return False
+    await conn.close()
+    return True
+
+
+def pg_url(name: str, *, driver: str = "") -> str:
+    """The URL of database `name` on `PG_ADMIN`'s server (`driver` "asyncpg" for SQLAlchemy)."""
+    base = PG_ADMIN.rsplit("/", 1)[0]
+    if driver:
+        base = base.replace("postgresql://", f"postgresql+{driver}://", 1)
+    return f"{base}/{name}"
+
+
+@contextlib.asynccontextmanager
+async def pg_databases(names: Sequence[str]) -> Any:
+    """Fresh PostgreSQL databases `names` for one run, dropped after it (with any session
+    still open on them); yields their `postgresql://` URLs."""
+    import asyncpg
+
+    async def each(statement: str) -> None:
+        conn = await asyncpg.connect(PG_ADMIN)
+        try:
+            for name in names:
+                await conn.execute(statement.format(name=f'"{name}"'))
+        finally:
+            await conn.close()
+
+    await each("DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    await each("CREATE DATABASE {name}")
+    try:
+        yield [pg_url(name) for name in names]
+    finally:
+        await each("DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 class Node:
     """One emulated shop (an emulator process) and its agent (an agent process)."""
 
@@ -123,8 +171,10 @@ class Node:
         available: int = 1000,
         plan: str = "standard",
         emulator_args: Iterable[str] = (),
+        database_url: str = "",
     ) -> None:
         self.index = index
+        self.database_url = database_url  # "": SQLite in the data directory
         self.channel = channel
         self.plan = plan
         self.domain = f"bench{index + 1}-{channel}.example.com"
@@ -184,7 +234,12 @@ class Node:
         _STARTED.append(self)
         await self.emulator.start(timeout)
         self.token = await init_agent(
-            self.data_dir, self.domain, self.agent_port, self.channel, self.emu_url
+            self.data_dir,
+            self.domain,
+            self.agent_port,
+            self.channel,
+            self.emu_url,
+            database_url=self.database_url,
         )
         await self.agent.start(timeout)
 

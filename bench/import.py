@@ -17,6 +17,7 @@ and the floor with the bucket spent first is printed too. Figures: import time,
 minimum, ratio, snapshot time, the joining agent's CPU seconds and peak RSS, throttled answers.
 
     .venv/bin/python bench/import.py [--quick] [--skus N] [--restore-rate 100|200|1000|2000]
+                                     [--engine sqlite|postgresql]
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import argparse
 import asyncio
 import contextlib
 import math
+import os
 import sys
 import tempfile
 import time
@@ -36,7 +38,18 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from the root
 
-from bench._harness import Node, converged, emit_json, out, post_json, proc_usage, wait_idle
+from bench._harness import (
+    PG_ADMIN,
+    Node,
+    converged,
+    emit_json,
+    out,
+    pg_databases,
+    pg_reachable,
+    post_json,
+    proc_usage,
+    wait_idle,
+)
 
 PLANS = {100: "standard", 200: "advanced", 1000: "plus", 2000: "enterprise"}
 BATCH, MUTATION_COST = 250, 10
@@ -53,6 +66,13 @@ def parse() -> argparse.Namespace:
         choices=sorted(PLANS),
         help="the cost bucket's restore rate in points/s (Shopify's plans; default Standard)",
     )
+    p.add_argument(
+        "--engine",
+        default="sqlite",
+        choices=("sqlite", "postgresql"),
+        help="the agents' database: SQLite files (default) or two fresh databases on the "
+        "PostgreSQL server at $SHOPSYNC_BENCH_PG (default the local one)",
+    )
     p.add_argument("--workdir", help="keep the agents' data here")
     args = p.parse_args()
     args.skus = args.skus or (5000 if args.quick else 100_000)
@@ -60,9 +80,21 @@ def parse() -> argparse.Namespace:
 
 
 async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    if args.engine == "sqlite":
+        return await _run(args, workdir, "", "")
+    if not await pg_reachable():
+        raise SystemExit(f"bench/import.py: PostgreSQL at {PG_ADMIN} cannot be reached")
+    names = [f"shopsync_bench_import_{os.getpid()}_{role}" for role in ("master", "joiner")]
+    async with pg_databases(names) as (master_url, joiner_url):
+        return await _run(args, workdir, master_url, joiner_url)
+
+
+async def _run(
+    args: argparse.Namespace, workdir: Path, master_url: str, joiner_url: str
+) -> dict[str, Any]:
     plan = PLANS[args.restore_rate]
-    master = Node(workdir, 0, skus=args.skus, available=100, plan=plan)
-    joiner = Node(workdir, 1, skus=args.skus, available=80, plan=plan)
+    master = Node(workdir, 0, skus=args.skus, available=100, plan=plan, database_url=master_url)
+    joiner = Node(workdir, 1, skus=args.skus, available=80, plan=plan, database_url=joiner_url)
     timeout = aiohttp.ClientTimeout(total=600)
     async with aiohttp.ClientSession(timeout=timeout) as http:
         try:
@@ -115,6 +147,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     import_s = verified_s if shown_s is None else shown_s
     return {
         "skus": args.skus,
+        "engine": args.engine,
         "plan": plan,
         "restore_rate": args.restore_rate,
         "import_s": round(import_s, 2),
@@ -164,7 +197,7 @@ def main() -> int:
         figures = asyncio.run(run(args, workdir))
     table = Table(
         title=f"import of {figures['skus']:,} SKUs, Shopify {figures['plan']} plan "
-        f"({figures['restore_rate']} points/s)"
+        f"({figures['restore_rate']} points/s), {figures['engine']}"
     )
     table.add_column("figure")
     table.add_column("value", justify="right")

@@ -36,7 +36,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -50,14 +49,12 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from the root
 
-from bench._harness import emit_json, out
+from bench._harness import PG_ADMIN, emit_json, out, pg_reachable, pg_url
 
 MODES = ("paged", "whole")
 HISTORY_MODES = ("kept", "compacted")
 MASTER_JOINER = ("master", "joiner")
 ENGINES = ("sqlite", "postgresql")
-#: The PostgreSQL server the bench makes its databases on (trust auth on this machine).
-PG_ADMIN = os.environ.get("SHOPSYNC_BENCH_PG", "postgresql://127.0.0.1:5432/test")
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -115,8 +112,7 @@ def _pg_name(workdir: Path, role: str) -> str:
 def _urls(workdir: Path, engine: str) -> list[str]:
     if engine == "sqlite":
         return [f"sqlite+aiosqlite:///{workdir / role}.db" for role in MASTER_JOINER]
-    base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
-    return [f"{base}/{_pg_name(workdir, role)}" for role in MASTER_JOINER]
+    return [pg_url(_pg_name(workdir, role), driver="asyncpg") for role in MASTER_JOINER]
 
 
 def _open(workdir: Path, engine: str) -> tuple[Any, Any]:
@@ -137,21 +133,6 @@ async def _pg(workdir: Path, statement: str) -> None:
             await conn.execute(statement.format(name=f'"{name}"'))
     finally:
         await conn.close()
-
-
-def _pg_reachable() -> bool:
-    try:
-        asyncio.run(_pg_ping())
-    except Exception:  # any failure to connect: the PostgreSQL rows are skipped, and said so
-        return False
-    return True
-
-
-async def _pg_ping() -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(PG_ADMIN, timeout=5)
-    await conn.close()
 
 
 async def _fill(skus: int, workdir: Path, engine: str) -> None:
@@ -335,8 +316,7 @@ async def _vacuum(workdir: Path) -> None:
     it cannot run in a transaction, so on a connection of its own)."""
     import asyncpg
 
-    base = PG_ADMIN.rsplit("/", 1)[0]
-    conn = await asyncpg.connect(f"{base}/{_pg_name(workdir, 'master')}")
+    conn = await asyncpg.connect(pg_url(_pg_name(workdir, "master")))
     try:
         await conn.execute("VACUUM")
     finally:
@@ -497,7 +477,7 @@ def main() -> None:
             print(json.dumps(asyncio.run(_child(step, int(skus), Path(directory), engine))))
         return
     engines = list(args.engines)
-    if "postgresql" in engines and not _pg_reachable():
+    if "postgresql" in engines and not asyncio.run(pg_reachable()):
         out.print(f"[yellow]PostgreSQL at {PG_ADMIN} cannot be reached: its rows are skipped[/]")
         engines.remove("postgresql")
     rows: list[tuple[str, int, str, dict[str, Any]]] = []
@@ -576,13 +556,28 @@ def main() -> None:
         columns += ("snapshot s", "cut-over s", "50 sales/s p50 ms", "p99 ms", "wrong counts")
         for col in columns:
             joins.add_column(col, justify="right")
+        pg_imports = Table(title="The same import with both agents on PostgreSQL")
+        for col in ("SKUs", "import s", "ratio", "agent CPU s"):
+            pg_imports.add_column(col, justify="right")
         for skus in args.join_sizes:
             out.print(f"joins at {skus:,} SKUs (bench/import.py, bench/latency.py) …")
             f = _join_part(skus)
             joins.add_row(f"{skus:,}", *(str(v) for v in f.values()))
             tag = _short(skus)
             figures |= {f"{k}_{tag}": v for k, v in f.items()}
+            if "postgresql" in engines:
+                out.print(f"import at {skus:,} SKUs on PostgreSQL (bench/import.py) …")
+                g = _bench("import", "--skus", str(skus), "--engine", "postgresql")
+                pg = {
+                    f"import_s_{tag}_pg": g.get("import_s"),
+                    f"import_ratio_{tag}_pg": g.get("ratio"),
+                    f"import_agent_cpu_s_{tag}_pg": g.get("agent_import_cpu_s"),
+                }
+                pg_imports.add_row(f"{skus:,}", *(str(v) for v in pg.values()))
+                figures |= pg
         out.print(joins)
+        if "postgresql" in engines:
+            out.print(pg_imports)
     emit_json("scale", figures)
 
 
