@@ -390,6 +390,44 @@ async def test_bulk_query_completes_and_serves_jsonl(
     assert '"inventoryItem":{"id":"gid://shopify/InventoryItem/' in lines[0]
 
 
+async def test_a_running_bulk_query_does_not_stop_the_shop(aiohttp_client: Any) -> None:
+    """As on Shopify, a bulk query runs beside the shop: while it reads 10,000 variants, a
+    write is answered and applied, and the operation is still running after it."""
+    emulator = make_emulator(skus=10_000)
+    client = await aiohttp_client(emulator.build_app())
+    inner = (
+        "{ productVariants { edges { node { id sku inventoryItem { id "
+        'inventoryLevel(locationId: "gid://shopify/Location/1") { '
+        'quantities(names: ["available"]) { quantity } } } } } } }'
+    )
+    run = """mutation($q: String!) { bulkOperationRunQuery(query: $q) {
+      bulkOperation { id status } userErrors { message } } }"""
+    _, body = await gql(client, run, {"q": inner})
+    assert body["data"]["bulkOperationRunQuery"]["userErrors"] == []
+    poll = "{ currentBulkOperation { id status url objectCount } }"
+    _, body = await gql(client, poll)
+    assert body["data"]["currentBulkOperation"]["status"] == "RUNNING"  # started
+
+    item = item_gid(emulator, 9_999)
+    rows = [{"inventoryItemId": item, "quantity": 3, "changeFromQuantity": None}]
+    _, body = await gql(client, SET, {"input": set_input(rows), "key": "during-bulk"})
+    assert body["data"]["inventorySetQuantities"]["userErrors"] == []
+    assert emulator.store.by_item[int(item.rsplit("/", 1)[1])].available == 3
+    _, body = await gql(client, poll)
+    assert body["data"]["currentBulkOperation"]["status"] == "RUNNING"  # the write did not wait
+
+    for _ in range(1200):
+        _, body = await gql(client, poll)
+        if body["data"]["currentBulkOperation"]["status"] != "RUNNING":
+            break
+        await asyncio.sleep(0.1)
+    op = body["data"]["currentBulkOperation"]
+    assert op["status"] == "COMPLETED" and op["objectCount"] == "10000"
+    resp = await client.get("/" + op["url"].split("//", 1)[1].split("/", 1)[1])
+    lines = (await resp.text()).splitlines()
+    assert len(lines) == 10_000 and all('"quantities":[{"quantity":' in line for line in lines)
+
+
 # -- webhooks and control routes ---------------------------------------------------------------
 
 

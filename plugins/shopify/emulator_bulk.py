@@ -1,11 +1,20 @@
-"""Bulk query operations of the Shopify emulator: run a query over the store, serve JSONL."""
+"""Bulk query operations of the Shopify emulator: run a query over the store, serve JSONL.
+
+As on Shopify, a bulk query runs beside the shop, not in its way: the first poll starts it in
+a thread of its own, and the shop's API and webhooks go on meanwhile (at 100,000 variants the
+query takes graphql-core tens of seconds, during which the event loop would otherwise stop).
+A poll waits a moment for it (`SETTLE`), so a small shop's operation completes at the second
+poll as it always did.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
 import json
+import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
 from graphql import (
@@ -21,6 +30,11 @@ from plugins.shopify.emulator_graph import QueryRoot, RequestContext, gid, iso
 from plugins.shopify.schema import schema_for
 
 __all__ = ["BulkOperation", "BulkRunner"]
+
+SETTLE = 0.05  # seconds a poll waits for a running operation to finish
+ATTEMPTS = 3  # runs of one query: the shop may change under it (a product added mid-read)
+
+Result = tuple[list[bytes], int] | None  # the JSONL lines and root count; None: failed
 
 
 @dataclasses.dataclass(slots=True)
@@ -72,6 +86,7 @@ class BulkRunner:
         self.clock = clock
         self.operations: dict[int, BulkOperation] = {}
         self._ids = itertools.count(1)
+        self._running: dict[int, Future[Result]] = {}
 
     def start(self, query: str, version: str, base_url: str) -> dict[str, Any]:
         """The `bulkOperationRunQuery` payload: a new operation, or userErrors."""
@@ -96,8 +111,9 @@ class BulkRunner:
         op = self.operations[max(self.operations)]
         if advance and op.status == "CREATED":
             op.status = "RUNNING"
+            self._launch(op)
         elif advance and op.status == "RUNNING":
-            self._finish(op)
+            self._collect(op)
         return op
 
     def jsonl(self, op_id: int) -> bytes | None:
@@ -122,22 +138,61 @@ class BulkRunner:
             return "a bulk query must contain at least one connection"
         return None
 
-    def _finish(self, op: BulkOperation) -> None:
-        context = RequestContext(op.version, op.base_url, bulk=True)
-        result = execute_sync(
-            schema_for(op.version), parse(op.query), root_value=self.root, context_value=context
-        )
+    def _launch(self, op: BulkOperation) -> None:
+        future: Future[Result] = Future()
+
+        def work() -> None:
+            try:
+                future.set_result(self._execute(op))
+            except BaseException as exc:  # handed to the poll that collects it
+                future.set_exception(exc)
+
+        # a daemon: an emulator stopped mid-query exits at once
+        threading.Thread(target=work, name=f"bulk-{op.id}", daemon=True).start()
+        self._running[op.id] = future
+
+    def _collect(self, op: BulkOperation) -> None:
+        future = self._running.get(op.id)
+        if future is None:  # not launched here (cannot happen through `current`)
+            self._launch(op)
+            return
+        try:
+            result = future.result(timeout=SETTLE)
+        except TimeoutError:
+            return  # still running
+        except Exception:
+            result = None
+        del self._running[op.id]
         op.completed_at = self.clock()
-        if result.errors or result.data is None:
+        if result is None:
             op.status, op.error_code = "FAILED", "INTERNAL_SERVER_ERROR"
             return
-        rows: list[dict[str, Any]] = []
-        for value in result.data.values():
-            for node in _connection_nodes(value):
-                op.root_count += 1
-                _emit(node, None, rows)
-        op.lines = [json.dumps(row, separators=(",", ":")).encode() for row in rows]
+        op.lines, op.root_count = result
         op.status = "COMPLETED"
+
+    def _execute(self, op: BulkOperation) -> Result:
+        """Run the query over the store (in the operation's thread) into JSONL lines."""
+        document = parse(op.query)
+        for attempt in range(ATTEMPTS):
+            context = RequestContext(op.version, op.base_url, bulk=True)
+            try:
+                result = execute_sync(
+                    schema_for(op.version), document, root_value=self.root, context_value=context
+                )
+            except RuntimeError:  # a dict of the store changed size under the read
+                if attempt + 1 == ATTEMPTS:
+                    raise
+                continue
+            if result.errors or result.data is None:
+                return None
+            rows: list[dict[str, Any]] = []
+            roots = 0
+            for value in result.data.values():
+                for node in _connection_nodes(value):
+                    roots += 1
+                    _emit(node, None, rows)
+            return [json.dumps(row, separators=(",", ":")).encode() for row in rows], roots
+        return None
 
 
 def _user_error(message: str, code: str, *, field: list[str] | None = None) -> dict[str, Any]:

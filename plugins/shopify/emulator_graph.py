@@ -350,7 +350,8 @@ class QueryRoot:
 
     def productVariants(self, info: GraphQLResolveInfo, **args: Any) -> dict[str, Any]:
         matches = search(args.get("query"))
-        variants = [v for v in self.emu.store.variants.values() if matches(v)]
+        # the list first (one step under the GIL): a bulk query reads this from its own thread
+        variants = [v for v in list(self.emu.store.variants.values()) if matches(v)]
         return connection(
             variants, lambda v: v.variant_id, self.graph.variant, args, bulk=info.context.bulk
         )
