@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 from rich.console import Console
 
+from agent.config import load_settings, write_settings
 from agent.demo import Process, free_port, init_agent
 
 __all__ = [
@@ -172,9 +173,12 @@ class Node:
         plan: str = "standard",
         emulator_args: Iterable[str] = (),
         database_url: str = "",
+        agent_settings: dict[str, Any] | None = None,
     ) -> None:
         self.index = index
         self.database_url = database_url  # "": SQLite in the data directory
+        # `[agent]` settings of its shopsync.toml, set after `init` as an owner would edit them
+        self.agent_settings = dict(agent_settings or {})
         self.channel = channel
         self.plan = plan
         self.domain = f"bench{index + 1}-{channel}.example.com"
@@ -241,6 +245,11 @@ class Node:
             self.emu_url,
             database_url=self.database_url,
         )
+        if self.agent_settings:
+            settings = load_settings(self.data_dir)
+            for name, value in self.agent_settings.items():
+                setattr(settings, name, value)
+            write_settings(settings)
         await self.agent.start(timeout)
 
     async def stop(self) -> None:

@@ -426,7 +426,10 @@ async def _agent_part(skus: int) -> dict[str, Any]:
     from bench._harness import Node, post_json, proc_usage, wait_idle
 
     with tempfile.TemporaryDirectory(prefix="shopsync-scale-agent-") as tmp:
-        node = Node(Path(tmp), 0, skus=skus, available=100, plan="plus")
+        # only the bench asks for passes: at 1,000,000 SKUs a pass outlasts the default
+        # interval (300 s), and the next one would follow at once, never idle in between
+        settings = {"reconcile_interval": 86_400.0}
+        node = Node(Path(tmp), 0, skus=skus, available=100, plan="plus", agent_settings=settings)
         timeout = aiohttp.ClientTimeout(total=900)
         async with aiohttp.ClientSession(timeout=timeout) as http:
             try:
