@@ -133,6 +133,9 @@ async def test_dry_run_changes_nothing_and_duplicates_stay_untouched(tmp_path: P
         assert len(report["no_sku"]) == 1
         assert report["missing_here"] == []  # a duplicated SKU is listed as such, not missing
         assert report["only_here"] == ["ONLY-HERE"]
+        # the status counts them apart: both twins and the item without a SKU are left out
+        status = await joiner.get("/api/status")
+        assert (status["items"], status["excluded"]) == (len(items) - 3, 3), status
         # the rest syncs: a sale of another SKU reaches the master
         assert await joiner.buy("SKU-00002", 2)
         await cluster.until(lambda: _pool(master, "SKU-00002", 98), what="sale synced")
