@@ -11,10 +11,14 @@ Who holds compaction back:
   holds everything back: its vector is empty);
 - but not a member out of touch for longer than the horizon (default 7 days): it would hold
   history forever. It is named in the sync log; when it returns, its peers tell it what they
-  folded and it re-imports (`JoinImport.rebase`) instead of pulling. Unless every member is
-  that far out of touch: then this agent is more likely the one cut off, and it folds nothing
-  (an event must stay held by some member in touch, who can send it or count it in a
-  snapshot);
+  folded and it re-imports (`JoinImport.rebase`) instead of pulling. Only while this agent
+  and the members in touch with it are a majority of the group, though: otherwise this
+  agent may be on the smaller side of a split (every member out of touch: it is the one cut
+  off, most likely), and it folds nothing. Two sides of a split that both folded what the
+  other lacks could never be joined again: each would be the other's stale snapshot
+  (`ledger.StaleSnapshot`), and they would re-import from each other without end (seed
+  203260: a group of four split two against two for longer than the horizon). Two
+  majorities always share a member, who holds both sides' history;
 - every snapshot kept for a joiner: the joiner pulls what is beyond it;
 - a shop that left its group keeps everything: a rejoin counts its own changes the group
   lacks from its events (`ledger.group_lacks`). Nor does a shop in no group, or one importing.
@@ -84,9 +88,9 @@ def floor(conn: Connection, own_domain: str, now: float, horizon: float) -> Floo
         counted += 1
         theirs = vector_from_wire(json.loads(acked or "[]"))
         seqs = {stream: min(seq, theirs.get(stream, 0)) for stream, seq in seqs.items()}
-    if not counted:  # out of touch with every member: this agent is the one cut off, most
-        # likely, and what it alone holds (its own changes not yet sent) must wait for them
-        return Floor({}, away)
+    if 2 * (counted + 1) <= len(members) + 1:  # no majority in touch, itself included:
+        # this side of a split folds nothing (and so keeps history for the members away)
+        return Floor({}, [])
     return Floor({s: n for s, n in seqs.items() if n > 0}, away)
 
 

@@ -107,12 +107,36 @@ async def test_a_member_never_heard_from_holds_everything_and_one_away_too_long_
         peer = await s.get(PeerRow, "c.example.com")
         assert peer is not None
         peer.last_contact = NOW - 9 * DAY
-    assert await compactor.compact() == 10  # c and d away too long: b holds it all
+    # c and d away too long, but a and b are two of four: no majority, maybe the smaller
+    # side of a split whose other side folds too, so nothing is folded, nobody named
+    assert await compactor.compact() == 0
+    await _member(database, "e.example.com", {own: 6, b: 4}, NOW - 60)
+    assert await compactor.compact() == 10  # three of five in touch: b and e hold it all
     assert await compactor.compact() == 0
     async with database.sessions() as s:
         away = list(await s.exec(select(LogEntry).where(LogEntry.kind == "member_away")))
     assert sorted(e.peer for e in away) == ["c.example.com", "d.example.com"]  # named once
     assert "9.0 days" in next(e.message for e in away if e.peer == "c.example.com")
+
+
+async def test_a_member_cut_off_from_the_majority_folds_nothing(database: Database) -> None:
+    """Three members away past the horizon out of five: this agent and the one member in
+    touch are the smaller side of a split, so they keep all history (the other side may be
+    folding what these two lack); one of them back in touch makes a majority again."""
+    me = await _history(database)
+    own, b = ("a.example.com", "e1"), ("b.example.com", "e")
+    await _member(database, "b.example.com", {own: 6, b: 4}, NOW - 60)
+    for domain in ("c.example.com", "d.example.com", "e.example.com"):
+        await _member(database, domain, {own: 6, b: 4}, NOW - 8 * DAY)
+    compactor = _compactor(database, me)
+    assert await compactor.compact() == 0
+    async with database.sessions() as s:
+        assert not list(await s.exec(select(LogEntry).where(LogEntry.kind == "member_away")))
+    async with database.sessions.begin() as s:
+        peer = await s.get(PeerRow, "c.example.com")
+        assert peer is not None
+        peer.last_contact = NOW - 30
+    assert await compactor.compact() == 10  # a, b and c: three of five
 
 
 async def test_a_shop_that_left_keeps_its_history_for_a_rejoin(database: Database) -> None:
