@@ -47,6 +47,8 @@ REGRESSION_SEEDS = [
     203260,  # a group of four split two against two past the horizon: both sides folded what
     # the other lacked, each side's snapshot was stale for the other, and they re-imported
     # from each other without end (now only a majority in touch folds past the horizon)
+    303037,  # the joiner was killed as the harness stored its join request: the kill (a
+    # BaseException) ended the worker process, and the run of seeds hung on it
 ]
 
 
@@ -143,3 +145,24 @@ def test_a_broken_build_is_caught_within_the_suite_seeds(mutation: str) -> None:
 def test_regression_seed_stays_fixed(seed: int) -> None:
     run = _sim("--seed", str(seed))
     assert run.returncode == 0, run.stdout[-4000:]
+
+
+def test_a_seed_that_kills_its_worker_is_a_failure_not_a_hang(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A seed whose process dies (a crash in C, the OOM killer) once left the pool's other
+    seeds waiting for ever (a run of 2,000 seeds hung at 1,900): now it is a failed seed named
+    with its exit code, and every other seed still has its result."""
+    from tests.sim import __main__ as runner
+    from tests.sim.world import Result
+
+    def one(item: tuple[int, str | None]) -> Result:
+        if item[0] == 5:
+            os._exit(9)
+        return Result(item[0], [], "-", {}, 0.0)
+
+    monkeypatch.setattr(runner, "_one", one)  # the workers are forked: they run it too
+    results = {r.seed: r for r in runner._results(list(range(12)), 2, None)}
+    assert sorted(results) == list(range(12))
+    assert results[5].problems == ["harness error: its process died (exit code 9)"]
+    assert [s for s, r in results.items() if not r.ok] == [5]

@@ -12,15 +12,21 @@ a seed replays the same way in any process.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import os
 import sys
 import time
 from collections.abc import Iterator
+from multiprocessing.connection import wait
+from typing import Any
 
 from tests.sim.mutations import MUTATIONS
+from tests.sim.runtime import Crashed
 from tests.sim.world import Result, run_seed
+
+CHUNK = 4  # seeds a worker takes at a time
 
 
 def _replay(seed: int, mutation: str | None) -> str:
@@ -32,7 +38,8 @@ def _one(args: tuple[int, str | None]) -> Result:
     seed, mutation = args
     try:
         return run_seed(seed, mutation=mutation)
-    except Exception as exc:  # a crash of the harness is a failure of the seed, not of the run
+    except (Exception, Crashed) as exc:  # a crash of the harness (or a kill it did not
+        # expect, a BaseException that would end a worker process) fails the seed, not the run
         return Result(seed, [f"harness error: {exc!r}"], "-", {}, -1.0)
 
 
@@ -41,8 +48,51 @@ def _results(seeds: list[int], jobs: int, mutation: str | None) -> Iterator[Resu
     if jobs <= 1:
         yield from map(_one, work)
         return
-    with multiprocessing.get_context("fork").Pool(jobs) as pool:
-        yield from pool.imap_unordered(_one, work, chunksize=4)
+    yield from _in_processes(work, jobs)
+
+
+def _in_processes(work: list[tuple[int, str | None]], jobs: int) -> Iterator[Result]:
+    """`work` in forked processes, `jobs` at a time, `CHUNK` seeds each.
+
+    A seed that kills its process (a crash in C, the kernel's OOM killer) must not hang the
+    run, as a process pool does when a worker dies: the chunk's seeds are run again one per
+    process, and the one whose process dies is a failure named with its exit code. Closing
+    the generator (--stop-on-fail) kills the processes still running."""
+    context = multiprocessing.get_context("fork")
+    queue = [work[i : i + CHUNK] for i in range(0, len(work), CHUNK)][::-1]
+    running: dict[Any, tuple[Any, list[tuple[int, str | None]]]] = {}  # pipe -> process, chunk
+    try:
+        while queue or running:
+            while queue and len(running) < jobs:
+                chunk = queue.pop()
+                receive, send = context.Pipe(duplex=False)
+                process = context.Process(target=_send, args=(chunk, send), daemon=True)
+                process.start()
+                send.close()
+                running[receive] = (process, chunk)
+            for receive in wait(list(running)):
+                process, chunk = running.pop(receive)
+                try:
+                    results: list[Result] | None = receive.recv()
+                except EOFError:  # it died before it could answer
+                    results = None
+                receive.close()
+                process.join()
+                if results is not None:
+                    yield from results
+                elif len(chunk) > 1:
+                    queue += [[item] for item in reversed(chunk)]  # which one was it?
+                else:
+                    problem = f"harness error: its process died (exit code {process.exitcode})"
+                    yield Result(chunk[0][0], [problem], "-", {}, -1.0)
+    finally:
+        for process, _ in running.values():
+            process.kill()
+            process.join()
+
+
+def _send(chunk: list[tuple[int, str | None]], send: Any) -> None:
+    send.send([_one(item) for item in chunk])
 
 
 def _many(args: argparse.Namespace) -> int:
@@ -51,24 +101,26 @@ def _many(args: argparse.Namespace) -> int:
     failed: list[int] = []
     faults: dict[str, int] = {}
     step = max(1, min(100, len(seeds) // 20))
-    for done, result in enumerate(_results(seeds, args.jobs, args.mutate), start=1):
-        for name, n in result.faults.items():
-            faults[name] = faults.get(name, 0) + n
-        if not result.ok:
-            failed.append(result.seed)
-            print(f"FAIL seed {result.seed}: {result.problems[0]}", file=sys.stderr)
-            for problem in result.problems[1:4]:
-                print(f"     {problem}", file=sys.stderr)
-            print(f"     replay: {_replay(result.seed, args.mutate)}", file=sys.stderr)
-            if args.stop_on_fail:
-                break
-        if done % step == 0 or done == len(seeds):
-            rate = done / max(1e-9, time.monotonic() - started)
-            print(
-                f"{done}/{len(seeds)} seeds, {len(failed)} failed, {rate:.1f} seeds/s",
-                file=sys.stderr,
-                flush=True,
-            )
+    # closed at once on --stop-on-fail (its processes killed), not left to the collector
+    with contextlib.closing(_results(seeds, args.jobs, args.mutate)) as results:
+        for done, result in enumerate(results, start=1):
+            for name, n in result.faults.items():
+                faults[name] = faults.get(name, 0) + n
+            if not result.ok:
+                failed.append(result.seed)
+                print(f"FAIL seed {result.seed}: {result.problems[0]}", file=sys.stderr)
+                for problem in result.problems[1:4]:
+                    print(f"     {problem}", file=sys.stderr)
+                print(f"     replay: {_replay(result.seed, args.mutate)}", file=sys.stderr)
+                if args.stop_on_fail:
+                    break
+            if done % step == 0 or done == len(seeds):
+                rate = done / max(1e-9, time.monotonic() - started)
+                print(
+                    f"{done}/{len(seeds)} seeds, {len(failed)} failed, {rate:.1f} seeds/s",
+                    file=sys.stderr,
+                    flush=True,
+                )
     summary = {
         "seeds": len(seeds),
         "failed": sorted(failed),

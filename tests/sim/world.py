@@ -239,15 +239,18 @@ class World:
 
     async def join(self, node: Node, master: str) -> bool | None:
         """`node` asks `master` to join (what `send_join` and `on_join_request` store); None
-        if the master went down before it stored the request (ask again, from the start)."""
+        if either went down before both stored the request (ask again, from the start)."""
         boss = self.nodes[master]
         assert node.db is not None and boss.db is not None
         nonce = f"{self.rng.getrandbits(128):032x}"
         now = self.now_wall()
         self.trace("join_request", node=node.domain, master=master)
-        async with node.db.transaction() as session:
-            await session.exec(delete(JoinRequest).where(JoinRequest.direction == "outgoing"))  # type: ignore[call-overload]
-            session.add(_request(boss, "outgoing", nonce, now))
+        try:
+            async with node.db.transaction() as session:
+                await session.exec(delete(JoinRequest).where(JoinRequest.direction == "outgoing"))  # type: ignore[call-overload]
+                session.add(_request(boss, "outgoing", nonce, now))
+        except Crashed:  # the joiner went down as its owner sent the request (seed 303037)
+            return None
         if boss.db is None:  # the master went down meanwhile: the request was not stored
             return None
         async with boss.db.transaction() as session:
