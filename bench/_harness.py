@@ -36,6 +36,7 @@ __all__ = [
     "out",
     "percentile",
     "pg_databases",
+    "pg_each",
     "pg_reachable",
     "post_json",
     "proc_usage",
@@ -141,22 +142,28 @@ def pg_url(name: str, *, driver: str = "") -> str:
 async def pg_databases(names: Sequence[str]) -> Any:
     """Fresh PostgreSQL databases `names` for one run, dropped after it (with any session
     still open on them); yields their `postgresql://` URLs."""
-    import asyncpg
-
-    async def each(statement: str) -> None:
-        conn = await asyncpg.connect(PG_ADMIN)
-        try:
-            for name in names:
-                await conn.execute(statement.format(name=f'"{name}"'))
-        finally:
-            await conn.close()
-
-    await each("DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    await each("CREATE DATABASE {name}")
+    await pg_each(names, PG_DROP)
+    await pg_each(names, PG_CREATE)
     try:
         yield [pg_url(name) for name in names]
     finally:
-        await each("DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await pg_each(names, PG_DROP)
+
+
+PG_CREATE = "CREATE DATABASE {name}"
+PG_DROP = "DROP DATABASE IF EXISTS {name} WITH (FORCE)"  # with any session still open on it
+
+
+async def pg_each(names: Sequence[str], statement: str) -> None:
+    """Run `statement` (`PG_CREATE`, `PG_DROP`) for each database of `names` on `PG_ADMIN`."""
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_ADMIN)
+    try:
+        for name in names:
+            await conn.execute(statement.format(name=f'"{name}"'))
+    finally:
+        await conn.close()
 
 
 class Node:

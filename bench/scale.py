@@ -49,7 +49,16 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from the root
 
-from bench._harness import PG_ADMIN, emit_json, out, pg_reachable, pg_url
+from bench._harness import (
+    PG_ADMIN,
+    PG_CREATE,
+    PG_DROP,
+    emit_json,
+    out,
+    pg_each,
+    pg_reachable,
+    pg_url,
+)
 
 MODES = ("paged", "whole")
 HISTORY_MODES = ("kept", "compacted")
@@ -124,15 +133,7 @@ def _open(workdir: Path, engine: str) -> tuple[Any, Any]:
 
 async def _pg(workdir: Path, statement: str) -> None:
     """CREATE or DROP the run's two PostgreSQL databases."""
-    import asyncpg
-
-    conn = await asyncpg.connect(PG_ADMIN)
-    try:
-        for role in MASTER_JOINER:
-            name = _pg_name(workdir, role)
-            await conn.execute(statement.format(name=f'"{name}"'))
-    finally:
-        await conn.close()
+    await pg_each([_pg_name(workdir, role) for role in MASTER_JOINER], statement)
 
 
 async def _fill(skus: int, workdir: Path, engine: str) -> None:
@@ -398,7 +399,7 @@ def _run(engine: str, skus: int, mode: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="shopsync-scale-") as tmp:
         workdir = Path(tmp)
         if engine == "postgresql":
-            asyncio.run(_pg(workdir, "CREATE DATABASE {name}"))
+            asyncio.run(_pg(workdir, PG_CREATE))
         try:
             for step in ("fill", mode) if mode in MODES else (mode,):
                 child = subprocess.run(
@@ -412,7 +413,7 @@ def _run(engine: str, skus: int, mode: str) -> dict[str, Any]:
                     return {}
         finally:
             if engine == "postgresql":
-                asyncio.run(_pg(workdir, "DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                asyncio.run(_pg(workdir, PG_DROP))
     figures: dict[str, Any] = json.loads(child.stdout.strip().splitlines()[-1])
     return figures
 
