@@ -6,6 +6,12 @@ unless it folded the stream beyond this agent's vector, or it answered since the
 holding no more of the stream, or it has been out of reach for longer than `AWAY`. Until each
 peer has said, the gap waits, and the peers not heard from since are asked at once.
 
+A re-import takes its source's snapshot, which must count every event this agent folded
+itself (`ledger.rebase`). So the source is a claimant whose vector covers this agent's own fold
+marks; while none does, the gap waits for their next answers. Two members can each
+have folded a stream the other lacks (each with a majority that shares a third member, which
+holds both): each then re-imports from that third member, never from the other.
+
 A member may speak only for itself, and a re-import takes a peer's counts for every shop, so a
 claim must hold up. An honest fold needs at least one other member's acknowledgement: a peer
 compacts only events that every member it counts holds, and it counts none while it is the one
@@ -66,10 +72,12 @@ class FoldClaims:
         mine: Vector,
         away: dict[str, float | None],
         now: float,
+        kept: Vector | None = None,
     ) -> Judgement:
         """Note `peer`'s pull answer: the streams it folded (`folded`) and its vector
         (`theirs`), judged against this agent's vector now (`mine`). `away` maps every peer
-        with a link to when it went out of reach (None: in reach); times are monotonic."""
+        with a link to when it went out of reach (None: in reach); times are monotonic.
+        `kept` is what this agent folded itself: a source must hold all of it."""
         self.answers[peer] = (now, theirs)
         disputed: list[Dispute] = []
         beyond: Vector = {}
@@ -110,7 +118,10 @@ class FoldClaims:
                 seq = self.folded_at[claimant][stream]
                 disputed += self._dispute(claimant, stream, seq, "no other member holds it")
                 continue
-            source = peer if peer in claimants else sorted(claimants)[0]
+            sources = [d for d in claimants if self._covers(d, kept or {})]
+            if not sources:  # each would be refused (`ledger.StaleSnapshot`): wait for one
+                continue
+            source = peer if peer in sources else sorted(sources)[0]
             return Judgement(source, tuple(sorted(ask)), tuple(disputed))
         return Judgement(None, tuple(sorted(ask)), tuple(disputed))
 
@@ -122,6 +133,14 @@ class FoldClaims:
 
     def _claimants(self, stream: Stream, mine: Vector) -> list[str]:
         return [d for d, f in self.folded_at.items() if f.get(stream, 0) > mine.get(stream, 0)]
+
+    def _covers(self, domain: str, kept: Vector) -> bool:
+        """Whether `domain` last said it holds every event this agent folded: only then can
+        its snapshot be this agent's base."""
+        answered = self.answers.get(domain)
+        return answered is not None and all(
+            answered[1].get(stream, 0) >= seq for stream, seq in kept.items()
+        )
 
     def _dispute(self, peer: str, stream: Stream, seq: int, why: str) -> list[Dispute]:
         if (peer, stream) in self.disputed:

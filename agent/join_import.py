@@ -125,18 +125,35 @@ class JoinImport:
 
             await self.db.run(begin)
         log.warning("history_folded", peer=domain)
-        backoff = _Backoff(self.clock)
-        while True:
-            head = await self._download(domain, agent_url)
-            try:
-                await self._rebase_on(head, domain)
-                break
-            except ledger.StaleSnapshot as exc:  # older than what was folded here: anew
-                log.info("rebase_retry", peer=domain, error=str(exc))
-                await self.db.run(_forget_download)
-                await backoff.wait()
+        head = await self._download(domain, agent_url)
+        try:
+            await self._rebase_on(head, domain)
+        except ledger.StaleSnapshot as exc:
+            # The source lacks events folded here: it can never be the base. The gap is
+            # judged again from the members' next answers (`FoldClaims`), which name a
+            # source that holds them, or let a member fill the gap.
+            await self._give_up_rebase(domain, str(exc))
+            self.replicator.forget_gaps()
+            return
         self.replicator.forget_gaps()
         self.reconciler.replan()  # the counts changed: publish them everywhere they differ
+
+    async def _give_up_rebase(self, domain: str, why: str) -> None:
+        now = self.clock.now()
+        log.info("rebase_abandoned", peer=domain, error=why)
+
+        def give_up(conn: Connection) -> None:
+            _forget_download(conn)
+            drop_state(conn, REBASE)
+            message = (
+                f"not re-importing from {domain}: {why}. Waiting for a member that holds "
+                "every change this shop folded"
+            )
+            synclog.insert(
+                conn, [synclog.entry("history_folded", now, peer=domain, message=message)]
+            )
+
+        await self.db.run(give_up)
 
     async def _rebase_on(self, head: SnapshotHead, domain: str) -> None:
         now = self.clock.now()

@@ -245,15 +245,18 @@ class Replicator:
         return await self.db.read(work)
 
     def after_pull(
-        self, peer: str, folded: Vector, theirs: Vector, mine: Vector
+        self, peer: str, folded: Vector, theirs: Vector, mine: Vector, kept: Vector
     ) -> tuple[PeerLink | None, tuple[Dispute, ...]]:
         """Note a pull answer from `peer`: its vector (`theirs`) and the streams it folded
-        (`folded`), judged against this agent's vector now (`mine`) by `FoldClaims`. Returns
+        (`folded`), judged against this agent's vector now (`mine`) and what it folded itself
+        (`kept`) by `FoldClaims`. Returns
         the link to re-import from when a gap of this agent's can be filled by no peer and
         the claim holds up (else None), and the claims newly found unbacked. The peers that
         may still fill a gap are asked at once."""
         away = {domain: link.away_since for domain, link in self.links.items()}
-        verdict = self.claims.heard(peer, folded, theirs, mine, away, self.clock.monotonic())
+        verdict = self.claims.heard(
+            peer, folded, theirs, mine, away, self.clock.monotonic(), kept=kept
+        )
         for domain in verdict.ask:  # ask them now rather than at their next pull
             link = self.links[domain]
             link.next_pull = 0.0
@@ -530,10 +533,11 @@ class PeerLink:
                 except EventsRefused as exc:  # the rest was applied
                     raise PeerRefused(f"refused events from {self.domain}: {exc}") from None
             folded = vector_from_wire(body.get("folded", []))
+            kept: Vector = {}
             if folded or self.r.claims.gaps:  # judged against this agent's vector now, not the one
                 # it asked with: what the peer folded, it may have acknowledged since
-                mine = await self.r.db.read(ledger.vector)
-            source, disputed = self.r.after_pull(self.domain, folded, theirs, mine)
+                mine, kept = await self.r.db.read(_vector_and_folded)
+            source, disputed = self.r.after_pull(self.domain, folded, theirs, mine, kept)
             if disputed:
                 await self.r.report_disputes(disputed)
             if source is not None and self.r.on_history_folded is not None:
@@ -544,3 +548,8 @@ class PeerLink:
             )
             if not body.get("more"):
                 return news
+
+
+def _vector_and_folded(conn: Connection) -> tuple[Vector, Vector]:
+    """This agent's vector and what it folded of each stream, read together."""
+    return ledger.vector(conn), ledger.folded(conn)

@@ -70,3 +70,32 @@ def test_a_fold_this_agent_already_holds_is_no_gap() -> None:
     claims = FoldClaims()
     verdict = claims.heard("c", {S: 10}, {S: 40}, MINE, {"c": IN_REACH}, now=1.0)
     assert verdict == verdict.__class__() and claims.gaps == {}
+
+
+def test_the_source_must_hold_what_this_agent_folded_itself() -> None:
+    # Seed 308571: this agent folded its own stream up to 9; b folded S but holds only 4 of
+    # this agent's stream, so b's snapshot could not be this agent's base. c folded S too
+    # and holds all 9: the re-import is from c, even though b answered last.
+    own = ("a", "e1")
+    mine, kept = {S: 10, own: 9}, {own: 9}
+    claims = FoldClaims()
+    away = {"b": IN_REACH, "c": IN_REACH}
+    first = claims.heard("b", {S: 40}, {S: 40, own: 4}, mine, away, now=1.0, kept=kept)
+    assert first.source is None  # c may still hold the events
+    claims.heard("c", {S: 40}, {S: 40, own: 9}, mine, away, now=2.0, kept=kept)
+    again = claims.heard("b", {S: 40}, {S: 40, own: 4}, mine, away, now=3.0, kept=kept)
+    assert again.source == "c"
+
+
+def test_with_no_claimant_holding_what_was_folded_here_the_gap_waits() -> None:
+    own = ("a", "e1")
+    claims = FoldClaims()
+    verdict = claims.heard(
+        "c", {S: 40}, {S: 40, own: 4}, {S: 10, own: 9}, {"c": IN_REACH}, now=1.0, kept={own: 9}
+    )
+    assert verdict.source is None and verdict.disputed == ()
+    assert S in claims.gaps  # still a gap: c's next answer, holding all 9, names c
+    later = claims.heard(
+        "c", {S: 40}, {S: 40, own: 9}, {S: 10, own: 9}, {"c": IN_REACH}, now=2.0, kept={own: 9}
+    )
+    assert later.source == "c"

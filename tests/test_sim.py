@@ -47,6 +47,9 @@ REGRESSION_SEEDS = [
     203260,  # a group of four split two against two past the horizon: both sides folded what
     # the other lacked, each side's snapshot was stale for the other, and they re-imported
     # from each other without end (now only a majority in touch folds past the horizon)
+    308571,  # two members had each folded its own changes (each with the third member's
+    # acknowledgement), and each re-imported from the other, whose snapshot lacked them, for
+    # ever (now the source must hold what was folded here, and a stale one is given up)
     303037,  # the joiner was killed as the harness stored its join request: the kill (a
     # BaseException) ended the worker process, and the run of seeds hung on it
 ]

@@ -4,6 +4,7 @@ answers as this release does (paged, and restarted half-way) and as an earlier r
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +116,51 @@ async def test_a_master_of_an_earlier_release_sends_it_whole_and_it_is_staged_th
         assert master.asked == [("/peer/snapshot", None)]  # one answer, no pages
         expected = {sku: i for i, sku in enumerate(SKUS)} | {"SKU-003": 1}
         assert await _installed_pools(db, me, head) == expected
+    finally:
+        await db.dispose()
+        await master_db.dispose()
+
+
+class _Replicator:
+    def __init__(self) -> None:
+        self.forgot = 0
+
+    def forget_gaps(self) -> None:
+        self.forgot += 1
+
+
+async def test_a_rebase_on_a_snapshot_older_than_what_was_folded_here_is_given_up(
+    tmp_path: Path,
+) -> None:
+    # Seed 308571: the source chosen lacked events this agent had folded, so its snapshot
+    # could never be the base, and the rebase asked it again and again for ever. Now it is
+    # given up at once, said in the sync log, and the gap judged again.
+    from agent import synclog
+    from agent.importer import REBASE
+
+    master_db = await _master(tmp_path)
+    master = _Master(master_db, Spool(tmp_path / "spool", StillClock(), page_size=3))
+    db, me = await _database(tmp_path / "joiner.db", "j.example.com")
+    sales = [NewEvent("SKU-001", "introduce", count=5, item_created=1.0)]
+    sales += [NewEvent("SKU-001", "change", delta=-1)] * 3
+    await db.run(lambda conn: ledger.append(conn, me, sales, 1.0, lambda _e: "proof"))
+    await db.run(lambda conn: ledger.compact(conn, {("j.example.com", "e1"): 4}, 100))
+    replicator = _Replicator()
+    joiner = _joiner(db, me, master)
+    joiner.replicator = replicator  # type: ignore[assignment]
+    try:
+        joiner.rebase("m.example.com", "http://m")
+        assert joiner.rebasing is not None
+        await asyncio.wait_for(joiner.rebasing, 30)  # before: asked again for ever
+        assert [path for path, _ in master.asked].count("/peer/snapshot") == 1  # not again
+        assert await db.get_state(REBASE, None) is None  # not resumed after a restart
+        assert await db.read(ledger.staged_count) == 0
+        async with db.sessions() as session:
+            pools = await ledger.get_pools(session, ["SKU-001", "SKU-003"])
+            entries = await synclog.query_log(session, kind="history_folded")
+        assert {s: p.value for s, p in pools.items()} == {"SKU-001": 2}  # its own base kept
+        assert any("not re-importing from m.example.com" in e.message for e in entries)
+        assert replicator.forgot == 1  # the members' next answers name another source
     finally:
         await db.dispose()
         await master_db.dispose()
