@@ -140,6 +140,7 @@ class Agent:
             rng=rng,
             sku_rule=tuning.sku_rule,
             sign_event=self.roster.sign_event,
+            bundles=lambda: self.rules.bundles,
         )
         self.replicator = Replicator(
             db=db,
@@ -236,6 +237,9 @@ class Agent:
         """What a shop publishes may have changed: plan every SKU again (only those whose
         count changes are written, batched like any write)."""
         self.reconciler.replan()
+        if self.rules.unbundled:  # no longer bundles: their items' counts are read anew
+            self.reconciler.resync(sorted(self.rules.unbundled))
+            self.rules.unbundled.clear()
 
     async def serve_peer(self, sender: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
         """Answer another agent's call `name` from the holder of key `sender`, let in by the

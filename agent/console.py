@@ -404,6 +404,24 @@ def print_rules(view: dict[str, Any]) -> None:
         console.print(f"told {_safe(', '.join(view['told']) or 'nobody')}")
 
 
+def print_bundles(view: dict[str, Any]) -> None:
+    """The group's bundles: each SKU and the components one takes."""
+    bundles = view.get("bundles", [])
+    if not bundles:
+        console.print("no bundles (add one: shopsync bundles add PACK-6 SAUSAGE:6)")
+    else:
+        table = Table(box=None, pad_edge=False)
+        for name in ("bundle", "takes", "set by", "in use"):
+            table.add_column(name)
+        for row in bundles:
+            takes = " + ".join(f"{c['quantity']} x {c['sku']}" for c in row["components"])
+            used = "yes" if row["in_use"] else f"no: {row['why_not']}"
+            table.add_row(_text(row["sku"]), _text(takes), _text(row["set_by"]), _text(used))
+        console.print(table)
+    if view.get("told") is not None:
+        console.print(f"told {_safe(', '.join(view['told']) or 'nobody')}")
+
+
 def print_rules_test(answer: dict[str, Any]) -> None:
     """What each shop would publish of a SKU at a pool, and which rule decided."""
     console.print(f"{_safe(answer['sku'])} at a pool of {answer['pool']}:")

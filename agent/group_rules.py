@@ -8,6 +8,10 @@ agent) whose key signed it, about itself or the group, dated no later than now p
 allowed skew; of two records about one subject the newer wins, by time and then by domain,
 so every member ends with the same ones whatever order they arrived in. Every member can
 then show every shop's rules and explain what each would publish.
+
+The group's bundles (`agent.bundles`) are records too, one per bundle (subject
+``bundle:<SKU>``), set from any member like the group's rule; a removed bundle stays as a
+record without components, so that an older definition arriving late does not bring it back.
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ from typing import Any
 
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlalchemy import text
 
 from agent import synclog, trust
+from agent.bundles import MAX_BUNDLES, Bundle, BundleError, BundleMap, components_from_wire
 from agent.clock import Clock
 from agent.db import Database, read_state, write_state
 from agent.roster import Roster
@@ -37,13 +43,22 @@ from agent.rules import (
 from agent.sql import Tx
 from agent.transport import PeerCaller
 
-__all__ = ["GROUP", "STATE_KEY", "RuleBook", "RulesRecord", "judge", "record_from_wire"]
+__all__ = [
+    "BUNDLE",
+    "GROUP",
+    "STATE_KEY",
+    "RuleBook",
+    "RulesRecord",
+    "judge",
+    "record_from_wire",
+]
 
 log = structlog.get_logger(__name__)
 
 STATE_KEY = "rules"  # agent_state key of every record this agent holds, by subject
 GROUP = "group"  # the subject of the group's rule
-MAX_RECORDS = 1000
+BUNDLE = "bundle:"  # the subject of a bundle's definition: this and the bundle's SKU
+MAX_RECORDS = 1000 + MAX_BUNDLES
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -74,6 +89,18 @@ class RulesRecord:
     def shop_rules(self) -> ShopRules:
         return rules_from_wire(self.body)
 
+    @property
+    def is_group_wide(self) -> bool:
+        """About the group (its rule, a bundle), which any member may set."""
+        return self.subject == GROUP or self.subject.startswith(BUNDLE)
+
+    @property
+    def bundle(self) -> Bundle | None:
+        """The bundle this record defines (None: removed, or not a bundle's record)."""
+        if not self.subject.startswith(BUNDLE) or self.body.get("components") is None:
+            return None
+        return components_from_wire(self.subject[len(BUNDLE) :], self.body["components"])
+
 
 def record_from_wire(raw: Any) -> RulesRecord:
     """Parse a record, bounded in every field, its body checked as rules of its kind;
@@ -83,7 +110,10 @@ def record_from_wire(raw: Any) -> RulesRecord:
     subject, body, changed_at = raw.get("subject"), raw.get("body"), raw.get("changed_at")
     by, proof = raw.get("by"), raw.get("proof", "")
     for name, value in (("subject", subject), ("by", by)):
-        if not isinstance(value, str) or not value or len(value) > trust.MAX_DOMAIN:
+        longest = trust.MAX_DOMAIN
+        if name == "subject" and isinstance(value, str) and value.startswith(BUNDLE):
+            longest = len(BUNDLE) + trust.MAX_SKU
+        if not isinstance(value, str) or not value or len(value) > longest:
             raise RuleError(f"a rules record's {name} must be a member's domain")
     if not isinstance(body, dict):
         raise RuleError("a rules record's body is an object")
@@ -94,10 +124,17 @@ def record_from_wire(raw: Any) -> RulesRecord:
     if not isinstance(proof, str) or len(proof) > 100:
         raise RuleError("a rules record's proof must be a signature")
     record = RulesRecord(str(subject), body, float(changed_at), str(by), proof)
-    if subject == GROUP:
+    if record.subject == GROUP:
         if set(body) - {"priority"}:
             raise RuleError("the group's rules hold only a priority rule")
         record.priority  # noqa: B018 (parsed to refuse a malformed one)
+    elif record.subject.startswith(BUNDLE):
+        if set(body) != {"components"}:
+            raise RuleError("a bundle's record holds only its components")
+        try:
+            record.bundle  # noqa: B018
+        except BundleError as exc:
+            raise RuleError(f"bundle {record.subject[len(BUNDLE) :][:80]}: {exc}") from None
     else:
         record.shop_rules  # noqa: B018
     return record
@@ -115,7 +152,7 @@ def judge(
     `keys` are the live members' keys, this agent's own included."""
     if current is not None and record.order() <= current.order():
         return "" if record == current else f"older than the rules held for {record.subject}"
-    if record.subject not in (GROUP, record.by):
+    if not record.is_group_wide and record.subject != record.by:
         return f"{record.by[:80]} set rules for {record.subject[:80]}: a shop sets only its own"
     key = keys.get(record.by)
     if key is None:
@@ -146,9 +183,13 @@ class RuleBook:
         self.allocate = allocate
         self.shop_rules = shop_rules  # this shop's: its config is their home
         self.priority: Priority | None = None
+        self.bundles = BundleMap()
         self.records: dict[str, RulesRecord] = {}
         self.max_skew = max_skew
         self._listeners: list[Callable[[], None]] = []
+        #: SKUs no longer bundles, whose items sync as SKUs of their own again from their next
+        #: count (read at once by whoever listens: `Agent._rules_changed`)
+        self.unbundled: set[str] = set()
         self._refusals: set[str] = set()
 
     @property
@@ -170,6 +211,7 @@ class RuleBook:
                 log.warning("rules_record_unreadable", subject=str(subject)[:80])
         group = self.records.get(GROUP)
         self.priority = None if group is None else group.priority
+        self.bundles = self._bundle_map()
         own = self.records.get(self.shop)
         if own is None or own.body != self.shop_rules.to_wire():  # pulls carry it from here
             await self._state(self.shop, self.shop_rules.to_wire(), tell=False)
@@ -182,7 +224,7 @@ class RuleBook:
 
     def known_rules(self) -> dict[str, ShopRules]:
         """Every shop's rules as this agent knows them (a shop never heard of: none)."""
-        out = {s: r.shop_rules for s, r in self.records.items() if s != GROUP}
+        out = {s: r.shop_rules for s, r in self.records.items() if not r.is_group_wide}
         out[self.shop] = self.shop_rules
         return out
 
@@ -235,6 +277,63 @@ class RuleBook:
             )
         body = {"priority": None if priority is None else priority.to_wire()}
         return await self._state(GROUP, body)
+
+    # -- bundles -------------------------------------------------------------------------------
+
+    def bundle_records(self) -> list[RulesRecord]:
+        """Every bundle's record held, removed ones included, by SKU."""
+        return [r for s, r in sorted(self.records.items()) if s.startswith(BUNDLE)]
+
+    async def set_bundle(self, bundle: Bundle) -> dict[str, Any]:
+        """Define (or redefine) a bundle for the whole group. RuleError if a component is
+        unknown here, is a bundle, or the bundle's SKU is some bundle's component."""
+        for part, _ in bundle.components:
+            if part in self.bundles.bundles:
+                raise RuleError(f"{part} is a bundle: a component must be a stocked SKU")
+        takers = sorted(self.bundles.of_component.get(bundle.sku, ()))
+        if takers:
+            raise RuleError(f"{bundle.sku} is a component of {takers[0]}: it cannot be a bundle")
+        if bundle.sku not in self.bundles.bundles and len(self.bundles.bundles) >= MAX_BUNDLES:
+            raise RuleError(f"a group has at most {MAX_BUNDLES} bundles")
+        known = await self._known_skus([p for p, _ in bundle.components])
+        missing = [p for p, _ in bundle.components if p not in known]
+        if missing:
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise RuleError(
+                f"component {missing[0]}{more} is not a SKU of any shop in the group: "
+                "check the spelling"
+            )
+        return await self._state(
+            BUNDLE + bundle.sku, {"components": bundle.to_wire()["components"]}
+        )
+
+    async def remove_bundle(self, sku: str) -> dict[str, Any]:
+        """Stop treating `sku` as a bundle, in every member. RuleError if it is none."""
+        if sku not in self.bundles.bundles and sku not in self.bundles.refused:
+            raise RuleError(f"{sku} is not a bundle")
+        return await self._state(BUNDLE + sku, {"components": None})
+
+    async def _known_skus(self, skus: list[str]) -> set[str]:
+        if not skus:
+            return set()
+        marks = ", ".join("?" * len(skus))
+        query = (
+            f"SELECT sku FROM pool WHERE sku IN ({marks}) "
+            f"UNION SELECT sku FROM item WHERE sku IN ({marks})"
+        )
+        rows = await self.db.read(lambda conn: Tx(conn).rows(query, (*skus, *skus)))
+        return {row[0] for row in rows}
+
+    def _bundle_map(self) -> BundleMap:
+        found = []
+        for record in self.bundle_records():
+            try:
+                bundle = record.bundle
+            except BundleError:  # checked when taken: only a record from an older release
+                continue
+            if bundle is not None:
+                found.append(bundle)
+        return BundleMap(found)
 
     async def _state(
         self, subject: str, body: dict[str, Any], *, tell: bool = True
@@ -310,7 +409,7 @@ class RuleBook:
                     continue  # a newer one was stored meanwhile
                 held[record.subject] = record.to_wire()
                 fresh.append(record)
-                what = "the group's rule" if record.subject == GROUP else record.subject
+                what = _subject(record)
                 synclog.record(
                     session,
                     "rules",
@@ -318,17 +417,42 @@ class RuleBook:
                     peer=record.by,
                     message=f"rules of {what}: {_describe(record)} (via {via})",
                 )
+            before = set(self.bundles.bundles)
+            ended = [
+                r.subject[len(BUNDLE) :]
+                for r in fresh
+                if r.subject.startswith(BUNDLE) and r.body.get("components") is None
+            ]
+            for sku in ended:
+                if sku in before:  # its items' counts were bundles, not stock: seen anew
+                    await session.execute(
+                        text("UPDATE item SET published = NULL WHERE sku = :sku"), {"sku": sku}
+                    )
+                    self.unbundled.add(sku)
             await write_state(session, STATE_KEY, held)
         for record in fresh:
             self.records[record.subject] = record
         if any(r.subject == GROUP for r in fresh):
             self.priority = self.records[GROUP].priority
-        if any(r.subject in (GROUP, self.shop) for r in fresh):
+        if any(r.subject.startswith(BUNDLE) for r in fresh):
+            self.bundles = self._bundle_map()
+        if any(r.is_group_wide or r.subject == self.shop for r in fresh):
             for listener in self._listeners:
                 listener()
 
 
+def _subject(record: RulesRecord) -> str:
+    if record.subject == GROUP:
+        return "the group's rule"
+    if record.subject.startswith(BUNDLE):
+        return f"bundle {record.subject[len(BUNDLE) :]}"
+    return record.subject
+
+
 def _describe(record: RulesRecord) -> str:
+    if record.subject.startswith(BUNDLE):
+        bundle = record.bundle
+        return "removed" if bundle is None else bundle.describe()
     if record.subject != GROUP:
         rules = record.shop_rules
         extra = f"; {len(rules.overrides)} SKU rules" if rules.overrides else ""

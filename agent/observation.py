@@ -9,6 +9,7 @@ from typing import Any, Protocol
 from sqlalchemy import Connection
 
 from agent import ledger, synclog
+from agent.bundles import BundleMap
 from agent.causes import logged
 from agent.ledger import INTRODUCE, NewEvent
 from agent.models import EventRow
@@ -119,6 +120,7 @@ def observe_counts(
     *,
     stamps: dict[str, float | None] | None = None,
     expect: dict[str, int] | None = None,
+    bundles: BundleMap | None = None,
 ) -> Effects:
     """Apply fresh counts of items in one unit of work: their events, log and published
     counts; returns what the reconciler's memory must learn of it.
@@ -126,7 +128,8 @@ def observe_counts(
     `stamps`: the platform's time of each count (`Level.stamp`), kept as the item's known
     state. `expect`: counts taken from level webhooks, each valid only while the item still
     publishes the count the agent's stamped knowledge belongs to; an item that moved since
-    (a path without a stamp) is read instead.
+    (a path without a stamp) is read instead. `bundles`: a bundle's change is its components'
+    (`BundleMap.expand`).
     """
     done = Effects()
     rows = load_items(conn, counts)
@@ -159,7 +162,8 @@ def observe_counts(
             continue
         new_events.append(event)
         if event.kind == INTRODUCE:
-            introduced.append(row.sku)
+            if bundles is None or not bundles.is_bundle(row.sku):
+                introduced.append(row.sku)
             continue
         entries.append(
             synclog.entry(
@@ -184,5 +188,8 @@ def observe_counts(
         )
     save_items(conn, changed)
     synclog.insert(conn, entries)
+    if bundles:
+        new_events, moved = bundles.expand(new_events)
+        done.plan |= moved
     done.events = append(conn, new_events, now)
     return done

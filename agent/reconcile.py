@@ -23,6 +23,7 @@ import structlog
 from sqlalchemy import Connection
 
 from agent import ledger
+from agent.bundles import BundleMap
 from agent.catalogue import Index, SkuRule
 from agent.channel import Channel, WebhookHint
 from agent.clock import Clock
@@ -73,8 +74,10 @@ class Reconciler:
         rng: random.Random | None = None,
         sku_rule: SkuRule | None = None,
         sign_event: ledger.Signer | None = None,
+        bundles: Callable[[], BundleMap] = BundleMap,
     ) -> None:
         self.db = db
+        self.bundles = bundles  # the group's bundles now (`RuleBook.bundles`)
         # this agent's proof of origin for its events; without one (a reconciler on its own,
         # in tests) events carry none, and no peer would take them
         self.sign_event: ledger.Signer = sign_event or (lambda _event: "")
@@ -109,6 +112,7 @@ class Reconciler:
             rng=self.rng,
             append=self._append,
             scheduler=self.scheduler,
+            bundles=bundles,
         )
         self.sweep = Sweep(
             db=db,
@@ -128,8 +132,10 @@ class Reconciler:
         self.scheduler.hint(hint)
 
     def pool_changed(self, skus: Iterable[str]) -> None:
-        """Pools of `skus` moved (remote events, import): queue writes of their targets."""
-        self.scheduler.pool_changed(skus)
+        """Pools of `skus` moved (remote events, import): queue writes of their targets, and
+        of every bundle taking one of them."""
+        bundles = self.bundles()
+        self.scheduler.pool_changed(bundles.affected(skus) if bundles else skus)
 
     def resync(self, skus: Iterable[str] | None = None) -> list[str]:
         """Re-read these SKUs' items (all when None) and re-write their counts if they differ;
@@ -267,11 +273,13 @@ class Reconciler:
         if not counts:
             return
         now = self.clock.now()
+        bundles = self.bundles()
 
         def work(conn: Connection) -> Effects:
             return observe_counts(
-                conn, counts, causes, now, self._append, stamps=stamps, expect=expect
-            )
+                conn, counts, causes, now, self._append, stamps=stamps, expect=expect,
+                bundles=bundles,
+            )  # fmt: skip
 
         self.scheduler.settle(await self.db.run(work))
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from agent.channel import ConfigError
 
-__all__ = ["add_parser", "cmd_rules"]
+__all__ = ["add_parser", "cmd_bundles", "cmd_rules"]
 
 
 def client_for(args: argparse.Namespace) -> Any:
@@ -63,10 +63,41 @@ async def cmd_rules(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_bundles(args: argparse.Namespace) -> int:
+    """bundles list | add SKU COMPONENT:QTY… | remove SKU: the group's bundles."""
+    from urllib.parse import quote
+
+    from agent.bundles import components_from_text
+    from agent.console import print_bundles
+
+    client = client_for(args)
+    if args.action == "list":
+        if args.sku:
+            raise ConfigError("list takes no SKU: shopsync bundles list")
+        answer = await client.get("/api/bundles")
+    elif args.action == "add":
+        if not args.sku or not args.components:
+            raise ConfigError("say what: shopsync bundles add BUNDLE_SKU COMPONENT:QTY…")
+        try:
+            bundle = components_from_text(args.sku, args.components)
+        except ValueError as exc:  # BundleError: says what is wrong
+            raise ConfigError(str(exc)) from None
+        answer = await client.post("/api/bundles", bundle.to_wire())
+    else:
+        if not args.sku or args.components:
+            raise ConfigError("say which: shopsync bundles remove BUNDLE_SKU")
+        answer = await client.request("DELETE", "/api/bundles/" + quote(args.sku, safe=""))
+    if args.json:
+        _print_json(answer)
+    else:
+        print_bundles(answer)
+    return 0
+
+
 def add_parser(
     command: Callable[..., Any], data_dir: Callable[[argparse.ArgumentParser], None]
 ) -> None:
-    """The `rules` subcommand, on the CLI's parser."""
+    """The `rules` and `bundles` subcommands, on the CLI's parser."""
     p = command("rules", cmd_rules, "show, set or test the stock rules (what each shop publishes)")
     data_dir(p)
     p.add_argument("action", choices=["show", "set", "unset", "test"])
@@ -81,4 +112,16 @@ def add_parser(
     p.add_argument("--at-most", type=int, metavar="N", help="…while a pool is N or less")
     p.add_argument("--no-priority", action="store_true", help="with unset: no priority shop")
     p.add_argument("--pool", type=int, help="with test: the pool to decide for")
+    p.add_argument("--json", action="store_true")
+
+    p = command("bundles", cmd_bundles, "list, add or remove the group's bundles (kits, cases)")
+    data_dir(p)
+    p.add_argument("action", choices=["list", "add", "remove"])
+    p.add_argument("sku", nargs="?", metavar="BUNDLE_SKU")
+    p.add_argument(
+        "components",
+        nargs="*",
+        metavar="COMPONENT:QTY",
+        help="add: each component SKU and how many one bundle takes (SAUSAGE:6)",
+    )
     p.add_argument("--json", action="store_true")

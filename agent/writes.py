@@ -19,6 +19,7 @@ from sqlalchemy import Connection
 from sqlmodel import select as orm_select
 
 from agent import ledger, observation, synclog
+from agent.bundles import BundleMap
 from agent.causes import in_words
 from agent.channel import Channel, ChannelError, Write, WriteResult
 from agent.clock import Clock
@@ -50,6 +51,7 @@ class Writes:
     rng: random.Random
     append: Append
     scheduler: Scheduler
+    bundles: Callable[[], BundleMap] = BundleMap  # the group's bundles now
     oversold: set[str] = dataclasses.field(default_factory=set)  # SKUs logged as oversold
     # item -> why the count in flight to it is written (for its `write` log row)
     why: dict[str, Reason] = dataclasses.field(default_factory=dict)
@@ -91,15 +93,34 @@ class Writes:
         }
 
         rules: dict[str, str] = {}
+        bundles = self.bundles()
 
         def work(conn: Connection) -> tuple[list[Write], set[str], set[str]]:
             writes: list[Write] = []
             rows = load_items(conn, claimed)
-            pools = ledger.pools(conn, skus)
+            pools = ledger.pools(conn, [*skus, *bundles.components_of(skus)])
             entries, cut, short, enough = [], [], set(), set()
+
+            def count_of(part: str) -> int | None:
+                pool = pools.get(part)
+                return (
+                    None
+                    if pool is None or pool.value is None
+                    else self.target_for(part, pool.value)
+                )
+
             for item_id in claimed:
                 row = rows.get(item_id)
                 if row is None or row.excluded or not row.sku or row.published is None:
+                    continue
+                if bundles.is_bundle(row.sku):  # no pool of its own: what its parts allow
+                    made = bundles.target(row.sku, count_of)
+                    if made.count != row.published:
+                        writes.append(Write(item_id, row.published, made.count))
+                        rules[item_id] = made.why
+                    elif row.cutover_pending:
+                        row.cutover_pending = False
+                        cut.append(row)
                     continue
                 pool = pools.get(row.sku)
                 if pool is None or pool.value is None:
@@ -226,6 +247,7 @@ class Writes:
         """
         now = self.clock.now()
         held = frozenset(done)
+        bundles = self.bundles()
 
         def work(conn: Connection) -> tuple[Effects, set[str]]:
             effects, unknown = Effects(), set()
@@ -265,6 +287,8 @@ class Writes:
                 tx.run('DELETE FROM pending_write WHERE "key" = ?', (key,))
             save_items(conn, changed)
             synclog.insert(conn, entries)
+            new_events, moved = bundles.expand(new_events)
+            effects.plan |= moved
             effects.events = self.append(conn, new_events, now)
             return effects, unknown
 

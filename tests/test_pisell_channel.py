@@ -148,11 +148,14 @@ async def test_list_items_walks_every_page(aiohttp_server: Any, clock: FakeClock
     assert abs(last.created_at - clock.t) < 1.0
 
 
-async def test_list_items_includes_combos(shop: Shop) -> None:
+async def test_list_items_leaves_combos_to_their_components(shop: Shop) -> None:
+    # IS takes a combo's components when it sells one and derives its count from them: the
+    # agent syncs the components, never the combo (its sale would be counted twice)
     combo = {"sku": "BOX", "components": [{"sku": "SKU-00001", "quantity": 3}]}
     assert await shop.control("/_emulator/combos", combo) == 201
     items = {i.sku: i.available async for i in shop.channel.list_items()}
-    assert items["BOX"] == 33
+    assert "BOX" not in items and items["SKU-00001"] == 100
+    assert shop.inventory()["BOX"] == 33  # IS still sells it, at what the packs allow
 
 
 async def test_read_gives_counts_and_none_for_unknown_ids(

@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import sys
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -31,7 +32,7 @@ async def core(sqlite_db, memshop, clock) -> AsyncIterator[Reconciler]:
 
 
 @contextlib.asynccontextmanager
-async def _running(db, shop: MemShop, clock, **tuning: float) -> AsyncIterator[Reconciler]:  # type: ignore[no-untyped-def]
+async def _running(db, shop: MemShop, clock, **tuning: Any) -> AsyncIterator[Reconciler]:  # type: ignore[no-untyped-def]
     """A reconciler serving (settled after its start) for the length of the block; then it
     stops as an agent's shutdown (or a crash) stops it: outcomes of writes in flight unknown."""
     async with db.sessions() as session:
@@ -44,7 +45,7 @@ async def _running(db, shop: MemShop, clock, **tuning: float) -> AsyncIterator[R
         allocate=lambda sku, pool: max(0, pool),
         coalesce=0,
         reconcile_interval=10**9,
-        **tuning,  # type: ignore[arg-type]
+        **tuning,
     )
     main = asyncio.create_task(reconciler.run())
     try:

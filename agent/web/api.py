@@ -70,9 +70,10 @@ def create_api_app(parent: web.Application) -> web.Application:
     app.router.add_post("/maintenance", post_maintenance)
     app.router.add_post("/resync", post_resync)
     app.router.add_post("/sessions/revoke", post_revoke_sessions)
-    from agent.web import rules_api  # it answers with this module's helpers
+    from agent.web import bundles_api, rules_api  # they answer with this module's helpers
 
     rules_api.add_routes(app)
+    bundles_api.add_routes(app)
     app.router.add_get("/openapi.json", openapi.serve)
     return app
 
@@ -324,21 +325,40 @@ async def get_pools(request: web.Request) -> web.Response:
             for name, base, deltas, at in await session.exec(only(pools_q, PoolRow.sku))
         }
         items = {row[0]: row[1:] for row in await session.exec(only(items_q, ItemRow.sku))}
+        bundles = agent.rules.bundles
+        parts = sorted(bundles.components_of(page)) if bundles else []
+        part_pools = {
+            name: None if base is None else base + deltas
+            for name, base, deltas in await session.exec(
+                select(PoolRow.sku, PoolRow.base, PoolRow.deltas).where(
+                    col(PoolRow.sku).in_(parts)
+                )
+            )
+        } if parts else {}  # fmt: skip
+
+    def count_of(part: str) -> int | None:
+        value = part_pools.get(part)
+        return None if value is None else agent.rules.decide(part, value).count
+
     out = []
     for name in page:
         value, at = pools.get(name, (None, None))
         published, item_id, title = items.get(name, (None, None, None))
-        out.append(
-            {
-                "sku": name,
-                "pool": value,
-                "published": published,
-                "target": None if value is None else agent.rules.decide(name, value).count,
-                "item_id": item_id,
-                "title": title,
-                "updated_at": at,
-            }
-        )
+        row = {
+            "sku": name,
+            "pool": value,
+            "published": published,
+            "target": None if value is None else agent.rules.decide(name, value).count,
+            "item_id": item_id,
+            "title": title,
+            "updated_at": at,
+        }
+        bundle = bundles.get(name)
+        if bundle is not None:  # no pool of its own: what its components allow
+            row["pool"] = None
+            row["target"] = bundles.target(name, count_of).count
+            row["bundle"] = bundle.to_wire()["components"]
+        out.append(row)
     return web.json_response({"pools": out, "total": len(matched)})
 
 

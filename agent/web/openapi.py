@@ -61,6 +61,10 @@ def _ref(name: str) -> Schema:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+SKU: Schema = {"type": "string", "minLength": 1, "maxLength": 255}
+#: One part of a bundle: a SKU of the group and how many of it one bundle takes.
+COMPONENT = _obj({"sku": SKU, "quantity": {"type": "integer", "minimum": 1, "maximum": 100_000}})
+
 #: A change of this shop's that an import counts (or, joining again, discards).
 COUNTED = _obj(
     {
@@ -181,7 +185,13 @@ SCHEMAS: dict[str, Schema] = {
             "item_id": _null(STR),
             "title": _null(STR),
             "updated_at": _null(NUM),
-        }
+            "bundle": {
+                **_list(COMPONENT),
+                "description": "a bundle's components (no pool of its own: `target` is the "
+                "whole bundles they allow)",
+            },
+        },
+        optional=("bundle",),
     ),
     "Alert": _obj(
         {
@@ -383,6 +393,17 @@ SCHEMAS: dict[str, Schema] = {
             "shops": {"type": "object", "additionalProperties": SHOP_RULES},
         }
     ),
+    "Bundle": _obj(
+        {
+            "sku": STR,
+            "components": _list(COMPONENT),
+            "set_by": STR,
+            "changed_at": NUM,
+            "in_use": BOOL,
+            "why_not": _null(STR),
+        }
+    ),
+    "Bundles": _obj({"bundles": _list({"$ref": "#/components/schemas/Bundle"})}),
     "Member": MEMBER,
     "Describe": DESCRIBE,
     "Vector": {**VECTOR, "description": "[[origin, epoch, highest gap-free seq], …]"},
@@ -699,6 +720,27 @@ ADMIN_PATHS: dict[str, dict[str, Any]] = {
             {**_ref("Rules"), "properties": {"told": _ref("Told")}},
             body=_obj({"priority": PRIORITY}),
             errors={"400": "The priority shop is not a member, or at_most is not a count."},
+        )
+    },
+    "/api/bundles": {
+        "get": _admin("The group's bundles: each a SKU sold as a set of others.", _ref("Bundles")),
+        "post": _admin(
+            "Define or redefine a bundle for every member: what a shop publishes for it is the "
+            "whole sets its components allow; a sale of it takes its components.",
+            {**_ref("Bundles"), "properties": {"told": _ref("Told")}},
+            body=_obj({"sku": SKU, "components": _list(COMPONENT, minItems=1, maxItems=50)}),
+            errors={
+                "400": "A component is unknown to the group, is a bundle, or is named twice; "
+                "the bundle's SKU is some bundle's component; or a quantity is not a count."
+            },
+        ),
+    },
+    "/api/bundles/{sku}": {
+        "delete": _admin(
+            "Stop selling a SKU as a bundle, in every member.",
+            {**_ref("Bundles"), "properties": {"told": _ref("Told")}},
+            errors={"404": "The SKU is not a bundle."},
+            params=[{"name": "sku", "in": "path", "required": True, "schema": SKU}],
         )
     },
     "/api/rules/test": {

@@ -87,7 +87,11 @@ class PisellChannel(Channel):
     """Stock items of one IS warehouse: `item_id` is `sku@warehouse_id`.
 
     Writes are batched compare-and-set calls (`expected_available`), idempotent by key.
-    Combos are listed (their count follows their components) but refuse writes.
+    Combos (组合货品) are not items of the shop: IS derives their count from their components
+    and takes the components when one is sold, so the agent syncs the components only. Were
+    a combo synced too, its sale would be counted twice (by IS on the components, and as the
+    combo's own change) and every write to it refused. To have other shops sell the same set,
+    define it as the group's bundle (`shopsync bundles add`).
     """
 
     name = "pisell"
@@ -197,14 +201,18 @@ class PisellChannel(Channel):
         return found
 
     async def _stocked(self, rows: list[dict[str, Any]]) -> list[Item]:
-        """The stock items of `rows` that the warehouse stocks, with their levels."""
+        """The stock items of `rows` that the warehouse stocks, with their levels (combos
+        left out: their counts follow their components)."""
         assert self.warehouse_id is not None
         stock_items = []
         for row in rows:
             try:
-                stock_items.append(wire.StockItem.from_wire(row))
+                stock_item = wire.StockItem.from_wire(row)
             except ValueError as exc:
                 log.warning("pisell_bad_stock_item", error=str(exc))
+                continue
+            if not stock_item.is_combo:
+                stock_items.append(stock_item)
         found = []
         for chunk in _chunks(stock_items, wire.MAX_LEVEL_SKUS):
             levels = await self._levels([i.sku for i in chunk], self.warehouse_id)
