@@ -22,6 +22,7 @@ from tests.support.head_start import Command, HeadStart
 
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = 300
+BUNDLE_SEEDS = 60  # with the group's bundles drawn in (`--bundles`)
 
 # Seeds that once found a bug in the core, replayed forever (see the closing note of issue 6).
 REGRESSION_SEEDS = [
@@ -142,6 +143,21 @@ def test_a_broken_build_is_caught_within_the_suite_seeds(mutation: str) -> None:
     failed = _summary(run)["failed"]
     assert failed and failed[0] < SEEDS
     assert "replay: python -m tests.sim --seed" in run.stderr
+
+
+def test_seeds_with_bundles_lose_and_double_nothing() -> None:
+    run = _sim("--seeds", str(BUNDLE_SEEDS), "--jobs", "2", "--bundles")
+    summary = _summary(run)
+    assert summary["failed"] == [], run.stderr[-4000:]
+    assert summary["faults"].get("bundle", 0) >= BUNDLE_SEEDS // 2  # most runs sell bundles
+
+
+def test_a_bundle_sale_counted_on_the_bundle_alone_is_caught() -> None:
+    run = _sim(
+        "--seeds", str(BUNDLE_SEEDS), "--bundles", "--mutate", "bundle_once", "--stop-on-fail"
+    )
+    assert run.returncode == 1, f"bundle_once survived {BUNDLE_SEEDS} seeds"
+    assert "replay: python -m tests.sim --seed" in run.stderr and "--bundles" in run.stderr
 
 
 @pytest.mark.parametrize("seed", REGRESSION_SEEDS)

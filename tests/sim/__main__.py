@@ -1,6 +1,6 @@
 """`python -m tests.sim`: run many seeds, or replay one.
 
-    python -m tests.sim --seeds 10000 [--first S] [--jobs N] [--mutate NAME]
+    python -m tests.sim --seeds 10000 [--first S] [--jobs N] [--mutate NAME] [--bundles]
     python -m tests.sim --seed S [--trace]
 
 Many seeds: progress on stderr, each failure with the command that replays it, and a last
@@ -29,29 +29,35 @@ from tests.sim.world import Result, run_seed
 CHUNK = 4  # seeds a worker takes at a time
 
 
-def _replay(seed: int, mutation: str | None) -> str:
+Work = tuple[int, str | None, bool]  # seed, mutation, bundles
+
+
+def _replay(seed: int, mutation: str | None, bundles: bool = False) -> str:
     extra = f" --mutate {mutation}" if mutation else ""
+    extra += " --bundles" if bundles else ""
     return f"python -m tests.sim --seed {seed} --trace{extra}"
 
 
-def _one(args: tuple[int, str | None]) -> Result:
-    seed, mutation = args
+def _one(args: Work) -> Result:
+    seed, mutation, bundles = args
     try:
-        return run_seed(seed, mutation=mutation)
+        return run_seed(seed, mutation=mutation, bundles=bundles)
     except (Exception, Crashed) as exc:  # a crash of the harness (or a kill it did not
         # expect, a BaseException that would end a worker process) fails the seed, not the run
         return Result(seed, [f"harness error: {exc!r}"], "-", {}, -1.0)
 
 
-def _results(seeds: list[int], jobs: int, mutation: str | None) -> Iterator[Result]:
-    work = [(s, mutation) for s in seeds]
+def _results(
+    seeds: list[int], jobs: int, mutation: str | None, bundles: bool = False
+) -> Iterator[Result]:
+    work = [(s, mutation, bundles) for s in seeds]
     if jobs <= 1:
         yield from map(_one, work)
         return
     yield from _in_processes(work, jobs)
 
 
-def _in_processes(work: list[tuple[int, str | None]], jobs: int) -> Iterator[Result]:
+def _in_processes(work: list[Work], jobs: int) -> Iterator[Result]:
     """`work` in forked processes, `jobs` at a time, `CHUNK` seeds each.
 
     A seed that kills its process (a crash in C, the kernel's OOM killer) must not hang the
@@ -60,7 +66,7 @@ def _in_processes(work: list[tuple[int, str | None]], jobs: int) -> Iterator[Res
     the generator (--stop-on-fail) kills the processes still running."""
     context = multiprocessing.get_context("fork")
     queue = [work[i : i + CHUNK] for i in range(0, len(work), CHUNK)][::-1]
-    running: dict[Any, tuple[Any, list[tuple[int, str | None]]]] = {}  # pipe -> process, chunk
+    running: dict[Any, tuple[Any, list[Work]]] = {}  # pipe -> process, chunk
     try:
         while queue or running:
             while queue and len(running) < jobs:
@@ -91,7 +97,7 @@ def _in_processes(work: list[tuple[int, str | None]], jobs: int) -> Iterator[Res
             process.join()
 
 
-def _send(chunk: list[tuple[int, str | None]], send: Any) -> None:
+def _send(chunk: list[Work], send: Any) -> None:
     send.send([_one(item) for item in chunk])
 
 
@@ -102,7 +108,7 @@ def _many(args: argparse.Namespace) -> int:
     faults: dict[str, int] = {}
     step = max(1, min(100, len(seeds) // 20))
     # closed at once on --stop-on-fail (its processes killed), not left to the collector
-    with contextlib.closing(_results(seeds, args.jobs, args.mutate)) as results:
+    with contextlib.closing(_results(seeds, args.jobs, args.mutate, args.bundles)) as results:
         for done, result in enumerate(results, start=1):
             for name, n in result.faults.items():
                 faults[name] = faults.get(name, 0) + n
@@ -111,7 +117,8 @@ def _many(args: argparse.Namespace) -> int:
                 print(f"FAIL seed {result.seed}: {result.problems[0]}", file=sys.stderr)
                 for problem in result.problems[1:4]:
                     print(f"     {problem}", file=sys.stderr)
-                print(f"     replay: {_replay(result.seed, args.mutate)}", file=sys.stderr)
+                replay = _replay(result.seed, args.mutate, args.bundles)
+                print(f"     replay: {replay}", file=sys.stderr)
                 if args.stop_on_fail:
                     break
             if done % step == 0 or done == len(seeds):
@@ -133,7 +140,7 @@ def _many(args: argparse.Namespace) -> int:
 
 def _single(args: argparse.Namespace) -> int:
     started = time.monotonic()
-    result = run_seed(args.seed, keep_trace=args.trace, mutation=args.mutate)
+    result = run_seed(args.seed, keep_trace=args.trace, mutation=args.mutate, bundles=args.bundles)
     for line in result.trace:
         print(line)
     verdict = "ok" if result.ok else "FAILED"
@@ -156,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="worker processes")
     parser.add_argument("--mutate", choices=sorted(MUTATIONS), help="run a broken build")
     parser.add_argument("--stop-on-fail", action="store_true", help="stop at the first failure")
+    parser.add_argument(
+        "--bundles", action="store_true", help="draw bundles into the runs (their own stream)"
+    )
     args = parser.parse_args(argv)
     return _single(args) if args.seed is not None else _many(args)
 

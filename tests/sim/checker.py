@@ -13,6 +13,9 @@ group's count there) may count or not — nothing else may differ. Besides:
   max(0, pool)) for every SKU it has, and every agent holds every shop's rules as that shop's
   owner set them, and the same group rule;
 - an oversold SKU is reported in the sync log of every agent whose shop has it;
+- with bundles: a change of a bundle in a shop is its components' changes (quantity times
+  each), every shop selling a bundle shows the whole bundles its components allow after its
+  rules, and every agent holds the bundles as the owners set them;
 - no agent logged an error, crashed a task, or answered a peer with a 500.
 """
 
@@ -24,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from sqlmodel import select
 
 from agent import ledger
+from agent.bundles import BundleMap
 from agent.models import EventRow, LogEntry, PeerRow, PoolRow
 from agent.rules import Priority, decide
 
@@ -115,8 +119,30 @@ async def check(world: World) -> list[str]:
     problems += _model(world, ref["pools"])
     rule_problems, priority = _rules_held(nodes)
     problems += rule_problems
+    problems += _bundles_held(world, nodes)
+    bundles = BundleMap(world.bundles.values())
+
+    def value_of(sku: str) -> int | None:
+        pool = ref["pools"].get(sku)
+        return None if pool is None or pool[0] is None else pool[0] + pool[3]
+
     for node in nodes:
         for item in node.shop.items.values():
+            if bundles.is_bundle(item.sku):
+
+                def shown(part: str, node: Any = node) -> int | None:
+                    value = value_of(part)
+                    if value is None:
+                        return None
+                    return decide(part, value, node.domain, node.shop_rules, priority).count
+
+                made = bundles.target(item.sku, shown)
+                if item.count != made.count:
+                    problems.append(
+                        f"{node.domain} shows {item.count} of bundle {item.sku}, its components "
+                        f"make it {made.count} ({made.why})"
+                    )
+                continue
             pool = ref["pools"].get(item.sku)
             value = None if pool is None or pool[0] is None else pool[0] + pool[3]
             if value is None:
@@ -152,6 +178,16 @@ def _rules_held(nodes: list[Any]) -> tuple[list[str], Priority | None]:
                 f"{books[first].priority}"
             )
     return problems, books[first].priority
+
+
+def _bundles_held(world: World, nodes: list[Any]) -> list[str]:
+    """Every agent holds the bundles the owners set, and no other."""
+    problems = []
+    for node in nodes:
+        held = node.agent.rules.bundles.bundles
+        if held != world.bundles:
+            problems.append(f"{node.domain} holds bundles {held}, not {world.bundles}")
+    return problems
 
 
 def _members_true(world: World, states: dict[str, dict[str, Any]]) -> list[str]:
@@ -210,12 +246,20 @@ def _model(world: World, pools: dict[str, tuple[Any, ...]]) -> list[str]:
     problems = []
     definite: dict[str, int] = defaultdict(int)
     ambiguous: dict[str, list[int]] = defaultdict(list)
+    bundles = BundleMap(world.bundles.values())
     for shop in world.shops.values():
         for change in shop.changes:
-            if change.ambiguous:
-                ambiguous[change.sku].append(change.delta)
-            else:
-                definite[change.sku] += change.delta
+            # a bundle's change is its components' (the model's reading, not the agent's code)
+            parts = (
+                [(p, change.delta * q) for p, q in world.bundles[change.sku].components]
+                if bundles.is_bundle(change.sku)
+                else [(change.sku, change.delta)]
+            )
+            for sku, delta in parts:
+                if change.ambiguous:
+                    ambiguous[sku].append(delta)
+                else:
+                    definite[sku] += delta
     for sku, (base_shop, created_count) in sorted(world.bases.items()):
         pool = pools.get(sku)
         if pool is None or pool[0] is None:

@@ -12,7 +12,9 @@ A mutation replaces one rule of the core for the length of a run, in this proces
 - ``stale_level``: a level webhook's count is taken whatever its stamp, as if webhooks came
   in order: a late one, older than what the agent read or wrote since, moves the count back;
 - ``fold_unacked``: compaction folds everything the agent holds, as if every member held it
-  too: an event a member still lacks is dropped.
+  too: an event a member still lacks is dropped;
+- ``bundle_once``: a bundle's sale is counted once, as a change of the bundle's own SKU, not
+  of its components (run with ``--bundles``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from agent import compaction, ledger, observation, signing, trust
+from agent.bundles import BundleMap
 from agent.models import EventRow
 from agent.scheduler import Scheduler, Told
 
@@ -108,6 +111,16 @@ def _floor_of_own(conn: Any, own_domain: str, now: float, horizon: float) -> Any
     return compaction.Floor(ledger.vector(conn), found.away)
 
 
+_real_expand = BundleMap.expand
+
+
+def _expand_once(self: BundleMap, events: list[ledger.NewEvent]) -> Any:
+    """A bundle's change kept as its own: its components never hear of the sale."""
+    _, moved = _real_expand(self, events)
+    kept = [e for e in events if not (self.is_bundle(e.sku) and e.kind == ledger.INTRODUCE)]
+    return kept, moved
+
+
 MUTATIONS = {
     "double_apply": [(ledger, "apply", _apply_twice)],
     "absolute": [
@@ -118,6 +131,7 @@ MUTATIONS = {
     "no_audience": [(signing, "_check_fresh", _fresh_for_anyone)],
     "stale_level": [(Scheduler, "_judge", _judge_in_order)],
     "fold_unacked": [(compaction, "floor", _floor_of_own)],
+    "bundle_once": [(BundleMap, "expand", _expand_once)],
 }
 
 

@@ -27,6 +27,7 @@ from typing import Any
 from sqlmodel import delete
 
 from agent import ledger
+from agent.bundles import Bundle
 from agent.models import JoinRequest, PoolRow
 from agent.roster import PeerError
 from tests.sim import checker, plan
@@ -61,7 +62,7 @@ class Result:
 class World:
     """Everything of one run; `run()` plays it on the current (virtual) event loop."""
 
-    def __init__(self, seed: int, *, keep_trace: bool = False) -> None:
+    def __init__(self, seed: int, *, keep_trace: bool = False, bundles: bool = False) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
         self.keep_trace = keep_trace
@@ -107,6 +108,10 @@ class World:
         # longer: its peers fold history without it, and it re-imports when it returns
         self.horizon_rng = random.Random(seed ^ 0x40121)
         self.horizon: float | None = self.horizon_rng.choice((None, None, None, HORIZON))
+        # with `bundles`, most runs sell bundles of the group's SKUs in some shops, drawn from
+        # a stream of their own (a run without them is the same run as before)
+        self.bundle_rng = random.Random(seed ^ 0xB0D1E5) if bundles else None
+        self.bundles: dict[str, Bundle] = {}  # the group's bundles, as the owners set them
 
     # -- tracing -------------------------------------------------------------------------------
 
@@ -321,6 +326,8 @@ class World:
             if not await self.join(self.nodes[name], master):  # no faults yet: it must work
                 raise RuntimeError(f"{name} could not join {master} without faults")
         await self._until(lambda: not any(self.nodes[m].importing for m in self.members), limit=60)
+        if self.bundle_rng is not None:
+            await self._add_bundles(group_skus)
         self.byzantine = Byzantine(self, self.byz_rng.choice(self.members), self.byz_rng)
         self.network.on_receive = self.byzantine.capture
         self.network.tamper = self.byzantine.tamper
@@ -355,6 +362,39 @@ class World:
             virtual_seconds=round(self.now(), 3),
             trace=self.lines,
         )
+
+    async def _add_bundles(self, group_skus: list[str]) -> None:
+        """Bundles of the group's SKUs, each set at a member and sold in one or two shops once
+        every member holds it (a shop that sold it before its agent knew it for a bundle
+        would count its sales as a product of its own: `agent.bundles`)."""
+        rng = self.bundle_rng
+        assert rng is not None
+        if rng.random() < 0.25:
+            return
+        for n in range(rng.randint(1, 2)):
+            parts = rng.sample(group_skus, rng.randint(1, min(2, len(group_skus))))
+            bundle = Bundle(f"BUN-{n + 1}", tuple(sorted((p, rng.randint(1, 3)) for p in parts)))
+            node = self.nodes[rng.choice(self.members)]
+            assert node.agent is not None
+            await node.spawn(node.agent.rules.set_bundle(bundle), awaited=True)
+            self.bundles[bundle.sku] = bundle
+            self.trace("bundle", node=node.domain, sku=bundle.sku, parts=bundle.describe())
+            self.count("bundle")
+
+        def held() -> bool:
+            return all(
+                (agent := self.nodes[m].agent) is not None
+                and set(agent.rules.bundles.bundles) == set(self.bundles)
+                for m in self.members
+            )
+
+        if not await self._until(held, limit=30):
+            raise RuntimeError("the bundles did not reach every member without faults")
+        for sku in self.bundles:
+            for domain in rng.sample(self.members, rng.randint(1, min(2, len(self.members)))):
+                self.shops[domain].add_item(
+                    sku, rng.randint(0, 5), self.now_wall(), window=True, closable=True
+                )
 
     async def _until(self, condition: Callable[[], bool], *, limit: float) -> bool:
         deadline = self.now() + limit
@@ -469,12 +509,15 @@ async def vector_of(node: Node) -> ledger.Vector:
         return await ledger.load_vector(session)
 
 
-def run_seed(seed: int, *, keep_trace: bool = False, mutation: str | None = None) -> Result:
-    """Play one seed on a fresh virtual loop and return its result."""
+def run_seed(
+    seed: int, *, keep_trace: bool = False, mutation: str | None = None, bundles: bool = False
+) -> Result:
+    """Play one seed on a fresh virtual loop and return its result (`bundles`: with the
+    group's bundles drawn in)."""
     from tests.sim import mutations
 
     loop = VirtualLoop()
-    world = World(seed, keep_trace=keep_trace)
+    world = World(seed, keep_trace=keep_trace, bundles=bundles)
     try:
         with mutations.applied(mutation), mutations.seeded_uuid(seed), mutations.logs(world):
             try:
