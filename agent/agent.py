@@ -174,6 +174,7 @@ class Agent:
             importer=self.importer,
             replicator=self.replicator,
             reconciler=self.reconciler,
+            on_rules=self.rules.heard,
         )
         self.compactor = Compactor(
             db=db,

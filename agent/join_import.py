@@ -9,7 +9,7 @@ Then the importer writes the group's counts into the shop (the cut-over), and sy
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
@@ -72,8 +72,11 @@ class JoinImport:
         importer: Importer,
         replicator: Replicator,
         reconciler: Reconciler,
+        on_rules: Callable[[Any, str], Awaitable[Any]] | None = None,
     ) -> None:
         self.db = db
+        #: takes the rules records a snapshot's head carries (`RuleBook.heard`)
+        self.on_rules = on_rules
         self.identity = identity
         self.clock = clock
         self.call = call
@@ -252,6 +255,8 @@ class JoinImport:
         )
         if status != 200:
             raise ValueError(f"snapshot answered {status}: {answer.get('error')}")
+        if self.on_rules is not None and "rules" in answer:  # before any count is seen
+            await self.on_rules(answer["rules"], domain)
         if "snapshot" in answer:
             head, snapshot_id, pages, count = snapshot_head_from_wire(answer)
             whole: list[Pool] = []

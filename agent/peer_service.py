@@ -136,11 +136,14 @@ async def snapshot(agent: Agent, sender: str, body: dict[str, Any]) -> dict[str,
     `{}` (what releases before paging ask): the whole snapshot in one answer."""
     await _syncing(agent, sender)
     members = [agent.roster.me(), *await agent.roster.members_wire()]
+    # the group's rules and bundles come with it: the joiner's import already knows which of
+    # its products are bundles (their sales are their components')
+    held = {"members": members, "rules": agent.rules.wire()}
     if body.get("paged") is True:
-        return {**await agent.spool.make(agent.db), "members": members}
+        return {**await agent.spool.make(agent.db), **held}
     snap = await agent.db.read(ledger.snapshot)
     agent.spool.sent_whole(snap.vector)
-    return {**snapshot_to_wire(snap), "members": members}
+    return {**snapshot_to_wire(snap), **held}
 
 
 async def snapshot_page(agent: Agent, sender: str, body: dict[str, Any]) -> dict[str, Any]:

@@ -164,3 +164,31 @@ async def test_a_rebase_on_a_snapshot_older_than_what_was_folded_here_is_given_u
     finally:
         await db.dispose()
         await master_db.dispose()
+
+
+async def test_the_groups_rules_and_bundles_are_taken_before_any_page(tmp_path: Path) -> None:
+    # a joiner's import must know which of its products are bundles before it sees a count
+    master_db = await _master(tmp_path)
+    master = _Master(master_db, Spool(tmp_path / "spool", StillClock(), page_size=3))
+    record = {"subject": "bundle:CASE", "body": {"components": []}, "by": "m.example.com"}
+    real_call = master.call
+
+    async def call(*args: Any) -> tuple[int, dict[str, Any]]:
+        status, answer = await real_call(*args)
+        return status, ({**answer, "rules": [record]} if args[3] == "/peer/snapshot" else answer)
+
+    db, me = await _database(tmp_path / "joiner.db", "j.example.com")
+    joiner = _joiner(db, me, master)
+    joiner.call = call
+    heard: list[tuple[Any, str, int]] = []
+
+    async def on_rules(raw: Any, via: str) -> None:
+        heard.append((raw, via, len(master.asked)))
+
+    joiner.on_rules = on_rules
+    try:
+        await joiner._download("m.example.com", "http://m")
+    finally:
+        await db.dispose()
+        await master_db.dispose()
+    assert heard == [([record], "m.example.com", 1)]  # after the head, before page 0

@@ -925,10 +925,11 @@ PEER_PATHS: dict[str, Any] = {
         ),
     ),
     "/peer/snapshot": _peer(
-        "A snapshot for a joiner: pools, vector and held events, read in one transaction, and "
-        'the member list. With `{"paged": true}` the pools are spooled and the answer is the '
-        "head (`snapshot` id, `pages`, `pool_count`), the pools then taken a page at a time "
-        "(`/peer/snapshot_page`); with `{}` (releases before paging) every pool in the answer.",
+        "A snapshot for a joiner: pools, vector and held events, read in one transaction, the "
+        'member list and the rules records (stock rules, bundles). With `{"paged": true}` the '
+        "pools are spooled and the answer is the head (`snapshot` id, `pages`, `pool_count`), "
+        "the pools then taken a page at a time (`/peer/snapshot_page`); with `{}` (releases "
+        "before paging) every pool in the answer.",
         _obj({"paged": BOOL}, optional=("paged",)),
         {
             "oneOf": [
@@ -940,6 +941,7 @@ PEER_PATHS: dict[str, Any] = {
                         "vector": _ref("Vector"),
                         "extra_events": _list(_ref("Event")),
                         "members": _list(_ref("Member")),
+                        "rules": _list(RULES_RECORD),
                     }
                 ),
                 _obj(
@@ -948,6 +950,7 @@ PEER_PATHS: dict[str, Any] = {
                         "vector": _ref("Vector"),
                         "extra_events": _list(_ref("Event")),
                         "members": _list(_ref("Member")),
+                        "rules": _list(RULES_RECORD),
                     }
                 ),
             ]
