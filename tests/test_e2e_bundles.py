@@ -82,6 +82,8 @@ async def test_a_case_of_six_packs_in_two_shops_and_packs_sold_in_a_third(trio: 
     (row,) = (await a.get(f"/api/pools?sku={CASE}"))["pools"]  # the products page's row
     assert (row["published"], row["target"]) == (1, 1)
     assert row["bundle"] == [{"sku": PACK, "quantity": 6}]
+    status, said = await a.api("GET", f"/api/explain?sku={CASE}")
+    assert status == 404 and f"bundle of 6 x {PACK}" in said["message"]
     changes = (await a.get(f"/api/log?kind=change&sku={CASE}&limit=5"))["entries"]
     assert [e["delta"] for e in changes] == [-1]
     # bad input: one clear line, nothing changed

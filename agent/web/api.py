@@ -242,6 +242,13 @@ async def get_explain(request: web.Request) -> web.Response:
     if not sku or len(sku) > 512:
         raise bad_request("bad_parameter", "sku is required (up to 512 characters)")
     agent = request.config_dict[keys.AGENT]
+    bundle = agent.rules.bundles.get(sku)
+    if bundle is not None:  # a pool of its own it has not: its components' tell
+        message = (
+            f"{sku} is a bundle of {bundle.describe()}: it has no count of its own, each "
+            "shop shows the whole bundles its components allow (explain those)"
+        )
+        return json_error(404, "unknown_sku", message)
     found = await explain.account(agent.db, agent.rules, sku)
     if found is None:
         return json_error(404, "unknown_sku", f"no shop of the group has told this one of {sku}")
