@@ -669,6 +669,29 @@ async def test_rules_are_set_tested_and_cleared_from_the_rules_page(agents: Agen
     await context.close()
 
 
+async def test_a_bundle_is_set_and_removed_from_the_rules_page(agents: Agents) -> None:
+    a = agents.a
+    context, page = await agents.logged_in(a)
+    await page.goto(a.agent_url + "/rules")
+    form = page.locator("#bundle-form")
+    await form.get_by_label("Bundle SKU").fill("CASE-6")
+    await form.get_by_label("Components").fill("SKU-00001:zero")
+    await form.get_by_role("button", name="Save the bundle for the whole group").click()
+    await expect(page.get_by_role("alert")).to_contain_text("quantity of SKU-00001")
+    assert (await agents.api(a, "GET", "/api/bundles"))["bundles"] == []  # nothing changed
+    await form.get_by_label("Bundle SKU").fill("CASE-6")
+    await form.get_by_label("Components").fill("SKU-00001:6")
+    await form.get_by_role("button", name="Save the bundle for the whole group").click()
+    await expect(page.get_by_role("status")).to_contain_text("CASE-6 is a bundle of 6 x SKU-00001")
+    await expect(page.locator("#bundles")).to_contain_text("6 \u00d7 SKU-00001")
+    (held,) = (await agents.api(a, "GET", "/api/bundles"))["bundles"]
+    assert held["components"] == [{"sku": "SKU-00001", "quantity": 6}]
+    await page.get_by_role("button", name="Remove the bundle CASE-6").click()
+    await expect(page.locator("#no-bundles")).to_be_visible()
+    assert (await agents.api(a, "GET", "/api/bundles"))["bundles"] == []
+    await context.close()
+
+
 async def test_a_products_sku_explains_its_count_term_by_term(agents: Agents) -> None:
     a, b, c = agents.a, agents.b, agents.c
     await _in_group(agents)

@@ -1,17 +1,20 @@
-"""The Rules page: this shop's stock rules, every shop's, the group's rule, and a tester."""
+"""The Rules page: this shop's stock rules, every shop's, the group's rule and bundles, and a
+tester."""
 
 from __future__ import annotations
 
 import asyncio
+from urllib.parse import quote
 
 from aiohttp import web
 
+from agent.bundles import BundleError, components_from_text
 from agent.rules import RuleError, edited, rules_from_wire
 from agent.web.pages.backend import Api, ApiError
 from agent.web.pages.render import redirect, render
 from agent.web.pages.session import page
 
-__all__ = ["post_priority", "post_rules", "rules_page"]
+__all__ = ["post_bundles", "post_priority", "post_rules", "rules_page"]
 
 FIELDS = ("buffer", "percent", "plus", "max")
 
@@ -20,7 +23,9 @@ FIELDS = ("buffer", "percent", "plus", "max")
 async def rules_page(request: web.Request) -> web.StreamResponse:
     """Every shop's rules and the group's; `?sku=X&pool=N` also shows what each would publish."""
     api = Api(request)
-    view, peers = await asyncio.gather(api.get("/rules"), api.get("/peers"))
+    view, peers, bundles = await asyncio.gather(
+        api.get("/rules"), api.get("/peers"), api.get("/bundles")
+    )
     sku, pool = request.query.get("sku", "").strip(), request.query.get("pool", "").strip()
     test, test_error = None, ""
     if sku:
@@ -42,6 +47,7 @@ async def rules_page(request: web.Request) -> web.StreamResponse:
         test_error=test_error,
         sku=sku,
         pool=pool,
+        bundles=bundles["bundles"],
     )
 
 
@@ -89,3 +95,21 @@ async def post_priority(request: web.Request) -> web.StreamResponse:
         redirect("/rules", f"Group rule not changed: {exc.message}", ok=False)
     done = f"{shop} is the priority shop" if shop else "No priority shop"
     redirect("/rules", f"{done}; every member is told.")
+
+
+@page
+async def post_bundles(request: web.Request) -> web.StreamResponse:
+    """Add or redefine a bundle (`shopsync bundles add SKU PART:QTY…`), or remove one."""
+    data = await _form(request)
+    sku = data.get("bundle", "")
+    api = Api(request)
+    try:
+        if data.get("remove") == "yes":
+            await api.call("DELETE", "/bundles/" + quote(sku, safe=""))
+            redirect("/rules", f"{sku} is no longer a bundle; every member is told.")
+        bundle = components_from_text(sku, [data.get("components", "")])
+        await api.post("/bundles", bundle.to_wire())
+    except (ApiError, BundleError) as exc:
+        message = exc.message if isinstance(exc, ApiError) else str(exc)
+        redirect("/rules", f"Bundle not saved: {message}", ok=False)
+    redirect("/rules", f"{sku} is a bundle of {bundle.describe()}; every member is told.")
