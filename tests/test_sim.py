@@ -1,4 +1,5 @@
-"""The deterministic simulation in the suite: 300 seeds, replay, and broken builds caught.
+"""The deterministic simulation in the suite: 300 seeds (and 60 with the group's bundles),
+replay, and broken builds caught.
 
 Seeds run in child processes (`python -m tests.sim`), two at a time: each run gets a fresh
 interpreter with string hashing pinned, so a seed here replays identically on the command
@@ -72,12 +73,20 @@ def _sim(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
     )
 
 
+BUNDLE_RUN = ("--seeds", str(BUNDLE_SEEDS), "--jobs", "2", "--bundles")
+
+
 def head_starts(tests: set[str]) -> dict[str, Command]:
-    """The 300 seeds, started at collection when their test is among those collected."""
-    if "test_three_hundred_seeds_lose_and_double_nothing" not in tests:
-        return {}
-    argv = [sys.executable, "-m", "tests.sim", *SUITE_SEEDS]
-    return {"sim-seeds": Command(argv, cwd=ROOT, env=ENV)}
+    """The 300 seeds, and the 60 with bundles, started at collection when their tests are
+    among those collected."""
+    started = {}
+    if "test_three_hundred_seeds_lose_and_double_nothing" in tests:
+        argv = [sys.executable, "-m", "tests.sim", *SUITE_SEEDS]
+        started["sim-seeds"] = Command(argv, cwd=ROOT, env=ENV)
+    if "test_seeds_with_bundles_lose_and_double_nothing" in tests:
+        argv = [sys.executable, "-m", "tests.sim", *BUNDLE_RUN]
+        started["sim-bundle-seeds"] = Command(argv, cwd=ROOT, env=ENV)
+    return started
 
 
 def _summary(run: subprocess.CompletedProcess[str]) -> dict:
@@ -145,8 +154,9 @@ def test_a_broken_build_is_caught_within_the_suite_seeds(mutation: str) -> None:
     assert "replay: python -m tests.sim --seed" in run.stderr
 
 
-def test_seeds_with_bundles_lose_and_double_nothing() -> None:
-    run = _sim("--seeds", str(BUNDLE_SEEDS), "--jobs", "2", "--bundles")
+def test_seeds_with_bundles_lose_and_double_nothing(head_started: dict[str, HeadStart]) -> None:
+    started = head_started.get("sim-bundle-seeds")
+    run = started.result(timeout=900) if started else _sim(*BUNDLE_RUN)
     summary = _summary(run)
     assert summary["failed"] == [], run.stderr[-4000:]
     assert summary["faults"].get("bundle", 0) >= BUNDLE_SEEDS // 2  # most runs sell bundles
