@@ -1,4 +1,5 @@
-"""What cannot be synced, and what is missing: duplicate SKUs, items without one, gaps."""
+"""What cannot be synced, and what is missing: duplicate SKUs, items without one, gaps, and
+bundles a component of which the group does not know."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from agent.bundles import BundleMap
 from agent.catalogue import DUPLICATE, NO_SKU
 from agent.models import ItemRow, PoolRow
 
@@ -17,14 +19,22 @@ ADVICE = {
     "it syncs again at the next reconciliation",
     NO_SKU: "enter the item's SKU (model number) in the shop; it syncs at the next reconciliation",
 }
+BUNDLE_SHORT = (
+    "the bundle shows 0 here until every component is a product of some shop in the group: "
+    "create it (same SKU), or correct the bundle (shopsync bundles add)"
+)
 
 
 async def duplicates_report(
-    session: AsyncSession, *, only_here: list[str] | None = None
+    session: AsyncSession,
+    *,
+    only_here: list[str] | None = None,
+    bundles: BundleMap | None = None,
 ) -> dict[str, Any]:
-    """Duplicates (a SKU on several items of this shop), SKU-less items, and SKUs the group
-    knows that this shop lacks. `only_here` (from the last import) lists SKUs this shop had
-    that the master did not."""
+    """Duplicates (a SKU on several items of this shop), SKU-less items, SKUs the group
+    knows that this shop lacks, and the group's `bundles` this shop sells that lack a
+    component. `only_here` (from the last import) lists SKUs this shop had that the master
+    did not."""
     items = list(await session.exec(select(ItemRow).where(col(ItemRow.excluded).is_not(None))))
     groups: dict[str, list[dict[str, Any]]] = {}
     no_sku = []
@@ -43,6 +53,12 @@ async def duplicates_report(
     )
     pooled = set(await session.exec(select(PoolRow.sku).where(col(PoolRow.base).is_not(None))))
     duplicated = set(groups)
+    bundles = bundles or BundleMap()
+    short = []
+    for sku in sorted(s for s in synced if s is not None and bundles.is_bundle(s)):
+        missing = [p for p, _ in bundles.bundles[sku].components if p not in pooled]
+        if missing:
+            short.append({"sku": sku, "missing": missing, "advice": BUNDLE_SHORT})
     return {
         "duplicates": [
             {
@@ -55,6 +71,7 @@ async def duplicates_report(
         "no_sku": [
             {**e, "advice": ADVICE[NO_SKU]} for e in sorted(no_sku, key=lambda e: e["item_id"])
         ],
-        "missing_here": sorted(pooled - synced - duplicated),
+        "missing_here": sorted(p for p in pooled - synced - duplicated if not bundles.is_bundle(p)),
         "only_here": sorted(only_here or []),
+        "bundles_short": short,
     }

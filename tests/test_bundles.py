@@ -173,3 +173,28 @@ def test_a_bundles_record_is_taken_from_any_member_and_checked() -> None:
         )
     with pytest.raises(RuleError, match="only its components"):
         record_from_wire({**record.to_wire(), "body": {"components": None, "buffer": 2}})
+
+
+async def test_a_bundle_sold_here_without_a_component_the_group_knows_is_reported(
+    sqlite_db,
+) -> None:  # type: ignore[no-untyped-def]
+    from agent.duplicates import duplicates_report
+    from agent.models import Identity, ItemRow
+
+    async with sqlite_db.sessions.begin() as s:
+        s.add(ItemRow(item_id="p", sku="PACK-6", created_at=1.0))
+        s.add(ItemRow(item_id="k", sku="KIT", created_at=1.0))
+    await sqlite_db.run(
+        lambda conn: ledger.append(
+            conn,
+            Identity(id=1, domain="a.example.com", epoch="e1", public_key="k", created_at=0),
+            [NewEvent("SAUSAGE", INTRODUCE, count=20, item_created=1.0)],
+            1.0,
+            lambda _e: "",
+        )
+    )
+    async with sqlite_db.sessions() as s:
+        report = await duplicates_report(s, bundles=BundleMap([PACK, KIT]))
+    # PACK-6's sausages are known; KIT's glue is no product of any shop
+    assert [(b["sku"], b["missing"]) for b in report["bundles_short"]] == [("KIT", ["GLUE"])]
+    assert report["missing_here"] == ["SAUSAGE"]  # a component, not the bundles

@@ -513,8 +513,9 @@ async def get_duplicates(request: web.Request) -> web.Response:
     cfg = request.config_dict
     report = await cfg[keys.DB].get_state("import_report", {})
     only_here = (report or {}).get("only_here", [])
+    bundles = cfg[keys.AGENT].rules.bundles
     async with cfg[keys.DB].sessions() as session:
-        report = await duplicates_report(session, only_here=only_here)
+        report = await duplicates_report(session, only_here=only_here, bundles=bundles)
     return web.json_response(report)
 
 

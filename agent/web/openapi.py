@@ -378,6 +378,7 @@ SCHEMAS: dict[str, Schema] = {
             "no_sku": _list(_obj({"item_id": STR, "title": STR, "advice": STR})),
             "missing_here": _list(STR),
             "only_here": _list(STR),
+            "bundles_short": _list(_obj({"sku": STR, "missing": _list(STR), "advice": STR})),
         }
     ),
     "PoolRow": {

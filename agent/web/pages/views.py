@@ -258,6 +258,7 @@ async def duplicates(request: web.Request) -> web.StreamResponse:
         rows=rows,
         missing_here=report.get("missing_here", []),
         only_here=report.get("only_here", []),
+        bundles_short=report.get("bundles_short", []),
     )
 
 
