@@ -143,7 +143,6 @@ async def snapshot(agent: Agent, sender: str, body: dict[str, Any]) -> dict[str,
         return {**await agent.spool.make(agent.db), **held}
     snap = await agent.db.read(ledger.snapshot)
     agent.spool.sent_whole(snap.vector)
-    await agent.spool.remember(agent.db)
     return {**snapshot_to_wire(snap), **held}
 
 

@@ -12,11 +12,6 @@ A spooled snapshot is kept for `keep` seconds after it was made (a joiner that c
 that long to resume), and at most `most` are kept; a page of one that is gone is answered
 410 and the joiner starts again. Sales go on meanwhile: the page file is the cut, the writers
 never wait for it.
-
-For as long, its vector holds compaction back (`held`): the joiner pulls the events beyond
-it, perhaps before this agent counts it a member. That hold outlives a restart of this agent
-(`remember`, `restore`): the pages do not (a joiner still downloading asks anew), but a joiner
-that installed the snapshot still needs the events beyond it (seed 413728).
 """
 
 from __future__ import annotations
@@ -34,14 +29,13 @@ from sqlalchemy import Connection
 
 from agent import ledger
 from agent.clock import Clock
-from agent.db import Database, put_state
-from agent.wire import event_to_wire, pool_to_wire, vector_from_wire, vector_to_wire
+from agent.db import Database
+from agent.wire import event_to_wire, pool_to_wire, vector_to_wire
 
 __all__ = ["PAGE_SIZE", "SnapshotGone", "Spool"]
 
 PAGE_SIZE = 5000  # pools per page: about 350 kB of JSON
 KEEP = 3600.0  # seconds a spooled snapshot stays available to a joiner resuming its download
-HOLDS = "snapshot_holds"  # agent_state: when each kept snapshot was made, and its vector
 
 
 class SnapshotGone(LookupError):
@@ -110,7 +104,6 @@ class Spool:
             path.unlink(missing_ok=True)
             raise
         self._spooled[snapshot_id] = _Spooled(path, self.clock.now(), offsets, head.vector)
-        await self.remember(db)
         return {
             "snapshot": snapshot_id,
             "pages": len(offsets),
@@ -153,25 +146,6 @@ class Spool:
         now = self.clock.now()
         self._sent = [(made, v) for made, v in self._sent if now - made <= self.keep]
         return [spooled.vector for spooled in self._spooled.values()] + [v for _, v in self._sent]
-
-    async def remember(self, db: Database) -> None:
-        """Store what `held` holds, with when each was made, so that a restart keeps it."""
-        self._expire(self.most)
-        holds = [(s.made, s.vector) for s in self._spooled.values()] + self._sent
-        value = [{"made": made, "vector": vector_to_wire(v)} for made, v in holds]
-        await db.run(lambda conn: put_state(conn, HOLDS, value))
-
-    async def restore(self, db: Database) -> None:
-        """At start: the holds of the snapshots a previous run made, while within `keep`
-        (their pages are gone: `clear`)."""
-        now = self.clock.now()
-        for raw in await db.get_state(HOLDS, []) or []:
-            try:
-                made, vector = float(raw["made"]), vector_from_wire(raw["vector"])
-            except (KeyError, TypeError, ValueError):
-                continue  # unreadable: it cannot hold anything back
-            if now - made <= self.keep:
-                self._sent.append((made, vector))
 
     def sent_whole(self, vector: ledger.Vector) -> None:
         """A whole snapshot (the form of releases before paging) was sent: its vector is
