@@ -1,4 +1,4 @@
-"""The deterministic simulation in the suite: 300 seeds (and 60 with the group's bundles),
+"""The deterministic simulation in the suite: 300 seeds (and 30 with the group's bundles),
 replay, and broken builds caught.
 
 Seeds run in child processes (`python -m tests.sim`), two at a time: each run gets a fresh
@@ -23,7 +23,7 @@ from tests.support.head_start import Command, HeadStart
 
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = 300
-BUNDLE_SEEDS = 60  # with the group's bundles drawn in (`--bundles`)
+BUNDLE_SEEDS = 30  # with the group's bundles drawn in (`--bundles`)
 
 # Seeds that once found a bug in the core, replayed forever (see the closing note of issue 6).
 REGRESSION_SEEDS = [
