@@ -40,7 +40,7 @@ from agent.rules import (
     priority_from_wire,
     rules_from_wire,
 )
-from agent.sql import Tx
+from agent.sql import Tx, marks
 from agent.transport import PeerCaller
 
 __all__ = [
@@ -256,9 +256,7 @@ class RuleBook:
         knows (in the group's pools or this shop): a typo would silently do nothing."""
         if not rules.overrides:
             return
-        query = "SELECT sku FROM pool UNION SELECT sku FROM item WHERE sku IS NOT NULL"
-        skus = [row[0] for row in await self.db.read(lambda conn: Tx(conn).rows(query))]
-        unmatched = rules.unmatched(skus)
+        unmatched = rules.unmatched(sorted(await self._known_skus()))
         if unmatched:
             more = f" (and {len(unmatched) - 1} more)" if len(unmatched) > 1 else ""
             raise RuleError(f"no SKU matches {unmatched[0]!r}{more}: check the spelling")
@@ -280,9 +278,19 @@ class RuleBook:
 
     # -- bundles -------------------------------------------------------------------------------
 
-    def bundle_records(self) -> list[RulesRecord]:
-        """Every bundle's record held, removed ones included, by SKU."""
-        return [r for s, r in sorted(self.records.items()) if s.startswith(BUNDLE)]
+    def bundle_definitions(self) -> list[tuple[RulesRecord, Bundle]]:
+        """Every bundle defined (removed ones left out), with its record, by SKU."""
+        found = []
+        for subject, record in sorted(self.records.items()):
+            if not subject.startswith(BUNDLE):
+                continue
+            try:
+                bundle = record.bundle
+            except BundleError:  # checked when taken: only a record from an older release
+                continue
+            if bundle is not None:
+                found.append((record, bundle))
+        return found
 
     async def set_bundle(self, bundle: Bundle) -> dict[str, Any]:
         """Define (or redefine) a bundle for the whole group. RuleError if a component is
@@ -313,27 +321,20 @@ class RuleBook:
             raise RuleError(f"{sku} is not a bundle")
         return await self._state(BUNDLE + sku, {"components": None})
 
-    async def _known_skus(self, skus: list[str]) -> set[str]:
-        if not skus:
+    async def _known_skus(self, skus: list[str] | None = None) -> set[str]:
+        """The SKUs this agent knows (in the group's pools or this shop) among `skus` (all
+        when None)."""
+        if skus is not None and not skus:
             return set()
-        marks = ", ".join("?" * len(skus))
-        query = (
-            f"SELECT sku FROM pool WHERE sku IN ({marks}) "
-            f"UNION SELECT sku FROM item WHERE sku IN ({marks})"
-        )
-        rows = await self.db.read(lambda conn: Tx(conn).rows(query, (*skus, *skus)))
+        where, args = "sku IS NOT NULL", tuple(skus or ())
+        if skus is not None:
+            where = f"sku IN ({marks(len(skus))})"
+        query = f"SELECT sku FROM pool WHERE {where} UNION SELECT sku FROM item WHERE {where}"
+        rows = await self.db.read(lambda conn: Tx(conn).rows(query, (*args, *args)))
         return {row[0] for row in rows}
 
     def _bundle_map(self) -> BundleMap:
-        found = []
-        for record in self.bundle_records():
-            try:
-                bundle = record.bundle
-            except BundleError:  # checked when taken: only a record from an older release
-                continue
-            if bundle is not None:
-                found.append(bundle)
-        return BundleMap(found)
+        return BundleMap(bundle for _, bundle in self.bundle_definitions())
 
     async def _state(
         self, subject: str, body: dict[str, Any], *, tell: bool = True

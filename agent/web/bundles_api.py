@@ -24,13 +24,7 @@ def add_routes(app: web.Application) -> None:
 def bundles_view(book: RuleBook) -> list[dict[str, Any]]:
     """Every bundle held: its components, who set it and when, and whether it is used."""
     out = []
-    for record in book.bundle_records():
-        try:
-            bundle = record.bundle
-        except BundleError:
-            continue
-        if bundle is None:
-            continue
+    for record, bundle in book.bundle_definitions():
         refused = book.bundles.refused.get(bundle.sku)
         out.append(
             {
