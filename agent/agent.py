@@ -276,6 +276,7 @@ class Agent:
         interrupted import or join resumed, and the links to the peers (unless importing)."""
         await self.mode.load()
         self.spool.clear()  # a joiner resuming a download from a previous run asks anew
+        await self.spool.restore(self.db)  # …but the snapshots' holds on compaction stay
         await self.roster.load(paused=self.mode.paused)
         await self.rules.load()
         await self._sign_own_backlog()

@@ -19,7 +19,11 @@ Who holds compaction back:
   (`ledger.StaleSnapshot`), and they would re-import from each other without end (seed
   203260: a group of four split two against two for longer than the horizon). Two
   majorities always share a member, who holds both sides' history;
-- every snapshot kept for a joiner: the joiner pulls what is beyond it;
+- every snapshot made for a joiner (`snapshots.Hold`), until the joiner is a member whose
+  acknowledged vector covers the snapshot's (from then on its acknowledgements hold
+  compaction back, as any member's), or it left, or an hour passed (or the horizon, if
+  shorter): the joiner pulls what is beyond its snapshot, perhaps before this agent counts it
+  a member, and perhaps after this agent restarted (seed 413728);
 - a shop that left its group keeps everything: a rejoin counts its own changes the group
   lacks from its events (`ledger.group_lacks`). Nor does a shop in no group, or one importing.
 """
@@ -40,6 +44,7 @@ from agent.db import Database
 from agent.importer import LEFT_GROUP, REBASE
 from agent.ledger import Vector
 from agent.models import Identity
+from agent.snapshots import Hold
 from agent.sql import Tx
 from agent.syncmode import SyncMode
 from agent.wire import vector_from_wire
@@ -94,6 +99,29 @@ def floor(conn: Connection, own_domain: str, now: float, horizon: float) -> Floo
     return Floor({s: n for s, n in seqs.items() if n > 0}, away)
 
 
+def binding(conn: Connection, holds: list[Hold], now: float, horizon: float) -> list[Vector]:
+    """The vectors of the snapshot holds that still bind. A hold ends once its joiner is a
+    member whose acknowledged vector covers the snapshot's (the floor counts that member's
+    acknowledgements from then on), once the joiner left, and once it is older than the
+    horizon: a joiner silent that long is treated as a member away that long (it re-imports)."""
+    holds = [h for h in holds if now - h.made <= horizon]
+    if not holds:
+        return []
+    joiners = sorted({h.joiner for h in holds})
+    marks = ", ".join("?" * len(joiners))
+    rows = Tx(conn).rows(
+        f"SELECT domain, state, acked FROM peer WHERE domain IN ({marks})", joiners
+    )
+    members = {d: (state, vector_from_wire(json.loads(acked or "[]"))) for d, state, acked in rows}
+    vectors = []
+    for hold in holds:
+        state, acked = members.get(hold.joiner, ("", {}))
+        if state == "left" or (state and ledger.covers(acked, hold.vector)):
+            continue
+        vectors.append(hold.vector)
+    return vectors
+
+
 class Compactor:
     """Folds stable history every `interval` seconds (the agent's task)."""
 
@@ -107,11 +135,11 @@ class Compactor:
         interval: float = DEFAULT_INTERVAL,
         horizon: float = DEFAULT_HORIZON,
         batch: int = BATCH,
-        snapshots: Callable[[], list[Vector]] = list,
+        snapshots: Callable[[], list[Hold]] = list,
     ) -> None:
         self.db, self.identity, self.clock, self.mode = db, identity, clock, mode
         self.interval, self.horizon, self.batch = interval, horizon, batch
-        #: The vectors of the snapshots kept for joiners (`Spool.held`): a joiner pulls what
+        #: The holds of the snapshots made for joiners (`Spool.held`): a joiner pulls what
         #: is beyond its snapshot, and may not be a member here yet (its welcome's answer
         #: lost, say), so its snapshot holds compaction back as a member would.
         self.snapshots = snapshots
@@ -140,12 +168,12 @@ class Compactor:
             log.info("history_compacted", events=total)
         return total
 
-    def _unit(self, conn: Connection, *, now: float, snapshots: list[Vector]) -> int:
+    def _unit(self, conn: Connection, *, now: float, snapshots: list[Hold]) -> int:
         found = floor(conn, self.identity.domain, now, self.horizon)
         if found is None:
             return 0
         seqs = found.seqs
-        for vector in snapshots:
+        for vector in binding(conn, snapshots, now, self.horizon):
             seqs = {stream: min(seq, vector.get(stream, 0)) for stream, seq in seqs.items()}
         entries = []
         for domain, seen in found.away:

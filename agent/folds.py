@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 from typing import NamedTuple
 
-from agent.ledger import Vector
+from agent.ledger import Vector, covers
 
 __all__ = ["AWAY", "Dispute", "FoldClaims", "Judgement", "Stream"]
 
@@ -138,9 +138,7 @@ class FoldClaims:
         """Whether `domain` last said it holds every event this agent folded: only then can
         its snapshot be this agent's base."""
         answered = self.answers.get(domain)
-        return answered is not None and all(
-            answered[1].get(stream, 0) >= seq for stream, seq in kept.items()
-        )
+        return answered is not None and covers(answered[1], kept)
 
     def _dispute(self, peer: str, stream: Stream, seq: int, why: str) -> list[Dispute]:
         if (peer, stream) in self.disputed:

@@ -97,6 +97,13 @@ class NewEvent:
 
 
 Vector = dict[tuple[str, str], int]  # (origin, epoch) -> highest seq held without gaps
+
+
+def covers(vector: Vector, other: Vector) -> bool:
+    """Whether `vector` holds every event `other` holds."""
+    return all(vector.get(stream, 0) >= seq for stream, seq in other.items())
+
+
 #: Signs an event as this agent (its origin): the base64 proof stored and sent with it.
 Signer = Callable[[EventRow], str]
 #: Judges a peer's event before it is applied: None to take it, else why it is refused.

@@ -134,15 +134,15 @@ async def pull(agent: Agent, sender: str, body: dict[str, Any]) -> dict[str, Any
 async def snapshot(agent: Agent, sender: str, body: dict[str, Any]) -> dict[str, Any]:
     """`{"paged": true}`: the head of a snapshot spooled for the joiner to take page by page;
     `{}` (what releases before paging ask): the whole snapshot in one answer."""
-    await _syncing(agent, sender)
+    joiner = await _syncing(agent, sender)
     members = [agent.roster.me(), *await agent.roster.members_wire()]
     # the group's rules and bundles come with it: the joiner's import already knows which of
     # its products are bundles (their sales are their components')
     held = {"members": members, "rules": agent.rules.wire()}
     if body.get("paged") is True:
-        return {**await agent.spool.make(agent.db), **held}
+        return {**await agent.spool.make(agent.db, joiner=joiner), **held}
     snap = await agent.db.read(ledger.snapshot)
-    agent.spool.sent_whole(snap.vector)
+    await agent.spool.sent_whole(agent.db, joiner, snap.vector)
     return {**snapshot_to_wire(snap), **held}
 
 

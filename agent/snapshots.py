@@ -12,6 +12,14 @@ A spooled snapshot is kept for `keep` seconds after it was made (a joiner that c
 that long to resume), and at most `most` are kept; a page of one that is gone is answered
 410 and the joiner starts again. Sales go on meanwhile: the page file is the cut, the writers
 never wait for it.
+
+Each snapshot made holds compaction back at its vector (`Hold`, `held`): its joiner pulls the
+events beyond it, perhaps before this agent counts it a member (the answer to its welcome
+lost, say). The holds are stored with the agent's state and outlive a restart, which the pages
+do not: a joiner that installed its snapshot still needs the events beyond it (seed 413728).
+A hold ends once its joiner is a member whose acknowledged vector covers the snapshot's (from
+then on that member's own acknowledgements hold compaction back, as any member's do), once it
+has left, or after `keep` (`agent.compaction`).
 """
 
 from __future__ import annotations
@@ -29,17 +37,36 @@ from sqlalchemy import Connection
 
 from agent import ledger
 from agent.clock import Clock
-from agent.db import Database
-from agent.wire import event_to_wire, pool_to_wire, vector_to_wire
+from agent.db import Database, put_state
+from agent.wire import event_to_wire, pool_to_wire, vector_from_wire, vector_to_wire
 
-__all__ = ["PAGE_SIZE", "SnapshotGone", "Spool"]
+__all__ = ["PAGE_SIZE", "Hold", "SnapshotGone", "Spool"]
 
 PAGE_SIZE = 5000  # pools per page: about 350 kB of JSON
 KEEP = 3600.0  # seconds a spooled snapshot stays available to a joiner resuming its download
+HOLDS = "snapshot_holds"  # agent_state: the holds of the snapshots made, for a restart
+MOST_HOLDS = 64  # holds kept at most (the newest): joiners asking again and again stay bounded
 
 
 class SnapshotGone(LookupError):
     """The snapshot asked for is not (or no longer) spooled here."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Hold:
+    """A snapshot made for `joiner` at `made`: compaction keeps what is beyond `vector`."""
+
+    joiner: str
+    made: float
+    vector: ledger.Vector
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"joiner": self.joiner, "made": self.made, "vector": vector_to_wire(self.vector)}
+
+    @classmethod
+    def from_wire(cls, raw: Any) -> Hold:
+        """Raises KeyError, TypeError or ValueError on a malformed one."""
+        return cls(str(raw["joiner"]), float(raw["made"]), vector_from_wire(raw["vector"]))
 
 
 @dataclasses.dataclass(slots=True)
@@ -71,7 +98,7 @@ class Spool:
         self.most = most
         self._rng = rng or random.SystemRandom()
         self._spooled: dict[str, _Spooled] = {}
-        self._sent: list[tuple[float, ledger.Vector]] = []  # whole snapshots: when, vector
+        self._holds: list[Hold] = []  # of every snapshot made, spooled or whole, oldest first
 
     def _dir(self) -> Path:
         if self._directory is None:
@@ -93,8 +120,8 @@ class Spool:
             shutil.rmtree(self._directory, ignore_errors=True)
             self._directory = None
 
-    async def make(self, db: Database) -> dict[str, Any]:
-        """Spool a snapshot of the ledger; its head, in wire form."""
+    async def make(self, db: Database, *, joiner: str) -> dict[str, Any]:
+        """Spool a snapshot of the ledger for `joiner`; its head, in wire form."""
         self._expire(self.most - 1)
         snapshot_id = f"{self._rng.getrandbits(64):016x}"
         path = self._dir() / f"{snapshot_id}.pages"
@@ -104,6 +131,7 @@ class Spool:
             path.unlink(missing_ok=True)
             raise
         self._spooled[snapshot_id] = _Spooled(path, self.clock.now(), offsets, head.vector)
+        await self._hold(db, joiner, head.vector)
         return {
             "snapshot": snapshot_id,
             "pages": len(offsets),
@@ -138,19 +166,36 @@ class Spool:
             page: list[Any] = json.loads(pages.readline())
             return page
 
-    def held(self) -> list[ledger.Vector]:
-        """The vectors of the snapshots kept for joiners (and of whole snapshots sent within
-        `keep`): each joiner will pull the events beyond its snapshot's, so compaction keeps
-        them (`agent.compaction`)."""
-        self._expire(self.most)
+    def held(self) -> list[Hold]:
+        """The holds of the snapshots made within `keep` (`agent.compaction` judges which
+        still bind: those whose joiner is not yet a member that acknowledged them)."""
         now = self.clock.now()
-        self._sent = [(made, v) for made, v in self._sent if now - made <= self.keep]
-        return [spooled.vector for spooled in self._spooled.values()] + [v for _, v in self._sent]
+        self._holds = [h for h in self._holds if now - h.made <= self.keep]
+        return list(self._holds)
 
-    def sent_whole(self, vector: ledger.Vector) -> None:
-        """A whole snapshot (the form of releases before paging) was sent: its vector is
-        held like a spooled one's for `keep` seconds."""
-        self._sent = [*self._sent[-(self.most - 1) :], (self.clock.now(), vector)]
+    async def sent_whole(self, db: Database, joiner: str, vector: ledger.Vector) -> None:
+        """A whole snapshot (the form of releases before paging) was sent: it holds
+        compaction back like a spooled one."""
+        await self._hold(db, joiner, vector)
+
+    async def _hold(self, db: Database, joiner: str, vector: ledger.Vector) -> None:
+        """Add a snapshot's hold, and store them all (they outlive a restart)."""
+        held = [*self.held(), Hold(joiner, self.clock.now(), vector)][-MOST_HOLDS:]
+        self._holds = held
+        value = [h.to_wire() for h in held]
+        await db.run(lambda conn: put_state(conn, HOLDS, value))
+
+    async def restore(self, db: Database) -> None:
+        """At start: the holds a previous run stored, those still within `keep` (the pages
+        are gone: `clear`; a joiner still downloading asks anew)."""
+        holds = []
+        for raw in await db.get_state(HOLDS, []) or []:
+            try:
+                holds.append(Hold.from_wire(raw))
+            except (KeyError, TypeError, ValueError):
+                continue  # unreadable: it cannot hold anything back
+        self._holds = holds
+        self._holds = self.held()
 
     def _expire(self, most: int) -> None:
         """Drop what is older than `keep`, and all but the newest `most`."""

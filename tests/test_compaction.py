@@ -15,6 +15,7 @@ from agent.compaction import Compactor
 from agent.db import Database
 from agent.ledger import NewEvent, Pool
 from agent.models import EventRow, Identity, LogEntry, PeerRow, PoolRow
+from agent.snapshots import KEEP, Spool
 from agent.syncmode import SyncMode
 from agent.wire import vector_to_wire
 from tests.support.clock import StillClock
@@ -194,23 +195,75 @@ async def test_a_rebase_keeps_what_the_snapshot_lacks_once_and_the_epoch(
     assert await database.read(ledger.staged_count) == 0
 
 
-async def test_a_snapshot_kept_for_a_joiner_holds_compaction_at_its_vector(
+async def _snapshots_then_sales(
+    db: Database, tmp_path: Any, joiners: list[str], made: float = NOW
+) -> tuple[Identity, Spool]:
+    """`_history`, snapshots made for `joiners` at `made` (own 1-6, b's 1-4), two own sales
+    after them (7-8), and b a member that holds all of it."""
+    me = await _history(db)
+    spool = Spool(tmp_path / "spool", StillClock(made))
+    for joiner in joiners:
+        await spool.make(db, joiner=joiner)
+    async with db.sessions.begin() as s:  # sales after them, which the joiners will pull
+        await ledger.append_local(s, me, [NewEvent("A", "change", delta=-1)] * 2, 3.0, _proof)
+    own, b = ("a.example.com", "e1"), ("b.example.com", "e")
+    await _member(db, "b.example.com", {own: 8, b: 4}, NOW - 10)
+    return me, spool
+
+
+async def test_a_snapshot_made_for_a_joiner_holds_compaction_until_it_acknowledged_it(
     database: Database, tmp_path: Any
 ) -> None:
-    from agent.snapshots import Spool
-
-    me = await _history(database)
+    me, spool = await _snapshots_then_sales(database, tmp_path, ["c.example.com"])
     own, b = ("a.example.com", "e1"), ("b.example.com", "e")
-    spool = Spool(tmp_path / "spool", StillClock(NOW))
-    await spool.make(database)  # a joiner's snapshot: own 1-6, b's 1-4
-    async with database.sessions.begin() as s:  # sales after it, which the joiner will pull
-        await ledger.append_local(s, me, [NewEvent("A", "change", delta=-1)] * 2, 3.0, _proof)
-    await _member(database, "b.example.com", {own: 8, b: 4}, NOW - 60)
     compactor = _compactor(database, me, snapshots=spool.held)
     assert await compactor.compact() == 10
     assert await database.read(ledger.folded) == {own: 6, b: 4}  # not 7-8: the joiner lacks them
-    spool.clear()  # the joiner took it (or it expired): nothing holds them any more
+    spool.close()
+
+    # this agent restarts: the pages are gone, but c may have installed its snapshot and not
+    # yet pulled 7-8, while this agent does not count it a member yet (seed 413728)
+    restarted = Spool(tmp_path / "spool", StillClock(NOW))
+    restarted.clear()
+    await restarted.restore(database)
+    compactor = _compactor(database, me, snapshots=restarted.held)
+    assert await compactor.compact() == 0
+    # c is admitted, acknowledging its snapshot only: its own acknowledgement holds 7-8 now
+    await _member(database, "c.example.com", {own: 6, b: 4}, NOW - 60)
+    assert await compactor.compact() == 0
+    async with database.sessions.begin() as s:  # c pulled 7-8: nothing holds them any more
+        row = await s.get(PeerRow, "c.example.com")
+        assert row is not None
+        row.acked = json.dumps(vector_to_wire({own: 8, b: 4}))
     assert await compactor.compact() == 2
+    restarted.close()
+
+
+async def test_a_snapshot_hold_ends_when_its_joiner_left_or_after_an_hour(
+    database: Database, tmp_path: Any
+) -> None:
+    me, spool = await _snapshots_then_sales(database, tmp_path, ["c.example.com", "d.example.com"])
+    await _member(database, "c.example.com", {}, NOW - 60)
+    async with database.sessions.begin() as s:  # c left again; d was never admitted
+        row = await s.get(PeerRow, "c.example.com")
+        assert row is not None
+        row.state = "left"
+    assert await _compactor(database, me, snapshots=spool.held).compact() == 10  # d's holds 7-8
+    later = Spool(tmp_path / "spool", StillClock(NOW + KEEP + 1))
+    await later.restore(database)  # an hour on: d had its time
+    assert later.held() == []
+    spool.close()
+    later.close()
+
+
+async def test_a_snapshot_hold_ends_past_a_horizon_shorter_than_its_hour(
+    database: Database, tmp_path: Any
+) -> None:
+    # made 100 s ago for d
+    me, spool = await _snapshots_then_sales(database, tmp_path, ["d.example.com"], NOW - 100)
+    assert await _compactor(database, me, snapshots=spool.held, horizon=150).compact() == 10
+    # d silent for longer than the horizon: treated as a member away that long
+    assert await _compactor(database, me, snapshots=spool.held, horizon=50).compact() == 2
     spool.close()
 
 

@@ -53,7 +53,7 @@ class _Master:
         if path == "/peer/snapshot":
             if self.earlier or body.get("paged") is not True:
                 return 200, snapshot_to_wire(await self.db.read(ledger.snapshot))
-            return 200, await self.spool.make(self.db)
+            return 200, await self.spool.make(self.db, joiner="joiner.example.com")
         if body["page"] == self.restart_at:
             self.restart_at = None
             self.spool.clear()  # what a restart does: no joiner can ask for an earlier id

@@ -225,7 +225,7 @@ async def test_a_spooled_snapshot_is_one_cut_served_a_page_at_a_time(
         await ledger.append_local(s, me, new, 1.0, _seq_proof)
     clock = StillClock()
     spool = Spool(tmp_path / "spool", clock, page_size=3, keep=600.0)
-    head = await spool.make(database)
+    head = await spool.make(database, joiner="c.example.com")
     async with database.sessions.begin() as s:  # a sale after the cut
         await ledger.append_local(s, me, [NewEvent("A", "change", delta=-4)], 2.0, _seq_proof)
     snapshot = head["snapshot"]
