@@ -333,6 +333,11 @@ def print_preflight(report: dict[str, Any], *, dry_run: bool) -> None:
         f"{report['missing_here_count']} SKUs missing in this shop, "
         f"{report['only_here_count']} only in this shop"
     )
+    if report.get("bundles_count"):
+        console.print(
+            f"{report['bundles_count']} bundles (no count of their own: whole sets of their "
+            "components, written with them): " + _safe(", ".join(report["bundles"][:20]))
+        )
     if dry_run:
         console.print("dry run: nothing was changed")
 

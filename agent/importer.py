@@ -179,6 +179,7 @@ class Importer:
                 held = await session.exec(select(PoolRow))
                 pools = {p.sku: value for p in held if (value := p.value) is not None}
                 rows = {r.item_id: r for r in await session.exec(select(ItemRow))}
+        bundles = self.reconciler.bundles()
         to_change: list[dict[str, Any]] = []
         counted: list[dict[str, Any]] = []
         discarded: list[dict[str, Any]] = []
@@ -186,6 +187,34 @@ class Importer:
         dupes: dict[str, list[dict[str, str]]] = {}
         no_sku: list[dict[str, str]] = []
         here: set[str] = set()
+        groups: dict[str, int] = {}  # the group's count of each SKU after the changes counted
+        shown: list[tuple[str, str, int]] = []  # (sku, item_id, count the shop shows)
+
+        def count(sku: str, item_id: str, shop: int, last_seen: int, into: list[Any]) -> None:
+            """A change of the shop's (`shop` against `last_seen`) counted into the group's
+            count: a bundle's, into its components'."""
+            for part, change in (
+                bundles.taken(sku, shop - last_seen)
+                if bundles.is_bundle(sku)
+                else [(sku, shop - last_seen)]
+            ):
+                group = groups.get(part, pools.get(part))
+                if not change or group is None:
+                    continue
+                into.append(
+                    {
+                        "sku": part,
+                        "item_id": item_id,
+                        "shop": shop,
+                        "last_seen": last_seen,
+                        "change": change,
+                        "group_before": group,
+                        "group_after": group + change,
+                    }
+                )
+                if into is counted:
+                    groups[part] = group + change
+
         for item, (item_id, sku) in zip(listed, keyed, strict=True):
             why = verdict[item_id]
             if why == "no_sku":
@@ -196,53 +225,40 @@ class Importer:
                 dupes.setdefault(sku, []).append({"item_id": item_id, "title": item.title})
                 continue
             here.add(sku)
-            group = pools.get(sku)
             if not joining:
                 row = rows.get(item_id)
                 if row is None or row.excluded is not None or row.sku != sku:
                     not_yet.append(sku)  # the next catalogue pass takes it up, not the import
                     continue
                 if row.published is not None and not row.cutover_pending:
-                    change = item.available - row.published
-                    if change and group is not None:
-                        counted.append(
-                            {
-                                "sku": sku,
-                                "item_id": item_id,
-                                "shop": item.available,
-                                "last_seen": row.published,
-                                "change": change,
-                                "group_before": group,
-                                "group_after": group + change,
-                            }
-                        )
-                        group += change
-                elif group is None:
-                    group = item.available  # a SKU new to the group: this shop introduces it
-            elif while_out and group is not None and sku in while_out:
+                    count(sku, item_id, item.available, row.published, counted)
+                elif sku not in pools and not bundles.is_bundle(sku):
+                    groups[sku] = item.available  # new to the group: this shop introduces it
+            elif while_out and sku in while_out:
                 change = while_out[sku]
-                moved = {
-                    "sku": sku,
-                    "item_id": item_id,
-                    "shop": item.available,
-                    "last_seen": item.available - change,  # its count when it left
-                    "change": change,
-                    "group_before": group,
-                    "group_after": group + change,
-                }
-                if count_while_out:
-                    counted.append(moved)
-                    group += change
-                else:
-                    discarded.append(moved)
-            if group is not None:
-                target = self.reconciler.target_for(sku, group)
-                if target != item.available:
-                    to_change.append(
-                        {"sku": sku, "item_id": item_id, "shop": item.available, "target": target}
-                    )
+                into = counted if count_while_out else discarded
+                count(sku, item_id, item.available, item.available - change, into)
+            shown.append((sku, item_id, item.available))
+
+        def group_of(sku: str) -> int | None:
+            return groups.get(sku, pools.get(sku))
+
+        def published(sku: str) -> int | None:
+            group = group_of(sku)
+            return None if group is None else self.reconciler.target_for(sku, group)
+
+        for sku, item_id, available in shown:
+            if bundles.is_bundle(sku):  # what its components allow, after their changes
+                target: int | None = bundles.target(sku, published).count
+            else:
+                target = published(sku)
+            if target is not None and target != available:
+                to_change.append(
+                    {"sku": sku, "item_id": item_id, "shop": available, "target": target}
+                )
+        made = {sku for sku in here if bundles.is_bundle(sku)}
         missing = sorted(set(pools) - here - set(dupes))
-        only_here = sorted(here - set(pools))
+        only_here = sorted(here - set(pools) - made)
         choice = None if while_out is None else "count" if count_while_out else "discard"
         mode = "reimport" if not joining else "rejoin" if choice == "count" else "join"
         return {
@@ -265,6 +281,8 @@ class Importer:
             "missing_here_count": len(missing),
             "only_here": only_here[:EXAMPLES],
             "only_here_count": len(only_here),
+            "bundles": sorted(made)[:EXAMPLES],
+            "bundles_count": len(made),
         }
 
     async def _known_items(self) -> list[Item] | None:

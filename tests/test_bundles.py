@@ -198,3 +198,33 @@ async def test_a_bundle_sold_here_without_a_component_the_group_knows_is_reporte
     # PACK-6's sausages are known; KIT's glue is no product of any shop
     assert [(b["sku"], b["missing"]) for b in report["bundles_short"]] == [("KIT", ["GLUE"])]
     assert report["missing_here"] == ["SAUSAGE"]  # a component, not the bundles
+
+
+async def test_a_reimport_counts_a_missed_bundle_sale_as_its_components_as_its_dry_run_says(
+    sqlite_db, memshop: MemShop, clock
+) -> None:  # type: ignore[no-untyped-def]
+    from tests.test_reconcile import _importer
+
+    memshop.add("s", "SAUSAGE", 30)
+    memshop.add("p", "PACK-6", 0)
+    async with _running(sqlite_db, memshop, clock, BundleMap([PACK])) as r:
+        assert memshop.counts == {"s": 30, "p": 5}
+        memshop.sell("s", 2)  # sales whose webhooks the agent missed: 2 sausages, a pack
+        memshop.sell("p", 1)
+        importer = await _importer(r)
+        report = await importer.preflight()
+        counted = [
+            (c["sku"], c["item_id"], c["change"], c["group_after"]) for c in report["counted"]
+        ]
+        assert counted == [
+            ("SAUSAGE", "s", -2, 28),
+            ("SAUSAGE", "p", -6, 22),  # the pack's sale is six sausages
+        ]
+        assert {c["item_id"]: c["target"] for c in report["to_change"]} == {"s": 22, "p": 3}
+        assert (report["bundles"], report["only_here"]) == (["PACK-6"], [])
+        await importer.start(reason="admin", report=report)
+        assert importer.task is not None
+        await importer.task
+        await settle(r)
+        assert await _pools(r) == {"SAUSAGE": 22}
+        assert memshop.counts == {"s": 22, "p": 3}  # what the dry run said, item by item

@@ -329,14 +329,17 @@ SCHEMAS: dict[str, Schema] = {
             "missing_here_count": INT,
             "only_here": _list(STR),
             "only_here_count": INT,
+            "bundles": _list(STR),
+            "bundles_count": INT,
             "while_out": _null({"enum": ["count", "discard"]}),
             "discarded": _list(COUNTED),
             "discarded_count": INT,
         },
         description="What an import does, SKU by SKU (`mode`: a join replaces this shop's counts "
         "with the group's; a re-import first counts this shop's changes since the agent last "
-        "saw them, `counted`, then writes `to_change`); lists hold at most 1000 rows, counts "
-        "are full.",
+        "saw them, `counted`, then writes `to_change`; a bundle sold here is no count of its own: "
+        "its changes are counted as its components', and its count written is what they "
+        "allow); lists hold at most 1000 rows, counts are full.",
     ),
     "ImportProgress": _obj(
         {
