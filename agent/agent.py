@@ -234,6 +234,17 @@ class Agent:
             self.metrics.propagation.labels(origin=event.origin).observe(took)
         self.latency.observe(now, seconds)
 
+    async def remove_bundle(self, sku: str) -> dict[str, Any]:
+        """Stop selling `sku` as a bundle, in every member (`RuleBook.remove_bundle`; RuleError
+        if it is none). Its pool first takes the count its components allowed
+        (`Reconciler.unbundle`), so every shop syncs it as a SKU of its own from that count,
+        not from none or from a count it had before it was a bundle. In that order: a crash
+        between the two leaves a bundle that a second removal removes."""
+        bundle = self.rules.bundles.bundles.get(sku)
+        if bundle is not None:
+            await self.reconciler.unbundle(bundle)
+        return await self.rules.remove_bundle(sku)
+
     def _rules_changed(self) -> None:
         """What a shop publishes may have changed: plan every SKU again (only those whose
         count changes are written, batched like any write)."""

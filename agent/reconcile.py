@@ -22,13 +22,13 @@ from collections.abc import Callable, Iterable
 import structlog
 from sqlalchemy import Connection
 
-from agent import ledger
-from agent.bundles import BundleMap
+from agent import ledger, synclog
+from agent.bundles import Bundle, BundleMap
 from agent.catalogue import Index, SkuRule
 from agent.channel import Channel, WebhookHint
 from agent.clock import Clock
 from agent.db import Database
-from agent.ledger import NewEvent
+from agent.ledger import INTRODUCE, NewEvent
 from agent.models import EventRow, Identity
 from agent.observation import Effects, Item, observe, observe_counts
 from agent.scheduler import CATALOGUE_MIN_INTERVAL, LOOKUP_WINDOW, Scheduler, Told
@@ -282,6 +282,44 @@ class Reconciler:
             )  # fmt: skip
 
         self.scheduler.settle(await self.db.run(work))
+
+    async def unbundle(self, bundle: Bundle) -> int:
+        """`bundle` stops being one: its SKU's pool takes the count its components allowed the
+        group (whole sets of their pools), by an event of this shop's, so that every member's
+        shops sync it as a SKU of its own from there. Introduced if the group had no count of
+        it (a bundle has no pool), changed to it if it had one from before it was a bundle
+        (that count went stale while the bundle's sales were its components'). The count."""
+        now = self.clock.now()
+        parts = [part for part, _ in bundle.components]
+
+        def work(conn: Connection) -> tuple[Effects, int]:
+            pools = ledger.pools(conn, [bundle.sku, *parts])
+            whole = []
+            for part, quantity in bundle.components:
+                pool = pools.get(part)
+                value = None if pool is None else pool.value
+                whole.append(0 if value is None else max(0, value) // quantity)
+            count = min(whole)
+            held = pools.get(bundle.sku)
+            cause = f"no longer a bundle: {count} whole sets of its components"
+            before = None if held is None else held.value
+            if before is None:
+                event = NewEvent(bundle.sku, INTRODUCE, count=count, item_created=now, cause=cause)
+            elif before != count:
+                event = NewEvent(bundle.sku, "change", delta=count - before, cause=cause)
+            else:
+                return Effects(), count
+            entry = synclog.entry(
+                event.kind, now, sku=bundle.sku, before=before, after=count, message=cause
+            )
+            synclog.insert(conn, [entry])
+            done = Effects()
+            done.events = self._append(conn, [event], now)
+            return done, count
+
+        done, count = await self.db.run(work)
+        self.scheduler.settle(done)
+        return count
 
     def _append(self, conn: Connection, events: list[NewEvent], now: float) -> list[EventRow]:
         return ledger.append(conn, self.identity, events, now, self.sign_event)

@@ -10,7 +10,7 @@ from agent import ledger
 from agent.bundles import Bundle, BundleError, BundleMap, components_from_text, components_from_wire
 from agent.channel import WebhookHint
 from agent.ledger import INTRODUCE, NewEvent
-from agent.models import EventRow
+from agent.models import EventRow, LogEntry
 from agent.reconcile import Reconciler
 from tests.conftest import settle
 from tests.support.memchannel import MemShop
@@ -228,3 +228,53 @@ async def test_a_reimport_counts_a_missed_bundle_sale_as_its_components_as_its_d
         await settle(r)
         assert await _pools(r) == {"SAUSAGE": 22}
         assert memshop.counts == {"s": 22, "p": 3}  # what the dry run said, item by item
+
+
+async def test_a_bundle_removed_syncs_from_what_its_components_allowed_not_a_stale_pool(
+    sqlite_db, memshop: MemShop, clock
+) -> None:  # type: ignore[no-untyped-def]
+    memshop.add("s", "SAUSAGE", 20)
+    memshop.add("p", "PACK-6", 9)  # sold as a product of its own first: a pool of 9
+    group = {"bundles": BundleMap()}
+    async with running(sqlite_db, memshop, clock, bundles=lambda: group["bundles"]) as r:
+        assert await _pools(r) == {"SAUSAGE": 20, "PACK-6": 9}
+        group["bundles"] = BundleMap([PACK])  # then made a bundle of six sausages
+        r.replan()
+        await settle(r)
+        assert memshop.counts == {"s": 20, "p": 3}
+        memshop.sell("p", 1)
+        r.hint(WebhookHint("orders/create", item_ids=("p",)))
+        await settle(r)
+        assert memshop.counts == {"s": 14, "p": 2}
+        # removed: the pool of 9 from before is stale; the pack syncs from the 2 it showed
+        assert await r.unbundle(PACK) == 2
+        group["bundles"] = BundleMap()
+        r.resync(["PACK-6"])
+        await settle(r)
+        assert await _pools(r) == {"SAUSAGE": 14, "PACK-6": 2}
+        assert memshop.counts == {"s": 14, "p": 2}
+        memshop.sell("p", 1)  # a product of its own again: no sausage goes with it
+        r.hint(WebhookHint("orders/create", item_ids=("p",)))
+        await settle(r)
+        assert await _pools(r) == {"SAUSAGE": 14, "PACK-6": 1}
+        async with sqlite_db.sessions() as s:
+            logged = list(await s.exec(select(LogEntry).where(LogEntry.sku == "PACK-6")))
+        assert any("no longer a bundle" in e.message for e in logged)
+
+
+async def test_a_bundle_that_never_had_a_pool_is_introduced_when_removed(
+    sqlite_db, memshop: MemShop, clock
+) -> None:  # type: ignore[no-untyped-def]
+    memshop.add("s", "SAUSAGE", 20)
+    memshop.add("p", "PACK-6", 0)
+    group = {"bundles": BundleMap([PACK])}
+    async with running(sqlite_db, memshop, clock, bundles=lambda: group["bundles"]) as r:
+        assert await _pools(r) == {"SAUSAGE": 20}
+        assert await r.unbundle(PACK) == 3
+        group["bundles"] = BundleMap()
+        r.resync(["PACK-6"])
+        await settle(r)
+        assert await _pools(r) == {"SAUSAGE": 20, "PACK-6": 3}
+        async with sqlite_db.sessions() as s:
+            events = list(await s.exec(select(EventRow).where(EventRow.sku == "PACK-6")))
+        assert [(e.kind, e.count) for e in events] == [(INTRODUCE, 3)]  # the others can sync it

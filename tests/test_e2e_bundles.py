@@ -106,3 +106,11 @@ async def test_a_case_of_six_packs_in_two_shops_and_packs_sold_in_a_third(trio: 
     assert await b.buy(PACK, 1)
     await _shows(trio, {(a, PACK): 10, (b, PACK): 10, (c, PACK): 10}, "10 packs")
     assert (await a.inventory())[CASE] == 1  # no longer follows the packs
+    # a SKU of its own now, from the one case the packs allowed when it was removed: a case
+    # sold at a reaches b, and takes no pack
+    for shop in trio.shops:
+        assert (await shop.pools())[CASE] == 1
+    assert await a.buy(CASE, 1)
+    await _shows(trio, {(a, CASE): 0, (b, CASE): 0, (a, PACK): 10}, "the case sold everywhere")
+    removed = (await c.get(f"/api/log?sku={CASE}&limit=5"))["entries"]
+    assert any("no longer a bundle" in e["message"] for e in removed), removed

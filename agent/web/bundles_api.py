@@ -63,12 +63,12 @@ async def post_bundle(request: web.Request) -> web.Response:
 
 
 async def delete_bundle(request: web.Request) -> web.Response:
-    """Stop selling `sku` as a bundle, in every member (its items then sync as a SKU of their
-    own again, from the next count seen)."""
+    """Stop selling `sku` as a bundle, in every member: its items then sync as a SKU of their
+    own, from the count its components allowed (`Agent.remove_bundle`)."""
     sku = request.match_info["sku"]
     book = _book(request)
     try:
-        told = (await book.remove_bundle(sku))["told"]
+        told = (await request.config_dict[keys.AGENT].remove_bundle(sku))["told"]
     except RuleError as exc:
         return json_error(404, "unknown_bundle", str(exc))
     return web.json_response({"bundles": bundles_view(book), "told": told})
