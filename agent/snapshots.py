@@ -195,7 +195,7 @@ class Spool:
             except (KeyError, TypeError, ValueError):
                 continue  # unreadable: it cannot hold anything back
         self._holds = holds
-        self._holds = self.held()
+        self.held()  # drops those past `keep`
 
     def _expire(self, most: int) -> None:
         """Drop what is older than `keep`, and all but the newest `most`."""
