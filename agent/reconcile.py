@@ -294,12 +294,12 @@ class Reconciler:
 
         def work(conn: Connection) -> tuple[Effects, int]:
             pools = ledger.pools(conn, [bundle.sku, *parts])
-            whole = []
-            for part, quantity in bundle.components:
+
+            def group_count(part: str) -> int | None:
                 pool = pools.get(part)
-                value = None if pool is None else pool.value
-                whole.append(0 if value is None else max(0, value) // quantity)
-            count = min(whole)
+                return None if pool is None else pool.value
+
+            count = BundleMap([bundle]).target(bundle.sku, group_count).count
             held = pools.get(bundle.sku)
             cause = f"no longer a bundle: {count} whole sets of its components"
             before = None if held is None else held.value
