@@ -62,6 +62,11 @@ class Item:
     `item_id` is the id the plugin reads and writes by (for Shopify the InventoryItem gid).
     `sku` is None or "" when the item has none. `created_at` is epoch seconds (the platform's
     creation time of the variant), used for first-created-wins. `stamp`: as `Level.stamp`.
+
+    `location` is "" for the channel's own location (the one it was configured with, or the
+    shop's primary); a channel that also syncs other locations (`Channel.locations`) lists the
+    variant once per location that stocks it, with that location's name exactly as given in
+    `Channel.locations` and an `item_id` of its own (the own location's ids never change).
     """
 
     item_id: str
@@ -70,6 +75,7 @@ class Item:
     created_at: float
     title: str = ""
     stamp: float | None = None  # the platform's time of the count's last change (`Level`)
+    location: str = ""  # "" for the channel's own location, else one of `Channel.locations`
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -307,6 +313,9 @@ class Channel(abc.ABC):
     name: ClassVar[str]
     settings_class: ClassVar[type[ChannelSettings]]
     budget: RateBudget
+    #: Whether the plugin can sync locations besides its own (`locations`); the core refuses a
+    #: `[locations]` table naming others for a plugin that cannot.
+    multi_location: ClassVar[bool] = False
 
     def __init__(
         self, settings: ChannelSettings, *, http: aiohttp.ClientSession, clock: Clock
@@ -316,6 +325,14 @@ class Channel(abc.ABC):
         self.clock = clock
         self.journal: Journal = MemoryJournal()
         self.credentials: Credentials = StaticToken(str(getattr(settings, "access_token", "")))
+        # The shop's other locations to sync besides the channel's own, as the merchant names
+        # them in `[locations]` (the platform's location id); set by the core before `start()`,
+        # which raises ChannelError for one the shop does not have. Every method then covers
+        # them: `list_items` and `lookup` list an item per (variant, location), `read`, `write`
+        # take any of those ids, and a webhook's hint names the items at the location it tells
+        # of (an order whose location the payload does not say: the variant's item at every
+        # synced location).
+        self.locations: tuple[str, ...] = ()
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Called once before first use (look up locations, warm caches)."""
@@ -325,7 +342,8 @@ class Channel(abc.ABC):
 
     @abc.abstractmethod
     def list_items(self) -> AsyncIterator[Item]:
-        """Every item of the shop at the configured location, paginated or bulk underneath."""
+        """Every item of the shop at the configured location (and at each of `locations`),
+        paginated or bulk underneath."""
 
     @abc.abstractmethod
     async def read(self, item_ids: Sequence[str]) -> dict[str, int | None]:

@@ -9,11 +9,21 @@ from __future__ import annotations
 from agent.emulator.base import Emulator, json_error
 from agent.emulator.bucket import LeakyBucket
 from agent.emulator.options import EmulatorOptions, Faults
-from agent.emulator.store import ShortStock, Store, UnknownSku, Variant, WriteRecord
+from agent.emulator.store import (
+    PRIMARY,
+    NotStocked,
+    ShortStock,
+    Store,
+    UnknownSku,
+    Variant,
+    WriteRecord,
+)
 from agent.emulator.webhooks import Delivery, Subscription, WebhookSender
 
 __all__ = [
+    "PRIMARY",
     "Delivery",
+    "NotStocked",
     "Emulator",
     "EmulatorOptions",
     "Faults",

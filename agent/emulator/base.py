@@ -11,6 +11,13 @@ control API (a contract other tools depend on) is the same for every platform:
 | POST /_emulator/products | {"sku", "available"} | a new product variant |
 | GET /_emulator/inventory | | {"A-1": 38, ...} |
 
+Locations: a shop started with `--locations N` has locations 1 (the primary, which stocks every
+variant) to N. Orders and edits take an optional `"location": n` (default 1): an order is
+fulfilled from it (409 where a line is not stocked there), an edit at a location that does not
+stock the SKU yet stocks it there. `GET /_emulator/inventory?location=n` lists the counts there.
+Each platform names location n its own way (Shopify `gid://shopify/Location/n`, SHOPLINE and
+Pisell as their emulators say).
+
 Webhook subscriptions: GET /_emulator/webhooks ({"subscriptions": [{"id", "topic", "url"}]}),
 POST /_emulator/webhooks/delete {"ids": [...]} or {} for all (as the platform deletes them
 after deliveries that keep failing; answers {"deleted": n}).
@@ -45,7 +52,7 @@ from aiohttp import web
 
 from agent.emulator.bucket import LeakyBucket
 from agent.emulator.options import EmulatorOptions
-from agent.emulator.store import ShortStock, Store, UnknownSku, Variant
+from agent.emulator.store import PRIMARY, ShortStock, Store, UnknownSku, Variant
 from agent.emulator.tokens import TokenIssuer
 from agent.emulator.webhooks import WebhookSender
 
@@ -109,7 +116,7 @@ class Emulator:
             prefix=self.token_prefix,
         )
         self.revoked = False  # POST /_emulator/credentials: every token and grant refused
-        self.store = Store(clock=self.clock)
+        self.store = Store(clock=self.clock, locations=max(1, options.locations))
         self.store.seed(options.skus, available=options.initial_available)
         self.bucket = self.make_bucket()
         self.webhooks = WebhookSender(self.sign_webhook, self.faults, rng=self.rng)
@@ -131,7 +138,14 @@ class Emulator:
         raise NotImplementedError
 
     def on_stock_change(self, variant: Variant, before: int, after: int, cause: str) -> None:
-        """Emit the platform's inventory webhook (called for every count change)."""
+        """Emit the platform's inventory webhook (called for every count change at the
+        primary location)."""
+
+    def on_location_change(
+        self, variant: Variant, before: int, after: int, cause: str, location: int
+    ) -> None:
+        """Emit the platform's inventory webhook for a change at another location (by default
+        none: an emulator that stocks only its primary location need not care)."""
 
     def on_order(self, order: dict[str, Any]) -> None:
         """Emit the platform's order-created webhook."""
@@ -215,10 +229,19 @@ class Emulator:
         yield
         await self.webhooks.stop()
 
-    def _on_store_change(self, variant: Variant, before: int, after: int, cause: str) -> None:
+    def _on_store_change(
+        self, variant: Variant, before: int, after: int, cause: str, location: int
+    ) -> None:
         if cause == "product":
             self.on_product(variant)
-        self.on_stock_change(variant, before, after, cause)
+        if location == PRIMARY:
+            self.on_stock_change(variant, before, after, cause)
+        else:
+            self.on_location_change(variant, before, after, cause, location)
+
+    def _location(self, raw: Any) -> int:
+        """The control API's optional location (1, the primary, by default); ValueError."""
+        return PRIMARY if raw is None else self.store.check_location(raw)
 
     # -- control handlers --------------------------------------------------------------------
 
@@ -238,10 +261,14 @@ class Emulator:
             if quantity <= 0:
                 return json_error(400, "quantity must be positive")
             parsed.append((sku, quantity))
+        try:
+            location = self._location(body.get("location"))
+        except ValueError as exc:
+            return json_error(400, str(exc))
         if not self.store.storefront_open:
             return json_error(423, "the storefront is closed for maintenance")
         try:
-            order = self.store.purchase(parsed)
+            order = self.store.purchase(parsed, location)
         except UnknownSku as exc:
             return json_error(404, f"unknown sku {exc.args[0]}")
         except ShortStock as exc:
@@ -274,19 +301,26 @@ class Emulator:
         body = await _json_body(request)
         try:
             sku, available = _sku_count(body, "available")
+            location = self._location(body.get("location"))
         except ValueError as exc:
             return json_error(400, str(exc))
         try:
-            before = self.store.find_sku(sku).available  # no await between: same moment
-            variant = self.store.edit(sku, available)
+            before = self.store.find_sku(sku).count(location)  # no await between: same moment
+            variant = self.store.edit(sku, available, location)
         except UnknownSku:
             return json_error(404, f"unknown sku {sku}")
+        answer = {"sku": variant.sku, "available": variant.count(location), "before": before}
         return web.json_response(
-            {"sku": variant.sku, "available": variant.available, "before": before}
+            answer if location == PRIMARY else {**answer, "location": location}
         )
 
     async def _h_inventory(self, request: web.Request) -> web.Response:
-        return web.json_response(self.store.inventory())
+        raw = request.query.get("location")
+        try:
+            location = self._location(None if raw is None else int(raw) if raw.isdigit() else raw)
+        except ValueError as exc:
+            return json_error(400, str(exc))
+        return web.json_response(self.store.inventory(location))
 
     async def _h_product(self, request: web.Request) -> web.Response:
         body = await _json_body(request)

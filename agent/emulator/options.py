@@ -77,8 +77,9 @@ class EmulatorOptions:
     client_id: str = "emulator-client-id"
     # Lifetime of granted tokens in seconds; None: the platform's (Shopify 24 h, SHOPLINE 10 h).
     token_lifetime: float | None = None
-    # Locations the shop has (Shopify): the primary one holds the stock; the others stock
-    # nothing and their names sort before it, as a shop's warehouses often do.
+    # Locations the shop has, 1 (the primary, which stocks every variant) to `locations`; the
+    # others stock nothing until an edit there stocks a SKU (Shopify: their names sort before
+    # the primary's, as a shop's warehouses often do).
     locations: int = 1
     plan: str = "standard"
     # The access scopes the app was granted, comma-separated; None: all that shopsync needs.

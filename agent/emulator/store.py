@@ -7,7 +7,10 @@ import itertools
 from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = ["ShortStock", "Store", "UnknownSku", "Variant", "WriteRecord"]
+__all__ = ["PRIMARY", "NotStocked", "ShortStock", "Store", "UnknownSku", "Variant", "WriteRecord"]
+
+#: The shop's primary location, which every variant is stocked at; the others are 2, 3, ...
+PRIMARY = 1
 
 
 class ShortStock(Exception):
@@ -18,12 +21,19 @@ class UnknownSku(KeyError):
     """No variant carries that SKU."""
 
 
+class NotStocked(KeyError):
+    """The variant is not stocked at that location (or the shop has no such location)."""
+
+
 @dataclasses.dataclass(slots=True)
 class Variant:
-    """One sellable variant with its inventory item, at the shop's one default location.
+    """One sellable variant with its inventory item.
 
-    Ids are plain integers; each platform's wire layer formats them (Shopify gids, SHOPLINE
-    digit strings, Pisell sku@warehouse).
+    `available` is its count at the primary location (`PRIMARY`), where every variant is
+    stocked; `levels` its counts at the other locations that stock it (location number ->
+    count), none until an admin stocks it there (`Store.edit` with a location). Ids are plain
+    integers; each platform's wire layer formats them (Shopify gids, SHOPLINE digit strings,
+    Pisell sku@warehouse).
     """
 
     variant_id: int
@@ -36,6 +46,15 @@ class Variant:
     committed: int = 0
     tracked: bool = True
     updated_at: float = 0.0
+    levels: dict[int, int] = dataclasses.field(default_factory=dict)
+
+    def count(self, location: int = PRIMARY) -> int | None:
+        """The count at `location`; None where it is not stocked."""
+        return self.available if location == PRIMARY else self.levels.get(location)
+
+    def stocked_at(self) -> list[int]:
+        """The locations that stock it, the primary first."""
+        return [PRIMARY, *sorted(self.levels)]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -51,11 +70,12 @@ class WriteRecord:
     key: str | None
     applied: bool
     reason: str = ""
+    location: int = PRIMARY
 
 
-# A change listener gets (variant, before, after, cause); cause is "order", "edit",
+# A change listener gets (variant, before, after, cause, location); cause is "order", "edit",
 # "api", "refund", "cancel" or "product".
-Listener = Callable[[Variant, int, int, str], None]
+Listener = Callable[[Variant, int, int, str, int], None]
 
 
 class Store:
@@ -65,8 +85,11 @@ class Store:
     change goes through `_changed` and fires the platform's webhooks.
     """
 
-    def __init__(self, *, clock: Callable[[], float], id_base: int = 1000) -> None:
+    def __init__(
+        self, *, clock: Callable[[], float], id_base: int = 1000, locations: int = 1
+    ) -> None:
         self._clock = clock
+        self.locations = locations  # the shop's locations are 1 (primary) to `locations`
         self._ids = itertools.count(id_base)
         self.variants: dict[int, Variant] = {}  # by variant_id
         self.by_item: dict[int, Variant] = {}  # by inventory_item_id
@@ -124,37 +147,67 @@ class Store:
                 return variant
         raise UnknownSku(sku)
 
-    def inventory(self) -> dict[str, int]:
-        """Every SKU's available count (first variant of a duplicated SKU; SKU-less omitted)."""
+    def inventory(self, location: int = PRIMARY) -> dict[str, int]:
+        """Every SKU's available count at `location` (first variant of a duplicated SKU;
+        SKU-less and not stocked there omitted)."""
         out: dict[str, int] = {}
         for variant in self.variants.values():
-            if variant.sku and variant.sku not in out:
-                out[variant.sku] = variant.available
+            count = variant.count(location)
+            if variant.sku and variant.sku not in out and count is not None:
+                out[variant.sku] = count
         return out
+
+    def check_location(self, location: int) -> int:
+        """`location` if the shop has it; ValueError otherwise."""
+        if isinstance(location, bool) or not isinstance(location, int):
+            raise ValueError("location must be a location number")
+        if not PRIMARY <= location <= self.locations:
+            raise ValueError(f"the shop has no location {location} (it has 1 to {self.locations})")
+        return location
+
+    def _set(self, variant: Variant, location: int, count: int) -> int:
+        """Set the count at `location` (stocking it there); returns the count before."""
+        before = variant.count(location)
+        if location == PRIMARY:
+            variant.available = count
+        else:
+            variant.levels[location] = count
+        return before or 0
+
+    def _at(self, variant: Variant, location: int) -> int:
+        count = variant.count(location)
+        if count is None:
+            raise NotStocked(f"{variant.sku or variant.variant_id} is not stocked at {location}")
+        return count
 
     # -- storefront and admin ----------------------------------------------------------------
 
-    def purchase(self, lines: Iterable[tuple[str, int]]) -> dict[str, Any]:
-        """A storefront order: every line is checked before any count moves (409 if short)."""
+    def purchase(self, lines: Iterable[tuple[str, int]], location: int = PRIMARY) -> dict[str, Any]:
+        """A storefront order fulfilled from `location`: every line is checked before any
+        count moves (409 if short or not stocked there)."""
         resolved = []
         for sku, quantity in lines:
             variant = self.find_sku(sku)
             if quantity <= 0:
                 raise ValueError(f"quantity for {sku} must be positive")
-            if variant.available < quantity:
-                raise ShortStock(f"{sku}: {variant.available} available, {quantity} ordered")
+            have = variant.count(location)
+            if have is None:
+                raise ShortStock(f"{sku} is not stocked at location {location}")
+            if have < quantity:
+                raise ShortStock(f"{sku}: {have} available, {quantity} ordered")
             resolved.append((variant, quantity))
         seen: dict[int, int] = {}
         for variant, quantity in resolved:
             seen[variant.variant_id] = seen.get(variant.variant_id, 0) + quantity
-            if variant.available < seen[variant.variant_id]:
-                raise ShortStock(f"{variant.sku}: {variant.available} available")
+            if self._at(variant, location) < seen[variant.variant_id]:
+                raise ShortStock(f"{variant.sku}: {variant.count(location)} available")
         order_id = next(self._ids)
         order = {
             "id": order_id,
             "name": f"#{1000 + len(self.orders) + 1}",
             "created_at": self._clock(),
             "cancelled_at": None,
+            "location": location,
             "line_items": [
                 {
                     "id": next(self._ids),
@@ -169,10 +222,10 @@ class Store:
         }
         self.orders.append(order)
         for variant, quantity in resolved:
-            before = variant.available
-            variant.available -= quantity
-            variant.committed += quantity
-            self._changed(variant, before, variant.available, "order")
+            before = self._set(variant, location, self._at(variant, location) - quantity)
+            if location == PRIMARY:
+                variant.committed += quantity
+            self._changed(variant, before, before - quantity, "order", location)
         return order
 
     def restock_order(self, order_id: int, cause: str = "cancel") -> dict[str, Any]:
@@ -183,22 +236,23 @@ class Store:
         if order["cancelled_at"] is not None:
             raise ValueError(f"order {order_id} is already cancelled")
         order["cancelled_at"] = self._clock()
+        location = order.get("location", PRIMARY)
         for line in order["line_items"]:
             variant = self.variants.get(line["variant_id"])
             if variant is None:
                 continue
-            before = variant.available
-            variant.available += line["quantity"]
-            variant.committed = max(0, variant.committed - line["quantity"])
-            self._changed(variant, before, variant.available, cause)
+            before = self._set(variant, location, (variant.count(location) or 0) + line["quantity"])
+            if location == PRIMARY:
+                variant.committed = max(0, variant.committed - line["quantity"])
+            self._changed(variant, before, before + line["quantity"], cause, location)
         return order
 
-    def edit(self, sku: str, available: int) -> Variant:
-        """An admin's manual edit of a SKU's available count in the shop's back office."""
+    def edit(self, sku: str, available: int, location: int = PRIMARY) -> Variant:
+        """An admin's manual edit of a SKU's available count at `location` in the shop's back
+        office (at a location that does not stock it yet, it is stocked there first)."""
         variant = self.find_sku(sku)
-        before = variant.available
-        variant.available = available
-        self._changed(variant, before, available, "edit")
+        before = self._set(variant, self.check_location(location), available)
+        self._changed(variant, before, available, "edit", location)
         return variant
 
     # -- platform API writes -----------------------------------------------------------------
@@ -211,46 +265,57 @@ class Store:
         key: str | None = None,
         expected: int | None = None,
         reason: str = "",
+        location: int = PRIMARY,
     ) -> tuple[bool, int]:
-        """Set a count through the API; with `expected`, only if the shop still holds it.
-
-        Returns (applied, count after). Every call is logged, applied or not.
+        """Set a count at `location` through the API; with `expected`, only if the shop still
+        holds it. Returns (applied, count after). Every call is logged, applied or not;
+        `NotStocked` where the item is not stocked at `location`.
         """
         variant = self.by_item[inventory_item_id]
-        before = variant.available
+        before = self._at(variant, location)
         applied = expected is None or expected == before
         if applied:
-            variant.available = available
+            self._set(variant, location, available)
+        after = self._at(variant, location)
         self.write_log.append(
             WriteRecord(
                 self._clock(), "set", inventory_item_id, variant.sku, before,
-                variant.available, key, applied, reason,
+                after, key, applied, reason, location,
             )
         )  # fmt: skip
         if applied and before != available:
-            self._changed(variant, before, available, "api")
-        return applied, variant.available
+            self._changed(variant, before, available, "api", location)
+        return applied, after
 
     def api_adjust(
-        self, inventory_item_id: int, delta: int, *, key: str | None = None, reason: str = ""
+        self,
+        inventory_item_id: int,
+        delta: int,
+        *,
+        key: str | None = None,
+        reason: str = "",
+        location: int = PRIMARY,
     ) -> int:
-        """Adjust a count by `delta` through the API; returns the count after."""
+        """Adjust a count at `location` by `delta` through the API; returns the count after
+        (`NotStocked` where the item is not stocked there)."""
         variant = self.by_item[inventory_item_id]
-        before = variant.available
-        variant.available += delta
+        before = self._at(variant, location)
+        self._set(variant, location, before + delta)
         self.write_log.append(
             WriteRecord(
                 self._clock(), "adjust", inventory_item_id, variant.sku, before,
-                variant.available, key, True, reason,
+                before + delta, key, True, reason, location,
             )
         )  # fmt: skip
         if delta:
-            self._changed(variant, before, variant.available, "api")
-        return variant.available
+            self._changed(variant, before, before + delta, "api", location)
+        return before + delta
 
     # -- change notification -----------------------------------------------------------------
 
-    def _changed(self, variant: Variant, before: int, after: int, cause: str) -> None:
+    def _changed(
+        self, variant: Variant, before: int, after: int, cause: str, location: int = PRIMARY
+    ) -> None:
         variant.updated_at = self._clock()
         for listener in list(self.listeners):
-            listener(variant, before, after, cause)
+            listener(variant, before, after, cause, location)

@@ -45,7 +45,14 @@ from graphql import (
 )
 from graphql.execution.values import get_variable_values
 
-from agent.emulator import Emulator, EmulatorOptions, LeakyBucket, UnknownSku, Variant, json_error
+from agent.emulator import (
+    Emulator,
+    EmulatorOptions,
+    LeakyBucket,
+    UnknownSku,
+    Variant,
+    json_error,
+)
 from plugins.shopify.emulator_bulk import BulkRunner
 from plugins.shopify.emulator_cost import CostModel, LimitExceeded
 from plugins.shopify.emulator_graph import LOCATION_ID, Graph, QueryRoot, RequestContext, gid
