@@ -41,6 +41,7 @@ from agent.rules import Allocate, ShopRules
 from agent.snapshots import PAGE_SIZE, Spool
 from agent.syncmode import SyncMode
 from agent.transport import Transport
+from agent.warehouses import LocationMap
 from agent.webhook_health import Refusals
 
 __all__ = ["Agent", "Tuning"]
@@ -98,6 +99,7 @@ class Agent:
         allocate: Allocate,
         tuning: Tuning,
         shop_rules: ShopRules | None = None,
+        locations: LocationMap | None = None,
         alert_settings: AlertSettings | None = None,
         notify_settings: NotifySettings | None = None,
         http: aiohttp.ClientSession | None = None,
@@ -141,6 +143,7 @@ class Agent:
             sku_rule=tuning.sku_rule,
             sign_event=self.roster.sign_event,
             bundles=lambda: self.rules.bundles,
+            locations=locations,
         )
         self.replicator = Replicator(
             db=db,

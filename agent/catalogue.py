@@ -15,6 +15,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from agent.channel import Item
 from agent.models import ItemRow
 from agent.sql import Tx
+from agent.warehouses import listing_key, parse_listing, reserved
 
 __all__ = [
     "CatalogueChange",
@@ -53,6 +54,12 @@ class SkuRule:
             sku = sku.upper()
         return sku
 
+    def key(self, item: Item) -> str | None:
+        """The item table's key of a listed item: its SKU at the channel's own location,
+        ``SKU##location`` at another (`agent.warehouses.listing_key`); None without a SKU."""
+        sku = self(item.sku)
+        return None if sku is None else listing_key(sku, item.location)
+
 
 def classify(items: Iterable[tuple[str, str | None]]) -> dict[str, str | None]:
     """item_id → None (synced), "duplicate" (SKU shared in this shop) or "no_sku"."""
@@ -62,8 +69,11 @@ def classify(items: Iterable[tuple[str, str | None]]) -> dict[str, str | None]:
 
 
 def _verdict(sku: str | None, shared: bool) -> str | None:
-    """Why an item is not synced (no SKU, or one `shared` with another item), or None."""
-    return NO_SKU if not sku else DUPLICATE if shared else None
+    """Why an item is not synced (no usable SKU, or one `shared` with another item), or None.
+    A SKU holding a separator of the keys (``@@``, ``##``) is no usable SKU."""
+    if not sku or reserved(parse_listing(sku)[0]):
+        return NO_SKU
+    return DUPLICATE if shared else None
 
 
 class _Keyed(Protocol):
@@ -190,7 +200,7 @@ def _sync(
         r[0]: _Held(r[0], r[1], r[2] or "", r[3])
         for r in tx.rows("SELECT item_id, sku, title, excluded FROM item")
     }
-    keyed = [(it.item_id, rule(it.sku)) for it in listed]
+    keyed = [(it.item_id, rule.key(it)) for it in listed]
     seen = {item_id for item_id, _ in keyed}
     # a lookup leaves the rest of the shop as it was: those items still hold their SKUs
     others = (
@@ -287,7 +297,7 @@ def stage_listing(conn: Connection, *, page: Sequence[Item], rule: SkuRule, firs
         (
             (
                 it.item_id,
-                rule(it.sku),
+                rule.key(it),
                 it.title or "",
                 int(it.available),
                 None if it.stamp is None else float(it.stamp),

@@ -673,9 +673,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token", default="emulator-token")
     p.add_argument("--webhook-secret", default="emulator-secret", help="also the app's secret")
     p.add_argument("--client-id", default="emulator-client-id", help="the app's id for grants")
-    p.add_argument(
-        "--locations", type=int, default=1, help="the shop's locations (1 is the primary; the others stock what an edit there stocks)"
-    )
+    p.add_argument("--locations", type=int, default=1, help="the shop's locations (1: the primary)")
     p.add_argument(
         "--token-lifetime",
         type=float,

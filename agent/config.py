@@ -19,6 +19,7 @@ from agent.channel import ConfigError
 from agent.notify import NotifySettings
 from agent.rules import RuleError, ShopRules, rules_from_wire
 from agent.secrets_file import SharedSecretFile, read_private
+from agent.warehouses import DEFAULT, OWN, LocationMap, WarehouseError
 from agent.wire import MAX_PAGE as MAX_SNAPSHOT_PAGE
 
 __all__ = [
@@ -26,9 +27,14 @@ __all__ = [
     "Settings",
     "load_settings",
     "parse_listen",
+    "save_locations",
     "save_rules",
     "write_settings",
 ]
+
+#: How `[locations]` names the channel's own location (its `location_id`, or the shop's
+#: primary): every other key is a platform location id, as the channel's plugin names it.
+PRIMARY_KEY = "primary"
 
 CONFIG_NAME = "shopsync.toml"
 KEY_NAME = "agent.key"
@@ -227,6 +233,13 @@ class Settings:
     rules: ShopRules = dataclasses.field(default_factory=ShopRules)  # [rules]: what to publish
     alerts: AlertSettings = dataclasses.field(default_factory=AlertSettings)  # [alerts]
     notify: NotifySettings = dataclasses.field(default_factory=NotifySettings)  # [notify]
+    # [locations]: location ("" for the channel's own) -> the warehouses it sells from, in
+    # order; by default the own location sells from the default warehouse alone
+    locations: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+
+    def location_map(self) -> LocationMap:
+        """`locations` as the pipeline uses them (checked by `validate`)."""
+        return LocationMap(OWN, self.locations)
 
     @property
     def key_path(self) -> Path:
@@ -277,6 +290,10 @@ class Settings:
             raise ConfigError("compaction_interval must be 0 (never compact) or more (seconds)")
         if not self.history_horizon_days > 0:
             raise ConfigError("history_horizon_days must be a positive number of days")
+        try:
+            self.location_map()
+        except WarehouseError as exc:
+            raise ConfigError(f"[locations]: {exc}") from None
         return self
 
 
@@ -310,6 +327,8 @@ def write_settings(settings: Settings) -> Path:
         doc["alerts"] = settings.alerts.to_wire()
     if settings.notify != NotifySettings():
         doc["notify"] = settings.notify.to_wire()
+    if _locations_wire(settings.locations):
+        doc["locations"] = _locations_wire(settings.locations)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     path = settings.data_dir / CONFIG_NAME
     _write_private(path, tomli_w.dumps(doc).encode())
@@ -328,6 +347,47 @@ def save_rules(settings: Settings, rules: ShopRules) -> Path:
         del doc["rules"]
     _write_private(path, tomlkit.dumps(doc).encode())
     settings.rules = rules
+    return path
+
+
+def _locations_wire(locations: dict[str, list[str]]) -> dict[str, list[str]]:
+    """The `[locations]` table of `Settings.locations` (empty when it is the default)."""
+    if {k: list(v) for k, v in locations.items()} in ({}, {OWN: [DEFAULT]}):
+        return {}
+    return {(k or PRIMARY_KEY): list(v) for k, v in locations.items()}
+
+
+def _locations_from(table: Any, path: Path) -> dict[str, list[str]]:
+    """`[locations]` as `Settings.locations`; ConfigError naming a malformed entry."""
+    if table is None:
+        return {}
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [locations] must be a table of location = [warehouses]")
+    out: dict[str, list[str]] = {}
+    for key, value in table.items():
+        if not isinstance(value, list) or not all(isinstance(w, str) for w in value):
+            raise ConfigError(
+                f"{path}: [locations] {key} must be a list of warehouse names, "
+                f'like {key} = ["main"]'
+            )
+        out[OWN if key == PRIMARY_KEY else str(key)] = list(value)
+    return out
+
+
+def save_locations(settings: Settings, locations: dict[str, list[str]]) -> Path:
+    """Write `locations` as the ``[locations]`` table of `D/shopsync.toml`, keeping the rest
+    of the file as the owner wrote it; then they are `settings.locations`. Checked first:
+    WarehouseError says what is wrong, and nothing is written."""
+    LocationMap(OWN, locations)
+    path = settings.data_dir / CONFIG_NAME
+    doc = tomlkit.parse(_read_private(path).decode())
+    wire = _locations_wire(locations)
+    if wire:
+        doc["locations"] = wire
+    elif "locations" in doc:
+        del doc["locations"]
+    _write_private(path, tomlkit.dumps(doc).encode())
+    settings.locations = {k: list(v) for k, v in locations.items()}
     return path
 
 
@@ -368,6 +428,7 @@ def load_settings(data_dir: str | Path) -> Settings:
     agent = _Read(top.get("agent", {}), "[agent]")
     channel = _Read(top.get("channel", {}), "[channel]")
     rules_table = top.get("rules")
+    locations = _locations_from(top.get("locations"), path)
     alerts = _alert_settings(_Read(top.get("alerts", {}), "[alerts]"), path)
     notify = _notify_settings(_Read(top.get("notify", {}), "[notify]"), path)
     top.refuse_unread(path)
@@ -399,6 +460,7 @@ def load_settings(data_dir: str | Path) -> Settings:
             rules=rules,
             alerts=alerts,
             notify=notify,
+            locations=locations,
         )
     except KeyError as exc:
         for table in (agent, channel):  # a misspelled name first: it says what to fix

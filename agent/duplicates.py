@@ -11,6 +11,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from agent.bundles import BundleMap
 from agent.catalogue import DUPLICATE, NO_SKU
 from agent.models import ItemRow, PoolRow
+from agent.warehouses import parse_key, parse_listing
 
 __all__ = ["duplicates_report"]
 
@@ -19,6 +20,10 @@ ADVICE = {
     "it syncs again at the next reconciliation",
     NO_SKU: "enter the item's SKU (model number) in the shop; it syncs at the next reconciliation",
 }
+RESERVED = (
+    "the SKU {sku} holds '@@' or '##', which shopsync keeps for warehouses and locations: "
+    "rename it in every shop; it syncs at the next reconciliation"
+)
 BUNDLE_SHORT = (
     "the bundle shows 0 here until every component is a product of some shop in the group: "
     "create it (same SKU), or correct the bundle (shopsync bundles add)"
@@ -43,19 +48,26 @@ async def duplicates_report(
         if item.excluded == DUPLICATE and item.sku:
             groups.setdefault(item.sku, []).append(entry)
         elif item.excluded == NO_SKU:
+            if item.sku:  # a SKU the agent cannot key: says so, rather than "enter one"
+                entry["advice"] = RESERVED.format(sku=parse_listing(item.sku)[0])
             no_sku.append(entry)
-    synced = set(
+    listed = set(
         await session.exec(
             select(ItemRow.sku).where(
                 col(ItemRow.excluded).is_(None), col(ItemRow.sku).is_not(None)
             )
         )
     )
-    pooled = set(await session.exec(select(PoolRow.sku).where(col(PoolRow.base).is_not(None))))
-    duplicated = set(groups)
+    # by SKU: a pool per warehouse (`SKU@@W`), an item per location (`SKU##location`)
+    pooled = {
+        parse_key(key)[0]
+        for key in await session.exec(select(PoolRow.sku).where(col(PoolRow.base).is_not(None)))
+    }
+    synced = {parse_listing(s)[0] for s in listed if s is not None}
+    duplicated = {parse_listing(s)[0] for s in groups}
     bundles = bundles or BundleMap()
     short = []
-    for sku in sorted(s for s in synced if s is not None and bundles.is_bundle(s)):
+    for sku in sorted(s for s in synced if bundles.is_bundle(s)):
         missing = [p for p, _ in bundles.bundles[sku].components if p not in pooled]
         if missing:
             short.append({"sku": sku, "missing": missing, "advice": BUNDLE_SHORT})
@@ -69,7 +81,7 @@ async def duplicates_report(
             for sku in sorted(groups)
         ],
         "no_sku": [
-            {**e, "advice": ADVICE[NO_SKU]} for e in sorted(no_sku, key=lambda e: e["item_id"])
+            {"advice": ADVICE[NO_SKU], **e} for e in sorted(no_sku, key=lambda e: e["item_id"])
         ],
         "missing_here": sorted(p for p in pooled - synced - duplicated if not bundles.is_bundle(p)),
         "only_here": sorted(only_here or []),

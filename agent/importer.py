@@ -171,7 +171,7 @@ class Importer:
         joining = pools is not None
         known = await self._known_items() if joining else None
         listed = known if known is not None else [it async for it in self.channel.list_items()]
-        keyed = [(it.item_id, self.sku_rule(it.sku)) for it in listed]
+        keyed = [(it.item_id, self.sku_rule.key(it)) for it in listed]
         verdict = classify(keyed)
         rows: dict[str, ItemRow] = {}
         async with self.db.sessions() as session:

@@ -9,11 +9,11 @@ from typing import Any, Protocol
 from sqlalchemy import Connection
 
 from agent import ledger, synclog
-from agent.bundles import BundleMap
 from agent.causes import logged
 from agent.ledger import INTRODUCE, NewEvent
 from agent.models import EventRow
 from agent.sql import Tx, marks
+from agent.warehouses import Listings
 
 __all__ = ["Append", "Effects", "Item", "load_items", "observe", "observe_counts", "save_items"]
 
@@ -120,7 +120,7 @@ def observe_counts(
     *,
     stamps: dict[str, float | None] | None = None,
     expect: dict[str, int] | None = None,
-    bundles: BundleMap | None = None,
+    listings: Listings | None = None,
 ) -> Effects:
     """Apply fresh counts of items in one unit of work: their events, log and published
     counts; returns what the reconciler's memory must learn of it.
@@ -128,12 +128,19 @@ def observe_counts(
     `stamps`: the platform's time of each count (`Level.stamp`), kept as the item's known
     state. `expect`: counts taken from level webhooks, each valid only while the item still
     publishes the count the agent's stamped knowledge belongs to; an item that moved since
-    (a path without a stamp) is read instead. `bundles`: a bundle's change is its components'
-    (`BundleMap.expand`).
+    (a path without a stamp) is read instead. `listings`: the shop's locations and the group's
+    bundles: a change at a listing is its warehouses' (a bundle's, its components'),
+    `Listings.expand`; without, an item's key is its pool's.
     """
     done = Effects()
     rows = load_items(conn, counts)
-    pools = ledger.pools(conn, (r.sku for r in rows.values() if r.sku))
+    listed = [r.sku for r in rows.values() if r.sku]
+    pools = ledger.pools(conn, listings.keys(listed) if listings else listed)
+
+    def count_of(key: str) -> int | None:
+        pool = pools.get(key)
+        return None if pool is None else pool.value
+
     new_events: list[NewEvent] = []
     introduced: list[str] = []
     entries: list[dict[str, Any]] = []
@@ -152,7 +159,8 @@ def observe_counts(
         if stamp is not None:
             done.known[item_id] = (stamp, obs)
         before, state = row.published, row.state()
-        event = observe(row, obs, pools.get(row.sku), cause)
+        known = listings.known(row.sku, count_of) if listings else pools.get(row.sku)
+        event = observe(row, obs, known, cause)
         if row.state() != state:
             changed.append(row)
         done.seen[item_id] = obs
@@ -162,7 +170,7 @@ def observe_counts(
             continue
         new_events.append(event)
         if event.kind == INTRODUCE:
-            if bundles is None or not bundles.is_bundle(row.sku):
+            if listings is None or not listings.bundles.is_bundle(row.sku):
                 introduced.append(row.sku)
             continue
         entries.append(
@@ -186,10 +194,11 @@ def observe_counts(
                 message=f"{len(introduced)} new SKUs ({introduced[0]} … {introduced[-1]}), {cause}",
             )
         )
+    if listings:
+        new_events, moved, refused = listings.expand(new_events, count_of)
+        done.plan |= moved
+        entries += [synclog.entry("change_refused", now, sku=s, message=m) for s, m in refused]
     save_items(conn, changed)
     synclog.insert(conn, entries)
-    if bundles:
-        new_events, moved = bundles.expand(new_events)
-        done.plan |= moved
     done.events = append(conn, new_events, now)
     return done

@@ -33,6 +33,7 @@ from agent.models import EventRow, Identity
 from agent.observation import Effects, Item, observe, observe_counts
 from agent.scheduler import CATALOGUE_MIN_INTERVAL, LOOKUP_WINDOW, Scheduler, Told
 from agent.sweep import Sweep
+from agent.warehouses import OWN, Listings, LocationMap
 from agent.writes import Allocate, Writes
 
 __all__ = ["Item", "Reconciler", "ReconcilerStatus", "observe"]
@@ -75,9 +76,13 @@ class Reconciler:
         sku_rule: SkuRule | None = None,
         sign_event: ledger.Signer | None = None,
         bundles: Callable[[], BundleMap] = BundleMap,
+        locations: LocationMap | None = None,
     ) -> None:
         self.db = db
         self.bundles = bundles  # the group's bundles now (`RuleBook.bundles`)
+        # the shop's locations, each linked to the warehouses it sells from (`[locations]`)
+        self.locations = locations or LocationMap(OWN)
+        self._listings: tuple[BundleMap, Listings] | None = None
         # this agent's proof of origin for its events; without one (a reconciler on its own,
         # in tests) events carry none, and no peer would take them
         self.sign_event: ledger.Signer = sign_event or (lambda _event: "")
@@ -112,7 +117,7 @@ class Reconciler:
             rng=self.rng,
             append=self._append,
             scheduler=self.scheduler,
-            bundles=bundles,
+            listings=self.listings,
         )
         self.sweep = Sweep(
             db=db,
@@ -131,11 +136,18 @@ class Reconciler:
         """A verified webhook: queue fresh reads of what it names."""
         self.scheduler.hint(hint)
 
-    def pool_changed(self, skus: Iterable[str]) -> None:
-        """Pools of `skus` moved (remote events, import): queue writes of their targets, and
-        of every bundle taking one of them."""
+    def listings(self) -> Listings:
+        """The shop's locations and the group's bundles now (`agent.warehouses.Listings`)."""
         bundles = self.bundles()
-        self.scheduler.pool_changed(bundles.affected(skus) if bundles else skus)
+        if self._listings is None or self._listings[0] is not bundles:
+            self._listings = (bundles, Listings(bundles, self.locations))
+        return self._listings[1]
+
+    def pool_changed(self, skus: Iterable[str]) -> None:
+        """Pools of `skus` (ledger keys) moved (remote events, import): queue writes of the
+        listings they make, and of every bundle taking one of them."""
+        listings = self.listings()
+        self.scheduler.pool_changed(listings.affected(skus) if listings else skus)
 
     def resync(self, skus: Iterable[str] | None = None) -> list[str]:
         """Re-read these SKUs' items (all when None) and re-write their counts if they differ;
@@ -273,12 +285,12 @@ class Reconciler:
         if not counts:
             return
         now = self.clock.now()
-        bundles = self.bundles()
+        listings = self.listings()
 
         def work(conn: Connection) -> Effects:
             return observe_counts(
                 conn, counts, causes, now, self._append, stamps=stamps, expect=expect,
-                bundles=bundles,
+                listings=listings,
             )  # fmt: skip
 
         self.scheduler.settle(await self.db.run(work))

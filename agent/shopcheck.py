@@ -41,9 +41,14 @@ async def check_shop(settings: Settings, registry: Registry, *, clock: Clock) ->
         options = cls.settings_class.from_options(settings.channel_options)
     except ConfigError as exc:
         return [Check("settings", False, str(exc))]
+    others = settings.location_map().others()
+    if others and not cls.multi_location:
+        why = f"[locations] names {', '.join(others)}; the {cls.name} channel syncs one location"
+        return [Check("settings", False, why)]
     timeout = aiohttp.ClientTimeout(total=60, connect=10)
     async with aiohttp.ClientSession(timeout=timeout) as http:
         channel = cls(options, http=http, clock=clock)
+        channel.locations = others
         try:
             checks = await channel.check()
         finally:

@@ -19,7 +19,6 @@ from sqlalchemy import Connection
 from sqlmodel import select as orm_select
 
 from agent import ledger, observation, synclog
-from agent.bundles import BundleMap
 from agent.causes import in_words
 from agent.channel import Channel, ChannelError, Write, WriteResult
 from agent.clock import Clock
@@ -30,6 +29,7 @@ from agent.observation import Append, Effects, Item, load_items, save_items
 from agent.rules import Decision
 from agent.scheduler import Scheduler
 from agent.sql import Tx
+from agent.warehouses import Listings, parse_listing
 
 __all__ = ["Allocate", "Carried", "Reason", "Writes"]
 
@@ -51,7 +51,8 @@ class Writes:
     rng: random.Random
     append: Append
     scheduler: Scheduler
-    bundles: Callable[[], BundleMap] = BundleMap  # the group's bundles now
+    # the shop's locations and the group's bundles now (what a listing is made of)
+    listings: Callable[[], Listings] = Listings
     oversold: set[str] = dataclasses.field(default_factory=set)  # SKUs logged as oversold
     # item -> why the count in flight to it is written (for its `write` log row)
     why: dict[str, Reason] = dataclasses.field(default_factory=dict)
@@ -62,9 +63,11 @@ class Writes:
         """Changes just applied to pools (this shop's or a peer's): the next write of their
         SKUs carries them, and its log row names them ("order #1042 at shop2 (-1)")."""
         known = self.scheduler.index.sku_item
+        listings = self.listings()
         for event in events:
-            if event.sku in known:
-                self.carried.setdefault(event.sku, Carried()).add(event)
+            for listing in listings.affected([event.sku]) if listings else [event.sku]:
+                if listing in known:
+                    self.carried.setdefault(listing, Carried()).add(event)
 
     def target_for(self, sku: str, pool: int) -> int:
         """What to publish for a pool count (the allocate hook; never below zero)."""
@@ -93,52 +96,48 @@ class Writes:
         }
 
         rules: dict[str, str] = {}
-        bundles = self.bundles()
+        listings = self.listings()
 
         def work(conn: Connection) -> tuple[list[Write], set[str], set[str]]:
             writes: list[Write] = []
             rows = load_items(conn, claimed)
-            pools = ledger.pools(conn, [*skus, *bundles.components_of(skus)])
+            pools = ledger.pools(conn, listings.keys(skus) if listings else skus)
             entries, cut, short, enough = [], [], set(), set()
 
-            def count_of(part: str) -> int | None:
-                pool = pools.get(part)
-                return (
-                    None
-                    if pool is None or pool.value is None
-                    else self.target_for(part, pool.value)
-                )
+            def count_of(key: str) -> int | None:
+                pool = pools.get(key)
+                return None if pool is None else pool.value
 
             for item_id in claimed:
                 row = rows.get(item_id)
                 if row is None or row.excluded or not row.sku or row.published is None:
                     continue
-                if bundles.is_bundle(row.sku):  # no pool of its own: what its parts allow
-                    made = bundles.target(row.sku, count_of)
-                    if made.count != row.published:
-                        writes.append(Write(item_id, row.published, made.count))
-                        rules[item_id] = made.why
-                    elif row.cutover_pending:
-                        row.cutover_pending = False
-                        cut.append(row)
-                    continue
-                pool = pools.get(row.sku)
-                if pool is None or pool.value is None:
-                    continue
-                if pool.value < 0 and row.sku not in oversold:
+                sku = parse_listing(row.sku)[0]
+                bundle = listings.bundles.is_bundle(sku)
+                if listings:
+                    made = listings.target(row.sku, count_of, self.decide)
+                    if made is None:
+                        continue
+                    total = None if bundle else listings.known(row.sku, count_of).value
+                else:
+                    total = count_of(row.sku)
+                    if total is None:
+                        continue
+                    made = self.decide(row.sku, total)
+                if total is not None and total < 0 and row.sku not in oversold:
                     short.add(row.sku)
                     entries.append(
                         synclog.entry(
                             "oversold",
                             now,
-                            sku=row.sku,
-                            after=pool.value,
-                            message=f"the group sold {-pool.value} more than it had; publishing 0",
+                            sku=sku,
+                            after=total,
+                            message=f"the group sold {-total} more than it had; publishing 0",
                         )
                     )
-                elif pool.value >= 0:
+                elif total is not None and total >= 0:
                     enough.add(row.sku)
-                target, why = self.decide(row.sku, pool.value)
+                target, why = made
                 if target != row.published:
                     writes.append(Write(item_id, row.published, target))
                     rules[item_id] = why
@@ -247,7 +246,7 @@ class Writes:
         """
         now = self.clock.now()
         held = frozenset(done)
-        bundles = self.bundles()
+        listings = self.listings()
 
         def work(conn: Connection) -> tuple[Effects, set[str]]:
             effects, unknown = Effects(), set()
@@ -285,10 +284,20 @@ class Writes:
                 )
             else:
                 tx.run('DELETE FROM pending_write WHERE "key" = ?', (key,))
+            if listings:
+                pools = ledger.pools(conn, listings.keys(e.sku for e in new_events))
+
+                def count_of(key: str) -> int | None:
+                    pool = pools.get(key)
+                    return None if pool is None else pool.value
+
+                new_events, moved, refused = listings.expand(new_events, count_of)
+                effects.plan |= moved
+                entries.extend(
+                    synclog.entry("change_refused", now, sku=s, message=m) for s, m in refused
+                )
             save_items(conn, changed)
             synclog.insert(conn, entries)
-            new_events, moved = bundles.expand(new_events)
-            effects.plan |= moved
             effects.events = self.append(conn, new_events, now)
             return effects, unknown
 

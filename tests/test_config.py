@@ -93,3 +93,41 @@ def test_a_setting_nothing_reads_is_refused_with_the_closest_name(
     with pytest.raises(ConfigError) as caught:
         load_settings(tmp_path)
     assert message in str(caught.value)
+
+
+def test_locations_round_trip_and_keep_the_owners_comments(tmp_path: Path) -> None:
+    from agent.config import save_locations
+
+    links = {"": ["main"], "2": ["north", "main"]}
+    write_settings(_settings(tmp_path, locations=links))
+    text = (tmp_path / "shopsync.toml").read_text()
+    assert "[locations]" in text and "primary = [" in text
+    loaded = load_settings(tmp_path)
+    assert loaded.locations == links
+    assert loaded.location_map().others() == ("2",)
+    assert loaded.location_map().warehouses("2") == ("north", "main")
+    path = tmp_path / "shopsync.toml"
+    path.write_text("# the owner's note\n" + path.read_text())
+    save_locations(loaded, {"": ["main"], "2": ["north"], "7": ["south"]})
+    assert path.read_text().startswith("# the owner's note\n")
+    assert load_settings(tmp_path).locations == {"": ["main"], "2": ["north"], "7": ["south"]}
+    save_locations(loaded, {})  # back to the default: the table goes
+    assert "[locations]" not in path.read_text() and load_settings(tmp_path).locations == {}
+
+
+@pytest.mark.parametrize(
+    ("table", "says"),
+    [
+        ('"2" = "north"', "list of warehouse names"),
+        ('"2" = []', "at least"),
+        ('"2" = ["north", "north"]', "twice"),
+        ('"2" = ["north wing"]', "no warehouse name"),
+    ],
+)
+def test_a_bad_locations_table_is_refused_saying_what_is_wrong(
+    tmp_path: Path, table: str, says: str
+) -> None:
+    path = write_settings(_settings(tmp_path))
+    path.write_text(path.read_text() + f"\n[locations]\n{table}\n")
+    with pytest.raises(ConfigError, match=says):
+        load_settings(tmp_path)

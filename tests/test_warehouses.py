@@ -4,8 +4,19 @@ and what a change seen at one does to the warehouses' counts."""
 from __future__ import annotations
 
 import pytest
+from sqlmodel import select
 
+from agent import ledger
+from agent.bundles import Bundle, BundleMap
+from agent.channel import WebhookHint
+from agent.duplicates import duplicates_report
+from agent.models import LogEntry
+from agent.reconcile import Reconciler
 from agent.warehouses import DEFAULT, LocationMap, WarehouseError, parse_key, stock_key
+from tests.conftest import settle
+from tests.support.memchannel import MemShop
+from tests.test_reconcile import _remote_delta
+from tests.test_reconcile import _running as running
 
 SHOP, ANNEX, POPUP = "gid://shopify/Location/1", "gid://shopify/Location/2", "popup"
 
@@ -93,3 +104,116 @@ def test_stock_back_goes_to_the_first_warehouse_and_an_edit_there_is_refused() -
     assert links.taken(ANNEX, "TEA", 0, "read", counts) == links.taken(
         "elsewhere", "TEA", 5, "read", counts
     )
+
+
+# -- the counting core with warehouses, on a memory shop -----------------------------------------
+# The shop's own location ("") sells from the default warehouse; its annex from "north"; its
+# outlet from north first, then main.
+
+ANNEXED = {"": ["main"], "annex": ["north"], "outlet": ["north", "main"]}
+
+
+def _located(db, shop: MemShop, clock, links=ANNEXED, bundles=None):  # type: ignore[no-untyped-def]
+    return running(
+        db,
+        shop,
+        clock,
+        locations=LocationMap("", links),
+        bundles=(lambda: bundles) if bundles else BundleMap,
+    )
+
+
+async def _keys(r: Reconciler, *keys: str) -> dict[str, int | None]:
+    async with r.db.sessions() as s:
+        return {k: p.value for k, p in (await ledger.get_pools(s, list(keys))).items()}
+
+
+async def _log(r: Reconciler, kind: str) -> list[LogEntry]:
+    async with r.db.sessions() as s:
+        rows = await s.exec(select(LogEntry).where(LogEntry.kind == kind))
+        return list(rows)
+
+
+async def test_each_location_counts_into_its_own_warehouse(sqlite_db, memshop, clock) -> None:  # type: ignore[no-untyped-def]
+    memshop.add("t", "TEA", 10)
+    memshop.add("t@annex", "TEA", 4, location="annex")
+    async with _located(sqlite_db, memshop, clock) as r:
+        assert await _keys(r, "TEA", "TEA@@north") == {"TEA": 10, "TEA@@north": 4}
+        memshop.sell("t@annex", 1)
+        r.hint(WebhookHint("orders/create", item_ids=("t@annex",)))
+        await settle(r)
+        assert await _keys(r, "TEA", "TEA@@north") == {"TEA": 10, "TEA@@north": 3}
+        assert memshop.counts == {"t": 10, "t@annex": 3}  # the own location did not move
+
+
+async def test_a_location_selling_from_two_warehouses_shows_their_sum_and_takes_in_order(
+    sqlite_db, memshop, clock
+) -> None:  # type: ignore[no-untyped-def]
+    memshop.add("t", "TEA", 10)
+    memshop.add("t@annex", "TEA", 4, location="annex")
+    memshop.add("t@outlet", "TEA", 0, location="outlet")
+    async with _located(sqlite_db, memshop, clock) as r:
+        assert memshop.counts["t@outlet"] == 14  # north 4 + main 10
+        memshop.sell("t@outlet", 6)  # north's 4 first, then 2 of main's
+        r.hint(WebhookHint("orders/create", item_ids=("t@outlet",)))
+        await settle(r)
+        assert await _keys(r, "TEA", "TEA@@north") == {"TEA": 8, "TEA@@north": 0}
+        assert memshop.counts == {"t": 8, "t@annex": 0, "t@outlet": 8}
+
+
+async def test_an_edit_at_a_location_of_two_warehouses_is_refused_and_undone(
+    sqlite_db, memshop, clock
+) -> None:  # type: ignore[no-untyped-def]
+    memshop.add("t", "TEA", 10)
+    memshop.add("t@annex", "TEA", 4, location="annex")
+    memshop.add("t@outlet", "TEA", 0, location="outlet")
+    async with _located(sqlite_db, memshop, clock) as r:
+        memshop.counts["t@outlet"] = 20  # an admin's edit: whose stock is it?
+        r.hint(WebhookHint("inventory_levels/update", item_ids=("t@outlet",)))
+        await settle(r)
+        assert await _keys(r, "TEA", "TEA@@north") == {"TEA": 10, "TEA@@north": 4}
+        assert memshop.counts["t@outlet"] == 14  # shown the warehouses' sum again
+        (refused,) = await _log(r, "change_refused")
+        assert refused.sku == "TEA" and "outlet" in refused.message
+        assert "link outlet to one warehouse" in refused.message
+
+
+async def test_a_peers_change_to_a_warehouse_is_written_where_it_is_sold(
+    sqlite_db, memshop, clock
+) -> None:  # type: ignore[no-untyped-def]
+    memshop.add("t", "TEA", 10)
+    memshop.add("t@annex", "TEA", 4, location="annex")
+    memshop.add("t@outlet", "TEA", 0, location="outlet")
+    async with _located(sqlite_db, memshop, clock) as r:
+        await _remote_delta(r, "TEA@@north", -3)  # sold in another shop's north location
+        await settle(r)
+        assert memshop.counts == {"t": 10, "t@annex": 1, "t@outlet": 11}
+
+
+async def test_a_bundle_sold_at_a_location_takes_its_components_there(
+    sqlite_db, memshop, clock
+) -> None:  # type: ignore[no-untyped-def]
+    pack = Bundle("PACK-2", (("TEA", 2),))
+    memshop.add("t", "TEA", 10)
+    memshop.add("t@annex", "TEA", 4, location="annex")
+    memshop.add("p@annex", "PACK-2", 0, location="annex")
+    memshop.add("p", "PACK-2", 0)
+    async with _located(sqlite_db, memshop, clock, bundles=BundleMap([pack])) as r:
+        assert memshop.counts == {"t": 10, "t@annex": 4, "p@annex": 2, "p": 5}
+        memshop.sell("p@annex", 1)
+        r.hint(WebhookHint("orders/create", item_ids=("p@annex",)))
+        await settle(r)
+        assert await _keys(r, "TEA", "TEA@@north") == {"TEA": 10, "TEA@@north": 2}
+        assert memshop.counts == {"t": 10, "t@annex": 2, "p@annex": 1, "p": 5}
+
+
+async def test_a_sku_holding_a_key_separator_is_not_synced_and_says_why(
+    sqlite_db, memshop, clock
+) -> None:  # type: ignore[no-untyped-def]
+    memshop.add("odd", "TEA@@2", 3)
+    async with _located(sqlite_db, memshop, clock) as r:
+        assert await _keys(r, "TEA@@2", "TEA") == {}
+        async with r.db.sessions() as s:
+            report = await duplicates_report(s)
+        (entry,) = report["no_sku"]
+        assert "TEA@@2" in entry["advice"] and "rename" in entry["advice"]

@@ -196,6 +196,12 @@ async def _channel(app: web.Application) -> AsyncIterator[None]:
     cls = app[keys.REGISTRY].channel(settings.channel)
     options = cls.settings_class.from_options(settings.channel_options)
     channel = cls(options, http=app[keys.HTTP], clock=app[keys.CLOCK])
+    channel.locations = settings.location_map().others()
+    if channel.locations and not cls.multi_location:
+        raise StartupError(
+            f"[locations] names {', '.join(channel.locations)}, but the {cls.name} channel "
+            "syncs only its own location: remove them from [locations]"
+        )
     journal = StateJournal(app[keys.DB], cls.name)
     await journal.drop_orphans()
     channel.journal = journal
@@ -235,6 +241,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
             history_horizon=settings.history_horizon_days * 86400,
         ),
         shop_rules=settings.rules,
+        locations=settings.location_map(),
         alert_settings=settings.alerts,
         notify_settings=settings.notify,
         http=app[keys.HTTP],

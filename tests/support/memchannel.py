@@ -60,10 +60,19 @@ class MemShop:
         if self.stamps is not None:
             self.stamps[item_id] = self.tick
 
-    def add(self, item_id: str, sku: str | None, count: int, created: float | None = None) -> None:
+    def add(
+        self,
+        item_id: str,
+        sku: str | None,
+        count: int,
+        created: float | None = None,
+        location: str = "",
+    ) -> None:
         self.clock += 1
         created = self.clock if created is None else created
-        self.items[item_id] = Item(item_id, sku, count, created, f"title {item_id}")
+        self.items[item_id] = Item(
+            item_id, sku, count, created, f"title {item_id}", location=location
+        )
         self.counts[item_id] = count
 
     def sell(self, item_id: str, n: int = 1) -> None:
