@@ -427,6 +427,29 @@ def print_bundles(view: dict[str, Any]) -> None:
         console.print(f"told {_safe(', '.join(view['told']) or 'nobody')}")
 
 
+def print_locations(view: dict[str, Any]) -> None:
+    """This shop's locations and their warehouses; a change's preview and whether it holds."""
+    table = Table(box=None, pad_edge=False)
+    for name in ("location", "sells from (in order)"):
+        table.add_column(name)
+    for row in view.get("locations", []):
+        table.add_row(_text(row["location"]), _text(", ".join(row["warehouses"])))
+    console.print(table)
+    preview = view.get("preview")
+    if preview is not None:
+        verb = "would change" if view.get("dry_run") else "change"
+        console.print(f"{preview['changes']} of {preview['listings']} listings there {verb}:")
+        for row in preview["rows"]:
+            if row["would_show"] is not None and row["would_show"] != row["shows"]:
+                console.print(f"  {_safe(row['sku'])}: {row['shows']} → {row['would_show']}")
+    if view.get("dry_run"):
+        console.print("dry run: nothing changed")
+    elif view.get("restart_required"):
+        console.print("saved; restart the agent (shopsync run) to sync the locations added")
+    elif view.get("applied"):
+        console.print("saved and applied")
+
+
 def print_rules_test(answer: dict[str, Any]) -> None:
     """What each shop would publish of a SKU at a pool, and which rule decided."""
     console.print(f"{_safe(answer['sku'])} at a pool of {answer['pool']}:")

@@ -33,7 +33,7 @@ from agent.models import EventRow, Identity
 from agent.observation import Effects, Item, observe, observe_counts
 from agent.scheduler import CATALOGUE_MIN_INTERVAL, LOOKUP_WINDOW, Scheduler, Told
 from agent.sweep import Sweep
-from agent.warehouses import OWN, Listings, LocationMap
+from agent.warehouses import OWN, Listings, LocationMap, parse_listing
 from agent.writes import Allocate, Writes
 
 __all__ = ["Item", "Reconciler", "ReconcilerStatus", "observe"]
@@ -143,6 +143,13 @@ class Reconciler:
             self._listings = (bundles, Listings(bundles, self.locations))
         return self._listings[1]
 
+    def set_locations(self, locations: LocationMap) -> None:
+        """The shop's locations are linked anew (the same locations synced): every listing
+        is planned again, and those whose count changes are written."""
+        self.locations = locations
+        self._listings = None
+        self.replan()
+
     def pool_changed(self, skus: Iterable[str]) -> None:
         """Pools of `skus` (ledger keys) moved (remote events, import): queue writes of the
         listings they make, and of every bundle taking one of them."""
@@ -151,7 +158,15 @@ class Reconciler:
 
     def resync(self, skus: Iterable[str] | None = None) -> list[str]:
         """Re-read these SKUs' items (all when None) and re-write their counts if they differ;
-        returns the SKUs queued. For an admin who doubts a count."""
+        returns the SKUs queued. For an admin who doubts a count. A SKU names its listings at
+        every location."""
+        if skus is not None and not self.locations.plain():
+            wanted = set(skus)
+            skus = [
+                key
+                for key in self.scheduler.index.sku_item
+                if key in wanted or parse_listing(key)[0] in wanted
+            ]
         return self.scheduler.resync(skus)
 
     def replan(self) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 from agent.channel import ConfigError
 
-__all__ = ["add_parser", "cmd_bundles", "cmd_rules"]
+__all__ = ["add_parser", "cmd_bundles", "cmd_locations", "cmd_rules"]
 
 
 def client_for(args: argparse.Namespace) -> Any:
@@ -94,10 +94,37 @@ async def cmd_bundles(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_locations(args: argparse.Namespace) -> int:
+    """locations show | set LOCATION WAREHOUSE… | remove LOCATION [--dry-run]: which
+    warehouses each of this shop's locations sells from."""
+    from agent.console import print_locations
+
+    client = client_for(args)
+    if args.action == "show":
+        if args.location or args.warehouses or args.dry_run:
+            raise ConfigError("show takes nothing more: shopsync locations show")
+        answer = await client.get("/api/locations")
+    else:
+        if not args.location:
+            raise ConfigError(f"say which: shopsync locations {args.action} LOCATION …")
+        if args.action == "set" and not args.warehouses:
+            raise ConfigError("say from where: shopsync locations set LOCATION WAREHOUSE…")
+        if args.action == "remove" and args.warehouses:
+            raise ConfigError("remove takes the location only: shopsync locations remove LOC")
+        warehouses = [w for spec in args.warehouses for w in spec.split(",") if w.strip()]
+        body = {"location": args.location, "warehouses": warehouses, "dry_run": args.dry_run}
+        answer = await client.post("/api/locations", body)
+    if args.json:
+        _print_json(answer)
+    else:
+        print_locations(answer)
+    return 0
+
+
 def add_parser(
     command: Callable[..., Any], data_dir: Callable[[argparse.ArgumentParser], None]
 ) -> None:
-    """The `rules` and `bundles` subcommands, on the CLI's parser."""
+    """The `rules`, `locations` and `bundles` subcommands, on the CLI's parser."""
     p = command("rules", cmd_rules, "show, set or test the stock rules (what each shop publishes)")
     data_dir(p)
     p.add_argument("action", choices=["show", "set", "unset", "test"])
@@ -112,6 +139,16 @@ def add_parser(
     p.add_argument("--at-most", type=int, metavar="N", help="…while a pool is N or less")
     p.add_argument("--no-priority", action="store_true", help="with unset: no priority shop")
     p.add_argument("--pool", type=int, help="with test: the pool to decide for")
+    p.add_argument("--json", action="store_true")
+
+    p = command("locations", cmd_locations, "show or link this shop's locations to warehouses")
+    data_dir(p)
+    p.add_argument("action", nargs="?", default="show", choices=["show", "set", "remove"])
+    p.add_argument("location", nargs="?", help='a platform location id, or "primary"')
+    p.add_argument(
+        "warehouses", nargs="*", metavar="WAREHOUSE", help="set: the warehouses, in order"
+    )
+    p.add_argument("--dry-run", action="store_true", help="say what would change, change nothing")
     p.add_argument("--json", action="store_true")
 
     p = command("bundles", cmd_bundles, "list, add or remove the group's bundles (kits, cases)")

@@ -33,8 +33,6 @@ MAX_PAGE = 1000
 KINDS: dict[str, str] = {
     "change": "this shop's count changed (a sale, refund or edit seen at the platform)",
     "introduce": "a SKU seen for the first time, or a member introduced to the group",
-    "change_refused": "a stock edit at a location that sells from several warehouses, not "
-    "counted (the entry says why and what to do instead)",
     "write": "a count written to this shop",
     "write_conflict": "a write found the shop's count changed under it, and was planned again",
     "write_failed": "the platform refused a write",
@@ -72,6 +70,8 @@ KINDS: dict[str, str] = {
     "alert": "an alert opened (oversold, low stock, write failing, peer unreachable…)",
     "alert_cleared": "an alert cleared: its condition no longer holds",
     "notification": "a notification (webhook, e-mail) delivered, retried or given up",
+    "change_refused": "stock added by hand at a location that sells from several warehouses, "
+    "not counted (the entry says why and what to do instead)",
 }
 
 

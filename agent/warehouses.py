@@ -23,9 +23,12 @@ today's behaviour, and no other location (those are not synced). Then, at a loca
 - a sale takes from its warehouses in order, each down to zero; what none holds is taken from
   the first (which goes below zero: oversold, reported as any pool is);
 - stock coming back (a refund, a cancelled order) goes to the first warehouse;
-- a stock edit sets the warehouse of a location linked to one; at a location linked to
-  several it is refused (`Taken.refused` says why and what to do): the agent cannot tell
-  whose stock was counted.
+- a stock edit sets the warehouse of a location linked to one. At a location linked to
+  several, stock added by hand is refused (`Taken.refused` says why and what to do; the
+  location shows its warehouses' count again): the agent cannot tell whose stock was
+  counted. Stock gone is always counted, as a sale is, from the first warehouse on: the
+  platforms do not always say whether a count went down by a sale or by hand (a level
+  webhook may come without its order), and ignoring a real sale would oversell.
 """
 
 from __future__ import annotations
@@ -131,6 +134,10 @@ class LocationMap:
                 raise WarehouseError(f"location {location} names a warehouse twice")
             self.links[location] = names
 
+    def plain(self) -> bool:
+        """Only the primary location, selling from the default warehouse (the default)."""
+        return self.links == {self.primary: (DEFAULT,)}
+
     def others(self) -> tuple[str, ...]:
         """The locations synced besides the primary (what the channel lists besides its
         own), in the order they were given."""
@@ -211,7 +218,7 @@ class Listings:
         for location, warehouses in self.locations.links.items():
             for warehouse in warehouses:
                 self.of_warehouse.setdefault(warehouse, []).append(location)
-        self.plain = self.locations.links == {OWN: (DEFAULT,)}  # keys are listing keys
+        self.plain = self.locations.plain()  # ledger keys are listing keys
 
     def __bool__(self) -> bool:
         return bool(self.bundles) or not self.plain

@@ -29,10 +29,12 @@ class Wall:
         return self.t
 
 
-def make(skus: int = 5, *, rate_limit: bool = False, wall: Wall | None = None) -> PisellEmulator:
+def make(
+    skus: int = 5, *, rate_limit: bool = False, wall: Wall | None = None, locations: int = 1
+) -> PisellEmulator:
     options = EmulatorOptions(
         shop="demo.example.com", skus=skus, token=TOKEN, webhook_secret=SECRET,
-        rate_limit=rate_limit, seed=7,
+        rate_limit=rate_limit, seed=7, locations=locations,
     )  # fmt: skip
     return PisellEmulator(options, clock=wall or time.time)
 
@@ -438,3 +440,220 @@ async def test_a_bad_fault_is_refused_and_sets_none_of_its_request(api: Any) -> 
         assert "error" in await resp.json()
         assert await (await api.post("/_emulator/faults", json={})).json() == before, bad
     assert (await api.get(P["shops"], headers=signed())).status == 200  # no fault took
+
+
+# -- several warehouses (the kit's locations) -----------------------------------------------
+
+
+@pytest.fixture
+async def multi(aiohttp_client: Any) -> tuple[PisellEmulator, Any]:
+    """An emulator with three warehouses; warehouse 2 stocks SKU-00002 (7), 3 stocks nothing."""
+    emulator = make(locations=3)
+    api = await aiohttp_client(emulator.build_app())
+    resp = await api.post("/_emulator/inventory", json={"sku": "SKU-00002", "available": 7,
+                                                        "location": 2})  # fmt: skip
+    assert resp.status == 200, await resp.text()
+    assert await resp.json() == {"sku": "SKU-00002", "available": 7, "before": None,
+                                 "location": 2, "warehouse_id": "2"}  # fmt: skip
+    return emulator, api
+
+
+def levels_of(data: dict[str, Any]) -> dict[str, wire.Level]:
+    return {row["sku"]: wire.Level.from_wire(row) for row in data["data"]["list"]}
+
+
+async def test_locations_1_to_n_are_warehouses_1_to_n(multi: tuple[PisellEmulator, Any]) -> None:
+    _, api = multi
+    listed = [
+        wire.Warehouse.from_wire(r) for r in (await get(api, P["warehouses"]))["data"]["list"]
+    ]
+    assert [w.id for w in listed] == ["1", "2", "3"] and listed[0].name == "Main warehouse"
+    zones = (await get(api, P["zones"], warehouse_id="2"))["data"]["list"]
+    assert [(z["id"], z["warehouse_id"], z["type"]) for z in zones] == [
+        ("3", "2", "picking"), ("4", "2", "storage")
+    ]  # fmt: skip
+    bins = (await get(api, P["bins"], warehouse_id="3"))["data"]["list"]
+    assert [b["zone_id"] for b in bins] == ["5", "6"]
+    resp = await api.get(P["zones"], params={"warehouse_id": "9"}, headers=signed())
+    assert resp.status == 404 and (await resp.json())["error_code"] == wire.WAREHOUSE_NOT_FOUND
+
+
+async def test_a_warehouse_lists_levels_only_of_what_it_stocks(
+    multi: tuple[PisellEmulator, Any],
+) -> None:
+    _, api = multi
+    in_2 = levels_of(await get(api, P["levels"], warehouse_id="2"))
+    assert list(in_2) == ["SKU-00002"]
+    level = in_2["SKU-00002"]
+    assert (level.warehouse_id, level.on_hand, level.locked, level.available) == ("2", 7, 0, 7)
+    assert levels_of(await get(api, P["levels"], warehouse_id="3")) == {}
+    asked = await get(api, P["levels"], warehouse_id="2", sku="SKU-00001,SKU-00002")
+    assert list(levels_of(asked)) == ["SKU-00002"]  # SKU-00001: IS has it, not warehouse 2
+    assert levels_of(await get(api, P["levels"], sku="SKU-00002"))["SKU-00002"].available == 100
+    resp = await api.get(P["levels"], params={"warehouse_id": "4"}, headers=signed())
+    assert resp.status == 404 and (await resp.json())["error_code"] == wire.WAREHOUSE_NOT_FOUND
+    # the control API reads a warehouse by location number or by id, and only its stock
+    assert await (await api.get("/_emulator/inventory?location=2")).json() == {"SKU-00002": 7}
+    assert await (await api.get("/_emulator/inventory?warehouse_id=2")).json() == {"SKU-00002": 7}
+    assert await (await api.get("/_emulator/inventory?warehouse_id=3")).json() == {}
+    assert (await inventory(api))["SKU-00002"] == 100
+    assert (await api.get("/_emulator/inventory?warehouse_id=9")).status == 404
+    assert (await api.get("/_emulator/inventory?location=4")).status == 400
+
+
+async def test_control_routes_take_a_location_or_a_warehouse_id(
+    multi: tuple[PisellEmulator, Any],
+) -> None:
+    _, api = multi
+    edit = {"sku": "SKU-00003", "available": 4, "warehouse_id": "3"}
+    assert (await api.post("/_emulator/inventory", json=edit)).status == 200
+    assert await (await api.get("/_emulator/inventory?location=3")).json() == {"SKU-00003": 4}
+    both = {"sku": "SKU-00003", "available": 5, "warehouse_id": "3", "location": 3}
+    assert (await api.post("/_emulator/inventory", json=both)).status == 200
+    for bad, status in (({"warehouse_id": "2", "location": 3}, 400), ({"location": 4}, 400),
+                        ({"location": "2"}, 400), ({"warehouse_id": "9"}, 404)):  # fmt: skip
+        body = {"sku": "SKU-00003", "available": 1, **bad}
+        resp = await api.post("/_emulator/inventory", json=body)
+        assert resp.status == status, bad
+        assert "error" in await resp.json()
+    assert await (await api.get("/_emulator/inventory?location=3")).json() == {"SKU-00003": 5}
+    product = {"sku": "NEW-1", "available": 1, "location": 2}
+    assert (await api.post("/_emulator/products", json=product)).status == 400
+
+
+async def test_set_and_adjust_act_in_the_given_warehouse(
+    multi: tuple[PisellEmulator, Any],
+) -> None:
+    emulator, api = multi
+    rows = [
+        wire.SetItem("SKU-00002", "2", 5, 7),  # compare-and-set in warehouse 2
+        wire.SetItem("SKU-00002", "2", 9, 7),  # the same expectation, now stale
+        wire.SetItem("SKU-00001", "2", 1, None),  # IS has it, warehouse 2 does not
+        wire.SetItem("SKU-00002", "9", 1, None),  # no such warehouse
+    ]
+    status, body = await post(api, P["levels_set"], wire.write_request(rows), "m1")
+    ok, conflict, not_stocked, nowhere = wire.parse_write_response(body["data"])
+    assert status == 200
+    assert (ok.ok, ok.warehouse_id, ok.available, ok.version) == (True, "2", 5, 3)
+    assert (conflict.error_code, conflict.available, conflict.version) == (
+        wire.STOCK_CONFLICT, 5, 3
+    )  # fmt: skip
+    assert (not_stocked.error_code, not_stocked.available) == (wire.NOT_STOCKED, None)
+    assert nowhere.error_code == wire.WAREHOUSE_NOT_FOUND
+    rows_adjust = [wire.AdjustItem("SKU-00002", "2", -2, "shipment"),
+                   wire.AdjustItem("SKU-00002", "2", -9, "other"),
+                   wire.AdjustItem("SKU-00004", "3", 1, "purchase")]  # fmt: skip
+    _, body = await post(api, P["levels_adjust"], wire.write_request(rows_adjust), "m2")
+    adjusted, short, absent = wire.parse_write_response(body["data"])
+    assert (adjusted.ok, adjusted.available) == (True, 3)
+    assert short.error_code == wire.INSUFFICIENT_STOCK
+    assert absent.error_code == wire.NOT_STOCKED
+    assert await (await api.get("/_emulator/inventory?location=2")).json() == {"SKU-00002": 3}
+    assert (await inventory(api))["SKU-00002"] == 100  # warehouse 1 untouched
+    applied = [(w.sku, w.location, w.before, w.after) for w in emulator.store.write_log
+               if w.applied]  # fmt: skip
+    assert applied == [("SKU-00002", 2, 7, 5), ("SKU-00002", 2, 5, 3)]
+    moves = [m for m in (await get(api, P["movements"]))["data"]["list"] if m["source"] == "api"]
+    assert [(m["warehouse_id"], m["type"], m["balance_after"]) for m in moves] == [
+        ("2", "stocktake", 5), ("2", "shipment", 3)
+    ]  # fmt: skip
+
+
+def captured(emulator: PisellEmulator) -> list[tuple[str, dict[str, Any]]]:
+    """What the emulator sends from now on, as (topic, payload)."""
+    sent: list[tuple[str, dict[str, Any]]] = []
+    emulator.inventory.emit = lambda topic, payload: sent.append((topic, payload))
+    return sent
+
+
+async def test_changes_in_another_warehouse_send_webhooks_naming_it(
+    multi: tuple[PisellEmulator, Any],
+) -> None:
+    emulator, api = multi
+    sent = captured(emulator)
+    edit = {"sku": "SKU-00003", "available": 6, "location": 3}
+    assert (await api.post("/_emulator/inventory", json=edit)).status == 200
+    order = {"line_items": [{"sku": "SKU-00002", "quantity": 2}], "warehouse_id": "2"}
+    resp = await api.post("/_emulator/orders", json=order)
+    assert resp.status == 201, await resp.text()
+    answer = (await resp.json())["order"]
+    assert (answer["warehouse_id"], answer["location"]) == ("2", 2)
+    levels = [p for t, p in sent if t == wire.TOPIC_INVENTORY_LEVEL_UPDATED]
+    assert levels == [wire.level_event("SKU-00003", "3"), wire.level_event("SKU-00002", "2")]
+    (imported,) = [p for t, p in sent if t == wire.TOPIC_ORDER_IMPORTED]
+    assert imported == wire.order_event(answer["id"], "1", "2", [("SKU-00002", 2)])
+    moves = [p for t, p in sent if t == wire.TOPIC_STOCK_MOVEMENT_CREATED]
+    assert [(m["warehouse_id"], m["type"], m["balance_after"]) for m in moves] == [
+        ("3", "stocktake", 6), ("2", "shipment", 5)
+    ]  # fmt: skip
+    level = levels_of(await get(api, P["levels"], warehouse_id="2"))["SKU-00002"]
+    assert (level.on_hand, level.locked, level.available) == (7, 2, 5)
+    # the sale is in warehouse 2 only; bound shops are pushed the total over warehouses
+    assert (await inventory(api))["SKU-00002"] == 100
+    record = (await get(api, P["sync_records"]))["data"]["list"][-1]
+    assert (record["sku"], record["quantity"]) == ("SKU-00002", 105)
+
+
+async def test_a_cancelled_order_in_a_warehouse_restocks_it_there(
+    multi: tuple[PisellEmulator, Any],
+) -> None:
+    _, api = multi
+    order = {"location": 2, "line_items": [{"sku": "SKU-00002", "quantity": 3}]}
+    order_id = (await (await api.post("/_emulator/orders", json=order)).json())["order"]["id"]
+    assert (await api.post(f"/_emulator/orders/{order_id}/cancel")).status == 200
+    level = levels_of(await get(api, P["levels"], warehouse_id="2"))["SKU-00002"]
+    assert (level.on_hand, level.locked, level.available) == (7, 0, 7)
+    assert (await inventory(api))["SKU-00002"] == 100
+
+
+async def test_an_order_in_a_warehouse_that_lacks_a_line_is_refused(
+    multi: tuple[PisellEmulator, Any],
+) -> None:
+    _, api = multi
+    before = await (await api.get("/_emulator/inventory?location=2")).json()
+    order = {"location": 2, "line_items": [{"sku": "SKU-00002", "quantity": 1},
+                                           {"sku": "SKU-00001", "quantity": 1}]}  # fmt: skip
+    resp = await api.post("/_emulator/orders", json=order)
+    assert resp.status == 409 and "not stocked in warehouse 2" in (await resp.json())["error"]
+    assert await (await api.get("/_emulator/inventory?location=2")).json() == before
+
+
+async def test_a_bound_shop_order_in_a_warehouse_is_pulled_there(
+    multi: tuple[PisellEmulator, Any],
+) -> None:
+    emulator, api = multi
+    order = {"shop_id": "2", "location": 2, "line_items": [{"sku": "SKU-00002", "quantity": 3}]}
+    resp = await api.post("/_emulator/orders", json=order)
+    assert resp.status == 202 and (await resp.json())["order"]["warehouse_id"] == "2"
+    sent = captured(emulator)
+    await api.post("/_emulator/clock/advance", json={"seconds": 900})
+    assert await (await api.get("/_emulator/inventory?location=2")).json() == {"SKU-00002": 4}
+    (imported,) = [p for t, p in sent if t == wire.TOPIC_ORDER_IMPORTED]
+    assert (imported["shop_id"], imported["warehouse_id"]) == ("2", "2")
+
+
+async def test_a_combo_sold_in_a_warehouse_takes_its_components_there(
+    multi: tuple[PisellEmulator, Any],
+) -> None:
+    emulator, api = multi
+    combo = {"sku": "PAIR", "components": [{"sku": "SKU-00001", "quantity": 2},
+                                           {"sku": "SKU-00002", "quantity": 1}]}  # fmt: skip
+    assert (await api.post("/_emulator/combos", json=combo)).status == 201
+    # warehouse 2 lacks SKU-00001: no PAIR there, and none can be sold there
+    assert "PAIR" not in levels_of(await get(api, P["levels"], warehouse_id="2"))
+    sale = {"location": 2, "line_items": [{"sku": "PAIR", "quantity": 1}]}
+    assert (await api.post("/_emulator/orders", json=sale)).status == 409
+    sent = captured(emulator)
+    edit = {"sku": "SKU-00001", "available": 9, "location": 2}
+    assert (await api.post("/_emulator/inventory", json=edit)).status == 200
+    assert (wire.TOPIC_INVENTORY_LEVEL_UPDATED, wire.level_event("PAIR", "2")) in sent
+    pair = levels_of(await get(api, P["levels"], warehouse_id="2"))["PAIR"]
+    assert (pair.available, pair.on_hand, pair.locked) == (4, 4, 0)  # min(9 // 2, 7 // 1)
+    three = {**sale, "line_items": [{"sku": "PAIR", "quantity": 3}]}
+    assert (await api.post("/_emulator/orders", json=three)).status == 201
+    in_2 = await (await api.get("/_emulator/inventory?location=2")).json()
+    assert in_2 == {"SKU-00001": 3, "SKU-00002": 4, "PAIR": 1}
+    in_1 = await inventory(api)
+    assert (in_1["SKU-00001"], in_1["SKU-00002"], in_1["PAIR"]) == (100, 100, 50)
+    _, body = await post(api, P["levels_set"], set_body(("PAIR", 1, None)), "c2")
+    assert wire.parse_write_response(body["data"])[0].error_code == wire.COMBO_NOT_WRITABLE

@@ -713,3 +713,148 @@ async def test_a_subscription_is_deleted_after_deliveries_that_failed_every_retr
             await asyncio.sleep(0.01)
     assert emulator.webhooks.subscriptions == {}
     assert emulator.webhooks.deleted == 1
+
+
+# -- several locations: annexes stock what an edit there stocked --------------------------------
+
+ANNEX = "gid://shopify/Location/2"
+LEVELS = """query($ids: [ID!]!) { nodes(ids: $ids) { ... on InventoryItem { id
+  primary: inventoryLevel(locationId: "gid://shopify/Location/1") {
+    quantities(names: ["available"]) { quantity } }
+  annex: inventoryLevel(locationId: "gid://shopify/Location/2") {
+    id location { id name } quantities(names: ["available", "on_hand"]) { name quantity } }
+  inventoryLevels(first: 5) { nodes { location { id } } }
+  variant { inventoryQuantity } } } }"""
+
+
+async def annex_shop(aiohttp_client: Any) -> tuple[ShopifyEmulator, Any]:
+    emulator = make_emulator(locations=3)
+    client = await aiohttp_client(emulator.build_app())
+    resp = await client.post(
+        "/_emulator/inventory", json={"sku": "SKU-00002", "available": 7, "location": 2}
+    )
+    assert resp.status == 200
+    return emulator, client
+
+
+async def test_levels_read_at_an_annex_that_stocks_the_item_and_null_where_it_does_not(
+    aiohttp_client: Any,
+) -> None:
+    emulator, client = await annex_shop(aiohttp_client)
+    _, body = await gql(client, LEVELS, {"ids": [item_gid(emulator, 0), item_gid(emulator, 1)]})
+    unstocked, stocked = body["data"]["nodes"]
+    assert unstocked["annex"] is None
+    assert [n["location"]["id"] for n in unstocked["inventoryLevels"]["nodes"]] == [LOC]
+    assert stocked["primary"]["quantities"] == [{"quantity": 100}]
+    assert stocked["annex"]["quantities"] == [
+        {"name": "available", "quantity": 7},
+        {"name": "on_hand", "quantity": 7},
+    ]
+    assert stocked["annex"]["location"] == {"id": ANNEX, "name": "Annex 2"}
+    assert stocked["annex"]["id"].startswith("gid://shopify/InventoryLevel/2?inventory_item_id=")
+    levels = [n["location"]["id"] for n in stocked["inventoryLevels"]["nodes"]]
+    assert levels == [LOC, ANNEX]
+    assert stocked["variant"]["inventoryQuantity"] == 107  # the sum over the locations
+
+
+async def test_a_bulk_query_reads_levels_at_several_locations(aiohttp_client: Any) -> None:
+    _, client = await annex_shop(aiohttp_client)
+    query = (
+        '{ productVariants { edges { node { sku inventoryItem { id a: inventoryLevel(locationId: "'
+        + ANNEX
+        + '") { quantities(names: ["available"]) { quantity } } } } } } }'
+    )
+    run = "mutation($q: String!) { bulkOperationRunQuery(query: $q) { bulkOperation { id } } }"
+    await gql(client, run, {"q": query})
+    poll = "{ currentBulkOperation { status url } }"
+    for _ in range(50):
+        op = (await gql(client, poll))[1]["data"]["currentBulkOperation"]
+        if op["status"] == "COMPLETED":
+            break
+    resp = await client.get("/" + op["url"].split("//", 1)[1].split("/", 1)[1])
+    rows = [json.loads(line) for line in (await resp.text()).splitlines()]
+    annex = {r["sku"]: r["inventoryItem"]["a"] for r in rows}
+    assert annex["SKU-00002"] == {"quantities": [{"quantity": 7}]}
+    assert annex["SKU-00001"] is None
+
+
+async def test_a_set_at_an_annex_compares_and_applies_there_in_one_call_with_the_primary(
+    aiohttp_client: Any,
+) -> None:
+    emulator, client = await annex_shop(aiohttp_client)
+    item = item_gid(emulator, 1)
+    mutation = SET.replace("item { id }", "item { id } location { id }")
+    stale = [
+        {"inventoryItemId": item, "quantity": 3, "changeFromQuantity": 8, "locationId": ANNEX},
+    ]
+    _, body = await gql(client, mutation, {"input": set_input(stale), "key": "k-stale"})
+    errors = body["data"]["inventorySetQuantities"]["userErrors"]
+    assert [e["code"] for e in errors] == ["CHANGE_FROM_QUANTITY_STALE"]
+    rows = [
+        {"inventoryItemId": item, "quantity": 3, "changeFromQuantity": 7, "locationId": ANNEX},
+        {"inventoryItemId": item, "quantity": 90, "changeFromQuantity": 100},
+    ]
+    _, body = await gql(client, mutation, {"input": set_input(rows), "key": "k-both"})
+    payload = body["data"]["inventorySetQuantities"]
+    assert payload["userErrors"] == []
+    changes = [
+        (c["location"]["id"], c["quantityAfterChange"])
+        for c in payload["inventoryAdjustmentGroup"]["changes"]
+        if c["name"] == "available"
+    ]
+    assert changes == [(ANNEX, 3), (LOC, 90)]
+    variant = emulator.store.find_sku("SKU-00002")
+    assert (variant.count(2), variant.available) == (3, 90)
+    log = [(w.location, w.before, w.after, w.applied) for w in emulator.store.write_log]
+    assert log == [(2, 7, 7, False), (2, 7, 3, True), (1, 100, 90, True)]
+    twice = [dict(rows[0], changeFromQuantity=3), dict(rows[0], changeFromQuantity=3)]
+    _, body = await gql(client, mutation, {"input": set_input(twice), "key": "k-twice"})
+    codes = [e["code"] for e in body["data"]["inventorySetQuantities"]["userErrors"]]
+    assert codes == ["NO_DUPLICATE_INVENTORY_ITEM_ID_GROUP_ID_PAIR"]
+
+
+async def test_changes_at_an_annex_send_their_level_webhook_and_orders_say_their_location(
+    aiohttp_client: Any, aiohttp_server: Any
+) -> None:
+    emulator, client = await annex_shop(aiohttp_client)
+    url, got = await receiver(aiohttp_server)
+    for topic in ("INVENTORY_LEVELS_UPDATE", "ORDERS_CREATE", "REFUNDS_CREATE"):
+        await subscribe(client, topic, url)
+    order = {"line_items": [{"sku": "SKU-00002", "quantity": 2}], "location": 2}
+    resp = await client.post("/_emulator/orders", json=order)
+    assert resp.status == 201
+    order_id = (await resp.json())["order"]["id"]
+    await client.post("/_emulator/refunds", json={"order_id": order_id})
+    await client.post(
+        "/_emulator/orders", json={"line_items": [{"sku": "SKU-00001", "quantity": 1}]}
+    )
+    await wait_for(got, 6)
+    bodies: dict[str, list[dict[str, Any]]] = {}
+    for headers, body in got:
+        bodies.setdefault(headers["X-Shopify-Topic"], []).append(json.loads(body))
+    variant = emulator.store.find_sku("SKU-00002")
+    levels = sorted(
+        (b["location_id"], b["inventory_item_id"], b["available"])
+        for b in bodies["inventory_levels/update"]
+    )
+    first = emulator.store.find_sku("SKU-00001").inventory_item_id
+    item = variant.inventory_item_id
+    assert levels == sorted([(2, item, 5), (2, item, 7), (1, first, 99)])
+    annex = next(b for b in bodies["inventory_levels/update"] if b["location_id"] == 2)
+    assert annex["admin_graphql_api_id"].startswith("gid://shopify/InventoryLevel/2?")
+    by_line = {o["line_items"][0]["sku"]: o["location_id"] for o in bodies["orders/create"]}
+    assert by_line == {"SKU-00002": 2, "SKU-00001": 1}
+    [refund] = bodies["refunds/create"]
+    assert refund["refund_line_items"][0]["location_id"] == 2
+
+
+async def test_a_one_location_shop_sends_its_orders_as_it_always_did(
+    client: Any, aiohttp_server: Any
+) -> None:
+    url, got = await receiver(aiohttp_server)
+    await subscribe(client, "ORDERS_CREATE", url)
+    await client.post(
+        "/_emulator/orders", json={"line_items": [{"sku": "SKU-00001", "quantity": 1}]}
+    )
+    await wait_for(got, 1)
+    assert "location_id" not in json.loads(got[0][1])

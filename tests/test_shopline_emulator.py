@@ -479,3 +479,142 @@ async def test_each_list_refuses_a_page_larger_than_its_documented_maximum(aioht
         over = await client.get(API + path, params={"limit": str(maximum + 1)}, headers=AUTH)
         assert over.status == 400
         assert str(maximum) in (await over.json())["errors"]
+
+
+# -- several locations --------------------------------------------------------------------------
+
+
+def record_webhooks(emulator: ShoplineEmulator) -> list[tuple[str, dict[str, Any]]]:
+    """Every webhook the emulator emits from now on, as (topic, payload)."""
+    emitted: list[tuple[str, dict[str, Any]]] = []
+
+    def emit(topic: str, payload: dict[str, Any]) -> int:
+        emitted.append((topic, json.loads(json.dumps(payload))))
+        return 0
+
+    emulator.webhooks.emit = emit  # type: ignore[method-assign]
+    return emitted
+
+
+def location(n: int) -> str:
+    return str(10**18 + n)
+
+
+async def test_a_shop_lists_each_of_its_locations_the_default_first(aiohttp_client):
+    client = await start(aiohttp_client, make(locations=3))
+    body = await (await client.get(API + "locations/list.json", headers=AUTH)).json()
+    ids = [loc["id"] for loc in body["locations"]]
+    assert ids == [location(1), location(2), location(3)]
+    assert [loc["is_default"] for loc in body["locations"]] == [True, False, False]
+    assert len({loc["name"] for loc in body["locations"]}) == 3
+    count = await (await client.get(API + "locations/count.json", headers=AUTH)).json()
+    assert count == {"count": 3}
+    one = await (await client.get(f"{API}locations/{location(2)}.json", headers=AUTH)).json()
+    assert one["location"]["id"] == location(2)
+    missing = await client.get(f"{API}locations/{location(4)}.json", headers=AUTH)
+    assert missing.status == 404 and "errors" in await missing.json()
+
+
+async def test_levels_are_read_per_location_through_the_location_ids_filter(aiohttp_client):
+    emulator = make(locations=3)
+    client = await start(aiohttp_client, emulator)
+    item, sku = first_item(emulator), next(iter(emulator.store.inventory()))
+    edit = {"sku": sku, "available": 7, "location": 2}
+    assert (await client.post("/_emulator/inventory", json=edit)).status == 200
+
+    async def levels(**filters: str) -> list[tuple[str, int]]:
+        params = {"inventory_item_ids": item, **filters}
+        resp = await client.get(API + "inventory_levels.json", params=params, headers=AUTH)
+        assert resp.status == 200
+        return [
+            (lv["location_id"], lv["available"]) for lv in (await resp.json())["inventory_levels"]
+        ]
+
+    assert await levels() == [(location(1), 100), (location(2), 7)]  # where it is stocked
+    assert await levels(location_ids=location(2)) == [(location(2), 7)]
+    assert await levels(location_ids=f"{location(1)},{location(2)}") == [
+        (location(1), 100),
+        (location(2), 7),
+    ]
+    assert await levels(location_ids=location(3)) == []  # not stocked there
+    assert await levels(location_ids=location(9)) == []  # no such location: no level
+    there = await (await client.get("/_emulator/inventory", params={"location": "2"})).json()
+    assert there == {sku: 7}
+    products = await (await client.get(API + "products/products.json", headers=AUTH)).json()
+    variant = next(v for p in products["products"] for v in p["variants"] if v["sku"] == sku)
+    assert variant["inventory_quantity"] == 107  # the sum over all locations
+
+
+async def test_set_and_adjust_write_at_the_location_they_name(aiohttp_client):
+    emulator = make(locations=3)
+    client = await start(aiohttp_client, emulator)
+    item, sku = first_item(emulator), next(iter(emulator.store.inventory()))
+    emulator.store.edit(sku, 7, 2)
+    at_2 = {"inventory_item_id": item, "location_id": location(2)}
+    resp = await client.post(
+        API + "inventory_levels/adjust.json",
+        json={**at_2, "available_adjustment": -2},
+        headers=AUTH,
+    )
+    level = (await resp.json())["inventory_level"]
+    assert (level["location_id"], level["available"]) == (location(2), 5)
+    assert "update_at" in level
+    resp = await client.post(
+        API + "inventory_levels/set.json", json={**at_2, "available": 11}, headers=AUTH
+    )
+    level = (await resp.json())["inventory_level"]
+    assert (level["location_id"], level["available"]) == (location(2), 11)
+    variant = emulator.store.find_sku(sku)
+    assert (variant.count(1), variant.count(2), variant.count(3)) == (100, 11, None)
+    assert [(w.kind, w.location, w.before, w.after) for w in emulator.store.write_log] == [
+        ("adjust", 2, 7, 5),
+        ("set", 2, 5, 11),
+    ]
+    # not stocked at 3, and the shop has no location 4: refused, nothing written or stocked
+    for where in (location(3), location(4)):
+        body = {"inventory_item_id": item, "location_id": where}
+        adjust = {**body, "available_adjustment": 1}
+        resp = await client.post(API + "inventory_levels/adjust.json", json=adjust, headers=AUTH)
+        assert resp.status == 422 and "errors" in await resp.json()
+        resp = await client.post(
+            API + "inventory_levels/set.json", json={**body, "available": 1}, headers=AUTH
+        )
+        assert resp.status == 422
+    assert len(emulator.store.write_log) == 2
+    assert variant.count(3) is None
+
+
+async def test_a_change_at_another_location_sends_its_level_webhook(aiohttp_client):
+    emulator = make(locations=3)
+    client = await start(aiohttp_client, emulator)
+    emitted = record_webhooks(emulator)
+    item, sku = first_item(emulator), next(iter(emulator.store.inventory()))
+    await client.post("/_emulator/inventory", json={"sku": sku, "available": 7, "location": 2})
+    body = {"inventory_item_id": item, "location_id": location(2), "available_adjustment": -3}
+    await client.post(API + "inventory_levels/adjust.json", json=body, headers=AUTH)
+    levels = [payload for topic, payload in emitted if topic == "inventory_levels/update"]
+    assert [(lv["location_id"], lv["available"]) for lv in levels] == [
+        (location(2), 7),
+        (location(2), 4),
+    ]
+    assert all(lv["inventory_item_id"] == item and lv["onhand"] == lv["available"] for lv in levels)
+
+
+async def test_an_order_at_another_location_names_it_on_each_line(aiohttp_client):
+    emulator = make(locations=3)
+    client = await start(aiohttp_client, emulator)
+    emitted = record_webhooks(emulator)
+    sku = next(iter(emulator.store.inventory()))
+    await client.post("/_emulator/inventory", json={"sku": sku, "available": 7, "location": 2})
+    order = {"line_items": [{"sku": sku, "quantity": 2}], "location": 2}
+    assert (await client.post("/_emulator/orders", json=order)).status == 201
+    elsewhere = {"line_items": [{"sku": sku, "quantity": 1}], "location": 3}
+    assert (await client.post("/_emulator/orders", json=elsewhere)).status == 409  # not stocked
+    [created] = [payload for topic, payload in emitted if topic == "orders/create"]
+    assert [line["location_id"] for line in created["line_items"]] == [location(2)]
+    assert "location_id" not in created  # SHOPLINE's order names locations per line only
+    level = [p for t, p in emitted if t == "inventory_levels/update"][-1]
+    assert (level["location_id"], level["available"]) == (location(2), 5)
+    listed = await (await client.get(API + "orders.json", headers=AUTH)).json()
+    assert listed["orders"][0]["line_items"][0]["location_id"] == location(2)
+    assert emulator.store.find_sku(sku).count(1) == 100  # the default location is untouched

@@ -1,5 +1,5 @@
-"""The deterministic simulation in the suite: 300 seeds (and 30 with the group's bundles),
-replay, and broken builds caught.
+"""The deterministic simulation in the suite: 300 seeds (and 30 with the group's bundles and
+a second warehouse), replay, and broken builds caught.
 
 Seeds run in child processes (`python -m tests.sim`), two at a time: each run gets a fresh
 interpreter with string hashing pinned, so a seed here replays identically on the command
@@ -23,7 +23,7 @@ from tests.support.head_start import Command, HeadStart
 
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = 300
-BUNDLE_SEEDS = 30  # with the group's bundles drawn in (`--bundles`)
+BUNDLE_SEEDS = 30  # with bundles and warehouses drawn in (`--bundles --warehouses`)
 
 # Seeds that once found a bug in the core, replayed forever (see the closing note of issue 6).
 REGRESSION_SEEDS = [
@@ -77,12 +77,12 @@ def _sim(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
     )
 
 
-BUNDLE_RUN = ("--seeds", str(BUNDLE_SEEDS), "--jobs", "2", "--bundles")
+BUNDLE_RUN = ("--seeds", str(BUNDLE_SEEDS), "--jobs", "2", "--bundles", "--warehouses")
 
 
 def head_starts(tests: set[str]) -> dict[str, Command]:
-    """The 300 seeds, and the 60 with bundles, started at collection when their tests are
-    among those collected."""
+    """The 300 seeds, and the 30 with bundles and warehouses, started at collection when
+    their tests are among those collected."""
     started = {}
     if "test_three_hundred_seeds_lose_and_double_nothing" in tests:
         argv = [sys.executable, "-m", "tests.sim", *SUITE_SEEDS]
@@ -164,6 +164,9 @@ def test_seeds_with_bundles_lose_and_double_nothing(head_started: dict[str, Head
     summary = _summary(run)
     assert summary["failed"] == [], run.stderr[-4000:]
     assert summary["faults"].get("bundle", 0) >= BUNDLE_SEEDS // 2  # most runs sell bundles
+    # and most give a shop a location selling from a second warehouse, whose sales count
+    assert summary["faults"].get("warehouse", 0) >= BUNDLE_SEEDS // 2
+    assert summary["faults"].get("located_sale", 0) >= BUNDLE_SEEDS
 
 
 def test_a_bundle_sale_counted_on_the_bundle_alone_is_caught() -> None:
@@ -172,6 +175,15 @@ def test_a_bundle_sale_counted_on_the_bundle_alone_is_caught() -> None:
     )
     assert run.returncode == 1, f"bundle_once survived {BUNDLE_SEEDS} seeds"
     assert "replay: python -m tests.sim --seed" in run.stderr and "--bundles" in run.stderr
+
+
+def test_a_sale_taken_from_the_wrong_warehouse_is_caught() -> None:
+    run = _sim(
+        "--seeds", str(BUNDLE_SEEDS), "--warehouses", "--mutate", "wrong_warehouse",
+        "--stop-on-fail",
+    )  # fmt: skip
+    assert run.returncode == 1, f"wrong_warehouse survived {BUNDLE_SEEDS} seeds"
+    assert "replay: python -m tests.sim --seed" in run.stderr and "--warehouses" in run.stderr
 
 
 @pytest.mark.parametrize("seed", REGRESSION_SEEDS)

@@ -15,7 +15,7 @@ from agent.reconcile import Reconciler
 from agent.warehouses import DEFAULT, LocationMap, WarehouseError, parse_key, stock_key
 from tests.conftest import settle
 from tests.support.memchannel import MemShop
-from tests.test_reconcile import _remote_delta
+from tests.test_reconcile import _events, _remote_delta
 from tests.test_reconcile import _running as running
 
 SHOP, ANNEX, POPUP = "gid://shopify/Location/1", "gid://shopify/Location/2", "popup"
@@ -217,3 +217,29 @@ async def test_a_sku_holding_a_key_separator_is_not_synced_and_says_why(
             report = await duplicates_report(s)
         (entry,) = report["no_sku"]
         assert "TEA@@2" in entry["advice"] and "rename" in entry["advice"]
+
+
+async def test_a_database_from_before_warehouses_keeps_syncing_when_a_location_is_linked(
+    sqlite_db, memshop, clock
+) -> None:  # type: ignore[no-untyped-def]
+    """No migration: a shop that synced one location (its items keyed by SKU, its pools by
+    SKU) links a second one; its own items keep their pools, counts and events, and only the
+    new location's stock is new to the group."""
+    memshop.add("t", "TEA", 10)
+    async with running(sqlite_db, memshop, clock) as r:  # as the previous release ran it
+        memshop.sell("t", 2)
+        r.hint(WebhookHint("orders/create", item_ids=("t",)))
+        await settle(r)
+        before = [(e.sku, e.kind, e.delta) for e in await _events(r)]
+    assert before == [("TEA", "introduce", 0), ("TEA", "change", -2)]
+    memshop.add("t@annex", "TEA", 4, location="annex")
+    writes = len(memshop.write_log)
+    async with _located(sqlite_db, memshop, clock) as r:
+        assert await _keys(r, "TEA", "TEA@@north") == {"TEA": 8, "TEA@@north": 4}
+        events = [(e.sku, e.kind, e.delta) for e in await _events(r)]
+        assert events == [*before, ("TEA@@north", "introduce", 0)]
+        assert len(memshop.write_log) == writes  # nothing to correct
+        memshop.sell("t", 1)
+        r.hint(WebhookHint("orders/create", item_ids=("t",)))
+        await settle(r)
+        assert await _keys(r, "TEA", "TEA@@north") == {"TEA": 7, "TEA@@north": 4}

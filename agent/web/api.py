@@ -11,11 +11,13 @@ from sqlalchemy import func
 from sqlmodel import col, select
 
 from agent import __version__, activity, alerts, explain, jsonsafe, ledger, synclog
+from agent.config import PRIMARY_KEY
 from agent.duplicates import duplicates_report
 from agent.importer import ImportError_
 from agent.models import EventRow, ItemRow, PeerRow, PendingWrite, PoolRow
 from agent.replication import behind
 from agent.roster import PeerError
+from agent.warehouses import DEFAULT, Listings, parse_key, parse_listing
 from agent.web import keys, openapi
 from agent.web.auth import REVOCATIONS, bearer_ok
 from agent.web.bodies import read_body
@@ -70,10 +72,12 @@ def create_api_app(parent: web.Application) -> web.Application:
     app.router.add_post("/maintenance", post_maintenance)
     app.router.add_post("/resync", post_resync)
     app.router.add_post("/sessions/revoke", post_revoke_sessions)
-    from agent.web import bundles_api, rules_api  # they answer with this module's helpers
+    # they answer with this module's helpers
+    from agent.web import bundles_api, locations_api, rules_api
 
     rules_api.add_routes(app)
     bundles_api.add_routes(app)
+    locations_api.add_routes(app)
     app.router.add_get("/openapi.json", openapi.serve)
     return app
 
@@ -366,7 +370,37 @@ async def get_pools(request: web.Request) -> web.Response:
             row["target"] = bundles.target(name, count_of).count
             row["bundle"] = bundle.to_wire()["components"]
         out.append(row)
+    listings = agent.reconciler.listings()
+    if not listings.plain:
+        await _locate(request, listings, out)
     return web.json_response({"pools": out, "total": len(matched)})
+
+
+async def _locate(request: web.Request, listings: Listings, rows: list[dict[str, Any]]) -> None:
+    """The rows of a shop with warehouses, told apart: a listing at a location shows the
+    SKU, the location, its warehouses, their summed pool and what it should show; a
+    warehouse's pool shows the SKU and the warehouse."""
+    agent = request.config_dict[keys.AGENT]
+    listed = [row["sku"] for row in rows if row["item_id"] is not None]
+    async with request.config_dict[keys.DB].sessions() as session:
+        pools = await ledger.get_pools(session, listings.keys(listed))
+
+    def count_of(key: str) -> int | None:
+        pool = pools.get(key)
+        return None if pool is None else pool.value
+
+    for row in rows:
+        key = row["sku"]
+        sku, location = parse_listing(key)
+        if row["item_id"] is not None:
+            row["sku"], row["location"] = sku, location or PRIMARY_KEY
+            row["sells_from"] = list(listings.locations.warehouses(location))
+            if "bundle" not in row:
+                row["pool"] = listings.known(key, count_of).value
+            made = listings.target(key, count_of, agent.reconciler.writes.decide)
+            row["target"] = None if made is None else made[0]
+        elif parse_key(key)[1] != DEFAULT:
+            row["sku"], row["warehouse"] = parse_key(key)
 
 
 def _differs(agent: Any, sku: str, pool: int | None, published: int | None) -> bool:

@@ -190,8 +190,19 @@ SCHEMAS: dict[str, Schema] = {
                 "description": "a bundle's components (no pool of its own: `target` is the "
                 "whole bundles they allow)",
             },
+            "location": {
+                **STR,
+                "description": "a listing at one of the shop's locations (`sku` is the SKU): "
+                "its `pool` is the sum of the warehouses it sells from",
+            },
+            "sells_from": {**_list(STR), "description": "the location's warehouses, in order"},
+            "warehouse": {
+                **STR,
+                "description": "a warehouse's count of the SKU (`sku` is the SKU), not sold "
+                "from this shop's primary location alone",
+            },
         },
-        optional=("bundle",),
+        optional=("bundle", "location", "sells_from", "warehouse"),
     ),
     "Alert": _obj(
         {
@@ -408,6 +419,14 @@ SCHEMAS: dict[str, Schema] = {
         }
     ),
     "Bundles": _obj({"bundles": _list({"$ref": "#/components/schemas/Bundle"})}),
+    "Locations": _obj(
+        {
+            "locations": _list(_obj({"location": STR, "warehouses": _list(STR)})),
+            "warehouses": _list(STR),
+            "multi_location": BOOL,
+            "restart_required": BOOL,
+        }
+    ),
     "Member": MEMBER,
     "Describe": DESCRIBE,
     "Vector": {**VECTOR, "description": "[[origin, epoch, highest gap-free seq], …]"},
@@ -746,6 +765,53 @@ ADMIN_PATHS: dict[str, dict[str, Any]] = {
             errors={"404": "The SKU is not a bundle."},
             params=[{"name": "sku", "in": "path", "required": True, "schema": SKU}],
         )
+    },
+    "/api/locations": {
+        "get": _admin(
+            "This shop's locations (\"primary\": the channel's own), each with the warehouses "
+            "it sells from, in order.",
+            _ref("Locations"),
+        ),
+        "post": _admin(
+            "Link a location to warehouses (`[]` unlinks it). A dry run changes nothing and "
+            "says what each listing there would show; else the config's [locations] is "
+            "rewritten and, for a location already synced, applied at once.",
+            {
+                **_ref("Locations"),
+                "properties": {
+                    "dry_run": BOOL,
+                    "applied": BOOL,
+                    "preview": _obj(
+                        {
+                            "listings": INT,
+                            "changes": INT,
+                            "rows": _list(
+                                _obj(
+                                    {
+                                        "sku": STR,
+                                        "shows": _null(INT),
+                                        "would_show": _null(INT),
+                                    }
+                                )
+                            ),
+                        }
+                    ),
+                },
+            },
+            body=_obj(
+                {
+                    "location": {"type": "string", "minLength": 1, "maxLength": 255},
+                    "warehouses": _list(STR, maxItems=20),
+                    "dry_run": BOOL,
+                },
+                optional=("dry_run",),
+            ),
+            errors={
+                "400": "A warehouse name is malformed or named twice, the primary location is "
+                "left without one, or the channel syncs only its own location.",
+                "404": "The location to unlink is not linked.",
+            },
+        ),
     },
     "/api/rules/test": {
         "get": _admin(

@@ -1,4 +1,4 @@
-"""`PisellChannel`: one Pisell merchant's IS stock in one warehouse, as a shopsync channel."""
+"""`PisellChannel`: one Pisell merchant's IS stock in its warehouses, as a shopsync channel."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from agent.channel import (
     Channel,
     ChannelError,
     ChannelSettings,
+    Check,
     ConfigError,
     Item,
     RateBudget,
@@ -50,8 +51,9 @@ class PisellSettings(ChannelSettings):
     """`[channel.options]` of a Pisell shop.
 
     `client_secret` defaults to the access token; `warehouse_id` to the first warehouse that
-    `/warehouses` lists. `timeout` is per HTTP call; unknown outcomes are retried up to
-    `max_retries` times, backing off from `retry_base` seconds.
+    `/warehouses` lists; the other warehouses to sync are the core's `[locations]` (by id).
+    `timeout` is per HTTP call; unknown outcomes are retried up to `max_retries` times,
+    backing off from `retry_base` seconds.
     """
 
     api_url: str
@@ -84,7 +86,11 @@ def _chunks(values: Sequence[T], size: int) -> list[Sequence[T]]:
 
 
 class PisellChannel(Channel):
-    """Stock items of one IS warehouse: `item_id` is `sku@warehouse_id`.
+    """Stock items of IS warehouses: `item_id` is `sku@warehouse_id`.
+
+    The channel's own warehouse is `warehouse_id` (default: the first listed); `locations`
+    adds others, by warehouse id. A stock item is an item in each synced warehouse that has a
+    level of it (stocks it), with the same SKU, title and creation time and a count of its own.
 
     Writes are batched compare-and-set calls (`expected_available`), idempotent by key.
     Combos (组合货品) are not items of the shop: IS derives their count from their components
@@ -96,6 +102,7 @@ class PisellChannel(Channel):
 
     name = "pisell"
     settings_class = PisellSettings
+    multi_location = True
     budget = RateBudget(
         bucket=20, restore_rate=5, max_write_batch=50, max_read_batch=50, unit="requests"
     )
@@ -116,13 +123,19 @@ class PisellChannel(Channel):
         )  # fmt: skip
         self.client = PisellClient(http, config, clock, credentials=self.credentials)
         self.warehouse_id: str | None = settings.warehouse_id or None
+        # the synced warehouses, the own one first: warehouse id -> `Item.location`
+        self.synced: dict[str, str] = {}
+        self.warehouse_names: dict[str, str] = {}
         self.tz: dt.tzinfo | None = None
         self._ready = asyncio.Lock()
+        # combos seen while listing: an order's combo line names no item in another warehouse
+        self._combos: set[str] = set()
 
     # -- start-up ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Find the warehouse (configured or first) and the shop's timezone."""
+        """Find the warehouse (configured or first), check `locations` against the merchant's
+        warehouses (ChannelError naming any unknown, or the own one) and find the timezone."""
         await self._ensure_ready()
 
     async def _ensure_ready(self) -> None:
@@ -141,6 +154,8 @@ class PisellChannel(Channel):
                 self.warehouse_id = ids[0]
             elif self.warehouse_id not in ids:
                 raise ChannelError(f"Pisell has no warehouse {self.warehouse_id} (has {ids})")
+            self.synced = self._check_locations(self.warehouse_id, ids)
+            self.warehouse_names = {w.id: w.name for w in warehouses}
             shops = [
                 wire.Shop.from_wire(row)
                 async for rows in self.client.pages(wire.PATHS["shops"])
@@ -148,7 +163,35 @@ class PisellChannel(Channel):
             ]
             own = next((s for s in shops if s.platform == "pisell"), shops[0] if shops else None)
             self.tz = wire.zone(own.timezone if own else None)
-            log.info("pisell_ready", warehouse=self.warehouse_id, timezone=str(self.tz))
+            log.info(
+                "pisell_ready", warehouse=self.warehouse_id, locations=list(self.synced)[1:],
+                timezone=str(self.tz),
+            )  # fmt: skip
+
+    def _check_locations(self, own: str, ids: list[str]) -> dict[str, str]:
+        """The synced warehouses (id -> location name, the own one first); ChannelError names
+        every entry of `locations` the merchant has no warehouse for, or that repeats one."""
+        synced = {own: ""}
+        unknown: list[str] = []
+        for entry in self.locations:
+            warehouse_id = str(entry).strip()
+            if warehouse_id not in ids:
+                unknown.append(repr(entry))
+            elif warehouse_id == own:
+                raise ChannelError(
+                    f"location {entry!r} is the channel's own Pisell warehouse (warehouse_id):"
+                    " list only other warehouses under [locations]"
+                )
+            elif warehouse_id in synced:
+                raise ChannelError(f"location {entry!r} names warehouse {warehouse_id} twice")
+            else:
+                synced[warehouse_id] = entry
+        if unknown:
+            raise ChannelError(
+                f"Pisell has no warehouse {', '.join(unknown)} for [locations] (the merchant"
+                f" has {', '.join(ids)})"
+            )
+        return synced
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -175,35 +218,39 @@ class PisellChannel(Channel):
             return self.clock.now()
 
     async def list_items(self) -> AsyncIterator[Item]:
-        """Every stock item with its level in the warehouse, 100 items and 2 level calls a page."""
+        """Every stock item with its level in each synced warehouse that stocks it: 100 items
+        and 2 level calls per warehouse a page."""
         await self._ensure_ready()
         async for rows in self.client.pages(wire.PATHS["stock_items"]):
             for item in await self._stocked(rows):
                 yield item
 
     async def lookup(self, item_ids: Sequence[str]) -> list[Item] | None:
-        """These items (`sku@warehouse` of this channel's warehouse) by SKU: their stock items
-        and levels, 50 SKUs a call."""
+        """These items (`sku@warehouse` of a synced warehouse) by SKU: their stock items and
+        their levels in the warehouses asked, 50 SKUs a call."""
         await self._ensure_ready()
-        skus = []
+        wanted: dict[str, set[str]] = {}
         for item_id in dict.fromkeys(item_ids):
             try:
                 sku, warehouse_id = wire.parse_item_id(item_id)
             except ValueError:
                 continue
-            if warehouse_id == self.warehouse_id:
-                skus.append(sku)
+            if warehouse_id in self.synced:
+                wanted.setdefault(warehouse_id, set()).add(sku)
+        skus = list(dict.fromkeys(sku for group in wanted.values() for sku in sorted(group)))
         found: list[Item] = []
         for chunk in _chunks(skus, wire.MAX_LEVEL_SKUS):
             params = {wire.Q_SKU: wire.csv(chunk)}
             async for rows in self.client.pages(wire.PATHS["stock_items"], params):
-                found += await self._stocked(rows)
+                found += await self._stocked(rows, wanted)
         return found
 
-    async def _stocked(self, rows: list[dict[str, Any]]) -> list[Item]:
-        """The stock items of `rows` that the warehouse stocks, with their levels (combos
-        left out: their counts follow their components)."""
-        assert self.warehouse_id is not None
+    async def _stocked(
+        self, rows: list[dict[str, Any]], wanted: Mapping[str, set[str]] | None = None
+    ) -> list[Item]:
+        """The stock items of `rows` in each synced warehouse that stocks them (of `wanted`,
+        warehouse id -> SKUs, if given), with their levels; combos left out: their counts
+        follow their components."""
         stock_items = []
         for row in rows:
             try:
@@ -211,24 +258,35 @@ class PisellChannel(Channel):
             except ValueError as exc:
                 log.warning("pisell_bad_stock_item", error=str(exc))
                 continue
-            if not stock_item.is_combo:
+            if stock_item.is_combo:
+                self._combos.add(stock_item.sku)
+            else:
+                self._combos.discard(stock_item.sku)
                 stock_items.append(stock_item)
         found = []
         for chunk in _chunks(stock_items, wire.MAX_LEVEL_SKUS):
-            levels = await self._levels([i.sku for i in chunk], self.warehouse_id)
+            levels: dict[str, dict[str, wire.Level]] = {}
+            for warehouse_id in self.synced:
+                skus = [
+                    i.sku for i in chunk if wanted is None or i.sku in wanted.get(warehouse_id, ())
+                ]
+                if skus:
+                    levels[warehouse_id] = await self._levels(skus, warehouse_id)
             for item in chunk:
-                level = levels.get(item.sku)
-                if level is None:
-                    continue  # not stocked in this warehouse: not an item of this shop
-                found.append(
-                    Item(
-                        item_id=wire.format_item_id(item.sku, self.warehouse_id),
-                        sku=item.sku,
-                        available=level.available,
-                        created_at=self._created_at(item),
-                        title=item.title,
+                for warehouse_id, location in self.synced.items():
+                    level = levels.get(warehouse_id, {}).get(item.sku)
+                    if level is None:
+                        continue  # not stocked in this warehouse: not an item there
+                    found.append(
+                        Item(
+                            item_id=wire.format_item_id(item.sku, warehouse_id),
+                            sku=item.sku,
+                            available=level.available,
+                            created_at=self._created_at(item),
+                            title=item.title,
+                            location=location,
+                        )
                     )
-                )
         return found
 
     async def read(self, item_ids: Sequence[str]) -> dict[str, int | None]:
@@ -307,7 +365,7 @@ class PisellChannel(Channel):
 
     @staticmethod
     def _result(item_id: str, item: wire.SetItem, answer: wire.ItemResult) -> WriteResult:
-        if answer.sku != item.sku:
+        if answer.sku != item.sku or answer.warehouse_id != item.warehouse_id:
             return WriteResult(item_id, "unknown", message="answer rows out of order")
         if answer.ok:
             available = item.available if answer.available is None else answer.available
@@ -319,11 +377,23 @@ class PisellChannel(Channel):
     # -- webhooks ----------------------------------------------------------------------------
 
     def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookHint:
-        """Check `X-Pisell-Signature` (HMAC-SHA256, ±5 min) and name what changed."""
+        """Check `X-Pisell-Signature` (HMAC-SHA256, ±5 min) and name what changed, in the
+        synced warehouses (`webhooks.verify` says how)."""
         return webhooks.verify(
             headers, body, secret=self.options.webhook_secret, now=self.clock.now(),
-            warehouse_id=self.warehouse_id,
+            warehouse_id=self.warehouse_id, others=list(self.synced)[1:], combos=self._combos,
         )  # fmt: skip
+
+    async def check(self) -> list[Check]:
+        """The common checks, then the warehouses synced (own first, with their names)."""
+        checks = await super().check()
+        if not checks or not all(c.ok for c in checks):
+            return checks
+        names = [f"{w} ({self.warehouse_names.get(w) or 'unnamed'})" for w in self.synced]
+        detail = f"syncs warehouse {names[0]}"
+        if len(names) > 1:
+            detail += f", and as locations {', '.join(names[1:])}"
+        return [*checks, Check("warehouses", True, detail)]
 
     def stats(self) -> dict[str, float]:
         """The client's counters and its copy of the rate bucket, for `/metrics`."""

@@ -5,18 +5,25 @@ It serves `/openapi/v1/*` with Pisell's signed headers (MD5 `Sign`, ±300 s, 401
 bucket per `Client-Id`, batched compare-and-set and adjust that are idempotent by key, and
 HMAC-signed webhooks delivered at least once by the kit. IS state lives in `inventory.py`.
 
-Choices where Pisell is silent: there is one warehouse (`"1"`) and the Pisell store is shop
-`"1"`, with one bound Shopify shop `"2"`; the client secret is the access token; every webhook
+Choices where Pisell is silent: the merchant's warehouses are the kit's locations, location n
+(`--locations N`, default 1) being warehouse `str(n)`, and `"1"`, the default, stocks every
+stock item (see `inventory.py` for the others and for combos); the Pisell store is shop `"1"`,
+with one bound Shopify shop `"2"`; the client secret is the access token; every webhook
 is signed with `options.webhook_secret`; a product with a SKU that exists is refused with 409
 (IS keys stock items by SKU). The emulator clock (`POST /_emulator/clock/advance`) moves IS
 time (the 15-minute order pull, idempotency expiry, the bucket); request signatures and
 webhook timestamps stay on wall time, so advancing it never makes an agent's clock "skewed".
 
-Control extras beside the kit's: `POST /_emulator/combos {"sku", "components": [{"sku",
-"quantity"}]}`, `POST /_emulator/clock/advance {"seconds"}`, `POST /_emulator/shops
-{"platform", "name", "domain", "stock_sync_enabled"}`, and `POST /_emulator/faults` also takes
-`latency` (seconds before every API answer); `{"fail_requests": 1, "fail_status": 429}` forces
-a 429. `/_emulator/orders` takes an optional `shop_id` and `warehouse_id`.
+Control routes (`emulator_control.py`), extras beside the kit's: `POST /_emulator/combos
+{"sku", "components": [{"sku", "quantity"}]}`, `POST /_emulator/clock/advance {"seconds"}`,
+`POST /_emulator/shops {"platform", "name", "domain", "stock_sync_enabled"}`, and
+`POST /_emulator/faults` also takes `latency` (seconds before every API answer);
+`{"fail_requests": 1, "fail_status": 429}` forces a 429. `/_emulator/orders` takes an optional
+`shop_id`. Each control route that acts on stock (orders, inventory edits and reads) takes the
+warehouse as the kit's `"location": n` or as Pisell's `"warehouse_id"` (`?location=` or
+`?warehouse_id=` on `GET /_emulator/inventory`), default warehouse 1: an unknown warehouse is
+a 404, a location outside 1..N or the two naming different warehouses a 400. A new product is
+stocked in warehouse 1; an edit in another warehouse stocks the SKU there.
 """
 
 from __future__ import annotations
@@ -36,15 +43,13 @@ from typing import Any
 from aiohttp import web
 
 from agent.emulator import (
-    Emulator,
+    PRIMARY,
     EmulatorOptions,
     LeakyBucket,
-    ShortStock,
-    UnknownSku,
     Variant,
-    json_error,
 )
 from plugins.pisell import wire
+from plugins.pisell.emulator_control import ControlRoutes
 from plugins.pisell.inventory import Inventory, StockState
 
 __all__ = ["PisellEmulator"]
@@ -68,11 +73,21 @@ def _ok(data: Any) -> web.Response:
     return web.json_response(wire.envelope_ok(data))
 
 
-class PisellEmulator(Emulator):
-    """One Pisell merchant: IS with one warehouse, the Pisell store and its bound shops."""
+def _warehouse(location: int) -> wire.Warehouse:
+    """IS warehouse of the kit's location n: id `str(n)`; 1 is the default, "Main warehouse"."""
+    if location == PRIMARY:
+        return wire.Warehouse("1", "Main warehouse", "1 George St, Sydney", "stock@example.com")
+    return wire.Warehouse(
+        str(location), f"Warehouse {location}", f"{location} Dock Rd, Melbourne",
+        f"stock{location}@example.com",
+    )  # fmt: skip
+
+
+class PisellEmulator(ControlRoutes):
+    """One Pisell merchant: IS with its warehouses, the Pisell store and its bound shops."""
 
     name = "pisell"
-    warehouse = wire.Warehouse("1", "Main warehouse", "1 George St, Sydney", "stock@example.com")
+    warehouse = _warehouse(PRIMARY)  # the default warehouse
 
     def __init__(
         self,
@@ -95,9 +110,10 @@ class PisellEmulator(Emulator):
             wire.Shop("2", "shopify", f"{shop_name} (Shopify)", f"{shop_name}.myshopify.com",
                       timezone),
         ]  # fmt: skip
+        self.warehouses = [_warehouse(n) for n in range(PRIMARY, self.store.locations + 1)]
         self.inventory = Inventory(
             self.store, now=self.now, emit=self.webhooks.emit, timezone=timezone,
-            warehouse_id=self.warehouse.id, shops=shops,
+            warehouses=self.warehouses, shops=shops,
         )  # fmt: skip
 
     def now(self) -> float:
@@ -120,6 +136,12 @@ class PisellEmulator(Emulator):
     def on_stock_change(self, variant: Variant, before: int, after: int, cause: str) -> None:
         """Keep IS levels in step and send `inventory_level.updated` (and movements)."""
         self.inventory.on_change(variant, before, after, cause)
+
+    def on_location_change(
+        self, variant: Variant, before: int, after: int, cause: str, location: int
+    ) -> None:
+        """The same for a change in another warehouse: its webhooks name that warehouse."""
+        self.inventory.on_change(variant, before, after, cause, location)
 
     def build_app(self) -> web.Application:
         """The kit's app plus the Pisell API, its middleware and the order-pull loop."""
@@ -255,16 +277,36 @@ class PisellEmulator(Emulator):
     # -- read handlers -----------------------------------------------------------------------
 
     async def _h_warehouses(self, request: web.Request) -> web.Response:
-        return self._page(request, [(1, self.warehouse.to_wire())])
+        rows = self.inventory.warehouses.items()
+        return self._page(request, [(n, w.to_wire()) for n, w in rows])
+
+    def _zones(self, request: web.Request) -> list[tuple[int, wire.Zone]] | web.Response:
+        """Each warehouse's picking and storage zone (ids 2n-1 and 2n), by `?warehouse_id`."""
+        wanted = request.query.get(wire.Q_WAREHOUSE)
+        if wanted is not None and wanted not in self.inventory.location_of:
+            return _api_error(404, wire.WAREHOUSE_NOT_FOUND, "no such warehouse")
+        zones = []
+        for n, warehouse in self.inventory.warehouses.items():
+            if wanted is None or warehouse.id == wanted:
+                for number, name in ((2 * n - 1, "Picking"), (2 * n, "Storage")):
+                    zone = wire.Zone(str(number), warehouse.id, name, name.lower())
+                    zones.append((number, zone))
+        return zones
 
     async def _h_zones(self, request: web.Request) -> web.Response:
-        rows = [wire.Zone("1", self.warehouse.id, "Picking", "picking"),
-                wire.Zone("2", self.warehouse.id, "Storage", "storage")]  # fmt: skip
-        return self._page(request, [(n, z.to_wire()) for n, z in enumerate(rows, 1)])
+        zones = self._zones(request)
+        if isinstance(zones, web.Response):
+            return zones
+        return self._page(request, [(n, z.to_wire()) for n, z in zones])
 
     async def _h_bins(self, request: web.Request) -> web.Response:
-        rows = [wire.Bin("1", "1", "A-01-01"), wire.Bin("2", "2", "S-01-01")]
-        return self._page(request, [(n, b.to_wire()) for n, b in enumerate(rows, 1)])
+        """One bin per zone (`A-01-01` picking, `S-01-01` storage), by `?warehouse_id`."""
+        zones = self._zones(request)
+        if isinstance(zones, web.Response):
+            return zones
+        rows = [(n, wire.Bin(z.id, z.id, "A-01-01" if z.type == "picking" else "S-01-01"))
+                for n, z in zones]  # fmt: skip
+        return self._page(request, [(n, b.to_wire()) for n, b in rows])
 
     async def _h_shops(self, request: web.Request) -> web.Response:
         shops = self.inventory.shops.values()
@@ -285,17 +327,20 @@ class PisellEmulator(Emulator):
         return self._page(request, rows)
 
     async def _h_levels(self, request: web.Request) -> web.Response:
+        """The levels of one warehouse (default: the default one); a SKU it does not stock
+        has none there."""
         self.stats["reads"] += 1
         warehouse_id = request.query.get(wire.Q_WAREHOUSE, self.warehouse.id)
-        if warehouse_id != self.warehouse.id:
+        location = self.inventory.location_of.get(warehouse_id)
+        if location is None:
             return _api_error(404, wire.WAREHOUSE_NOT_FOUND, "no such warehouse")
         skus = [s for s in request.query.get(wire.Q_SKU, "").split(",") if s]
         if len(skus) > wire.MAX_LEVEL_SKUS:
             return _api_error(400, wire.INVALID_REQUEST, f"at most {wire.MAX_LEVEL_SKUS} skus")
         items = self.inventory.items
         chosen = [items[s] for s in dict.fromkeys(skus) if s in items] if skus else items.values()
-        rows = [(stock.id, self.inventory.level(stock).to_wire()) for stock in chosen]
-        return self._page(request, rows)
+        levels = [(stock.id, self.inventory.level(stock, location)) for stock in chosen]
+        return self._page(request, [(n, level.to_wire()) for n, level in levels if level])
 
     async def _h_movements(self, request: web.Request) -> web.Response:
         try:
@@ -345,12 +390,6 @@ class PisellEmulator(Emulator):
         return self.hooks
 
     # -- write handlers ----------------------------------------------------------------------
-
-    async def _body(self, request: web.Request) -> Any:
-        try:
-            return json.loads(await request.read() or b"null")
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return None
 
     async def _h_set(self, request: web.Request) -> web.StreamResponse:
         return await self._write(request, wire.SetItem, self.inventory.apply_set)
@@ -431,144 +470,3 @@ class PisellEmulator(Emulator):
             if sub.extra.get("webhook_id") == hook_id:
                 self.webhooks.unsubscribe(sub.id)
         return _ok(hook.to_wire())
-
-    # -- control API: the kit's contract, Pisell's way ---------------------------------------
-
-    async def _control_body(self, request: web.Request) -> dict[str, Any]:
-        body = await self._body(request)
-        if not isinstance(body, dict):
-            raise web.HTTPBadRequest(
-                text=json.dumps({"error": "body must be a JSON object"}),
-                content_type="application/json",
-            )
-        if str(body.get("warehouse_id", self.warehouse.id)) != self.warehouse.id:
-            raise web.HTTPNotFound(
-                text=json.dumps({"error": "no such warehouse"}), content_type="application/json"
-            )
-        return body
-
-    async def _h_order(self, request: web.Request) -> web.Response:
-        """A purchase in the Pisell store (booked now) or in a bound shop (on the next pull)."""
-        body = await self._control_body(request)
-        lines = body.get("line_items")
-        if not isinstance(lines, list) or not lines:
-            return json_error(400, "line_items must be a non-empty list")
-        parsed: list[tuple[str, int]] = []
-        for line in lines:
-            sku = line.get("sku") if isinstance(line, dict) else None
-            quantity = line.get("quantity") if isinstance(line, dict) else None
-            if not isinstance(sku, str) or type(quantity) is not int or quantity <= 0:
-                return json_error(400, "each line needs a sku and a positive integer quantity")
-            parsed.append((sku, quantity))
-        shop = self.inventory.shops.get(str(body.get("shop_id", "1")))
-        if shop is None:
-            return json_error(404, "no such shop")
-        try:
-            expanded = self.inventory.expand(parsed)
-        except UnknownSku as exc:
-            return json_error(404, f"unknown sku {exc.args[0]}")
-        short = self.inventory.shortage(expanded)
-        if short is not None:
-            return json_error(409, f"not enough stock: {short}")
-        if shop.platform != "pisell":
-            pending = self.inventory.queue(parsed, shop.id)
-            import_after = self.inventory.local(pending.due_at)
-            return web.json_response(
-                {"order": {"ref": pending.ref, "shop_id": shop.id, "status": "pending_import",
-                           "import_after": import_after}}, status=202,
-            )  # fmt: skip
-        if not self.store.storefront_open:
-            return json_error(423, "the storefront is closed for maintenance")
-        try:
-            order = self.inventory.sell(parsed, shop.id)
-        except ShortStock as exc:
-            return json_error(409, f"not enough stock: {exc}")
-        return web.json_response({"order": order}, status=201)
-
-    async def _h_edit(self, request: web.Request) -> web.Response:
-        body = await self._control_body(request)
-        stock = self.inventory.items.get(str(body.get("sku")))
-        if stock is not None and stock.is_combo:
-            return json_error(409, "a combo's count follows its components")
-        return await super()._h_edit(request)
-
-    async def _h_product(self, request: web.Request) -> web.Response:
-        body = await self._control_body(request)
-        sku = body.get("sku")
-        if isinstance(sku, str) and not sku.strip():
-            return json_error(400, "an IS stock item needs a SKU")
-        if isinstance(sku, str) and sku.strip() in self.inventory.items:
-            return json_error(409, f"a stock item with sku {sku.strip()} exists (IS keys by SKU)")
-        return await super()._h_product(request)
-
-    async def _h_inventory(self, request: web.Request) -> web.Response:
-        if request.query.get("warehouse_id", self.warehouse.id) != self.warehouse.id:
-            return json_error(404, "no such warehouse")
-        inv = self.inventory
-        return web.json_response({sku: inv.available(s) for sku, s in inv.items.items()})
-
-    def _item_json(self, variant: Variant) -> dict[str, Any]:
-        item_id = wire.format_item_id(variant.sku, self.warehouse.id)
-        stock = self.inventory.items.get(variant.sku)
-        return {**super()._item_json(variant), "item_id": item_id,
-                "stock_item_id": None if stock is None else stock.id}  # fmt: skip
-
-    async def _h_combo(self, request: web.Request) -> web.Response:
-        body = await self._control_body(request)
-        sku, title = body.get("sku"), body.get("title")
-        if not isinstance(sku, str) or not sku.strip():
-            return json_error(400, "sku must be a non-empty string")
-        if sku in self.inventory.items:
-            return json_error(409, f"a stock item with sku {sku} exists")
-        try:
-            parts = [wire.Component.from_wire(p) for p in body.get("components") or []]
-            if not parts:
-                raise ValueError("components must be a non-empty list")
-            stock = self.inventory.add_combo(sku, str(title or f"Combo {sku}"), parts)
-        except KeyError as exc:
-            return json_error(404, f"unknown component {exc.args[0]}")
-        except (ValueError, TypeError) as exc:
-            return json_error(400, str(exc))
-        item = self.inventory.stock_item(stock).to_wire()
-        return web.json_response({**item, "available": self.inventory.available(stock)}, status=201)
-
-    async def _h_advance(self, request: web.Request) -> web.Response:
-        body = await self._control_body(request)
-        seconds = body.get("seconds")
-        if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds < 0:
-            return json_error(400, "seconds must be a non-negative number")
-        self.offset += float(seconds)
-        imported = self.inventory.pull()
-        return web.json_response({"now": self.inventory.local(self.now()), "imported": imported})
-
-    async def _h_bind_shop(self, request: web.Request) -> web.Response:
-        body = await self._control_body(request)
-        platform, domain = body.get("platform"), body.get("domain")
-        if platform not in ("shopify", "ebay", "kogan", "pisell") or not isinstance(domain, str):
-            return json_error(400, "platform (shopify, ebay, kogan, pisell) and domain required")
-        shops = self.inventory.shops
-        shop = wire.Shop(
-            str(max(int(s) for s in shops) + 1), platform, str(body.get("name") or domain),
-            domain, self.inventory.timezone, bool(body.get("stock_sync_enabled", True)),
-        )  # fmt: skip
-        shops[shop.id] = shop
-        return web.json_response(shop.to_wire(), status=201)
-
-    async def _h_faults(self, request: web.Request) -> web.Response:
-        """The kit's faults, plus `latency` (seconds before every API answer)."""
-        body = await self._body(request)
-        if not isinstance(body, dict):
-            return json_error(400, "body must be a JSON object")
-        latency = body.pop("latency", self.latency)
-        if not isinstance(latency, int | float) or isinstance(latency, bool) or latency < 0:
-            return json_error(400, "latency must be a non-negative number")
-        rate_limit = body.pop("rate_limit", self.bucket.enabled)
-        if not isinstance(rate_limit, bool):
-            return json_error(400, "rate_limit must be true or false")
-        try:
-            self.faults.update(body)
-        except ValueError as exc:
-            return json_error(400, str(exc))
-        self.latency, self.bucket.enabled = float(latency), rate_limit
-        state = {**dataclasses.asdict(self.faults), "rate_limit": rate_limit, "latency": latency}
-        return web.json_response(state)

@@ -1,4 +1,4 @@
-"""The Shopify channel: inventory of one location through the Admin GraphQL API."""
+"""The Shopify channel: inventory of a shop's locations through the Admin GraphQL API."""
 
 from __future__ import annotations
 
@@ -59,6 +59,11 @@ TOPICS = (
 )
 _STALE = frozenset({"CHANGE_FROM_QUANTITY_STALE", "COMPARE_QUANTITY_STALE"})
 _ITEM_GID = re.compile(r"^gid://shopify/InventoryItem/\d+$")
+# An item at one of the channel's further locations: the item's gid, "@" and the location's
+# number (the own location's items keep the bare gid, which existing databases key on).
+_LOCATED = re.compile(r"^(gid://shopify/InventoryItem/\d+)(?:@(\d+))?$")
+_LOCATION_GID = re.compile(r"^gid://shopify/Location/(\d+)$")
+_VARIANT_GID = re.compile(r"^gid://shopify/ProductVariant/(\d+)$")
 _BULK_DONE = frozenset({"COMPLETED", "FAILED", "CANCELED", "EXPIRED"})
 _BULK_MAX_WAIT = 3600.0
 # What the channel calls needs (shopify.md §6); `shopsync check` names any missing.
@@ -121,10 +126,17 @@ class ShopifySettings(ChannelSettings):
 
 
 class ShopifyChannel(Channel):
-    """One Shopify shop; `item_id` is the InventoryItem gid, counts are `available`."""
+    """One Shopify shop; `item_id` is the InventoryItem gid, counts are `available`.
+
+    With further `locations`, an item at location n is ``gid://shopify/InventoryItem/N@n``
+    (the own location's items keep the bare gid). Listings, lookups and reads ask every
+    location in one query (aliased levels, costed as Shopify costs them), and a batch of
+    writes goes in one `inventorySetQuantities`, each row with its own `locationId`.
+    """
 
     name: ClassVar[str] = "shopify"
     settings_class: ClassVar[type[ChannelSettings]] = ShopifySettings
+    multi_location: ClassVar[bool] = True
 
     def __init__(
         self, settings: ChannelSettings, *, http: aiohttp.ClientSession, clock: Clock
@@ -162,6 +174,10 @@ class ShopifyChannel(Channel):
         )
         self._location: str | None = settings.location_id or None
         self._location_lock = asyncio.Lock()
+        # the further locations, resolved at start: Location gid -> the name given for it
+        self._extras: dict[str, str] | None = None
+        self._location_names: dict[str, str] = {}  # Location gid -> the shop's name for it
+        self._variant_items: dict[int, int] = {}  # variant id -> inventory item id (listed)
         self._set_document = queries.set_quantities(settings.api_version)
         self._change_from = queries.uses_change_from(settings.api_version)
         self.bulk_poll_interval = 0.05  # first poll; doubles up to 2 s
@@ -183,8 +199,77 @@ class ShopifyChannel(Channel):
         )
 
     async def start(self) -> None:
-        """Resolve the location once, so the first webhook can already be filtered by it."""
+        """Resolve the locations once, so the first webhook can already be filtered by them."""
         await self.location()
+        await self._extra_locations()
+
+    async def _extra_locations(self) -> dict[str, str]:
+        """The further locations (`locations`) as Location gid -> the name given, in order;
+        ChannelError for one the shop lacks or that is the channel's own."""
+        if self._extras is not None:
+            return self._extras
+        if not self.locations:
+            self._extras = {}
+            return self._extras
+        own = await self.location()
+        async with self._location_lock:
+            if self._extras is not None:
+                return self._extras
+            data = await self.client.call(queries.LOCATIONS, {}, cost=queries.LOCATIONS_COST)
+            nodes = (data.get("locations") or {}).get("nodes") or []
+            active = {
+                str(n["id"]): str(n.get("name") or "")
+                for n in nodes
+                if isinstance(n, dict) and n.get("id") and n.get("isActive", True)
+            }
+            known = ", ".join(f"{gid.rsplit('/', 1)[-1]} ({name})" for gid, name in active.items())
+            extras: dict[str, str] = {}
+            for entry in self.locations:
+                raw = str(entry).strip()
+                location = f"gid://shopify/Location/{raw}" if raw.isdigit() else raw
+                if not _LOCATION_GID.match(location):
+                    raise ChannelError(
+                        f"location {entry!r} is not a location number or a Location gid"
+                    )
+                if location == own:
+                    raise ChannelError(
+                        f"location {entry!r} is the channel's own location ({own}): "
+                        "list only the others"
+                    )
+                if location not in active:
+                    raise ChannelError(
+                        f"the shop has no active location {entry!r} (it has: {known})"
+                    )
+                if location in extras:
+                    raise ChannelError(
+                        f"location {entry!r} is listed twice (as {extras[location]!r})"
+                    )
+                extras[location] = entry
+            self._location_names = active
+            self._extras = extras
+            log.info("shopify_locations", location=own, extra=list(extras))
+        return self._extras
+
+    async def _synced(self) -> list[tuple[str, str, str]]:
+        """Every synced location as (Location gid, item id suffix, name given), own first."""
+        own = await self.location()
+        extras = await self._extra_locations()
+        return [
+            (own, "", ""),
+            *((gid, "@" + gid.rsplit("/", 1)[-1], name) for gid, name in extras.items()),
+        ]
+
+    def _split(self, item_id: str) -> tuple[str, str] | None:
+        """(InventoryItem gid, Location gid) of one of this channel's item ids, else None."""
+        match = _LOCATED.match(item_id)
+        if match is None or self._location is None:
+            return None
+        if match.group(2) is None:
+            return match.group(1), self._location
+        location = f"gid://shopify/Location/{match.group(2)}"
+        if location not in (self._extras or {}):
+            return None
+        return match.group(1), location
 
     async def location(self) -> str:
         """The Location gid: configured, else the shop's primary location."""
@@ -209,23 +294,47 @@ class ShopifyChannel(Channel):
     # -- reading -------------------------------------------------------------------------------
 
     async def list_items(self) -> AsyncIterator[Item]:
-        """Every tracked variant stocked at the location: bulk query, else pages of 200."""
-        location = await self.location()
+        """Every tracked variant stocked at each synced location (one item per location that
+        stocks it, read in the same query): bulk query, else pages of 200 (fewer with further
+        locations, whose levels make each variant dearer)."""
+        synced = await self._synced()
         if self.settings.bulk:
-            url = await self._run_bulk(location)
+            url = await self._run_bulk(synced)
             if url is not None:
                 if url:
                     async for node in self.client.lines(url):
-                        item = _item(node)
-                        if item is not None:
+                        for item in self._items(node, synced):
                             yield item
                 return
-        async for item in self._pages(location):
+        async for item in self._pages(synced):
             yield item
 
-    async def _run_bulk(self, location: str) -> str | None:
+    def _items(self, node: dict[str, Any], synced: list[tuple[str, str, str]]) -> list[Item]:
+        """The items of one variant node: at the own location, then at each further one."""
+        own = _item(node)
+        if len(synced) == 1:
+            return [] if own is None else [own]
+        inventory = node.get("inventoryItem")
+        if isinstance(inventory, dict):
+            self._remember(node.get("id"), inventory.get("id"))
+        items = [] if own is None else [own]
+        for index, (_, suffix, name) in enumerate(synced[1:]):
+            item = _item(node, queries.extra_alias(index), suffix, name)
+            if item is not None:
+                items.append(item)
+        return items
+
+    def _remember(self, variant_gid: Any, item_gid: Any) -> None:
+        """Note a variant's inventory item: an order line names only its variant."""
+        variant = _VARIANT_GID.match(variant_gid) if isinstance(variant_gid, str) else None
+        item = _LOCATED.match(item_gid) if isinstance(item_gid, str) else None
+        if variant is not None and item is not None:
+            number = int(item.group(1).rsplit("/", 1)[-1])
+            self._variant_items[int(variant.group(1))] = number
+
+    async def _run_bulk(self, synced: list[tuple[str, str, str]]) -> str | None:
         """The result URL ("" for an empty result), or None to fall back to paging."""
-        query = queries.bulk_variants_query(location)
+        query = queries.bulk_variants_query(synced[0][0], [gid for gid, _, _ in synced[1:]])
         data = await self.client.call(queries.BULK_RUN, {"query": query}, cost=queries.WRITE_COST)
         payload = data.get("bulkOperationRunQuery") or {}
         operation = payload.get("bulkOperation")
@@ -251,13 +360,16 @@ class ShopifyChannel(Channel):
         log.warning("shopify_bulk_timeout", operation=operation["id"])
         return None
 
-    async def _pages(self, location: str) -> AsyncIterator[Item]:
-        document = queries.variants_page()
-        first, after = queries.PAGE_SIZE, None
+    async def _pages(self, synced: list[tuple[str, str, str]]) -> AsyncIterator[Item]:
+        count = len(synced)
+        document = queries.variants_page(count - 1)
+        first, after = queries.page_size(count), None
+        extras = {f"loc{i}": gid for i, (gid, _, _) in enumerate(synced[1:])}
         while True:
-            variables = {"first": first, "after": after, "loc": location}
+            variables = {"first": first, "after": after, "loc": synced[0][0], **extras}
             try:
-                data = await self.client.call(document, variables, cost=queries.page_cost(first))
+                cost = queries.page_cost(first, count)
+                data = await self.client.call(document, variables, cost=cost)
             except CostExceeded:
                 if first == 1:
                     raise
@@ -265,8 +377,7 @@ class ShopifyChannel(Channel):
                 continue
             page = data.get("productVariants") or {}
             for node in page.get("nodes") or []:
-                item = _item(node)
-                if item is not None:
+                for item in self._items(node, synced):
                     yield item
             info = page.get("pageInfo") or {}
             if not info.get("hasNextPage") or not info.get("endCursor"):
@@ -281,8 +392,11 @@ class ShopifyChannel(Channel):
     async def read_levels(self, item_ids: Sequence[str]) -> dict[str, Level]:
         """Fresh `available` counts with their level's `updatedAt`, 250 ids per call."""
         result: dict[str, Level] = dict.fromkeys(item_ids, Level(None))
-        valid = [i for i in result if _ITEM_GID.match(i)]
         location = await self.location()
+        if await self._extra_locations():
+            await self._read_located(list(result), result)
+            return result
+        valid = [i for i in result if _ITEM_GID.match(i)]
         for start in range(0, len(valid), MAX_BATCH):
             chunk = valid[start : start + MAX_BATCH]
             data = await self.client.call(
@@ -295,12 +409,57 @@ class ShopifyChannel(Channel):
                     result[item_id] = Level(_available(level), webhooks.parse_stamp(stamp))
         return result
 
+    async def _located_calls(
+        self, item_ids: list[str], size: int, lookup: bool
+    ) -> AsyncIterator[tuple[str, str, dict[str, Any]]]:
+        """(item id, location name, node) of these ids at any synced location, `size` ids per
+        call, each call one group of ids per location (`queries.located_items_query`)."""
+        synced = {gid: (suffix, name) for gid, suffix, name in await self._synced()}
+        valid = [(i, split) for i in item_ids if (split := self._split(i)) is not None]
+        price = queries.lookup_cost if lookup else queries.read_cost
+        for start in range(0, len(valid), size):
+            groups: dict[str, list[str]] = {}
+            for _, (item, location) in valid[start : start + size]:
+                groups.setdefault(location, []).append(item)
+            variables: dict[str, Any] = {}
+            for index, (location, items) in enumerate(groups.items()):
+                variables[f"ids{index}"], variables[f"loc{index}"] = items, location
+            document = queries.located_items_query(len(groups), lookup)
+            cost = sum(price(len(items)) for items in groups.values())
+            data = await self.client.call(document, variables, cost=cost)
+            for index, (location, items) in enumerate(groups.items()):
+                suffix, name = synced[location]
+                nodes = data.get(queries.extra_alias(index)) or []
+                for item, node in zip(items, nodes, strict=False):
+                    if isinstance(node, dict):
+                        yield item + suffix, name, node
+
+    async def _read_located(self, item_ids: list[str], result: dict[str, Level]) -> None:
+        async for item_id, _, node in self._located_calls(item_ids, MAX_BATCH, lookup=False):
+            if node.get("tracked", True):
+                level = node.get("inventoryLevel")
+                stamp = level.get("updatedAt") if isinstance(level, dict) else None
+                result[item_id] = Level(_available(level), webhooks.parse_stamp(stamp))
+
     async def lookup(self, item_ids: Sequence[str]) -> list[Item] | None:
         """The items by id (what product webhooks name), 200 per call; untracked, unstocked
         and unknown ones are left out."""
-        valid = [i for i in dict.fromkeys(item_ids) if _ITEM_GID.match(i)]
         location = await self.location()
-        found: list[Item] = []
+        if await self._extra_locations():
+            found: list[Item] = []
+            ids = list(dict.fromkeys(item_ids))
+            calls = self._located_calls(ids, queries.LOOKUP_SIZE, lookup=True)
+            async for item_id, name, node in calls:
+                if not isinstance(node.get("variant"), dict):
+                    continue
+                inventory = {k: node.get(k) for k in ("id", "tracked", "inventoryLevel")}
+                self._remember(node["variant"].get("id"), node.get("id"))
+                item = _item({**node["variant"], "inventoryItem": inventory}, location=name)
+                if item is not None:
+                    found.append(dataclasses.replace(item, item_id=item_id))
+            return found
+        valid = [i for i in dict.fromkeys(item_ids) if _ITEM_GID.match(i)]
+        found = []
         for start in range(0, len(valid), queries.LOOKUP_SIZE):
             chunk = valid[start : start + queries.LOOKUP_SIZE]
             variables = {"ids": chunk, "loc": location}
@@ -323,6 +482,7 @@ class ShopifyChannel(Channel):
             return []
         results: list[WriteResult | None] = [None] * len(writes)
         location = await self.location()
+        located = bool(await self._extra_locations())
         chunks = [
             range(s, min(s + MAX_BATCH, len(writes))) for s in range(0, len(writes), MAX_BATCH)
         ]
@@ -332,8 +492,13 @@ class ShopifyChannel(Channel):
             seen: set[str] = set()
             for i in chunk:
                 item_id = writes[i].item_id
-                if not _ITEM_GID.match(item_id):
-                    results[i] = WriteResult(item_id, "error", message="not an InventoryItem gid")
+                if not (self._split(item_id) if located else _ITEM_GID.match(item_id)):
+                    message = (
+                        "not an InventoryItem gid at a synced location"
+                        if located
+                        else "not an InventoryItem gid"
+                    )
+                    results[i] = WriteResult(item_id, "error", message=message)
                 elif item_id in seen:
                     results[i] = WriteResult(item_id, "error", message="item twice in one batch")
                 else:
@@ -364,9 +529,12 @@ class ShopifyChannel(Channel):
         while pending:
             variables = self._set_variables([writes[i] for i in pending], location, call_key)
             try:
-                data = await self.client.call(
-                    self._set_document, variables, cost=queries.WRITE_COST
+                document = (
+                    queries.set_quantities(self.settings.api_version, len(self._extras))
+                    if self._extras
+                    else self._set_document
                 )
+                data = await self.client.call(document, variables, cost=queries.WRITE_COST)
             except ShopifyUnavailable as exc:
                 return unknown(str(exc))
             payload = data.get("inventorySetQuantities")
@@ -400,14 +568,16 @@ class ShopifyChannel(Channel):
                     general.append(error)
             if not errors and group is None:
                 return unknown("no group")
-            after, stamps = _after(group)
-            remaining = []
+            after, stamps = self._after(group)
+            remaining: list[int] = []
             for row, i in enumerate(pending):
                 write = writes[i]
-                error = by_row.get(row)
-                if error is not None:
-                    status = "conflict" if error.get("code") in _STALE else "error"
-                    results[i] = WriteResult(write.item_id, status, message=_describe(error))
+                refusal = by_row.get(row)
+                if refusal is not None:
+                    stale = refusal.get("code") in _STALE
+                    results[i] = WriteResult(
+                        write.item_id, "conflict" if stale else "error", message=_describe(refusal)
+                    )
                 elif general:
                     # A call-level refusal (key mismatch, bad reason...): nothing to resend.
                     message = "; ".join(_describe(e) for e in general)
@@ -423,7 +593,35 @@ class ShopifyChannel(Channel):
             pending = remaining
             call_key = str(uuid.uuid5(KEY_NAMESPACE, f"{call_key}/retry"))
 
+    def _after(self, group: Any) -> tuple[dict[str, int], dict[str, float]]:
+        """`_after`, keyed by this channel's item ids where it syncs several locations."""
+        if not self._extras:
+            return _after(group)
+        suffixes = {gid: "@" + gid.rsplit("/", 1)[-1] for gid in self._extras}
+        aliases = {gid: queries.extra_alias(i) for i, gid in enumerate(self._extras)}
+        counts: dict[str, int] = {}
+        stamps: dict[str, float] = {}
+        changes = group.get("changes") if isinstance(group, dict) else None
+        for change in changes or []:
+            if not isinstance(change, dict) or change.get("name") != "available":
+                continue
+            item, place = change.get("item"), change.get("location")
+            if not isinstance(item, dict) or not isinstance(item.get("id"), str):
+                continue
+            location = place.get("id") if isinstance(place, dict) else self._location
+            if location != self._location and location not in suffixes:
+                continue
+            item_id = item["id"] + suffixes.get(str(location), "")
+            if isinstance(change.get("quantityAfterChange"), int):
+                counts[item_id] = change["quantityAfterChange"]
+            level = item.get(aliases.get(str(location), "inventoryLevel"))
+            if isinstance(level, dict) and (stamp := webhooks.parse_stamp(level.get("updatedAt"))):
+                stamps[item_id] = stamp
+        return counts, stamps
+
     def _set_variables(self, rows: list[Write], location: str, key: str) -> dict[str, Any]:
+        if self._extras:
+            return self._located_set_variables(rows, key)
         compare = "changeFromQuantity" if self._change_from else "compareQuantity"
         variables: dict[str, Any] = {
             "input": {
@@ -446,10 +644,49 @@ class ShopifyChannel(Channel):
             variables["key"] = key
         return variables
 
+    def _located_set_variables(self, rows: list[Write], key: str) -> dict[str, Any]:
+        """`_set_variables` of rows at any synced location (each row its own `locationId`)."""
+        compare = "changeFromQuantity" if self._change_from else "compareQuantity"
+        quantities = []
+        for w in rows:
+            split = self._split(w.item_id)
+            assert split is not None  # `write` refused the others
+            quantities.append(
+                {
+                    "inventoryItemId": split[0],
+                    "locationId": split[1],
+                    "quantity": w.target,
+                    compare: w.expected,
+                }
+            )
+        variables: dict[str, Any] = {
+            "input": {
+                "name": "available",
+                "reason": "correction",
+                "referenceDocumentUri": "shopsync://sync",
+                "quantities": quantities,
+            },
+            "loc": self._location,
+            **{f"loc{i}": gid for i, gid in enumerate(self._extras or {})},
+        }
+        if self._change_from:
+            variables["key"] = key
+        return variables
+
     # -- webhooks ------------------------------------------------------------------------------
 
     def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookHint:
         """Check `X-Shopify-Hmac-Sha256` over the raw body, then map the topic to a hint."""
+        if self._extras and self._location is not None:
+            located = {self._location: ""}
+            located.update({gid: "@" + gid.rsplit("/", 1)[-1] for gid in self._extras})
+            return webhooks.verify(
+                self.settings.webhook_secret,
+                headers,
+                body,
+                located=located,
+                variant_items=self._variant_items,
+            )
         return webhooks.verify(
             self.settings.webhook_secret, headers, body, location_gid=self._location
         )
@@ -520,6 +757,12 @@ class ShopifyChannel(Channel):
             checks.append(
                 Check("location", True, f"{names[location]} ({location}), {role}, of {len(names)}")
             )
+        extras = await self._extra_locations()
+        if extras:
+            synced = ", ".join(
+                f"{name!r}: {names.get(gid, '?')} ({gid})" for gid, name in extras.items()
+            )
+            checks.append(Check("locations", True, f"also syncs {synced}"))
         return checks
 
     async def _check_scopes(self) -> Check:
@@ -528,8 +771,8 @@ class ShopifyChannel(Channel):
         except ChannelError as exc:
             return Check("scopes", False, str(exc))
         install = data.get("currentAppInstallation") or {}
-        granted = {
-            s.get("handle")
+        granted: set[str] = {
+            s["handle"]
             for s in install.get("accessScopes") or []
             if isinstance(s, dict) and isinstance(s.get("handle"), str)
         }
@@ -552,12 +795,16 @@ def _available(level: Any) -> int | None:
     return None
 
 
-def _item(node: dict[str, Any]) -> Item | None:
-    """An Item from a variant node (page or bulk line); None if untracked or not stocked."""
+def _item(
+    node: dict[str, Any], level_key: str = "inventoryLevel", suffix: str = "", location: str = ""
+) -> Item | None:
+    """An Item from a variant node (page or bulk line) at the location whose level is under
+    `level_key` (its item id ends in `suffix`, its `location` is the name given for it);
+    None if untracked or not stocked there."""
     inventory = node.get("inventoryItem")
     if not isinstance(inventory, dict) or not inventory.get("tracked", True):
         return None
-    level = inventory.get("inventoryLevel")
+    level = inventory.get(level_key)
     available = _available(level)
     if available is None:
         return None
@@ -565,12 +812,13 @@ def _item(node: dict[str, Any]) -> Item | None:
     title = str(node.get("displayName") or "")
     title = title.removesuffix(" - Default Title")  # single-variant products
     return Item(
-        item_id=inventory["id"],
+        item_id=inventory["id"] + suffix,
         sku=(node.get("sku") or "").strip() or None,
         available=available,
         created_at=_epoch(node.get("createdAt")),
         title=title,
         stamp=stamp,
+        location=location,
     )
 
 

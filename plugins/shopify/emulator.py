@@ -55,7 +55,14 @@ from agent.emulator import (
 )
 from plugins.shopify.emulator_bulk import BulkRunner
 from plugins.shopify.emulator_cost import CostModel, LimitExceeded
-from plugins.shopify.emulator_graph import LOCATION_ID, Graph, QueryRoot, RequestContext, gid
+from plugins.shopify.emulator_graph import (
+    LOCATION_ID,
+    Graph,
+    QueryRoot,
+    RequestContext,
+    gid,
+    inventory_quantity,
+)
 from plugins.shopify.emulator_mutations import MutationRoot
 from plugins.shopify.schema import LATEST_VERSION, VERSIONS, schema_for
 
@@ -145,7 +152,11 @@ def _checked(version: str, query: str) -> tuple[DocumentNode | None, tuple[Any, 
 
 
 class ShopifyEmulator(Emulator):
-    """One emulated Shopify shop with one location, ``gid://shopify/Location/1``."""
+    """One emulated Shopify shop: its primary location ``gid://shopify/Location/1`` stocks
+    every variant; with ``--locations N`` the annexes ``gid://shopify/Location/2`` to ``N``
+    (whose names sort before the primary's) stock what an edit there stocked. The API reads and
+    writes levels at any of them; a change at an annex sends its own
+    ``inventory_levels/update``, and an order fulfilled there says its ``location_id``."""
 
     name = "shopify"
     token_lifetime = 86399.0  # the client-credentials grant's expires_in
@@ -159,7 +170,9 @@ class ShopifyEmulator(Emulator):
         self.idempotency: dict[str, tuple[str, Any]] = {}  # key -> (fingerprint, payload)
         self.fail_attempts = 0  # next inventorySetQuantities attempts that fail internally
         self.failed_keys: set[str] = set()  # their keys: IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED
-        self.unstocked: set[int] = set()  # inventory item ids not stocked at the location
+        self.unstocked: set[int] = set()  # inventory item ids not stocked at the primary
+        # (inventory item id, annex) -> the time of the level's last change there
+        self.annex_times: dict[tuple[int, int], float] = {}
         self.graph = Graph(self)
         self.query_root = QueryRoot(self.graph)
         self.mutation_root = MutationRoot(self.graph)
@@ -437,6 +450,30 @@ class ShopifyEmulator(Emulator):
             },
         )
 
+    def on_location_change(
+        self, variant: Variant, before: int, after: int, cause: str, location: int
+    ) -> None:
+        """``inventory_levels/update`` for a change at an annex, with its ``location_id``."""
+        self.annex_times[(variant.inventory_item_id, location)] = variant.updated_at
+        item, level = variant.inventory_item_id, gid("InventoryLevel", location)
+        self.webhooks.emit(
+            "inventory_levels/update",
+            {
+                "inventory_item_id": item,
+                "location_id": location,
+                "available": after,
+                "updated_at": _rest_time(int(self.level_time(variant, location)), "seconds"),
+                "admin_graphql_api_id": f"{level}?inventory_item_id={item}",
+            },
+        )
+
+    def level_time(self, variant: Variant, location: int) -> float:
+        """When `variant`'s level at `location` last changed (the variant's own time at the
+        primary, where every change of it is one)."""
+        if location == LOCATION_ID:
+            return variant.updated_at
+        return self.annex_times.get((variant.inventory_item_id, location), variant.created_at)
+
     def on_order(self, order: dict[str, Any]) -> None:
         """``orders/create`` with REST-shaped line items (variant ids, SKUs; no item ids)."""
         self.webhooks.emit("orders/create", self._order_json(order))
@@ -450,7 +487,7 @@ class ShopifyEmulator(Emulator):
                 "line_item_id": line["id"],
                 "quantity": line["quantity"],
                 "restock_type": restock_type,
-                "location_id": LOCATION_ID,
+                "location_id": order.get("location", LOCATION_ID),
                 "line_item": self._line_json(line),
             }
             for line in order["line_items"]
@@ -492,7 +529,7 @@ class ShopifyEmulator(Emulator):
                     "sku": variant.sku,
                     "title": "Default Title",
                     "inventory_item_id": variant.inventory_item_id,
-                    "inventory_quantity": variant.available,
+                    "inventory_quantity": inventory_quantity(variant),
                     "inventory_policy": "deny",
                     "inventory_management": "shopify" if variant.tracked else None,
                     "admin_graphql_api_id": gid("ProductVariant", variant.variant_id),
@@ -514,7 +551,7 @@ class ShopifyEmulator(Emulator):
 
     def _order_json(self, order: dict[str, Any]) -> dict[str, Any]:
         cancelled = order.get("cancelled_at")
-        return {
+        payload = {
             "id": order["id"],
             "admin_graphql_api_id": gid("Order", order["id"]),
             "name": order["name"],
@@ -522,3 +559,8 @@ class ShopifyEmulator(Emulator):
             "cancelled_at": _rest_time(cancelled, "seconds") if cancelled else None,
             "line_items": [self._line_json(line) for line in order["line_items"]],
         }
+        if self.options.locations > 1:
+            # The REST order's `location_id`: the location the order was fulfilled from. A
+            # one-location shop's payload stays as it always was.
+            payload["location_id"] = order.get("location", LOCATION_ID)
+        return payload

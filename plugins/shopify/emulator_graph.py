@@ -26,6 +26,7 @@ __all__ = [
     "QueryRoot",
     "RequestContext",
     "gid",
+    "inventory_quantity",
     "iso",
     "parse_gid",
 ]
@@ -94,6 +95,11 @@ def level_time(ts: float) -> str:
     second share it, which the agent must tell apart by reading)."""
     moment = dt.datetime.fromtimestamp(int(ts), dt.UTC)
     return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def inventory_quantity(v: Variant) -> int:
+    """`ProductVariant.inventoryQuantity`: the sum of its available counts at every location."""
+    return v.available + sum(v.levels.values())
 
 
 def _cursor(number: int) -> str:
@@ -215,12 +221,13 @@ class Graph:
 
     def location_ids(self) -> list[int]:
         """The shop's locations in Shopify's default order, by name; the primary one
-        (`LOCATION_ID`, which holds the stock) comes last when there are several."""
+        (`LOCATION_ID`, which stocks every variant) comes last when there are several."""
         numbers = range(LOCATION_ID, LOCATION_ID + max(1, self.emu.options.locations))
         return sorted(numbers, key=lambda n: self.location_obj(n)["name"])
 
     def location_obj(self, number: int = LOCATION_ID) -> dict[str, Any]:
-        """A location of the shop: the primary one, or an annex that stocks nothing."""
+        """A location of the shop: the primary one (which stocks every variant), or an annex
+        (which stocks what an edit there stocked)."""
         return {
             "__typename": "Location",
             "id": gid("Location", number),
@@ -248,7 +255,7 @@ class Graph:
             "displayName": f"{v.title} - Default Title",
             "createdAt": iso(v.created_at),
             "updatedAt": iso(v.updated_at),
-            "inventoryQuantity": v.available,
+            "inventoryQuantity": inventory_quantity(v),
             "inventoryPolicy": "DENY",
             "inventoryItem": lambda info: self.item(v),
             "product": lambda info: self.product(v),
@@ -258,7 +265,16 @@ class Graph:
         """An InventoryItem; `inventoryLevel` is null where the item is not stocked."""
 
         def level(info: GraphQLResolveInfo, locationId: str) -> dict[str, Any] | None:
-            return self.level(v) if locationId == LOCATION_GID else None
+            if locationId == LOCATION_GID:
+                return self.level(v)
+            number = parse_gid(locationId, "Location")
+            return self.level(v, number) if number is not None else None
+
+        def levels(info: GraphQLResolveInfo, **args: Any) -> dict[str, Any]:
+            stocked = [n for n in v.stocked_at() if self.level(v, n) is not None]
+            return connection(
+                stocked, int, lambda n: self.level(v, n) or {}, args, bulk=info.context.bulk
+            )
 
         return {
             "__typename": "InventoryItem",
@@ -268,18 +284,28 @@ class Graph:
             "createdAt": iso(v.created_at),
             "updatedAt": iso(v.updated_at),
             "inventoryLevel": level,
+            "inventoryLevels": levels,
             "variant": lambda info: self.variant(v),
         }
 
-    def level(self, v: Variant) -> dict[str, Any] | None:
-        """The InventoryLevel of a variant at the one location (None if not stocked)."""
-        if v.inventory_item_id in self.emu.unstocked:
-            return None
-        values = {
-            "available": v.available,
-            "on_hand": v.available + v.committed,
-            "committed": v.committed,
-        }
+    def level(self, v: Variant, location: int = LOCATION_ID) -> dict[str, Any] | None:
+        """The InventoryLevel of a variant at `location` (None where it is not stocked)."""
+        if location == LOCATION_ID:
+            if v.inventory_item_id in self.emu.unstocked:
+                return None
+            values = {
+                "available": v.available,
+                "on_hand": v.available + v.committed,
+                "committed": v.committed,
+            }
+            updated = v.updated_at
+        else:
+            count = v.count(location)
+            if count is None:
+                return None
+            # orders at an annex take the units at once (no committed state kept there)
+            values = {"available": count, "on_hand": count}
+            updated = self.emu.level_time(v, location)
 
         def quantities(info: GraphQLResolveInfo, names: list[str]) -> list[dict[str, Any]]:
             unknown = [n for n in names if n not in QUANTITY_NAMES]
@@ -290,19 +316,19 @@ class Graph:
                     "id": f"{gid('InventoryQuantity', v.inventory_item_id)}?name={n}",
                     "name": n,
                     "quantity": values.get(n, 0),
-                    "updatedAt": level_time(v.updated_at),
+                    "updatedAt": level_time(updated),
                 }
                 for n in names
             ]
 
         return {
             "__typename": "InventoryLevel",
-            "id": f"{gid('InventoryLevel', LOCATION_ID)}?inventory_item_id={v.inventory_item_id}",
+            "id": f"{gid('InventoryLevel', location)}?inventory_item_id={v.inventory_item_id}",
             "quantities": quantities,
-            "location": self.location_obj(),
+            "location": self.location_obj(location),
             "item": lambda info: self.item(v),
             "createdAt": iso(v.created_at),
-            "updatedAt": level_time(v.updated_at),
+            "updatedAt": level_time(updated),
         }
 
     def subscription(self, sub: Subscription) -> dict[str, Any]:

@@ -47,7 +47,8 @@ _MISMATCH = "The same idempotency key cannot be used with different operation pa
 # Wording unverified; the code is in the 2026-10 InventorySetQuantitiesUserErrorCode enum.
 _PREVIOUS_FAILED = "A previous attempt with this idempotency key failed. Retry with a new key."
 
-Row = tuple[int, Variant, int, int | None]  # (index, variant, target available, expected)
+# (index, variant, location, target available, expected)
+Row = tuple[int, Variant, int, int, int | None]
 
 
 def _error(field: list[str] | None, message: str, code: str | None = None) -> dict[str, Any]:
@@ -217,20 +218,21 @@ class MutationRoot:
             )
         rows: list[Row] = []
         stale: list[Row] = []
-        seen: set[int] = set()
+        seen: set[tuple[int, int]] = set()
         for index, row in enumerate(inp["quantities"]):
             path = ["input", "quantities", str(index)]
-            variant = self._row_variant(row, path, seen, errors)
-            if variant is None:
+            found = self._row_variant(row, path, seen, errors)
+            if found is None:
                 continue
+            variant, location = found
+            held = self._held(variant, location)
             quantity = row["quantity"]
             if quantity > MAX_QUANTITY or quantity < -MAX_QUANTITY:
                 code = "INVALID_QUANTITY_TOO_HIGH" if quantity > 0 else "INVALID_QUANTITY_TOO_LOW"
                 errors.append(_error([*path, "quantity"], "The quantity is out of range.", code))
                 continue
-            offset = (
-                variant.committed if name == "on_hand" else 0
-            )  # on_hand = available + committed
+            # on_hand = available + committed (nothing is committed at an annex)
+            offset = variant.committed if name == "on_hand" and location == LOCATION_ID else 0
             compare = self._compare(mode, row, bool(inp.get("ignoreCompareQuantity")), path, errors)
             if compare is None:
                 continue
@@ -238,10 +240,11 @@ class MutationRoot:
             entry: Row = (
                 index,
                 variant,
+                location,
                 quantity - offset,
                 None if expected is None else expected - offset,
             )
-            if expected is not None and expected - offset != variant.available:
+            if expected is not None and expected - offset != held:
                 code = (
                     "CHANGE_FROM_QUANTITY_STALE"
                     if field == "changeFromQuantity"
@@ -254,19 +257,15 @@ class MutationRoot:
         self._maybe_drop(info)
         if errors:
             # All or nothing: log the stale rows as refused writes, apply nothing.
-            for _, variant, target, expected in stale:
-                self.emu.store.api_set(
-                    variant.inventory_item_id, target, key=key, expected=expected, reason=reason
-                )
+            for _, variant, location, target, expected in stale:
+                self._api_set(variant, location, target, key=key, expected=expected, reason=reason)
             return {"inventoryAdjustmentGroup": None, "userErrors": errors}
         changes = []
-        for _, variant, target, expected in rows:
-            before = variant.available
-            self.emu.store.api_set(
-                variant.inventory_item_id, target, key=key, expected=expected, reason=reason
-            )
+        for _, variant, location, target, expected in rows:
+            before = self._held(variant, location)
+            self._api_set(variant, location, target, key=key, expected=expected, reason=reason)
             self.emu.stats["writes"] += 1
-            changes.extend(self._changes(variant, before))
+            changes.extend(self._changes(variant, before, location))
         group = self._group(reason, inp.get("referenceDocumentUri"), changes)
         return {"inventoryAdjustmentGroup": group, "userErrors": []}
 
@@ -284,15 +283,16 @@ class MutationRoot:
                     "INVALID_QUANTITY_NAME",
                 )
             )
-        rows: list[tuple[Variant, int]] = []
-        seen: set[int] = set()
+        rows: list[tuple[Variant, int, int]] = []
+        seen: set[tuple[int, int]] = set()
         for index, change in enumerate(inp["changes"]):
             path = ["input", "changes", str(index)]
-            variant = self._row_variant(change, path, seen, errors, duplicates_ok=True)
-            if variant is None:
+            found = self._row_variant(change, path, seen, errors, duplicates_ok=True)
+            if found is None:
                 continue
+            variant, location = found
             expected = change.get("changeFromQuantity") if mode != "compare" else None
-            if expected is not None and expected != variant.available:
+            if expected is not None and expected != self._held(variant, location):
                 errors.append(
                     _error(
                         [*path, "changeFromQuantity"],
@@ -301,16 +301,21 @@ class MutationRoot:
                     )
                 )
                 continue
-            rows.append((variant, change["delta"]))
+            rows.append((variant, location, change["delta"]))
         self._maybe_drop(info)
         if errors:
             return {"inventoryAdjustmentGroup": None, "userErrors": errors}
         changes = []
-        for variant, delta in rows:
-            before = variant.available
-            self.emu.store.api_adjust(variant.inventory_item_id, delta, key=key, reason=reason)
+        for variant, location, delta in rows:
+            before = self._held(variant, location)
+            if location == LOCATION_ID:
+                self.emu.store.api_adjust(variant.inventory_item_id, delta, key=key, reason=reason)
+            else:
+                self.emu.store.api_adjust(
+                    variant.inventory_item_id, delta, key=key, reason=reason, location=location
+                )
             self.emu.stats["writes"] += 1
-            changes.extend(self._changes(variant, before))
+            changes.extend(self._changes(variant, before, location))
         group = self._group(reason, inp.get("referenceDocumentUri"), changes)
         return {"inventoryAdjustmentGroup": group, "userErrors": []}
 
@@ -322,11 +327,14 @@ class MutationRoot:
                 "inventoryLevel": None,
                 "userErrors": [_error(["inventoryItemId"], "Inventory item does not exist")],
             }
-        if parse_gid(args["locationId"], "Location") != LOCATION_ID:
+        location = parse_gid(args["locationId"], "Location")
+        if location is None or location not in self.graph.location_ids():
             return {
                 "inventoryLevel": None,
                 "userErrors": [_error(["locationId"], "Location does not exist")],
             }
+        if location != LOCATION_ID:
+            return self._activate_annex(variant, location, args)
         if variant.inventory_item_id in self.emu.unstocked:
             self.emu.unstocked.discard(variant.inventory_item_id)
             available = args.get("available")
@@ -336,6 +344,23 @@ class MutationRoot:
                 variant.inventory_item_id, available or 0, key=key, reason="inventory_activate"
             )
         return {"inventoryLevel": self.graph.level(variant), "userErrors": []}
+
+    def _activate_annex(
+        self, variant: Variant, location: int, args: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Stock the item at an annex (through the store's admin edit, the one way it stocks
+        a location; a variant whose SKU another variant holds first cannot be named by it)."""
+        if variant.count(location) is None:
+            store = self.emu.store
+            if not variant.sku or store.find_sku(variant.sku) is not variant:
+                return {
+                    "inventoryLevel": None,
+                    "userErrors": [
+                        _error(["inventoryItemId"], "The emulator cannot stock this item there")
+                    ],
+                }
+            store.edit(variant.sku, args.get("available") or args.get("onHand") or 0, location)
+        return {"inventoryLevel": self.graph.level(variant, location), "userErrors": []}
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -360,11 +385,12 @@ class MutationRoot:
         self,
         row: dict[str, Any],
         path: list[str],
-        seen: set[int],
+        seen: set[tuple[int, int]],
         errors: list[dict[str, Any]],
         *,
         duplicates_ok: bool = False,
-    ) -> Variant | None:
+    ) -> tuple[Variant, int] | None:
+        """The row's variant and location number, or None after recording its error."""
         number = parse_gid(row["inventoryItemId"], "InventoryItem")
         variant = self.emu.store.by_item.get(number) if number is not None else None
         if variant is None:
@@ -377,7 +403,7 @@ class MutationRoot:
             )
             return None
         location = parse_gid(row["locationId"], "Location")
-        if location not in self.graph.location_ids():
+        if location is None or location not in self.graph.location_ids():
             errors.append(
                 _error(
                     [*path, "locationId"],
@@ -386,7 +412,7 @@ class MutationRoot:
                 )
             )
             return None
-        if variant.inventory_item_id in seen and not duplicates_ok:
+        if (variant.inventory_item_id, location) in seen and not duplicates_ok:
             errors.append(
                 _error(
                     [*path],
@@ -395,9 +421,8 @@ class MutationRoot:
                 )
             )
             return None
-        seen.add(variant.inventory_item_id)
-        # Only the primary location holds stock; the others stock nothing.
-        if location != LOCATION_ID or variant.inventory_item_id in self.emu.unstocked:
+        seen.add((variant.inventory_item_id, location))
+        if self.graph.level(variant, location) is None:  # an annex stocks what was stocked there
             errors.append(
                 _error(
                     [*path, "inventoryItemId"],
@@ -406,7 +431,19 @@ class MutationRoot:
                 )
             )
             return None
-        return variant
+        return variant, location
+
+    @staticmethod
+    def _held(variant: Variant, location: int) -> int:
+        """The available count at a location that stocks the variant."""
+        return variant.available if location == LOCATION_ID else (variant.count(location) or 0)
+
+    def _api_set(self, variant: Variant, location: int, target: int, **kwargs: Any) -> None:
+        # the primary's call stays as it always was (third-party stores may not know locations)
+        if location == LOCATION_ID:
+            self.emu.store.api_set(variant.inventory_item_id, target, **kwargs)
+        else:
+            self.emu.store.api_set(variant.inventory_item_id, target, location=location, **kwargs)
 
     @staticmethod
     def _compare(
@@ -448,27 +485,31 @@ class MutationRoot:
         if self.emu.take_timeout_after_apply():
             info.context.drop_after = True
 
-    def _changes(self, variant: Variant, before: int) -> list[dict[str, Any]]:
-        delta = variant.available - before
+    def _changes(
+        self, variant: Variant, before: int, location: int = LOCATION_ID
+    ) -> list[dict[str, Any]]:
+        after = self._held(variant, location)
+        delta = after - before
         if delta == 0:
             return []  # Shopify lists no change for a row that moved nothing
         item = self.graph.item(variant)
-        location = self.graph.location_obj()
+        place = self.graph.location_obj(location)
+        committed = variant.committed if location == LOCATION_ID else 0
         return [
             {
                 "name": "available",
                 "delta": delta,
-                "quantityAfterChange": variant.available,
+                "quantityAfterChange": after,
                 "item": item,
-                "location": location,
+                "location": place,
                 "ledgerDocumentUri": None,
             },
             {
                 "name": "on_hand",
                 "delta": delta,
-                "quantityAfterChange": variant.available + variant.committed,
+                "quantityAfterChange": after + committed,
                 "item": item,
-                "location": location,
+                "location": place,
                 "ledgerDocumentUri": None,
             },
         ]

@@ -67,6 +67,9 @@ type InventoryItem implements Node {
   createdAt: DateTime!
   updatedAt: DateTime!
   inventoryLevel(locationId: ID!): InventoryLevel
+  inventoryLevels(
+    first: Int, last: Int, after: String, before: String, reverse: Boolean = false
+  ): InventoryLevelConnection!
   variant: ProductVariant!
 }
 
@@ -77,6 +80,13 @@ type InventoryLevel implements Node {
   item: InventoryItem!
   createdAt: DateTime!
   updatedAt: DateTime!
+}
+
+type InventoryLevelEdge { cursor: String! node: InventoryLevel! }
+type InventoryLevelConnection {
+  nodes: [InventoryLevel!]!
+  edges: [InventoryLevelEdge!]!
+  pageInfo: PageInfo!
 }
 
 type InventoryQuantity {

@@ -1,4 +1,11 @@
-"""The SHOPLINE channel: lists, reads and writes stock at one location through the Open API.
+"""The SHOPLINE channel: lists, reads and writes stock at its locations through the Open API.
+
+Locations. The channel works at its own location (``location_id``, else the store's default)
+and at each of `Channel.locations` (SHOPLINE location ids, as the merchant wrote them). An item
+is an inventory item at one of them: at the own location its id is the inventory item id, as
+always; at another, ``<inventory item id>@<location id>`` (`plugins.shopline.locations`). One
+``inventory_levels.json`` call reads 50 inventory items at up to 10 locations, so syncing a few
+more locations costs no more calls for listing and reading than one.
 
 Write path. SHOPLINE has no compare-and-set, no version or ETag and no idempotency key, and
 writes one item at one location per call. So every `Write` becomes one relative
@@ -72,6 +79,7 @@ from plugins.shopline.client import (
     parse_time,
     refresh_grant,
 )
+from plugins.shopline.locations import Sites, resolve_sites
 from plugins.shopline.resolve import (
     Observation,
     PendingWrite,
@@ -90,7 +98,6 @@ __all__ = ["ShoplineChannel", "ShoplineSettings"]
 
 log = structlog.get_logger(__name__)
 
-_DIGITS = re.compile(r"^\d{1,64}$")
 _VERSION = re.compile(r"^v\d{8}$")
 _TIMESTAMP_RESOLUTION = 1.0  # SHOPLINE prints whole seconds
 # Each list endpoint's own page maximum: products 250, orders 100 (shopline.md §2).
@@ -158,7 +165,7 @@ class ShoplineSettings(ChannelSettings):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Listed:
-    item_id: str
+    item_id: str  # the inventory item id
     variant_id: str | None
     sku: str | None
     created_at: float
@@ -187,9 +194,11 @@ def _title(product: Mapping[str, Any], variant: Mapping[str, Any]) -> str:
 
 
 class ShoplineChannel(Channel):
-    """One SHOPLINE store at one location; `item_id` is the inventory item id (digits)."""
+    """One SHOPLINE store at its own location and `locations`; `item_id` is the inventory item
+    id (digits) at the own location, ``<inventory item id>@<location id>`` at the others."""
 
     name: ClassVar[str] = "shopline"
+    multi_location: ClassVar[bool] = True
     settings_class: ClassVar[type[ChannelSettings]] = ShoplineSettings
     budget = RateBudget(
         bucket=40, restore_rate=4.0, max_write_batch=1, max_read_batch=50, unit="requests"
@@ -229,9 +238,12 @@ class ShoplineChannel(Channel):
             rate=settings.rate,
             burst=settings.burst,
         )
-        self.location_id: str | None = None
-        self._observed: dict[str, Observation] = {}
-        self._catalogue: dict[str, tuple[str | None, str | None]] = {}  # item -> (variant, sku)
+        self.location_id: str | None = None  # the own location, once `start()` found it
+        self._sites: Sites | None = None
+        self._observed: dict[str, Observation] = {}  # by the channel's item id
+        # inventory item id -> (variant id, SKU), and variant id -> inventory item id
+        self._catalogue: dict[str, tuple[str | None, str | None]] = {}
+        self._variant_items: dict[str, str] = {}
 
     # -- set-up ------------------------------------------------------------------------------
 
@@ -246,56 +258,98 @@ class ShoplineChannel(Channel):
         )
 
     async def start(self) -> None:
-        """Find the location to work at (the configured one, else the store's default)."""
-        await self._location()
+        """Find the locations to work at: the configured one (else the store's default) and
+        each of `locations`, which must be other locations of the store (`ChannelError`)."""
+        await self._where()
 
-    async def _location(self) -> str:
-        if self.location_id is not None:
-            return self.location_id
+    async def _where(self) -> Sites:
+        """The synced locations, from `locations/list.json` on first use."""
+        if self._sites is not None:
+            return self._sites
         resp = await self.client.get("locations/list")
         body = resp.body if isinstance(resp.body, dict) else {}
-        locations = [loc for loc in body.get("locations") or [] if isinstance(loc, dict)]
         wanted = self.options.location_id
-        if wanted is not None:
-            if not any(str(loc.get("id")) == wanted for loc in locations):
-                known = ", ".join(str(loc.get("id")) for loc in locations)
-                raise ConfigError(f"location_id {wanted} is not a location of this store ({known})")
-            chosen = wanted
-        else:
-            default = next((loc for loc in locations if loc.get("is_default")), None)
-            if default is None:
-                raise ChannelError("the store reports no default location; set location_id")
-            chosen = str(default["id"])
-        self.location_id = chosen
-        log.info("shopline_location", location_id=chosen, configured=wanted is not None)
-        return chosen
+        sites = resolve_sites(body.get("locations") or [], wanted, self.locations)
+        self._sites, self.location_id = sites, sites.own
+        log.info(
+            "shopline_location",
+            location_id=sites.own,
+            configured=wanted is not None,
+            others=list(sites.others),
+        )
+        return sites
+
+    def _known_sites(self) -> Sites:
+        """The synced locations as far as known without a call (webhooks before `start()`)."""
+        if self._sites is not None:
+            return self._sites
+        others = {str(entry).strip(): entry for entry in self.locations}
+        return Sites(self.options.location_id or "", others)
+
+    def _remember(self, inventory_item_id: str, variant_id: str | None, sku: str | None) -> None:
+        self._catalogue[inventory_item_id] = (variant_id, sku)
+        if variant_id:
+            self._variant_items[variant_id] = inventory_item_id
 
     # -- reading -----------------------------------------------------------------------------
 
     async def _levels(self, item_ids: Sequence[str]) -> dict[str, Observation]:
-        """One `inventory_levels.json` call (<= 50 ids); records every count it returns."""
-        location = await self._location()
-        params = {"inventory_item_ids": ",".join(item_ids), "location_ids": location}
+        """The counts of these items (the channel's ids) stocked where they say; one call per
+        50 inventory items and 10 locations (a single call for up to 50 own-location ids)."""
+        sites = await self._where()
+        wanted: dict[tuple[str, str], str] = {}
+        for item_id in item_ids:
+            parts = sites.split(item_id)
+            if parts is not None:
+                wanted[parts] = item_id
+        inventory = list(dict.fromkeys(inventory_id for inventory_id, _ in wanted))
+        locations = list(dict.fromkeys(location_id for _, location_id in wanted))
+        found: dict[str, Observation] = {}
+        for chunk in _chunks(inventory, 50):
+            for where in _chunks(locations, 10):
+                for pair, observation in (await self._fetch(chunk, where)).items():
+                    if pair in wanted:
+                        found[wanted[pair]] = observation
+        return found
+
+    async def _fetch(
+        self, inventory_ids: Sequence[str], locations: Sequence[str]
+    ) -> dict[tuple[str, str], Observation]:
+        """One `inventory_levels.json` call (<= 50 items, <= 10 synced locations): each
+        (inventory item, location) level it returns; records every count it returns."""
+        sites = await self._where()
+        params = {
+            "inventory_item_ids": ",".join(inventory_ids),
+            "location_ids": ",".join(locations),
+        }
         resp = await self.client.get("inventory_levels", params)
         body = resp.body if isinstance(resp.body, dict) else {}
-        wanted = set(item_ids)
-        found: dict[str, Observation] = {}
+        wanted = set(inventory_ids)
+        found: dict[tuple[str, str], Observation] = {}
         for level in body.get("inventory_levels") or []:
-            item_id = str(level.get("inventory_item_id"))
-            if item_id not in wanted or str(level.get("location_id", location)) != location:
+            if not isinstance(level, dict):
+                continue
+            inventory_id = str(level.get("inventory_item_id"))
+            raw_location = level.get("location_id")
+            if raw_location is None and len(locations) == 1:
+                raw_location = locations[0]  # a level without its location: the one asked for
+            location_id = str(raw_location)
+            item_id = sites.item_id(inventory_id, location_id)
+            if inventory_id not in wanted or location_id not in locations or item_id is None:
                 continue
             available = level.get("available")
             if not isinstance(available, int) or isinstance(available, bool):
                 continue
             observation = Observation(available, resp.sent, resp.received)
-            self._observed[item_id] = found[item_id] = observation
+            self._observed[item_id] = found[inventory_id, location_id] = observation
             if level.get("variant_id"):
-                sku = self._catalogue.get(item_id, (None, None))[1]
-                self._catalogue[item_id] = (str(level["variant_id"]), sku)
+                sku = self._catalogue.get(inventory_id, (None, None))[1]
+                self._remember(inventory_id, str(level["variant_id"]), sku)
         return found
 
     async def list_items(self) -> AsyncIterator[Item]:
-        """Every variant's inventory item that is stocked at the location, page by page."""
+        """Every variant's inventory item at each synced location that stocks it, page by
+        page."""
         params = {"limit": _PRODUCTS_PAGE}
         async for products, _resp in self.client.pages("products/products", params, "products"):
             listed: list[_Listed] = []
@@ -315,29 +369,44 @@ class ShoplineChannel(Channel):
                 yield item
 
     async def _stocked(self, listed: list[_Listed]) -> AsyncIterator[Item]:
-        """The listed items stocked at the location, with their counts (50 per levels call)."""
+        """The listed inventory items at each synced location that stocks them, with their
+        counts (50 items and 10 locations per levels call); the own location's first."""
+        sites = await self._where()
         for chunk in _chunks(listed, 50):
             for entry in chunk:
-                self._catalogue[entry.item_id] = (entry.variant_id, entry.sku)
-            levels = await self._levels([entry.item_id for entry in chunk])
+                self._remember(entry.item_id, entry.variant_id, entry.sku)
+            inventory = [entry.item_id for entry in chunk]
+            levels: dict[tuple[str, str], Observation] = {}
+            for where in _chunks(sites.all, 10):
+                levels.update(await self._fetch(inventory, where))
             for entry in chunk:
-                observation = levels.get(entry.item_id)
-                if observation is None:
-                    log.info("shopline_item_not_stocked", item_id=entry.item_id, sku=entry.sku)
-                    continue
-                yield Item(
-                    item_id=entry.item_id,
-                    sku=entry.sku,
-                    available=observation.count,
-                    created_at=entry.created_at,
-                    title=entry.title,
-                )
+                for location_id in sites.all:
+                    observation = levels.get((entry.item_id, location_id))
+                    item_id = sites.item_id(entry.item_id, location_id)
+                    if observation is None or item_id is None:
+                        if location_id == sites.own:
+                            log.info(
+                                "shopline_item_not_stocked", item_id=entry.item_id, sku=entry.sku
+                            )
+                        continue
+                    yield Item(
+                        item_id=item_id,
+                        sku=entry.sku,
+                        available=observation.count,
+                        created_at=entry.created_at,
+                        title=entry.title,
+                        location=sites.label(location_id),
+                    )
 
     async def lookup(self, item_ids: Sequence[str]) -> list[Item] | None:
         """The items by id (what product webhooks name): `inventory_items.json` (250 ids a
         call) for SKU and creation time, then their levels (50 a call). The titles stay as the
-        last full pass listed them (inventory items carry none)."""
-        ids = [i for i in dict.fromkeys(str(i) for i in item_ids) if _DIGITS.match(i)]
+        last full pass listed them (inventory items carry none). As `list_items` would list
+        them: an inventory item named at one location comes at every synced location that
+        stocks it."""
+        sites = await self._where()
+        parts = (sites.split(str(item_id)) for item_id in item_ids)
+        ids = list(dict.fromkeys(part[0] for part in parts if part is not None))
         listed: list[_Listed] = []
         for chunk in _chunks(ids, _PRODUCTS_PAGE):
             resp = await self.client.get("inventory_items", {"ids": ",".join(chunk)})
@@ -359,10 +428,11 @@ class ShoplineChannel(Channel):
         return [item async for item in self._stocked(listed)]
 
     async def read(self, item_ids: Sequence[str]) -> dict[str, int | None]:
-        """Counts at the location, 50 ids per call; None for ids the location lacks."""
+        """Counts at the items' locations, 50 ids per call; None for ids the shop lacks."""
+        sites = await self._where()
         ids = list(dict.fromkeys(str(item_id) for item_id in item_ids))
         counts: dict[str, int | None] = dict.fromkeys(ids)
-        valid = [item_id for item_id in ids if _DIGITS.match(item_id)]
+        valid = [item_id for item_id in ids if sites.split(item_id) is not None]
         for chunk in _chunks(valid, 50):
             for item_id, observation in (await self._levels(chunk)).items():
                 counts[item_id] = observation.count
@@ -410,8 +480,16 @@ class ShoplineChannel(Channel):
             await self.journal.delete(call.key)
 
     async def _write_one(self, write: Write, call: _Call) -> WriteResult:
-        if not _DIGITS.match(write.item_id):
-            return WriteResult(write.item_id, "error", message="not a SHOPLINE inventory item id")
+        try:
+            parts = (await self._where()).split(write.item_id)
+        except ShoplineUnavailable as exc:
+            return WriteResult(write.item_id, "unknown", message=f"not sent: {exc}")
+        except RequestRefused as exc:
+            return WriteResult(write.item_id, "error", message=str(exc))
+        if parts is None:
+            return WriteResult(
+                write.item_id, "error", message="not a SHOPLINE inventory item id of this channel"
+            )
         try:
             if write.item_id not in self._observed:
                 # An unknown outcome can only be resolved from a count we saw and when.
@@ -430,13 +508,16 @@ class ShoplineChannel(Channel):
     async def _adjust(
         self, call: _Call, write: Write, base: Observation, *, may_resend: bool
     ) -> WriteResult:
-        location = await self._location()
+        parts = (await self._where()).split(write.item_id)
+        if parts is None:  # a noted write at a location no longer synced
+            return WriteResult(write.item_id, "error", message="its location is not synced")
+        inventory_id, location = parts
         body = {
-            "inventory_item_id": write.item_id,
+            "inventory_item_id": inventory_id,
             "location_id": location,
             "available_adjustment": write.target - write.expected,
         }
-        variant_id, sku = self._catalogue.get(write.item_id, (None, None))
+        variant_id, sku = self._catalogue.get(inventory_id, (None, None))
         pending = PendingWrite(write, base, self.clock.now(), variant_id, sku)
         # On disk before the adjust leaves: after a crash, a retry resolves it from these facts.
         await self._note(call, {"pending": pending.to_json()})
@@ -510,7 +591,8 @@ class ShoplineChannel(Channel):
         # An order's updated_at is at or after each of its events, so this window misses none.
         since = pending.base.sent - self.options.clock_skew - 1.0
         params = {"status": "any", "updated_at_min": format_time(since), "limit": _ORDERS_PAGE}
-        location = await self._location()
+        parts = (await self._where()).split(pending.write.item_id)
+        location = None if parts is None else parts[1]
         events: list[StockEvent] = []
         async for orders, _resp in self.client.pages("orders", params, "orders"):
             for order in orders:
@@ -535,8 +617,9 @@ class ShoplineChannel(Channel):
             self.options.webhook_secret,
             headers,
             body,
-            location_id=self.location_id or self.options.location_id,
+            sites=self._known_sites(),
             known_count=known,
+            item_of_variant=self._variant_items.get,
         )
 
     def stats(self) -> dict[str, float]:
@@ -565,6 +648,8 @@ class ShoplineChannel(Channel):
             checks.append(Check("scopes", False, f"missing {', '.join(missing)}: {fix}"))
         else:
             checks.append(Check("scopes", True, "granted: " + ", ".join(SCOPES)))
+        if self.locations and self._sites is not None:
+            checks.append(Check("locations", True, self._sites.describe()))
         return checks
 
     async def subscribe(self, callback_url: str) -> None:

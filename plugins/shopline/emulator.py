@@ -3,8 +3,12 @@
 What it copies from the real API (see shared/platforms/shopline.md): versioned paths
 ``/admin/openapi/vYYYYMMDD/…``, Bearer auth (401), ``{"errors": …}`` bodies, a ``traceId``
 header on every answer, ids as strings of 19+ digits, cursor pagination through a lowercase
-``link`` header with an opaque ``page_info`` (filters ignored when it is present), one default
-location, inventory levels read 50 items at a time, ``set`` and ``adjust`` (whose answer spells
+``link`` header with an opaque ``page_info`` (filters ignored when it is present), the shop's
+locations (location n is ``shopline_id(n)``; 1 is the default, which stocks every variant, the
+others stock what an admin's edit there stocks; an order names the one it was fulfilled from
+in each line's ``location_id``, as SHOPLINE's order object does, and its refund names none),
+inventory levels read 50 items at a time at up to 10 locations, ``set`` and ``adjust`` at one
+of them (422 where the item is not stocked; whose answer spells
 the timestamp ``update_at``) with neither compare-and-set nor idempotency, a 40-deep leaky
 bucket draining 4 requests per second that queues a request while it has room (it runs when
 those ahead of it have leaked out) and refuses it with a bare 429 when full (REST flow-control
@@ -34,7 +38,7 @@ from typing import Any
 
 from aiohttp import web
 
-from agent.emulator import Emulator, EmulatorOptions, LeakyBucket, Variant
+from agent.emulator import PRIMARY, Emulator, EmulatorOptions, LeakyBucket, Variant
 from plugins.shopline.emulator_http import (
     API_VERSION,
     VERSION,
@@ -85,7 +89,7 @@ class ShoplineEmulator(Emulator):
 
     def __init__(self, options: EmulatorOptions, *, clock: Callable[[], float] = time.time) -> None:
         super().__init__(options, clock=clock)
-        self.location_id = shopline_id(1)  # below the kit's first id, so never an item
+        self.location_id = shopline_id(PRIMARY)  # below the kit's first id, so never an item
         digest = hashlib.sha256(options.shop.encode()).hexdigest()
         self.shop_id = str(1_600_000_000_000 + int(digest[:8], 16))
         self.merchant_id = str(2_000_000_000 + int(digest[8:14], 16))
@@ -127,6 +131,15 @@ class ShoplineEmulator(Emulator):
         }
         self.webhooks.emit("inventory_levels/update", payload)
 
+    def on_location_change(
+        self, variant: Variant, before: int, after: int, cause: str, location: int
+    ) -> None:
+        """`inventory_levels/update` with that location's `location_id` and count (the kit
+        commits order units at the default location only)."""
+        level = self._level_json(variant, location=location)
+        payload = {**level, "committed": 0, "unavailable": 0, "onhand": level["available"]}
+        self.webhooks.emit("inventory_levels/update", payload)
+
     def on_order(self, order: dict[str, Any]) -> None:
         """`orders/create` with the REST order object."""
         self.webhooks.emit("orders/create", self._order_json(order))
@@ -162,7 +175,7 @@ class ShoplineEmulator(Emulator):
             "barcode": None,
             "price": "10.00",
             "inventory_item_id": shopline_id(v.inventory_item_id),
-            "inventory_quantity": v.available,
+            "inventory_quantity": v.available + sum(v.levels.values()),  # over all locations
             "inventory_policy": "deny",
             "inventory_tracker": v.tracked,
             "created_at": iso(v.created_at),
@@ -188,14 +201,39 @@ class ShoplineEmulator(Emulator):
             "variants": [self._variant_json(v) for v in variants],
         }
 
-    def _level_json(self, v: Variant, timestamp_key: str = "updated_at") -> dict[str, Any]:
+    def _level_json(
+        self, v: Variant, timestamp_key: str = "updated_at", *, location: int = PRIMARY
+    ) -> dict[str, Any]:
         return {
             "inventory_item_id": shopline_id(v.inventory_item_id),
-            "location_id": self.location_id,
+            "location_id": shopline_id(location),
             "variant_id": shopline_id(v.variant_id),
-            "available": v.available,
+            "available": v.count(location),
             timestamp_key: iso(v.updated_at),
         }
+
+    def _location_json(self, number: int) -> dict[str, Any]:
+        if number == PRIMARY:
+            name, address = "Default location", "1 Harbour Road"
+        else:
+            name, address = f"Location {number}", f"{number} Harbour Road"
+        return {
+            "id": shopline_id(number),
+            "name": name,
+            "active": True,
+            "is_default": number == PRIMARY,
+            "legacy": False,
+            "address1": address,
+            "city": "Hong Kong",
+            "country_code": "HK",
+        }
+
+    def _location_number(self, location_id: str) -> int | None:
+        """The shop's location number behind a SHOPLINE location id; None if it has none."""
+        number = kit_number(location_id)
+        if number is None or shopline_id(number) != location_id:  # no leading zeros
+            return None
+        return number if PRIMARY <= number <= self.store.locations else None
 
     def _order_json(self, order: dict[str, Any]) -> dict[str, Any]:
         # An order restocked straight through the store (not the control route) is a cancel.
@@ -210,7 +248,7 @@ class ShoplineEmulator(Emulator):
                 "sku": line["sku"],
                 "quantity": line["quantity"],
                 "fulfillable_quantity": 0 if cause else line["quantity"],
-                "location_id": self.location_id,
+                "location_id": shopline_id(order.get("location", PRIMARY)),
             }
             for line in order["line_items"]
         ]
@@ -301,8 +339,10 @@ class ShoplineEmulator(Emulator):
         granted = {s.strip() for s in raw.split(",") if s.strip()}
         return granted | {"read_" + s[6:] for s in granted if s.startswith("write_")}
 
-    def _variant_of(self, body: dict[str, Any]) -> Variant:
-        """The variant of a write body's inventory item at our location (400/404/422)."""
+    def _variant_of(self, body: dict[str, Any]) -> tuple[Variant, int]:
+        """The variant of a write body's inventory item and the location it writes at: 400 for
+        a malformed body, 404 for an unknown item, 422 for a location the shop does not have
+        or one the item is not stocked at (wording unverified)."""
         item, location = body.get("inventory_item_id"), body.get("location_id")
         if not isinstance(item, str) or not isinstance(location, str):
             raise ApiError(400, "inventory_item_id and location_id must be strings")
@@ -310,9 +350,12 @@ class ShoplineEmulator(Emulator):
         variant = self.store.by_item.get(number) if number is not None else None
         if variant is None:
             raise ApiError(404, "Inventory item does not exist")
-        if location != self.location_id:
+        at = self._location_number(location)
+        if at is None:
             raise ApiError(422, {"location_id": ["location does not exist"]})
-        return variant
+        if variant.count(at) is None:
+            raise ApiError(422, {"inventory_item_id": ["is not stocked at this location"]})
+        return variant, at
 
     # -- API handlers ------------------------------------------------------------------------
 
@@ -383,53 +426,60 @@ class ShoplineEmulator(Emulator):
         return web.json_response({"inventory_items": items})
 
     async def _api_locations(self, request: web.Request) -> web.Response:
-        location = {
-            "id": self.location_id,
-            "name": "Default location",
-            "active": True,
-            "is_default": True,
-            "legacy": False,
-            "address1": "1 Harbour Road",
-            "city": "Hong Kong",
-            "country_code": "HK",
-        }
-        return web.json_response({"locations": [location]})
+        numbers = range(PRIMARY, self.store.locations + 1)
+        return web.json_response({"locations": [self._location_json(n) for n in numbers]})
+
+    async def _api_location(self, request: web.Request) -> web.Response:
+        number = self._location_number(request.match_info["location_id"])
+        if number is None:
+            raise ApiError(404, "The location does not exist.")
+        return web.json_response({"location": self._location_json(number)})
+
+    async def _api_location_count(self, request: web.Request) -> web.Response:
+        return web.json_response({"count": self.store.locations})
 
     async def _api_levels(self, request: web.Request) -> web.Response:
         ids = id_list(request, "inventory_item_ids", 50)
         if ids is None:
             raise ApiError(400, "inventory_item_ids is required")
-        locations = id_list(request, "location_ids", 10)
+        filtered = id_list(request, "location_ids", 10)
         self.stats["reads"] += 1
-        levels = []
-        if locations is None or self.location_id in locations:
-            for raw in ids:
-                number = kit_number(raw)
-                v = self.store.by_item.get(number) if number is not None else None
-                if v is not None:
-                    levels.append(self._level_json(v))
+        if filtered is None:
+            numbers: list[int] = list(range(PRIMARY, self.store.locations + 1))
+        else:  # a location the shop does not have just matches no level
+            found = (self._location_number(location_id) for location_id in filtered)
+            numbers = sorted({n for n in found if n is not None})
+        levels: list[dict[str, Any]] = []
+        for raw in ids:
+            number = kit_number(raw)
+            v = self.store.by_item.get(number) if number is not None else None
+            if v is not None:
+                levels.extend(
+                    self._level_json(v, location=n) for n in numbers if v.count(n) is not None
+                )
         return web.json_response({"inventory_levels": levels})
 
     async def _api_set(self, request: web.Request) -> web.StreamResponse:
         body = await json_body(request)
-        variant = self._variant_of(body)
+        variant, location = self._variant_of(body)
         available = integer_field(body, "available")
-        self.store.api_set(variant.inventory_item_id, available)
+        self.store.api_set(variant.inventory_item_id, available, location=location)
         self.stats["writes"] += 1
         if self.take_timeout_after_apply():
             return self.drop_connection(request)
-        return web.json_response({"inventory_level": self._level_json(variant)})
+        return web.json_response({"inventory_level": self._level_json(variant, location=location)})
 
     async def _api_adjust(self, request: web.Request) -> web.StreamResponse:
         body = await json_body(request)
-        variant = self._variant_of(body)
+        variant, location = self._variant_of(body)
         delta = integer_field(body, "available_adjustment")
-        self.store.api_adjust(variant.inventory_item_id, delta)
+        self.store.api_adjust(variant.inventory_item_id, delta, location=location)
         self.stats["writes"] += 1
         if self.take_timeout_after_apply():
             return self.drop_connection(request)
         # SHOPLINE's docs and SDK both spell this key `update_at` for adjust.
-        return web.json_response({"inventory_level": self._level_json(variant, "update_at")})
+        level = self._level_json(variant, "update_at", location=location)
+        return web.json_response({"inventory_level": level})
 
     async def _api_orders(self, request: web.Request) -> web.Response:
         status = request.query.get("status", "open")
@@ -456,7 +506,7 @@ class ShoplineEmulator(Emulator):
                 )
                 # Compare whole seconds, as the times are printed.
                 if any(
-                    bounds[name] is not None and (int(at) - bounds[name]) * sign < 0
+                    (bound := bounds[name]) is not None and (int(at) - bound) * sign < 0
                     for name, at, sign in checks
                 ):
                     continue
@@ -577,6 +627,8 @@ class ShoplineEmulator(Emulator):
         r.add_get(p + "products/{product_id:\\d+}/variants.json", self._api_variants)
         r.add_get(p + "inventory_items.json", self._api_inventory_items)
         r.add_get(p + "locations/list.json", self._api_locations)
+        r.add_get(p + "locations/count.json", self._api_location_count)
+        r.add_get(p + "locations/{location_id:\\d+}.json", self._api_location)
         r.add_get(p + "inventory_levels.json", self._api_levels)
         r.add_post(p + "inventory_levels/set.json", self._api_set)
         r.add_post(p + "inventory_levels/adjust.json", self._api_adjust)

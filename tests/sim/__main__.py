@@ -1,6 +1,7 @@
 """`python -m tests.sim`: run many seeds, or replay one.
 
-    python -m tests.sim --seeds 10000 [--first S] [--jobs N] [--mutate NAME] [--bundles]
+    python -m tests.sim --seeds 10000 [--first S] [--jobs N] [--mutate NAME]
+        [--bundles] [--warehouses]
     python -m tests.sim --seed S [--trace]
 
 Many seeds: progress on stderr, each failure with the command that replays it, and a last
@@ -29,28 +30,35 @@ from tests.sim.world import Result, run_seed
 CHUNK = 4  # seeds a worker takes at a time
 
 
-Work = tuple[int, str | None, bool]  # seed, mutation, bundles
+Work = tuple[int, str | None, bool, bool]  # seed, mutation, bundles, warehouses
 
 
-def _replay(seed: int, mutation: str | None, bundles: bool = False) -> str:
+def _replay(
+    seed: int, mutation: str | None, bundles: bool = False, warehouses: bool = False
+) -> str:
     extra = f" --mutate {mutation}" if mutation else ""
     extra += " --bundles" if bundles else ""
+    extra += " --warehouses" if warehouses else ""
     return f"python -m tests.sim --seed {seed} --trace{extra}"
 
 
 def _one(args: Work) -> Result:
-    seed, mutation, bundles = args
+    seed, mutation, bundles, warehouses = args
     try:
-        return run_seed(seed, mutation=mutation, bundles=bundles)
+        return run_seed(seed, mutation=mutation, bundles=bundles, warehouses=warehouses)
     except (Exception, Crashed) as exc:  # a crash of the harness (or a kill it did not
         # expect, a BaseException that would end a worker process) fails the seed, not the run
         return Result(seed, [f"harness error: {exc!r}"], "-", {}, -1.0)
 
 
 def _results(
-    seeds: list[int], jobs: int, mutation: str | None, bundles: bool = False
+    seeds: list[int],
+    jobs: int,
+    mutation: str | None,
+    bundles: bool = False,
+    warehouses: bool = False,
 ) -> Iterator[Result]:
-    work = [(s, mutation, bundles) for s in seeds]
+    work = [(s, mutation, bundles, warehouses) for s in seeds]
     if jobs <= 1:
         yield from map(_one, work)
         return
@@ -108,7 +116,8 @@ def _many(args: argparse.Namespace) -> int:
     faults: dict[str, int] = {}
     step = max(1, min(100, len(seeds) // 20))
     # closed at once on --stop-on-fail (its processes killed), not left to the collector
-    with contextlib.closing(_results(seeds, args.jobs, args.mutate, args.bundles)) as results:
+    draws = (args.bundles, args.warehouses)
+    with contextlib.closing(_results(seeds, args.jobs, args.mutate, *draws)) as results:
         for done, result in enumerate(results, start=1):
             for name, n in result.faults.items():
                 faults[name] = faults.get(name, 0) + n
@@ -117,7 +126,7 @@ def _many(args: argparse.Namespace) -> int:
                 print(f"FAIL seed {result.seed}: {result.problems[0]}", file=sys.stderr)
                 for problem in result.problems[1:4]:
                     print(f"     {problem}", file=sys.stderr)
-                replay = _replay(result.seed, args.mutate, args.bundles)
+                replay = _replay(result.seed, args.mutate, *draws)
                 print(f"     replay: {replay}", file=sys.stderr)
                 if args.stop_on_fail:
                     break
@@ -140,7 +149,13 @@ def _many(args: argparse.Namespace) -> int:
 
 def _single(args: argparse.Namespace) -> int:
     started = time.monotonic()
-    result = run_seed(args.seed, keep_trace=args.trace, mutation=args.mutate, bundles=args.bundles)
+    result = run_seed(
+        args.seed,
+        keep_trace=args.trace,
+        mutation=args.mutate,
+        bundles=args.bundles,
+        warehouses=args.warehouses,
+    )
     for line in result.trace:
         print(line)
     verdict = "ok" if result.ok else "FAILED"
@@ -165,6 +180,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stop-on-fail", action="store_true", help="stop at the first failure")
     parser.add_argument(
         "--bundles", action="store_true", help="draw bundles into the runs (their own stream)"
+    )
+    parser.add_argument(
+        "--warehouses",
+        action="store_true",
+        help="draw a second warehouse and shops' locations into the runs (their own stream)",
     )
     args = parser.parse_args(argv)
     return _single(args) if args.seed is not None else _many(args)

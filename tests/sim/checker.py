@@ -16,6 +16,11 @@ group's count there) may count or not — nothing else may differ. Besides:
 - with bundles: a change of a bundle in a shop is its components' changes (quantity times
   each), every shop selling a bundle shows the whole bundles its components allow after its
   rules, and every agent holds the bundles as the owners set them;
+- with warehouses: the group's count is per (warehouse, SKU); a change at a location selling
+  from one warehouse is that warehouse's; a sale at a location selling from several takes
+  from the first (exactly, where the first never ran out even counting every sale against it;
+  else only the SKU's total over its warehouses is judged); every location shows the sum of
+  its warehouses' counts after its shop's rules;
 - no agent logged an error, crashed a task, or answered a peer with a 500.
 """
 
@@ -30,6 +35,7 @@ from agent import ledger
 from agent.bundles import BundleMap
 from agent.models import EventRow, LogEntry, PeerRow, PoolRow
 from agent.rules import Priority, decide
+from agent.warehouses import OWN, LocationMap, parse_key, stock_key
 
 if TYPE_CHECKING:
     from tests.sim.world import World
@@ -127,6 +133,7 @@ async def check(world: World) -> list[str]:
         return None if pool is None or pool[0] is None else pool[0] + pool[3]
 
     for node in nodes:
+        links = LocationMap(OWN, world.links.get(node.domain, {}))
         for item in node.shop.items.values():
             if bundles.is_bundle(item.sku):
 
@@ -143,19 +150,21 @@ async def check(world: World) -> list[str]:
                         f"make it {made.count} ({made.why})"
                     )
                 continue
-            pool = ref["pools"].get(item.sku)
-            value = None if pool is None or pool[0] is None else pool[0] + pool[3]
-            if value is None:
-                problems.append(f"{node.domain}: SKU {item.sku} has no pool")
+            held = [
+                v for k in links.keys(item.location, item.sku) if (v := value_of(k)) is not None
+            ]
+            if not held:
+                problems.append(f"{node.domain}: SKU {item.key} has no pool")
                 continue
+            value = sum(held)
             want = decide(item.sku, value, node.domain, node.shop_rules, priority)
             if item.count != want.count:
                 problems.append(
-                    f"{node.domain} shows {item.count} of {item.sku}, the pool is {value}, "
+                    f"{node.domain} shows {item.count} of {item.key}, the pool is {value}, "
                     f"its rules make it {want.count} ({want.why or 'the whole pool'})"
                 )
             if value < 0 and item.sku not in states[node.domain]["oversold"]:
-                problems.append(f"{node.domain}: oversold {item.sku} ({value}) not in the log")
+                problems.append(f"{node.domain}: oversold {item.key} ({value}) not in the log")
     return problems
 
 
@@ -247,6 +256,8 @@ def _model(world: World, pools: dict[str, tuple[Any, ...]]) -> list[str]:
     definite: dict[str, int] = defaultdict(int)
     ambiguous: dict[str, list[int]] = defaultdict(list)
     bundles = BundleMap(world.bundles.values())
+    several: set[str] = set()  # SKUs sold at a location selling from several warehouses
+    taken: dict[str, int] = defaultdict(int)  # every unit that may have left a key's warehouse
     for shop in world.shops.values():
         for change in shop.changes:
             # a bundle's change is its components' (the model's reading, not the agent's code)
@@ -255,23 +266,54 @@ def _model(world: World, pools: dict[str, tuple[Any, ...]]) -> list[str]:
                 if bundles.is_bundle(change.sku)
                 else [(change.sku, change.delta)]
             )
+            warehouses = world.sells_from(change.shop, change.location)
+            if len(warehouses) > 1:  # the storm only sells there: from the first, in order
+                assert change.delta < 0, change
+                several |= {sku for sku, _ in parts}
             for sku, delta in parts:
+                key = stock_key(sku, warehouses[0])
+                taken[key] += min(0, delta)
                 if change.ambiguous:
-                    ambiguous[sku].append(delta)
+                    ambiguous[key].append(delta)
                 else:
-                    definite[sku] += delta
-    for sku, (base_shop, created_count) in sorted(world.bases.items()):
-        pool = pools.get(sku)
+                    definite[key] += delta
+    bases = {**world.bases, **world.ware_bases}
+    # a SKU whose first warehouse may have run out at a sale taking from several: which
+    # warehouse the rest came from depends on when each agent heard of what; its total holds.
+    # An agent's count of a warehouse is its first count plus some of the changes so far, so
+    # never below the first count less every unit taken from it in the whole run.
+    whole = {
+        parse_key(key)[0]
+        for key, (_, count) in bases.items()
+        if parse_key(key)[0] in several and count + taken[key] < 0
+    }
+    totals: dict[str, list[Any]] = defaultdict(lambda: [0, 0, []])  # SKU -> pool, model, maybe
+    for key, (base_shop, created_count) in sorted(bases.items()):
+        pool = pools.get(key)
         if pool is None or pool[0] is None:
-            problems.append(f"SKU {sku} (created at {base_shop}) never reached the pools")
+            problems.append(f"SKU {key} (created at {base_shop}) never reached the pools")
             continue
         value = pool[0] + pool[3]
         if pool[2] != base_shop:
-            problems.append(f"SKU {sku}: base from {pool[2]}, but it was created at {base_shop}")
-        expected = created_count + definite[sku]
-        if value - expected not in reachable(ambiguous[sku]):
+            problems.append(f"SKU {key}: base from {pool[2]}, but it was created at {base_shop}")
+        expected = created_count + definite[key]
+        sku = parse_key(key)[0]
+        if sku in whole:
+            total = totals[sku]
+            total[0] += value
+            total[1] += expected
+            total[2] += ambiguous[key]
+            continue
+        if value - expected not in reachable(ambiguous[key]):
             problems.append(
-                f"SKU {sku}: pool {value}, accepted changes imply {expected} "
-                f"(+ any of {sorted(ambiguous[sku])} of old stock)"
+                f"SKU {key}: pool {value}, accepted changes imply {expected} "
+                f"(+ any of {sorted(ambiguous[key])} of old stock)"
+            )
+    for sku, (value, expected, maybe) in sorted(totals.items()):
+        world.count("warehouse_ran_out")
+        if value - expected not in reachable(maybe):
+            problems.append(
+                f"SKU {sku}: its warehouses hold {value} together, accepted changes imply "
+                f"{expected} (+ any of {sorted(maybe)} of old stock)"
             )
     return problems

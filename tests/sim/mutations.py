@@ -14,7 +14,9 @@ A mutation replaces one rule of the core for the length of a run, in this proces
 - ``fold_unacked``: compaction folds everything the agent holds, as if every member held it
   too: an event a member still lacks is dropped;
 - ``bundle_once``: a bundle's sale is counted once, as a change of the bundle's own SKU, not
-  of its components (run with ``--bundles``).
+  of its components (run with ``--bundles``);
+- ``wrong_warehouse``: a sale at a location selling from several warehouses takes from the
+  last first (run with ``--warehouses``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from agent import compaction, ledger, observation, signing, trust
 from agent.bundles import BundleMap
 from agent.models import EventRow
 from agent.scheduler import Scheduler, Told
+from agent.warehouses import LocationMap
 
 if TYPE_CHECKING:
     from tests.sim.world import World
@@ -121,6 +124,23 @@ def _expand_once(self: BundleMap, events: list[ledger.NewEvent]) -> Any:
     return kept, moved
 
 
+_real_taken = LocationMap.taken
+
+
+def _taken_last_first(
+    self: LocationMap, location: str, sku: str, delta: int, cause: str, count_of: Any
+) -> Any:
+    """A sale taken from the location's warehouses in reverse order."""
+    if delta >= 0:
+        return _real_taken(self, location, sku, delta, cause, count_of)
+    real = self.links.get(location, ())
+    self.links[location] = tuple(reversed(real))
+    try:
+        return _real_taken(self, location, sku, delta, cause, count_of)
+    finally:
+        self.links[location] = real
+
+
 MUTATIONS = {
     "double_apply": [(ledger, "apply", _apply_twice)],
     "absolute": [
@@ -132,6 +152,7 @@ MUTATIONS = {
     "stale_level": [(Scheduler, "_judge", _judge_in_order)],
     "fold_unacked": [(compaction, "floor", _floor_of_own)],
     "bundle_once": [(BundleMap, "expand", _expand_once)],
+    "wrong_warehouse": [(LocationMap, "taken", _taken_last_first)],
 }
 
 

@@ -25,6 +25,7 @@ from agent.compaction import DEFAULT_HORIZON
 from agent.models import Identity
 from agent.rules import ShopRules, decide
 from agent.transport import Transport
+from agent.warehouses import OWN, LocationMap
 from tests.sim.runtime import Crashed, InlineDatabase, VirtualClock
 from tests.sim.shop import SimChannel, SimShop, Told
 
@@ -59,6 +60,8 @@ class Node:
         self.shop_rules = shop_rules or ShopRules()  # its [rules], as its owner set them
         self.compaction_interval = COMPACTION_INTERVAL  # virtual seconds (the world draws it)
         self.history_horizon = DEFAULT_HORIZON  # a world may draw a short one
+        # its [locations]: location -> the warehouses it sells from (empty: the default)
+        self.locations: dict[str, list[str]] = {}
         self.path = path
         self.shop = shop
         self.rng = rng
@@ -139,12 +142,23 @@ class Node:
                 history_horizon=self.history_horizon,
             ),
             shop_rules=self.shop_rules,
+            locations=self.location_map(),
             rng=self.rng,
         )
         agent.join_import.before_install.append(self._installing)
         self.up = True
         self.trace("start", node=self.domain)
         await agent.start()
+
+    def location_map(self) -> LocationMap:
+        return LocationMap(OWN, self.locations)
+
+    def link(self, locations: dict[str, list[str]]) -> None:
+        """The owner links the shop's locations anew (its config first, what a restart
+        starts from; then the running agent, as `POST /api/locations` does)."""
+        self.locations = locations
+        if self.agent is not None:
+            self.agent.reconciler.set_locations(self.location_map())
 
     def _installing(self, group: set[str]) -> None:
         if self.on_install is not None:

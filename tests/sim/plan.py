@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from agent.rules import Priority, RuleError, ShopRules, rules_from_wire
+from agent.warehouses import parse_listing
 from tests.sim.node import Node
 from tests.sim.runtime import Crashed
 
@@ -72,16 +73,27 @@ async def storm(world: World, duration: float, joiner: str | None) -> None:
             if world.shops[picked[0]].purchase(picked[1], n, world.now_wall()):
                 sold.append((*picked, n))
 
+    def several(domain: str, key: str) -> bool:
+        """Whether the listing sells from several warehouses: stock that comes back there is
+        refused (`agent.warehouses`), so the storm only sells from it."""
+        return len(world.sells_from(domain, parse_listing(key)[1])) > 1
+
     def restock() -> None:
         if not sold:
             return sale()
         domain, sku, n = sold.pop(rng.randrange(len(sold)))
+        if several(domain, sku):
+            return sale()
         world.shops[domain].restock(sku, n, world.now_wall())
 
     def edit() -> None:
         picked = shop_item()
         if picked is not None:
-            world.shops[picked[0]].edit(picked[1], rng.randint(0, 6), world.now_wall())
+            count = rng.randint(0, 6)
+            if several(*picked):  # an edit down is stock gone; up, refused (not drawn)
+                shop = world.shops[picked[0]]
+                count = min(count, shop.items[shop.by_sku[picked[1]]].count)
+            world.shops[picked[0]].edit(picked[1], count, world.now_wall())
 
     def race() -> None:
         """Several shops sell what they show of one SKU at the same instant."""
@@ -132,6 +144,28 @@ async def storm(world: World, duration: float, joiner: str | None) -> None:
     }
     for _ in range(rng.randint(12, 40)):
         line.at(rng.uniform(start, end), ops[rng.choice(OPS)])
+
+    wr = world.ware_rng
+
+    def located_sale() -> None:
+        """A sale at a location other than a shop's primary (from the warehouses' stream)."""
+        assert wr is not None
+        listed = [
+            (domain, key)
+            for domain in sorted(world.links)
+            for key in sorted(world.shops[domain].by_sku)
+            if parse_listing(key)[1]
+        ]
+        if listed:
+            domain, key = wr.choice(listed)
+            n = wr.choice((1, 1, 2, 3))
+            if world.shops[domain].purchase(key, n, world.now_wall()):
+                world.count("located_sale")
+                sold.append((domain, key, n))
+
+    if wr is not None and world.links:
+        for _ in range(wr.randint(4, 12)):
+            line.at(wr.uniform(start, end), located_sale)
 
     def crash() -> Awaitable[None] | None:
         up = [n for _, n in sorted(world.nodes.items()) if n.up]

@@ -27,6 +27,7 @@ from agent.channel import (
     Write,
     WriteResult,
 )
+from agent.warehouses import listing_key
 from tests.sim.runtime import EPOCH
 
 __all__ = ["PlatformError", "ShopItem", "SimChannel", "SimShop", "Told"]
@@ -52,6 +53,12 @@ class ShopItem:
     window_open: bool = False
     closable: bool = True
     stamp: float | None = None  # the platform's time of the last change (its clock's ticks)
+    location: str = ""  # "" the shop's primary location, else another it syncs (`Item`)
+
+    @property
+    def key(self) -> str:
+        """Its SKU at its location, as the shop's storefront picks it (`listing_key`)."""
+        return listing_key(self.sku, self.location)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -81,6 +88,7 @@ class Change:
     delta: int
     kind: str
     ambiguous: bool
+    location: str = ""
 
 
 class SimShop:
@@ -99,7 +107,7 @@ class SimShop:
         self.trace = trace
         self.on_change = on_change  # (shop, item_id, topic, told): the platform's webhook
         self.items: dict[str, ShopItem] = {}
-        self.by_sku: dict[str, str] = {}
+        self.by_sku: dict[str, str] = {}  # listing key (its SKU at its location) -> item id
         self.applied: dict[str, list[WriteResult]] = {}  # idempotency key -> results
         self.changes: list[Change] = []
         self.faults = Faults()
@@ -118,21 +126,37 @@ class SimShop:
 
     # -- the storefront and the shop's admin ----------------------------------------------------
 
-    def add_item(self, sku: str, count: int, now: float, *, window: bool, closable: bool) -> str:
-        """A new product (variant) with `sku`; returns its item id."""
+    def add_item(
+        self,
+        sku: str,
+        count: int,
+        now: float,
+        *,
+        window: bool,
+        closable: bool,
+        location: str = "",
+    ) -> str:
+        """A new product (variant) with `sku` (at `location`: stocked there); returns its
+        item id."""
         item_id = f"{self.domain}/{len(self.items) + 1}"
         stamp = self._stamp(now)
-        self.items[item_id] = ShopItem(item_id, sku, count, now, window, closable, stamp)
-        self.by_sku[sku] = item_id
-        self.trace("product", shop=self.domain, sku=sku, count=count)
+        item = ShopItem(item_id, sku, count, now, window, closable, stamp, location)
+        self.items[item_id] = item
+        self.by_sku[item.key] = item_id
+        if location:
+            self.trace("product", shop=self.domain, sku=sku, count=count, at=location)
+        else:
+            self.trace("product", shop=self.domain, sku=sku, count=count)
         self.on_change(self, item_id, "products/create", None)
         return item_id
 
     def _change(self, item: ShopItem, delta: int, kind: str, now: float) -> None:
         item.count += delta
         item.stamp = self._stamp(now)
-        self.changes.append(Change(now, self.domain, item.sku, delta, kind, item.window_open))
-        self.trace(kind, shop=self.domain, sku=item.sku, delta=delta, count=item.count)
+        self.changes.append(
+            Change(now, self.domain, item.sku, delta, kind, item.window_open, item.location)
+        )
+        self.trace(kind, shop=self.domain, sku=item.key, delta=delta, count=item.count)
         if item.stamp is None:
             self.on_change(self, item.item_id, f"orders/{kind}", None)
             return
@@ -146,7 +170,8 @@ class SimShop:
         self.on_change(self, item.item_id, "inventory_levels/update", told)
 
     def purchase(self, sku: str, n: int, now: float) -> bool:
-        """A storefront purchase of `n`; refused (and not counted) when the shop shows fewer."""
+        """A storefront purchase of `n` of `sku` (a listing key: at a location, ``SKU##L``);
+        refused (and not counted) when the shop shows fewer."""
         item = self.items[self.by_sku[sku]]
         if item.count < n:
             self.trace("refused", shop=self.domain, sku=sku, n=n, count=item.count)
@@ -182,7 +207,7 @@ class SimShop:
                 item.stamp = self._stamp(EPOCH + asyncio.get_running_loop().time())
                 if item.closable:
                     item.window_open = False
-                self.trace("write", shop=self.domain, sku=item.sku, count=item.count)
+                self.trace("write", shop=self.domain, sku=item.key, count=item.count)
                 self._level_changed(item)
                 results.append(WriteResult(w.item_id, "ok", available=w.target, stamp=item.stamp))
         self.applied[key] = results
@@ -244,7 +269,7 @@ class SimChannel(Channel):
     async def list_items(self) -> AsyncIterator[Item]:
         def listing() -> list[Item]:
             return [
-                Item(i.item_id, i.sku, i.count, i.created_at, i.item_id, i.stamp)
+                Item(i.item_id, i.sku, i.count, i.created_at, i.item_id, i.stamp, i.location)
                 for i in self.shop.items.values()
             ]
 
@@ -255,7 +280,7 @@ class SimChannel(Channel):
         def found() -> list[Item]:
             items = self.shop.items
             return [
-                Item(i.item_id, i.sku, i.count, i.created_at, i.item_id, i.stamp)
+                Item(i.item_id, i.sku, i.count, i.created_at, i.item_id, i.stamp, i.location)
                 for i in (items[item_id] for item_id in item_ids if item_id in items)
             ]
 

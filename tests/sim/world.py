@@ -30,6 +30,7 @@ from agent import ledger
 from agent.bundles import Bundle
 from agent.models import JoinRequest, PoolRow
 from agent.roster import PeerError
+from agent.warehouses import DEFAULT, stock_key
 from tests.sim import checker, plan
 from tests.sim.byzantine import Byzantine
 from tests.sim.net import NetFaults, Network
@@ -41,6 +42,7 @@ __all__ = ["Result", "World", "run_seed"]
 
 CALM_LIMIT = 240.0  # virtual seconds the group gets to go quiet once the faults stop
 HORIZON = 12.0  # virtual seconds: the short history horizon some runs draw
+NORTH, ANNEX, OUTLET = "north", "annex", "outlet"  # a second warehouse, and two locations
 
 
 @dataclasses.dataclass
@@ -62,7 +64,14 @@ class Result:
 class World:
     """Everything of one run; `run()` plays it on the current (virtual) event loop."""
 
-    def __init__(self, seed: int, *, keep_trace: bool = False, bundles: bool = False) -> None:
+    def __init__(
+        self,
+        seed: int,
+        *,
+        keep_trace: bool = False,
+        bundles: bool = False,
+        warehouses: bool = False,
+    ) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
         self.keep_trace = keep_trace
@@ -112,6 +121,11 @@ class World:
         # a stream of their own (a run without them is the same run as before)
         self.bundle_rng = random.Random(seed ^ 0xB0D1E5) if bundles else None
         self.bundles: dict[str, Bundle] = {}  # the group's bundles, as the owners set them
+        # with `warehouses`, most runs give some shops a second location selling from a second
+        # warehouse (and maybe from the default one after it), drawn from a stream of their own
+        self.ware_rng = random.Random(seed ^ 0x3A4E40) if warehouses else None
+        self.links: dict[str, dict[str, list[str]]] = {}  # shop -> its [locations]
+        self.ware_bases: dict[str, tuple[str, int]] = {}  # key SKU@@W -> (shop, first count)
 
     # -- tracing -------------------------------------------------------------------------------
 
@@ -328,6 +342,8 @@ class World:
         await self._until(lambda: not any(self.nodes[m].importing for m in self.members), limit=60)
         if self.bundle_rng is not None:
             await self._add_bundles(group_skus)
+        if self.ware_rng is not None:
+            await self._add_warehouses(group_skus)
         self.byzantine = Byzantine(self, self.byz_rng.choice(self.members), self.byz_rng)
         self.network.on_receive = self.byzantine.capture
         self.network.tamper = self.byzantine.tamper
@@ -353,7 +369,7 @@ class World:
                     self.count(name, stats[name])
         for domain in sorted(self.shops):
             for item in self.shops[domain].items.values():
-                self.trace("final", shop=domain, sku=item.sku, count=item.count)
+                self.trace("final", shop=domain, sku=item.key, count=item.count)
         return Result(
             seed=self.seed,
             problems=problems,
@@ -395,6 +411,63 @@ class World:
                 self.shops[domain].add_item(
                     sku, rng.randint(0, 5), self.now_wall(), window=True, closable=True
                 )
+
+    async def _add_warehouses(self, group_skus: list[str]) -> None:
+        """A second warehouse: one member's annex sells from it alone (its items there are the
+        warehouse's first stock); maybe another member's outlet sells from it, then from the
+        default warehouse (or from it alone), stocking some of those SKUs as old stock."""
+        rng = self.ware_rng
+        assert rng is not None
+        if rng.random() < 0.25:
+            return
+        origin = rng.choice(self.members)
+        self._link(origin, {"": [DEFAULT], ANNEX: [NORTH]})
+        skus = sorted(rng.sample(group_skus, rng.randint(1, len(group_skus))))
+        for sku in skus:
+            count = rng.randint(20, 60)
+            self.ware_bases[stock_key(sku, NORTH)] = (origin, count)
+            self.shops[origin].add_item(
+                sku, count, self.now_wall(), window=False, closable=True, location=ANNEX
+            )
+        self.count("warehouse")
+
+        async def held() -> bool:
+            for member in self.members:
+                node = self.nodes[member]
+                if node.agent is None:
+                    return False
+                for key in self.ware_bases:
+                    pool = await pool_of(node, key)
+                    if pool is None or pool.base is None:
+                        return False
+            return True
+
+        deadline = self.now() + 30
+        while not await held():
+            if self.now() > deadline:
+                raise RuntimeError("the warehouse's stock did not reach every member")
+            await asyncio.sleep(0.25)
+        others = [m for m in self.members if m != origin]
+        if not others or rng.random() < 0.1:
+            return
+        outlet = rng.choice(others)
+        sells_from = rng.choice(([NORTH, DEFAULT], [NORTH, DEFAULT], [NORTH, DEFAULT], [NORTH]))
+        self._link(outlet, {"": [DEFAULT], OUTLET: sells_from})
+        for sku in sorted(rng.sample(skus, rng.randint(1, len(skus)))):
+            self.shops[outlet].add_item(
+                sku, rng.randint(0, 30), self.now_wall(), window=True, closable=True,
+                location=OUTLET,
+            )  # fmt: skip
+        self.count("warehouse_outlet")
+
+    def _link(self, domain: str, links: dict[str, list[str]]) -> None:
+        self.links[domain] = links
+        self.nodes[domain].link(links)
+        self.trace("locations", node=domain, links=sorted(links.items()))
+
+    def sells_from(self, domain: str, location: str) -> list[str]:
+        """The warehouses a shop's location sells from (its primary: the default one)."""
+        return self.links.get(domain, {}).get(location, [DEFAULT])
 
     async def _until(self, condition: Callable[[], bool], *, limit: float) -> bool:
         deadline = self.now() + limit
@@ -510,14 +583,19 @@ async def vector_of(node: Node) -> ledger.Vector:
 
 
 def run_seed(
-    seed: int, *, keep_trace: bool = False, mutation: str | None = None, bundles: bool = False
+    seed: int,
+    *,
+    keep_trace: bool = False,
+    mutation: str | None = None,
+    bundles: bool = False,
+    warehouses: bool = False,
 ) -> Result:
     """Play one seed on a fresh virtual loop and return its result (`bundles`: with the
-    group's bundles drawn in)."""
+    group's bundles drawn in; `warehouses`: with a second warehouse and locations)."""
     from tests.sim import mutations
 
     loop = VirtualLoop()
-    world = World(seed, keep_trace=keep_trace, bundles=bundles)
+    world = World(seed, keep_trace=keep_trace, bundles=bundles, warehouses=warehouses)
     try:
         with mutations.applied(mutation), mutations.seeded_uuid(seed), mutations.logs(world):
             try:

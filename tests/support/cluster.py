@@ -109,8 +109,10 @@ class Cluster:
         skus: int = 10,
         channel: str = "shopify",
         database_urls: Sequence[str] = (),
+        prepare: Callable[[Shop], None] | None = None,
     ):
         self.workdir = workdir
+        self.prepare = prepare  # called with each shop before it starts (emulator flags, config)
         self.specs = [(i, channel) for i in range(n)]
         self.skus = skus
         self.database_urls = database_urls  # shop i's PostgreSQL database, if given
@@ -122,6 +124,8 @@ class Cluster:
         shops = [Shop(i, ch, self.workdir, self.skus) for i, ch in self.specs]
         for shop, url in zip(shops, self.database_urls, strict=False):
             shop.database_url = url
+        for shop in shops if self.prepare else ():
+            self.prepare(shop)  # type: ignore[misc]
         try:
             await asyncio.gather(*(s.start() for s in shops))
         except BaseException:
