@@ -22,9 +22,11 @@ from agent.catalogue import SkuRule, classify
 from agent.channel import Channel, Item
 from agent.clock import Clock
 from agent.db import Database
+from agent.ledger import NewEvent
 from agent.models import ItemRow, PoolRow
 from agent.reconcile import Reconciler
 from agent.syncmode import SyncMode
+from agent.warehouses import parse_listing
 
 __all__ = [
     "IMPORT_MODES",
@@ -190,15 +192,26 @@ class Importer:
         groups: dict[str, int] = {}  # the group's count of each SKU after the changes counted
         shown: list[tuple[str, str, int]] = []  # (sku, item_id, count the shop shows)
 
+        listings = self.reconciler.listings()
+        located = not listings.plain  # keys of listings (SKU##location) and of pools differ
+
+        def group_of(key: str) -> int | None:
+            return groups.get(key, pools.get(key))
+
         def count(sku: str, item_id: str, shop: int, last_seen: int, into: list[Any]) -> None:
             """A change of the shop's (`shop` against `last_seen`) counted into the group's
-            count: a bundle's, into its components'."""
-            for part, change in (
-                bundles.taken(sku, shop - last_seen)
-                if bundles.is_bundle(sku)
-                else [(sku, shop - last_seen)]
-            ):
-                group = groups.get(part, pools.get(part))
+            count: a bundle's, into its components'; at a location, into its warehouses' (as
+            the run counts it: `Listings.expand`)."""
+            delta = shop - last_seen
+            if located:
+                event = NewEvent(sku, "change", delta=delta, cause="reimport")
+                parts = [(e.sku, e.delta) for e in listings.expand([event], group_of)[0]]
+            elif bundles.is_bundle(sku):
+                parts = bundles.taken(sku, delta)
+            else:
+                parts = [(sku, delta)]
+            for part, change in parts:
+                group = group_of(part)
                 if not change or group is None:
                     continue
                 into.append(
@@ -214,6 +227,16 @@ class Importer:
                 )
                 if into is counted:
                     groups[part] = group + change
+
+        def new_to_group(sku: str) -> str | None:
+            """The key a listing the group has no count of introduces (None: it has one)."""
+            keys = sorted(listings.keys([sku])) if located else [sku]
+            if any(k in pools for k in keys) or bundles.is_bundle(parse_listing(sku)[0]):
+                return None
+            if not located:
+                return sku
+            bare, location = parse_listing(sku)
+            return listings.locations.keys(location, bare)[0]
 
         for item, (item_id, sku) in zip(listed, keyed, strict=True):
             why = verdict[item_id]
@@ -232,33 +255,38 @@ class Importer:
                     continue
                 if row.published is not None and not row.cutover_pending:
                     count(sku, item_id, item.available, row.published, counted)
-                elif sku not in pools and not bundles.is_bundle(sku):
-                    groups[sku] = item.available  # new to the group: this shop introduces it
+                elif (new := new_to_group(sku)) is not None:
+                    groups[new] = item.available  # new to the group: this shop introduces it
             elif while_out and sku in while_out:
                 change = while_out[sku]
                 into = counted if count_while_out else discarded
                 count(sku, item_id, item.available, item.available - change, into)
             shown.append((sku, item_id, item.available))
 
-        def group_of(sku: str) -> int | None:
-            return groups.get(sku, pools.get(sku))
-
         def published(sku: str) -> int | None:
             group = group_of(sku)
             return None if group is None else self.reconciler.target_for(sku, group)
 
         for sku, item_id, available in shown:
-            if bundles.is_bundle(sku):  # what its components allow, after their changes
-                target: int | None = bundles.target(sku, published).count
+            if located:  # what its warehouses (its components') hold, after the changes
+                decided = listings.target(sku, group_of, self.reconciler.writes.decide)
+                target: int | None = None if decided is None else decided[0]
+            elif bundles.is_bundle(sku):  # what its components allow, after their changes
+                target = bundles.target(sku, published).count
             else:
                 target = published(sku)
             if target is not None and target != available:
                 to_change.append(
                     {"sku": sku, "item_id": item_id, "shop": available, "target": target}
                 )
-        made = {sku for sku in here if bundles.is_bundle(sku)}
-        missing = sorted(set(pools) - here - set(dupes))
-        only_here = sorted(here - set(pools) - made)
+        made = {sku for sku in here if bundles.is_bundle(parse_listing(sku)[0])}
+        if located:  # by the pools' keys each listing sells from
+            covered = listings.keys(here | set(dupes))
+            missing = sorted(set(pools) - covered)
+            only_here = sorted(s for s in here - made if not listings.keys([s]) & set(pools))
+        else:
+            missing = sorted(set(pools) - here - set(dupes))
+            only_here = sorted(here - set(pools) - made)
         choice = None if while_out is None else "count" if count_while_out else "discard"
         mode = "reimport" if not joining else "rejoin" if choice == "count" else "join"
         return {

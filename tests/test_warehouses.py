@@ -243,3 +243,39 @@ async def test_a_database_from_before_warehouses_keeps_syncing_when_a_location_i
         r.hint(WebhookHint("orders/create", item_ids=("t",)))
         await settle(r)
         assert await _keys(r, "TEA", "TEA@@north") == {"TEA": 7, "TEA@@north": 4}
+
+
+async def test_a_reimport_counts_missed_location_sales_into_their_warehouses_as_its_dry_run_says(
+    sqlite_db, memshop, clock
+) -> None:  # type: ignore[no-untyped-def]
+    from tests.test_reconcile import _importer
+
+    memshop.add("t", "TEA", 10)
+    memshop.add("t@annex", "TEA", 4, location="annex")
+    memshop.add("t@outlet", "TEA", 0, location="outlet")
+    memshop.add("c@annex", "COCOA", 5, location="annex")  # only at the annex: north's alone
+    async with _located(sqlite_db, memshop, clock) as r:
+        assert memshop.counts == {"t": 10, "t@annex": 4, "t@outlet": 14, "c@annex": 5}
+        memshop.sell("t@annex", 1)  # sales whose webhooks the agent missed
+        memshop.sell("t@outlet", 5)  # north's 3 left, then 2 of main's
+        importer = await _importer(r)
+        report = await importer.preflight()
+        counted = [(c["sku"], c["item_id"], c["change"]) for c in report["counted"]]
+        assert sorted(counted) == [
+            ("TEA", "t@outlet", -2),
+            ("TEA@@north", "t@annex", -1),
+            ("TEA@@north", "t@outlet", -3),
+        ]
+        targets = {c["item_id"]: c["target"] for c in report["to_change"]}
+        assert targets == {"t": 8, "t@annex": 0, "t@outlet": 8}
+        assert (report["only_here"], report["missing_here"]) == ([], [])
+        await importer.start(reason="admin", report=report)
+        assert importer.task is not None
+        await importer.task
+        await settle(r)
+        assert await _keys(r, "TEA", "TEA@@north", "COCOA@@north") == {
+            "TEA": 8,
+            "TEA@@north": 0,
+            "COCOA@@north": 5,
+        }
+        assert memshop.counts == {"t": 8, "t@annex": 0, "t@outlet": 8, "c@annex": 5}
