@@ -21,6 +21,7 @@ import pytest
 from agent.demo import Shop
 from tests.support.cluster import Cluster, ShopHandle
 from tests.test_e2e_rules import cli
+from tests.test_hygiene import _log_in
 
 TEA = "SKU-00001"
 NORTH = f"{TEA}@@north"  # the ledger's key of TEA in warehouse north
@@ -112,6 +113,12 @@ async def test_a_second_location_sells_from_its_own_warehouse_then_from_two(
         for p in (await b.get("/api/pools"))["pools"]
     }
     assert (TEA, "2", ("north", "main")) in listed and (TEA, "primary", ("main",)) in listed
+    status, _, session = await _log_in(b, b.shop.token)  # and the owner's Products page
+    assert status == 303 and session
+    cookie = {"Cookie": f"shopsync_session={session}"}
+    async with b.http.get(b.agent_url + "/products", headers=cookie) as page:
+        html = await page.text()
+    assert "at 2, from north then main" in html and "at primary, from main" in html
 
     await _sell(b, TEA, 8, location=2)  # north's 5, then 3 of the default warehouse's
     main -= 3
