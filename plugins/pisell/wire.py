@@ -4,8 +4,9 @@ Pisell publishes no inventory API; this module encodes the *proposed* API of
 `shared/platforms/pisell.md` §4, which keeps the conventions seen in Pisell's report Open API
 (signed `Client-Id`/`Access-Token`/`Timestamp`/`Sign` headers, the `{status, code, message,
 data}` envelope, 1-based `skip`/`size` paging, local-time strings). The client, the webhook
-verifier and the emulator all import it, so adopting a real Pisell API is a change to this one
-file: rename a path, a header or a field here and both sides follow.
+verifier and the emulator all import it, so adopting a real Pisell API is a change to this
+file (and to `envelope.py`, the answers' envelope and error codes, which it re-exports): rename
+a path, a header or a field here and both sides follow.
 """
 
 from __future__ import annotations
@@ -15,11 +16,32 @@ import dataclasses
 import datetime as dt
 import hashlib
 import hmac
-import json
 import zoneinfo
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from plugins.pisell.envelope import (  # noqa: F401 - re-exported: read as `wire.<name>`
+    COMBO_NOT_WRITABLE,
+    DUPLICATE,
+    FORBIDDEN,
+    INSUFFICIENT_STOCK,
+    INTERNAL_ERROR,
+    INVALID_QUANTITY,
+    INVALID_REQUEST,
+    KEY_REQUIRED,
+    KEY_REUSED,
+    NOT_FOUND,
+    NOT_STOCKED,
+    RATE_LIMITED,
+    SKU_NOT_FOUND,
+    STOCK_CONFLICT,
+    UNAUTHORIZED,
+    WAREHOUSE_NOT_FOUND,
+    Envelope,
+    envelope_error,
+    envelope_ok,
+    parse_envelope,
+)
 from plugins.pisell.record import Record
 
 # -- paths ------------------------------------------------------------------------------------
@@ -60,29 +82,11 @@ H_WEBHOOK_SIGNATURE = "X-Pisell-Signature"
 SIGN_SKEW_SECONDS = 300
 WEBHOOK_SKEW_SECONDS = 300
 
-# -- limits, codes, topics, movement types ----------------------------------------------------
+# -- limits, topics, movement types -----------------------------------------------------------
 
 MAX_PAGE_SIZE = 100
 MAX_LEVEL_SKUS = 50
 MAX_WRITE_ITEMS = 50
-
-# `error_code` values: per row in a write answer, or for a whole call.
-STOCK_CONFLICT = "STOCK_CONFLICT"
-COMBO_NOT_WRITABLE = "COMBO_NOT_WRITABLE"
-SKU_NOT_FOUND = "SKU_NOT_FOUND"
-NOT_STOCKED = "SKU_NOT_STOCKED"  # a known SKU that the warehouse does not stock
-WAREHOUSE_NOT_FOUND = "WAREHOUSE_NOT_FOUND"
-INVALID_QUANTITY = "INVALID_QUANTITY"
-INSUFFICIENT_STOCK = "INSUFFICIENT_STOCK"
-INVALID_REQUEST = "INVALID_REQUEST"
-UNAUTHORIZED = "UNAUTHORIZED"
-FORBIDDEN = "FORBIDDEN"
-NOT_FOUND = "NOT_FOUND"
-DUPLICATE = "DUPLICATE"
-RATE_LIMITED = "RATE_LIMITED"
-KEY_REQUIRED = "IDEMPOTENCY_KEY_REQUIRED"
-KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
-INTERNAL_ERROR = "INTERNAL_ERROR"
 
 TOPIC_INVENTORY_LEVEL_UPDATED = "inventory_level.updated"
 TOPIC_STOCK_MOVEMENT_CREATED = "stock_movement.created"
@@ -121,72 +125,6 @@ def auth_headers(
         H_TIMESTAMP: timestamp,
         H_SIGN: sign(timestamp, client_id, client_secret),
     }
-
-
-# -- envelope -----------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Envelope:
-    """A parsed response envelope."""
-
-    ok: bool
-    code: int
-    message: str
-    data: Any
-    error_code: str | None
-
-
-def envelope_ok(data: Any, message: str = "success") -> dict[str, Any]:
-    """A success envelope around `data`."""
-    return {"status": True, "code": 200, "message": message, "data": data}
-
-
-def envelope_error(code: int, error_code: str, message: str, data: Any = None) -> dict[str, Any]:
-    """An error envelope: HTTP-like `code`, machine `error_code`, human `message`."""
-    return {
-        "status": False,
-        "code": code,
-        "message": message,
-        "error_code": error_code,
-        "data": data,
-    }
-
-
-def _unwrap_key(key: str) -> str:
-    # The report API sometimes sends keys as "[name]"; accept both spellings.
-    if len(key) > 2 and key.startswith("[") and key.endswith("]"):
-        return key[1:-1]
-    return key
-
-
-def _normalise(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {_unwrap_key(str(k)): _normalise(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_normalise(v) for v in value]
-    return value
-
-
-def parse_envelope(body: bytes | str) -> Envelope:
-    """Parse a response body; raises ValueError when it is not an envelope at all."""
-    raw = _normalise(json.loads(body))
-    if not isinstance(raw, dict) or "status" not in raw or "code" not in raw:
-        raise ValueError("response is not a Pisell envelope")
-    try:
-        code = int(raw.get("code") or 0)
-    except (TypeError, ValueError):
-        code = 0
-    status = bool(raw.get("status"))
-    # Pisell's own error test (report API): not status and code != 200.
-    ok = status or code == 200
-    return Envelope(
-        ok=ok,
-        code=code,
-        message=str(raw.get("message") or ""),
-        data=raw.get("data"),
-        error_code=raw.get("error_code") or None,
-    )
 
 
 # -- paging -------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ __all__ = [
     "BULK_RUN",
     "LOOKUP",
     "LOOKUP_SIZE",
+    "MAX_BATCH",
     "LOCATIONS",
     "LOCATIONS_COST",
     "PRIMARY_LOCATION",
@@ -40,6 +41,7 @@ __all__ = [
 _NODE_COST = 4
 _LEVEL_COST = 2
 MAX_COST = 1000  # Shopify's single query limit
+MAX_BATCH = 250  # the most ids a read, and rows a write, sends in one call
 PAGE_SIZE = 200  # 2 + 200 x 4 = 802 points, under the 1000-point single query limit
 WRITE_COST = 10
 BULK_POLL_COST = 1
