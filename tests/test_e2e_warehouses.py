@@ -12,9 +12,11 @@ nobody can tell whose stock was counted.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 
@@ -96,10 +98,25 @@ async def test_a_second_location_sells_from_its_own_warehouse_then_from_two(
     main -= 3
     await _shows(pair, {"pool:" + NORTH: 5, "a@1": main, "b@1": main, "b@2": 5}, "main sold 3")
 
-    # location 2 sells from north, then from the default warehouse: a dry run first
+    # location 2 sells from north, then from the default warehouse: a dry run first, on the
+    # command line and on the Rules page
     code, out, err = await cli(b, "locations", "set", "2", "north", "main", "--dry-run")
     assert code == 0, err
     assert "dry run" in out and f"{TEA}: 5 → {5 + main}" in out
+    status, _, session = await _log_in(b, b.shop.token)
+    assert status == 303 and session
+    cookie = {"Cookie": f"shopsync_session={session}"}
+    async with b.http.get(b.agent_url + "/rules", headers=cookie) as page:
+        html = await page.text()
+    assert 'id="location-form"' in html and "north" in html
+    csrf = re.search(r'name="csrf" value="([^"]+)"', html).group(1)  # type: ignore[union-attr]
+    form = {"csrf": csrf, "location": "2", "warehouses": "north, main", "dry_run": "yes"}
+    url = b.agent_url + "/rules/locations"
+    async with b.http.post(url, data=form, headers=cookie, allow_redirects=False) as page:
+        assert page.status == 303
+        flash = unquote(page.cookies["shopsync_flash"].value)  # what the next page says
+    assert "Dry run, nothing changed: 1 of 1 listings there would change" in flash
+    assert f"{TEA} 5 → {5 + main}" in flash
     assert (await _at(b, 2))[TEA] == 5  # nothing changed
     code, out, err = await cli(b, "locations", "set", "2", "north,main")
     assert code == 0, err
@@ -113,9 +130,6 @@ async def test_a_second_location_sells_from_its_own_warehouse_then_from_two(
         for p in (await b.get("/api/pools"))["pools"]
     }
     assert (TEA, "2", ("north", "main")) in listed and (TEA, "primary", ("main",)) in listed
-    status, _, session = await _log_in(b, b.shop.token)  # and the owner's Products page
-    assert status == 303 and session
-    cookie = {"Cookie": f"shopsync_session={session}"}
     async with b.http.get(b.agent_url + "/products", headers=cookie) as page:
         html = await page.text()
     assert "at 2, from north then main" in html and "at primary, from main" in html

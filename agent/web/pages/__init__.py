@@ -102,6 +102,7 @@ def setup_pages(app: web.Application) -> None:
     r.add_post("/rules", rules_page.post_rules)
     r.add_post("/rules/priority", rules_page.post_priority)
     r.add_post("/rules/bundles", rules_page.post_bundles)
+    r.add_post("/rules/locations", rules_page.post_locations)
     r.add_get("/duplicates", views.duplicates)
     r.add_get("/import", views.import_page)
     r.add_get("/import/progress", views.import_progress)

@@ -14,7 +14,7 @@ from agent.web.pages.backend import Api, ApiError
 from agent.web.pages.render import redirect, render
 from agent.web.pages.session import page
 
-__all__ = ["post_bundles", "post_priority", "post_rules", "rules_page"]
+__all__ = ["post_bundles", "post_locations", "post_priority", "post_rules", "rules_page"]
 
 FIELDS = ("buffer", "percent", "plus", "max")
 
@@ -23,8 +23,8 @@ FIELDS = ("buffer", "percent", "plus", "max")
 async def rules_page(request: web.Request) -> web.StreamResponse:
     """Every shop's rules and the group's; `?sku=X&pool=N` also shows what each would publish."""
     api = Api(request)
-    view, peers, bundles = await asyncio.gather(
-        api.get("/rules"), api.get("/peers"), api.get("/bundles")
+    view, peers, bundles, locations = await asyncio.gather(
+        api.get("/rules"), api.get("/peers"), api.get("/bundles"), api.get("/locations")
     )
     sku, pool = request.query.get("sku", "").strip(), request.query.get("pool", "").strip()
     test, test_error = None, ""
@@ -48,6 +48,7 @@ async def rules_page(request: web.Request) -> web.StreamResponse:
         sku=sku,
         pool=pool,
         bundles=bundles["bundles"],
+        locations=locations,
     )
 
 
@@ -113,3 +114,36 @@ async def post_bundles(request: web.Request) -> web.StreamResponse:
         message = exc.message if isinstance(exc, ApiError) else str(exc)
         redirect("/rules", f"Bundle not saved: {message}", ok=False)
     redirect("/rules", f"{sku} is a bundle of {bundle.describe()}; every member is told.")
+
+
+@page
+async def post_locations(request: web.Request) -> web.StreamResponse:
+    """Link a location to warehouses (`shopsync locations set LOC W…`), or unlink one; with
+    "dry run" ticked, say what each listing there would show and change nothing."""
+    data = await _form(request)
+    location = data.get("location", "")
+    remove = data.get("remove") == "yes"
+    warehouses = [] if remove else [w.strip() for w in data.get("warehouses", "").split(",")]
+    dry_run = data.get("dry_run") == "yes"
+    body = {"location": location, "warehouses": [w for w in warehouses if w], "dry_run": dry_run}
+    if not remove and not body["warehouses"]:
+        redirect("/rules#locations-h", "Name the warehouses it sells from, in order.", ok=False)
+    try:
+        answer = await Api(request).post("/locations", body)
+    except ApiError as exc:
+        redirect("/rules#locations-h", f"Locations not changed: {exc.message}", ok=False)
+    preview = answer["preview"]
+    changes = [
+        f"{r['sku']} {r['shows']} → {r['would_show']}"
+        for r in preview["rows"]
+        if r["would_show"] is not None and r["would_show"] != r["shows"]
+    ]
+    shown = "; ".join(changes[:5]) + (" …" if len(changes) > 5 else "")
+    counts = f"{preview['changes']} of {preview['listings']} listings there"
+    if dry_run:
+        redirect("/rules#locations-h", f"Dry run, nothing changed: {counts} would change. {shown}")
+    if answer.get("restart_required"):
+        done = "Saved; restart the agent to sync the locations added or removed."
+    else:
+        done = f"Saved and applied: {counts} change. {shown}"
+    redirect("/rules#locations-h", done.strip())
