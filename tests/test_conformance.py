@@ -23,6 +23,8 @@ from agent.testing.harness import CLIENT_ID, SECRET
 from tests.test_layering import PLUGIN_MAY_IMPORT, _imports
 
 FAST = {"retry_base": 0.01}
+
+
 HARNESSES = {
     # bulk off: the suite lists a catalogue larger than one page, so make Shopify page. Three
     # locations, the primary one last by name: the channel must find the primary one.
@@ -31,13 +33,14 @@ HARNESSES = {
         page_size=200,
         options={**FAST, "bulk": False},
         emulator_options={"locations": 3},
-    ),
+    ),  # a location named as its emulator names it (its number: GET /_emulator/locations/n)
     # A Dev Dashboard app: 24 h tokens from the client-credentials grant, renewed.
     "shopify-app": ChannelHarness(
         "shopify",
         page_size=200,
         options={**FAST, "bulk": False},
         credentials={"client_id": CLIENT_ID, "client_secret": SECRET},
+        location_id=lambda n: f"gid://shopify/Location/{n}",  # ...or named by its gid
     ),
     # clock_skew 0: the emulator shares our clock, and unknown writes resolve a second sooner.
     "shopline": ChannelHarness("shopline", page_size=250, options={**FAST, "clock_skew": 0}),
@@ -335,3 +338,78 @@ def test_the_suite_fails_for_a_channel_that_never_renews_its_token() -> None:
     with pytest.raises(AssertionError, match="after the token expired, a call failed"):
         check(harness)
     check(shopify)  # and the real one passes the same test
+
+
+# -- the suite fails on channels that get locations wrong ----------------------------------------
+# The example channel syncs one location, so these mutants are the SHOPLINE channel (whose ids
+# at another location are ``<own id>@<location>``) with one bug each.
+
+
+def _own_location_only(base: type[Any]) -> dict[str, Any]:
+    """Lists the items at its own location only, whatever `locations` says."""
+
+    async def list_items(self: Any) -> AsyncIterator[Item]:
+        async for item in base.list_items(self):
+            if not item.location:
+                yield item
+
+    return {"list_items": list_items}
+
+
+def _lax_start(base: type[Any]) -> dict[str, Any]:
+    """Starts without checking `locations` against the shop's."""
+
+    async def start(self: Any) -> None:
+        wanted, self.locations = self.locations, ()
+        try:
+            await base.start(self)
+        finally:
+            self.locations = wanted
+
+    return {"start": start}
+
+
+def _misplaced_writes(base: type[Any]) -> dict[str, Any]:
+    """Writes every item at its own location, whichever location the id names."""
+
+    async def write(self: Any, writes: Sequence[Write], *, key: str) -> list[WriteResult]:
+        own = [Write(w.item_id.split("@")[0], w.expected, w.target) for w in writes]
+        results = await base.write(self, own, key=key)
+        return [
+            dataclasses.replace(r, item_id=w.item_id) for r, w in zip(results, writes, strict=True)
+        ]
+
+    return {"write": write}
+
+
+LOCATION_MUTANTS: dict[str, tuple[Callable[[type[Any]], dict[str, Any]], str, str]] = {
+    "own-location-only": (
+        _own_location_only,
+        "test_a_location_lists_the_items_it_stocks_under_ids_of_their_own",
+        r"the listing's \(sku, location\) pairs",
+    ),
+    "lax-start": (
+        _lax_start,
+        "test_a_location_the_shop_lacks_is_refused_at_start",
+        r"start\(\) accepted a location the shop lacks",
+    ),
+    "misplaced-writes": (
+        _misplaced_writes,
+        "test_reads_and_writes_at_a_location_land_at_that_location_only",
+        "it must land at that location only",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(LOCATION_MUTANTS))
+def test_the_suite_fails_for_a_channel_that_gets_locations_wrong(kind: str) -> None:
+    make, test_name, message = LOCATION_MUTANTS[kind]
+    shopline = HARNESSES["shopline"]
+    base = shopline.channel_class()
+    name = f"shopline-{kind}"
+    broken = type(f"Broken{base.__name__}", (base,), {"name": name, **make(base)})
+    plugin = _plugin(broken, shopline.registry().emulator("shopline"))
+    check = getattr(ChannelConformance(), test_name)
+    with pytest.raises(AssertionError, match=message):
+        check(dataclasses.replace(shopline, name=name, plugins=[plugin]))
+    check(shopline)  # and the real one passes the same test

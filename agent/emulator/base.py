@@ -15,8 +15,9 @@ Locations: a shop started with `--locations N` has locations 1 (the primary, whi
 variant) to N. Orders and edits take an optional `"location": n` (default 1): an order is
 fulfilled from it (409 where a line is not stocked there), an edit at a location that does not
 stock the SKU yet stocks it there. `GET /_emulator/inventory?location=n` lists the counts there.
-Each platform names location n its own way (Shopify `gid://shopify/Location/n`, SHOPLINE and
-Pisell as their emulators say).
+Each platform names location n its own way: `GET /_emulator/locations/{n}` answers
+`{"number": n, "id": "<the platform's id of location n>"}` (`Emulator.location_name`; the
+kit's default is the number itself), what a merchant writes in `[locations]`.
 
 Webhook subscriptions: GET /_emulator/webhooks ({"subscriptions": [{"id", "topic", "url"}]}),
 POST /_emulator/webhooks/delete {"ids": [...]} or {} for all (as the platform deletes them
@@ -153,6 +154,10 @@ class Emulator:
     def on_restock(self, order: dict[str, Any], cause: str) -> None:
         """Emit the platform's cancel or refund webhook (`cause` is "cancel" or "refund")."""
 
+    def location_name(self, number: int) -> str:
+        """The platform's id of location `number` (what `[locations]` names it by)."""
+        return str(number)
+
     def on_product(self, variant: Variant) -> None:
         """Emit the platform's product-created webhook."""
 
@@ -201,6 +206,7 @@ class Emulator:
         r.add_post("/_emulator/refunds", self._h_refund)
         r.add_post("/_emulator/inventory", self._h_edit)
         r.add_get("/_emulator/inventory", self._h_inventory)
+        r.add_get(r"/_emulator/locations/{number:\d+}", self._h_location_name)
         r.add_post("/_emulator/products", self._h_product)
         r.add_post("/_emulator/products/update", self._h_product_update)
         r.add_get("/_emulator/items", self._h_items)
@@ -321,6 +327,12 @@ class Emulator:
         except ValueError as exc:
             return json_error(400, str(exc))
         return web.json_response(self.store.inventory(location))
+
+    async def _h_location_name(self, request: web.Request) -> web.Response:
+        number = int(request.match_info["number"])
+        if number < 1:
+            return json_error(400, "locations are numbered from 1")
+        return web.json_response({"number": number, "id": self.location_name(number)})
 
     async def _h_product(self, request: web.Request) -> web.Response:
         body = await _json_body(request)

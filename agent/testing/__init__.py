@@ -11,7 +11,9 @@ import pytest
 
 # The suite's asserts live here, not in the author's test module: rewrite them too, so that a
 # failure shows the values. Registered before the modules are imported.
-pytest.register_assert_rewrite("agent.testing.conformance", "agent.testing.counting")
+pytest.register_assert_rewrite(
+    "agent.testing.conformance", "agent.testing.counting", "agent.testing.locations"
+)
 
 from agent.testing.conformance import ChannelConformance  # noqa: E402
 from agent.testing.counting import CountingModel  # noqa: E402

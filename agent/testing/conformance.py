@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
@@ -39,11 +38,11 @@ from agent.channel import (
     Write,
 )
 from agent.testing.counting import CountingModel
-from agent.testing.harness import ChannelHarness
+from agent.testing.harness import ChannelHarness, run
+from agent.testing.locations import LocationConformance
 
 __all__ = ["ChannelConformance", "channel_under_test", "pytest_addoption"]
 
-Scenario = Callable[[ChannelHarness], Coroutine[Any, Any, None]]
 # How far a listed creation time may be from the moment the emulator made the item; a time
 # zone mistake is hours off, a clock tick a second.
 CREATED_AT_TOLERANCE = 120.0
@@ -76,16 +75,11 @@ def channel_under_test(request: pytest.FixtureRequest) -> ChannelHarness:
     return ChannelHarness(str(name))
 
 
-def run(scenario: Scenario, harness: ChannelHarness) -> None:
-    """Run one async scenario on a fresh event loop."""
-    asyncio.run(scenario(harness))
-
-
 def _applied(writes: list[dict[str, Any]], sku: str) -> list[dict[str, Any]]:
     return [w for w in writes if w.get("sku") == sku and w.get("applied")]
 
 
-class ChannelConformance:
+class ChannelConformance(LocationConformance):
     """The contract of `agent.channel.Channel`, checked against the plugin's emulator.
 
     Subclass it in a test module (the name must start with ``Test``) and provide a

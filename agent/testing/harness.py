@@ -1,11 +1,12 @@
 """The conformance harness: one channel plugin, its emulator in-process, and the control API.
 
 A `ChannelHarness` names a channel and says what the suite needs to know about it (extra
-options, page size, whether the platform can hold duplicates or SKU-less items). `open()`
-finds the channel class and the emulator factory through the real plugin manager, serves the
-emulator on a loopback port, builds and starts the channel from its options, and yields a
-`ShopUnderTest`: the channel plus the emulator's `/_emulator` control API, which is all the
-suite uses, so a third-party emulator qualifies by speaking that API.
+options, page size, whether the platform can hold duplicates or SKU-less items, how it names
+the emulator's locations). `open()` finds the channel class and the emulator factory through
+the real plugin manager, serves the emulator on a loopback port, builds and starts the channel
+from its options, and yields a `ShopUnderTest`: the channel plus the emulator's `/_emulator`
+control API, which is all the suite uses, so a third-party emulator qualifies by speaking
+that API.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -25,12 +26,27 @@ from agent.clock import SystemClock
 from agent.emulator import EmulatorOptions
 from agent.plugins import Registry, make_plugin_manager
 
-__all__ = ["CLIENT_ID", "SECRET", "ChannelHarness", "ShopUnderTest", "WebhookReceiver"]
+__all__ = [
+    "CLIENT_ID",
+    "SECRET",
+    "ChannelHarness",
+    "Scenario",
+    "ShopUnderTest",
+    "WebhookReceiver",
+    "run",
+]
 
 TOKEN = "conformance-access-token"
 SECRET = "conformance-webhook-secret"  # also the emulated app's client secret
 CLIENT_ID = "conformance-client-id"
 SHOP = "conformance.example.com"
+
+Scenario = Callable[["ChannelHarness"], Coroutine[Any, Any, None]]
+
+
+def run(scenario: Scenario, harness: ChannelHarness) -> None:
+    """Run one async scenario of the suite on a fresh event loop."""
+    asyncio.run(scenario(harness))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +64,9 @@ class ChannelHarness:
     - `can_have_duplicates`, `can_have_skuless`: whether the platform can hold two items with
       one SKU, or an item without a SKU (Pisell keys stock items by SKU: neither).
     - `max_refusals`: rate-limit refusals (429s) tolerated in a burst larger than the bucket.
+    - `location_id`: for a channel that sets `Channel.multi_location`, the platform location
+      id it takes in `Channel.locations` for the emulator's location n (Shopify ``str(n)``);
+      None when the suite cannot name locations, so it cannot check them.
     - `plugins`: extra pluggy plugins to register (a channel under development, a test double);
       entry points are loaded as well unless `load_entry_points` is false.
     """
@@ -60,6 +79,7 @@ class ChannelHarness:
     can_have_duplicates: bool = True
     can_have_skuless: bool = True
     max_refusals: int = 3
+    location_id: Callable[[int], str] | None = None
     plugins: Sequence[object] = ()
     load_entry_points: bool = True
 
@@ -76,14 +96,18 @@ class ChannelHarness:
 
     @contextlib.asynccontextmanager
     async def open(
-        self, *, skus: int = 5, rate_limit: bool = False
+        self, *, skus: int = 5, rate_limit: bool = False, locations: int | None = None
     ) -> AsyncIterator[ShopUnderTest]:
-        """An emulated shop of `skus` items and a started channel on it; closed on exit."""
+        """An emulated shop of `skus` items (and `locations` locations, if given, else as
+        `emulator_options` say) and a started channel on it; closed on exit."""
         registry = self.registry()
         channel_class = registry.channel(self.name)
         factory = registry.emulator(self.name)
+        emulator_options = dict(self.emulator_options)
+        if locations is not None:
+            emulator_options["locations"] = locations
         options = dataclasses.replace(
-            EmulatorOptions(**dict(self.emulator_options)),
+            EmulatorOptions(**emulator_options),
             shop=SHOP,
             skus=skus,
             token=TOKEN,
@@ -129,8 +153,9 @@ class ShopUnderTest:
 
     # -- channels ----------------------------------------------------------------------------
 
-    async def make_channel(self, **overrides: Any) -> Channel:
-        """A started channel on this shop; `overrides` replace options (a wrong secret...)."""
+    async def make_channel(self, *, locations: Sequence[str] = (), **overrides: Any) -> Channel:
+        """A started channel on this shop; `overrides` replace options (a wrong secret...),
+        `locations` are the other locations it syncs (`Channel.locations`, set before start)."""
         credentials = dict(self.harness.credentials) or {"access_token": TOKEN}
         options = {
             "api_url": self.api_url,
@@ -146,6 +171,7 @@ class ShopUnderTest:
             timeout=aiohttp.ClientTimeout(total=30, connect=5), trace_configs=[trace]
         )
         channel = self.channel_class(settings, http=http, clock=SystemClock())
+        channel.locations = tuple(locations)
         self._channels.append((channel, http))
         await channel.start()
         return channel
@@ -193,23 +219,41 @@ class ShopUnderTest:
                 raise AssertionError(f"{method} {path} answered {resp.status}: {data}")
             return data
 
-    async def order(self, sku: str, quantity: int) -> dict[str, Any]:
-        """A storefront purchase of `quantity` units of `sku`."""
-        body = {"line_items": [{"sku": sku, "quantity": quantity}]}
+    async def order(
+        self, sku: str, quantity: int, *, location: int | None = None
+    ) -> dict[str, Any]:
+        """A storefront purchase of `quantity` units of `sku` (fulfilled from `location`, by
+        default the primary one)."""
+        body: dict[str, Any] = {"line_items": [{"sku": sku, "quantity": quantity}]}
+        if location is not None:
+            body["location"] = location
         return (await self._call("POST", "/_emulator/orders", body, ok=201))["order"]
 
-    async def edit(self, sku: str, available: int) -> None:
-        """An admin's manual edit of the count of `sku`."""
-        await self._call("POST", "/_emulator/inventory", {"sku": sku, "available": available})
+    async def edit(self, sku: str, available: int, *, location: int | None = None) -> None:
+        """An admin's manual edit of the count of `sku` (at `location`, which then stocks it;
+        by default the primary one)."""
+        body: dict[str, Any] = {"sku": sku, "available": available}
+        if location is not None:
+            body["location"] = location
+        await self._call("POST", "/_emulator/inventory", body)
 
     async def add_product(self, sku: str, available: int) -> dict[str, Any]:
         """A new product variant (an existing SKU makes a duplicate, "" a SKU-less item)."""
         body = {"sku": sku, "available": available}
         return await self._call("POST", "/_emulator/products", body, ok=201)
 
-    async def inventory(self) -> dict[str, int]:
-        """Every SKU's count as the emulator holds it."""
-        return await self._call("GET", "/_emulator/inventory")
+    async def location(self, number: int) -> str:
+        """The platform's id of the emulator's location `number`, as a merchant writes it in
+        `[locations]`: the harness's `location_id`, else what the emulator says."""
+        if self.harness.location_id is not None:
+            return self.harness.location_id(number)
+        return str((await self._call("GET", f"/_emulator/locations/{number}"))["id"])
+
+    async def inventory(self, location: int | None = None) -> dict[str, int]:
+        """Every SKU's count as the emulator holds it (at `location`: the SKUs stocked there;
+        by default the primary location, which stocks every SKU)."""
+        query = "" if location is None else f"?location={location}"
+        return await self._call("GET", "/_emulator/inventory" + query)
 
     async def writes(self) -> list[dict[str, Any]]:
         """The emulator's log of API writes, applied or not."""

@@ -121,6 +121,9 @@ class ShoplineEmulator(Emulator):
             "X-Shopline-Webhook-Id": delivery_id,
         }
 
+    def location_name(self, number: int) -> str:
+        return shopline_id(number)
+
     def on_stock_change(self, variant: Variant, before: int, after: int, cause: str) -> None:
         """`inventory_levels/update` after every change, the API's own writes included."""
         payload = {
