@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Set
 from typing import Any, Protocol
 
 from sqlalchemy import Connection
@@ -84,6 +84,8 @@ class Effects:
     written: list[str] = dataclasses.field(default_factory=list)  # rows settled
     events: list[EventRow] = dataclasses.field(default_factory=list)
     failed: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (sku, why)
+    # item_id -> cause of a rise held back once (`observe_counts`' `held`): read again later
+    held: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def observe(item: _ItemLike, obs: int, pool: _HasValue | None, cause: str) -> NewEvent | None:
@@ -121,6 +123,7 @@ def observe_counts(
     stamps: dict[str, float | None] | None = None,
     expect: dict[str, int] | None = None,
     listings: Listings | None = None,
+    held: Set[str] = frozenset(),
 ) -> Effects:
     """Apply fresh counts of items in one unit of work: their events, log and published
     counts; returns what the reconciler's memory must learn of it.
@@ -130,7 +133,11 @@ def observe_counts(
     publishes the count the agent's stamped knowledge belongs to; an item that moved since
     (a path without a stamp) is read instead. `listings`: the shop's locations and the group's
     bundles: a change at a listing is its warehouses' (a bundle's, its components'),
-    `Listings.expand`; without, an item's key is its pool's.
+    `Listings.expand`; without, an item's key is its pool's. A rise that would be refused
+    there (stock added by hand at a location of several warehouses) is held back the first
+    time (`Effects.held`: the item keeps its published count and is read again a moment
+    later), since a refund's own webhook may come after its level's; an item in `held` was
+    held once already, and its rise is refused now unless a refund or cancellation told of it.
     """
     done = Effects()
     rows = load_items(conn, counts)
@@ -152,6 +159,16 @@ def observe_counts(
         cause = causes if isinstance(causes, str) else causes.get(item_id, "read")
         if expect is not None and row.published != expect.get(item_id):
             done.read[item_id] = cause
+            continue
+        if (
+            listings
+            and row.published is not None
+            and obs > row.published
+            and not row.cutover_pending
+            and item_id not in held
+            and listings.refuses(row.sku, obs - row.published, cause)
+        ):
+            done.held[item_id] = cause  # its refund's webhook may yet come: look again soon
             continue
         done.touched.append(item_id)
         done.observed.append(item_id)

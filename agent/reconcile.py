@@ -301,11 +301,12 @@ class Reconciler:
             return
         now = self.clock.now()
         listings = self.listings()
+        held = frozenset(self.scheduler.held)
 
         def work(conn: Connection) -> Effects:
             return observe_counts(
                 conn, counts, causes, now, self._append, stamps=stamps, expect=expect,
-                listings=listings,
+                listings=listings, held=held,
             )  # fmt: skip
 
         self.scheduler.settle(await self.db.run(work))

@@ -132,6 +132,8 @@ class Scheduler:
         self.known: dict[str, tuple[float, int]] = {}
         self.pending_levels: dict[str, Told] = {}  # stamped counts waiting for their item
         self.awaiting: dict[str, tuple[float, str]] = {}  # item_id -> (read at, order cause)
+        # items whose rise was held back once (`observe_counts`' `held`): the next look decides
+        self.held: set[str] = set()
         self.stats = {
             "reads": 0,
             "read_ids": 0,
@@ -141,6 +143,7 @@ class Scheduler:
             "echoes_skipped": 0,
             "levels_taken": 0,  # stamped level webhooks taken as counts, without a read
             "levels_dropped": 0,  # stamped level webhooks older than what was known
+            "rises_held": 0,  # rises at a location of several warehouses held for a refund
             "lookups": 0,
             "lookup_ids": 0,
             "passes": 0,
@@ -307,6 +310,12 @@ class Scheduler:
                 self.known[item_id] = stamped
         for item_id in done.observed:
             self.awaiting.pop(item_id, None)  # what an order webhook waited for has come
+            self.held.discard(item_id)
+        for item_id, cause in done.held.items():  # a rise held back once: read it again soon
+            self.stats["rises_held"] += 1
+            self.held.add(item_id)
+            self.awaiting[item_id] = (touched + LEVEL_GRACE, cause)
+            self._wake_later(LEVEL_GRACE, "awaiting")
         for item_id in done.written:
             self.writing.pop(item_id, None)
         self.seen.update(done.seen)

@@ -163,6 +163,13 @@ class LocationMap:
             return None
         return decide(sum(counts))
 
+    def refuses(self, location: str, delta: int, cause: str) -> bool:
+        """Whether a change of `delta` at `location` for `cause` is refused: stock added at a
+        location of several warehouses, but by a refund or a cancelled order."""
+        if delta <= 0 or len(self.warehouses(location)) < 2:
+            return False
+        return not in_words(cause).startswith(("refund", "cancelled"))
+
     def taken(self, location: str, sku: str, delta: int, cause: str, count_of: Count) -> Taken:
         """What a change of `delta` units of `sku` seen at `location` (for `cause`) does."""
         keys = self.keys(location, sku)
@@ -171,9 +178,9 @@ class LocationMap:
         if len(keys) == 1:
             return Taken(((keys[0], delta),))
         if delta > 0:
-            words = in_words(cause)
-            if words.startswith(("refund", "cancelled")):
+            if not self.refuses(location, delta, cause):
                 return Taken(((keys[0], delta),))  # back to the first warehouse
+            words = in_words(cause)
             names = ", ".join(self.warehouses(location))
             return Taken(
                 refused=f"{words} at location {location} (+{delta} of {sku}), which sells from "
@@ -233,6 +240,12 @@ class Listings:
             for part in [p for p, _ in bundle.components] if bundle else [sku]:
                 out.update(self.locations.keys(location, part))
         return out
+
+    def refuses(self, listing: str, delta: int, cause: str) -> bool:
+        """Whether this change seen at `listing` would be refused (`LocationMap.refuses`; a
+        bundle's, at its location, as its components' would)."""
+        location = parse_listing(listing)[1]
+        return not self.plain and self.locations.refuses(location, delta, cause)
 
     def known(self, listing: str, count_of: Count) -> Known:
         """The group's count of what `listing` sells (for the observation rule)."""

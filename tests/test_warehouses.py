@@ -3,10 +3,12 @@ and what a change seen at one does to the warehouses' counts."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from sqlmodel import select
 
-from agent import ledger
+from agent import ledger, scheduler
 from agent.bundles import Bundle, BundleMap
 from agent.channel import WebhookHint
 from agent.duplicates import duplicates_report
@@ -279,3 +281,40 @@ async def test_a_reimport_counts_missed_location_sales_into_their_warehouses_as_
             "COCOA@@north": 5,
         }
         assert memshop.counts == {"t": 8, "t@annex": 0, "t@outlet": 8, "c@annex": 5}
+
+
+async def test_a_refund_told_after_its_level_at_a_location_of_two_warehouses_still_counts(
+    sqlite_db, memshop, clock, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """Shopify sends a refund's level webhook and the refund's own in either order: a rise at
+    a location of several warehouses is held back a moment for the refund to say what it is."""
+    memshop.add("t", "TEA", 10)
+    memshop.add("t@annex", "TEA", 4, location="annex")
+    memshop.add("t@outlet", "TEA", 0, location="outlet")
+    async with _located(sqlite_db, memshop, clock) as r:
+        memshop.sell("t@outlet", 2)  # north's
+        r.hint(WebhookHint("orders/create", item_ids=("t@outlet",), reference="#1001"))
+        await settle(r)
+        assert await _keys(r, "TEA", "TEA@@north") == {"TEA": 10, "TEA@@north": 2}
+        # the grace a held rise waits: long enough on this fast clock for the test to act in
+        monkeypatch.setattr(scheduler, "LEVEL_GRACE", 1000.0)
+        memshop.counts["t@outlet"] += 2  # refunded and restocked: the level webhook first
+        r.hint(WebhookHint("inventory_levels/update", item_ids=("t@outlet",)))
+        for _ in range(200):
+            if "t@outlet" in r.scheduler.held:
+                break
+            await asyncio.sleep(0.005)
+        assert r.scheduler.held == {"t@outlet"}  # held back, not refused yet
+        assert await _log(r, "change_refused") == []
+        monkeypatch.setattr(scheduler, "LEVEL_GRACE", 2.0)
+        r.hint(WebhookHint("refunds/create", item_ids=("t@outlet",), reference="1001"))
+        await settle(r)
+        assert await _keys(r, "TEA", "TEA@@north") == {"TEA": 10, "TEA@@north": 4}
+        assert memshop.counts == {"t": 10, "t@annex": 4, "t@outlet": 14}
+        assert await _log(r, "change_refused") == []
+        memshop.counts["t@outlet"] += 5  # stock added by hand: no refund tells of it
+        r.hint(WebhookHint("inventory_levels/update", item_ids=("t@outlet",)))
+        await settle(r)
+        assert await _keys(r, "TEA", "TEA@@north") == {"TEA": 10, "TEA@@north": 4}
+        assert memshop.counts["t@outlet"] == 14
+        assert len(await _log(r, "change_refused")) == 1

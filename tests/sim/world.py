@@ -365,7 +365,7 @@ class World:
         for node in self.nodes.values():  # what the live agents made of stamped levels
             if node.agent is not None:
                 stats = node.agent.reconciler.scheduler.stats
-                for name in ("levels_taken", "levels_dropped"):
+                for name in ("levels_taken", "levels_dropped", "rises_held"):
                     self.count(name, stats[name])
         for domain in sorted(self.shops):
             for item in self.shops[domain].items.values():
