@@ -182,11 +182,14 @@ class LocationMap:
                 return Taken(((keys[0], delta),))  # back to the first warehouse
             words = in_words(cause)
             names = ", ".join(self.warehouses(location))
+            named = location or "primary"  # as `[locations]` and `shopsync locations` name it
+            first = self.warehouses(location)[0]
             return Taken(
-                refused=f"{words} at location {location} (+{delta} of {sku}), which sells from "
+                refused=f"{words} at location {named} (+{delta} of {sku}), which sells from "
                 f"several warehouses ({names}): not counted, since the agent cannot tell whose "
                 "stock it is. Edit the count at a location linked to one of them, or link "
-                f"{location} to one warehouse"
+                f"{named} to one warehouse (`shopsync locations set {named} {first} --dry-run` "
+                "says what that would change)"
             )
         left = -delta
         changes: list[tuple[str, int]] = []

@@ -148,6 +148,7 @@ async def test_a_second_location_sells_from_its_own_warehouse_then_from_two(
     refused = (await b.get("/api/log?kind=change_refused"))["entries"]
     assert refused and refused[0]["sku"] == TEA
     assert "link 2 to one warehouse" in refused[0]["message"]
+    assert "shopsync locations set 2 north --dry-run" in refused[0]["message"]  # the fix
 
 
 async def test_a_bad_location_link_is_refused_and_changes_nothing(pair: Cluster) -> None:
