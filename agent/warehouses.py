@@ -183,12 +183,12 @@ class LocationMap:
             words = in_words(cause)
             names = ", ".join(self.warehouses(location))
             named = location or "primary"  # as `[locations]` and `shopsync locations` name it
-            first = self.warehouses(location)[0]
+            one = self.warehouses(location)[0]
             return Taken(
                 refused=f"{words} at location {named} (+{delta} of {sku}), which sells from "
                 f"several warehouses ({names}): not counted, since the agent cannot tell whose "
                 "stock it is. Edit the count at a location linked to one of them, or link "
-                f"{named} to one warehouse (`shopsync locations set {named} {first} --dry-run` "
+                f"{named} to one warehouse (`shopsync locations set {named} {one} --dry-run` "
                 "says what that would change)"
             )
         left = -delta
