@@ -13,7 +13,7 @@ from agent.causes import logged
 from agent.ledger import INTRODUCE, NewEvent
 from agent.models import EventRow
 from agent.sql import Tx, marks
-from agent.warehouses import Listings
+from agent.warehouses import Listings, parse_listing
 
 __all__ = ["Append", "Effects", "Item", "load_items", "observe", "observe_counts", "save_items"]
 
@@ -187,7 +187,7 @@ def observe_counts(
             continue
         new_events.append(event)
         if event.kind == INTRODUCE:
-            if listings is None or not listings.bundles.is_bundle(row.sku):
+            if listings is None or not listings.bundles.is_bundle(parse_listing(row.sku)[0]):
                 introduced.append(row.sku)
             continue
         entries.append(
