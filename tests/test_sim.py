@@ -186,6 +186,14 @@ def test_a_sale_taken_from_the_wrong_warehouse_is_caught() -> None:
     assert "replay: python -m tests.sim --seed" in run.stderr and "--warehouses" in run.stderr
 
 
+def test_the_real_event_a_proof_was_lifted_from_is_not_taken_for_the_forgery() -> None:
+    """Seed 706028: the byzantine member forged events at the ids after the victim's, with a
+    proof lifted from the real event of the first id, which reached the victim before the
+    check: the checker took the real event for the forgery (a false alarm, now a pass)."""
+    run = _sim("--seed", "706028", "--bundles", "--warehouses")
+    assert run.returncode == 0, run.stdout[-4000:]
+
+
 @pytest.mark.parametrize("seed", REGRESSION_SEEDS)
 def test_regression_seed_stays_fixed(seed: int) -> None:
     run = _sim("--seed", str(seed))

@@ -128,15 +128,21 @@ class Byzantine:
             )
 
     async def _took(self, victim: Node, raw: bytes) -> bool:
-        """Whether the victim holds any of the forged events (their very proofs), or cannot
-        be asked (then the answer alone counts)."""
+        """Whether the victim holds any of the forged events (their very change and proof),
+        or cannot be asked (then the answer alone counts). A forged event may carry a proof
+        lifted from the real event of its id, which the victim may hold by then (seed
+        706028): the id and proof alone are the real event's, so the change is compared."""
         if victim.db is None or not victim.alive:
             return True
         sent = json.loads(raw)["events"]
         async with victim.db.sessions() as session:
             for event in sent:
                 row = await session.get(EventRow, (event[0], event[1], event[2]))
-                if row is not None and row.proof == event[10]:
+                forged = (event[3], event[4], event[5], event[8], event[10])
+                if (
+                    row is not None
+                    and (row.sku, row.kind, row.delta, row.cause, row.proof) == forged
+                ):
                     return True
         return False
 
