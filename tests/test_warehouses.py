@@ -318,3 +318,19 @@ async def test_a_refund_told_after_its_level_at_a_location_of_two_warehouses_sti
         assert await _keys(r, "TEA", "TEA@@north") == {"TEA": 10, "TEA@@north": 4}
         assert memshop.counts["t@outlet"] == 14
         assert len(await _log(r, "change_refused")) == 1
+
+
+async def test_the_primary_location_may_sell_from_several_warehouses_too(
+    sqlite_db, memshop, clock
+) -> None:  # type: ignore[no-untyped-def]
+    memshop.add("t", "TEA", 10)
+    memshop.add("t@annex", "TEA", 4, location="annex")
+    links = {"": ["main", "north"], "annex": ["north"]}
+    async with _located(sqlite_db, memshop, clock, links=links) as r:
+        assert await _keys(r, "TEA", "TEA@@north") == {"TEA": 10, "TEA@@north": 4}
+        assert memshop.counts == {"t": 14, "t@annex": 4}  # main and north together
+        memshop.sell("t", 12)  # main's 10, then 2 of north's
+        r.hint(WebhookHint("orders/create", item_ids=("t",)))
+        await settle(r)
+        assert await _keys(r, "TEA", "TEA@@north") == {"TEA": 0, "TEA@@north": 2}
+        assert memshop.counts == {"t": 2, "t@annex": 2}
