@@ -192,24 +192,17 @@ class Importer:
         groups: dict[str, int] = {}  # the group's count of each SKU after the changes counted
         shown: list[tuple[str, str, int]] = []  # (sku, item_id, count the shop shows)
 
-        listings = self.reconciler.listings()
-        located = not listings.plain  # keys of listings (SKU##location) and of pools differ
+        listings = self.reconciler.listings()  # the group's bundles, the shop's locations
 
         def group_of(key: str) -> int | None:
             return groups.get(key, pools.get(key))
 
         def count(sku: str, item_id: str, shop: int, last_seen: int, into: list[Any]) -> None:
             """A change of the shop's (`shop` against `last_seen`) counted into the group's
-            count: a bundle's, into its components'; at a location, into its warehouses' (as
-            the run counts it: `Listings.expand`)."""
-            delta = shop - last_seen
-            if located:
-                event = NewEvent(sku, "change", delta=delta, cause="reimport")
-                parts = [(e.sku, e.delta) for e in listings.expand([event], group_of)[0]]
-            elif bundles.is_bundle(sku):
-                parts = bundles.taken(sku, delta)
-            else:
-                parts = [(sku, delta)]
+            count as the run counts it (`Listings.expand`): a bundle's into its components',
+            a location's into its warehouses'."""
+            event = NewEvent(sku, "change", delta=shop - last_seen, cause="reimport")
+            parts = [(e.sku, e.delta) for e in listings.expand([event], group_of)[0]]
             for part, change in parts:
                 group = group_of(part)
                 if not change or group is None:
@@ -229,14 +222,13 @@ class Importer:
                     groups[part] = group + change
 
         def new_to_group(sku: str) -> str | None:
-            """The key a listing the group has no count of introduces (None: it has one)."""
-            keys = sorted(listings.keys([sku])) if located else [sku]
-            if any(k in pools for k in keys) or bundles.is_bundle(parse_listing(sku)[0]):
-                return None
-            if not located:
-                return sku
+            """The key a listing the group has no count of introduces (None: it has one, or
+            is a bundle, or sells from no warehouse)."""
             bare, location = parse_listing(sku)
-            return listings.locations.keys(location, bare)[0]
+            keys = listings.locations.keys(location, bare)
+            if bundles.is_bundle(bare) or not keys or any(k in pools for k in keys):
+                return None
+            return keys[0]
 
         for item, (item_id, sku) in zip(listed, keyed, strict=True):
             why = verdict[item_id]
@@ -263,24 +255,15 @@ class Importer:
                 count(sku, item_id, item.available, item.available - change, into)
             shown.append((sku, item_id, item.available))
 
-        def published(sku: str) -> int | None:
-            group = group_of(sku)
-            return None if group is None else self.reconciler.target_for(sku, group)
-
-        for sku, item_id, available in shown:
-            if located:  # what its warehouses (its components') hold, after the changes
-                decided = listings.target(sku, group_of, self.reconciler.writes.decide)
-                target: int | None = None if decided is None else decided[0]
-            elif bundles.is_bundle(sku):  # what its components allow, after their changes
-                target = bundles.target(sku, published).count
-            else:
-                target = published(sku)
+        for sku, item_id, available in shown:  # what it shows after the changes counted
+            decided = listings.target(sku, group_of, self.reconciler.writes.decide)
+            target = None if decided is None else decided[0]
             if target is not None and target != available:
                 to_change.append(
                     {"sku": sku, "item_id": item_id, "shop": available, "target": target}
                 )
         made = {sku for sku in here if bundles.is_bundle(parse_listing(sku)[0])}
-        if located:  # by the pools' keys each listing sells from
+        if not listings.plain:  # by the pools' keys each listing sells from
             covered = listings.keys(here | set(dupes))
             missing = sorted(set(pools) - covered)
             only_here = sorted(s for s in here - made if not listings.keys([s]) & set(pools))

@@ -62,6 +62,8 @@ DEFAULT = "main"  # the warehouse every group has: its keys are the bare SKUs
 SEP = "@@"
 LOCATION_SEP = "##"
 OWN = ""  # the channel's own location (`Item.location`)
+MAX_LOCATION = 255  # characters of a location id
+MAX_LINKS = 20  # warehouses one location sells from
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
 
 
@@ -128,6 +130,15 @@ class LocationMap:
             names = tuple(check_name(w) for w in warehouses)
             if not location and location != primary:
                 raise WarehouseError("a location must be named (its id or name at the platform)")
+            if LOCATION_SEP in location or len(location) > MAX_LOCATION:
+                raise WarehouseError(
+                    f"{location[:40]!r} is no location id: at most {MAX_LOCATION} characters, "
+                    f"without {LOCATION_SEP!r}"
+                )
+            if len(names) > MAX_LINKS:
+                raise WarehouseError(
+                    f"location {location} sells from {MAX_LINKS} warehouses at most"
+                )
             if not names:
                 raise WarehouseError(f"location {location} must be linked to a warehouse at least")
             if len(set(names)) != len(names):

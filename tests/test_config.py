@@ -122,6 +122,7 @@ def test_locations_round_trip_and_keep_the_owners_comments(tmp_path: Path) -> No
         ('"2" = []', "at least"),
         ('"2" = ["north", "north"]', "twice"),
         ('"2" = ["north wing"]', "no warehouse name"),
+        ('"2##3" = ["north"]', "no location id"),
     ],
 )
 def test_a_bad_locations_table_is_refused_saying_what_is_wrong(

@@ -51,6 +51,9 @@ def test_by_default_only_the_primary_location_syncs_from_the_default_warehouse()
         ({ANNEX: ["east wing"]}, "no warehouse name"),
         ({ANNEX: ["-east"]}, "no warehouse name"),
         ({ANNEX: [3]}, "no warehouse name"),
+        ({"2##3": ["east"]}, "no location id"),
+        ({"9" * 256: ["east"]}, "no location id"),
+        ({ANNEX: [f"w{n}" for n in range(21)]}, "20 warehouses at most"),
         ({"": ["east"]}, "must be named"),
     ],
 )
@@ -125,6 +128,15 @@ def _located(db, shop: MemShop, clock, links=ANNEXED, bundles=None):  # type: ig
     )
 
 
+def _tea(shop: MemShop, *, outlet: bool = False) -> None:
+    """TEA in the memory shop: 10 at its own location (main), 4 at the annex (north), and
+    with `outlet` an outlet item, whose count the group's north + main overwrites."""
+    shop.add("t", "TEA", 10)
+    shop.add("t@annex", "TEA", 4, location="annex")
+    if outlet:
+        shop.add("t@outlet", "TEA", 0, location="outlet")
+
+
 async def _keys(r: Reconciler, *keys: str) -> dict[str, int | None]:
     async with r.db.sessions() as s:
         return {k: p.value for k, p in (await ledger.get_pools(s, list(keys))).items()}
@@ -137,8 +149,7 @@ async def _log(r: Reconciler, kind: str) -> list[LogEntry]:
 
 
 async def test_each_location_counts_into_its_own_warehouse(sqlite_db, memshop, clock) -> None:  # type: ignore[no-untyped-def]
-    memshop.add("t", "TEA", 10)
-    memshop.add("t@annex", "TEA", 4, location="annex")
+    _tea(memshop)
     async with _located(sqlite_db, memshop, clock) as r:
         assert await _keys(r, "TEA", "TEA@@north") == {"TEA": 10, "TEA@@north": 4}
         memshop.sell("t@annex", 1)
@@ -151,9 +162,7 @@ async def test_each_location_counts_into_its_own_warehouse(sqlite_db, memshop, c
 async def test_a_location_selling_from_two_warehouses_shows_their_sum_and_takes_in_order(
     sqlite_db, memshop, clock
 ) -> None:  # type: ignore[no-untyped-def]
-    memshop.add("t", "TEA", 10)
-    memshop.add("t@annex", "TEA", 4, location="annex")
-    memshop.add("t@outlet", "TEA", 0, location="outlet")
+    _tea(memshop, outlet=True)
     async with _located(sqlite_db, memshop, clock) as r:
         assert memshop.counts["t@outlet"] == 14  # north 4 + main 10
         memshop.sell("t@outlet", 6)  # north's 4 first, then 2 of main's
@@ -166,9 +175,7 @@ async def test_a_location_selling_from_two_warehouses_shows_their_sum_and_takes_
 async def test_an_edit_at_a_location_of_two_warehouses_is_refused_and_undone(
     sqlite_db, memshop, clock
 ) -> None:  # type: ignore[no-untyped-def]
-    memshop.add("t", "TEA", 10)
-    memshop.add("t@annex", "TEA", 4, location="annex")
-    memshop.add("t@outlet", "TEA", 0, location="outlet")
+    _tea(memshop, outlet=True)
     async with _located(sqlite_db, memshop, clock) as r:
         memshop.counts["t@outlet"] = 20  # an admin's edit: whose stock is it?
         r.hint(WebhookHint("inventory_levels/update", item_ids=("t@outlet",)))
@@ -183,9 +190,7 @@ async def test_an_edit_at_a_location_of_two_warehouses_is_refused_and_undone(
 async def test_a_peers_change_to_a_warehouse_is_written_where_it_is_sold(
     sqlite_db, memshop, clock
 ) -> None:  # type: ignore[no-untyped-def]
-    memshop.add("t", "TEA", 10)
-    memshop.add("t@annex", "TEA", 4, location="annex")
-    memshop.add("t@outlet", "TEA", 0, location="outlet")
+    _tea(memshop, outlet=True)
     async with _located(sqlite_db, memshop, clock) as r:
         await _remote_delta(r, "TEA@@north", -3)  # sold in another shop's north location
         await settle(r)
@@ -196,8 +201,7 @@ async def test_a_bundle_sold_at_a_location_takes_its_components_there(
     sqlite_db, memshop, clock
 ) -> None:  # type: ignore[no-untyped-def]
     pack = Bundle("PACK-2", (("TEA", 2),))
-    memshop.add("t", "TEA", 10)
-    memshop.add("t@annex", "TEA", 4, location="annex")
+    _tea(memshop)
     memshop.add("p@annex", "PACK-2", 0, location="annex")
     memshop.add("p", "PACK-2", 0)
     async with _located(sqlite_db, memshop, clock, bundles=BundleMap([pack])) as r:
@@ -252,9 +256,7 @@ async def test_a_reimport_counts_missed_location_sales_into_their_warehouses_as_
 ) -> None:  # type: ignore[no-untyped-def]
     from tests.test_reconcile import _importer
 
-    memshop.add("t", "TEA", 10)
-    memshop.add("t@annex", "TEA", 4, location="annex")
-    memshop.add("t@outlet", "TEA", 0, location="outlet")
+    _tea(memshop, outlet=True)
     memshop.add("c@annex", "COCOA", 5, location="annex")  # only at the annex: north's alone
     async with _located(sqlite_db, memshop, clock) as r:
         assert memshop.counts == {"t": 10, "t@annex": 4, "t@outlet": 14, "c@annex": 5}
@@ -288,9 +290,7 @@ async def test_a_refund_told_after_its_level_at_a_location_of_two_warehouses_sti
 ) -> None:  # type: ignore[no-untyped-def]
     """Shopify sends a refund's level webhook and the refund's own in either order: a rise at
     a location of several warehouses is held back a moment for the refund to say what it is."""
-    memshop.add("t", "TEA", 10)
-    memshop.add("t@annex", "TEA", 4, location="annex")
-    memshop.add("t@outlet", "TEA", 0, location="outlet")
+    _tea(memshop, outlet=True)
     async with _located(sqlite_db, memshop, clock) as r:
         memshop.sell("t@outlet", 2)  # north's
         r.hint(WebhookHint("orders/create", item_ids=("t@outlet",), reference="#1001"))
@@ -323,8 +323,7 @@ async def test_a_refund_told_after_its_level_at_a_location_of_two_warehouses_sti
 async def test_the_primary_location_may_sell_from_several_warehouses_too(
     sqlite_db, memshop, clock
 ) -> None:  # type: ignore[no-untyped-def]
-    memshop.add("t", "TEA", 10)
-    memshop.add("t@annex", "TEA", 4, location="annex")
+    _tea(memshop)
     links = {"": ["main", "north"], "annex": ["north"]}
     async with _located(sqlite_db, memshop, clock, links=links) as r:
         assert await _keys(r, "TEA", "TEA@@north") == {"TEA": 10, "TEA@@north": 4}
