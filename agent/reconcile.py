@@ -27,7 +27,7 @@ from agent.bundles import Bundle, BundleMap
 from agent.catalogue import Index, SkuRule
 from agent.channel import Channel, WebhookHint
 from agent.clock import Clock
-from agent.db import Database
+from agent.db import QUICK_ROWS, Database
 from agent.ledger import INTRODUCE, NewEvent
 from agent.models import EventRow, Identity
 from agent.observation import Effects, Item, observe, observe_counts
@@ -309,7 +309,7 @@ class Reconciler:
                 listings=listings, held=held,
             )  # fmt: skip
 
-        self.scheduler.settle(await self.db.run(work))
+        self.scheduler.settle(await self.db.run(work, quick=len(counts) <= QUICK_ROWS))
 
     async def unbundle(self, bundle: Bundle) -> int:
         """`bundle` stops being one: its SKU's pool takes the count its components allowed the

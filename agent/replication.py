@@ -14,6 +14,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import itertools
 import json
 import random
 import uuid
@@ -27,7 +28,7 @@ from sqlmodel import select
 
 from agent import ledger, synclog, trust
 from agent.clock import Clock
-from agent.db import Database
+from agent.db import QUICK_ROWS, Database
 from agent.folds import Dispute, FoldClaims
 from agent.group_rules import RuleBook
 from agent.ledger import Vector
@@ -196,7 +197,7 @@ class Replicator:
             synclog.insert(conn, entries)
             return ledger.vector(conn)
 
-        vector = await self.db.run(work)
+        vector = await self.db.run(work, quick=len(events) <= QUICK_ROWS)
         if applied:
             if self.on_applied is not None:
                 self.on_applied(applied, now)
@@ -242,7 +243,7 @@ class Replicator:
                     return PullAnswer(out[:limit], True, mine, folded)
             return PullAnswer(out, False, mine, folded)
 
-        return await self.db.read(work)
+        return await self.db.read(work, quick=limit <= QUICK_ROWS)
 
     def after_pull(
         self, peer: str, folded: Vector, theirs: Vector, mine: Vector, kept: Vector
@@ -324,8 +325,12 @@ class Replicator:
         origin, epoch = self.own_stream()
         recent = self._recent
         if recent and recent[0].epoch == epoch and recent[0].seq <= seq + 1 <= recent[-1].seq:
-            return [e for e in recent if e.seq > seq][:limit]
-        return await self.db.read(lambda conn: ledger.events_after(conn, origin, epoch, seq, limit))
+            first = seq + 1 - recent[0].seq  # its seqs run without a gap: an index, no search
+            return list(itertools.islice(recent, first, first + limit))
+        return await self.db.read(
+            lambda conn: ledger.events_after(conn, origin, epoch, seq, limit),
+            quick=limit <= QUICK_ROWS,
+        )
 
     # -- bookkeeping ---------------------------------------------------------------------------
 
@@ -371,7 +376,7 @@ class Replicator:
             synclog.insert(conn, entries)
             return row is not None and not error
 
-        if await self.db.run(work) and wire is not None:
+        if await self.db.run(work, quick=True) and wire is not None:
             self.contacts[domain] = (wire, self.clock.monotonic())
 
 
@@ -507,7 +512,7 @@ class PeerLink:
         """Fetch every event the peer holds that this agent lacks, any origin; True if any."""
         news = False
         while True:
-            mine = await self.r.db.read(ledger.vector)
+            mine = await self.r.db.read(ledger.vector, quick=True)
             request = {"have": vector_to_wire(mine), "member": self.r.roster.me()}
             status, body = await self.r.call(
                 self.agent_url, self.key_id, "POST", "/peer/pull", request

@@ -146,7 +146,7 @@ class Roster:
         if directory is None:
             generation = self._generation
             query = "SELECT fingerprint, domain, state, public_key FROM peer"
-            rows = await self.db.read(lambda conn: Tx(conn).rows(query))
+            rows = await self.db.read(lambda conn: Tx(conn).rows(query), quick=True)
             directory = {
                 fp: _Listed(domain, state, public_key, load_public_key_b64(public_key))
                 for fp, domain, state, public_key in rows

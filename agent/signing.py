@@ -198,8 +198,12 @@ _PARAM_RE = re.compile(rf";({_KEY})=({_VALUE})")
 _BYTES_MEMBER_RE = re.compile(rf"({_KEY})={_BYTES}")
 
 
+_ESCAPE_RE = re.compile(r"\\(.)")
+
+
 def _unquote(text: str) -> str:
-    return re.sub(r"\\(.)", r"\1", text[1:-1])
+    inner = text[1:-1]
+    return _ESCAPE_RE.sub(r"\1", inner) if "\\" in inner else inner
 
 
 def _parse_input(value: str) -> tuple[str, list[str], dict[str, int | str]]:
@@ -345,12 +349,21 @@ def _parse(headers: Mapping[str, str]) -> _Parsed:
     missing = [n for n in needed if n not in h]
     if missing:
         raise SignatureError(401, "missing_signature", f"missing header(s): {', '.join(missing)}")
-    if any(len(v) > _MAX_HEADER for v in h.values()):
+    return _parse_fields(
+        h["signature-input"], h["signature"], h["content-digest"], h[AUDIENCE_HEADER]
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_fields(signature_input: str, signature: str, digest: str, audience: str) -> _Parsed:
+    """The signing headers' fields, checked (remembered: the door parses a request's headers
+    before reading its body and again to verify it; the answer is never changed)."""
+    if any(len(v) > _MAX_HEADER for v in (signature_input, signature, digest, audience)):
         raise _malformed("signature header too long")
     try:
-        label, components, params = _parse_input(h["signature-input"])
-        sigs = _parse_bytes_dict(h["signature"])
-        digests = _parse_bytes_dict(h["content-digest"])
+        label, components, params = _parse_input(signature_input)
+        sigs = _parse_bytes_dict(signature)
+        digests = _parse_bytes_dict(digest)
     except ValueError as e:
         raise _malformed(f"unparsable signature header: {e}") from None
     if list(sigs) != [label]:
@@ -377,9 +390,9 @@ def _parse(headers: Mapping[str, str]) -> _Parsed:
         components,
         params,
         sigs[label],
-        h["content-digest"],
+        digest,
         digests["sha-256"],
-        h[AUDIENCE_HEADER].strip(" \t"),
+        audience.strip(" \t"),
     )
 
 

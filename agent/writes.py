@@ -22,7 +22,7 @@ from agent import ledger, observation, synclog
 from agent.causes import in_words
 from agent.channel import Channel, ChannelError, Write, WriteResult
 from agent.clock import Clock
-from agent.db import Database
+from agent.db import QUICK_ROWS, Database
 from agent.ledger import NewEvent
 from agent.models import EventRow, Identity, PendingWrite
 from agent.observation import Append, Effects, Item, load_items, save_items
@@ -155,7 +155,7 @@ class Writes:
             return writes, short, enough
 
         try:
-            writes, short, enough = await self.db.run(work)
+            writes, short, enough = await self.db.run(work, quick=len(claimed) <= QUICK_ROWS)
         except BaseException:
             sched.release(claimed)
             raise
@@ -301,7 +301,7 @@ class Writes:
             effects.events = self.append(conn, new_events, now)
             return effects, unknown
 
-        effects, unknown = await self.db.run(work)
+        effects, unknown = await self.db.run(work, quick=len(writes) <= QUICK_ROWS)
         stats = self.scheduler.stats
         for result in results:  # rows by the platform's answer (the batch's `key` stays)
             answered = f"rows_{result.status}"

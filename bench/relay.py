@@ -26,6 +26,7 @@ from aiohttp import web
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from the root
 
 from agent.channel import ChannelError, WebhookRejected, Write
+from agent.cli import run_loop
 from agent.clock import SystemClock
 from plugins.shopify.channel import ShopifyChannel, ShopifySettings
 
@@ -135,4 +136,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_loop(main())  # the agents' event loop (uvloop where installed): a like-for-like floor

@@ -162,21 +162,22 @@ class InlineDatabase(Database):
         self._worker = None
         self._local = _Connections()  # the one (inline) thread's connection, kept as the core's
         self._opened: list[Connection] = []
+        self._quick_engine, self._quick, self._commits, self._checkpoint = None, None, 0, None
         self.dead = False  # the agent was killed: it commits nothing more
         self.after_commit: Callable[[], None] | None = None  # may kill the agent (raise Crashed)
 
-    async def _unit(self, work: Work[T], *, write: bool) -> T:
-        """A unit of work runs inline, at once: it never yields to the loop, so it commits
-        whole between two scheduler steps (or not at all)."""
+    async def _unit(self, work: Work[T], *, write: bool, quick: bool = False) -> T:
+        """A unit of work runs inline, at once, quick or not: it never yields to the loop, so
+        it commits whole between two scheduler steps (or not at all)."""
         assert self._work_engine is not None
         return _in_transaction(self._work_engine, work, write, self._local, self._opened)
 
-    async def run(self, work: Work[T]) -> T:
+    async def run(self, work: Work[T], *, quick: bool = False) -> T:
         """The core's unit of work; a killed agent's never starts, and a kill may land right
         after one commits."""
         if self.dead:
             raise Crashed("the agent was killed")
-        result = await super().run(work)
+        result = await super().run(work, quick=quick)
         if self.after_commit is not None:
             self.after_commit()
         return result
