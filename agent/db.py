@@ -226,20 +226,17 @@ class Database:
 
     async def get_state(self, key: str, default: Any = None) -> Any:
         """A small piece of agent state that survives restarts (JSON), or `default`."""
-        async with self.sessions() as session:
-            return await read_state(session, key, default)
+        query = 'SELECT "value" FROM agent_state WHERE "key" = ?'
+        row = await self.read(lambda conn: Tx(conn).one(query, (key,)), quick=True)
+        return default if row is None else json.loads(row[0])
 
     async def set_state(self, key: str, value: Any) -> None:
         """Store a piece of agent state (JSON) in its own transaction."""
-        async with self.transaction() as session:
-            await write_state(session, key, value)
+        await self.run(lambda conn: put_state(conn, key, value), quick=True)
 
     async def delete_state(self, key: str) -> None:
         """Forget a piece of agent state (no error if it is not there)."""
-        async with self.transaction() as session:
-            row = await session.get(StateEntry, key)
-            if row is not None:
-                await session.delete(row)
+        await self.run(lambda conn: drop_state(conn, key), quick=True)
 
     async def upgrade(self) -> None:
         """Bring the schema to the newest migration (idempotent)."""

@@ -17,7 +17,7 @@ import dataclasses
 import json
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -32,6 +32,8 @@ __all__ = [
     "Member",
     "admission_from_wire",
     "judge",
+    "MEMBER_COLUMNS",
+    "MemberRow",
     "member_from_row",
     "member_from_wire",
 ]
@@ -141,7 +143,24 @@ def member_from_wire(raw: Any) -> Member:
     )
 
 
-def member_from_row(row: PeerRow) -> Member:
+class MemberRow(NamedTuple):
+    """The columns of a member's row that make its record (`MEMBER_COLUMNS`, in order)."""
+
+    domain: str
+    agent_url: str
+    public_key: str
+    state: str
+    changed_at: float
+    proof: str
+    admission: str
+
+
+#: `SELECT {MEMBER_COLUMNS} FROM peer` reads rows for `MemberRow`, without the ORM (every pull
+#: answer carries the member list, and every pull brings one to compare).
+MEMBER_COLUMNS = "domain, agent_url, public_key, state, changed_at, proof, admission"
+
+
+def member_from_row(row: PeerRow | MemberRow) -> Member:
     """The record of a member as this agent stores it."""
     admission = None
     if row.admission:

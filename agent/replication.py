@@ -426,10 +426,10 @@ class PeerLink:
         self.task = asyncio.create_task(self.run(), name=f"peer-link:{self.domain}")
 
     async def _load_acked(self) -> None:
-        async with self.r.db.sessions() as session:
-            peer = await session.get(PeerRow, self.domain)
-        if peer is not None:
-            acked = vector_from_wire(json.loads(peer.acked or "[]"))
+        query = "SELECT acked FROM peer WHERE domain = ?"
+        row = await self.r.db.read(lambda conn: Tx(conn).one(query, (self.domain,)), quick=True)
+        if row is not None:
+            acked = vector_from_wire(json.loads(row[0] or "[]"))
             self.acked_own = acked.get((self.r.identity.domain, self.r.identity.epoch), 0)
 
     async def stop(self) -> None:

@@ -23,15 +23,17 @@ from agent.clock import Clock
 from agent.db import Database, write_state
 from agent.membership import (
     LIVE,
+    MEMBER_COLUMNS,
     Admission,
     Member,
+    MemberRow,
     judge,
     member_from_row,
     member_from_wire,
 )
 from agent.models import EventRow, Identity, PeerRow
 from agent.signing import fingerprint, load_public_key_b64
-from agent.sql import Tx
+from agent.sql import Tx, marks
 from agent.transport import PeerCaller
 
 __all__ = ["OWN_RECORD", "PeerError", "Roster", "parse_member", "said", "write_peer"]
@@ -256,8 +258,8 @@ class Roster:
         """The key of every origin whose events this agent takes: itself and every member,
         former ones included (their events may still be on their way)."""
         if self._keys is None:
-            async with self.db.sessions() as session:
-                rows = list(await session.exec(select(PeerRow.domain, PeerRow.public_key)))
+            query = "SELECT domain, public_key FROM peer"
+            rows = await self.db.read(lambda conn: Tx(conn).rows(query), quick=True)
             keys = {domain: load_public_key_b64(key) for domain, key in rows}
             keys[self.identity.domain] = load_public_key_b64(self.identity.public_key)
             self._keys = keys
@@ -266,12 +268,8 @@ class Roster:
     async def live_keys(self) -> dict[str, Ed25519PublicKey]:
         """The key of every live member (active or paused), this agent's own included: who
         may speak for the group now."""
-        async with self.db.sessions() as session:
-            rows = list(
-                await session.exec(
-                    select(PeerRow.domain, PeerRow.public_key).where(col(PeerRow.state).in_(LIVE))
-                )
-            )
+        query = f"SELECT domain, public_key FROM peer WHERE state IN ({marks(len(LIVE))})"
+        rows = await self.db.read(lambda conn: Tx(conn).rows(query, sorted(LIVE)), quick=True)
         keys = {domain: load_public_key_b64(key) for domain, key in rows}
         keys[self.identity.domain] = load_public_key_b64(self.identity.public_key)
         return keys
@@ -282,11 +280,11 @@ class Roster:
 
     async def audience(self, domain: str) -> str:
         """The key id of member `domain` (whom a signed call is for)."""
-        async with self.db.sessions() as session:
-            peer = await session.get(PeerRow, domain)
-        if peer is None:
+        query = "SELECT fingerprint FROM peer WHERE domain = ?"
+        row = await self.db.read(lambda conn: Tx(conn).one(query, (domain,)), quick=True)
+        if row is None:
             raise PeerError(404, "not_a_member", f"{domain} is not a member")
-        return peer.fingerprint
+        return str(row[0])
 
     async def in_group(self) -> bool:
         async with self.db.sessions() as session:
@@ -310,9 +308,13 @@ class Roster:
         return told
 
     async def members_wire(self) -> list[dict[str, Any]]:
-        async with self.db.sessions() as session:
-            peers = list(await session.exec(select(PeerRow)))
-        return [member_from_row(p).to_wire() for p in peers]
+        return [member.to_wire() for member in await self.stored_members()]
+
+    async def stored_members(self) -> list[Member]:
+        """Every member record this agent holds (one quick read, no ORM objects)."""
+        query = f"SELECT {MEMBER_COLUMNS} FROM peer"
+        rows = await self.db.read(lambda conn: Tx(conn).rows(query), quick=True)
+        return [member_from_row(MemberRow(*row)) for row in rows]
 
     # -- records heard from members ---------------------------------------------------------------
 
@@ -337,9 +339,7 @@ class Roster:
                 continue
             if member.domain != self.identity.domain and only in (None, member.domain):
                 heard.append(member)
-        async with self.db.sessions() as session:
-            rows = {p.domain: p for p in await session.exec(select(PeerRow))}
-        known = {d: said(member_from_row(r)) for d, r in rows.items()}
+        known = {m.domain: said(m) for m in await self.stored_members()}
         heard = [m for m in heard if known.get(m.domain) != said(m)]
         if heard:
             changed, refused = await self._fold(heard, via)
