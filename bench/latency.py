@@ -603,6 +603,8 @@ def summary(parts: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, 
             if steps:
                 figures["floor_p50_ms"] = steps[0]["p50_ms"]
                 figures["floor_p99_ms"] = steps[0]["p99_ms"]
+                # what the platform hops alone cost in CPU: the relay's webhooks, reads, writes
+                figures["floor_cpu_ms_per_sale"] = steps[0]["relay_cpu_ms_per_sale"]
             continue
         if part["part"] == "plus" and steps:
             s = steps[0]
@@ -631,6 +633,10 @@ def summary(parts: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, 
     if "floor_p50_ms" in figures and "p50_ms" in figures:
         figures["floor_ratio"] = _ratio(figures["p50_ms"], figures["floor_p50_ms"])
         figures["floor_ratio_p99"] = _ratio(figures["p99_ms"], figures["floor_p99_ms"])
+    if "floor_cpu_ms_per_sale" in figures and "agent_cpu_ms_per_sale" in figures:
+        figures["floor_cpu_ratio"] = _ratio(
+            figures["agent_cpu_ms_per_sale"], figures["floor_cpu_ms_per_sale"]
+        )
     figures["ok"] = all(p.get("ok") for p in parts)
     return figures
 
