@@ -286,3 +286,16 @@ async def test_pools_page_through_a_search_in_sku_order(solo: Cluster) -> None:
         status, body = await shop.api("GET", f"/api/pools?{query}")
         assert status == 400, query
         assert body["error"] == "bad_parameter" and body["message"], body
+
+
+def test_the_commands_run_on_uvloop_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`shopsync` runs on uvloop where it is installed (a dependency on Linux and macOS), and
+    on asyncio's own loop with `SHOPSYNC_EVENT_LOOP=asyncio`."""
+    from agent.cli import run_loop
+
+    async def loop_module() -> str:
+        return type(asyncio.get_running_loop()).__module__
+
+    assert run_loop(loop_module()).startswith("uvloop")
+    monkeypatch.setenv("SHOPSYNC_EVENT_LOOP", "asyncio")
+    assert run_loop(loop_module()).startswith("asyncio")

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sqlite3
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +15,7 @@ import sqlalchemy as sa
 from sqlmodel import select
 
 from agent import ledger, synclog
-from agent.db import Database
+from agent.db import CHECKPOINT_EVERY, Database, put_state
 from agent.journal import StateJournal
 from agent.ledger import NewEvent, Pool
 from agent.models import (
@@ -426,6 +430,83 @@ async def test_a_unit_of_work_commits_whole_or_not_at_all(database: Database) ->
     async with database.sessions() as s:
         stored = (await s.exec(select(EventRow))).all()
     assert [(e.sku, e.delta, e.proof) for e in stored] == [("A", -1, _seq_proof(rows[0]))]
+
+
+async def test_a_quick_unit_commits_whole_or_not_at_all(database: Database) -> None:
+    """A quick unit (on the event loop's own connection with SQLite) keeps the unit's promise:
+    a failure leaves nothing, a return is seen by the next unit of either kind."""
+    me = Identity(id=1, domain="a.example.com", epoch="e1", public_key="k", created_at=0)
+
+    def sale(conn: sa.Connection) -> list[Any]:
+        return ledger.append(conn, me, [NewEvent("A", "change", delta=-1)], 5.0, _seq_proof)
+
+    def sale_then_failure(conn: sa.Connection) -> None:
+        sale(conn)
+        raise RuntimeError("the unit fails after its statements")
+
+    with pytest.raises(RuntimeError):
+        await database.run(sale_then_failure, quick=True)
+    assert await database.read(ledger.vector, quick=True) == {}
+    assert [r.seq for r in await database.run(sale, quick=True)] == [1]
+    assert [r.seq for r in await database.run(sale)] == [2]  # the thread's connection sees it
+    assert await database.read(ledger.vector, quick=True) == {("a.example.com", "e1"): 2}
+    assert await database.read(ledger.vector) == {("a.example.com", "e1"): 2}
+
+
+async def test_a_quick_unit_never_waits_on_the_loop_for_another_writer(tmp_path: Path) -> None:
+    """Another process holds SQLite's write lock: a quick unit does not block the event loop
+    waiting for it (its connection does not wait), it waits in the database thread and
+    commits once the lock is free; a quick read meanwhile goes on (WAL)."""
+    path = tmp_path / "core.db"
+    db = Database(f"sqlite+aiosqlite:///{path}")
+    await db.upgrade()
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # the other writer, e.g. a CLI command
+        other.execute("INSERT INTO agent_state (key, value) VALUES ('other', '1')")
+        unit = asyncio.create_task(db.run(lambda conn: put_state(conn, "mine", 2), quick=True))
+        started = time.monotonic()
+        for _ in range(10):  # the loop keeps turning while the unit waits
+            await asyncio.sleep(0.02)
+        assert time.monotonic() - started < 2.0  # not held for SQLite's busy timeout (10 s)
+        assert not unit.done()
+        assert await db.get_state("mine") is None  # a quick read is not held up either
+        other.execute("COMMIT")
+        await asyncio.wait_for(unit, 10)
+        assert await db.get_state("mine") == 2 and await db.get_state("other") == 1
+        await db.set_state("after", 3)  # and the next quick unit runs on the loop again
+        assert await db.get_state("after") == 3
+    finally:
+        other.close()
+        await db.dispose()
+
+
+async def test_quick_units_leave_the_checkpoints_to_the_database_thread(tmp_path: Path) -> None:
+    """The loop's connection never checkpoints (a checkpoint syncs to disk): its commits pile
+    up in the write-ahead log beyond the 1,000 pages at which SQLite would checkpoint by
+    itself; at `CHECKPOINT_EVERY` quick commits a database thread copies them into the
+    database file."""
+    path = tmp_path / "core.db"
+    db = Database(f"sqlite+aiosqlite:///{path}")
+    await db.upgrade()
+    try:
+        await db.set_state("k", 0)
+        wal = path.with_name(path.name + "-wal")
+        page = 4096
+        before = path.stat().st_size
+        for _ in range(CHECKPOINT_EVERY - 2):  # 16 kB of new text each: five pages a commit
+            await db.set_state("k", os.urandom(8_000).hex())
+        frames = wal.stat().st_size // (page + 24)
+        assert frames > 1000, frames  # never checkpointed (the log would have wrapped)
+        assert path.stat().st_size == before  # nothing copied into the database yet
+        await db.set_state("k", "last")  # the CHECKPOINT_EVERY-th: a checkpoint is started
+        checkpoint = db._checkpoint  # the database thread's, awaited to look at its effect
+        assert checkpoint is not None
+        await checkpoint
+        assert path.stat().st_size > 10 * before  # the log's pages are in the database file
+        assert await db.get_state("k") == "last"
+    finally:
+        await db.dispose()
 
 
 async def test_a_peers_contact_is_noted_and_its_failures_logged_once(database: Database) -> None:
