@@ -405,24 +405,26 @@ async def test_sync_log_prune_drops_only_entries_older_than_the_cut(database: Da
     assert left == [float(n) for n in range(17, 30)]
 
 
+_ME = Identity(id=1, domain="a.example.com", epoch="e1", public_key="k", created_at=0)
+
+
+def _sale(conn: sa.Connection) -> list[Any]:
+    """A unit of work: one sale of SKU A, this shop's next event."""
+    return ledger.append(conn, _ME, [NewEvent("A", "change", delta=-1)], 5.0, _seq_proof)
+
+
+def _sale_then_failure(conn: sa.Connection) -> None:
+    _sale(conn)
+    raise RuntimeError("the unit fails after its statements")
+
+
 async def test_a_unit_of_work_commits_whole_or_not_at_all(database: Database) -> None:
     """`Database.run` (the hot path's transactions) on SQLite and PostgreSQL: a unit that
     fails leaves nothing; one that returns is seen by the next read, and by the ORM."""
-    me = Identity(id=1, domain="a.example.com", epoch="e1", public_key="k", created_at=0)
-
-    def sale(conn: sa.Connection) -> list[Any]:
-        return ledger.append(conn, me, [NewEvent("A", "change", delta=-1)], 5.0, _seq_proof)
-
-    def sale_then_failure(conn: sa.Connection) -> None:
-        sale(conn)
-        raise RuntimeError("the unit fails after its statements")
-
-    try:
-        await database.run(sale_then_failure)
-    except RuntimeError:
-        pass
+    with pytest.raises(RuntimeError):
+        await database.run(_sale_then_failure)
     assert await database.read(ledger.vector) == {}
-    rows = await database.run(sale)
+    rows = await database.run(_sale)
     assert [r.seq for r in rows] == [1]
     assert await database.read(ledger.vector) == {("a.example.com", "e1"): 1}
     pools = await database.read(lambda conn: ledger.pools(conn, ["A"]))
@@ -435,20 +437,11 @@ async def test_a_unit_of_work_commits_whole_or_not_at_all(database: Database) ->
 async def test_a_quick_unit_commits_whole_or_not_at_all(database: Database) -> None:
     """A quick unit (on the event loop's own connection with SQLite) keeps the unit's promise:
     a failure leaves nothing, a return is seen by the next unit of either kind."""
-    me = Identity(id=1, domain="a.example.com", epoch="e1", public_key="k", created_at=0)
-
-    def sale(conn: sa.Connection) -> list[Any]:
-        return ledger.append(conn, me, [NewEvent("A", "change", delta=-1)], 5.0, _seq_proof)
-
-    def sale_then_failure(conn: sa.Connection) -> None:
-        sale(conn)
-        raise RuntimeError("the unit fails after its statements")
-
     with pytest.raises(RuntimeError):
-        await database.run(sale_then_failure, quick=True)
+        await database.run(_sale_then_failure, quick=True)
     assert await database.read(ledger.vector, quick=True) == {}
-    assert [r.seq for r in await database.run(sale, quick=True)] == [1]
-    assert [r.seq for r in await database.run(sale)] == [2]  # the thread's connection sees it
+    assert [r.seq for r in await database.run(_sale, quick=True)] == [1]
+    assert [r.seq for r in await database.run(_sale)] == [2]  # the thread's connection sees it
     assert await database.read(ledger.vector, quick=True) == {("a.example.com", "e1"): 2}
     assert await database.read(ledger.vector) == {("a.example.com", "e1"): 2}
 
