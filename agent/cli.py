@@ -766,8 +766,9 @@ def main(argv: list[str] | None = None) -> int:
 def run_loop(main: Coroutine[Any, Any, T]) -> T:
     """Run `main` on uvloop's event loop where it is installed (Linux, macOS), else asyncio's.
 
-    uvloop is the same asyncio API with the loop and its sockets in C: it took 11 % off the
-    agents' CPU per sale (`bench/latency.py`, 50 sales/s: 14.4 → 12.8 ms for three agents).
+    uvloop is the same asyncio API with the loop and its sockets in C: it took 11 to 15 % off the
+    agents' CPU per sale (the latency bench's three Plus shops driven at 50 sales/s for 10 s,
+    runs alternated: 14.4 → 12.8 ms for three agents in one pair; README "Benchmarks").
     `SHOPSYNC_EVENT_LOOP=asyncio` keeps the standard loop (to compare, or to debug).
     """
     if os.environ.get("SHOPSYNC_EVENT_LOOP", "uvloop") != "asyncio":
