@@ -321,11 +321,7 @@ def _busy(exc: Exception) -> bool:
 def _checkpoint(engine: Engine, local: _Connections, opened: list[Connection]) -> None:
     """Copy the write-ahead log's committed pages into the database (PASSIVE: no waiting on
     readers or writers), on a database thread's connection."""
-    conn = local.conn
-    if conn is None or conn.closed or conn.invalidated:
-        conn = local.conn = engine.connect()
-        opened.append(conn)
-    driver = conn.connection.driver_connection
+    driver = _thread_connection(engine, local, opened).connection.driver_connection
     assert driver is not None
     driver.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
@@ -337,13 +333,19 @@ class _Connections(threading.local):
     conn: Connection | None = None
 
 
-def _in_transaction(
-    engine: Engine, work: Work[T], write: bool, local: _Connections, opened: list[Connection]
-) -> T:
+def _thread_connection(engine: Engine, local: _Connections, opened: list[Connection]) -> Connection:
+    """This database thread's own connection, opened on first use (or after it broke)."""
     conn = local.conn
     if conn is None or conn.closed or conn.invalidated:
         conn = local.conn = engine.connect()
         opened.append(conn)
+    return conn
+
+
+def _in_transaction(
+    engine: Engine, work: Work[T], write: bool, local: _Connections, opened: list[Connection]
+) -> T:
+    conn = _thread_connection(engine, local, opened)
     conn.info["read_only"] = not write
     with conn.begin():
         return work(conn)
